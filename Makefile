@@ -1,0 +1,33 @@
+# Two commands: `make serve` runs the service on its embedded defaults, `make test` runs every check.
+# The test set-up adds the test tools, google-genai 2.x beside the venv (its 2.x and 3.x clients are
+# both tested) and Debian's chromium for the Studio's browser test; the tests also need the local
+# PostgreSQL server (started here if it is installed but down).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --target $(VENV)/genai2 'google-genai==2.34.0'
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	touch $@
+
+serve: $(VENV)/.installed
+	$(BIN)/openreel serve
+
+test: $(VENV)/.test-installed
+	pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/job_latency.py
