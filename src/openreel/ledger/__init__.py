@@ -1,0 +1,1 @@
+"""The job ledger: accounts, API keys, credits and jobs in the application database."""

@@ -1,0 +1,243 @@
+"""Job rows and their state machine.
+
+Every transition is a compare-and-set on (status, attempt), so a late message from a worker that
+was cancelled, timed out or replaced can never overwrite a newer state, and only the transaction
+that moves a job to FAILED or CANCELLED writes its refund: exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from openreel.ledger import credits
+from openreel.ledger.tables import ApiKey, Job, utcnow
+
+QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED = "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"
+ACTIVE = (QUEUED, PROCESSING)
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class TooManyActiveJobs(Exception):
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"{active} jobs are queued or running; the limit is {limit}")
+        self.active = active
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class NewJob:
+    model: str
+    input: dict[str, Any]
+    spec: dict[str, Any]
+    cost: int
+    idempotency_key: str | None
+    request_hash: str | None
+    webhook_url: str | None
+    webhook_events: list[str] | None
+
+
+def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = None) -> tuple[Job, bool]:
+    """Insert the job and its charge in one transaction; returns (job, created).
+
+    An Idempotency-Key replays its job for 24 hours; after that the key is free for a new job. The
+    cap on active jobs is checked under the account lock, so concurrent submissions cannot pass it.
+    """
+    credits.lock_account(session, key.account_id)
+    if new.idempotency_key is not None:
+        existing = session.scalars(
+            select(Job).where(Job.account_id == key.account_id, Job.idempotency_key == new.idempotency_key)
+        ).first()
+        if existing is not None and utcnow() - existing.created_at > IDEMPOTENCY_WINDOW:
+            existing.idempotency_key = None
+            session.flush()
+        elif existing is not None:
+            if existing.request_hash != new.request_hash:
+                raise IdempotencyConflict(new.idempotency_key)
+            return existing, False
+    if max_active is not None:
+        active = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.account_id == key.account_id, Job.status.in_(ACTIVE))
+        )
+        if (active or 0) >= max_active:
+            raise TooManyActiveJobs(int(active or 0), max_active)
+    job = Job(
+        account_id=key.account_id,
+        api_key_id=key.id,
+        model=new.model,
+        status=QUEUED,
+        progress=0,
+        input=new.input,
+        spec=new.spec,
+        credit_cost=new.cost,
+        idempotency_key=new.idempotency_key,
+        request_hash=new.request_hash,
+        webhook_url=new.webhook_url,
+        webhook_events=new.webhook_events,
+        webhook_status="pending" if new.webhook_url else None,
+    )
+    session.add(job)
+    session.flush()
+    credits.charge(session, key.account_id, job.id, new.cost)
+    return job, True
+
+
+class JobActive(Exception):
+    """Only finished jobs can be deleted; cancel an active one first."""
+
+
+def get_for_account(session: Session, account_id: str, job_id: str) -> Job | None:
+    """The account's job; another account's job, or a deleted one, reads as missing."""
+    job = session.get(Job, job_id)
+    if job is None or job.account_id != account_id or job.deleted_at is not None:
+        return None
+    return job
+
+
+def delete(session: Session, job: Job) -> None:
+    """Hide a finished job from its account. The row stays: the credit ledger refers to it."""
+    if job.status in ACTIVE:
+        raise JobActive(job.status)
+    job.deleted_at = utcnow()
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """1-based place in the global queue, for QUEUED jobs."""
+    if job.status != QUEUED:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status == QUEUED,
+            or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)),
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+def list_jobs(
+    session: Session,
+    account_id: str,
+    *,
+    limit: int,
+    status: str | None = None,
+    model: str | None = None,
+    search: str | None = None,
+    after: tuple[datetime, str] | None = None,
+) -> tuple[list[Job], bool]:
+    """A page ordered by (created_at desc, id desc), starting after the cursor; returns (jobs, has_more)."""
+    query = select(Job).where(Job.account_id == account_id, Job.deleted_at.is_(None))
+    if status:
+        query = query.where(Job.status == status)
+    if model:
+        query = query.where(Job.model == model)
+    if search:
+        query = query.where(Job.id == search)
+    if after is not None:
+        created, job_id = after
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def account_models(session: Session, account_id: str) -> list[str]:
+    return sorted(session.scalars(select(Job.model).where(Job.account_id == account_id).distinct()))
+
+
+def claim_next(session: Session) -> Job | None:
+    """Move the oldest QUEUED job to PROCESSING and hand it out."""
+    job = session.scalars(
+        select(Job)
+        .where(Job.status == QUEUED)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if job is None:
+        return None
+    job.status = PROCESSING
+    job.attempts += 1
+    job.progress = 0
+    job.started_at = utcnow()
+    session.flush()
+    return job
+
+
+def _active(job_id: str, attempt: int | None, statuses: tuple[str, ...]) -> Any:
+    cond = and_(Job.id == job_id, Job.status.in_(statuses))
+    return cond if attempt is None else and_(cond, Job.attempts == attempt)
+
+
+def set_progress(session: Session, job_id: str, attempt: int, progress: int) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(_active(job_id, attempt, (PROCESSING,)), Job.progress < progress)
+        .values(progress=min(progress, 99))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def complete(session: Session, job_id: str, attempt: int, result: dict[str, Any]) -> bool:
+    outcome = session.execute(
+        update(Job)
+        .where(_active(job_id, attempt, (PROCESSING,)))
+        .values(status=COMPLETED, progress=100, result=result, error=None, completed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(outcome.rowcount)  # type: ignore[attr-defined]
+
+
+def end_with_refund(
+    session: Session, job_id: str, status: str, error: str | None, *, attempt: int | None = None
+) -> bool:
+    """FAILED or CANCELLED from an active state, with the refund in the same transaction."""
+    assert status in (FAILED, CANCELLED)
+    outcome = session.execute(
+        update(Job)
+        .where(_active(job_id, attempt, ACTIVE))
+        .values(status=status, error=error, completed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not outcome.rowcount:  # type: ignore[attr-defined]
+        return False
+    job = session.get(Job, job_id)
+    assert job is not None
+    session.refresh(job)
+    credits.refund(session, job.account_id, job.id, job.credit_cost, note=f"job {status.lower()}")
+    return True
+
+
+def requeue(session: Session, job_id: str, attempt: int) -> bool:
+    outcome = session.execute(
+        update(Job)
+        .where(_active(job_id, attempt, (PROCESSING,)))
+        .values(status=QUEUED, progress=0, started_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(outcome.rowcount)  # type: ignore[attr-defined]
+
+
+def recover_interrupted(session: Session, max_attempts: int) -> list[str]:
+    """At start-up, no worker holds anything: re-queue PROCESSING jobs, or fail them after the last try."""
+    touched = []
+    for job in session.scalars(select(Job).where(Job.status == PROCESSING)).all():
+        if job.attempts >= max_attempts:
+            end_with_refund(
+                session, job.id, FAILED, "The server stopped during generation; no attempts left."
+            )
+        else:
+            requeue(session, job.id, job.attempts)
+        touched.append(job.id)
+    return touched

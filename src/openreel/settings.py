@@ -1,0 +1,64 @@
+"""The one typed settings object. Every field reads ``OPENREEL_<FIELD>`` from the environment."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KNOWN_ENGINES = ("tiny", "ltx2")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENREEL_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("openreel-data"), description="Database, uploads and results.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
+    engine: str = Field(default="tiny", description="tiny (random weights, CPU) or ltx2 (real checkpoint).")
+    checkpoint: str | None = Field(default=None, description="ltx2 engine: HF repo id or local directory.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(default=None, description="Base of absolute URLs; the request's if unset.")
+    secret_key: str | None = Field(default=None, description="Signs file URLs; kept in data_dir if unset.")
+    result_url_ttl_s: int = 24 * 3600
+    upload_ttl_s: int = 2 * 3600
+    max_upload_image_bytes: int = 25 * 1024 * 1024
+    max_upload_video_bytes: int = 50 * 1024 * 1024
+    fetch_timeout_s: float = 20.0
+    fetch_max_redirects: int = 3
+    max_image_pixels: int = 40_000_000
+    allow_private_urls: bool = Field(default=False, description="Let image/webhook URLs reach private hosts.")
+    job_timeout_s: int = 3600
+    max_attempts: int = 2
+    max_concurrent_jobs: int = Field(default=8, description="Active (queued or running) jobs per account.")
+    rate_limit_per_minute: int = Field(default=1200, description="Requests per account per minute; 0: off.")
+    rate_limit_burst: int = Field(default=200, description="Requests an account may make at once.")
+    prices_file: Path | None = None
+    storage: str = Field(default="local", description="local (files in data_dir) or s3.")
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = Field(default=None, description="For S3-compatible servers.")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    x264_preset: str = "veryfast"
+    webhook_timeout_s: float = 10.0
+    webhook_attempts: int = 5
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'openreel.db').resolve()}"
+
+    def resolved_secret(self) -> bytes:
+        """The signing secret; generated once and kept beside the data so links survive restarts."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip().encode()
