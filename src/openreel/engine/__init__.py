@@ -1,0 +1,39 @@
+"""Video engines. ``load_engine`` is the one way in; torch and diffusers load only when it is called,
+so importing ``openreel.engine.plan`` (or this package) stays cheap for the HTTP service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openreel.engine.base import VideoEngine
+
+ENGINES = ("tiny", "ltx2")
+TINY_CHECKPOINT_DIR = "tiny-ltx2"
+
+
+def load_engine(name: str, *, cache_dir: Path, checkpoint: str | None = None) -> VideoEngine:
+    """Load an engine by name.
+
+    ``tiny``: a random-weight LTX-2 written once under ``cache_dir`` and loaded through the same
+    ``from_pretrained`` path as the real model (output is noise). ``ltx2``: a real diffusers LTX-2
+    checkpoint, a local directory or hub repo id given as ``checkpoint``.
+    """
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}")
+    if name == "ltx2" and not checkpoint:
+        raise ValueError(
+            "engine 'ltx2' needs a checkpoint (OPENREEL_CHECKPOINT): a diffusers LTX-2 directory "
+            "or a hub repo id such as Lightricks/LTX-2"
+        )
+    from openreel.engine.ltx2 import LTX2Engine
+
+    if name == "tiny":
+        from openreel.engine.tiny import save_tiny_checkpoint
+
+        directory = save_tiny_checkpoint(Path(cache_dir) / TINY_CHECKPOINT_DIR)
+        return LTX2Engine.from_pretrained(directory, name="tiny", grid_scale=0.25, random_weights=True)
+    assert checkpoint is not None
+    return LTX2Engine.from_pretrained(checkpoint, name="ltx2", grid_scale=1.0, random_weights=False)

@@ -1,0 +1,53 @@
+"""The engine contract the worker renders through: a plan and optional keyframes in, a clip out.
+
+Kept free of torch and diffusers so the service can type against it without loading a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from openreel.engine.plan import RenderPlan
+
+
+@dataclass
+class Clip:
+    """Exactly what was promised: ``frames`` is uint8 (plan.num_frames, plan.height, plan.width, 3).
+
+    ``audio`` is float32 (channels, plan.duration_s * sample_rate) or None when the request asked for
+    no audio, so the muxer never has to trim or guess.
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray | None
+    sample_rate: int
+
+
+class Cancelled(Exception):
+    """Raised from the step callback to abandon a render at the next denoising step."""
+
+
+StepCallback = Callable[[int, int], None]
+
+
+class VideoEngine(Protocol):
+    """A loaded model. ``render`` blocks; ``on_step(i, total)`` (1-based) reports progress and may cancel."""
+
+    name: str
+    grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
+    random_weights: bool  # True: every surface must say the output is noise from random weights
+
+    def render(
+        self,
+        plan: RenderPlan,
+        first_frame: PIL.Image.Image | None,
+        last_frame: PIL.Image.Image | None,
+        on_step: StepCallback,
+    ) -> Clip: ...

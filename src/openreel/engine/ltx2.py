@@ -1,0 +1,235 @@
+"""LTX-2 through diffusers: one loaded set of weights serving text, first-frame and keyframe renders.
+
+The three diffusers pipelines share every component, so weights load once and the routing is only
+a choice of entry point. The pipeline works on a grid LTX-2 accepts (sides /32, 8k+1 frames, see
+plan.py); this module turns its output into exactly the frames and samples the plan promises.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import LTX2ConditionPipeline, LTX2ImageToVideoPipeline, LTX2Pipeline
+from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+from openreel.engine.base import Clip, StepCallback
+from openreel.engine.plan import RenderPlan, center_crop_box, cover_size
+
+# Frames scaled per interpolate call: bounds the working set (~100 MB at 1080p).
+_RESIZE_CHUNK = 16
+
+
+def guidance_kwargs(guidance_scale: float) -> dict[str, float]:
+    """Every guidance knob of the 0.42.1 LTX-2 pipelines, set from the plan's one number.
+
+    diffusers defaults to audio CFG 7, STG 1 and modality isolation 3, so a call that only sets
+    ``guidance_scale=1`` still makes up to 4 transformer passes per step. At or below 1 (distilled
+    checkpoints) all of it is off: CFG runs when either CFG scale is > 1, STG when either STG scale is
+    > 0, modality guidance when either modality scale is > 1. Above 1, plain CFG at the same scale for
+    video and audio with the model's usual 0.7 rescale; STG and modality isolation stay off because
+    each costs a further full transformer pass per step. The audio values are never 0 or None:
+    diffusers replaces a falsy audio value with the video one (``audio_x or x``).
+    """
+    if guidance_scale <= 1.0:
+        return {
+            "guidance_scale": 1.0,
+            "audio_guidance_scale": 1.0,
+            "stg_scale": 0.0,
+            "audio_stg_scale": 0.0,  # falsy, so it becomes stg_scale, which is 0 too
+            "modality_scale": 1.0,
+            "audio_modality_scale": 1.0,
+            "guidance_rescale": 0.0,
+            "audio_guidance_rescale": 0.0,
+        }
+    return {
+        "guidance_scale": guidance_scale,
+        "audio_guidance_scale": guidance_scale,
+        "stg_scale": 0.0,
+        "audio_stg_scale": 0.0,
+        "modality_scale": 1.0,
+        "audio_modality_scale": 1.0,
+        "guidance_rescale": 0.7,
+        "audio_guidance_rescale": 0.7,
+    }
+
+
+class LastFrameConditionPipeline(LTX2ConditionPipeline):
+    """``LTX2ConditionPipeline`` whose last-latent image keyframe sits on the final pixel frame.
+
+    diffusers reads ``LTX2VideoCondition.index`` as a latent index and places a keyframe at pixel
+    frame ``(index - 1) * 8 + 1``, so ``index=-1`` lands 8 frames before the end (frame 185 of 193).
+    Lightricks' ltx-core takes a pixel ``frame_idx`` for the same mechanism; an end keyframe there
+    is ``num_frames - 1``. Only the keyframe's positional coordinates move: it is still encoded and
+    appended as extra tokens exactly as upstream does.
+    """
+
+    _keyframe_num_frames: int | None = None
+
+    def prepare_latents(self, *args: Any, **kwargs: Any) -> Any:
+        # 0.42.1 calls this with keywords only; num_frames is needed to recognise the last latent.
+        self._keyframe_num_frames = kwargs.get("num_frames")
+        try:
+            return super().prepare_latents(*args, **kwargs)
+        finally:
+            self._keyframe_num_frames = None
+
+    def last_latent_pixel_frame(self, num_frames: int) -> int:
+        """Where upstream puts a keyframe at the last latent index (``index=-1``)."""
+        last_latent = (num_frames - 1) // self.vae_temporal_compression_ratio
+        return max((last_latent - 1) * self.vae_temporal_compression_ratio + 1, 0)
+
+    def _prepare_keyframe_coords(
+        self,
+        keyframe_latent_num_frames: int,
+        keyframe_latent_height: int,
+        keyframe_latent_width: int,
+        pixel_frame_idx: int,
+        num_pixel_frames: int,
+        fps: float,
+        device: torch.device,
+    ) -> torch.Tensor:
+        n = self._keyframe_num_frames
+        if n is not None and num_pixel_frames == 1 and pixel_frame_idx == self.last_latent_pixel_frame(n):
+            pixel_frame_idx = n - 1
+        return super()._prepare_keyframe_coords(
+            keyframe_latent_num_frames=keyframe_latent_num_frames,
+            keyframe_latent_height=keyframe_latent_height,
+            keyframe_latent_width=keyframe_latent_width,
+            pixel_frame_idx=pixel_frame_idx,
+            num_pixel_frames=num_pixel_frames,
+            fps=fps,
+            device=device,
+        )
+
+
+def fit_image(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+    """Scale to cover (width, height) with the aspect kept, then centre-crop: never stretch."""
+    image = image.convert("RGB")
+    size = cover_size(image.size, (width, height))
+    if size != image.size:
+        image = image.resize(size, PIL.Image.Resampling.LANCZOS)
+    return image.crop(center_crop_box(size, (width, height)))
+
+
+def frames_to_output(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """float [0, 1] (F, h, w, 3) -> uint8 (F, height, width, 3) by bilinear cover-scale and centre crop.
+
+    Quantised before scaling: torch's uint8 bilinear kernel is ~5x faster than float32 on CPU, and
+    upscaling 8-bit frames loses nothing visible. Chunked so the working set stays small at 1080p.
+    """
+    num, src_h, src_w, _ = frames.shape
+    size = cover_size((src_w, src_h), (width, height))
+    left, top, right, bottom = center_crop_box(size, (width, height))
+    out = np.empty((num, height, width, 3), dtype=np.uint8)
+    for start in range(0, num, _RESIZE_CHUNK):
+        chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + _RESIZE_CHUNK]))
+        chunk = (chunk * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2)
+        if size != (src_w, src_h):
+            chunk = torch.nn.functional.interpolate(
+                chunk, size=(size[1], size[0]), mode="bilinear", align_corners=False
+            )
+        out[start : start + len(chunk)] = chunk[:, :, top:bottom, left:right].permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def audio_to_output(audio: torch.Tensor | np.ndarray, num_samples: int) -> np.ndarray:
+    """First batch item as float32 (channels, num_samples): trimmed, or zero-padded at the end."""
+    wave = audio[0]
+    wave = wave.float().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave, np.float32)
+    wave = wave.reshape(1, -1) if wave.ndim == 1 else wave
+    out = np.zeros((wave.shape[0], num_samples), dtype=np.float32)
+    keep = min(num_samples, wave.shape[1])
+    out[:, :keep] = wave[:, :keep]
+    return out
+
+
+class LTX2Engine:
+    """A loaded LTX-2 checkpoint (real or tiny) implementing ``VideoEngine``."""
+
+    def __init__(
+        self, pipe: LTX2Pipeline, *, name: str, grid_scale: float, random_weights: bool, device: str
+    ) -> None:
+        self.name = name
+        self.grid_scale = grid_scale
+        self.random_weights = random_weights
+        self.device = device
+        self.t2v = pipe
+        # Same module objects, not copies: the weights are in memory once.
+        components = {k: v for k, v in pipe.components.items() if v is not None}
+        self.i2v = LTX2ImageToVideoPipeline(**components)
+        self.keyframes = LastFrameConditionPipeline(**components)
+        for p in (self.t2v, self.i2v, self.keyframes):
+            p.set_progress_bar_config(disable=True)
+        self.sample_rate = int(pipe.vocoder.config.output_sampling_rate)
+        # The pipelines share a scheduler whose state is per call: one render at a time.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        *,
+        name: str,
+        grid_scale: float,
+        random_weights: bool,
+        device: str | None = None,
+    ) -> LTX2Engine:
+        """Load a diffusers LTX-2 directory or hub repo id; bf16 on CUDA, float32 on CPU."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        pipe = LTX2Pipeline.from_pretrained(str(source), dtype=dtype).to(device)
+        return cls(pipe, name=name, grid_scale=grid_scale, random_weights=random_weights, device=device)
+
+    def render(
+        self,
+        plan: RenderPlan,
+        first_frame: PIL.Image.Image | None,
+        last_frame: PIL.Image.Image | None,
+        on_step: StepCallback,
+    ) -> Clip:
+        """Denoise, decode, then cut to the plan's exact frames and samples. ``Cancelled`` propagates."""
+        given = (first_frame is not None, last_frame is not None)
+        if (plan.has_first_frame, plan.has_last_frame) != given:
+            raise ValueError("the plan's has_first_frame/has_last_frame must match the images passed")
+        w, h = plan.gen_width, plan.gen_height
+        first = fit_image(first_frame, w, h) if first_frame is not None else None
+        last = fit_image(last_frame, w, h) if last_frame is not None else None
+
+        def step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            on_step(i + 1, int(getattr(pipe, "num_timesteps", plan.steps)))
+            return kwargs
+
+        common: dict[str, Any] = {
+            "prompt": plan.prompt,
+            "negative_prompt": plan.negative_prompt,
+            "num_frames": plan.gen_frames,
+            "height": h,
+            "width": w,
+            "frame_rate": float(plan.fps),
+            "num_inference_steps": plan.steps,
+            "generator": torch.Generator(self.device).manual_seed(plan.seed),
+            "output_type": "np",
+            "callback_on_step_end": step_end,
+            **guidance_kwargs(plan.guidance_scale),
+        }
+        with self._lock, torch.inference_mode():
+            if last is not None:
+                conditions = [LTX2VideoCondition(frames=last, index=-1)]
+                if first is not None:
+                    conditions.insert(0, LTX2VideoCondition(frames=first, index=0))
+                out = self.keyframes(conditions=conditions, **common)
+            elif first is not None:
+                out = self.i2v(image=first, **common)
+            else:
+                out = self.t2v(**common)
+
+        frames = frames_to_output(np.asarray(out.frames[0])[: plan.num_frames], plan.width, plan.height)
+        audio = None
+        if plan.generate_audio:
+            audio = audio_to_output(out.audio, plan.duration_s * self.sample_rate)
+        return Clip(frames=frames, audio=audio, sample_rate=self.sample_rate)

@@ -1,0 +1,101 @@
+"""Pure planning: from a validated request to the exact numbers the pipeline and muxer need.
+
+LTX-2 wants frame counts of the form 8k+1 and sides divisible by 32, while the contract promises
+exactly 96/144/192 frames at 1280x720 or 1920x1080. So the pipeline is asked for one frame more
+than the output (every 24 fps duration is a multiple of 8) on a grid rounded up to 32, and the
+result is scaled to cover the output and centre-cropped. Engines that denoise on a reduced grid
+(the CPU ``tiny`` engine) pass a ``grid_scale`` below 1; the output size never changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+FPS = 24
+LATENT_SPATIAL = 32
+
+RESOLUTIONS: dict[str, tuple[int, int]] = {"720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    duration_s: int
+    width: int
+    height: int
+    num_frames: int
+    gen_width: int
+    gen_height: int
+    gen_frames: int
+    steps: int
+    guidance_scale: float
+    generate_audio: bool
+    has_first_frame: bool
+    has_last_frame: bool
+    fps: int = FPS
+
+
+def output_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
+    """Exact pixel size promised to the user; portrait swaps the landscape sides."""
+    long_side, short_side = RESOLUTIONS[resolution]
+    w, h = (int(x) for x in aspect_ratio.split(":"))
+    return (long_side, short_side) if w >= h else (short_side, long_side)
+
+
+def grid_side(side: int, grid_scale: float) -> int:
+    """Smallest multiple of 32 at or above the scaled side (cropping only ever removes pixels)."""
+    return max(LATENT_SPATIAL, math.ceil(side * grid_scale / LATENT_SPATIAL) * LATENT_SPATIAL)
+
+
+def cover_size(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int]:
+    """Size to scale ``src`` (w, h) to so it covers ``dst`` with the aspect kept; crop the rest."""
+    scale = max(dst[0] / src[0], dst[1] / src[1])
+    return max(dst[0], round(src[0] * scale)), max(dst[1], round(src[1] * scale))
+
+
+def center_crop_box(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centred ``dst`` window inside ``src``."""
+    left = (src[0] - dst[0]) // 2
+    top = (src[1] - dst[1]) // 2
+    return left, top, left + dst[0], top + dst[1]
+
+
+def plan_render(
+    *,
+    prompt: str,
+    negative_prompt: str | None,
+    seed: int,
+    duration_s: int,
+    resolution: str,
+    aspect_ratio: str,
+    generate_audio: bool,
+    steps: int,
+    guidance_scale: float,
+    negative_guidance_scale: float,
+    has_first_frame: bool,
+    has_last_frame: bool,
+    grid_scale: float = 1.0,
+) -> RenderPlan:
+    width, height = output_size(resolution, aspect_ratio)
+    num_frames = duration_s * FPS
+    guidance = max(guidance_scale, negative_guidance_scale) if negative_prompt else guidance_scale
+    return RenderPlan(
+        prompt=prompt,
+        negative_prompt=negative_prompt or None,
+        seed=seed,
+        duration_s=duration_s,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        gen_width=grid_side(width, grid_scale),
+        gen_height=grid_side(height, grid_scale),
+        gen_frames=num_frames + 1,
+        steps=steps,
+        guidance_scale=guidance,
+        generate_audio=generate_audio,
+        has_first_frame=has_first_frame,
+        has_last_frame=has_last_frame,
+    )

@@ -1,0 +1,208 @@
+"""A tiny random-weight LTX-2 (video + audio) that runs on a CPU in about a second.
+
+It exists so the real loading and rendering code path (``LTX2Pipeline.from_pretrained`` on a
+diffusers directory) can be exercised offline, in tests and on machines without a GPU. Its output
+is noise from random weights. The configuration keeps the real model's 32x spatial / 8x temporal
+video compression and the real audio timing (16 kHz mel hop 160, vocoder upsampling 160), because
+diffusers' own test sizes make token counts explode or the audio far too short. Every value here was
+measured to work with diffusers 0.42.1 / transformers 5.23 (see shared notes, engine.md section 6).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffusers import LTX2Pipeline
+    from transformers import GemmaTokenizer
+
+TINY_SEED = 0
+_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
+# In every finished checkpoint; the rename in save_tiny_checkpoint makes it appear with the rest.
+_MARKER = "model_index.json"
+
+
+def build_tokenizer() -> GemmaTokenizer:
+    """Gemma tokenizer made in code: five specials plus the 256 byte-fallback pieces.
+
+    Byte fallback makes every UTF-8 prompt tokenize to real, prompt-dependent ids without a download.
+    """
+    from transformers import GemmaTokenizer
+
+    vocab = {tok: i for i, tok in enumerate(_SPECIAL_TOKENS)}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    return GemmaTokenizer(vocab=vocab, merges=[])
+
+
+def build_tiny_pipeline() -> LTX2Pipeline:
+    """All eight components at toy width, seeded so every build has identical weights.
+
+    The seed is applied inside a forked RNG so building does not disturb the caller's torch RNG.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        return _build_components()
+
+
+def _build_components() -> LTX2Pipeline:
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2Pipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    text_encoder = Gemma3ForConditionalGeneration(
+        Gemma3Config(
+            text_config={
+                "vocab_size": len(_SPECIAL_TOKENS) + 256,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+                "head_dim": 8,
+                "max_position_embeddings": 512,
+                "sliding_window": 64,
+            },
+            vision_config={
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            mm_tokens_per_image=4,
+        )
+    ).eval()
+    # heads x head_dim of each connector must equal the Gemma hidden size (32).
+    connectors = LTX2TextConnectors(
+        caption_channels=32,
+        text_proj_in_factor=3,
+        video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8,
+        video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None,
+        audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8,
+        audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None,
+        connector_rope_base_seq_len=32,
+        rope_type="split",
+        rope_double_precision=False,
+    )
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=2,
+        qk_norm="rms_norm_across_heads",
+        caption_channels=32,
+        rope_type="split",
+        rope_double_precision=False,
+    )
+    vae = AutoencoderKLLTX2Video(
+        latent_channels=4,
+        block_out_channels=(8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8),
+        layers_per_block=(1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(False, False, False, False),
+        downsample_type=("spatiotemporal", "spatiotemporal", "spatiotemporal"),
+        down_block_types=("LTX2VideoDownBlock3D",) * 3,
+        upsample_type=("spatiotemporal", "spatiotemporal", "spatiotemporal"),
+        upsample_residual=(False, False, False),
+        upsample_factor=(1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    audio_vae = AutoencoderKLLTX2Audio(
+        base_channels=4,
+        output_channels=2,
+        ch_mult=(1,),
+        num_res_blocks=1,
+        attn_resolutions=None,
+        in_channels=2,
+        resolution=32,
+        latent_channels=2,
+        norm_type="pixel",
+        causality_axis="height",
+        mid_block_add_attention=False,
+        sample_rate=16000,
+        mel_hop_length=160,
+        is_causal=True,
+        mel_bins=8,
+    )
+    # Upsampling product 10*4*4 = 160 = mel hop x (16 kHz out / 16 kHz in): audio as long as the video.
+    vocoder = LTX2Vocoder(
+        in_channels=16,
+        hidden_channels=32,
+        out_channels=2,
+        upsample_kernel_sizes=[20, 8, 8],
+        upsample_factors=[10, 4, 4],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3, 5]],
+        output_sampling_rate=16000,
+    )
+    return LTX2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        audio_vae=audio_vae,
+        text_encoder=text_encoder,
+        tokenizer=build_tokenizer(),
+        connectors=connectors,
+        transformer=transformer,
+        vocoder=vocoder,
+    )
+
+
+def save_tiny_checkpoint(directory: Path) -> Path:
+    """Write the tiny pipeline as a normal diffusers directory, or reuse one that is already there.
+
+    Built in a temporary sibling and renamed into place, so a crash or a concurrent writer never
+    leaves a half-written checkpoint at ``directory``.
+    """
+    directory = Path(directory)
+    if (directory / _MARKER).is_file():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        build_tiny_pipeline().save_pretrained(tmp)
+        try:
+            os.replace(tmp, directory)
+        except OSError:
+            # Lost a race with another writer (target now a non-empty dir): theirs is as good as ours.
+            if not (directory / _MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory

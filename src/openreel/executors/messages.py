@@ -1,0 +1,58 @@
+"""What the server and a worker say to each other. Workers never touch the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from openreel.engine.plan import RenderPlan
+
+
+@dataclass(frozen=True)
+class RenderTask:
+    seq: int
+    job_id: str
+    plan: RenderPlan
+    output_path: str
+    first_frame: Image.Image | None = None
+    last_frame: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class EngineReady:
+    name: str
+    grid_scale: float
+    random_weights: bool
+
+
+@dataclass(frozen=True)
+class EngineFailed:
+    error: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    seq: int
+    percent: int
+
+
+@dataclass(frozen=True)
+class Done:
+    seq: int
+    media: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failed:
+    seq: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    seq: int
+
+
+Event = EngineReady | EngineFailed | Progress | Done | Failed | Cancelled
