@@ -1,0 +1,71 @@
+"""Turning the image URLs of a request into decoded images for the engine.
+
+Links made by this server (uploads) are read from storage; anything else is fetched through
+``netguard`` (public addresses only, pinned against DNS rebinding, size and time limits), and the
+bytes must sniff and decode as an image of bounded pixel count (no decompression bombs).
+"""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+from PIL import Image
+
+from openreel.netguard import BlockedURL, guarded_stream, read_limited
+from openreel.settings import Settings
+from openreel.storage.base import Storage
+from openreel.storage.signing import Signer
+from openreel.storage.sniff import SUPPORTED, sniff
+
+
+class InputError(Exception):
+    """A request input that cannot be used; the message is shown to the user as the job's error."""
+
+
+def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
+    """GET a user-supplied URL through the SSRF guard, with size, time and redirect limits."""
+    try:
+        with guarded_stream(
+            "GET",
+            url,
+            allow_private=settings.allow_private_urls,
+            timeout_s=settings.fetch_timeout_s,
+            max_redirects=settings.fetch_max_redirects,
+        ) as response:
+            if response.status_code != 200:
+                raise InputError(f"{url} answered HTTP {response.status_code}")
+            return read_limited(response, max_bytes, url)
+    except BlockedURL as exc:
+        raise InputError(str(exc)) from exc
+    except httpx.HTTPError as exc:
+        raise InputError(f"could not fetch {url}: {exc.__class__.__name__}") from exc
+
+
+def decode_image(data: bytes, *, source: str, max_pixels: int) -> Image.Image:
+    kind = sniff(data[:64])
+    if kind is None or kind.kind != "image":
+        found = kind.content_type if kind else "an unrecognised type"
+        raise InputError(f"{source} is not an image ({found}); expected one of {SUPPORTED} images")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > max_pixels:
+            raise InputError(f"{source} is {image.width}x{image.height}, over the {max_pixels}-pixel limit")
+        image.load()
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{source} could not be decoded as an image: {exc}") from exc
+    return image.convert("RGB")
+
+
+def load_image(url: str, *, settings: Settings, signer: Signer, storage: Storage) -> Image.Image:
+    key = signer.own_key(url)
+    if key is not None:
+        try:
+            data = storage.read_bytes(key)
+        except (FileNotFoundError, ValueError) as exc:
+            raise InputError(f"{url} has expired or was removed") from exc
+    else:
+        data = fetch(url, settings, max_bytes=settings.max_upload_image_bytes)
+    return decode_image(data, source=url, max_pixels=settings.max_image_pixels)

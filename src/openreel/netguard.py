@@ -1,0 +1,122 @@
+"""Outbound HTTP to user-supplied URLs (request images, webhooks) without server-side request forgery.
+
+A host name is resolved once, every address it resolves to must be public (unless private
+addresses are allowed for development), and the connection then goes to the checked address with
+the original Host header and TLS server name. A second DNS answer therefore cannot steer the
+request to an internal address (DNS rebinding), and each redirect hop is checked the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+
+class BlockedURL(Exception):
+    """The URL may not be requested; the message says why."""
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            return _public(embedded)
+        if address in ipaddress.IPv6Network("64:ff9b::/96"):
+            return _public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return address.is_global and not address.is_multicast
+
+
+def resolve(host: str, port: int, allow_private: bool) -> str:
+    """One address of ``host`` to connect to, after checking all of them."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BlockedURL(f"cannot resolve host {host!r}") from exc
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not allow_private:
+        for address in addresses:
+            if not _public(address):
+                raise BlockedURL(f"host {host!r} resolves to a non-public address ({address}); refused")
+    return str(addresses[0])
+
+
+def pin_url(url: str, allow_private: bool) -> tuple[str, dict[str, str], dict[str, str]]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BlockedURL(f"only http(s) URLs are accepted, got {url!r}")
+    if parts.username or parts.password:
+        raise BlockedURL("URLs with credentials are not accepted")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ip = resolve(parts.hostname, port, allow_private)
+    literal = f"[{ip}]" if ":" in ip else ip
+    pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return pinned, {"Host": host_header}, extensions
+
+
+@contextmanager
+def guarded_stream(
+    method: str,
+    url: str,
+    *,
+    allow_private: bool,
+    timeout_s: float,
+    max_redirects: int,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Iterator[httpx.Response]:
+    """Send a request (following redirects for GET only) with every hop checked and pinned.
+
+    ``timeout_s`` bounds the whole exchange, redirects included; reading the body must be done
+    before it runs out (see ``read_limited``).
+    """
+    deadline = time.monotonic() + timeout_s
+    current = url
+    with httpx.Client(follow_redirects=False) as client:
+        for _ in range(max_redirects + 1):
+            pinned, host, extensions = pin_url(current, allow_private)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BlockedURL(f"{url} took longer than {timeout_s:.0f} s")
+            request = client.build_request(
+                method,
+                pinned,
+                content=content,
+                headers={**(headers or {}), **host},
+                timeout=remaining,
+                extensions=extensions,
+            )
+            response = client.send(request, stream=True)
+            try:
+                if method == "GET" and response.is_redirect:
+                    current = urljoin(current, response.headers.get("location", ""))
+                    continue
+                response.extensions["openreel_deadline"] = deadline
+                yield response
+                return
+            finally:
+                response.close()
+    raise BlockedURL(f"{url} redirected more than {max_redirects} times")
+
+
+def read_limited(response: httpx.Response, max_bytes: int, source: str) -> bytes:
+    """The body, refused once it passes ``max_bytes`` or the exchange's deadline."""
+    deadline = response.extensions.get("openreel_deadline", float("inf"))
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BlockedURL(f"{source} is larger than {max_bytes} bytes")
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise BlockedURL(f"{source} is larger than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise BlockedURL(f"{source} took too long to download")
+    return bytes(body)

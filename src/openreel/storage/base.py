@@ -1,0 +1,44 @@
+"""The storage interface: where uploads and results live, whatever the backend.
+
+Writers produce files locally (a worker renders into a staging path, an upload is spooled to one)
+and ``commit`` moves them into place atomically; readers either get a response to send (``serve``)
+or, where the backend can sign its own links (S3), a URL to hand out directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from starlette.responses import Response
+
+
+class Storage(Protocol):
+    def staging_path(self, key: str) -> Path:
+        """A fresh local file to write the object into before ``commit``."""
+        ...
+
+    def commit(self, staged: Path, key: str) -> None:
+        """Publish ``staged`` under ``key`` all at once (a reader never sees half a file)."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def read_bytes(self, key: str) -> bytes:
+        """The object's bytes; FileNotFoundError when it is gone."""
+        ...
+
+    def signed_url(self, key: str, ttl_s: int) -> str | None:
+        """A link the backend signs itself (S3 presigned GET), or None to use the server's own."""
+        ...
+
+    def serve(self, key: str, media_type: str, *, redirect: bool) -> Response | None:
+        """A response with the object (Range supported where the backend allows), or None if gone.
+        ``redirect`` allows answering with a redirect to a signed backend URL instead of the bytes."""
+        ...
+
+    def remove_partials(self) -> int:
+        """Delete files left half-written by a process that died mid-write (run at start-up)."""
+        ...

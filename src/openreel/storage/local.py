@@ -1,0 +1,64 @@
+"""Local file storage under the data directory. Writes land under a temporary name and are renamed
+into place, so a reader never sees a half-written file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from starlette.responses import FileResponse, Response
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """The file behind a key; keys that would leave the root are refused."""
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ValueError(f"invalid storage key {key!r}")
+        return path
+
+    def staging_path(self, key: str) -> Path:
+        """A fresh temporary path next to the key's final place (same filesystem, so rename is atomic)."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=".", suffix=".part")
+        os.close(fd)
+        return Path(name)
+
+    def commit(self, staged: Path, key: str) -> Path:
+        final = self.path(key)
+        os.replace(staged, final)
+        return final
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def signed_url(self, key: str, ttl_s: int) -> str | None:
+        return None
+
+    def serve(self, key: str, media_type: str, *, redirect: bool) -> Response | None:
+        try:
+            path = self.path(key)
+        except ValueError:
+            return None
+        if not path.is_file():
+            return None
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def remove_partials(self) -> int:
+        """Delete files left half-written by a process that died mid-write (run at start-up)."""
+        stale = list(self.root.rglob(".*.part"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)

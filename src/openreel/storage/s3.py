@@ -1,0 +1,119 @@
+"""S3-compatible object storage (AWS S3, MinIO-compatible servers, moto, ...), through boto3.
+
+Results are handed out as presigned GET URLs, so the bytes (and HTTP Range) come from the object
+store, not the API server. Staged files are spooled on local disk and uploaded on ``commit``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+CHUNK = 1024 * 1024
+
+
+class S3Storage:
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        spool_dir: Path,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.spool = spool_dir.resolve()
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self._s3: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid storage key {key!r}")
+        return self.prefix + key
+
+    def staging_path(self, key: str) -> Path:
+        self._key(key)
+        fd, name = tempfile.mkstemp(dir=self.spool, prefix=".", suffix=".part")
+        os.close(fd)
+        return Path(name)
+
+    def commit(self, staged: Path, key: str) -> None:
+        try:
+            self._s3.upload_file(str(staged), self.bucket, self._key(key))
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._s3.head_object(Bucket=self.bucket, Key=self._key(key))  # type: ignore[no-any-return]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        except ValueError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()  # type: ignore[no-any-return]
+        except ClientError as exc:
+            raise FileNotFoundError(key) from exc
+
+    def signed_url(self, key: str, ttl_s: int) -> str | None:
+        return self._s3.generate_presigned_url(  # type: ignore[no-any-return]
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=ttl_s
+        )
+
+    def serve(self, key: str, media_type: str, *, redirect: bool) -> Response | None:
+        head = self._head(key)
+        if head is None:
+            return None
+        if redirect:
+            url = self.signed_url(key, 300)
+            assert url is not None
+            return RedirectResponse(url, status_code=307)
+        body = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(CHUNK)
+            finally:
+                body.close()
+
+        headers = {"Content-Length": str(head["ContentLength"]), "Cache-Control": "private, max-age=3600"}
+        return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+
+    def remove_partials(self) -> int:
+        stale = list(self.spool.glob(".*.part"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)

@@ -1,0 +1,148 @@
+"""Model-specific rules for a video request, after the wire schema has parsed it. Pure: no I/O.
+
+Every field of ``veoParams`` is either resolved into the job spec or refused here with a message
+keyed by its JSON path, so nothing a user sends is silently ignored.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from openreel.catalog import Catalog, ModelSpec
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    model: str
+    prompt: str
+    duration: int
+    aspect_ratio: str
+    resolution: str
+    generate_audio: bool
+    seed: int
+    negative_prompt: str | None
+    image: str | None
+    last_frame: str | None
+    reference_images: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VideoSpec:
+        return cls(**data)
+
+
+class Details(dict[str, list[str]]):
+    def add(self, path: str, message: str) -> None:
+        self.setdefault(path, []).append(message)
+
+
+def check_url(details: Details, path: str, url: str) -> None:
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        details.add(path, "must not contain spaces or control characters")
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        details.add(path, "must be an absolute http(s) URL")
+
+
+def check_text(details: Details, path: str, text: str | None) -> None:
+    """NUL cannot be stored in PostgreSQL text and has no meaning in a prompt."""
+    if text is not None and "\x00" in text:
+        details.add(path, "must not contain NUL characters")
+
+
+def resolve_video_request(
+    *,
+    model_id: str,
+    prompt: str,
+    params: dict[str, Any],
+    catalog: Catalog,
+    reference_images_supported: bool,
+) -> tuple[VideoSpec | None, Details]:
+    """Apply defaults and rules; returns the spec, or None with the reasons keyed by JSON path."""
+    details = Details()
+    model = catalog.get(model_id)
+    if model is None:
+        details.add("model", f"Unknown model {model_id!r}; supported: {', '.join(catalog.ids)}")
+        return None, details
+    if not prompt.strip():
+        details.add("prompt", "must not be blank")
+    check_text(details, "prompt", prompt)
+    check_text(details, "veoParams.negative_prompt", params.get("negative_prompt"))
+    spec = _resolve_params(model, prompt, params, details, reference_images_supported)
+    return (spec if not details else None), details
+
+
+def _resolve_params(
+    model: ModelSpec, prompt: str, params: dict[str, Any], details: Details, refs_supported: bool
+) -> VideoSpec:
+    p = "veoParams."
+    duration = params.get("duration")
+    if duration is None:
+        duration = model.default_duration
+    elif duration not in model.durations:
+        details.add(p + "duration", f"must be one of {', '.join(map(str, model.durations))} for {model.id}")
+
+    aspect_ratio = params.get("aspect_ratio") or "16:9"
+    if aspect_ratio not in model.aspect_ratios:
+        details.add(
+            p + "aspect_ratio",
+            f"{aspect_ratio} is not supported; supported: {', '.join(model.aspect_ratios)} "
+            "(the engine generates only these natively and does not letterbox)",
+        )
+
+    resolution = params.get("resolution") or "720p"
+    if resolution not in model.resolutions:
+        details.add(p + "resolution", f"must be one of {', '.join(model.resolutions)}")
+
+    generate_audio = params.get("generate_audio")
+    if generate_audio is None:
+        generate_audio = model.audio
+    elif generate_audio and not model.audio:
+        details.add(p + "generate_audio", f"{model.id} generates silent video only; set it to false")
+    if "generate_audio" in params and not model.accepts_audio_flag:
+        details.add(p + "generate_audio", f"is not accepted by {model.id}")
+
+    seed = params.get("seed")
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    elif not 0 <= seed <= MAX_SEED:
+        details.add(p + "seed", f"must be between 0 and {MAX_SEED}")
+
+    for field in ("image", "last_frame"):
+        if params.get(field) is not None:
+            check_url(details, p + field, params[field])
+
+    references = list(params.get("reference_images") or [])
+    for i, url in enumerate(references):
+        check_url(details, f"{p}reference_images.{i}", url)
+    if references and not model.accepts_reference_images:
+        details.add(p + "reference_images", f"is not accepted by {model.id}")
+    elif references and not refs_supported:
+        details.add(
+            p + "reference_images",
+            "reference images need the LTX-2.3 reference (IC-LoRA) adapter, which this server's engine "
+            "does not have configured; remove reference_images or ask the operator to enable it",
+        )
+
+    negative = params.get("negative_prompt")
+    return VideoSpec(
+        model=model.id,
+        prompt=prompt,
+        duration=int(duration),
+        aspect_ratio=aspect_ratio,
+        resolution=resolution,
+        generate_audio=bool(generate_audio),
+        seed=int(seed),
+        negative_prompt=negative if negative and negative.strip() else None,
+        image=params.get("image"),
+        last_frame=params.get("last_frame"),
+        reference_images=references,
+    )
