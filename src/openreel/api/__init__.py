@@ -1,0 +1,1 @@
+"""HTTP surfaces. Routes are thin: they parse, authorise and call the ledger and storage."""

@@ -1,0 +1,96 @@
+"""The FastAPI application: services are built at start-up and torn down at shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from openreel import __version__
+from openreel.api import errors
+from openreel.api.deps import Services
+from openreel.api.present import RANDOM_WEIGHTS_NOTICE, Presenter
+from openreel.api.routes import account, files, google, jobs, models, openai_videos, uploads, videos
+from openreel.catalog import load_catalog
+from openreel.executors.dispatcher import Dispatcher
+from openreel.ledger.db import Database, migrate
+from openreel.ratelimit import RateLimiter
+from openreel.settings import Settings
+from openreel.storage import make_storage
+from openreel.storage.signing import Signer
+from openreel.studio import routes as studio
+from openreel.webhooks import WebhookSender
+
+log = logging.getLogger("openreel")
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    migrate(url)
+    db = Database(url)
+    storage = make_storage(settings)
+    signer = Signer(settings.resolved_secret())
+    catalog = load_catalog(settings.prices_file)
+    presenter = Presenter(signer, storage, settings.result_url_ttl_s)
+    webhooks = WebhookSender(settings, db, presenter)
+    dispatcher = Dispatcher(settings, db, storage, signer, catalog, on_job_event=webhooks.enqueue)
+    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    return Services(settings, db, storage, signer, catalog, dispatcher, presenter, webhooks, limiter)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = build_services(settings)
+        svc.webhooks.start()
+        svc.dispatcher.start()
+        app.state.services = svc
+        log.info(
+            "openreel %s: engine=%s, data in %s", __version__, settings.engine, settings.data_dir.resolve()
+        )
+        if settings.engine == "tiny":
+            log.warning(RANDOM_WEIGHTS_NOTICE)
+        try:
+            yield
+        finally:
+            svc.dispatcher.stop()
+            svc.webhooks.close()
+            svc.db.dispose()
+
+    app = FastAPI(
+        title="openreel",
+        version=__version__,
+        description="Self-hosted video generation speaking the Apiframe v2 (Veo) wire protocol.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (
+        videos.router,
+        jobs.router,
+        account.router,
+        models.router,
+        uploads.router,
+        files.router,
+        google.router,
+        openai_videos.router,
+        studio.router,
+    ):
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, Any]:
+        engine = app.state.services.dispatcher.engine
+        return {
+            "status": "ok",
+            "engine": engine.name,
+            "engineReady": engine.ready,
+            "engineError": engine.error,
+        }
+
+    return app

@@ -1,0 +1,649 @@
+"""Google's Veo wire protocol: the ``predictLongRunning`` request, Google's rules, operations, errors.
+
+Two forms share this module (exact requests in the shared notes, ``client-wire.md``):
+
+- **Gemini** (google-genai 2.x, ``Client(api_key=K)``): ``POST /v1beta/models/{m}:predictLongRunning``,
+  ``GET /v1beta/{operation name}``, the video at ``response.generateVideoResponse.generatedSamples
+  [0].video.uri`` in Google's own form ``https://<host>/v1beta/files/<id>:download?alt=media`` (the
+  SDK's ``files.download`` takes the id from an https uri and fetches it from its base URL).
+- **Vertex** (google-genai 3.x, ``Client(enterprise=True, api_key=K)``): ``POST /v1beta1/publishers/
+  google/models/{m}:predictLongRunning`` and ``:fetchPredictOperation``; the video at
+  ``response.videos[0].gcsUri``, a signed http(s) link the user fetches directly.
+
+Both take the same body. How each field is treated (nothing is silently ignored):
+
+- ``instances[0].prompt``: the prompt, 1 to 4000 characters (required, also with an image).
+- ``image`` / ``lastFrame``: inline ``bytesBase64Encoded`` (type sniffed from the bytes; a given
+  ``mimeType`` must be an image type) becomes an upload of the account, whose signed URL goes into
+  the job; ``gcsUri`` is refused. ``lastFrame`` requires ``image`` (Google's rule).
+- ``referenceImages``: at most 3, ``referenceType`` asset, not with image/lastFrame/video, 8 s only
+  (Google's rules); then refused by our engine exactly like Apiframe's ``reference_images`` (the
+  IC-LoRA reference adapter is not wired in yet).
+- ``video`` (extension) and ``mask`` (editing): refused.
+- ``durationSeconds``: 4, 6, 8 (veo-2: 5 to 8). **Default 8 for every model**, Google's default
+  (Apiframe's veo-2 default is 5).
+- ``aspectRatio``: 16:9 (default) or 9:16. ``resolution``: 720p (default) or 1080p; 1080p needs
+  8 s (Google's rule); veo-2 is 720p only (Google's); 4k is refused.
+- ``generateAudio``: default true on Veo 3.x (the Gemini API always makes audio), false on veo-2;
+  veo-3.1-lite always has audio, so only true is accepted there. A silent clip is charged the
+  cheaper Apiframe variant.
+- ``negativePrompt`` (at most 2000 characters) and ``seed`` (0 to 2^32-1) are honoured; unlike
+  Google's, the same seed and request give the same clip.
+- Accepted only with the value openreel does anyway: ``sampleCount`` 1, ``enhancePrompt`` false
+  (prompts are used verbatim), ``personGeneration`` allow_all (there is no person filter, so
+  allow_adult / dont_allow cannot be honoured), ``fps`` 24, ``compressionQuality`` OPTIMIZED,
+  ``resizeMode`` crop (images are scaled to cover and centre-cropped).
+- Refused: ``storageUri`` (no Cloud Storage), ``pubsubTopic`` (no Pub/Sub), ``webhookConfig`` (our
+  webhooks are Apiframe-shaped and signed, not Google's Standard Webhooks events; the Apiframe
+  API's ``webhookUrl`` offers them).
+- ``labels`` are kept with the job (its ``input`` in the Apiframe API): at most 64; Google's
+  character rules for keys and values (at most 63 letters, digits, _ or -).
+
+Errors are Google's ``{"error": {"code", "message", "status", "details"}}``. A request with several
+problems names them all in ``message`` (``path: reason; ...``) and in a ``google.rpc.BadRequest``
+``fieldViolations`` detail. Short of credits is **429 RESOURCE_EXHAUSTED** (what Google answers when
+prepaid credits run out; an ``ErrorInfo`` detail with reason ``INSUFFICIENT_CREDITS`` carries the
+numbers); nothing is charged for any refused request. Operations are the job ids (32 hex digits);
+another account's operation is NOT_FOUND. A finished operation repeats ``name`` and carries either
+``response`` or ``error`` (FAILED: code 13 INTERNAL, CANCELLED: code 1 CANCELLED).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool
+from pydantic.alias_generators import to_camel
+
+from openreel.api.compat.common import (
+    GOOGLE_MODEL_EXAMPLES,
+    PENDING_IMAGE_URL,
+    InlineImage,
+    WireError,
+    catalog_model_id,
+    check_image,
+    decode_base64,
+    hex_id,
+)
+from openreel.api.deps import Services
+from openreel.api.intake import UploadRejected
+from openreel.api.job_service import EngineUnavailable, Submitted, submit_job
+from openreel.api.present import iso
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.ledger.tables import ApiKey, Job
+from openreel.validation import Details, VideoSpec, resolve_video_request
+
+Form = Literal["gemini", "vertex"]
+
+GOOGLE_DEFAULT_DURATION = 8
+MAX_PROMPT = 4000
+MAX_NEGATIVE_PROMPT = 2000
+MAX_REFERENCES = 3
+
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+RPC_CANCELLED, RPC_INTERNAL = 1, 13
+
+
+class GoogleError(WireError):
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        status: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
+        self.details = details
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.code, headers=self.headers)
+
+
+def invalid(details: Details) -> GoogleError:
+    """400 INVALID_ARGUMENT naming every problem, keyed by the JSON path in Google's request."""
+    message = "; ".join(f"{path}: {msg}" for path, msgs in details.items() for msg in msgs)
+    violations = [{"field": path, "description": msg} for path, msgs in details.items() for msg in msgs]
+    return GoogleError(
+        400,
+        message,
+        details=[{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}],
+    )
+
+
+def _json_path(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def on_validation(exc: RequestValidationError) -> JSONResponse:
+    details = Details()
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "json_invalid":
+            details.add("body", "Invalid JSON payload received.")
+        elif err["type"] == "extra_forbidden":
+            parent = _json_path(loc[:-1]) or "the request"
+            details.add(_json_path(loc), f'Unknown name "{loc[-1]}" at {parent}: Cannot find field.')
+        elif err["type"] == "missing" and len(loc) <= 1:
+            details.add("body", "a JSON request body is required")
+        elif err["type"] == "missing":
+            details.add(_json_path(loc), "is required")
+        else:
+            details.add(_json_path(loc) or "body", str(err["msg"]).removeprefix("Value error, "))
+    return invalid(details).response()
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+GInt = Annotated[int, BeforeValidator(_no_bool)]
+
+
+class _Wire(BaseModel):
+    """Google's JSON: camelCase names (snake_case accepted too, as Google's proto JSON parser does);
+    an unknown name is an error, never ignored."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+class GoogleMedia(_Wire):
+    """An image: inline ``bytesBase64Encoded`` (``gcsUri`` is refused), with an optional ``mimeType``."""
+
+    bytes_base64_encoded: str | None = None
+    gcs_uri: str | None = None
+    mime_type: str | None = None
+
+
+class GoogleReferenceImage(_Wire):
+    image: GoogleMedia | None = None
+    reference_type: str | None = None
+
+
+class GoogleInstance(_Wire):
+    prompt: str | None = None
+    image: GoogleMedia | None = None
+    last_frame: GoogleMedia | None = None
+    reference_images: list[GoogleReferenceImage] | None = None
+    video: dict[str, Any] | None = None
+    mask: dict[str, Any] | None = None
+
+
+class GoogleParameters(_Wire):
+    sample_count: GInt | None = None
+    duration_seconds: GInt | None = None
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+    negative_prompt: str | None = None
+    seed: GInt | None = None
+    generate_audio: StrictBool | None = None
+    enhance_prompt: StrictBool | None = None
+    person_generation: str | None = None
+    fps: GInt | None = None
+    compression_quality: str | None = None
+    resize_mode: str | None = None
+    storage_uri: str | None = None
+    pubsub_topic: str | None = None
+
+
+class PredictRequest(_Wire):
+    """The body of ``:predictLongRunning`` (Gemini and Vertex forms alike)."""
+
+    instances: list[GoogleInstance]
+    parameters: GoogleParameters | None = None
+    webhook_config: dict[str, Any] | None = None
+    labels: dict[str, str] | None = None
+
+
+class FetchPredictOperationRequest(_Wire):
+    operation_name: str
+
+
+class RpcStatus(BaseModel):
+    code: int
+    message: str
+    status: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class GoogleErrorBody(BaseModel):
+    error: RpcStatus
+
+
+class Operation(BaseModel):
+    """A long-running operation: ``name`` always; ``response`` or ``error`` once ``done``."""
+
+    name: str
+    done: bool
+    metadata: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    error: RpcStatus | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": GoogleErrorBody} for code in (400, 401, 403, 404, 409, 429, 503)
+}
+
+
+@dataclass
+class Predict:
+    """A valid request, its images not stored yet (nothing is stored for a refused request)."""
+
+    spec: VideoSpec
+    echo: dict[str, Any]
+    image: InlineImage | None = None
+    last_frame: InlineImage | None = None
+    references: list[InlineImage] = field(default_factory=list)
+
+
+_APIFRAME_PATHS = {
+    "model": "model",
+    "prompt": "instances[0].prompt",
+    "veoParams.duration": "parameters.durationSeconds",
+    "veoParams.aspect_ratio": "parameters.aspectRatio",
+    "veoParams.resolution": "parameters.resolution",
+    "veoParams.generate_audio": "parameters.generateAudio",
+    "veoParams.seed": "parameters.seed",
+    "veoParams.negative_prompt": "parameters.negativePrompt",
+    "veoParams.image": "instances[0].image",
+    "veoParams.last_frame": "instances[0].lastFrame",
+    "veoParams.reference_images": "instances[0].referenceImages",
+}
+
+
+def _google_path(path: str) -> str:
+    if path in _APIFRAME_PATHS:
+        return _APIFRAME_PATHS[path]
+    match = re.fullmatch(r"veoParams\.reference_images\.(\d+)", path)
+    return f"instances[0].referenceImages[{match[1]}]" if match else path
+
+
+def _inline(details: Details, path: str, media: GoogleMedia | None, limit: int) -> InlineImage | None:
+    if media is None:
+        return None
+    if media.gcs_uri is not None:
+        details.add(
+            path + ".gcsUri",
+            "Cloud Storage inputs are not supported by this server; send the image inline as "
+            "bytesBase64Encoded",
+        )
+        return None
+    if media.bytes_base64_encoded is None:
+        details.add(path, "needs bytesBase64Encoded (the image bytes, base64-encoded)")
+        return None
+    if media.mime_type is not None and not media.mime_type.lower().startswith("image/"):
+        details.add(path + ".mimeType", f"must be an image type; got {media.mime_type!r}")
+    if len(media.bytes_base64_encoded) > limit * 4 // 3 + 64:
+        details.add(path + ".bytesBase64Encoded", f"images are limited to {limit} bytes")
+        return None
+    data = decode_base64(media.bytes_base64_encoded)
+    if data is None:
+        details.add(path + ".bytesBase64Encoded", "is not valid base64")
+        return None
+    image, why = check_image(data, limit)
+    if why:
+        details.add(path + ".bytesBase64Encoded", why)
+    return image
+
+
+def _labels(details: Details, labels: dict[str, str]) -> None:
+    if len(labels) > 64:
+        details.add("labels", "at most 64 labels")
+    for name, value in labels.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", name):
+            details.add(
+                f"labels.{name}",
+                "keys start with a lowercase letter and hold at most 63 lowercase letters, digits, _ or -",
+            )
+        if not re.fullmatch(r"[\w-]{0,63}", value):
+            details.add(f"labels.{name}", "values hold at most 63 letters, digits, _ or -")
+
+
+def _unsupported(details: Details, p: GoogleParameters, body: PredictRequest) -> None:
+    """Fields openreel cannot honour, unless they ask for what it does anyway."""
+    if p.sample_count is not None and p.sample_count != 1:
+        details.add(
+            "parameters.sampleCount",
+            f"only 1 video per request is supported (got {p.sample_count}); send separate requests",
+        )
+    if p.enhance_prompt:
+        details.add(
+            "parameters.enhancePrompt",
+            "prompt enhancement is not available: prompts are used verbatim (so seeds reproduce); "
+            "omit enhancePrompt or set it to false",
+        )
+    if p.person_generation is not None:
+        value = p.person_generation.lower()
+        if value in ("allow_adult", "dont_allow"):
+            details.add(
+                "parameters.personGeneration",
+                f"{p.person_generation!r} needs a person/age filter, which this server does not have; "
+                "omit personGeneration or send 'allow_all'",
+            )
+        elif value != "allow_all":
+            details.add("parameters.personGeneration", "must be allow_all, allow_adult or dont_allow")
+    if p.fps is not None and p.fps != 24:
+        details.add("parameters.fps", f"only 24 fps is generated; got {p.fps}")
+    if p.compression_quality is not None and p.compression_quality.upper() != "OPTIMIZED":
+        details.add(
+            "parameters.compressionQuality",
+            "only OPTIMIZED (H.264) output is available"
+            if p.compression_quality.upper() == "LOSSLESS"
+            else "must be OPTIMIZED or LOSSLESS",
+        )
+    if p.resize_mode is not None and p.resize_mode.lower() != "crop":
+        details.add(
+            "parameters.resizeMode",
+            "padding is not supported: images are scaled to cover the frame and centre-cropped "
+            "(resizeMode 'crop')"
+            if p.resize_mode.lower() == "pad"
+            else "must be pad or crop",
+        )
+    if p.storage_uri is not None:
+        details.add(
+            "parameters.storageUri",
+            "this server does not write to Cloud Storage; omit storageUri: the finished operation "
+            "links the video",
+        )
+    if p.pubsub_topic is not None:
+        details.add("parameters.pubsubTopic", "Pub/Sub notifications are not supported; poll the operation")
+    if body.webhook_config is not None:
+        details.add(
+            "webhookConfig",
+            "Google-style webhooks are not supported; poll the operation, or submit through the "
+            "Apiframe API (POST /v2/videos/generate with webhookUrl) for signed webhooks",
+        )
+
+
+def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, form: Form) -> Predict:
+    """Google's request -> our spec, with Google's rules; raises GoogleError (nothing stored yet)."""
+    model_id = catalog_model_id(svc.catalog, requested_model)
+    if model_id is None:
+        raise GoogleError(
+            404,
+            f"models/{requested_model} is not found or is not supported for predictLongRunning. "
+            f"Supported: {GOOGLE_MODEL_EXAMPLES}, and this server's own ids {', '.join(svc.catalog.ids)}.",
+        )
+    model = svc.catalog.get(model_id)
+    assert model is not None
+    details = Details()
+    if len(body.instances) != 1:
+        details.add("instances", f"exactly one instance is supported; got {len(body.instances)}")
+    inst = body.instances[0] if body.instances else GoogleInstance()
+    p = body.parameters or GoogleParameters()
+    limit = svc.settings.max_upload_image_bytes
+
+    prompt = inst.prompt or ""
+    if len(prompt) > MAX_PROMPT:
+        details.add("instances[0].prompt", f"must be at most {MAX_PROMPT} characters")
+    image = _inline(details, "instances[0].image", inst.image, limit)
+    last_frame = _inline(details, "instances[0].lastFrame", inst.last_frame, limit)
+    references: list[InlineImage] = []
+    for i, ref in enumerate(inst.reference_images or []):
+        path = f"instances[0].referenceImages[{i}]"
+        if (ref.reference_type or "asset").lower() != "asset":
+            details.add(
+                path + ".referenceType", "only asset references are supported (style needs veo-2.0-exp)"
+            )
+        if ref.image is None:
+            details.add(path + ".image", "is required")
+        elif (inline := _inline(details, path + ".image", ref.image, limit)) is not None:
+            references.append(inline)
+    if inst.video is not None:
+        details.add("instances[0].video", "video extension is not supported by this server")
+    if inst.mask is not None:
+        details.add("instances[0].mask", "masked editing (insert, remove, outpaint) is not supported")
+
+    given: dict[str, Any] = {}
+    if p.duration_seconds is not None:
+        given["duration"] = p.duration_seconds
+    duration = given.get("duration", GOOGLE_DEFAULT_DURATION)
+    if p.aspect_ratio is not None:
+        given["aspect_ratio"] = p.aspect_ratio
+    if p.resolution is not None:
+        if p.resolution not in model.resolutions:
+            extra = " (4k is not available on this server)" if p.resolution.lower() == "4k" else ""
+            details.add(
+                "parameters.resolution",
+                f"{p.resolution!r} is not supported; supported: {', '.join(model.resolutions)}{extra}",
+            )
+        else:
+            given["resolution"] = p.resolution
+    if p.negative_prompt is not None:
+        if len(p.negative_prompt) > MAX_NEGATIVE_PROMPT:
+            details.add("parameters.negativePrompt", f"must be at most {MAX_NEGATIVE_PROMPT} characters")
+        given["negative_prompt"] = p.negative_prompt
+    if p.seed is not None:
+        given["seed"] = p.seed
+    if p.generate_audio is not None:
+        given["generate_audio"] = p.generate_audio
+        if not model.accepts_audio_flag and p.generate_audio != model.audio:
+            always = "always" if model.audio else "never"
+            details.add(
+                "parameters.generateAudio",
+                f"{model.id} {always} generates audio; omit generateAudio or set it to "
+                f"{str(model.audio).lower()}",
+            )
+    _unsupported(details, p, body)
+    if body.labels:
+        _labels(details, body.labels)
+
+    # Google's own rules, on top of the catalog's.
+    if inst.last_frame is not None and inst.image is None:
+        details.add(
+            "instances[0].lastFrame", "requires instances[0].image (Veo interpolates from a first frame)"
+        )
+    if inst.reference_images:
+        if inst.image is not None or inst.last_frame is not None or inst.video is not None:
+            details.add("instances[0].referenceImages", "cannot be combined with image, lastFrame or video")
+        if len(inst.reference_images) > MAX_REFERENCES:
+            details.add("instances[0].referenceImages", f"at most {MAX_REFERENCES} reference images")
+        if duration != 8:
+            details.add("instances[0].referenceImages", f"require durationSeconds 8; got {duration}")
+    if given.get("resolution") == "1080p":
+        if model.id == "veo-2":
+            details.add("parameters.resolution", "veo-2 generates 720p only")
+        elif duration in model.durations and duration != 8:
+            details.add("parameters.resolution", f"1080p requires durationSeconds 8; got {duration}")
+
+    params = dict(given)
+    params["duration"] = duration
+    if not model.accepts_audio_flag:
+        params.pop("generate_audio", None)
+    if inst.image is not None:
+        params["image"] = PENDING_IMAGE_URL
+    if inst.last_frame is not None:
+        params["last_frame"] = PENDING_IMAGE_URL
+    if inst.reference_images:
+        params["reference_images"] = [PENDING_IMAGE_URL] * len(inst.reference_images)
+    spec, resolved = resolve_video_request(
+        model_id=model_id,
+        prompt=prompt,
+        params=params,
+        catalog=svc.catalog,
+        reference_images_supported=svc.dispatcher.engine.reference_images,
+    )
+    for path, messages in resolved.items():
+        for message in messages:
+            if message not in details.get(_google_path(path), []):
+                details.add(_google_path(path), message)
+    if details or spec is None:
+        raise invalid(details)
+
+    echo: dict[str, Any] = {
+        "prompt": prompt,
+        "model": model_id,
+        "veoParams": given,
+        "via": f"google-{form}",
+        "requestedModel": requested_model,
+    }
+    inline = {"image": image, "last_frame": last_frame}
+    hashes: dict[str, Any] = {name: img.sha256 for name, img in inline.items() if img is not None}
+    if references:
+        hashes["reference_images"] = [img.sha256 for img in references]
+    if hashes:
+        echo["inlineImagesSha256"] = hashes
+    if body.labels:
+        echo["labels"] = body.labels
+    return Predict(spec, echo, image, last_frame, references)
+
+
+def materialize(svc: Services, account_id: str, base_url: str, predict: Predict) -> VideoSpec:
+    """Store the inline images as uploads of the account and put their signed URLs in the spec."""
+    try:
+        image = predict.image.store(svc, account_id, base_url) if predict.image else None
+        last = predict.last_frame.store(svc, account_id, base_url) if predict.last_frame else None
+        refs = [img.store(svc, account_id, base_url) for img in predict.references]
+    except UploadRejected as exc:
+        raise GoogleError(400, f"instances[0]: {exc}") from exc
+    return replace(predict.spec, image=image, last_frame=last, reference_images=refs)
+
+
+def submit(svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None) -> Submitted:
+    """``submit_job`` with its refusals in Google's shapes."""
+    try:
+        return submit_job(svc, key, spec, echo=echo, idempotency_key=idem)
+    except EngineUnavailable as exc:
+        raise GoogleError(503, str(exc)) from exc
+    except InsufficientCredits as exc:
+        raise GoogleError(
+            429,
+            f"Insufficient credits: this video costs {exc.required} credits and the account has "
+            f"{exc.available}. Add credits (openreel credits grant) and try again.",
+            details=[
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "INSUFFICIENT_CREDITS",
+                    "domain": "openreel",
+                    "metadata": {
+                        "creditsRequired": str(exc.required),
+                        "creditsAvailable": str(exc.available),
+                    },
+                }
+            ],
+        ) from exc
+    except jobs.IdempotencyConflict as exc:
+        raise GoogleError(409, "Idempotency-Key was already used with a different request") from exc
+    except jobs.TooManyActiveJobs as exc:
+        raise GoogleError(
+            429, f"Too many concurrent jobs: {exc}; wait for one to finish", headers={"Retry-After": "5"}
+        ) from exc
+
+
+_OPERATION_NAME = re.compile(
+    r"^(?:projects/[^/]+/locations/[^/]+/)?(?:publishers/[^/]+/)?(?:models/(?P<model>[^/]+)/)?"
+    r"operations/(?P<id>[^/]+)$"
+)
+
+
+def operation_name(form: Form, requested_model: str, job_id: str) -> str:
+    prefix = "publishers/google/" if form == "vertex" else ""
+    return f"{prefix}models/{requested_model}/operations/{hex_id(job_id)}"
+
+
+def operation_id(name: str) -> str | None:
+    """The operation id (a job id, 32 hex digits) inside an operation name."""
+    match = _OPERATION_NAME.match(name)
+    return match["id"] if match else None
+
+
+def file_uri(base_url: str, version: str, job_id: str) -> str:
+    """Google's download uri; always https, because the SDK reads the file id only from https uris."""
+    parts = urlsplit(base_url)
+    return (
+        f"https://{parts.netloc}{parts.path.rstrip('/')}/{version}/files/{hex_id(job_id)}:download?alt=media"
+    )
+
+
+def operation(
+    svc: Services,
+    job: Job,
+    name: str,
+    *,
+    form: Form,
+    base_url: str,
+    version: str,
+    queue_position: int | None,
+) -> dict[str, Any]:
+    """The job as an operation of the given form."""
+    metadata: dict[str, Any] = {
+        "state": job.status,
+        "progressPercent": job.progress,
+        "model": job.model,
+        "creditCost": job.credit_cost if job.status not in (jobs.FAILED, jobs.CANCELLED) else 0,
+        "createTime": iso(job.created_at),
+    }
+    if queue_position is not None:
+        metadata["queuePosition"] = queue_position
+    if job.completed_at is not None:
+        metadata["endTime"] = iso(job.completed_at)
+    body: dict[str, Any] = {"name": name, "done": job.status not in jobs.ACTIVE, "metadata": metadata}
+    if job.status == jobs.COMPLETED:
+        result = svc.presenter.result(job, base_url) or {}
+        metadata.update(
+            {
+                "width": result.get("width"),
+                "height": result.get("height"),
+                "durationSeconds": result.get("durationSeconds"),
+                "fps": result.get("fps"),
+                "hasAudio": result.get("hasAudio"),
+                "seed": result.get("seed"),
+                "expired": svc.presenter.expired(job),
+            }
+        )
+        if result.get("notice"):
+            metadata["notice"] = result["notice"]
+        if form == "gemini":
+            video = {"uri": file_uri(base_url, version, job.id), "encoding": "video/mp4"}
+            body["response"] = {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
+                "generateVideoResponse": {"generatedSamples": [{"video": video}]},
+            }
+        else:
+            body["response"] = {
+                "@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse",
+                "raiMediaFilteredCount": 0,
+                "videos": [{"gcsUri": result.get("videoUrl"), "mimeType": "video/mp4"}],
+            }
+    elif job.status == jobs.FAILED:
+        body["error"] = {"code": RPC_INTERNAL, "message": job.error or "The video generation failed."}
+    elif job.status == jobs.CANCELLED:
+        body["error"] = {"code": RPC_CANCELLED, "message": job.error or "The operation was cancelled."}
+    return body

@@ -1,0 +1,522 @@
+"""OpenAI's videos API (``/v1/videos``, the shape LiteLLM, vLLM-Omni and SGLang copy): the create
+parameters, the video object, list pages and errors.
+
+Create (``POST /v1/videos``) takes multipart/form-data (what the ``openai`` SDK always sends, with
+``input_reference`` as a file part), urlencoded, or JSON:
+
+- ``prompt``: required, 1 to 4000 characters.
+- ``model``: a catalog id (veo-3.1-fast, veo-3.1, veo-3.1-lite, veo-3, veo-3-fast, veo-2) or a
+  Google Veo id; **default veo-3.1-fast**. Sora ids (``sora-2``, ``sora-2-pro``, ...) are refused
+  with the list of ours: mapping them would put a different model behind a name users know.
+- ``seconds``: "4", "6", "8" (veo-2: "5" to "8"), an integer too; **default the model's shortest**
+  (4 s; veo-2 5 s), as OpenAI defaults to 4 s.
+- ``size``: 1280x720, 720x1280, 1920x1080, 1080x1920 (aspect ratio and resolution); **default
+  720x1280**, OpenAI's default. Sora's 1024x1792 / 1792x1024 and any other size are refused.
+- ``input_reference``: the first frame: a file part (type sniffed from the bytes), or in JSON
+  ``{"image_url": "https://..." | "data:image/...;base64,..."}`` or ``{"file_id": "<an openreel
+  upload id, from POST /v2/uploads>"}``.
+- ``seed``, ``negative_prompt``, ``generate_audio``: openreel extensions with the Apiframe meaning
+  (a seed reproduces a clip; a silent clip costs less).
+
+Anything else is a 400 ``unknown_parameter``. Audio: Veo 3.x presets make synchronized audio (as
+Sora 2 does) unless ``generate_audio`` is false.
+
+The video object is OpenAI's: ``id`` (``video_`` + the job id's 32 hex digits; jobs made through
+the Apiframe or Google surfaces are listed too), ``object`` "video", ``model`` (our catalog id),
+``status`` queued / in_progress / completed / failed (a cancelled job reads failed with error code
+``cancelled``), ``progress``, ``created_at``, ``completed_at``, ``expires_at`` (null: results are
+kept until deleted), ``seconds`` (a string), ``size``, ``prompt``, ``remixed_from_video_id`` (null),
+``error`` ``{code, message}``. Errors are ``{"error": {"message", "type", "param", "code"}}``; a
+4xx other than a rate limit carries ``x-should-retry: false`` so the SDK's default retries never
+repeat a refused request. Short of credits is 429 ``insufficient_quota``, as OpenAI answers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import and_, or_, select
+
+from openreel.api.compat.common import (
+    PENDING_IMAGE_URL,
+    InlineImage,
+    WireError,
+    catalog_model_id,
+    check_image,
+    decode_base64,
+    hex_id,
+    parse_job_id,
+)
+from openreel.api.deps import Services
+from openreel.api.intake import UploadRejected
+from openreel.api.job_service import EngineUnavailable, Submitted, check_own_links, submit_job
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.ledger.tables import ApiKey, Job, Upload, utcnow
+from openreel.validation import Details, VideoSpec, resolve_video_request
+
+DEFAULT_MODEL = "veo-3.1-fast"
+DEFAULT_SIZE = "720x1280"
+DEFAULT_SECONDS = 4
+MAX_PROMPT = 4000
+MAX_NEGATIVE_PROMPT = 2000
+POLL_AFTER_MS = "1000"
+SIZES = {
+    "1280x720": ("16:9", "720p"),
+    "720x1280": ("9:16", "720p"),
+    "1920x1080": ("16:9", "1080p"),
+    "1080x1920": ("9:16", "1080p"),
+}
+FIELDS = ("prompt", "model", "seconds", "size", "input_reference")
+EXTENSIONS = ("seed", "negative_prompt", "generate_audio")
+STATUSES = {
+    jobs.QUEUED: "queued",
+    jobs.PROCESSING: "in_progress",
+    jobs.COMPLETED: "completed",
+    jobs.FAILED: "failed",
+    jobs.CANCELLED: "failed",
+}
+
+
+class OpenAIError(WireError):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+        retry: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+        self.headers = dict(headers or {})
+        if not retry:
+            self.headers["x-should-retry"] = "false"
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=self.status, headers=self.headers)
+
+
+def on_validation(exc: RequestValidationError) -> JSONResponse:
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"] if part not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    return OpenAIError(
+        400, f"Invalid value for '{param}': {err['msg']}", param=param, code="invalid_value"
+    ).response()
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class VideoObject(BaseModel):
+    id: str
+    object: Literal["video"] = "video"
+    model: str
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    seconds: str
+    size: str
+    prompt: str | None = None
+    remixed_from_video_id: str | None = None
+    error: VideoError | None = None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": OpenAIErrorBody} for code in (400, 401, 403, 404, 409, 429, 503)
+}
+
+_PARAM_OF = {
+    "prompt": "prompt",
+    "model": "model",
+    "veoParams.duration": "seconds",
+    "veoParams.aspect_ratio": "size",
+    "veoParams.resolution": "size",
+    "veoParams.image": "input_reference",
+    "veoParams.seed": "seed",
+    "veoParams.negative_prompt": "negative_prompt",
+    "veoParams.generate_audio": "generate_audio",
+}
+
+
+def video_id(job_id: str) -> str:
+    return f"video_{hex_id(job_id)}"
+
+
+def parse_video_id(raw: str) -> str | None:
+    return parse_job_id(raw.removeprefix("video_"))
+
+
+def _unix(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def size_of(spec: dict[str, Any]) -> str:
+    for size, (aspect, resolution) in SIZES.items():
+        if (spec.get("aspect_ratio"), spec.get("resolution")) == (aspect, resolution):
+            return size
+    return f"{spec.get('aspect_ratio')}@{spec.get('resolution')}"
+
+
+def video_object(job: Job) -> dict[str, Any]:
+    spec = job.spec or {}
+    error = None
+    if job.status == jobs.FAILED:
+        error = {"code": "generation_failed", "message": job.error or "The video generation failed."}
+    elif job.status == jobs.CANCELLED:
+        error = {"code": "cancelled", "message": job.error or "The video was cancelled."}
+    return {
+        "id": video_id(job.id),
+        "object": "video",
+        "model": job.model,
+        "status": STATUSES.get(job.status, job.status.lower()),
+        "progress": job.progress,
+        "created_at": _unix(job.created_at),
+        "completed_at": _unix(job.completed_at),
+        "expires_at": None,
+        "seconds": str(spec.get("duration", "")),
+        "size": size_of(spec),
+        "prompt": spec.get("prompt"),
+        "remixed_from_video_id": None,
+        "error": error,
+    }
+
+
+@dataclass(frozen=True)
+class FilePart:
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+@dataclass
+class Create:
+    """A valid create request; an inline first frame is stored only once the request is valid."""
+
+    spec: VideoSpec
+    echo: dict[str, Any]
+    image: InlineImage | None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    return None
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    return None
+
+
+def _upload_url(svc: Services, account_id: str, file_id: str, base_url: str, details: Details) -> str | None:
+    with svc.db.read() as session:
+        upload = session.get(Upload, file_id)
+    if upload is None or upload.account_id != account_id:
+        details.add(
+            "input_reference", f"no upload {file_id!r} in this account (file_id is a POST /v2/uploads id)"
+        )
+        return None
+    if upload.expires_at < utcnow():
+        details.add("input_reference", f"upload {file_id!r} has expired; upload the file again")
+        return None
+    if upload.kind != "image":
+        details.add(
+            "input_reference", f"upload {file_id!r} is {upload.kind} ({upload.content_type}), not an image"
+        )
+        return None
+    return base_url + svc.signer.path(upload.storage_key, int(upload.expires_at.timestamp()))
+
+
+def _reference(
+    svc: Services, account_id: str, value: Any, base_url: str, details: Details
+) -> tuple[InlineImage | None, str | None, dict[str, Any] | None]:
+    """(inline image, URL, its echo) for input_reference; problems go to ``details``."""
+    limit = svc.settings.max_upload_image_bytes
+    if isinstance(value, FilePart):
+        image, why = check_image(value.data, limit)
+        if why:
+            details.add("input_reference", f"the file {why}")
+        return image, None, ({"sha256": image.sha256} if image else None)
+    if isinstance(value, str):
+        value = {"image_url": value}
+    if not isinstance(value, dict) or len(value) != 1 or not ({"image_url", "file_id"} & set(value)):
+        details.add("input_reference", "must be an image file, or an object with one of image_url or file_id")
+        return None, None, None
+    if "file_id" in value:
+        file_id = value["file_id"]
+        if not isinstance(file_id, str):
+            details.add("input_reference", "file_id must be a string")
+            return None, None, None
+        return None, _upload_url(svc, account_id, file_id, base_url, details), {"file_id": file_id}
+    url = value["image_url"]
+    if not isinstance(url, str):
+        details.add("input_reference", "image_url must be a string")
+        return None, None, None
+    data_url = re.fullmatch(r"data:([^;,]*)((?:;[^;,]*)*),(.*)", url, flags=re.DOTALL)
+    if data_url:
+        data = decode_base64(data_url[3]) if ";base64" in data_url[2] else None
+        if data is None:
+            details.add("input_reference", "a data URL must be base64-encoded (data:image/png;base64,...)")
+            return None, None, None
+        image, why = check_image(data, limit)
+        if why:
+            details.add("input_reference", f"the image {why}")
+        return image, None, ({"sha256": image.sha256} if image else None)
+    return None, url, {"image_url": url}
+
+
+def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_url: str) -> Create:
+    """OpenAI's create parameters -> our spec; raises OpenAIError naming the (first) bad parameter."""
+    for name in fields:
+        if name not in FIELDS + EXTENSIONS:
+            raise OpenAIError(
+                400,
+                f"Unknown parameter: '{name}'. Accepted: {', '.join(FIELDS + EXTENSIONS)}.",
+                param=name,
+                code="unknown_parameter",
+            )
+    prompt = fields.get("prompt")
+    if prompt is None:
+        raise OpenAIError(
+            400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"
+        )
+    requested = fields.get("model")
+    if requested is None or requested == "":
+        model_id: str | None = DEFAULT_MODEL
+    elif not isinstance(requested, str):
+        raise OpenAIError(400, "model must be a string", param="model", code="invalid_type")
+    else:
+        model_id = catalog_model_id(svc.catalog, requested)
+    if model_id is None:
+        sora = "OpenAI's Sora models are not served here. " if str(requested).startswith("sora") else ""
+        raise OpenAIError(
+            400,
+            f"{sora}The model {requested!r} does not exist on this server; available: "
+            f"{', '.join(svc.catalog.ids)} (default {DEFAULT_MODEL}).",
+            param="model",
+            code="model_not_found",
+        )
+    model = svc.catalog.get(model_id)
+    assert model is not None
+
+    details = Details()
+    given: dict[str, Any] = {}
+    if not isinstance(prompt, str):
+        details.add("prompt", "must be a string")
+        prompt = ""
+    elif len(prompt) > MAX_PROMPT:
+        details.add("prompt", f"must be at most {MAX_PROMPT} characters")
+
+    default_seconds = DEFAULT_SECONDS if DEFAULT_SECONDS in model.durations else min(model.durations)
+    duration = default_seconds
+    if fields.get("seconds") is not None:
+        seconds = _int(fields["seconds"])
+        if seconds is None:
+            details.add("seconds", f"must be a whole number of seconds, e.g. '{default_seconds}'")
+        else:
+            duration = given["duration"] = seconds
+
+    size = fields.get("size", DEFAULT_SIZE)
+    if not isinstance(size, str) or size not in SIZES:
+        details.add("size", f"{size!r} is not supported; supported: {', '.join(SIZES)}")
+        aspect_ratio, resolution = SIZES[DEFAULT_SIZE]
+    else:
+        aspect_ratio, resolution = SIZES[size]
+        given["size"] = size
+
+    if fields.get("seed") is not None:
+        seed = _int(fields["seed"])
+        if seed is None:
+            details.add("seed", "must be an integer")
+        else:
+            given["seed"] = seed
+    if fields.get("negative_prompt") is not None:
+        negative = fields["negative_prompt"]
+        if not isinstance(negative, str) or len(negative) > MAX_NEGATIVE_PROMPT:
+            details.add("negative_prompt", f"must be a string of at most {MAX_NEGATIVE_PROMPT} characters")
+        else:
+            given["negative_prompt"] = negative
+    if fields.get("generate_audio") is not None:
+        audio = _bool(fields["generate_audio"])
+        if audio is None:
+            details.add("generate_audio", "must be true or false")
+        elif not model.accepts_audio_flag and audio != model.audio:
+            always = "always" if model.audio else "never"
+            details.add("generate_audio", f"{model.id} {always} generates audio")
+        else:
+            given["generate_audio"] = audio
+
+    image: InlineImage | None = None
+    image_url: str | None = None
+    reference_echo = None
+    if fields.get("input_reference") is not None:
+        image, image_url, reference_echo = _reference(
+            svc, account_id, fields["input_reference"], base_url, details
+        )
+
+    params = {k: v for k, v in given.items() if k != "size"}
+    params.update(duration=duration, aspect_ratio=aspect_ratio, resolution=resolution)
+    if not model.accepts_audio_flag:
+        params.pop("generate_audio", None)
+    if image is not None or image_url is not None:
+        params["image"] = image_url or PENDING_IMAGE_URL
+    spec, resolved = resolve_video_request(
+        model_id=model_id,
+        prompt=prompt,
+        params=params,
+        catalog=svc.catalog,
+        reference_images_supported=svc.dispatcher.engine.reference_images,
+    )
+    if spec is not None and image_url is not None:
+        check_own_links(svc, spec, resolved)
+    for path, messages in resolved.items():
+        param = _PARAM_OF.get(path, path)
+        for message in messages:
+            if message not in details.get(param, []):
+                details.add(param, message)
+    if details or spec is None:
+        param = next(iter(details))
+        message = "; ".join(f"{p}: {m}" for p, msgs in details.items() for m in msgs)
+        raise OpenAIError(400, message, param=param, code="invalid_value")
+
+    echo: dict[str, Any] = {
+        "prompt": prompt,
+        "model": model_id,
+        "veoParams": {k: v for k, v in given.items() if k != "size"},
+        "via": "openai",
+    }
+    if requested:
+        echo["requestedModel"] = requested
+    if "size" in given:
+        echo["size"] = given["size"]
+    if reference_echo:
+        echo["inputReference"] = reference_echo
+    return Create(spec, echo, image)
+
+
+def materialize(svc: Services, account_id: str, base_url: str, create: Create) -> VideoSpec:
+    if create.image is None:
+        return create.spec
+    try:
+        url = create.image.store(svc, account_id, base_url)
+    except UploadRejected as exc:
+        raise OpenAIError(400, str(exc), param="input_reference", code="invalid_value") from exc
+    return VideoSpec.from_json({**create.spec.to_json(), "image": url})
+
+
+def submit(svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None) -> Submitted:
+    """``submit_job`` with its refusals in OpenAI's shapes."""
+    try:
+        return submit_job(svc, key, spec, echo=echo, idempotency_key=idem)
+    except EngineUnavailable as exc:
+        raise OpenAIError(503, str(exc), type="server_error", code="engine_unavailable", retry=True) from exc
+    except InsufficientCredits as exc:
+        raise OpenAIError(
+            429,
+            f"Insufficient credits: this video costs {exc.required} credits and the account has "
+            f"{exc.available}.",
+            type="insufficient_quota",
+            code="insufficient_quota",
+        ) from exc
+    except jobs.IdempotencyConflict as exc:
+        raise OpenAIError(
+            409,
+            "Idempotency-Key was already used with a different request",
+            param="Idempotency-Key",
+            code="idempotency_conflict",
+        ) from exc
+    except jobs.TooManyActiveJobs as exc:
+        raise OpenAIError(
+            429,
+            f"Too many concurrent jobs: {exc}; wait for one to finish",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": "5"},
+            retry=True,
+        ) from exc
+
+
+def list_page(
+    svc: Services, account_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+) -> tuple[list[Job], bool]:
+    """The account's videos by (created_at, id), ``order`` either way, starting after ``after``."""
+    query = select(Job).where(Job.account_id == account_id, Job.deleted_at.is_(None))
+    with svc.db.read() as session:
+        if after is not None:
+            job_id = parse_video_id(after)
+            cursor = jobs.get_for_account(session, account_id, job_id) if job_id else None
+            if cursor is None:
+                raise OpenAIError(
+                    400,
+                    f"after: no video with id '{after}' in this account",
+                    param="after",
+                    code="invalid_value",
+                )
+            if order == "desc":
+                query = query.where(
+                    or_(
+                        Job.created_at < cursor.created_at,
+                        and_(Job.created_at == cursor.created_at, Job.id < cursor.id),
+                    )
+                )
+            else:
+                query = query.where(
+                    or_(
+                        Job.created_at > cursor.created_at,
+                        and_(Job.created_at == cursor.created_at, Job.id > cursor.id),
+                    )
+                )
+        if order == "desc":
+            query = query.order_by(Job.created_at.desc(), Job.id.desc())
+        else:
+            query = query.order_by(Job.created_at.asc(), Job.id.asc())
+        rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit

@@ -1,0 +1,144 @@
+"""Submitting, cancelling and deleting jobs, shared by every wire protocol (Apiframe, Google, OpenAI).
+
+Each surface parses its own request into a ``VideoSpec`` and maps the exceptions raised here to its
+own error shapes; the charge, the job row, the idempotency record, the refund and the webhook
+outbox row are the same for all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from openreel.api.deps import Services
+from openreel.ledger import jobs, uploads
+from openreel.ledger.tables import ApiKey, Job
+from openreel.validation import Details, VideoSpec
+
+
+class EngineUnavailable(Exception):
+    """The configured engine failed to load; nothing is charged."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    status: str
+    created: bool
+
+
+def check_own_links(svc: Services, spec: VideoSpec, details: Details) -> None:
+    """Links to this server's uploads are checked now: the wrong kind or an expired one is a 400."""
+    fields = [("veoParams.image", spec.image), ("veoParams.last_frame", spec.last_frame)]
+    fields += [(f"veoParams.reference_images.{i}", u) for i, u in enumerate(spec.reference_images)]
+    for path, url in fields:
+        if url is None:
+            continue
+        key = svc.signer.own_key(url)
+        if key is None:
+            if svc.signer.own_key(url, check_expiry=False) is not None:
+                details.add(path, "this upload link has expired; upload the file again")
+            continue
+        with svc.db.read() as session:
+            upload = uploads.by_storage_key(session, key)
+        if upload is None or not svc.storage.exists(key):
+            details.add(path, "this upload no longer exists; upload the file again")
+        elif upload.kind != "image":
+            details.add(path, f"must be an image, but this upload is {upload.kind} ({upload.content_type})")
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def submit_job(
+    svc: Services,
+    key: ApiKey,
+    spec: VideoSpec,
+    *,
+    echo: dict[str, Any],
+    idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
+) -> Submitted:
+    """Charge and queue. Raises EngineUnavailable, InsufficientCredits, IdempotencyConflict or
+    TooManyActiveJobs."""
+    engine = svc.dispatcher.engine
+    if engine.error:
+        raise EngineUnavailable(f"The {engine.name} engine is unavailable: {engine.error}")
+    model = svc.catalog.get(spec.model)
+    assert model is not None
+    new = jobs.NewJob(
+        model=spec.model,
+        input=echo,
+        spec=spec.to_json(),
+        cost=model.price(spec.duration, spec.generate_audio),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(echo),
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
+    )
+    for attempt in range(2):
+        try:
+            with svc.db.session() as session:
+                job, created = jobs.submit(session, key, new, max_active=svc.settings.max_concurrent_jobs)
+                result = Submitted(job.id, job.status, created)
+            break
+        except IntegrityError:
+            # Two first uses of one Idempotency-Key raced on PostgreSQL; the second read finds the winner.
+            if attempt or idempotency_key is None:
+                raise
+    if result.created:
+        svc.dispatcher.wake()
+    return result
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What ``cancel`` or ``delete`` did to a job."""
+
+    job: Job
+    cancelled: bool
+
+
+def cancel(svc: Services, account_id: str, job_id: str, reason: str) -> Ended | None:
+    """Cancel a queued or running job with a full refund; None if the account has no such job.
+    ``cancelled`` is False when the job had already ended (then nothing changes)."""
+    with svc.db.session() as session:
+        job = jobs.get_for_account(session, account_id, job_id)
+        if job is None:
+            return None
+        cancelled = jobs.end_with_refund(session, job_id, jobs.CANCELLED, reason)
+        if cancelled:
+            svc.webhooks.enqueue(session, job_id, "failed")
+    if cancelled:
+        svc.dispatcher.cancel(job_id)
+    return Ended(job, cancelled)
+
+
+def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | None) -> Ended | None:
+    """Remove a job from the account. An active one is first cancelled (and refunded) when a
+    ``cancel_reason`` is given, else ``jobs.JobActive`` is raised."""
+    with svc.db.session() as session:
+        job = jobs.get_for_account(session, account_id, job_id)
+        if job is None:
+            return None
+        cancelled = False
+        if job.status in jobs.ACTIVE:
+            if cancel_reason is None:
+                raise jobs.JobActive(job.status)
+            cancelled = jobs.end_with_refund(session, job_id, jobs.CANCELLED, cancel_reason)
+            if cancelled:
+                svc.webhooks.enqueue(session, job_id, "failed")
+            session.refresh(job)
+        jobs.delete(session, job)
+        result_key = job.result["key"] if job.result else None
+    if cancelled:
+        svc.dispatcher.cancel(job_id)
+    if result_key:
+        svc.storage.delete(result_key)
+    return Ended(job, cancelled)

@@ -1,0 +1,306 @@
+"""Google's Veo wire protocols (google-genai 2.x Gemini form, 3.x Vertex form) over the same jobs.
+
+Gemini form (``Client(api_key=K, http_options=HttpOptions(base_url=BASE))`` of google-genai 2.x),
+under ``/v1beta`` and ``/v1``:
+
+- ``POST /v1beta/models/{model}:predictLongRunning`` -> ``{"name": "models/{model}/operations/{id}"}``
+- ``GET /v1beta/models/{model}/operations/{id}`` (and ``/v1beta/operations/{id}``) -> the operation
+- ``POST /v1beta/models/{model}/operations/{id}:cancel`` -> ``{}``, cancelled and refunded
+- ``GET /v1beta/files/{id}:download?alt=media`` -> the MP4 (what ``client.files.download`` calls)
+
+Vertex API-key form (``Client(enterprise=True, api_key=K, http_options=...)`` of google-genai 3.x),
+under ``/v1beta1`` and ``/v1``:
+
+- ``POST /v1beta1/publishers/google/models/{model}:predictLongRunning``
+- ``POST /v1beta1/publishers/google/models/{model}:fetchPredictOperation`` with ``{"operationName"}``
+- ``POST /v1beta1/publishers/google/models/{model}/operations/{id}:cancel``
+
+Authentication: ``x-goog-api-key: afk_...`` (or ``?key=afk_...``). Any other path under ``/v1beta``
+or ``/v1beta1`` is a Google-shaped 404. An ``Idempotency-Key`` header (not Google's; optional) makes
+a submission replayable exactly as on the Apiframe API. Request mapping, refusals and defaults:
+``openreel.api.compat.google_wire``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Security
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, APIKeyQuery
+
+from openreel.api import job_service
+from openreel.api.compat import common
+from openreel.api.compat.google_wire import (
+    ERROR_RESPONSES,
+    FetchPredictOperationRequest,
+    Form,
+    GoogleError,
+    Operation,
+    PredictRequest,
+    materialize,
+    on_validation,
+    operation,
+    operation_id,
+    operation_name,
+    parse_predict,
+    submit,
+)
+from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
+from openreel.ledger import jobs
+from openreel.ledger.tables import ApiKey, Job
+
+router = APIRouter(tags=["Google Veo"], route_class=common.shaped_route(on_validation))
+
+_header_key = APIKeyHeader(name="x-goog-api-key", auto_error=False, scheme_name="GoogleApiKey")
+_query_key = APIKeyQuery(name="key", auto_error=False, scheme_name="GoogleApiKeyQuery")
+
+
+def google_key(
+    svc: ServicesDep,
+    header: Annotated[str | None, Security(_header_key)] = None,
+    query: Annotated[str | None, Security(_query_key)] = None,
+) -> ApiKey:
+    try:
+        return authenticate(svc, header or query)
+    except AuthError as exc:
+        if exc.status == 401 and not (header or query):
+            message = "Missing API key: send an openreel key (afk_...) in the x-goog-api-key header."
+        elif exc.status == 401:
+            message = "API key not valid. Please pass a valid openreel API key (afk_...)."
+        else:
+            message = exc.message
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": retry_after} if retry_after else None
+        raise GoogleError(exc.status, message, headers=headers) from exc
+
+
+GoogleKey = Annotated[ApiKey, Security(google_key)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Not part of Google's API: replays the first operation for 24 h, as on /v2.",
+    ),
+]
+
+
+def _version(request: Request) -> str:
+    return request.url.path.lstrip("/").split("/", 1)[0]
+
+
+def _own_job(svc: Services, key: ApiKey, op_id: str | None, what: str) -> Job:
+    job_id = common.parse_job_id(op_id) if op_id else None
+    job = None
+    if job_id is not None:
+        with svc.db.read() as session:
+            job = jobs.get_for_account(session, key.account_id, job_id)
+    if job is None:
+        raise GoogleError(404, f"{what} not found.")
+    return job
+
+
+def _operation_reply(
+    svc: Services, request: Request, job: Job, name: str, form: Form, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    with svc.db.read() as session:
+        position = jobs.queue_position(session, job)
+    body = operation(
+        svc,
+        job,
+        name,
+        form=form,
+        base_url=svc.base_url(request),
+        version=_version(request),
+        queue_position=position,
+    )
+    return JSONResponse(body, headers=headers)
+
+
+def _predict(
+    svc: Services,
+    request: Request,
+    key: ApiKey,
+    model: str,
+    body: PredictRequest,
+    idem: str | None,
+    form: Form,
+) -> JSONResponse:
+    predict = parse_predict(svc, model, body, form=form)
+    spec = materialize(svc, key.account_id, svc.base_url(request), predict)
+    submitted = submit(svc, key, spec, predict.echo, idem)
+    with svc.db.read() as session:
+        job = session.get(Job, submitted.job_id)
+    assert job is not None
+    headers = None if submitted.created else {"Idempotent-Replayed": "true"}
+    return _operation_reply(svc, request, job, operation_name(form, model, job.id), form, headers)
+
+
+def _cancel(svc: Services, key: ApiKey, op_id: str) -> dict[str, Any]:
+    job_id = common.parse_job_id(op_id)
+    ended = job_service.cancel(svc, key.account_id, job_id, "Cancelled by the user") if job_id else None
+    if ended is None:
+        raise GoogleError(404, f"Operation {op_id} not found.")
+    if not ended.cancelled:
+        raise GoogleError(
+            400, f"Operation {op_id} is already done ({ended.job.status}).", status="FAILED_PRECONDITION"
+        )
+    return {}
+
+
+_PREDICT_DOC = dict(response_model=Operation, responses=ERROR_RESPONSES)
+
+
+@router.post("/v1beta/models/{model}:predictLongRunning", summary="Gemini: generate a video", **_PREDICT_DOC)
+@router.post("/v1/models/{model}:predictLongRunning", summary="Gemini (v1): generate a video", **_PREDICT_DOC)
+def gemini_predict(
+    model: str,
+    body: PredictRequest,
+    request: Request,
+    svc: ServicesDep,
+    key: GoogleKey,
+    idem: IdempotencyKey = None,
+) -> JSONResponse:
+    """Validates, charges and queues; the reply is the operation to poll (``done`` false)."""
+    return _predict(svc, request, key, model, body, idem, "gemini")
+
+
+@router.get("/v1beta/models/{model}/operations/{op_id}", summary="Gemini: get an operation", **_PREDICT_DOC)
+@router.get("/v1/models/{model}/operations/{op_id}", summary="Gemini (v1): get an operation", **_PREDICT_DOC)
+def gemini_operation(
+    model: str, op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
+) -> JSONResponse:
+    job = _own_job(svc, key, op_id, f"Operation models/{model}/operations/{op_id}")
+    return _operation_reply(svc, request, job, f"models/{model}/operations/{op_id}", "gemini")
+
+
+@router.get("/v1beta/operations/{op_id}", summary="Gemini: get an operation (short name)", **_PREDICT_DOC)
+@router.get("/v1/operations/{op_id}", summary="Gemini (v1): get an operation (short name)", **_PREDICT_DOC)
+def gemini_operation_short(op_id: str, request: Request, svc: ServicesDep, key: GoogleKey) -> JSONResponse:
+    job = _own_job(svc, key, op_id, f"Operation operations/{op_id}")
+    return _operation_reply(svc, request, job, f"operations/{op_id}", "gemini")
+
+
+@router.post(
+    "/v1beta/models/{model}/operations/{op_id}:cancel",
+    summary="Gemini: cancel an operation",
+    responses=ERROR_RESPONSES,
+)
+@router.post(
+    "/v1/models/{model}/operations/{op_id}:cancel",
+    summary="Gemini (v1): cancel an operation",
+    responses=ERROR_RESPONSES,
+)
+def gemini_cancel(model: str, op_id: str, svc: ServicesDep, key: GoogleKey) -> dict[str, Any]:
+    """Queued: cancelled at once; running: stops at the next denoising step. Refunded either way."""
+    return _cancel(svc, key, op_id)
+
+
+@router.get(
+    "/v1beta/files/{file_id}:download",
+    summary="Gemini: download a generated video",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}}}, **ERROR_RESPONSES},
+)
+@router.get(
+    "/v1/files/{file_id}:download",
+    summary="Gemini (v1): download a generated video",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}}}, **ERROR_RESPONSES},
+)
+def gemini_download(
+    file_id: str, svc: ServicesDep, key: GoogleKey, alt: Annotated[str | None, Query()] = None
+) -> Response:
+    """The file id is the operation id; HTTP Range is supported."""
+    if alt not in (None, "media"):
+        raise GoogleError(400, f"alt={alt!r} is not supported here; use alt=media")
+    job = _own_job(svc, key, file_id, f"File {file_id}")
+    if job.status in jobs.ACTIVE:
+        raise GoogleError(
+            400,
+            f"File {file_id} is not ready: its operation is {job.status} ({job.progress}%).",
+            status="FAILED_PRECONDITION",
+        )
+    if job.status != jobs.COMPLETED or not job.result:
+        raise GoogleError(404, f"File {file_id} has no video: its operation ended {job.status}.")
+    # Streamed, never redirected: the SDK re-sends its API key to wherever a redirect points.
+    response = svc.storage.serve(job.result["key"], "video/mp4", redirect=False)
+    if response is None:
+        raise GoogleError(404, f"File {file_id} has expired or was deleted.")
+    return response
+
+
+@router.post(
+    "/v1beta1/publishers/google/models/{model}:predictLongRunning",
+    summary="Vertex: generate a video",
+    **_PREDICT_DOC,
+)
+@router.post(
+    "/v1/publishers/google/models/{model}:predictLongRunning",
+    summary="Vertex (v1): generate a video",
+    **_PREDICT_DOC,
+)
+def vertex_predict(
+    model: str,
+    body: PredictRequest,
+    request: Request,
+    svc: ServicesDep,
+    key: GoogleKey,
+    idem: IdempotencyKey = None,
+) -> JSONResponse:
+    """Validates, charges and queues; the reply is the operation to poll with fetchPredictOperation."""
+    return _predict(svc, request, key, model, body, idem, "vertex")
+
+
+@router.post(
+    "/v1beta1/publishers/google/models/{model}:fetchPredictOperation",
+    summary="Vertex: get an operation",
+    **_PREDICT_DOC,
+)
+@router.post(
+    "/v1/publishers/google/models/{model}:fetchPredictOperation",
+    summary="Vertex (v1): get an operation",
+    **_PREDICT_DOC,
+)
+def vertex_fetch(
+    model: str, body: FetchPredictOperationRequest, request: Request, svc: ServicesDep, key: GoogleKey
+) -> JSONResponse:
+    """The finished video is ``response.videos[0].gcsUri``: a signed link, fetched without a key."""
+    op_id = operation_id(body.operation_name)
+    if op_id is None:
+        raise GoogleError(400, f"operationName {body.operation_name!r} is not an operation name")
+    job = _own_job(svc, key, op_id, f"Operation {body.operation_name}")
+    return _operation_reply(svc, request, job, body.operation_name, "vertex")
+
+
+@router.post(
+    "/v1beta1/publishers/google/models/{model}/operations/{op_id}:cancel",
+    summary="Vertex: cancel an operation",
+    responses=ERROR_RESPONSES,
+)
+@router.post(
+    "/v1/publishers/google/models/{model}/operations/{op_id}:cancel",
+    summary="Vertex (v1): cancel an operation",
+    responses=ERROR_RESPONSES,
+)
+def vertex_cancel(model: str, op_id: str, svc: ServicesDep, key: GoogleKey) -> dict[str, Any]:
+    return _cancel(svc, key, op_id)
+
+
+@router.api_route(
+    "/v1beta/{rest:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+)
+@router.api_route(
+    "/v1beta1/{rest:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+)
+def google_not_found(rest: str, request: Request) -> JSONResponse:
+    raise GoogleError(
+        404,
+        f"{request.method} {request.url.path} is not served here: openreel implements Veo's "
+        "predictLongRunning, operations, fetchPredictOperation and files:download.",
+    )

@@ -1,0 +1,52 @@
+"""``GET /v2/models``: the catalog, with the open model behind each id and whether it can run now."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+
+from openreel.api.deps import Services, ServicesDep
+from openreel.api.present import RANDOM_WEIGHTS_NOTICE
+from openreel.api.schemas import ErrorBody, ModelCatalog
+from openreel.catalog import ModelSpec
+
+router = APIRouter(tags=["Models"])
+
+
+def _entry(svc: Services, model: ModelSpec) -> dict[str, Any]:
+    engine = svc.dispatcher.engine
+    notice = engine.error or (RANDOM_WEIGHTS_NOTICE if engine.random_weights else None)
+    return {
+        "id": model.id,
+        "label": model.label,
+        "description": model.description,
+        "modality": "video",
+        "costMin": min(model.prices.values()),
+        "costMax": max(model.prices.values()),
+        "pricingMode": "flat",
+        "durations": list(model.durations),
+        "defaultDuration": model.default_duration,
+        "resolutions": list(model.resolutions),
+        "aspectRatios": list(model.aspect_ratios),
+        "audio": model.audio,
+        "acceptsGenerateAudio": model.accepts_audio_flag,
+        "acceptsReferenceImages": model.accepts_reference_images and engine.reference_images,
+        "prices": model.prices,
+        "engine": {
+            "name": engine.name,
+            "backedBy": model.backed_by + (" (tiny random-weight build)" if engine.random_weights else ""),
+            "randomWeights": engine.random_weights,
+            "ready": engine.ready,
+            "notice": notice,
+        },
+    }
+
+
+@router.get("/v2/models", response_model=ModelCatalog, responses={400: {"model": ErrorBody}})
+def list_models(
+    svc: ServicesDep, modality: Literal["image", "video", "music"] | None = None
+) -> dict[str, Any]:
+    if modality not in (None, "video"):
+        return {"models": []}
+    return {"models": [_entry(svc, m) for m in svc.catalog.models.values()]}

@@ -1,0 +1,28 @@
+"""``POST /v2/uploads``: a short-lived file whose signed URL works wherever a param takes a URL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from openreel.api.deps import KeyDep, ServicesDep
+from openreel.api.errors import validation_error
+from openreel.api.intake import UploadRejected, store_upload
+from openreel.api.schemas import ErrorBody, UploadOut
+
+router = APIRouter(tags=["Uploads"])
+
+
+@router.post("/v2/uploads", status_code=201, response_model=UploadOut, responses={400: {"model": ErrorBody}})
+def create_upload(
+    request: Request, svc: ServicesDep, key: KeyDep, file: Annotated[UploadFile | None, File()] = None
+) -> JSONResponse:
+    if file is None:
+        raise validation_error({"file": ["Required: send the file as multipart field 'file'"]})
+    try:
+        body = store_upload(svc, key.account_id, file.file, svc.base_url(request))
+    except UploadRejected as exc:
+        raise validation_error({"file": [str(exc)]}) from exc
+    return JSONResponse(body, status_code=201)

@@ -1,0 +1,82 @@
+"""``POST /v2/videos/generate``: validate everything, then charge and queue in one transaction."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+
+from openreel.api.deps import KeyDep, ServicesDep
+from openreel.api.errors import ApiError, validation_error
+from openreel.api.job_service import EngineUnavailable, check_own_links, submit_job
+from openreel.api.schemas import ErrorBody, GenerateVideoRequest, InsufficientCreditsBody, JobAccepted
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.validation import check_url, resolve_video_request
+
+router = APIRouter(tags=["Videos"])
+ACTIVE_JOBS_RETRY_AFTER_S = 5
+
+
+@router.post(
+    "/v2/videos/generate",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        400: {"model": ErrorBody},
+        401: {"model": ErrorBody},
+        402: {"model": InsufficientCreditsBody},
+        403: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        429: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
+)
+def generate_video(
+    body: GenerateVideoRequest,
+    svc: ServicesDep,
+    key: KeyDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+) -> JSONResponse:
+    params = body.veoParams.model_dump(exclude_unset=True) if body.veoParams else {}
+    spec, details = resolve_video_request(
+        model_id=body.model,
+        prompt=body.prompt,
+        params=params,
+        catalog=svc.catalog,
+        reference_images_supported=svc.dispatcher.engine.reference_images,
+    )
+    if body.webhookUrl is not None:
+        check_url(details, "webhookUrl", body.webhookUrl)
+    if body.webhookEvents is not None and body.webhookUrl is None:
+        details.add("webhookEvents", "needs webhookUrl")
+    if spec is not None:
+        check_own_links(svc, spec, details)
+    if details or spec is None:
+        raise validation_error(details)
+    try:
+        submitted = submit_job(
+            svc,
+            key,
+            spec,
+            echo=body.model_dump(exclude_unset=True),
+            idempotency_key=idempotency_key,
+            webhook_url=body.webhookUrl,
+            webhook_events=list(body.webhookEvents) if body.webhookEvents else None,
+        )
+    except EngineUnavailable as exc:
+        raise ApiError(503, str(exc)) from exc
+    except InsufficientCredits as exc:
+        raise ApiError(
+            402, "Insufficient credits", creditsRequired=exc.required, creditsAvailable=exc.available
+        ) from exc
+    except jobs.IdempotencyConflict as exc:
+        raise ApiError(409, "Idempotency-Key was already used with a different request body") from exc
+    except jobs.TooManyActiveJobs as exc:
+        message = f"Too many concurrent jobs: {exc}; wait for one to finish"
+        raise ApiError(429, message, headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_S)}) from exc
+    headers = {} if submitted.created else {"Idempotent-Replayed": "true"}
+    return JSONResponse(
+        {"jobId": submitted.job_id, "status": submitted.status}, status_code=202, headers=headers
+    )

@@ -1,0 +1,151 @@
+"""Wire shapes of the Apiframe v2 API (``shared/contracts/apiframe-v2-openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+WebhookEvent = Literal["progress", "completed", "failed"]
+JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class VeoParams(Strict):
+    duration: int | None = None
+    aspect_ratio: Annotated[str, Field(pattern=r"^\d+:\d+$")] | None = None
+    seed: int | None = None
+    image: str | None = None
+    resolution: Literal["720p", "1080p"] | None = None
+    generate_audio: bool | None = None
+    negative_prompt: Annotated[str, Field(max_length=2000)] | None = None
+    last_frame: str | None = None
+    reference_images: Annotated[list[str], Field(max_length=3)] | None = None
+
+
+class GenerateVideoRequest(Strict):
+    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    model: str
+    veoParams: VeoParams | None = None
+    webhookUrl: str | None = None
+    webhookEvents: Annotated[list[WebhookEvent], Field(min_length=1)] | None = None
+
+
+class JobAccepted(BaseModel):
+    jobId: str
+    status: JobStatus
+
+
+class VideoResult(BaseModel):
+    videoUrl: str
+    width: int
+    height: int
+    durationSeconds: float
+    fps: int
+    hasAudio: bool
+    seed: int
+    notice: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    status: JobStatus
+    model: str
+    progress: int | None
+    result: VideoResult | None
+    error: str | None
+    creditCost: int | None
+    webhookStatus: Literal["pending", "delivered", "failed"] | None
+    createdAt: str
+    completedAt: str | None
+    expired: bool
+    input: dict[str, Any] | None
+    queuePosition: int | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    nextCursor: str | None
+    hasMore: bool
+    models: list[str] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    details: dict[str, list[str]] | None = None
+
+
+class InsufficientCreditsBody(BaseModel):
+    error: Literal["Insufficient credits"]
+    creditsRequired: int
+    creditsAvailable: int
+
+
+class MeUser(BaseModel):
+    id: str
+    email: str
+    role: str
+
+
+class MeTeam(BaseModel):
+    id: str
+    name: str
+    plan: str
+    credits: int
+    customerId: str | None
+    maxConcurrentJobs: int
+
+
+class MeKey(BaseModel):
+    id: str
+    name: str
+    prefix: str
+
+
+class Me(BaseModel):
+    user: MeUser
+    team: MeTeam
+    apiKey: MeKey
+
+
+class UploadOut(BaseModel):
+    id: str
+    url: str
+    kind: Literal["image", "video", "audio"]
+    contentType: str
+    byteSize: int
+    expiresAt: str
+
+
+class EngineInfo(BaseModel):
+    name: str
+    backedBy: str
+    randomWeights: bool
+    ready: bool
+    notice: str | None
+
+
+class ModelEntry(BaseModel):
+    id: str
+    label: str
+    description: str
+    modality: Literal["video"]
+    costMin: int
+    costMax: int
+    pricingMode: Literal["flat"]
+    durations: list[int]
+    defaultDuration: int
+    resolutions: list[str]
+    aspectRatios: list[str]
+    audio: bool
+    acceptsGenerateAudio: bool
+    acceptsReferenceImages: bool
+    prices: dict[str, int]
+    engine: EngineInfo
+
+
+class ModelCatalog(BaseModel):
+    models: list[ModelEntry]

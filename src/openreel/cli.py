@@ -1,0 +1,270 @@
+"""The ``openreel`` command: run the server, manage keys and credits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from openreel.settings import KNOWN_ENGINES, Settings
+
+app = typer.Typer(
+    help="openreel: self-hosted video generation with the Apiframe v2 (Veo) API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+credits_app = typer.Typer(help="Credit balances and the ledger.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(credits_app, name="credits")
+console = Console()
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (OPENREEL_DATA_DIR).")]
+
+
+def _settings(data_dir: Path | None, **overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _database(settings: Settings):  # type: ignore[no-untyped-def]
+    from openreel.ledger.db import Database, migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    migrate(url)
+    return Database(url)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (OPENREEL_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (OPENREEL_PORT).")] = None,
+    data_dir: DataDir = None,
+    engine: Annotated[
+        str | None, typer.Option(help=f"Engine: {', '.join(KNOWN_ENGINES)} (OPENREEL_ENGINE).")
+    ] = None,
+) -> None:
+    """Run the API server and its worker."""
+    import uvicorn
+
+    from openreel.api.app import create_app
+
+    settings = _settings(data_dir, host=host, port=port, engine=engine)
+    if settings.engine not in KNOWN_ENGINES:
+        raise typer.BadParameter(
+            f"unknown engine {settings.engine!r}; choose from {', '.join(KNOWN_ENGINES)}"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _account_of(db, raw_key: str) -> str:  # type: ignore[no-untyped-def]
+    from openreel.ledger import accounts
+
+    with db.session() as session:
+        key = accounts.find_key(session, raw_key)
+        if key is None:
+            console.print("[red]No such API key.[/red]")
+            raise typer.Exit(1)
+        return key.account_id
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+    credits: Annotated[int, typer.Option(min=0, help="Credits granted to the account now.")] = 0,
+    account: Annotated[
+        str | None, typer.Option(help="Add the key to this account instead of a new one.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key; the key is printed alone on the last line."""
+    from openreel.ledger import accounts
+
+    db = _database(_settings(data_dir))
+    try:
+        with db.session() as session:
+            new = accounts.create_key(session, name=name, account_id=account, initial_credits=credits)
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"account {new.account_id}, key id {new.key_id}, {credits} credits granted")
+    console.print("Store this key now; only its hash is kept:", style="yellow")
+    print(new.raw)
+
+
+@credits_app.command("grant")
+def credits_grant(
+    key: Annotated[str, typer.Argument(help="An API key of the account.")],
+    amount: Annotated[int, typer.Argument(min=1, help="Credits to add.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Add credits to the account that owns KEY."""
+    from openreel.ledger import credits
+
+    db = _database(_settings(data_dir))
+    account_id = _account_of(db, key)
+    with db.session() as session:
+        credits.grant(session, account_id, amount, note="granted with the CLI")
+        total = credits.balance(session, account_id)
+    console.print(f"granted {amount}; balance {total}")
+
+
+@credits_app.command("show")
+def credits_show(
+    key: Annotated[str, typer.Argument(help="An API key of the account.")],
+    data_dir: DataDir = None,
+) -> None:
+    """List the ledger of the account that owns KEY, and its balance."""
+    from openreel.ledger import credits
+
+    db = _database(_settings(data_dir))
+    account_id = _account_of(db, key)
+    with db.session() as session:
+        rows = credits.entries(session, account_id)
+        total = credits.balance(session, account_id)
+    table = Table(title=f"account {account_id}")
+    for column in ("when", "kind", "amount", "job", "note"):
+        table.add_column(column)
+    for e in rows:
+        table.add_row(
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, f"{e.amount:+d}", e.job_id or "", e.note or ""
+        )
+    console.print(table)
+    console.print(f"balance: {total}")
+
+
+def _as_url(client, value: str | None) -> str | None:  # type: ignore[no-untyped-def]
+    """URLs pass through; a local file is uploaded first and its upload URL used."""
+    if value is None or value.startswith(("http://", "https://")):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise typer.BadParameter(f"{value} is neither an http(s) URL nor a file")
+    return str(client.upload(path).url)
+
+
+def _run_generate(
+    base_url: str, api_key: str, request: dict[str, Any], files: dict[str, Any], out: Path
+) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from openreel.sdk import Backoff, Client, JobError, OpenreelError
+
+    with Client(api_key=api_key, base_url=base_url) as client:
+        try:
+            request["image"] = _as_url(client, files["image"])
+            request["last_frame"] = _as_url(client, files["last_frame"])
+            refs = [_as_url(client, r) for r in files["reference_images"]]
+            request["reference_images"] = [r for r in refs if r] or None
+            accepted = client.generate(request.pop("prompt"), **request)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task("queued", total=100)
+
+                def show(job) -> None:  # type: ignore[no-untyped-def]
+                    if job.status == "QUEUED":
+                        label = f"queued (position {job.queuePosition})" if job.queuePosition else "queued"
+                    else:
+                        label = job.status.lower()
+                    bar.update(task, completed=job.progress or 0, description=label)
+
+                job = client.wait_for(
+                    accepted.jobId, timeout=24 * 3600, on_progress=show, backoff=Backoff(0.25, 1.5, 1.0)
+                )
+            client.download(job, out)
+        except OpenreelError as exc:
+            console.print(f"[red]{exc.message}[/red]")
+            for path, messages in (exc.body.get("details") or {}).items():
+                console.print(f"  {path}: {'; '.join(messages)}")
+            raise typer.Exit(1) from exc
+        except JobError as exc:
+            console.print(f"[red]job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}[/red]")
+            raise typer.Exit(1) from exc
+    result = job.result
+    assert result is not None
+    console.print(
+        f"wrote {out} ({out.stat().st_size} bytes): {result.width}x{result.height}, "
+        f"{result.durationSeconds} s, {'with' if result.hasAudio else 'no'} audio, seed {result.seed}, "
+        f"{job.creditCost} credits"
+    )
+    if result.notice:
+        console.print(result.notice, style="yellow")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What the video shows.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the MP4.")],
+    model: Annotated[str, typer.Option(help="Model id, e.g. veo-3.1-fast.")] = "veo-3.1-fast",
+    duration: Annotated[int | None, typer.Option(help="Seconds: 4, 6 or 8 (veo-2: 5-8).")] = None,
+    aspect_ratio: Annotated[str | None, typer.Option(help="16:9 or 9:16.")] = None,
+    resolution: Annotated[str | None, typer.Option(help="720p or 1080p.")] = None,
+    image: Annotated[str | None, typer.Option(help="First frame: a file or an http(s) URL.")] = None,
+    last_frame: Annotated[str | None, typer.Option(help="Last frame: a file or an http(s) URL.")] = None,
+    reference: Annotated[
+        list[str] | None, typer.Option(help="Reference image (repeatable, up to 3).")
+    ] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for a repeatable result.")] = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Generate a silent video.")] = False,
+    server: Annotated[
+        str | None, typer.Option(help="Base URL of a running server (key from OPENREEL_API_KEY).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Generate one video and write it to --out, showing queue position and progress.
+
+    With --server it uses that server; without, it runs the service in this process on the local
+    data directory and its engine (a local run pays itself the job's credits).
+    """
+    import os
+
+    request: dict[str, Any] = {
+        "prompt": prompt,
+        "model": model,
+        "duration": duration,
+        "aspect_ratio": aspect_ratio,
+        "resolution": resolution,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "generate_audio": False if no_audio else None,
+    }
+    files = {"image": image, "last_frame": last_frame, "reference_images": reference or []}
+    if server is not None:
+        key = os.environ.get("OPENREEL_API_KEY")
+        if not key:
+            raise typer.BadParameter(
+                "set OPENREEL_API_KEY to an API key of that server", param_hint="--server"
+            )
+        _run_generate(server, key, request, files, out)
+        return
+
+    from openreel.catalog import load_catalog
+    from openreel.embedded import embedded_server, local_key
+
+    settings = _settings(data_dir)
+    spec = load_catalog(settings.prices_file).get(model)
+    price = 0
+    if spec is not None:
+        variant = spec.variant(duration or spec.default_duration, spec.audio and not no_audio)
+        price = spec.prices.get(variant, max(spec.prices.values()))
+    key = local_key(settings, price)
+    logging.basicConfig(level=logging.WARNING)
+    console.print(
+        f"starting openreel in this process (engine {settings.engine}, data in {settings.data_dir})"
+    )
+    with embedded_server(settings) as url:
+        _run_generate(url, key, request, files, out)

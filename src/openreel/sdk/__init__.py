@@ -1,0 +1,37 @@
+"""The Python SDK: typed clients for the v2 API, and webhook signature checks."""
+
+from openreel.sdk.client import AsyncClient, Backoff, Client
+from openreel.sdk.errors import (
+    AuthenticationError,
+    ConflictError,
+    InsufficientCreditsError,
+    JobCancelled,
+    JobError,
+    JobFailed,
+    NotFoundError,
+    OpenreelError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+    WaitTimeout,
+)
+from openreel.sdk.signatures import verify_webhook
+
+__all__ = [
+    "AsyncClient",
+    "AuthenticationError",
+    "Backoff",
+    "Client",
+    "ConflictError",
+    "InsufficientCreditsError",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "NotFoundError",
+    "OpenreelError",
+    "RateLimitError",
+    "ServerError",
+    "ValidationError",
+    "WaitTimeout",
+    "verify_webhook",
+]

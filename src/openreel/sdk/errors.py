@@ -1,0 +1,96 @@
+"""Typed errors of the SDK: one class per way a call can go wrong, carrying the server's words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpenreelError(Exception):
+    """Any error answered by the server (``status`` is its HTTP status, ``body`` its JSON)."""
+
+    def __init__(self, status: int, message: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body or {}
+
+
+class AuthenticationError(OpenreelError):
+    """401 or 403: the key is missing, unknown or inactive."""
+
+
+class ValidationError(OpenreelError):
+    """400: ``details`` maps JSON paths of the request to what is wrong there."""
+
+    @property
+    def details(self) -> dict[str, list[str]]:
+        return dict(self.body.get("details") or {})
+
+
+class InsufficientCreditsError(OpenreelError):
+    @property
+    def required(self) -> int:
+        return int(self.body.get("creditsRequired", 0))
+
+    @property
+    def available(self) -> int:
+        return int(self.body.get("creditsAvailable", 0))
+
+
+class NotFoundError(OpenreelError):
+    pass
+
+
+class ConflictError(OpenreelError):
+    """409: an Idempotency-Key reused with another body, or a job in the wrong state."""
+
+
+class RateLimitError(OpenreelError):
+    @property
+    def retry_after(self) -> float | None:
+        value = self.body.get("retryAfter")
+        return float(value) if value is not None else None
+
+
+class ServerError(OpenreelError):
+    """5xx: the server or its engine is unavailable."""
+
+
+class JobError(Exception):
+    """A job that ended without a video; ``job`` is its last state."""
+
+    def __init__(self, job: Any) -> None:
+        super().__init__(f"job {job.id} ended {job.status}: {job.error}")
+        self.job = job
+
+
+class JobFailed(JobError):
+    pass
+
+
+class JobCancelled(JobError):
+    pass
+
+
+class WaitTimeout(TimeoutError):
+    def __init__(self, job: Any, seconds: float) -> None:
+        super().__init__(f"job {job.id} still {job.status} after {seconds:.0f} s")
+        self.job = job
+
+
+_BY_STATUS: dict[int, type[OpenreelError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+    429: RateLimitError,
+}
+
+
+def error_for(status: int, body: dict[str, Any], retry_after: str | None = None) -> OpenreelError:
+    if retry_after is not None:
+        body = {**body, "retryAfter": retry_after}
+    cls = _BY_STATUS.get(status, ServerError if status >= 500 else OpenreelError)
+    return cls(status, str(body.get("error") or f"HTTP {status}"), body)

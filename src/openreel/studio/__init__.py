@@ -1,0 +1,1 @@
+"""The Studio: a static page served at ``/studio`` that uses only the public API."""

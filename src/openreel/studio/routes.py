@@ -1,0 +1,47 @@
+"""Serves the Studio's static files: ``/studio`` is the page, ``/studio/<file>`` its assets.
+
+The page is plain HTML, CSS and ES modules (no build step) and talks only to the public API, so
+this router does nothing but hand out files from ``static/``. Paths are resolved and kept inside
+that folder; anything else is a 404 in the API's error envelope.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from openreel.api.errors import ApiError
+
+STATIC = (Path(__file__).parent / "static").resolve()
+# The page and its modules change with the server; always revalidate (cheap: ETag/Last-Modified).
+_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+def _file(relative: str) -> FileResponse:
+    path = (STATIC / relative).resolve()
+    if not path.is_relative_to(STATIC) or not path.is_file():
+        raise ApiError(404, "Not found")
+    media_type = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media_type, headers=_HEADERS)
+
+
+@router.get("/studio")
+@router.get("/studio/")
+def studio_page() -> FileResponse:
+    return _file("index.html")
+
+
+@router.get("/studio/{asset:path}")
+def studio_asset(asset: str) -> FileResponse:
+    return _file(asset)
