@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from databases import throwaway_database
+from support import LiveServer, running_server
+
+SERVER_ENV = {
+    "OPENREEL_ALLOW_PRIVATE_URLS": "1",
+    "OPENREEL_MAX_UPLOAD_IMAGE_BYTES": str(2 * 1024 * 1024),
+    "OPENREEL_X264_PRESET": "ultrafast",
+}
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real server (SQLite) on a loopback port for the session; tests isolate themselves by account."""
+    with running_server(tmp_path_factory.mktemp("server"), SERVER_ENV) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def server(sqlite_server: LiveServer) -> LiveServer:
+    return sqlite_server
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The same, on a throwaway PostgreSQL database."""
+    root = tmp_path_factory.mktemp("pg-server")
+    with (
+        throwaway_database("postgresql", root) as url,
+        running_server(root, {**SERVER_ENV, "OPENREEL_DATABASE_URL": url}) as live,
+    ):
+        yield live

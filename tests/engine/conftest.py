@@ -1,0 +1,50 @@
+"""Engine fixtures. Names are engine-specific so they cannot clash with the service's tests/conftest.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openreel.engine.plan import RenderPlan, plan_render
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("engine-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_engine_cache: Path) -> Any:
+    """The tiny engine loaded the way the service loads it; built once per test session (~2 s)."""
+    from openreel.engine import load_engine
+
+    return load_engine("tiny", cache_dir=tiny_engine_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_plan() -> Callable[..., RenderPlan]:
+    """Plan factory: 1 s of 720p 16:9 on the tiny engine's quarter grid, 2 steps, no guidance."""
+
+    def make(**overrides: Any) -> RenderPlan:
+        args: dict[str, Any] = {
+            "prompt": "a red fox running through fresh snow",
+            "negative_prompt": None,
+            "seed": 7,
+            "duration_s": 1,
+            "resolution": "720p",
+            "aspect_ratio": "16:9",
+            "generate_audio": True,
+            "steps": 2,
+            "guidance_scale": 1.0,
+            "negative_guidance_scale": 1.0,
+            "has_first_frame": False,
+            "has_last_frame": False,
+            "grid_scale": 0.25,
+        }
+        args.update(overrides)
+        return plan_render(**args)
+
+    return make

@@ -1,0 +1,176 @@
+"""Helpers shared by the tests: a live server process, the CLI, and the wire contract."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+from jsonschema import Draft202012Validator, FormatChecker
+from PIL import Image
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+CONTRACT = json.loads((Path(__file__).parent / "contract" / "apiframe-v2-openapi.json").read_text())
+_REGISTRY = Registry().with_resource("urn:contract", Resource(contents=CONTRACT, specification=DRAFT202012))
+
+
+def assert_contract(body: Any, schema: str) -> None:
+    """Validate a response body against a schema of the Apiframe v2 contract, formats included."""
+    validator = Draft202012Validator(
+        {"$ref": f"urn:contract#/components/schemas/{schema}"},
+        registry=_REGISTRY,
+        format_checker=FormatChecker(),
+    )
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    assert not errors, f"{schema}: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "openreel", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    return out.stdout
+
+
+@dataclass
+class LiveServer:
+    data_dir: Path
+    port: int
+    engine: str = "tiny"
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openreel",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--engine",
+                self.engine,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited:\n{self.log()}"
+            try:
+                health = httpx.get(self.url + "/healthz", timeout=2).json()
+                if health["engineReady"] or health["engineError"]:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"server not ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def new_key(self, credits: int = 1000) -> str:
+        args = ["keys", "create", "--credits", str(credits)]
+        return cli(self.data_dir, *args, env=self.env).strip().splitlines()[-1]
+
+    def client(self, key: str | None) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@contextmanager
+def running_server(root: Path, env: dict[str, str], engine: str = "tiny") -> Iterator[LiveServer]:
+    """A started server with its data under ``root``, stopped on exit (also when a test fails)."""
+    live = LiveServer(data_dir=root / "data", port=free_port(), engine=engine, env=env)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def wait_for(
+    client: httpx.Client, job_id: str, timeout: float = 120, until: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Poll a job until it is terminal (or reaches one of ``until``), recording the progress seen."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v2/jobs/{job_id}").json()
+        seen.append(job["progress"])
+        if job["status"] in ("COMPLETED", "FAILED", "CANCELLED", *until):
+            job["_progress_seen"] = seen
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} still {job['status']}")
+
+
+def png(width: int, height: int, colour: tuple[int, int, int] = (0, 0, 0)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def mp4_summary(data: bytes) -> dict[str, Any]:
+    """What a client checks of a downloaded clip, decoded with PyAV."""
+    with av.open(io.BytesIO(data)) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video=0))
+        return {
+            "size": (video.codec_context.width, video.codec_context.height),
+            "frames": frames,
+            "fps": float(video.average_rate),
+            "audio": bool(container.streams.audio),
+        }
+
+
+def balance(server: LiveServer, key: str) -> int:
+    return int(httpx.get(server.url + "/v2/me", headers={"X-API-Key": key}).json()["team"]["credits"])
+
+
+def price(server: LiveServer, model: str, variant: str) -> int:
+    models = httpx.get(server.url + "/v2/models").json()["models"]
+    return int(next(m for m in models if m["id"] == model)["prices"][variant])

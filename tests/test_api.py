@@ -1,0 +1,325 @@
+"""The Apiframe v2 surface over real HTTP: auth, validation, credits, idempotency, jobs, uploads."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from PIL import Image
+
+from databases import DIALECTS
+from support import LiveServer, assert_contract, running_server, wait_for
+
+
+@pytest.fixture(params=DIALECTS)
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """Every test of this module runs against the SQLite and the PostgreSQL server."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+FAST_4S = {"prompt": "a lighthouse at dusk", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
+# The slowest preset at the largest size: long enough on the tiny engine to be caught mid-run.
+SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8, "resolution": "1080p"}}
+
+
+def test_auth_errors(server: LiveServer) -> None:
+    with server.client(None) as anonymous:
+        missing = anonymous.get("/v2/me")
+        invalid = anonymous.get("/v2/me", headers={"X-API-Key": "afk_not-a-real-key"})
+    assert (missing.status_code, missing.json()) == (401, {"error": "API key is required"})
+    assert (invalid.status_code, invalid.json()) == (401, {"error": "Invalid API key"})
+    assert_contract(missing.json(), "ErrorResponse")
+
+
+def test_me_and_models(server: LiveServer) -> None:
+    key = server.new_key(credits=42)
+    with server.client(key) as client:
+        me = client.get("/v2/me").json()
+        catalog = httpx.get(server.url + "/v2/models").json()
+    assert_contract(me, "Me")
+    assert me["team"]["credits"] == 42 and me["apiKey"]["prefix"] == key[:8]
+    assert_contract(catalog, "ModelCatalog")
+    ids = [m["id"] for m in catalog["models"]]
+    assert ids == ["veo-3.1-fast", "veo-3.1", "veo-3.1-lite", "veo-3", "veo-3-fast", "veo-2"]
+    fast = catalog["models"][0]
+    assert fast["prices"] == {"4s": 3, "4s-audio": 5, "6s": 4, "6s-audio": 6, "8s": 5, "8s-audio": 8}
+    assert (fast["costMin"], fast["costMax"]) == (3, 8)
+    lite = catalog["models"][2]
+    assert (fast["acceptsGenerateAudio"], lite["acceptsGenerateAudio"]) == (True, False)
+    assert not any(m["acceptsReferenceImages"] for m in catalog["models"])
+    assert fast["engine"]["randomWeights"] is True and fast["engine"]["ready"] is True
+    assert "random weights" in fast["engine"]["notice"]
+    assert httpx.get(server.url + "/v2/models?modality=image").json() == {"models": []}
+    assert httpx.get(server.url + "/v2/models?modality=sound").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "fragment"),
+    [
+        ({**FAST_4S, "colour": "red"}, "colour", "Unrecognized key"),
+        ({**FAST_4S, "veoParams": {"duration": 5}}, "veoParams.duration", "4, 6, 8"),
+        ({**FAST_4S, "veoParams": {"duration": "4"}}, "veoParams.duration", "integer"),
+        ({**FAST_4S, "veoParams": {"fps": 30}}, "veoParams.fps", "Unrecognized key"),
+        ({**FAST_4S, "veoParams": {"aspect_ratio": "1:1"}}, "veoParams.aspect_ratio", "16:9, 9:16"),
+        ({**FAST_4S, "veoParams": {"aspect_ratio": "wide"}}, "veoParams.aspect_ratio", "pattern"),
+        ({**FAST_4S, "veoParams": {"resolution": "4k"}}, "veoParams.resolution", "720p"),
+        ({**FAST_4S, "veoParams": {"seed": -1}}, "veoParams.seed", "between 0"),
+        ({**FAST_4S, "veoParams": {"negative_prompt": "x" * 2001}}, "veoParams.negative_prompt", "2000"),
+        ({**FAST_4S, "veoParams": {"image": "ftp://example.com/a.png"}}, "veoParams.image", "http(s)"),
+        (
+            {**FAST_4S, "veoParams": {"reference_images": ["https://e.com/1.png"] * 4}},
+            "veoParams.reference_images",
+            "at most 3",
+        ),
+        (
+            {**FAST_4S, "veoParams": {"reference_images": ["https://e.com/1.png"]}},
+            "veoParams.reference_images",
+            "IC-LoRA",
+        ),
+        (
+            {**FAST_4S, "model": "veo-3.1-lite", "veoParams": {"generate_audio": False}},
+            "veoParams.generate_audio",
+            "not accepted",
+        ),
+        (
+            {**FAST_4S, "model": "veo-2", "veoParams": {"generate_audio": True}},
+            "veoParams.generate_audio",
+            "silent",
+        ),
+        ({**FAST_4S, "model": "sora-2"}, "model", "Unknown model"),
+        ({**FAST_4S, "prompt": ""}, "prompt", "at least 1"),
+        ({**FAST_4S, "prompt": "   "}, "prompt", "blank"),
+        ({**FAST_4S, "prompt": "p" * 4001}, "prompt", "at most 4000"),
+        ({"model": "veo-3.1-fast"}, "prompt", "Required"),
+        ({**FAST_4S, "webhookUrl": "not-a-url"}, "webhookUrl", "http(s)"),
+        ({**FAST_4S, "webhookEvents": []}, "webhookEvents", "at least 1"),
+    ],
+)
+def test_validation_is_a_400_keyed_by_json_path_and_costs_nothing(
+    server: LiveServer, body: dict[str, object], path: str, fragment: str
+) -> None:
+    key = server.new_key(credits=10)
+    with server.client(key) as client:
+        response = client.post("/v2/videos/generate", json=body)
+        assert response.status_code == 400, response.text
+        assert_contract(response.json(), "ValidationError")
+        messages = response.json()["details"][path]
+        assert any(fragment in m for m in messages), messages
+        assert client.get("/v2/me").json()["team"]["credits"] == 10
+        assert client.get("/v2/jobs").json()["jobs"] == []
+
+
+def test_malformed_json_is_a_400(server: LiveServer) -> None:
+    key = server.new_key(credits=10)
+    with server.client(key) as client:
+        response = client.post(
+            "/v2/videos/generate", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert "Malformed JSON" in str(response.json()["details"])
+
+
+def test_insufficient_credits_is_a_402_with_amounts(server: LiveServer) -> None:
+    key = server.new_key(credits=4)
+    with server.client(key) as client:
+        response = client.post("/v2/videos/generate", json=FAST_4S)
+        assert response.status_code == 402
+        assert_contract(response.json(), "InsufficientCredits")
+        assert response.json() == {
+            "error": "Insufficient credits",
+            "creditsRequired": 5,
+            "creditsAvailable": 4,
+        }
+        silent = {**FAST_4S, "veoParams": {"duration": 4, "generate_audio": False}}
+        assert client.post("/v2/videos/generate", json=silent).status_code == 202
+        assert client.get("/v2/me").json()["team"]["credits"] == 1
+
+
+def test_idempotency_key_replays_and_conflicts(server: LiveServer) -> None:
+    key = server.new_key(credits=20)
+    with server.client(key) as client:
+        headers = {"Idempotency-Key": "order-17"}
+        first = client.post("/v2/videos/generate", json=FAST_4S, headers=headers)
+        again = client.post("/v2/videos/generate", json=FAST_4S, headers=headers)
+        other = client.post("/v2/videos/generate", json={**FAST_4S, "prompt": "another"}, headers=headers)
+        too_long = client.post("/v2/videos/generate", json=FAST_4S, headers={"Idempotency-Key": "k" * 256})
+        assert first.status_code == 202 and again.status_code == 202
+        assert again.json()["jobId"] == first.json()["jobId"]
+        assert again.headers["idempotent-replayed"] == "true"
+        assert other.status_code == 409
+        assert too_long.status_code == 400
+        assert client.get("/v2/me").json()["team"]["credits"] == 15
+        wait_for(client, first.json()["jobId"])
+
+
+def test_jobs_are_private_to_their_account(server: LiveServer) -> None:
+    owner, stranger = server.new_key(credits=10), server.new_key(credits=10)
+    with server.client(owner) as client:
+        job_id = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+    with server.client(stranger) as client:
+        assert client.get(f"/v2/jobs/{job_id}").status_code == 404
+        assert client.post(f"/v2/jobs/{job_id}/cancel").status_code == 404
+        assert client.get("/v2/jobs").json()["jobs"] == []
+        assert client.get(f"/v2/jobs?search={job_id}").json()["jobs"] == []
+        bad = client.get("/v2/jobs/not-a-uuid")
+        assert bad.status_code == 400 and "UUID" in bad.json()["error"]
+        assert client.get(f"/v2/jobs/{uuid.uuid4()}").status_code == 404
+    with server.client(owner) as client:
+        wait_for(client, job_id)
+
+
+def test_a_second_key_on_the_same_account_shares_balance_and_jobs(server: LiveServer) -> None:
+    from support import cli
+
+    first = server.new_key(credits=10)
+    with server.client(first) as client:
+        account = client.get("/v2/me").json()["team"]["id"]
+        job_id = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+    second = (
+        cli(server.data_dir, "keys", "create", "--account", account, env=server.env).strip().splitlines()[-1]
+    )
+    with server.client(second) as client:
+        assert client.get("/v2/me").json()["team"]["credits"] == 5
+        assert client.get(f"/v2/jobs/{job_id}").status_code == 200
+        wait_for(client, job_id)
+
+
+def test_listing_pages_filters_and_cursor(server: LiveServer) -> None:
+    key = server.new_key(credits=100)
+    silent = {**FAST_4S, "veoParams": {"duration": 4, "generate_audio": False}}
+    with server.client(key) as client:
+        ids = [client.post("/v2/videos/generate", json=silent).json()["jobId"] for _ in range(5)]
+        for job_id in ids:
+            wait_for(client, job_id)
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = client.get(
+                "/v2/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+            ).json()
+            assert_contract(page, "JobList")
+            seen += [j["id"] for j in page["jobs"]]
+            if not page["hasMore"]:
+                assert page["nextCursor"] is None
+                break
+            cursor = page["nextCursor"]
+        assert seen == list(reversed(ids))
+        assert len(client.get("/v2/jobs", params={"status": "COMPLETED"}).json()["jobs"]) == 5
+        assert client.get("/v2/jobs", params={"status": "FAILED"}).json()["jobs"] == []
+        assert client.get("/v2/jobs", params={"model": "veo-3.1"}).json()["jobs"] == []
+        assert [j["id"] for j in client.get("/v2/jobs", params={"search": ids[2]}).json()["jobs"]] == [ids[2]]
+        assert client.get("/v2/jobs", params={"include_models": "true"}).json()["models"] == ["veo-3.1-fast"]
+        assert client.get("/v2/jobs", params={"limit": 0}).status_code == 400
+        assert client.get("/v2/jobs", params={"limit": 101}).status_code == 400
+        assert client.get("/v2/jobs", params={"cursor": "garbage"}).status_code == 400
+        assert client.get("/v2/jobs", params={"status": "DONE"}).status_code == 400
+
+
+def test_cancel_queued_and_running_jobs_refunds_and_frees_the_worker(server: LiveServer) -> None:
+    key = server.new_key(credits=100)
+    with server.client(key) as client:
+        running = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
+        queued = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+        assert client.get(f"/v2/jobs/{queued}").json()["queuePosition"] >= 1
+        cancelled = client.post(f"/v2/jobs/{queued}/cancel")
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "CANCELLED" and cancelled.json()["creditCost"] == 0
+
+        wait_for(client, running, until=("PROCESSING",))
+        deadline = time.monotonic() + 60
+        while client.get(f"/v2/jobs/{running}").json()["progress"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped = client.post(f"/v2/jobs/{running}/cancel").json()
+        assert stopped["status"] == "CANCELLED"
+        assert client.post(f"/v2/jobs/{running}/cancel").status_code == 409
+        assert client.get("/v2/me").json()["team"]["credits"] == 100
+
+        started = time.monotonic()
+        follow_up = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+        assert wait_for(client, follow_up)["status"] == "COMPLETED"
+        assert time.monotonic() - started < 60
+        assert client.get(f"/v2/jobs/{running}").json()["status"] == "CANCELLED"
+
+
+def test_killed_worker_is_replaced_and_the_job_retried(server: LiveServer) -> None:
+    key = server.new_key(credits=100)
+    assert server.process is not None
+    with server.client(key) as client:
+        job_id = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
+        wait_for(client, job_id, until=("PROCESSING",))
+        workers = [
+            p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())
+        ]
+        assert len(workers) == 1
+        workers[0].kill()
+        job = wait_for(client, job_id, timeout=300)
+        assert job["status"] == "COMPLETED", job
+        assert client.get("/v2/me").json()["team"]["credits"] == 80
+        assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
+
+
+def test_uploads_sniff_type_and_enforce_limits(server: LiveServer) -> None:
+    key = server.new_key()
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(jpeg, format="JPEG")
+    with server.client(key) as client:
+        ok = client.post("/v2/uploads", files={"file": ("x.png", jpeg.getvalue(), "image/png")})
+        assert ok.status_code == 201 and ok.json()["contentType"] == "image/jpeg"
+        fetched = httpx.get(ok.json()["url"])
+        assert fetched.content == jpeg.getvalue() and fetched.headers["content-type"] == "image/jpeg"
+        text = client.post("/v2/uploads", files={"file": ("a.png", b"just some text", "image/png")})
+        assert text.status_code == 400 and "Unsupported" in text.json()["details"]["file"][0]
+        big = b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024)
+        assert client.post("/v2/uploads", files={"file": ("big.png", big, "image/png")}).status_code == 400
+        assert client.post("/v2/uploads", data={"nothing": "here"}).status_code == 400
+        wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(64)
+        audio = client.post("/v2/uploads", files={"file": ("a.wav", wav, "audio/wav")})
+        assert audio.json()["kind"] == "audio"
+        as_image = client.post(
+            "/v2/videos/generate",
+            json={**FAST_4S, "veoParams": {"duration": 4, "image": audio.json()["url"]}},
+        )
+        assert as_image.status_code == 400
+        assert "must be an image" in as_image.json()["details"]["veoParams.image"][0]
+        forged = ok.json()["url"].replace("exp=", "exp=1")
+        stale = client.post(
+            "/v2/videos/generate", json={**FAST_4S, "veoParams": {"duration": 4, "image": forged}}
+        )
+        assert stale.status_code == 202
+        failed = wait_for(client, stale.json()["jobId"])
+        assert failed["status"] == "FAILED" and "403" in failed["error"]
+
+
+def test_an_engine_that_cannot_load_refuses_jobs_without_charging(tmp_path: Path) -> None:
+    with running_server(tmp_path, {}, engine="ltx2") as broken:
+        key = broken.new_key(credits=10)
+        with broken.client(key) as client:
+            refused = client.post("/v2/videos/generate", json=FAST_4S)
+            assert refused.status_code == 503
+            assert "ltx2 engine is unavailable" in refused.json()["error"]
+            assert "OPENREEL_CHECKPOINT" in refused.json()["error"]
+            assert client.get("/v2/me").json()["team"]["credits"] == 10
+            model = client.get("/v2/models").json()["models"][0]
+    assert model["engine"]["ready"] is False and "OPENREEL_CHECKPOINT" in model["engine"]["notice"]
+
+
+def test_delete_hides_a_finished_job_and_removes_its_video(server: LiveServer) -> None:
+    key, stranger = server.new_key(credits=40), server.new_key()
+    with server.client(key) as client:
+        done = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+        job = wait_for(client, done)
+        running = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
+        assert client.delete(f"/v2/jobs/{running}").status_code == 409
+        with server.client(stranger) as other:
+            assert other.delete(f"/v2/jobs/{done}").status_code == 404
+        assert client.delete(f"/v2/jobs/{done}").json() == {"id": done, "deleted": True}
+        assert client.get(f"/v2/jobs/{done}").status_code == 404
+        assert done not in [j["id"] for j in client.get("/v2/jobs").json()["jobs"]]
+        assert httpx.get(job["result"]["videoUrl"]).status_code == 404
+        assert client.get("/v2/me").json()["team"]["credits"] == 40 - 5 - 20
+        client.post(f"/v2/jobs/{running}/cancel")

@@ -1,0 +1,129 @@
+"""Fetching and decoding request images: private hosts, redirects, sizes, non-images, pixel bombs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from openreel.inputs import InputError, decode_image, fetch
+from openreel.netguard import BlockedURL, pin_url
+from openreel.settings import Settings
+
+from support import png
+
+HOSTS: list[str] = []
+
+
+@pytest.fixture
+def host() -> Iterator[str]:
+    routes = {"/ok.png": png(8, 8), "/big.bin": b"\x89PNG\r\n\x1a\n" + bytes(4096)}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            HOSTS.append(self.headers["Host"])
+            if self.path.startswith("/loop"):
+                self.send_response(302)
+                self.send_header("Location", "/loop")
+                self.end_headers()
+                return
+            if self.path == "/hop":
+                self.send_response(301)
+                self.send_header("Location", "/ok.png")
+                self.end_headers()
+                return
+            body = routes.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x.png",
+        "http://localhost:9/x.png",
+        "http://[::1]/x.png",
+        "http://[::ffff:127.0.0.1]/x.png",
+        "http://[::ffff:10.0.0.1]/x.png",
+        "http://[fe80::1]/x.png",
+        "http://[fd00::1]/x.png",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x",
+        "http://192.168.1.1/x",
+        "http://172.16.0.1/x",
+        "http://100.64.0.1/x",
+        "http://0.0.0.0/x",
+        "http://2130706433/x",
+    ],
+)
+def test_non_public_addresses_are_refused_by_default(url: str) -> None:
+    with pytest.raises(InputError, match="non-public"):
+        fetch(url, Settings(), max_bytes=1000)
+
+
+def test_redirects_to_private_hosts_are_refused(host: str) -> None:
+    with pytest.raises(InputError, match="non-public"):
+        fetch(host + "/hop", Settings(), max_bytes=1000)
+
+
+def test_connections_go_to_the_checked_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The name is resolved once and the request pinned to that address (no second DNS answer)."""
+    calls: list[str] = []
+
+    def fake_getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    url, headers, extensions = pin_url("https://images.example.com/a.png?x=1", allow_private=False)
+    assert url == "https://93.184.216.34:443/a.png?x=1"
+    assert headers == {"Host": "images.example.com"} and extensions == {"sni_hostname": "images.example.com"}
+    assert calls == ["images.example.com"]
+    with pytest.raises(BlockedURL, match="credentials"):
+        pin_url("http://user:pw@images.example.com/a.png", allow_private=False)
+
+
+def test_the_host_header_survives_pinning(host: str) -> None:
+    port = host.rsplit(":", 1)[1]
+    HOSTS.clear()
+    assert fetch(f"http://localhost:{port}/ok.png", Settings(allow_private_urls=True), max_bytes=10_000)
+    assert [f"localhost:{port}"] == HOSTS
+
+
+def test_schemes_redirects_and_size_limits(host: str) -> None:
+    dev = Settings(allow_private_urls=True)
+    assert fetch(host + "/hop", dev, max_bytes=10_000) == png(8, 8)
+    with pytest.raises(InputError, match="redirected more than"):
+        fetch(host + "/loop", dev, max_bytes=1000)
+    with pytest.raises(InputError, match="larger than 1000 bytes"):
+        fetch(host + "/big.bin", dev, max_bytes=1000)
+    with pytest.raises(InputError, match="HTTP 404"):
+        fetch(host + "/none", dev, max_bytes=1000)
+    with pytest.raises(InputError, match="only http"):
+        fetch("file:///etc/passwd", dev, max_bytes=1000)
+
+
+def test_decoding_refuses_non_images_and_pixel_bombs() -> None:
+    assert decode_image(png(4, 3), source="u", max_pixels=100).size == (4, 3)
+    with pytest.raises(InputError, match="not an image"):
+        decode_image(b"<svg></svg>", source="u", max_pixels=100)
+    with pytest.raises(InputError, match="over the 100-pixel limit"):
+        decode_image(png(20, 20), source="u", max_pixels=100)
+    with pytest.raises(InputError, match="could not be decoded"):
+        decode_image(png(4, 3)[:40], source="u", max_pixels=100)

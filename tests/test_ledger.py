@@ -1,0 +1,242 @@
+"""The job ledger on a real SQLite database: charges, refunds, compare-and-set, idempotency."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from openreel.ledger import accounts, credits, jobs, uploads
+from openreel.ledger.db import Database, migrate
+from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, Upload, utcnow
+from openreel.storage.local import LocalStorage
+
+from databases import DIALECTS, throwaway_database
+
+
+@pytest.fixture(params=DIALECTS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with throwaway_database(request.param, tmp_path) as url:
+        migrate(url)
+        database = Database(url)
+        yield database
+        database.dispose()
+
+
+def new_key(db: Database, credit: int) -> ApiKey:
+    with db.session() as session:
+        made = accounts.create_key(session, name="t", initial_credits=credit)
+        key = session.get(ApiKey, made.key_id)
+        assert key is not None
+        return key
+
+
+def job(cost: int = 5, idem: str | None = None, prompt: str = "p") -> jobs.NewJob:
+    return jobs.NewJob(
+        model="veo-3.1-fast",
+        input={"prompt": prompt},
+        spec={},
+        cost=cost,
+        idempotency_key=idem,
+        request_hash=prompt,
+        webhook_url=None,
+        webhook_events=None,
+    )
+
+
+def balance(db: Database, account_id: str) -> int:
+    with db.session() as session:
+        total = credits.balance(session, account_id)
+        assert total == sum(e.amount for e in credits.entries(session, account_id))
+        return total
+
+
+def test_migrations_match_the_models(db: Database) -> None:
+    with db.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_charge_then_refund_exactly_once(db: Database) -> None:
+    key = new_key(db, 12)
+    with db.session() as session:
+        made, created = jobs.submit(session, key, job())
+    assert created and balance(db, key.account_id) == 7
+    with db.session() as session:
+        assert jobs.end_with_refund(session, made.id, jobs.FAILED, "boom")
+    with db.session() as session:
+        assert not jobs.end_with_refund(session, made.id, jobs.CANCELLED, None)
+        assert not jobs.complete(session, made.id, 0, {"key": "x"})
+    assert balance(db, key.account_id) == 12
+    with db.session() as session:
+        kinds = [e.kind for e in credits.entries(session, key.account_id)]
+    assert kinds == ["grant", "charge", "refund"]
+
+
+def test_insufficient_credits_leaves_no_job(db: Database) -> None:
+    key = new_key(db, 4)
+    with pytest.raises(credits.InsufficientCredits) as info, db.session() as session:
+        jobs.submit(session, key, job(cost=5))
+    assert (info.value.required, info.value.available) == (5, 4)
+    with db.session() as session:
+        assert session.scalars(select(Job)).all() == []
+    assert balance(db, key.account_id) == 4
+
+
+def test_concurrent_submissions_never_overdraw(db: Database) -> None:
+    key = new_key(db, 20)
+    outcomes: list[str] = []
+
+    def submit(i: int) -> None:
+        try:
+            with db.session() as session:
+                jobs.submit(session, key, job(prompt=str(i)))
+            outcomes.append("ok")
+        except credits.InsufficientCredits:
+            outcomes.append("402")
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 4 and outcomes.count("402") == 8
+    assert balance(db, key.account_id) == 0
+
+
+def test_idempotency_replay_and_conflict(db: Database) -> None:
+    key = new_key(db, 20)
+    with db.session() as session:
+        first, created = jobs.submit(session, key, job(idem="k1"))
+    with db.session() as session:
+        again, created_again = jobs.submit(session, key, job(idem="k1"))
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(jobs.IdempotencyConflict), db.session() as session:
+        jobs.submit(session, key, job(idem="k1", prompt="other"))
+    other_account = new_key(db, 20)
+    with db.session() as session:
+        _, created_elsewhere = jobs.submit(session, other_account, job(idem="k1"))
+    assert created_elsewhere
+    assert balance(db, key.account_id) == 15
+
+
+def test_stale_attempts_cannot_write(db: Database) -> None:
+    key = new_key(db, 20)
+    with db.session() as session:
+        jobs.submit(session, key, job())
+    with db.session() as session:
+        claimed = jobs.claim_next(session)
+        assert claimed is not None and claimed.attempts == 1
+        job_id = claimed.id
+    with db.session() as session:
+        assert jobs.set_progress(session, job_id, 1, 40)
+        assert not jobs.set_progress(session, job_id, 1, 30)
+        assert jobs.requeue(session, job_id, 1)
+    with db.session() as session:
+        assert jobs.claim_next(session) is not None
+    with db.session() as session:
+        assert not jobs.set_progress(session, job_id, 1, 50)
+        assert not jobs.complete(session, job_id, 1, {"key": "old"})
+        assert jobs.complete(session, job_id, 2, {"key": "new"})
+        done = session.get(Job, job_id)
+        assert done is not None
+        assert (done.status, done.progress, done.result) == ("COMPLETED", 100, {"key": "new"})
+    assert balance(db, key.account_id) == 15
+
+
+def test_restart_recovery_requeues_then_fails_with_refund(db: Database) -> None:
+    key = new_key(db, 20)
+    with db.session() as session:
+        jobs.submit(session, key, job(prompt="a"))
+        jobs.submit(session, key, job(prompt="b"))
+    with db.session() as session:
+        first = jobs.claim_next(session)
+        second = jobs.claim_next(session)
+        assert first is not None and second is not None
+        second.attempts = 2
+        ids = first.id, second.id
+    with db.session() as session:
+        assert sorted(jobs.recover_interrupted(session, max_attempts=2)) == sorted(ids)
+    with db.session() as session:
+        statuses = [session.get(Job, i).status for i in ids]  # type: ignore[union-attr]
+        refunds = session.scalars(select(CreditEntry).where(CreditEntry.kind == "refund")).all()
+    assert statuses == ["QUEUED", "FAILED"]
+    assert [r.job_id for r in refunds] == [ids[1]]
+    assert balance(db, key.account_id) == 15
+
+
+def test_keys_are_stored_as_hashes(db: Database) -> None:
+    with db.session() as session:
+        made = accounts.create_key(session, name="n")
+        stored = session.get(ApiKey, made.key_id)
+        assert stored is not None and made.raw.startswith("afk_")
+        assert stored.key_hash == accounts.hash_key(made.raw) and made.raw not in stored.key_hash
+        assert accounts.find_key(session, made.raw) is not None
+        assert accounts.find_key(session, made.raw + "x") is None
+        with pytest.raises(LookupError):
+            accounts.create_key(session, name="n", account_id="missing")
+
+
+def test_idempotency_key_is_free_again_after_24_hours(db: Database) -> None:
+    key = new_key(db, 20)
+    with db.session() as session:
+        first, _ = jobs.submit(session, key, job(idem="daily"))
+    with db.session() as session:
+        stored = session.get(Job, first.id)
+        assert stored is not None
+        stored.created_at = stored.created_at - jobs.IDEMPOTENCY_WINDOW - timedelta(seconds=1)
+    with db.session() as session:
+        second, created = jobs.submit(session, key, job(idem="daily", prompt="changed"))
+    assert created and second.id != first.id
+    assert balance(db, key.account_id) == 10
+
+
+def test_expired_uploads_are_swept_with_their_files(db: Database, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    key = new_key(db, 0)
+    now = utcnow()
+    for name, expires in (("old", now - timedelta(seconds=1)), ("new", now + timedelta(hours=1))):
+        staged = storage.staging_path(f"uploads/{name}.png")
+        staged.write_bytes(b"x")
+        storage.commit(staged, f"uploads/{name}.png")
+        with db.session() as session:
+            session.add(
+                Upload(
+                    account_id=key.account_id,
+                    kind="image",
+                    content_type="image/png",
+                    byte_size=1,
+                    storage_key=f"uploads/{name}.png",
+                    expires_at=expires,
+                )
+            )
+    with db.session() as session:
+        assert uploads.sweep_expired(session, storage, now) == 1
+    with db.session() as session:
+        assert uploads.by_storage_key(session, "uploads/old.png") is None
+        assert uploads.by_storage_key(session, "uploads/new.png") is not None
+    assert not storage.exists("uploads/old.png") and storage.exists("uploads/new.png")
+
+
+def test_active_job_cap_is_per_account_and_frees_up(db: Database) -> None:
+    key, other = new_key(db, 50), new_key(db, 50)
+    with db.session() as session:
+        first, _ = jobs.submit(session, key, job(prompt="1", idem="k"), max_active=1)
+    with pytest.raises(jobs.TooManyActiveJobs) as capped, db.session() as session:
+        jobs.submit(session, key, job(prompt="2"), max_active=1)
+    assert (capped.value.active, capped.value.limit) == (1, 1)
+    with db.session() as session:
+        jobs.submit(session, other, job(prompt="3"), max_active=1)
+        replay, created = jobs.submit(session, key, job(prompt="1", idem="k"), max_active=1)
+    assert not created and replay.id == first.id
+    with db.session() as session:
+        jobs.end_with_refund(session, first.id, jobs.CANCELLED, None)
+    with db.session() as session:
+        jobs.submit(session, key, job(prompt="4"), max_active=1)
+    assert balance(db, key.account_id) == 45

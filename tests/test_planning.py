@@ -1,0 +1,121 @@
+"""Pure planning: sizes, frames, prices and request rules."""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+from pathlib import Path
+
+import pytest
+
+from openreel.catalog import load_catalog
+from openreel.engine.plan import center_crop_box, cover_size, grid_side, output_size, plan_render
+from openreel.validation import MAX_SEED, resolve_video_request
+
+CATALOG = load_catalog()
+
+
+def plan(**overrides: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = dict(
+        prompt="p",
+        negative_prompt=None,
+        seed=1,
+        duration_s=8,
+        resolution="720p",
+        aspect_ratio="16:9",
+        generate_audio=True,
+        steps=8,
+        guidance_scale=1.0,
+        negative_guidance_scale=3.0,
+        has_first_frame=False,
+        has_last_frame=False,
+    )
+    args.update(overrides)
+    return plan_render(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("duration", "aspect", "resolution"), list(product((4, 6, 8), ("16:9", "9:16"), ("720p", "1080p")))
+)
+def test_every_combination_has_exact_size_and_8k_plus_1_frames(
+    duration: int, aspect: str, resolution: str
+) -> None:
+    for scale in (1.0, 0.25):
+        p = plan(duration_s=duration, aspect_ratio=aspect, resolution=resolution, grid_scale=scale)
+        long_side, short_side = (1280, 720) if resolution == "720p" else (1920, 1080)
+        landscape = aspect == "16:9"
+        assert (p.width, p.height) == ((long_side, short_side) if landscape else (short_side, long_side))
+        assert p.num_frames == duration * 24 and p.fps == 24
+        assert p.gen_frames == p.num_frames + 1 and (p.gen_frames - 1) % 8 == 0
+        assert p.gen_width % 32 == 0 and p.gen_height % 32 == 0
+        if scale == 1.0:
+            assert p.gen_width >= p.width and p.gen_height >= p.height
+            assert p.gen_width - p.width < 32 and p.gen_height - p.height < 32
+
+
+def test_real_grids_are_the_nearest_multiple_of_32_above() -> None:
+    assert (grid_side(1280, 1.0), grid_side(720, 1.0), grid_side(1080, 1.0)) == (1280, 736, 1088)
+    assert (grid_side(1280, 0.25), grid_side(720, 0.25)) == (320, 192)
+    assert output_size("1080p", "9:16") == (1080, 1920)
+
+
+def test_cover_then_crop_never_stretches() -> None:
+    assert cover_size((320, 192), (1280, 720)) == (1280, 768)
+    assert center_crop_box((1280, 768), (1280, 720)) == (0, 24, 1280, 744)
+    w, h = cover_size((300, 500), (1280, 720))
+    assert w >= 1280 and h >= 720 and abs(w / h - 300 / 500) < 0.01
+
+
+def test_negative_prompt_turns_guidance_on() -> None:
+    assert plan().guidance_scale == 1.0
+    assert plan(negative_prompt="blurry").guidance_scale == 3.0
+    assert plan(negative_prompt="blurry", guidance_scale=5.0).guidance_scale == 5.0
+
+
+def test_price_table_matches_the_published_one() -> None:
+    fast, full, veo2 = CATALOG.get("veo-3.1-fast"), CATALOG.get("veo-3.1"), CATALOG.get("veo-2")
+    assert fast and full and veo2
+    assert [fast.price(d, a) for d in (4, 6, 8) for a in (False, True)] == [3, 5, 4, 6, 5, 8]
+    assert [full.price(d, a) for d in (4, 6, 8) for a in (False, True)] == [5, 10, 8, 15, 10, 20]
+    assert [veo2.price(d, False) for d in (5, 6, 7, 8)] == [15, 18, 20, 22]
+
+
+def test_prices_can_be_overridden_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"veo-3.1-fast": {"4s-audio": 50}}))
+    fast = load_catalog(path).get("veo-3.1-fast")
+    assert fast and fast.price(4, True) == 50 and fast.price(4, False) == 3
+    path.write_text(json.dumps({"sora-2": {"4s": 1}}))
+    with pytest.raises(ValueError, match="sora-2"):
+        load_catalog(path)
+
+
+def resolve(model: str = "veo-3.1-fast", **params: object):  # type: ignore[no-untyped-def]
+    return resolve_video_request(
+        model_id=model, prompt="p", params=params, catalog=CATALOG, reference_images_supported=False
+    )
+
+
+def test_defaults_follow_the_contract() -> None:
+    spec, details = resolve()
+    assert not details and spec is not None
+    assert (spec.duration, spec.aspect_ratio) == (8, "16:9")
+    assert (spec.resolution, spec.generate_audio) == ("720p", True)
+    assert 0 <= spec.seed <= MAX_SEED
+    veo2, _ = resolve("veo-2")
+    assert veo2 is not None and (veo2.duration, veo2.generate_audio) == (5, False)
+    seeds = {resolve()[0].seed for _ in range(5)}  # type: ignore[union-attr]
+    assert len(seeds) > 1
+
+
+def test_rules_per_model() -> None:
+    assert "veoParams.duration" in resolve("veo-2", duration=4)[1]
+    assert resolve("veo-2", duration=7)[0] is not None
+    assert "veoParams.generate_audio" in resolve("veo-3.1-lite", generate_audio=True)[1]
+    assert "veoParams.reference_images" in resolve("veo-3.1-lite", reference_images=["https://a/b.png"])[1]
+    assert "veoParams.aspect_ratio" in resolve(aspect_ratio="4:3")[1]
+    assert "veoParams.seed" in resolve(seed=MAX_SEED + 1)[1]
+    assert resolve(seed=MAX_SEED)[0] is not None
+    assert "veoParams.last_frame" in resolve(last_frame="data:image/png;base64,AAAA")[1]
+    spec, _ = resolve(negative_prompt="  ")
+    assert spec is not None and spec.negative_prompt is None

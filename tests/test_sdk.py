@@ -1,0 +1,119 @@
+"""The Python SDK against a live server: typed results, typed errors, waiting, downloading."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from itertools import islice
+from pathlib import Path
+
+import av
+import pytest
+from PIL import Image
+
+import openreel
+from openreel.sdk import (
+    AuthenticationError,
+    Backoff,
+    ConflictError,
+    InsufficientCreditsError,
+    JobCancelled,
+    JobFailed,
+    NotFoundError,
+    ValidationError,
+    WaitTimeout,
+)
+
+from support import LiveServer
+
+QUICK = {"model": "veo-3.1-fast", "duration": 4, "generate_audio": False}
+
+
+def test_backoff_grows_to_its_cap() -> None:
+    assert list(islice(Backoff(start=1, factor=2, cap=5), 5)) == [1, 2, 4, 5, 5]
+
+
+def test_generate_wait_download(server: LiveServer, tmp_path: Path) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (320, 180), (0, 90, 200)).save(png, format="PNG")
+    seen: list[int] = []
+    with openreel.Client(api_key=server.new_key(credits=30), base_url=server.url) as client:
+        upload = client.upload(png.getvalue(), filename="blue.png")
+        assert upload.kind == "image"
+        accepted = client.generate("blue sky", image=upload.url, seed=3, **QUICK)
+        job = client.wait_for(
+            accepted.jobId, on_progress=lambda j: seen.append(j.progress or 0), backoff=Backoff(0.1, 1.5, 0.5)
+        )
+        assert job.status == "COMPLETED" and job.result is not None and job.result.seed == 3
+        path = client.download(job, tmp_path / "out.mp4")
+        assert client.me().team.credits == 27
+        assert [j.id for j in client.iter_jobs()] == [job.id]
+        assert client.models().models[0].id == "veo-3.1-fast"
+        client.delete(job.id)
+        with pytest.raises(NotFoundError):
+            client.get_job(job.id)
+    assert seen == sorted(seen) and seen[-1] == 100
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height, stream.frames) == (1280, 720, 96)
+        assert not container.streams.audio
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_typed_errors(server: LiveServer) -> None:
+    with (
+        openreel.Client(api_key="afk_wrong", base_url=server.url) as client,
+        pytest.raises(AuthenticationError),
+    ):
+        client.me()
+    with openreel.Client(api_key=server.new_key(credits=4), base_url=server.url) as client:
+        with pytest.raises(ValidationError) as invalid:
+            client.generate("x", duration=5)
+        assert "veoParams.duration" in invalid.value.details
+        with pytest.raises(InsufficientCreditsError) as short:
+            client.generate("x", duration=4)
+        assert (short.value.required, short.value.available) == (5, 4)
+        client.generate("x", idempotency_key="once", **QUICK)
+        with pytest.raises(ConflictError):
+            client.generate("other", idempotency_key="once", **QUICK)
+        with pytest.raises(NotFoundError):
+            client.cancel("6f1c0d1e-0000-4000-8000-000000000000")
+
+
+def test_wait_for_raises_for_failed_cancelled_and_slow_jobs(server: LiveServer) -> None:
+    with openreel.Client(api_key=server.new_key(credits=100), base_url=server.url) as client:
+        bad = client.generate("x", image="http://127.0.0.1:9/missing.png", **QUICK)
+        with pytest.raises(JobFailed) as failed:
+            client.wait_for(bad.jobId, backoff=Backoff(0.1))
+        assert "missing.png" in (failed.value.job.error or "")
+        slow = client.generate("x", model="veo-3.1", duration=8, resolution="1080p")
+        with pytest.raises(WaitTimeout):
+            client.wait_for(slow.jobId, timeout=0.3, backoff=Backoff(0.1))
+        client.cancel(slow.jobId)
+        with pytest.raises(JobCancelled):
+            client.wait_for(slow.jobId, backoff=Backoff(0.1))
+        assert client.me().team.credits == 100
+
+
+def test_async_client(server: LiveServer, tmp_path: Path) -> None:
+    async def scenario() -> tuple[str, int, list[str]]:
+        async with openreel.AsyncClient(api_key=server.new_key(credits=10), base_url=server.url) as client:
+            accepted = await client.generate("async", **QUICK)
+            job = await client.wait_for(accepted.jobId, backoff=Backoff(0.1, 1.5, 0.5))
+            await client.download(job, tmp_path / "async.mp4")
+            ids = [j.id async for j in client.iter_jobs()]
+            return job.status, (await client.me()).team.credits, ids
+
+    status, credits, ids = asyncio.run(scenario())
+    assert status == "COMPLETED" and credits == 7 and len(ids) == 1
+    assert (tmp_path / "async.mp4").stat().st_size > 0
+
+
+def test_key_and_base_url_from_the_environment(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENREEL_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="OPENREEL_API_KEY"):
+        openreel.Client()
+    monkeypatch.setenv("OPENREEL_API_KEY", server.new_key(credits=1))
+    monkeypatch.setenv("OPENREEL_BASE_URL", server.url)
+    with openreel.Client() as client:
+        assert client.me().team.credits == 1
