@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from databases import throwaway_database
 from support import LiveServer, running_server
+
+# Ray clusters started by the tests (and the servers they start) listen on loopback only, without
+# token auth; both are read when Ray starts a node or connects a driver.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 SERVER_ENV = {
     "OPENREEL_ALLOW_PRIVATE_URLS": "1",

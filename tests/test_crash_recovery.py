@@ -19,7 +19,9 @@ FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, 
 
 
 def test_server_killed_mid_job_loses_nothing_and_charges_exactly(tmp_path: Path) -> None:
-    with running_server(tmp_path, {"OPENREEL_X264_PRESET": "ultrafast"}) as server:
+    with running_server(
+        tmp_path, {"OPENREEL_X264_PRESET": "ultrafast", "OPENREEL_LEASE_TTL_S": "3"}
+    ) as server:
         grants = {server.new_key(credits=100): 100, server.new_key(credits=100): 100}
         submitted: list[tuple[str, str]] = []
         for key in grants:

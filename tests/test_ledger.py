@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger.db import Database, migrate
@@ -18,6 +18,8 @@ from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, Upload, utcno
 from openreel.storage.local import LocalStorage
 
 from databases import DIALECTS, throwaway_database
+
+LEASE = 30.0
 
 
 @pytest.fixture(params=DIALECTS)
@@ -131,7 +133,7 @@ def test_stale_attempts_cannot_write(db: Database) -> None:
     with db.session() as session:
         jobs.submit(session, key, job())
     with db.session() as session:
-        claimed = jobs.claim_next(session)
+        claimed = jobs.claim_next(session, "me", LEASE)
         assert claimed is not None and claimed.attempts == 1
         job_id = claimed.id
     with db.session() as session:
@@ -139,7 +141,7 @@ def test_stale_attempts_cannot_write(db: Database) -> None:
         assert not jobs.set_progress(session, job_id, 1, 30)
         assert jobs.requeue(session, job_id, 1)
     with db.session() as session:
-        assert jobs.claim_next(session) is not None
+        assert jobs.claim_next(session, "me", LEASE) is not None
     with db.session() as session:
         assert not jobs.set_progress(session, job_id, 1, 50)
         assert not jobs.complete(session, job_id, 1, {"key": "old"})
@@ -150,24 +152,58 @@ def test_stale_attempts_cannot_write(db: Database) -> None:
     assert balance(db, key.account_id) == 15
 
 
-def test_restart_recovery_requeues_then_fails_with_refund(db: Database) -> None:
+def expire_leases(db: Database) -> None:
+    with db.session() as session:
+        session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_expired_leases_are_requeued_then_failed_with_refund(db: Database) -> None:
     key = new_key(db, 20)
     with db.session() as session:
         jobs.submit(session, key, job(prompt="a"))
         jobs.submit(session, key, job(prompt="b"))
     with db.session() as session:
-        first = jobs.claim_next(session)
-        second = jobs.claim_next(session)
+        first = jobs.claim_next(session, "gone", LEASE, worker="w1")
+        second = jobs.claim_next(session, "gone", LEASE, worker="w2")
         assert first is not None and second is not None
+        assert (first.lease_owner, first.worker) == ("gone", "w1") and first.lease_expires_at is not None
         second.attempts = 2
         ids = first.id, second.id
     with db.session() as session:
-        assert sorted(jobs.recover_interrupted(session, max_attempts=2)) == sorted(ids)
+        assert jobs.reap_expired(session, max_attempts=2) == ([], [])
+    expire_leases(db)
     with db.session() as session:
-        statuses = [session.get(Job, i).status for i in ids]  # type: ignore[union-attr]
+        assert jobs.reap_expired(session, max_attempts=2) == ([ids[0]], [ids[1]])
+    with db.session() as session:
+        assert jobs.reap_expired(session, max_attempts=2) == ([], [])
+        rows = [session.get(Job, i) for i in ids]
         refunds = session.scalars(select(CreditEntry).where(CreditEntry.kind == "refund")).all()
-    assert statuses == ["QUEUED", "FAILED"]
+    assert [(r.status, r.lease_owner) for r in rows if r] == [("QUEUED", None), ("FAILED", "gone")]
     assert [r.job_id for r in refunds] == [ids[1]]
+    assert balance(db, key.account_id) == 15
+
+
+def test_only_the_lease_holder_renews_and_a_reaped_job_is_lost_to_it(db: Database) -> None:
+    key = new_key(db, 20)
+    with db.session() as session:
+        job_id = jobs.submit(session, key, job())[0].id
+    with db.session() as session:
+        claimed = jobs.claim_next(session, "a", LEASE)
+        assert claimed is not None
+    expire_leases(db)
+    with db.session() as session:
+        assert jobs.renew_leases(session, "b", [(job_id, 1)], LEASE) == {job_id}
+        assert jobs.renew_leases(session, "a", [(job_id, 1)], LEASE) == set()
+        assert jobs.reap_expired(session, max_attempts=2) == ([], [])
+    expire_leases(db)
+    with db.session() as session:
+        assert jobs.reap_expired(session, max_attempts=2) == ([job_id], [])
+        again = jobs.claim_next(session, "b", LEASE)
+        assert again is not None and again.attempts == 2
+    with db.session() as session:
+        assert jobs.renew_leases(session, "a", [(job_id, 1)], LEASE) == {job_id}
+        assert not jobs.complete(session, job_id, 1, {"key": "late"})
+        assert jobs.complete(session, job_id, 2, {"key": "b"})
     assert balance(db, key.account_id) == 15
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from openreel.settings import KNOWN_ENGINES, Settings
+from openreel.settings import KNOWN_ENGINES, KNOWN_EXECUTORS, Settings
 
 app = typer.Typer(
     help="openreel: self-hosted video generation with the Apiframe v2 (Veo) API.",
@@ -50,19 +50,66 @@ def serve(
     engine: Annotated[
         str | None, typer.Option(help=f"Engine: {', '.join(KNOWN_ENGINES)} (OPENREEL_ENGINE).")
     ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help=f"Executor: {', '.join(KNOWN_EXECUTORS)} (OPENREEL_EXECUTOR).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker slots here, one per GPU (OPENREEL_WORKERS).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to drive, host:port (OPENREEL_RAY_ADDRESS).")
+    ] = None,
 ) -> None:
-    """Run the API server and its worker."""
+    """Run the API server and its workers."""
     import uvicorn
 
     from openreel.api.app import create_app
 
-    settings = _settings(data_dir, host=host, port=port, engine=engine)
+    settings = _settings(
+        data_dir,
+        host=host,
+        port=port,
+        engine=engine,
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+    )
     if settings.engine not in KNOWN_ENGINES:
         raise typer.BadParameter(
             f"unknown engine {settings.engine!r}; choose from {', '.join(KNOWN_ENGINES)}"
         )
+    if settings.executor not in KNOWN_EXECUTORS:
+        raise typer.BadParameter(
+            f"unknown executor {settings.executor!r}; choose from {', '.join(KNOWN_EXECUTORS)}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@app.command()
+def worker(
+    address: Annotated[str, typer.Option(help="The Ray head to join, host:port.")],
+    slots: Annotated[
+        int | None, typer.Option(min=1, help="Jobs this node renders at once (default: one per GPU, else 1).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Join a Ray cluster as a render node: a server with OPENREEL_EXECUTOR=ray puts one actor per slot
+    here, each keeping the engine's weights loaded. Stays in the foreground; Ctrl-C leaves the cluster."""
+    import os
+
+    from openreel.executors.ray_cluster import node_command
+
+    settings = _settings(data_dir)
+    if slots is None:
+        import torch
+
+        slots = max(torch.cuda.device_count(), 1)
+    command = node_command(address, slots)
+    console.print(f"joining {address} with {slots} slot(s): {' '.join(command)}")
+    # Actors on this node read its settings: weights are cached under this node's data dir.
+    env = {**os.environ, "OPENREEL_DATA_DIR": str(settings.data_dir.resolve())}
+    os.execvpe(command[0], command, env)
 
 
 def _account_of(db, raw_key: str) -> str:  # type: ignore[no-untyped-def]

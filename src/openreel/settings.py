@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KNOWN_ENGINES = ("tiny", "ltx2")
+KNOWN_EXECUTORS = ("local", "ray")
 
 
 class Settings(BaseSettings):
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = 3
     max_image_pixels: int = 40_000_000
     allow_private_urls: bool = Field(default=False, description="Let image/webhook URLs reach private hosts.")
+    executor: str = Field(default="local", description="local (worker processes) or ray (a Ray cluster).")
+    workers: int = Field(default=1, ge=1, description="Worker slots on this machine: one per GPU.")
+    ray_address: str | None = Field(default=None, description="Ray cluster to drive; a private one if unset.")
+    lease_ttl_s: float = Field(default=30.0, gt=0, description="Retry a running job silent this long.")
     job_timeout_s: int = 3600
     max_attempts: int = 2
     max_concurrent_jobs: int = Field(default=8, description="Active (queued or running) jobs per account.")

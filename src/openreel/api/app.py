@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "engine": engine.name,
             "engineReady": engine.ready,
             "engineError": engine.error,
+            "workers": {"slots": engine.slots, "busy": engine.busy},
         }
 
     return app

@@ -1,2 +1,20 @@
-"""Executors run renders away from the web server: a spawned worker process holds the engine, and
-the dispatcher (a thread in the server) feeds it jobs and writes every outcome to the ledger."""
+"""Executors run render tasks on workers; the dispatcher feeds them and keeps the books."""
+
+from __future__ import annotations
+
+from openreel.executors.base import Executor
+from openreel.settings import KNOWN_EXECUTORS, Settings
+
+
+def make_executor(settings: Settings) -> Executor:
+    if settings.executor == "local":
+        from openreel.executors.local import LocalExecutor
+
+        return LocalExecutor(settings)
+    if settings.executor == "ray":
+        try:
+            from openreel.executors.ray_cluster import RayExecutor
+        except ImportError as exc:
+            raise RuntimeError("the ray executor needs Ray: pip install 'openreel[ray]'") from exc
+        return RayExecutor(settings)
+    raise ValueError(f"unknown executor {settings.executor!r}; choose from {', '.join(KNOWN_EXECUTORS)}")

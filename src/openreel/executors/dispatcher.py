@@ -1,18 +1,23 @@
-"""The dispatcher: a server thread that feeds the worker and is the only writer of job outcomes.
+"""The dispatcher: a server thread that feeds the executor's workers and is the only writer of job outcomes.
 
-It claims the oldest queued job when the worker is idle, resolves its images, plans the render and
-hands it over; then it turns the worker's events into ledger transitions. A worker that dies or
-overruns ``job_timeout_s`` is killed and restarted, and its job is re-queued (or failed with a
-refund after ``max_attempts``), so no job is stuck and the server never goes down with a render.
+It claims the oldest queued job for each idle worker slot, leasing it, resolves its images, plans the
+render and hands it over; then it turns the workers' events into ledger transitions. While a worker
+answers, the dispatcher renews its job's lease; a lease that runs out (this server or that worker is
+gone) is reaped by whichever server sees it first: re-queued, or failed with a refund after
+``max_attempts``. A worker that dies or overruns ``job_timeout_s`` is replaced, so no job is stuck and
+the server never goes down with a render.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -20,8 +25,9 @@ from sqlalchemy.orm import Session
 
 from openreel.catalog import Catalog
 from openreel.engine.plan import plan_render
+from openreel.executors import make_executor
 from openreel.executors import messages as m
-from openreel.executors.local import LocalWorker
+from openreel.executors.base import EngineState
 from openreel.inputs import InputError, load_image
 from openreel.ledger import jobs, uploads
 from openreel.ledger.db import Database
@@ -33,8 +39,8 @@ from openreel.validation import VideoSpec
 
 log = logging.getLogger("openreel.dispatcher")
 
-MAX_FAILED_STARTS = 3
 SWEEP_INTERVAL_S = 60.0
+CLAIM_INTERVAL_S = 0.5
 
 # Called inside the transaction that changed the job: (session, job id, event).
 JobEventHook = Callable[[Session, str, str], None]
@@ -49,17 +55,6 @@ class Running:
     staged: str
     key: str
     deadline: float
-
-
-@dataclass
-class EngineState:
-    name: str
-    ready: bool = False
-    random_weights: bool = False
-    grid_scale: float = 1.0
-    error: str | None = None
-    # Reference images need the LTX-2.3 IC-LoRA adapter, which no engine loads yet.
-    reference_images: bool = False
 
 
 class Dispatcher:
@@ -77,34 +72,35 @@ class Dispatcher:
         self.storage = storage
         self.signer = signer
         self.catalog = catalog
-        self.engine = EngineState(name=settings.engine, random_weights=settings.engine == "tiny")
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_job_event = on_job_event or (lambda _session, _job, _event: None)
-        self._worker = LocalWorker(settings)
-        self._running: Running | None = None
+        self._executor = make_executor(settings)
+        self._running: dict[int, Running] = {}
         self._seq = 0
-        self._failed_starts = 0
         self._next_sweep = 0.0
+        self._next_lease_check = 0.0
+        self._next_claim = 0.0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openreel-dispatcher", daemon=True)
 
+    @property
+    def engine(self) -> EngineState:
+        return self._executor.engine
+
     def start(self) -> None:
-        with self.db.session() as session:
-            recovered = jobs.recover_interrupted(session, self.settings.max_attempts)
-        if recovered:
-            log.warning("recovered %d job(s) interrupted by the last shutdown", len(recovered))
         removed = self.storage.remove_partials()
         if removed:
             log.warning("removed %d half-written file(s) left by the last shutdown", removed)
-        self._worker.start()
+        self._executor.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(10)
-        self._worker.stop()
+        self._executor.stop()
 
     def wake(self) -> None:
         self._wake.set()
@@ -112,8 +108,9 @@ class Dispatcher:
     def cancel(self, job_id: str) -> None:
         """Called after the ledger marked the job CANCELLED: stop the render at its next step."""
         with self._lock:
-            if self._running is not None and self._running.job_id == job_id:
-                self._worker.cancel(self._running.seq)
+            seqs = [r.seq for r in self._running.values() if r.job_id == job_id]
+        for seq in seqs:
+            self._executor.cancel(seq)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -124,45 +121,47 @@ class Dispatcher:
                 time.sleep(1)
 
     def _tick(self) -> None:
-        if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL_S
             with self.db.session() as session:
                 uploads.sweep_expired(session, self.storage, utcnow())
-        event = self._worker.poll(0.1)
-        if event is not None:
+        if now >= self._next_lease_check:
+            self._next_lease_check = now + self.settings.lease_ttl_s / 3
+            self._keep_leases()
+        for event in self._executor.poll(0.1):
             self._handle(event)
-            return
-        if not self._worker.alive and not self._stop.is_set() and not self.engine.error:
-            self._worker_lost("the worker process exited unexpectedly")
-            return
-        running = self._running
-        if running is not None and time.monotonic() > running.deadline:
-            self._worker.kill()
-            self._finish_failed(running, f"generation timed out after {self.settings.job_timeout_s} s")
-            self._restart_worker()
-            return
-        if running is None and (self.engine.ready or self.engine.error) and not self._dispatch_next():
-            self._wake.wait(0.5)
+        for running in list(self._running.values()):
+            if time.monotonic() > running.deadline:
+                self._executor.abort(running.seq)
+                self._finish_failed(running, f"generation timed out after {self.settings.job_timeout_s} s")
+        if self._wake.is_set() or time.monotonic() >= self._next_claim:
             self._wake.clear()
+            self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
+            while not self._stop.is_set() and self._dispatch_next():
+                pass
 
-    def _handle(self, event: m.Event) -> None:
-        if isinstance(event, m.EngineReady):
-            self._failed_starts = 0
-            self.engine = replace(
-                self.engine, ready=True, random_weights=event.random_weights, grid_scale=event.grid_scale
-            )
-            log.info(
-                "engine %s ready%s",
-                event.name,
-                " (random weights: output is noise)" if event.random_weights else "",
-            )
-            return
-        if isinstance(event, m.EngineFailed):
-            self.engine = replace(self.engine, ready=False, error=event.error)
-            log.error("engine %s failed to load: %s", self.engine.name, event.error)
-            return
-        running = self._running
-        if running is None or event.seq != running.seq:
+    def _keep_leases(self) -> None:
+        """Renew the leases of jobs whose workers answer, let go of lost ones, and reap expired leases."""
+        alive = self._executor.responsive()
+        held = [(r.job_id, r.attempt) for r in self._running.values() if r.seq in alive]
+        with self.db.session() as session:
+            lost = jobs.renew_leases(session, self.owner, held, self.settings.lease_ttl_s) if held else set()
+            requeued, failed = jobs.reap_expired(session, self.settings.max_attempts)
+            for job_id in failed:
+                self._on_job_event(session, job_id, "failed")
+        for running in list(self._running.values()):
+            if running.job_id in lost:
+                log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
+                self._executor.abort(running.seq)
+                self._clear(running)
+        if requeued or failed:
+            log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
+            self._wake.set()
+
+    def _handle(self, event: m.TaskEvent) -> None:
+        running = self._running.get(event.seq)
+        if running is None:
             return
         if isinstance(event, m.Progress):
             with self.db.session() as session:
@@ -174,16 +173,23 @@ class Dispatcher:
             self._finish_failed(running, event.error)
         elif isinstance(event, m.Cancelled):
             self._clear(running)
+        elif isinstance(event, m.Lost):
+            self._lost(running, event.reason)
 
     def _dispatch_next(self) -> bool:
+        """Start the oldest queued job on an idle slot; with a failed engine, fail it with a refund."""
+        engine = self._executor.engine
+        slot = self._executor.free_slot()
+        if slot is None and engine.error is None:
+            return False
         with self.db.session() as session:
-            job = jobs.claim_next(session)
+            job = jobs.claim_next(session, self.owner, self.settings.lease_ttl_s, worker=slot)
             if job is None:
                 return False
             job_id, attempt, spec = job.id, job.attempts, VideoSpec.from_json(job.spec)
             self._on_job_event(session, job_id, "progress")
-        if self.engine.error:
-            self._fail(job_id, attempt, f"the {self.engine.name} engine is unavailable: {self.engine.error}")
+        if slot is None:
+            self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
             return True
         model = self.catalog.get(spec.model)
         assert model is not None
@@ -206,13 +212,13 @@ class Dispatcher:
             negative_guidance_scale=model.preset.negative_guidance_scale,
             has_first_frame=first is not None,
             has_last_frame=last is not None,
-            grid_scale=self.engine.grid_scale,
+            grid_scale=engine.grid_scale,
         )
         key = f"results/{job_id}/{attempt}.mp4"
         staged = self.storage.staging_path(key)
         with self._lock:
             self._seq += 1
-            self._running = Running(
+            running = Running(
                 seq=self._seq,
                 job_id=job_id,
                 attempt=attempt,
@@ -221,8 +227,8 @@ class Dispatcher:
                 key=key,
                 deadline=time.monotonic() + self.settings.job_timeout_s,
             )
-            task = m.RenderTask(self._seq, job_id, plan, str(staged), first, last)
-        self._worker.send(task)
+            self._running[running.seq] = running
+        self._executor.submit(slot, m.RenderTask(running.seq, job_id, plan, str(staged), first, last))
         return True
 
     def _image(self, url: str | None) -> Image.Image | None:
@@ -258,28 +264,14 @@ class Dispatcher:
     def _clear(self, running: Running) -> None:
         Path(running.staged).unlink(missing_ok=True)
         with self._lock:
-            if self._running is running:
-                self._running = None
+            self._running.pop(running.seq, None)
 
-    def _worker_lost(self, reason: str) -> None:
-        running = self._running
-        if running is not None:
-            if running.attempt < self.settings.max_attempts:
-                with self.db.session() as session:
-                    jobs.requeue(session, running.job_id, running.attempt)
-                log.warning("job %s re-queued: %s", running.job_id, reason)
-                self._clear(running)
-            else:
-                self._finish_failed(running, f"{reason}; no attempts left")
-        self._restart_worker()
-
-    def _restart_worker(self) -> None:
-        if not self.engine.ready:
-            self._failed_starts += 1
-        if self._failed_starts >= MAX_FAILED_STARTS:
-            self.engine = replace(self.engine, ready=False, error="the worker keeps dying while loading")
-            return
-        self.engine = replace(self.engine, ready=False)
-        self._worker.kill()
-        self._worker = LocalWorker(self.settings)
-        self._worker.start()
+    def _lost(self, running: Running, reason: str) -> None:
+        if running.attempt < self.settings.max_attempts:
+            with self.db.session() as session:
+                jobs.requeue(session, running.job_id, running.attempt)
+            log.warning("job %s re-queued: %s", running.job_id, reason)
+            self._clear(running)
+            self._wake.set()
+        else:
+            self._finish_failed(running, f"{reason}; no attempts left")

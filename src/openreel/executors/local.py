@@ -1,23 +1,32 @@
-"""A handle on one spawned worker process (one per GPU on a real box)."""
+"""The default executor: worker processes on this machine, one per GPU (``OPENREEL_WORKERS``)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
-from multiprocessing.connection import Connection
+import socket
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from openreel.executors import messages as m
+from openreel.executors.base import MAX_FAILED_STARTS, EngineState
 from openreel.executors.worker import run_worker
 from openreel.settings import Settings
 
+log = logging.getLogger("openreel.executor")
+
 
 class LocalWorker:
-    def __init__(self, settings: Settings) -> None:
+    """A handle on one spawned worker process."""
+
+    def __init__(self, settings: Settings, device: str | None) -> None:
         self._settings = settings
+        self._device = device
         self._ctx = mp.get_context("spawn")
         self._cancel = self._ctx.Value("q", -1)
-        self._conn: Connection | None = None
+        self.connection: Connection | None = None
         self._process: BaseProcess | None = None
 
     def start(self) -> None:
@@ -25,32 +34,41 @@ class LocalWorker:
         s = self._settings
         self._process = self._ctx.Process(
             target=run_worker,
-            args=(s.engine, str(s.data_dir / "models"), s.checkpoint, s.x264_preset, child, self._cancel),
+            args=(
+                s.engine,
+                str(s.data_dir / "models"),
+                s.checkpoint,
+                s.x264_preset,
+                self._device,
+                child,
+                self._cancel,
+            ),
             name="openreel-worker",
             daemon=True,
         )
         self._process.start()
         child.close()
-        self._conn = parent
+        self.connection = parent
 
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
-    def poll(self, timeout: float) -> m.Event | None:
-        """The next event, or None; a closed pipe (dead worker) also yields None."""
-        if self._conn is None:
-            return None
-        try:
-            if self._conn.poll(timeout):
-                return self._conn.recv()  # type: ignore[no-any-return]
-        except (EOFError, OSError):
-            pass
-        return None
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def events(self) -> list[m.Event]:
+        """Everything the worker has sent so far; a closed pipe (dead worker) ends the list."""
+        received: list[m.Event] = []
+        with contextlib.suppress(EOFError, OSError):
+            while self.connection is not None and self.connection.poll(0):
+                received.append(self.connection.recv())
+        return received
 
     def send(self, task: m.RenderTask) -> None:
-        assert self._conn is not None
-        self._conn.send(task)
+        assert self.connection is not None
+        self.connection.send(task)
 
     def cancel(self, seq: int) -> None:
         self._cancel.value = seq
@@ -58,9 +76,9 @@ class LocalWorker:
     def stop(self, timeout: float = 5.0) -> None:
         if self._process is None:
             return
-        if self._conn is not None:
+        if self.connection is not None:
             with contextlib.suppress(OSError):
-                self._conn.send(None)
+                self.connection.send(None)
         self._process.join(timeout)
         self.kill()
 
@@ -68,6 +86,120 @@ class LocalWorker:
         if self._process is not None and self._process.is_alive():
             self._process.kill()
             self._process.join(5)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+@dataclass
+class _Slot:
+    number: int
+    device: str | None
+    worker: LocalWorker
+    ready: bool = False
+    seq: int | None = None
+    failed_starts: int = 0
+
+    @property
+    def name(self) -> str:
+        """Host, slot and process: what an operator needs to find the worker that ran a job."""
+        return f"{socket.gethostname()}:local-{self.number}:{self.worker.pid}"
+
+
+class LocalExecutor:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        count = settings.workers
+        self._slots = [
+            _Slot(i, device, LocalWorker(settings, device))
+            for i in range(count)
+            for device in [str(i) if count > 1 else None]
+        ]
+        self._state = EngineState(name=settings.engine, random_weights=settings.engine == "tiny")
+        self._stopping = False
+
+    @property
+    def engine(self) -> EngineState:
+        return replace(
+            self._state,
+            ready=self._state.error is None and any(s.ready for s in self._slots),
+            slots=len(self._slots),
+            busy=sum(s.seq is not None for s in self._slots),
+        )
+
+    def start(self) -> None:
+        for slot in self._slots:
+            slot.worker.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        for slot in self._slots:
+            slot.worker.stop()
+
+    def free_slot(self) -> str | None:
+        if self._state.error is not None:
+            return None
+        return next((s.name for s in self._slots if s.ready and s.seq is None), None)
+
+    def submit(self, slot: str, task: m.RenderTask) -> None:
+        chosen = next(s for s in self._slots if s.name == slot)
+        chosen.seq = task.seq
+        chosen.worker.send(task)
+
+    def cancel(self, seq: int) -> None:
+        for slot in self._slots:
+            if slot.seq == seq:
+                slot.worker.cancel(seq)
+
+    def abort(self, seq: int) -> None:
+        for slot in self._slots:
+            if slot.seq == seq:
+                slot.seq = None
+                self._restart(slot)
+
+    def responsive(self) -> set[int]:
+        return {s.seq for s in self._slots if s.seq is not None and s.worker.alive}
+
+    def poll(self, timeout: float) -> list[m.TaskEvent]:
+        connections = [s.worker.connection for s in self._slots if s.worker.connection is not None]
+        if connections:
+            wait(connections, timeout)
+        events: list[m.TaskEvent] = []
+        for slot in self._slots:
+            for event in slot.worker.events():
+                if isinstance(event, m.EngineReady):
+                    self._loaded(slot, event)
+                elif isinstance(event, m.EngineFailed):
+                    self._state = replace(self._state, error=event.error)
+                    log.error("engine %s failed to load: %s", self._state.name, event.error)
+                elif event.seq == slot.seq:
+                    if not isinstance(event, m.Progress):
+                        slot.seq = None
+                    events.append(event)
+            if not slot.worker.alive and not self._stopping and self._state.error is None:
+                if slot.seq is not None:
+                    events.append(m.Lost(slot.seq, "the worker process exited unexpectedly"))
+                    slot.seq = None
+                self._restart(slot)
+        return events
+
+    def _loaded(self, slot: _Slot, event: m.EngineReady) -> None:
+        slot.ready, slot.failed_starts = True, 0
+        self._state = replace(self._state, random_weights=event.random_weights, grid_scale=event.grid_scale)
+        log.info(
+            "%s: engine %s ready%s",
+            slot.name,
+            event.name,
+            " (random weights: output is noise)" if event.random_weights else "",
+        )
+
+    def _restart(self, slot: _Slot) -> None:
+        if not slot.ready:
+            slot.failed_starts += 1
+        if slot.failed_starts >= MAX_FAILED_STARTS:
+            self._state = replace(self._state, error="the worker keeps dying while loading")
+            return
+        slot.ready = False
+        slot.worker.kill()
+        slot.worker = LocalWorker(self._settings, slot.device)
+        slot.worker.start()

@@ -1,4 +1,4 @@
-"""What the server and a worker say to each other. Workers never touch the database."""
+"""What the server, its executors and their workers say to each other. Workers never touch the database."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ class Progress:
 class Done:
     seq: int
     media: dict[str, Any] = field(default_factory=dict)
+    # The MP4 itself, from workers on other machines; local workers write task.output_path instead.
+    video: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -55,4 +57,14 @@ class Cancelled:
     seq: int
 
 
-Event = EngineReady | EngineFailed | Progress | Done | Failed | Cancelled
+@dataclass(frozen=True)
+class Lost:
+    """The worker running this task died or became unreachable; the task did not finish."""
+
+    seq: int
+    reason: str
+
+
+Outcome = Done | Failed | Cancelled
+TaskEvent = Progress | Done | Failed | Cancelled | Lost
+Event = EngineReady | EngineFailed | TaskEvent

@@ -7,23 +7,17 @@ integer holding the sequence number of the task to abandon, checked after every 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
-import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 from openreel.executors import messages as m
+from openreel.executors.render import render_task
 
-STEPS_SHARE = 90
 PR_SET_PDEATHSIG = 1
-
-
-def _progress(events: Connection, seq: int, percent: int, last: list[int]) -> None:
-    if percent > last[0]:
-        last[0] = percent
-        events.send(m.Progress(seq, percent))
 
 
 def _die_with_parent() -> None:
@@ -39,17 +33,20 @@ def run_worker(
     cache_dir: str,
     checkpoint: str | None,
     x264_preset: str,
+    device: str | None,
     conn: Connection,
     cancel_seq: Synchronized,  # type: ignore[type-arg]
 ) -> None:
+    _die_with_parent()
+    if device is not None:
+        # Before torch loads: this process sees only its own GPU, as cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     from openreel.engine import load_engine
-    from openreel.engine.base import Cancelled
-    from openreel.engine.mux import probe_mp4, write_mp4
 
-    _die_with_parent()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
@@ -66,37 +63,12 @@ def run_worker(
             return
         if task is None:
             return
-        last = [-1]
-
-        def on_step(step: int, total: int, task: m.RenderTask = task, last: list[int] = last) -> None:
-            if cancel_seq.value == task.seq:
-                raise Cancelled()
-            _progress(conn, task.seq, step * STEPS_SHARE // max(total, 1), last)
-
-        try:
-            clip = engine.render(task.plan, task.first_frame, task.last_frame, on_step)
-            if cancel_seq.value == task.seq:
-                raise Cancelled()
-            _progress(conn, task.seq, 95, last)
-            write_mp4(clip, task.plan.fps, Path(task.output_path), preset=x264_preset)
-            info = probe_mp4(Path(task.output_path))
-            conn.send(
-                m.Done(
-                    task.seq,
-                    {
-                        "width": info.width,
-                        "height": info.height,
-                        "fps": task.plan.fps,
-                        "frameCount": info.frame_count,
-                        "durationSeconds": round(info.duration_s, 3),
-                        "hasAudio": info.has_audio,
-                    },
-                )
-            )
-        except Cancelled:
-            Path(task.output_path).unlink(missing_ok=True)
-            conn.send(m.Cancelled(task.seq))
-        except Exception as exc:
-            Path(task.output_path).unlink(missing_ok=True)
-            traceback.print_exc()
-            conn.send(m.Failed(task.seq, f"generation failed: {type(exc).__name__}: {exc}"))
+        outcome = render_task(
+            engine,
+            task,
+            Path(task.output_path),
+            x264_preset=x264_preset,
+            report=lambda percent, seq=task.seq: conn.send(m.Progress(seq, percent)),
+            cancelled=lambda seq=task.seq: bool(cancel_seq.value == seq),
+        )
+        conn.send(outcome)

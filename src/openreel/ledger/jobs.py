@@ -155,8 +155,8 @@ def account_models(session: Session, account_id: str) -> list[str]:
     return sorted(session.scalars(select(Job.model).where(Job.account_id == account_id).distinct()))
 
 
-def claim_next(session: Session) -> Job | None:
-    """Move the oldest QUEUED job to PROCESSING and hand it out."""
+def claim_next(session: Session, owner: str, lease_s: float, worker: str | None = None) -> Job | None:
+    """Move the oldest QUEUED job to PROCESSING, leased to ``owner`` for ``lease_s`` seconds."""
     job = session.scalars(
         select(Job)
         .where(Job.status == QUEUED)
@@ -170,8 +170,27 @@ def claim_next(session: Session) -> Job | None:
     job.attempts += 1
     job.progress = 0
     job.started_at = utcnow()
+    job.lease_owner = owner
+    job.lease_expires_at = utcnow() + timedelta(seconds=lease_s)
+    job.worker = worker
     session.flush()
     return job
+
+
+def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], lease_s: float) -> set[str]:
+    """Extend the leases ``owner`` holds on (job id, attempt); returns the job ids it no longer holds."""
+    until = utcnow() + timedelta(seconds=lease_s)
+    lost = set()
+    for job_id, attempt in held:
+        outcome = session.execute(
+            update(Job)
+            .where(_active(job_id, attempt, (PROCESSING,)), Job.lease_owner == owner)
+            .values(lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        if not outcome.rowcount:  # type: ignore[attr-defined]
+            lost.add(job_id)
+    return lost
 
 
 def _active(job_id: str, attempt: int | None, statuses: tuple[str, ...]) -> Any:
@@ -223,21 +242,29 @@ def requeue(session: Session, job_id: str, attempt: int) -> bool:
     outcome = session.execute(
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)))
-        .values(status=QUEUED, progress=0, started_at=None)
+        .values(status=QUEUED, progress=0, started_at=None, lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
     return bool(outcome.rowcount)  # type: ignore[attr-defined]
 
 
-def recover_interrupted(session: Session, max_attempts: int) -> list[str]:
-    """At start-up, no worker holds anything: re-queue PROCESSING jobs, or fail them after the last try."""
-    touched = []
-    for job in session.scalars(select(Job).where(Job.status == PROCESSING)).all():
+def reap_expired(session: Session, max_attempts: int) -> tuple[list[str], list[str]]:
+    """Take back PROCESSING jobs whose lease ran out (their dispatcher or worker is gone): re-queue
+    them, or fail them with a refund after the last attempt. Returns (re-queued ids, failed ids)."""
+    expired = session.scalars(
+        select(Job)
+        .where(
+            Job.status == PROCESSING,
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()),
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    requeued, failed = [], []
+    for job in expired:
         if job.attempts >= max_attempts:
-            end_with_refund(
-                session, job.id, FAILED, "The server stopped during generation; no attempts left."
-            )
-        else:
-            requeue(session, job.id, job.attempts)
-        touched.append(job.id)
-    return touched
+            error = "The worker running this job stopped answering; no attempts left."
+            if end_with_refund(session, job.id, FAILED, error, attempt=job.attempts):
+                failed.append(job.id)
+        elif requeue(session, job.id, job.attempts):
+            requeued.append(job.id)
+    return requeued, failed

@@ -100,6 +100,7 @@ class Job(Base):
         UniqueConstraint("account_id", "idempotency_key", name="uq_jobs_account_idempotency"),
         Index("ix_jobs_account_created", "account_id", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -123,6 +124,11 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A PROCESSING job is leased to one dispatcher, which renews the lease while its worker answers;
+    # an expired lease means that dispatcher or worker is gone, and the reaper takes the job back.
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Upload(Base):

@@ -1,0 +1,59 @@
+"""The interface the dispatcher drives: a pool of worker slots, each rendering one task at a time.
+
+Two kinds stand behind it: local worker processes (the default, one per GPU) and Ray actors spread
+over a cluster. Executors only run tasks and report; the dispatcher alone writes the ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from openreel.executors import messages as m
+
+# A worker that dies this many times in a row before its engine is loaded marks the engine failed.
+MAX_FAILED_STARTS = 3
+
+
+@dataclass(frozen=True)
+class EngineState:
+    name: str
+    ready: bool = False
+    random_weights: bool = False
+    grid_scale: float = 1.0
+    error: str | None = None
+    # Reference images need the LTX-2.3 IC-LoRA adapter, which no engine loads yet.
+    reference_images: bool = False
+    slots: int = 0
+    busy: int = 0
+
+
+class Executor(Protocol):
+    @property
+    def engine(self) -> EngineState: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def free_slot(self) -> str | None:
+        """The name of a loaded, idle worker slot, or None."""
+        ...
+
+    def submit(self, slot: str, task: m.RenderTask) -> None: ...
+
+    def cancel(self, seq: int) -> None:
+        """Ask the worker to abandon the task at its next step; it answers with Cancelled."""
+        ...
+
+    def abort(self, seq: int) -> None:
+        """Kill whatever runs the task (it overran) and replace that worker; no event follows."""
+        ...
+
+    def poll(self, timeout: float) -> list[m.TaskEvent]:
+        """Progress and outcomes of submitted tasks, and Lost for those whose worker died."""
+        ...
+
+    def responsive(self) -> set[int]:
+        """Tasks whose worker showed signs of life recently: their leases are renewed."""
+        ...

@@ -1,0 +1,277 @@
+"""The Ray executor: one actor per worker slot across a Ray cluster, each keeping its weights resident.
+
+Nodes offer slots through the custom resource ``openreel_slot`` (``openreel worker`` starts a node
+with one slot per GPU); the executor keeps one actor per slot in the cluster, so a node that joins
+gets actors and one that leaves takes its actors with it. A task whose actor dies comes back as
+``Lost`` and the dispatcher re-queues it. Workers on other machines send the finished MP4 back as
+bytes; only the server writes storage and the ledger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayError
+
+from openreel.executors import messages as m
+from openreel.executors.base import MAX_FAILED_STARTS, EngineState
+from openreel.executors.render import render_task
+from openreel.settings import Settings
+
+log = logging.getLogger("openreel.executor")
+
+SLOT_RESOURCE = "openreel_slot"
+SCALE_INTERVAL_S = 2.0
+PROGRESS_INTERVAL_S = 1.0
+# Enough threads for a render plus the progress and cancel calls that arrive while it runs.
+ACTOR_THREADS = 4
+
+
+def node_command(address: str, slots: int) -> list[str]:
+    """``ray start`` joining ``address`` with ``slots`` render slots, in the foreground."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    return [
+        str(ray_cli) if ray_cli.exists() else "ray",
+        "start",
+        f"--address={address}",
+        f"--resources={json.dumps({SLOT_RESOURCE: slots})}",
+        "--block",
+    ]
+
+
+class RenderActor:
+    """Runs on a worker node. Loading failures are reported, not raised, so the server can say why."""
+
+    def __init__(self, engine_name: str, checkpoint: str | None, x264_preset: str) -> None:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        from openreel.engine import load_engine
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+        self._x264_preset = x264_preset
+        self._progress: dict[int, int] = {}
+        self._cancelled: set[int] = set()
+        self._lock = threading.Lock()
+        self._node = ray.get_runtime_context().get_node_id()
+        # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there.
+        cache_dir = Settings().data_dir.resolve() / "models"
+        try:
+            self._engine = load_engine(engine_name, cache_dir=cache_dir, checkpoint=checkpoint)
+            self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady(
+                self._engine.name, self._engine.grid_scale, self._engine.random_weights
+            )
+        except Exception as exc:
+            self._loaded = m.EngineFailed(f"{type(exc).__name__}: {exc}")
+
+    def describe(self) -> tuple[str, m.EngineReady | m.EngineFailed]:
+        return self._node, self._loaded
+
+    def render(self, task: m.RenderTask) -> m.Outcome:
+        with tempfile.TemporaryDirectory(prefix="openreel-") as tmp:
+            output = Path(tmp) / "clip.mp4"
+            outcome = render_task(
+                self._engine,
+                task,
+                output,
+                x264_preset=self._x264_preset,
+                report=lambda percent: self._progress.__setitem__(task.seq, percent),
+                cancelled=lambda: task.seq in self._cancelled,
+            )
+            if isinstance(outcome, m.Done):
+                outcome = replace(outcome, video=output.read_bytes())
+        with self._lock:
+            self._progress.pop(task.seq, None)
+            self._cancelled.discard(task.seq)
+        return outcome
+
+    def progress(self, seq: int) -> int:
+        return self._progress.get(seq, 0)
+
+    def cancel(self, seq: int) -> None:
+        with self._lock:
+            self._cancelled.add(seq)
+
+
+@dataclass
+class _Actor:
+    number: int
+    handle: Any
+    node_id: str = ""
+    ready: bool = False
+    seq: int | None = None
+    output: str = ""
+    progress_pending: bool = False
+    heard: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"ray:{self.node_id[:12]}:{self.number}"
+
+
+class RayExecutor:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._state = EngineState(name=settings.engine, random_weights=settings.engine == "tiny")
+        self._actors: dict[int, _Actor] = {}
+        self._refs: dict[Any, tuple[str, int, int | None]] = {}
+        self._numbers = 0
+        self._failed_starts = 0
+        self._next_scale = 0.0
+        self._next_progress = 0.0
+
+    @property
+    def engine(self) -> EngineState:
+        ready = [a for a in self._actors.values() if a.ready]
+        return replace(
+            self._state,
+            ready=self._state.error is None and bool(ready),
+            slots=len(ready),
+            busy=sum(a.seq is not None for a in ready),
+        )
+
+    def start(self) -> None:
+        s = self._settings
+        if s.ray_address:
+            ray.init(address=s.ray_address, namespace="openreel", log_to_driver=False)
+        else:
+            ray.init(
+                address="local",
+                namespace="openreel",
+                include_dashboard=False,
+                log_to_driver=False,
+                resources={SLOT_RESOURCE: s.workers},
+            )
+        log.info("ray executor connected: %s", ray.cluster_resources())
+
+    def stop(self) -> None:
+        for actor in self._actors.values():
+            ray.kill(actor.handle)
+        self._actors.clear()
+        ray.shutdown()
+
+    def free_slot(self) -> str | None:
+        if self._state.error is not None:
+            return None
+        return next((a.name for a in self._actors.values() if a.ready and a.seq is None), None)
+
+    def submit(self, slot: str, task: m.RenderTask) -> None:
+        actor = next(a for a in self._actors.values() if a.name == slot)
+        actor.seq, actor.output, actor.heard = task.seq, task.output_path, time.monotonic()
+        self._refs[actor.handle.render.remote(task)] = ("render", actor.number, task.seq)
+
+    def cancel(self, seq: int) -> None:
+        for actor in self._actors.values():
+            if actor.seq == seq:
+                actor.handle.cancel.remote(seq)
+
+    def abort(self, seq: int) -> None:
+        for actor in list(self._actors.values()):
+            if actor.seq == seq:
+                self._drop(actor)
+
+    def responsive(self) -> set[int]:
+        recent = time.monotonic() - self._settings.lease_ttl_s / 2
+        return {a.seq for a in self._actors.values() if a.seq is not None and a.heard >= recent}
+
+    def poll(self, timeout: float) -> list[m.TaskEvent]:
+        now = time.monotonic()
+        if now >= self._next_scale:
+            self._next_scale = now + SCALE_INTERVAL_S
+            self._scale()
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_INTERVAL_S
+            for actor in self._actors.values():
+                if actor.seq is not None and not actor.progress_pending:
+                    actor.progress_pending = True
+                    ref = actor.handle.progress.remote(actor.seq)
+                    self._refs[ref] = ("progress", actor.number, actor.seq)
+        if not self._refs:
+            time.sleep(timeout)
+            return []
+        pending = list(self._refs)
+        first, _ = ray.wait(pending, num_returns=1, timeout=timeout)
+        if not first:
+            return []
+        done, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+        events: list[m.TaskEvent] = []
+        for ref in done:
+            kind, number, seq = self._refs.pop(ref)
+            actor = self._actors.get(number)
+            if actor is None:
+                continue
+            try:
+                value = ray.get(ref)
+            except RayError as exc:
+                if actor.seq is not None:
+                    reason = f"the worker on node {actor.node_id[:12]} died ({type(exc).__name__})"
+                    events.append(m.Lost(actor.seq, reason))
+                if not actor.ready:
+                    self._failed_starts += 1
+                self._drop(actor)
+                continue
+            actor.heard = time.monotonic()
+            if kind == "describe":
+                self._loaded(actor, *value)
+            elif kind == "progress":
+                actor.progress_pending = False
+                if actor.seq == seq and value > 0:
+                    events.append(m.Progress(seq, value))
+            elif actor.seq == seq:
+                actor.seq = None
+                events.append(self._delivered(actor, value))
+        if self._failed_starts >= MAX_FAILED_STARTS:
+            self._state = replace(self._state, error="the ray workers keep dying while loading")
+        return events
+
+    def _scale(self) -> None:
+        """One actor per slot the cluster offers; new nodes get actors, dead ones have lost theirs."""
+        if self._state.error is not None:
+            return
+        resources = ray.cluster_resources()
+        wanted = int(resources.get(SLOT_RESOURCE, 0))
+        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+        actor_class = ray.remote(RenderActor)
+        for _ in range(wanted - len(self._actors)):
+            self._numbers += 1
+            handle = actor_class.options(  # type: ignore[attr-defined]
+                resources={SLOT_RESOURCE: 1},
+                num_cpus=0,
+                num_gpus=gpus,
+                max_restarts=0,
+                max_concurrency=ACTOR_THREADS,
+            ).remote(self._settings.engine, self._settings.checkpoint, self._settings.x264_preset)
+            self._actors[self._numbers] = _Actor(self._numbers, handle)
+            self._refs[handle.describe.remote()] = ("describe", self._numbers, None)
+
+    def _loaded(self, actor: _Actor, node_id: str, loaded: m.EngineReady | m.EngineFailed) -> None:
+        actor.node_id = node_id
+        if isinstance(loaded, m.EngineFailed):
+            self._state = replace(self._state, error=loaded.error)
+            log.error("engine %s failed to load on node %s: %s", self._state.name, node_id, loaded.error)
+            self._drop(actor)
+            return
+        actor.ready, self._failed_starts = True, 0
+        self._state = replace(self._state, random_weights=loaded.random_weights, grid_scale=loaded.grid_scale)
+        log.info("%s: engine %s ready", actor.name, loaded.name)
+
+    def _delivered(self, actor: _Actor, outcome: m.Outcome) -> m.TaskEvent:
+        if isinstance(outcome, m.Done) and outcome.video is not None:
+            Path(actor.output).write_bytes(outcome.video)
+            return dataclasses.replace(outcome, video=None)
+        return outcome
+
+    def _drop(self, actor: _Actor) -> None:
+        self._actors.pop(actor.number, None)
+        ray.kill(actor.handle, no_restart=True)

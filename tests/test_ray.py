@@ -1,0 +1,121 @@
+"""The Ray executor on a local two-node cluster (head plus one more node, both on this machine):
+jobs run on both nodes, and a node that stops mid-job loses nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from ray.cluster_utils import Cluster
+
+from openreel.executors.ray_cluster import SLOT_RESOURCE, node_command
+from openreel.ledger.db import Database
+from openreel.ledger.tables import CreditEntry, Job
+
+from support import LiveServer, running_server, wait_for
+
+FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
+SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
+
+
+def test_worker_command_joins_the_head_with_its_slots() -> None:
+    command = node_command("10.0.0.5:6379", 4)
+    assert command[0].endswith("ray") and command[1] == "start"
+    assert "--address=10.0.0.5:6379" in command and "--block" in command
+    resources = next(a for a in command if a.startswith("--resources="))
+    assert json.loads(resources.split("=", 1)[1]) == {SLOT_RESOURCE: 4}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    # What `openreel worker` gives each node: its own data dir, where its actors cache weights.
+    monkeypatch.setenv("OPENREEL_DATA_DIR", str(tmp_path / "node-data"))
+    head = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 1, "resources": {SLOT_RESOURCE: 1}, "include_dashboard": False},
+    )
+    try:
+        yield head
+    finally:
+        head.shutdown()
+
+
+def workers_of(server: LiveServer) -> dict[str, tuple[str | None, int, str]]:
+    db = Database(f"sqlite:///{server.data_dir / 'openreel.db'}")
+    try:
+        with db.read() as session:
+            return {j.id: (j.worker, j.attempts, j.status) for j in session.query(Job).all()}
+    finally:
+        db.dispose()
+
+
+def slots(server: LiveServer) -> int:
+    return int(httpx.get(server.url + "/healthz").json()["workers"]["slots"])
+
+
+def until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_two_nodes_share_jobs_and_a_node_lost_mid_job_loses_nothing(tmp_path: Path, cluster: Cluster) -> None:
+    node = cluster.add_node(num_cpus=1, resources={SLOT_RESOURCE: 1})
+    cluster.wait_for_nodes()
+    env = {
+        "OPENREEL_EXECUTOR": "ray",
+        "OPENREEL_RAY_ADDRESS": cluster.address,
+        "OPENREEL_X264_PRESET": "ultrafast",
+        "OPENREEL_LEASE_TTL_S": "10",
+    }
+    with running_server(tmp_path, env) as server:
+        until(lambda: slots(server) == 2, 240, "an actor on each node")
+        head_id, node_id = cluster.head_node.node_id[:12], node.node_id[:12]
+        key = server.new_key(credits=1000)
+        with server.client(key) as client:
+            first = [client.post("/v2/videos/generate", json=FAST).json()["jobId"] for _ in range(2)]
+            assert all(wait_for(client, j, timeout=300)["status"] == "COMPLETED" for j in first)
+            ran_on = {workers_of(server)[j][0].split(":")[1] for j in first}  # type: ignore[union-attr]
+            assert ran_on == {head_id, node_id}
+
+            second = [
+                client.post("/v2/videos/generate", json=body).json()["jobId"] for body in (SLOW, SLOW, FAST)
+            ]
+
+            def running_on_node() -> str | None:
+                for job_id, (worker, _, status) in workers_of(server).items():
+                    if status == "PROCESSING" and worker and worker.split(":")[1] == node_id:
+                        return job_id
+                return None
+
+            until(lambda: running_on_node() is not None, 240, "a job on the second node")
+            victim = running_on_node()
+            assert victim is not None
+            until(lambda: client.get(f"/v2/jobs/{victim}").json()["progress"] >= 5, 240, "progress")
+            cluster.remove_node(node)
+
+            final = {j: wait_for(client, j, timeout=400) for j in first + second}
+            assert all(job["status"] == "COMPLETED" for job in final.values()), final
+            until(lambda: slots(server) == 1, 60, "the lost node's actor to be dropped")
+            rows = workers_of(server)
+            assert rows[victim][1] == 2 and rows[victim][0].split(":")[1] == head_id  # type: ignore[union-attr]
+            assert sorted(attempts for _, attempts, _ in rows.values()) == [1, 1, 1, 1, 2]
+            for job in final.values():
+                assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
+            spent = sum(job["creditCost"] for job in final.values())
+            assert client.get("/v2/me").json()["team"]["credits"] == 1000 - spent
+
+    db = Database(f"sqlite:///{server.data_dir / 'openreel.db'}")
+    with db.read() as session:
+        charges = session.query(CreditEntry).filter(CreditEntry.kind == "charge").count()
+        refunds = session.query(CreditEntry).filter(CreditEntry.kind == "refund").count()
+    db.dispose()
+    assert (charges, refunds) == (5, 0)
+    assert not list((server.data_dir / "files").rglob("*.part"))
+    assert len(list((server.data_dir / "files" / "results").rglob("*.mp4"))) == 5
