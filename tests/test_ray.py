@@ -4,11 +4,16 @@ jobs run on both nodes, and a node that stops mid-job loses nothing."""
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from ray.cluster_utils import Cluster
 
@@ -16,7 +21,7 @@ from openreel.executors.ray_cluster import SLOT_RESOURCE, node_command
 from openreel.ledger.db import Database
 from openreel.ledger.tables import CreditEntry, Job
 
-from support import LiveServer, running_server, wait_for
+from support import LiveServer, free_port, running_server, wait_for
 
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
@@ -119,3 +124,69 @@ def test_two_nodes_share_jobs_and_a_node_lost_mid_job_loses_nothing(tmp_path: Pa
     assert (charges, refunds) == (5, 0)
     assert not list((server.data_dir / "files").rglob("*.part"))
     assert len(list((server.data_dir / "files" / "results").rglob("*.mp4"))) == 5
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Started processes, stopped with everything they started (Ray daemons included) at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    family = [psutil.Process(p.pid) for p in started if p.poll() is None]
+    family += [child for parent in family for child in parent.children(recursive=True)]
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=15)
+    for proc in alive:
+        proc.kill()
+
+
+def test_openreel_worker_joins_a_cluster_started_with_ray_start(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's recipe with the real CLIs: `ray start --head`, then `openreel worker` on a node.
+    `ray start --address` refuses the loopback-only mode, so these nodes use the machine's address."""
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    port = free_port()
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    log = (tmp_path / "ray.log").open("ab")
+    head = [
+        ray_cli,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=1",
+        "--include-dashboard=false",
+        "--block",
+    ]
+    processes.append(subprocess.Popen(head, stdout=log, stderr=log))
+    deadline = time.monotonic() + 60
+    while not listening(port):
+        assert time.monotonic() < deadline, (tmp_path / "ray.log").read_text()
+        time.sleep(0.2)
+    address = f"127.0.0.1:{port}"
+    node = [sys.executable, "-m", "openreel", "worker", "--address", address, "--slots", "1"]
+    node += ["--data-dir", str(tmp_path / "node")]
+    processes.append(subprocess.Popen(node, stdout=log, stderr=log))
+
+    server_env = {
+        "OPENREEL_EXECUTOR": "ray",
+        "OPENREEL_RAY_ADDRESS": address,
+        "OPENREEL_X264_PRESET": "ultrafast",
+    }
+    with running_server(tmp_path, server_env) as server:
+        until(lambda: slots(server) == 1, 240, "the worker node's actor")
+        key = server.new_key(credits=100)
+        with server.client(key) as client:
+            job_id = client.post("/v2/videos/generate", json=FAST).json()["jobId"]
+            job = wait_for(client, job_id, timeout=300)
+        assert job["status"] == "COMPLETED", job
+        assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
+    assert (tmp_path / "node" / "models" / "tiny-ltx2").is_dir(), (
+        "the actor cached weights in its node's data dir"
+    )
