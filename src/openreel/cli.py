@@ -19,8 +19,12 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 credits_app = typer.Typer(help="Credit balances and the ledger.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model weights: the checkpoint behind the catalog, here or not.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
+app.add_typer(models_app, name="models")
 console = Console()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (OPENREEL_DATA_DIR).")]
@@ -110,6 +114,84 @@ def worker(
     # Actors on this node read its settings: weights are cached under this node's data dir.
     env = {**os.environ, "OPENREEL_DATA_DIR": str(settings.data_dir.resolve())}
     os.execvpe(command[0], command, env)
+
+
+def _checkpoint(settings: Settings, override: str | None):  # type: ignore[no-untyped-def]
+    from openreel.engine import checkpoint_of
+    from openreel.engine.weights import Checkpoint
+
+    if override:
+        return Checkpoint.parse(override)
+    found = checkpoint_of(
+        settings.engine, cache_dir=settings.data_dir / "models", checkpoint=settings.checkpoint
+    )
+    if found is None:
+        console.print(
+            f"[red]The {settings.engine} engine has no checkpoint configured: set OPENREEL_CHECKPOINT "
+            "(a hub repo id[@revision] or a local directory) or pass --checkpoint.[/red]"
+        )
+        raise typer.Exit(1)
+    return found
+
+
+@models_app.command("list")
+def models_list(data_dir: DataDir = None) -> None:
+    """The open checkpoint behind the model ids, whether its weights are here, and their size."""
+    from openreel.catalog import load_catalog
+    from openreel.engine.weights import locate, size_on_disk
+
+    settings = _settings(data_dir)
+    checkpoint = _checkpoint(settings, None)
+    directory = locate(checkpoint)
+    table = Table("checkpoint", "engine", "serves", "present", "size")
+    table.add_row(
+        str(checkpoint),
+        settings.engine,
+        ", ".join(load_catalog(settings.prices_file).ids),
+        "yes" if directory else "no",
+        _size(size_on_disk(directory)) if directory else "-",
+    )
+    console.print(table)
+    if directory is None:
+        console.print("Weights missing: run `openreel models pull`.")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
+@models_app.command("pull")
+def models_pull(
+    model: Annotated[
+        str | None, typer.Argument(help="A model id (all share the engine's checkpoint).")
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Pull this hub repo id[@revision] instead of the configured one.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Download a checkpoint into the Hugging Face cache (HF_HOME / HF_HUB_CACHE), with progress bars.
+
+    An interrupted pull resumes; a server started before the pull needs a restart to load the weights."""
+    from openreel.catalog import load_catalog
+    from openreel.engine.weights import pull, size_on_disk
+
+    settings = _settings(data_dir)
+    if model is not None and load_catalog(settings.prices_file).get(model) is None:
+        raise typer.BadParameter(f"unknown model {model!r}")
+    if settings.engine == "tiny" and checkpoint is None:
+        from openreel.engine import TINY_CHECKPOINT_DIR
+        from openreel.engine.tiny import save_tiny_checkpoint
+
+        directory = save_tiny_checkpoint(settings.data_dir / "models" / TINY_CHECKPOINT_DIR)
+    else:
+        target = _checkpoint(settings, checkpoint)
+        try:
+            directory = pull(target)
+        except Exception as exc:
+            console.print(f"[red]Pulling {target} failed: {type(exc).__name__}: {exc}[/red]")
+            raise typer.Exit(1) from exc
+    console.print(f"ready: {directory} ({_size(size_on_disk(directory))})")
 
 
 def _account_of(db, raw_key: str) -> str:  # type: ignore[no-untyped-def]

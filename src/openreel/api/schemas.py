@@ -124,6 +124,12 @@ class EngineInfo(BaseModel):
     name: str
     backedBy: str
     randomWeights: bool
+    checkpoint: str | None = Field(
+        description="The open checkpoint: a local directory or hub repo id[@revision]."
+    )
+    weightsPresent: bool = Field(
+        description="Whether its weights are on this machine (`openreel models pull`)."
+    )
     ready: bool
     notice: str | None
 

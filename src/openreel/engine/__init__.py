@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openreel.engine.weights import Checkpoint, require
+
 if TYPE_CHECKING:
     from openreel.engine.base import VideoEngine
 
@@ -36,4 +38,12 @@ def load_engine(name: str, *, cache_dir: Path, checkpoint: str | None = None) ->
         directory = save_tiny_checkpoint(Path(cache_dir) / TINY_CHECKPOINT_DIR)
         return LTX2Engine.from_pretrained(directory, name="tiny", grid_scale=0.25, random_weights=True)
     assert checkpoint is not None
-    return LTX2Engine.from_pretrained(checkpoint, name="ltx2", grid_scale=1.0, random_weights=False)
+    directory = require(Checkpoint.parse(checkpoint))
+    return LTX2Engine.from_pretrained(directory, name="ltx2", grid_scale=1.0, random_weights=False)
+
+
+def checkpoint_of(name: str, *, cache_dir: Path, checkpoint: str | None) -> Checkpoint | None:
+    """The checkpoint an engine loads: the tiny build under ``cache_dir``, or the configured one."""
+    if name == "tiny":
+        return Checkpoint(str(Path(cache_dir).resolve() / TINY_CHECKPOINT_DIR))
+    return Checkpoint.parse(checkpoint) if checkpoint else None

@@ -10,11 +10,13 @@ from openreel.api.deps import Services, ServicesDep
 from openreel.api.present import RANDOM_WEIGHTS_NOTICE
 from openreel.api.schemas import ErrorBody, ModelCatalog
 from openreel.catalog import ModelSpec
+from openreel.engine import checkpoint_of
+from openreel.engine.weights import Checkpoint, locate
 
 router = APIRouter(tags=["Models"])
 
 
-def _entry(svc: Services, model: ModelSpec) -> dict[str, Any]:
+def _entry(svc: Services, model: ModelSpec, checkpoint: Checkpoint | None, present: bool) -> dict[str, Any]:
     engine = svc.dispatcher.engine
     notice = engine.error or (RANDOM_WEIGHTS_NOTICE if engine.random_weights else None)
     return {
@@ -37,6 +39,8 @@ def _entry(svc: Services, model: ModelSpec) -> dict[str, Any]:
             "name": engine.name,
             "backedBy": model.backed_by + (" (tiny random-weight build)" if engine.random_weights else ""),
             "randomWeights": engine.random_weights,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "weightsPresent": present,
             "ready": engine.ready,
             "notice": notice,
         },
@@ -49,4 +53,7 @@ def list_models(
 ) -> dict[str, Any]:
     if modality not in (None, "video"):
         return {"models": []}
-    return {"models": [_entry(svc, m) for m in svc.catalog.models.values()]}
+    s = svc.settings
+    checkpoint = checkpoint_of(s.engine, cache_dir=s.data_dir / "models", checkpoint=s.checkpoint)
+    present = checkpoint is not None and locate(checkpoint) is not None
+    return {"models": [_entry(svc, m, checkpoint, present) for m in svc.catalog.models.values()]}

@@ -1,0 +1,98 @@
+"""Where a checkpoint's weights are: a local diffusers directory, or a Hugging Face repo (optionally at
+a revision) in the standard HF cache. Serving never downloads; ``openreel models pull`` does, so a
+server with missing weights starts, says it is not ready and names the command to run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+PULL_COMMAND = "openreel models pull"
+
+
+class WeightsMissing(Exception):
+    """The checkpoint's weights are not on this machine (or only partly: an interrupted pull)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    source: str
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> Checkpoint:
+        """``org/name``, ``org/name@revision``, or a local directory (absolute, ``./`` or ``~``)."""
+        if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().is_dir():
+            return cls(str(Path(value).expanduser()))
+        repo, _, revision = value.partition("@")
+        return cls(repo, revision or None)
+
+    @property
+    def is_local(self) -> bool:
+        return self.source.startswith("/") or Path(self.source).is_dir()
+
+    def __str__(self) -> str:
+        return self.source + (f"@{self.revision}" if self.revision else "")
+
+
+def complete(directory: Path) -> bool:
+    """A diffusers pipeline directory with every component in ``model_index.json`` and every weight
+    shard its index files name."""
+    index = directory / "model_index.json"
+    if not index.is_file():
+        return False
+    components = [k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]]
+    for component in components:
+        folder = directory / component
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return False
+        for shard_index in folder.glob("*.index.json"):
+            shards = set(json.loads(shard_index.read_text()).get("weight_map", {}).values())
+            if not all((folder / shard).is_file() for shard in shards):
+                return False
+    return True
+
+
+def locate(checkpoint: Checkpoint) -> Path | None:
+    """The complete local copy of the checkpoint, or None. Looks, never downloads."""
+    if checkpoint.is_local:
+        directory = Path(checkpoint.source)
+    else:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            directory = Path(
+                snapshot_download(checkpoint.source, revision=checkpoint.revision, local_files_only=True)
+            )
+        except LocalEntryNotFoundError:
+            return None
+    return directory if complete(directory) else None
+
+
+def require(checkpoint: Checkpoint) -> Path:
+    directory = locate(checkpoint)
+    if directory is None:
+        raise WeightsMissing(
+            f"the weights of {checkpoint} are not on this machine; run `{PULL_COMMAND}` to download them"
+            if not checkpoint.is_local
+            else f"{checkpoint.source} is not a complete diffusers checkpoint directory"
+        )
+    return directory
+
+
+def pull(checkpoint: Checkpoint) -> Path:
+    """Download into the Hugging Face cache, with progress bars; resumes an interrupted pull."""
+    if checkpoint.is_local:
+        return require(checkpoint)
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(checkpoint.source, revision=checkpoint.revision)
+    return require(checkpoint)
+
+
+def size_on_disk(directory: Path) -> int:
+    """Bytes of the files (the HF cache links snapshot files to blobs; their sizes are counted)."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())

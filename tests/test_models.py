@@ -1,0 +1,89 @@
+"""Weights: checkpoints by repo id (and revision) or directory, pulled into the Hugging Face cache from
+a hub over HTTP; a server whose weights are missing starts, is not ready, and refuses jobs naming the
+command to run, charging nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from openreel.engine.tiny import save_tiny_checkpoint
+from openreel.engine.weights import Checkpoint, complete, locate
+
+from fakehub import fake_hub
+from support import cli, running_server
+
+FAST = {"prompt": "a boat", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny-ltx2")
+
+
+def test_checkpoints_parse_repo_ids_revisions_and_directories(tmp_path: Path) -> None:
+    assert Checkpoint.parse("Lightricks/LTX-2") == Checkpoint("Lightricks/LTX-2", None)
+    assert Checkpoint.parse("Lightricks/LTX-2@v1.1") == Checkpoint("Lightricks/LTX-2", "v1.1")
+    assert str(Checkpoint.parse("Lightricks/LTX-2@v1.1")) == "Lightricks/LTX-2@v1.1"
+    assert Checkpoint.parse(str(tmp_path)).is_local
+    assert Checkpoint.parse("/nowhere/ltx2").is_local
+    assert not Checkpoint.parse("Lightricks/LTX-2").is_local
+
+
+def test_a_checkpoint_missing_a_component_or_a_shard_is_not_complete(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    assert complete(tiny_checkpoint) and locate(Checkpoint(str(tiny_checkpoint))) == tiny_checkpoint
+    no_vae = shutil.copytree(tiny_checkpoint, tmp_path / "no-vae")
+    shutil.rmtree(no_vae / "vae")
+    assert not complete(no_vae) and locate(Checkpoint(str(no_vae))) is None
+    sharded = shutil.copytree(tiny_checkpoint, tmp_path / "sharded")
+    (sharded / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors"}}'
+    )
+    assert not complete(sharded)
+
+
+def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with fake_hub("acme/ltx2-tiny", tiny_checkpoint) as hub:
+        env = {
+            "HF_ENDPOINT": hub,
+            "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
+            "OPENREEL_ENGINE": "ltx2",
+            "OPENREEL_CHECKPOINT": "acme/ltx2-tiny",
+        }
+        with running_server(tmp_path, env, engine="ltx2") as server:
+            key = server.new_key(credits=50)
+            with server.client(key) as client:
+                entry = client.get("/v2/models").json()["models"][0]["engine"]
+                assert entry["checkpoint"] == "acme/ltx2-tiny"
+                assert (entry["weightsPresent"], entry["ready"]) == (False, False)
+                assert "openreel models pull" in entry["notice"]
+                refused = client.post("/v2/videos/generate", json=FAST)
+                assert refused.status_code == 503
+                assert "openreel models pull" in refused.json()["error"]
+                assert client.get("/v2/me").json()["team"]["credits"] == 50
+                assert client.get("/v2/jobs").json()["jobs"] == []
+            assert "no" in cli(server.data_dir, "models", "list", env=env)
+
+            pulled = cli(server.data_dir, "models", "pull", "veo-3.1-fast", env=env)
+            assert "ready:" in pulled
+            snapshot = next((tmp_path / "hf-cache").glob("models--acme--ltx2-tiny/snapshots/*"))
+            assert complete(snapshot)
+            listed = cli(server.data_dir, "models", "list", env=env)
+            assert "yes" in listed and "MB" in listed
+
+            server.stop()
+            server.start()
+            health = httpx.get(server.url + "/healthz").json()
+            assert (health["engineReady"], health["engineError"]) == (True, None)
+            with server.client(key) as client:
+                entry = client.get("/v2/models").json()["models"][0]["engine"]
+                assert (entry["weightsPresent"], entry["ready"], entry["randomWeights"]) == (
+                    True,
+                    True,
+                    False,
+                )
