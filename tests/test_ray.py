@@ -149,7 +149,8 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_openreel_worker_joins_a_cluster_started_with_ray_start(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The README's recipe with the real CLIs: `ray start --head`, then `openreel worker` on a node.
+    """The README's recipe with the real CLIs: `ray start --head`, then `openreel worker` on a node;
+    a job cancelled mid-render over Ray frees its actor at the next step and is refunded.
     `ray start --address` refuses the loopback-only mode, so these nodes use the machine's address."""
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     port = free_port()
@@ -183,8 +184,13 @@ def test_openreel_worker_joins_a_cluster_started_with_ray_start(
         until(lambda: slots(server) == 1, 240, "the worker node's actor")
         key = server.new_key(credits=100)
         with server.client(key) as client:
+            running = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
+            until(lambda: client.get(f"/v2/jobs/{running}").json()["progress"] > 0, 240, "progress over Ray")
+            assert client.post(f"/v2/jobs/{running}/cancel").json()["status"] == "CANCELLED"
+            until(lambda: httpx.get(server.url + "/healthz").json()["workers"]["busy"] == 0, 60, "the actor")
             job_id = client.post("/v2/videos/generate", json=FAST).json()["jobId"]
             job = wait_for(client, job_id, timeout=300)
+            assert client.get("/v2/me").json()["team"]["credits"] == 100 - job["creditCost"]
         assert job["status"] == "COMPLETED", job
         assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
     assert (tmp_path / "node" / "models" / "tiny-ltx2").is_dir(), (
