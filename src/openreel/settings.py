@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from openreel.engine import EngineOptions
 
 KNOWN_ENGINES = ("tiny", "ltx2")
 KNOWN_EXECUTORS = ("local", "ray")
@@ -48,9 +52,25 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
+    precision: Literal["bf16", "fp8"] = Field(
+        default="bf16", description="fp8: float8 weights, half the memory."
+    )
+    offload: Literal["none", "model", "sequential"] = Field(
+        default="none", description="Weights wait in CPU RAM."
+    )
+    prompt_cache_size: int = Field(
+        default=4, ge=0, description="Prompts whose text encodings a worker keeps."
+    )
     x264_preset: str = "veryfast"
     webhook_timeout_s: float = 10.0
     webhook_attempts: int = 5
+
+    def engine_options(self) -> EngineOptions:
+        from openreel.engine import EngineOptions
+
+        return EngineOptions(
+            self.engine, self.checkpoint, self.precision, self.offload, self.prompt_cache_size
+        )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'openreel.db').resolve()}"

@@ -4,6 +4,7 @@ so importing ``openreel.engine.plan`` (or this package) stays cheap for the HTTP
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,12 +17,41 @@ ENGINES = ("tiny", "ltx2")
 TINY_CHECKPOINT_DIR = "tiny-ltx2"
 
 
-def load_engine(name: str, *, cache_dir: Path, checkpoint: str | None = None) -> VideoEngine:
+@dataclass(frozen=True)
+class EngineOptions:
+    """How a worker loads its engine; where weights are cached is the worker's own business."""
+
+    name: str
+    checkpoint: str | None = None
+    precision: str = "bf16"
+    offload: str = "none"
+    prompt_cache_size: int = 4
+
+    def load(self, cache_dir: Path) -> VideoEngine:
+        return load_engine(
+            self.name,
+            cache_dir=cache_dir,
+            checkpoint=self.checkpoint,
+            precision=self.precision,
+            offload=self.offload,
+            prompt_cache_size=self.prompt_cache_size,
+        )
+
+
+def load_engine(
+    name: str,
+    *,
+    cache_dir: Path,
+    checkpoint: str | None = None,
+    precision: str = "bf16",
+    offload: str = "none",
+    prompt_cache_size: int = 4,
+) -> VideoEngine:
     """Load an engine by name.
 
     ``tiny``: a random-weight LTX-2 written once under ``cache_dir`` and loaded through the same
     ``from_pretrained`` path as the real model (output is noise). ``ltx2``: a real diffusers LTX-2
-    checkpoint, a local directory or hub repo id given as ``checkpoint``.
+    checkpoint, a local directory or hub repo id given as ``checkpoint``, already on this machine.
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}")
@@ -32,14 +62,17 @@ def load_engine(name: str, *, cache_dir: Path, checkpoint: str | None = None) ->
         )
     from openreel.engine.ltx2 import LTX2Engine
 
+    options = {"precision": precision, "offload": offload, "prompt_cache_size": prompt_cache_size}
     if name == "tiny":
         from openreel.engine.tiny import save_tiny_checkpoint
 
         directory = save_tiny_checkpoint(Path(cache_dir) / TINY_CHECKPOINT_DIR)
-        return LTX2Engine.from_pretrained(directory, name="tiny", grid_scale=0.25, random_weights=True)
+        return LTX2Engine.from_pretrained(
+            directory, name="tiny", grid_scale=0.25, random_weights=True, **options
+        )
     assert checkpoint is not None
     directory = require(Checkpoint.parse(checkpoint))
-    return LTX2Engine.from_pretrained(directory, name="ltx2", grid_scale=1.0, random_weights=False)
+    return LTX2Engine.from_pretrained(directory, name="ltx2", grid_scale=1.0, random_weights=False, **options)
 
 
 def checkpoint_of(name: str, *, cache_dir: Path, checkpoint: str | None) -> Checkpoint | None:

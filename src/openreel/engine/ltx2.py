@@ -15,13 +15,18 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import LTX2ConditionPipeline, LTX2ImageToVideoPipeline, LTX2Pipeline
+from diffusers.hooks import apply_layerwise_casting
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
 from openreel.engine.base import Clip, StepCallback
 from openreel.engine.plan import RenderPlan, center_crop_box, cover_size
+from openreel.engine.prompt_cache import PromptCache
 
 # Frames scaled per interpolate call: bounds the working set (~100 MB at 1080p).
 _RESIZE_CHUNK = 16
+PRECISIONS = ("bf16", "fp8")
+OFFLOADS = ("none", "model", "sequential")
+DEFAULT_PROMPT_CACHE = 4
 
 
 def guidance_kwargs(guidance_scale: float) -> dict[str, float]:
@@ -152,7 +157,14 @@ class LTX2Engine:
     """A loaded LTX-2 checkpoint (real or tiny) implementing ``VideoEngine``."""
 
     def __init__(
-        self, pipe: LTX2Pipeline, *, name: str, grid_scale: float, random_weights: bool, device: str
+        self,
+        pipe: LTX2Pipeline,
+        *,
+        name: str,
+        grid_scale: float,
+        random_weights: bool,
+        device: str,
+        prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
     ) -> None:
         self.name = name
         self.grid_scale = grid_scale
@@ -163,8 +175,10 @@ class LTX2Engine:
         components = {k: v for k, v in pipe.components.items() if v is not None}
         self.i2v = LTX2ImageToVideoPipeline(**components)
         self.keyframes = LastFrameConditionPipeline(**components)
+        self.prompts = PromptCache(pipe.encode_prompt, prompt_cache_size)
         for p in (self.t2v, self.i2v, self.keyframes):
             p.set_progress_bar_config(disable=True)
+            p.encode_prompt = self.prompts  # type: ignore[method-assign]
         self.sample_rate = int(pipe.vocoder.config.output_sampling_rate)
         # The pipelines share a scheduler whose state is per call: one render at a time.
         self._lock = threading.Lock()
@@ -178,12 +192,48 @@ class LTX2Engine:
         grid_scale: float,
         random_weights: bool,
         device: str | None = None,
+        precision: str = "bf16",
+        offload: str = "none",
+        prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
     ) -> LTX2Engine:
-        """Load a diffusers LTX-2 directory or hub repo id; bf16 on CUDA, float32 on CPU."""
+        """Load a diffusers LTX-2 directory; bf16 on CUDA, float32 on CPU.
+
+        ``precision="fp8"`` stores the transformer's and the text encoder's weights in float8 and
+        computes in the load dtype, layer by layer (about half their memory). ``offload`` keeps
+        weights in CPU memory and moves them to the GPU per model (``model``) or per layer
+        (``sequential``, the least memory and the slowest); both need a CUDA GPU.
+        """
+        if precision not in PRECISIONS or offload not in OFFLOADS:
+            raise ValueError(f"precision must be one of {PRECISIONS} and offload one of {OFFLOADS}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if offload != "none" and not device.startswith("cuda"):
+            raise ValueError(f"offload={offload!r} moves weights to a CUDA GPU per use; this worker has none")
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        pipe = LTX2Pipeline.from_pretrained(str(source), dtype=dtype).to(device)
-        return cls(pipe, name=name, grid_scale=grid_scale, random_weights=random_weights, device=device)
+        pipe = LTX2Pipeline.from_pretrained(str(source), dtype=dtype)
+        if precision == "fp8":
+            pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+            # Embeddings (and lm_head, which shares their weight), norms and the unused vision tower
+            # stay in the load dtype.
+            apply_layerwise_casting(
+                pipe.text_encoder,
+                storage_dtype=torch.float8_e4m3fn,
+                compute_dtype=dtype,
+                skip_modules_pattern=("embed", "lm_head", "norm", "vision"),
+            )
+        if offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+        return cls(
+            pipe,
+            name=name,
+            grid_scale=grid_scale,
+            random_weights=random_weights,
+            device=device,
+            prompt_cache_size=prompt_cache_size,
+        )
 
     def render(
         self,

@@ -35,9 +35,8 @@ class LocalWorker:
         self._process = self._ctx.Process(
             target=run_worker,
             args=(
-                s.engine,
+                s.engine_options(),
                 str(s.data_dir / "models"),
-                s.checkpoint,
                 s.x264_preset,
                 self._device,
                 child,

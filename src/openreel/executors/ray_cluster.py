@@ -23,6 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
+from openreel.engine import EngineOptions
 from openreel.executors import messages as m
 from openreel.executors.base import MAX_FAILED_STARTS, EngineState
 from openreel.executors.render import render_task
@@ -52,11 +53,9 @@ def node_command(address: str, slots: int) -> list[str]:
 class RenderActor:
     """Runs on a worker node. Loading failures are reported, not raised, so the server can say why."""
 
-    def __init__(self, engine_name: str, checkpoint: str | None, x264_preset: str) -> None:
+    def __init__(self, options: EngineOptions, x264_preset: str) -> None:
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
-
-        from openreel.engine import load_engine
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
@@ -68,7 +67,7 @@ class RenderActor:
         # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there.
         cache_dir = Settings().data_dir.resolve() / "models"
         try:
-            self._engine = load_engine(engine_name, cache_dir=cache_dir, checkpoint=checkpoint)
+            self._engine = options.load(cache_dir)
             self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady(
                 self._engine.name, self._engine.grid_scale, self._engine.random_weights
             )
@@ -251,7 +250,7 @@ class RayExecutor:
                 num_gpus=gpus,
                 max_restarts=0,
                 max_concurrency=ACTOR_THREADS,
-            ).remote(self._settings.engine, self._settings.checkpoint, self._settings.x264_preset)
+            ).remote(self._settings.engine_options(), self._settings.x264_preset)
             self._actors[self._numbers] = _Actor(self._numbers, handle)
             self._refs[handle.describe.remote()] = ("describe", self._numbers, None)
 

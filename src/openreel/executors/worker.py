@@ -14,6 +14,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
+from openreel.engine import EngineOptions
 from openreel.executors import messages as m
 from openreel.executors.render import render_task
 
@@ -29,9 +30,8 @@ def _die_with_parent() -> None:
 
 
 def run_worker(
-    engine_name: str,
+    options: EngineOptions,
     cache_dir: str,
-    checkpoint: str | None,
     x264_preset: str,
     device: str | None,
     conn: Connection,
@@ -45,12 +45,10 @@ def run_worker(
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from openreel.engine import load_engine
-
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        engine = load_engine(engine_name, cache_dir=Path(cache_dir), checkpoint=checkpoint)
+        engine = options.load(Path(cache_dir))
     except Exception as exc:
         conn.send(m.EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
