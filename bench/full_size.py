@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from openreel.catalog import SamplerPreset, load_catalog
 from openreel.engine.ltx2 import LTX2Engine
 from openreel.engine.mux import write_mp4
 from openreel.engine.plan import RenderPlan, plan_render
@@ -37,7 +38,7 @@ COLUMNS = [
     "frames",
     "text s",
     "denoise s",
-    "upsample",
+    "upsample s",
     "vae s",
     "audio s",
     "mux s",
@@ -50,7 +51,8 @@ def _config(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 
-def build_pipeline(checkpoint: str, device: str, dtype: torch.dtype, reduced: bool) -> Any:
+def build_pipeline(checkpoint: str, device: str, dtype: torch.dtype, reduced: bool) -> tuple[Any, Any]:
+    """The pipeline and its latent upsampler pipeline, every weight random."""
     from diffusers import (
         AutoencoderKLLTX2Audio,
         AutoencoderKLLTX2Video,
@@ -58,14 +60,17 @@ def build_pipeline(checkpoint: str, device: str, dtype: torch.dtype, reduced: bo
         LTX2Pipeline,
         LTX2VideoTransformer3DModel,
     )
-    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2 import LTX2LatentUpsamplePipeline, LTX2TextConnectors
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     cfg = json.loads(CONFIGS.read_text())[checkpoint]
     transformer, connectors = _config(cfg["transformer"]), _config(cfg["connectors"])
     text = {k: v for k, v in cfg["text_encoder"].items() if k != "_class_name"}
+    upsampler_config = _config(cfg["latent_upsampler"])
     if reduced:
+        upsampler_config["num_blocks_per_stage"] = 1
         for part in (transformer, connectors):
             part.update({k: 1 for k in part if k.endswith("num_layers")})
         text["text_config"] = {**text["text_config"], "num_hidden_layers": 1}
@@ -84,12 +89,14 @@ def build_pipeline(checkpoint: str, device: str, dtype: torch.dtype, reduced: bo
                 "vocoder": LTX2Vocoder.from_config(_config(cfg["vocoder"])),
                 "text_encoder": Gemma3ForConditionalGeneration(Gemma3Config.from_dict(text)),
             }
+            upsampler = LTX2LatentUpsamplerModel.from_config(upsampler_config)
     finally:
         torch.set_default_dtype(default)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(_config(cfg["scheduler"]))
     # A byte-level Gemma tokenizer made in code: real prompt-dependent ids, padded to the same
     # 1024-token length as the real one, without downloading the real vocabulary.
-    return LTX2Pipeline(scheduler=scheduler, tokenizer=build_tokenizer(), **parts)
+    pipe = LTX2Pipeline(scheduler=scheduler, tokenizer=build_tokenizer(), **parts)
+    return pipe, LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=upsampler)
 
 
 class Stages:
@@ -137,8 +144,8 @@ class Stages:
         module.register_forward_hook(done)
 
 
-def plan_for(resolution: str, duration: int, steps: int, reduced: bool) -> RenderPlan:
-    plan = plan_render(
+def plan_for(resolution: str, duration: int, preset: SamplerPreset, reduced: bool) -> RenderPlan:
+    return plan_render(
         prompt="a red fox running through fresh snow at dawn, cinematic",
         negative_prompt=None,
         seed=1,
@@ -146,14 +153,15 @@ def plan_for(resolution: str, duration: int, steps: int, reduced: bool) -> Rende
         resolution=resolution,
         aspect_ratio="16:9",
         generate_audio=True,
-        steps=steps,
-        guidance_scale=1.0,
-        negative_guidance_scale=1.0,
+        steps=preset.steps,
+        guidance_scale=preset.guidance_scale,
+        negative_guidance_scale=preset.negative_guidance_scale,
         has_first_frame=False,
         has_last_frame=False,
         grid_scale=0.125 if reduced else 1.0,
+        sigmas=preset.sigmas,
+        refine_sigmas=preset.refine_for(resolution),
     )
-    return plan
 
 
 def main() -> None:
@@ -161,7 +169,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", default="LTX-2-19B-distilled", help="a key of ltx2-configs.json")
-    parser.add_argument("--steps", type=int, default=8, help="denoising steps (distilled preset: 8)")
+    parser.add_argument("--model", default="veo-3.1-fast", help="the public model id whose preset to run")
     parser.add_argument("--reduced", action="store_true", help="one layer per stack, small clip (CPU)")
     parser.add_argument("--sizes", default=",".join(f"{r}:{d}" for r, d in SIZES), help="e.g. 720p:4,1080p:8")
     args = parser.parse_args()
@@ -169,7 +177,8 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     started = time.perf_counter()
-    pipe = build_pipeline(args.checkpoint, device, dtype, args.reduced)
+    pipe, upsampler = build_pipeline(args.checkpoint, device, dtype, args.reduced)
+    preset = load_catalog().models[args.model].preset
     params = {
         name: sum(p.numel() for p in m.parameters())
         for name, m in pipe.components.items()
@@ -184,17 +193,23 @@ def main() -> None:
         + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in params.items())
     )
 
-    engine = LTX2Engine(pipe, name="bench", grid_scale=1.0, random_weights=True, device=device)
+    engine = LTX2Engine(
+        pipe, name="bench", grid_scale=1.0, random_weights=True, device=device, upsampler=upsampler
+    )
+    print(
+        f"{args.model}: distilled schedule {engine.distilled}, two stages at {preset.refine_at or 'no size'}"
+    )
     stages = Stages(device)
     stages.wrap(engine.t2v, "encode_prompt", "text")
     stages.module(engine.t2v.transformer, "denoise")
     stages.wrap(engine.t2v.vae, "decode", "vae")
     stages.wrap(engine.t2v.audio_vae, "decode", "audio")
     stages.module(engine.t2v.vocoder, "audio")
+    stages.module(upsampler.latent_upsampler, "upsample")
     print(" ".join(f"{c:>9}" for c in COLUMNS))
     for item in args.sizes.split(","):
         resolution, duration = item.split(":")
-        plan = plan_for(resolution, int(duration), args.steps, args.reduced)
+        plan = plan_for(resolution, int(duration), preset, args.reduced)
         stages.seconds.clear()
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -206,10 +221,11 @@ def main() -> None:
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device == "cuda" else "-"
         t = stages.seconds
         row = [f"{plan.width}x{plan.height}", str(plan.gen_frames)]
-        row += [f"{t[k]:.2f}" for k in ("text", "denoise")] + ["n/a"]
-        row += [f"{t[k]:.2f}" for k in ("vae", "audio", "mux")] + [f"{total:.2f}", peak]
+        row += [
+            f"{t[k]:.2f}" if k in t else "-" for k in ("text", "denoise", "upsample", "vae", "audio", "mux")
+        ]
+        row += [f"{total:.2f}", peak]
         print(" ".join(f"{c:>9}" for c in row))
-    print("upsample n/a: the engine renders single-stage at full size (no x2 latent upsampler yet)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openreel.catalog import load_catalog
+from openreel.catalog import DISTILLED_SIGMAS, REFINE_SIGMAS, load_catalog
 from openreel.engine.plan import center_crop_box, cover_size, grid_side, output_size, plan_render
 from openreel.validation import MAX_SEED, resolve_video_request
 
@@ -119,3 +119,18 @@ def test_rules_per_model() -> None:
     assert "veoParams.last_frame" in resolve(last_frame="data:image/png;base64,AAAA")[1]
     spec, _ = resolve(negative_prompt="  ")
     assert spec is not None and spec.negative_prompt is None
+
+
+def test_fast_presets_take_the_distilled_recipe_and_two_stages_only_at_1080p() -> None:
+    for model_id in ("veo-3.1-fast", "veo-3-fast"):
+        fast = CATALOG.models[model_id].preset
+        assert fast.sigmas == DISTILLED_SIGMAS and fast.steps == len(DISTILLED_SIGMAS)
+        assert fast.refine_for("1080p") == REFINE_SIGMAS and fast.refine_for("720p") is None
+    quality = CATALOG.models["veo-3.1"].preset
+    assert quality.sigmas is None and quality.refine_for("1080p") is None
+    landscape = plan(resolution="1080p", sigmas=DISTILLED_SIGMAS, refine_sigmas=REFINE_SIGMAS)
+    assert (landscape.gen_width, landscape.gen_height, landscape.stage1_size) == (1920, 1088, (960, 544))
+    assert (landscape.width, landscape.height, landscape.steps) == (1920, 1080, 8)
+    portrait = plan(resolution="1080p", aspect_ratio="9:16", refine_sigmas=REFINE_SIGMAS)
+    assert (portrait.gen_width, portrait.gen_height, portrait.stage1_size) == (1088, 1920, (544, 960))
+    assert plan(resolution="1080p").gen_height == 1088 and plan(resolution="720p").gen_height == 736

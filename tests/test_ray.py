@@ -17,6 +17,7 @@ import psutil
 import pytest
 from ray.cluster_utils import Cluster
 
+from openreel.engine import TINY_CHECKPOINT_DIR
 from openreel.executors.ray_cluster import SLOT_RESOURCE, node_command
 from openreel.ledger.db import Database
 from openreel.ledger.tables import CreditEntry, Job
@@ -193,6 +194,6 @@ def test_openreel_worker_joins_a_cluster_started_with_ray_start(
             assert client.get("/v2/me").json()["team"]["credits"] == 100 - job["creditCost"]
         assert job["status"] == "COMPLETED", job
         assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
-    assert (tmp_path / "node" / "models" / "tiny-ltx2").is_dir(), (
+    assert (tmp_path / "node" / "models" / TINY_CHECKPOINT_DIR).is_dir(), (
         "the actor cached weights in its node's data dir"
     )

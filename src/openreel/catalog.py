@@ -25,6 +25,14 @@ class SamplerPreset:
     steps: int
     guidance_scale: float
     negative_guidance_scale: float = 3.0
+    # Distilled checkpoints: an explicit schedule, and at ``refine_at`` resolutions two stages (half
+    # size, x2 latent upsampler, ``refine_sigmas``). Engines without either run ``steps`` single-stage.
+    sigmas: tuple[float, ...] | None = None
+    refine_sigmas: tuple[float, ...] | None = None
+    refine_at: tuple[str, ...] = ()
+
+    def refine_for(self, resolution: str) -> tuple[float, ...] | None:
+        return self.refine_sigmas if resolution in self.refine_at else None
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,13 @@ def _veo3_prices(a: int, b: int, c: int, d: int, e: int, f: int) -> dict[str, in
     return {"4s": a, "4s-audio": b, "6s": c, "6s-audio": d, "8s": e, "8s-audio": f}
 
 
-_FAST = SamplerPreset(steps=8, guidance_scale=1.0)
+# diffusers.pipelines.ltx2.utils (0.42.1), equal to Lightricks' ltx_pipelines constants.
+DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
+REFINE_SIGMAS = (0.909375, 0.725, 0.421875)
+
+_FAST = SamplerPreset(
+    steps=8, guidance_scale=1.0, sigmas=DISTILLED_SIGMAS, refine_sigmas=REFINE_SIGMAS, refine_at=("1080p",)
+)
 _QUALITY = SamplerPreset(steps=30, guidance_scale=3.0)
 _LITE = SamplerPreset(steps=6, guidance_scale=1.0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openreel.engine import load_engine
+from openreel.engine import TINY_CHECKPOINT_DIR, load_engine
 from openreel.engine.ltx2 import LTX2Engine
 from openreel.engine.tiny import save_tiny_checkpoint
 
@@ -19,7 +19,7 @@ def _noop(i: int, total: int) -> None:
 
 
 def test_checkpoint_is_a_diffusers_directory_and_is_reused(tiny_engine, tiny_engine_cache: Path) -> None:
-    directory = tiny_engine_cache / "tiny-ltx2"
+    directory = tiny_engine_cache / TINY_CHECKPOINT_DIR
     index = directory / "model_index.json"
     assert index.is_file()
     assert '"LTX2Pipeline"' in index.read_text()
@@ -28,12 +28,16 @@ def test_checkpoint_is_a_diffusers_directory_and_is_reused(tiny_engine, tiny_eng
     before = {p: p.stat().st_mtime_ns for p in directory.rglob("*")}
     assert save_tiny_checkpoint(directory) == directory
     assert {p: p.stat().st_mtime_ns for p in directory.rglob("*")} == before
-    assert sorted(p.name for p in tiny_engine_cache.iterdir()) == ["tiny-ltx2"]  # no temp dirs left
+    assert sorted(p.name for p in tiny_engine_cache.iterdir()) == [TINY_CHECKPOINT_DIR]  # no temp dirs left
 
 
 def test_reload_gives_identical_output(tiny_engine, tiny_engine_cache: Path, tiny_plan) -> None:
     again = LTX2Engine.from_pretrained(
-        tiny_engine_cache / "tiny-ltx2", name="tiny", grid_scale=0.25, random_weights=True, device="cpu"
+        tiny_engine_cache / TINY_CHECKPOINT_DIR,
+        name="tiny",
+        grid_scale=0.25,
+        random_weights=True,
+        device="cpu",
     )
     plan = tiny_plan(seed=11)
     a = tiny_engine.render(plan, None, None, _noop)
@@ -46,7 +50,7 @@ def test_reload_gives_identical_output(tiny_engine, tiny_engine_cache: Path, tin
 def test_fresh_checkpoints_are_identical(tmp_path: Path, tiny_engine_cache: Path) -> None:
     """The build is seeded: a second machine writes the same weights."""
     other = save_tiny_checkpoint(tmp_path / "nested" / "tiny")
-    ours = tiny_engine_cache / "tiny-ltx2"
+    ours = tiny_engine_cache / TINY_CHECKPOINT_DIR
     files = sorted(p.relative_to(ours) for p in ours.rglob("*.safetensors"))
     assert files
     for rel in files:

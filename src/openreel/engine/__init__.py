@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from openreel.engine.base import VideoEngine
 
 ENGINES = ("tiny", "ltx2")
-TINY_CHECKPOINT_DIR = "tiny-ltx2"
+# v2: with a latent upsampler. A new name, so caches built before it are not taken as complete.
+TINY_CHECKPOINT_DIR = "tiny-ltx2-v2"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,14 @@ import PIL.Image
 import torch
 from diffusers import LTX2ConditionPipeline, LTX2ImageToVideoPipeline, LTX2Pipeline
 from diffusers.hooks import apply_layerwise_casting
+from diffusers.pipelines.ltx2 import LTX2LatentUpsamplePipeline
+from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
 from openreel.engine.base import Clip, StepCallback
 from openreel.engine.plan import RenderPlan, center_crop_box, cover_size
 from openreel.engine.prompt_cache import PromptCache
+from openreel.engine.weights import UPSAMPLER_DIR
 
 # Frames scaled per interpolate call: bounds the working set (~100 MB at 1080p).
 _RESIZE_CHUNK = 16
@@ -165,6 +168,7 @@ class LTX2Engine:
         random_weights: bool,
         device: str,
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
+        upsampler: LTX2LatentUpsamplePipeline | None = None,
     ) -> None:
         self.name = name
         self.grid_scale = grid_scale
@@ -176,8 +180,13 @@ class LTX2Engine:
         self.i2v = LTX2ImageToVideoPipeline(**components)
         self.keyframes = LastFrameConditionPipeline(**components)
         self.prompts = PromptCache(pipe.encode_prompt, prompt_cache_size)
-        for p in (self.t2v, self.i2v, self.keyframes):
+        self.upsampler = upsampler
+        # Lightricks' distilled checkpoints ship a scheduler without dynamic shifting; the dev ones
+        # shift dynamically and want their own many-step schedule, not the distilled sigmas.
+        self.distilled = not pipe.scheduler.config.get("use_dynamic_shifting", False)
+        for p in (self.t2v, self.i2v, self.keyframes, *([upsampler] if upsampler else [])):
             p.set_progress_bar_config(disable=True)
+        for p in (self.t2v, self.i2v, self.keyframes):
             p.encode_prompt = self.prompts  # type: ignore[method-assign]
         self.sample_rate = int(pipe.vocoder.config.output_sampling_rate)
         # The pipelines share a scheduler whose state is per call: one render at a time.
@@ -226,6 +235,12 @@ class LTX2Engine:
             pipe.enable_sequential_cpu_offload(device=device)
         else:
             pipe.to(device)
+        upsampler = None
+        if (Path(source) / UPSAMPLER_DIR).is_dir():
+            model = LTX2LatentUpsamplerModel.from_pretrained(
+                str(Path(source) / UPSAMPLER_DIR), torch_dtype=dtype
+            )
+            upsampler = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=model.to(device))
         return cls(
             pipe,
             name=name,
@@ -233,6 +248,7 @@ class LTX2Engine:
             random_weights=random_weights,
             device=device,
             prompt_cache_size=prompt_cache_size,
+            upsampler=upsampler,
         )
 
     def render(
@@ -242,16 +258,88 @@ class LTX2Engine:
         last_frame: PIL.Image.Image | None,
         on_step: StepCallback,
     ) -> Clip:
-        """Denoise, decode, then cut to the plan's exact frames and samples. ``Cancelled`` propagates."""
+        """Denoise, decode, then cut to the plan's exact frames and samples. ``Cancelled`` propagates.
+
+        With a distilled checkpoint the plan's explicit sigmas drive stage 1, and a plan asking for
+        two stages (and a checkpoint with a latent upsampler) renders stage 1 at half the grid,
+        upsamples the latents x2 and refines them at full size; the images condition both stages.
+        """
         given = (first_frame is not None, last_frame is not None)
         if (plan.has_first_frame, plan.has_last_frame) != given:
             raise ValueError("the plan's has_first_frame/has_last_frame must match the images passed")
-        w, h = plan.gen_width, plan.gen_height
+        schedule: dict[str, Any] = {"num_inference_steps": plan.steps}
+        if plan.sigmas and self.distilled:
+            schedule = {"sigmas": list(plan.sigmas)}
+        refine = plan.refine_sigmas if self.distilled and self.upsampler is not None else None
+        full = (plan.gen_width, plan.gen_height)
+        stage1_steps = len(schedule.get("sigmas", [])) or plan.steps
+        total = stage1_steps + (len(refine) if refine else 0)
+        generator = torch.Generator(self.device).manual_seed(plan.seed)
+        with self._lock, torch.inference_mode():
+            if refine is None:
+                out = self._denoise(
+                    plan, first_frame, last_frame, full, schedule, generator, on_step, 0, total
+                )
+            else:
+                assert self.upsampler is not None
+                low = self._denoise(
+                    plan,
+                    first_frame,
+                    last_frame,
+                    plan.stage1_size,
+                    schedule,
+                    generator,
+                    on_step,
+                    0,
+                    total,
+                    output_type="latent",
+                )
+                upscaled = self.upsampler(
+                    latents=low.frames, latents_normalized=False, output_type="latent", return_dict=False
+                )[0]
+                refine_schedule = {
+                    "sigmas": list(refine),
+                    "noise_scale": refine[0],
+                    "latents": upscaled,
+                    "audio_latents": low.audio,
+                }
+                out = self._denoise(
+                    plan,
+                    first_frame,
+                    last_frame,
+                    full,
+                    refine_schedule,
+                    generator,
+                    on_step,
+                    stage1_steps,
+                    total,
+                )
+        frames = frames_to_output(np.asarray(out.frames[0])[: plan.num_frames], plan.width, plan.height)
+        audio = None
+        if plan.generate_audio:
+            audio = audio_to_output(out.audio, plan.duration_s * self.sample_rate)
+        return Clip(frames=frames, audio=audio, sample_rate=self.sample_rate)
+
+    def _denoise(
+        self,
+        plan: RenderPlan,
+        first_frame: PIL.Image.Image | None,
+        last_frame: PIL.Image.Image | None,
+        size: tuple[int, int],
+        schedule: dict[str, Any],
+        generator: torch.Generator,
+        on_step: StepCallback,
+        done: int,
+        total: int,
+        output_type: str = "np",
+    ) -> Any:
+        """One pass of the pipeline that matches the keyframes, at ``size``; steps report as done + i."""
+        w, h = size
         first = fit_image(first_frame, w, h) if first_frame is not None else None
         last = fit_image(last_frame, w, h) if last_frame is not None else None
 
         def step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(i + 1, int(getattr(pipe, "num_timesteps", plan.steps)))
+            on_step(done + i + 1, total)
             return kwargs
 
         common: dict[str, Any] = {
@@ -261,25 +349,17 @@ class LTX2Engine:
             "height": h,
             "width": w,
             "frame_rate": float(plan.fps),
-            "num_inference_steps": plan.steps,
-            "generator": torch.Generator(self.device).manual_seed(plan.seed),
-            "output_type": "np",
+            "generator": generator,
+            "output_type": output_type,
             "callback_on_step_end": step_end,
+            **schedule,
             **guidance_kwargs(plan.guidance_scale),
         }
-        with self._lock, torch.inference_mode():
-            if last is not None:
-                conditions = [LTX2VideoCondition(frames=last, index=-1)]
-                if first is not None:
-                    conditions.insert(0, LTX2VideoCondition(frames=first, index=0))
-                out = self.keyframes(conditions=conditions, **common)
-            elif first is not None:
-                out = self.i2v(image=first, **common)
-            else:
-                out = self.t2v(**common)
-
-        frames = frames_to_output(np.asarray(out.frames[0])[: plan.num_frames], plan.width, plan.height)
-        audio = None
-        if plan.generate_audio:
-            audio = audio_to_output(out.audio, plan.duration_s * self.sample_rate)
-        return Clip(frames=frames, audio=audio, sample_rate=self.sample_rate)
+        if last is not None:
+            conditions = [LTX2VideoCondition(frames=last, index=-1)]
+            if first is not None:
+                conditions.insert(0, LTX2VideoCondition(frames=first, index=0))
+            return self.keyframes(conditions=conditions, **common)
+        if first is not None:
+            return self.i2v(image=first, **common)
+        return self.t2v(**common)

@@ -36,6 +36,15 @@ class RenderPlan:
     has_first_frame: bool
     has_last_frame: bool
     fps: int = FPS
+    # An explicit stage-1 noise schedule (the distilled checkpoints' 8 sigmas); None: the scheduler's.
+    sigmas: tuple[float, ...] | None = None
+    # Two stages: stage 1 at half the grid, x2 latent upsample, then these refine steps at full grid.
+    refine_sigmas: tuple[float, ...] | None = None
+
+    @property
+    def stage1_size(self) -> tuple[int, int]:
+        """(width, height) of stage 1 in a two-stage render: half the grid, still sides of /32."""
+        return self.gen_width // 2, self.gen_height // 2
 
 
 def output_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
@@ -45,9 +54,9 @@ def output_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
     return (long_side, short_side) if w >= h else (short_side, long_side)
 
 
-def grid_side(side: int, grid_scale: float) -> int:
-    """Smallest multiple of 32 at or above the scaled side (cropping only ever removes pixels)."""
-    return max(LATENT_SPATIAL, math.ceil(side * grid_scale / LATENT_SPATIAL) * LATENT_SPATIAL)
+def grid_side(side: int, grid_scale: float, multiple: int = LATENT_SPATIAL) -> int:
+    """Smallest multiple of ``multiple`` at or above the scaled side (cropping only ever removes pixels)."""
+    return max(multiple, math.ceil(side * grid_scale / multiple) * multiple)
 
 
 def cover_size(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int]:
@@ -78,10 +87,16 @@ def plan_render(
     has_first_frame: bool,
     has_last_frame: bool,
     grid_scale: float = 1.0,
+    sigmas: tuple[float, ...] | None = None,
+    refine_sigmas: tuple[float, ...] | None = None,
 ) -> RenderPlan:
+    """``sigmas`` replaces ``steps`` by an explicit schedule; ``refine_sigmas`` asks for two stages,
+    whose grid sides are multiples of 64 so that stage 1 (half the grid) is still on LTX-2's /32 grid
+    (1080p: 1920x1088, stage 1 at 960x544)."""
     width, height = output_size(resolution, aspect_ratio)
     num_frames = duration_s * FPS
     guidance = max(guidance_scale, negative_guidance_scale) if negative_prompt else guidance_scale
+    multiple = 2 * LATENT_SPATIAL if refine_sigmas else LATENT_SPATIAL
     return RenderPlan(
         prompt=prompt,
         negative_prompt=negative_prompt or None,
@@ -90,12 +105,14 @@ def plan_render(
         width=width,
         height=height,
         num_frames=num_frames,
-        gen_width=grid_side(width, grid_scale),
-        gen_height=grid_side(height, grid_scale),
+        gen_width=grid_side(width, grid_scale, multiple),
+        gen_height=grid_side(height, grid_scale, multiple),
         gen_frames=num_frames + 1,
-        steps=steps,
+        steps=len(sigmas) if sigmas else steps,
         guidance_scale=guidance,
         generate_audio=generate_audio,
         has_first_frame=has_first_frame,
         has_last_frame=has_last_frame,
+        sigmas=sigmas,
+        refine_sigmas=refine_sigmas,
     )

@@ -16,8 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openreel.engine.weights import UPSAMPLER_DIR
+
 if TYPE_CHECKING:
     from diffusers import LTX2Pipeline
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
     from transformers import GemmaTokenizer
 
 TINY_SEED = 0
@@ -49,6 +52,25 @@ def build_tiny_pipeline() -> LTX2Pipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         return _build_components()
+
+
+def build_tiny_upsampler() -> LTX2LatentUpsamplerModel:
+    """The x2 latent upsampler at toy width, for the two-stage (1080p) recipe; seeded like the rest."""
+    import torch
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        return LTX2LatentUpsamplerModel(
+            in_channels=4,
+            mid_channels=32,  # GroupNorm(32, mid_channels)
+            num_blocks_per_stage=1,
+            dims=3,
+            spatial_upsample=True,
+            temporal_upsample=False,
+            rational_spatial_scale=2.0,
+            use_rational_resampler=True,
+        )
 
 
 def _build_components() -> LTX2Pipeline:
@@ -197,6 +219,7 @@ def save_tiny_checkpoint(directory: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         build_tiny_pipeline().save_pretrained(tmp)
+        build_tiny_upsampler().save_pretrained(tmp / UPSAMPLER_DIR)
         try:
             os.replace(tmp, directory)
         except OSError:

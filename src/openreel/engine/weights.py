@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PULL_COMMAND = "openreel models pull"
+# Where Lightricks' repos keep the x2 spatial latent upsampler, beside the pipeline's components.
+UPSAMPLER_DIR = "latent_upsampler"
 
 
 class WeightsMissing(Exception):

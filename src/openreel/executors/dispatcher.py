@@ -213,6 +213,8 @@ class Dispatcher:
             has_first_frame=first is not None,
             has_last_frame=last is not None,
             grid_scale=engine.grid_scale,
+            sigmas=model.preset.sigmas,
+            refine_sigmas=model.preset.refine_for(spec.resolution),
         )
         key = f"results/{job_id}/{attempt}.mp4"
         staged = self.storage.staging_path(key)
