@@ -207,6 +207,25 @@ def test_only_the_lease_holder_renews_and_a_reaped_job_is_lost_to_it(db: Databas
     assert balance(db, key.account_id) == 15
 
 
+def test_a_cancelled_job_is_not_lost_and_a_requeued_one_cannot_be_failed_by_its_old_attempt(
+    db: Database,
+) -> None:
+    key = new_key(db, 20)
+    with db.session() as session:
+        cancelled = jobs.submit(session, key, job(prompt="c"))[0].id
+        requeued = jobs.submit(session, key, job(prompt="r"))[0].id
+    with db.session() as session:
+        assert jobs.claim_next(session, "a", LEASE) is not None
+        assert jobs.claim_next(session, "a", LEASE) is not None
+        assert jobs.end_with_refund(session, cancelled, jobs.CANCELLED, "by the user")
+        assert jobs.requeue(session, requeued, 1)
+    with db.session() as session:
+        assert jobs.renew_leases(session, "a", [(cancelled, 1), (requeued, 1)], LEASE) == {requeued}
+        assert not jobs.end_with_refund(session, requeued, jobs.FAILED, "stale worker", attempt=1)
+        assert jobs.status_of(session, requeued) == "QUEUED"
+    assert balance(db, key.account_id) == 15
+
+
 def test_keys_are_stored_as_hashes(db: Database) -> None:
     with db.session() as session:
         made = accounts.create_key(session, name="n")

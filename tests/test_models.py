@@ -48,7 +48,9 @@ def test_a_checkpoint_missing_a_component_or_a_shard_is_not_complete(
 
 
 def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    with fake_hub("acme/ltx2-tiny", tiny_checkpoint) as hub:
+    repo = shutil.copytree(tiny_checkpoint, tmp_path / "repo")
+    (repo / "ltx-2-single-file.safetensors").write_bytes(b"not needed by the pipeline")
+    with fake_hub("acme/ltx2-tiny", repo) as hub:
         env = {
             "HF_ENDPOINT": hub,
             "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
@@ -72,7 +74,8 @@ def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_pat
             pulled = cli(server.data_dir, "models", "pull", "veo-3.1-fast", env=env)
             assert "ready:" in pulled
             snapshot = next((tmp_path / "hf-cache").glob("models--acme--ltx2-tiny/snapshots/*"))
-            assert complete(snapshot)
+            assert complete(snapshot) and (snapshot / "latent_upsampler" / "config.json").is_file()
+            assert not (snapshot / "ltx-2-single-file.safetensors").exists()
             listed = cli(server.data_dir, "models", "list", env=env)
             assert "yes" in listed and "MB" in listed
 

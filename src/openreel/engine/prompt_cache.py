@@ -68,4 +68,5 @@ class PromptCache:
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(key)
-        return tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in cached)
+        # A copy: nothing a pipeline does to its inputs can reach the cache.
+        return tuple(t.to(device, copy=True) if isinstance(t, torch.Tensor) else t for t in cached)

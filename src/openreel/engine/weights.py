@@ -45,8 +45,7 @@ def complete(directory: Path) -> bool:
     index = directory / "model_index.json"
     if not index.is_file():
         return False
-    components = [k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]]
-    for component in components:
+    for component in _components(index):
         folder = directory / component
         if not folder.is_dir() or not any(folder.iterdir()):
             return False
@@ -57,20 +56,23 @@ def complete(directory: Path) -> bool:
     return True
 
 
+def _components(index: Path) -> list[str]:
+    """The component folders a diffusers ``model_index.json`` names (``[library, class]`` entries)."""
+    return [k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]]
+
+
 def locate(checkpoint: Checkpoint) -> Path | None:
     """The complete local copy of the checkpoint, or None. Looks, never downloads."""
     if checkpoint.is_local:
         directory = Path(checkpoint.source)
     else:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        from huggingface_hub import try_to_load_from_cache
 
-        try:
-            directory = Path(
-                snapshot_download(checkpoint.source, revision=checkpoint.revision, local_files_only=True)
-            )
-        except LocalEntryNotFoundError:
+        # The snapshot folder of that revision in the HF cache, found through its model_index.json.
+        index = try_to_load_from_cache(checkpoint.source, "model_index.json", revision=checkpoint.revision)
+        if not isinstance(index, str):
             return None
+        directory = Path(index).parent
     return directory if complete(directory) else None
 
 
@@ -86,12 +88,17 @@ def require(checkpoint: Checkpoint) -> Path:
 
 
 def pull(checkpoint: Checkpoint) -> Path:
-    """Download into the Hugging Face cache, with progress bars; resumes an interrupted pull."""
+    """Download into the Hugging Face cache, with progress bars; resumes an interrupted pull.
+
+    Only what the pipeline loads: ``model_index.json``, its components' folders and the latent
+    upsampler (a repo may also hold single-file checkpoints of hundreds of GB beside them)."""
     if checkpoint.is_local:
         return require(checkpoint)
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
-    snapshot_download(checkpoint.source, revision=checkpoint.revision)
+    index = Path(hf_hub_download(checkpoint.source, "model_index.json", revision=checkpoint.revision))
+    patterns = ["model_index.json", f"{UPSAMPLER_DIR}/*", *(f"{c}/*" for c in _components(index))]
+    snapshot_download(checkpoint.source, revision=checkpoint.revision, allow_patterns=patterns)
     return require(checkpoint)
 
 

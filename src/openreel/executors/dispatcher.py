@@ -126,11 +126,14 @@ class Dispatcher:
             self._next_sweep = now + SWEEP_INTERVAL_S
             with self.db.session() as session:
                 uploads.sweep_expired(session, self.storage, utcnow())
-        if now >= self._next_lease_check:
-            self._next_lease_check = now + self.settings.lease_ttl_s / 3
-            self._keep_leases()
         for event in self._executor.poll(0.1):
-            self._handle(event)
+            try:
+                self._handle(event)
+            except Exception:
+                log.exception("handling %s failed; the job's lease will bring it back", event)
+        if time.monotonic() >= self._next_lease_check:
+            self._next_lease_check = time.monotonic() + self.settings.lease_ttl_s / 3
+            self._keep_leases()
         for running in list(self._running.values()):
             if time.monotonic() > running.deadline:
                 self._executor.abort(running.seq)
@@ -231,6 +234,10 @@ class Dispatcher:
             )
             self._running[running.seq] = running
         self._executor.submit(slot, m.RenderTask(running.seq, job_id, plan, str(staged), first, last))
+        with self.db.read() as session:
+            # A cancel that came while the images were fetched found nothing to stop yet.
+            if jobs.status_of(session, job_id) == jobs.CANCELLED:
+                self._executor.cancel(running.seq)
         return True
 
     def _image(self, url: str | None) -> Image.Image | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import socket
+import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -109,10 +111,12 @@ class LocalExecutor:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         count = settings.workers
+        # Several workers share out the GPUs this server may use (its CUDA_VISIBLE_DEVICES, or all).
+        visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         self._slots = [
             _Slot(i, device, LocalWorker(settings, device))
             for i in range(count)
-            for device in [str(i) if count > 1 else None]
+            for device in [(visible[i % len(visible)] if visible else str(i)) if count > 1 else None]
         ]
         self._state = EngineState(name=settings.engine, random_weights=settings.engine == "tiny")
         self._stopping = False
@@ -160,9 +164,11 @@ class LocalExecutor:
         return {s.seq for s in self._slots if s.seq is not None and s.worker.alive}
 
     def poll(self, timeout: float) -> list[m.TaskEvent]:
-        connections = [s.worker.connection for s in self._slots if s.worker.connection is not None]
+        connections = [s.worker.connection for s in self._slots if s.worker.connection and s.worker.alive]
         if connections:
             wait(connections, timeout)
+        else:
+            time.sleep(timeout)
         events: list[m.TaskEvent] = []
         for slot in self._slots:
             for event in slot.worker.events():
@@ -175,11 +181,15 @@ class LocalExecutor:
                     if not isinstance(event, m.Progress):
                         slot.seq = None
                     events.append(event)
-            if not slot.worker.alive and not self._stopping and self._state.error is None:
-                if slot.seq is not None:
-                    events.append(m.Lost(slot.seq, "the worker process exited unexpectedly"))
-                    slot.seq = None
-                self._restart(slot)
+            if slot.worker.alive or slot.worker.connection is None:
+                continue
+            if self._stopping or self._state.error is not None:
+                slot.worker.kill()  # closes its pipe, so poll stops waking up for it
+                continue
+            if slot.seq is not None:
+                events.append(m.Lost(slot.seq, "the worker process exited unexpectedly"))
+                slot.seq = None
+            self._restart(slot)
         return events
 
     def _loaded(self, slot: _Slot, event: m.EngineReady) -> None:

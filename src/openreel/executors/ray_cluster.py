@@ -33,6 +33,7 @@ log = logging.getLogger("openreel.executor")
 
 SLOT_RESOURCE = "openreel_slot"
 SCALE_INTERVAL_S = 2.0
+FAILURE_BACKOFF_S = 30.0
 PROGRESS_INTERVAL_S = 1.0
 # Enough threads for a render plus the progress and cancel calls that arrive while it runs.
 ACTOR_THREADS = 4
@@ -120,6 +121,9 @@ class _Actor:
 
 
 class RayExecutor:
+    """Driven by the dispatcher thread. ``_actors`` is replaced, never changed in place, so API
+    threads reading ``engine`` or calling ``cancel`` always iterate a consistent snapshot."""
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._state = EngineState(name=settings.engine, random_weights=settings.engine == "tiny")
@@ -127,6 +131,7 @@ class RayExecutor:
         self._refs: dict[Any, tuple[str, int, int | None]] = {}
         self._numbers = 0
         self._failed_starts = 0
+        self._last_failure: str | None = None
         self._next_scale = 0.0
         self._next_progress = 0.0
 
@@ -155,9 +160,9 @@ class RayExecutor:
         log.info("ray executor connected: %s", ray.cluster_resources())
 
     def stop(self) -> None:
-        for actor in self._actors.values():
+        actors, self._actors = self._actors, {}
+        for actor in actors.values():
             ray.kill(actor.handle)
-        self._actors.clear()
         ray.shutdown()
 
     def free_slot(self) -> str | None:
@@ -181,7 +186,7 @@ class RayExecutor:
                 self._drop(actor)
 
     def responsive(self) -> set[int]:
-        recent = time.monotonic() - self._settings.lease_ttl_s / 2
+        recent = time.monotonic() - self._settings.lease_ttl_s
         return {a.seq for a in self._actors.values() if a.seq is not None and a.heard >= recent}
 
     def poll(self, timeout: float) -> list[m.TaskEvent]:
@@ -191,10 +196,12 @@ class RayExecutor:
             self._scale()
         if now >= self._next_progress:
             self._next_progress = now + PROGRESS_INTERVAL_S
+            # Busy actors report progress; idle ones are pinged, so a dead one is dropped and replaced
+            # before a job is sent to it.
             for actor in self._actors.values():
-                if actor.seq is not None and not actor.progress_pending:
+                if actor.ready and not actor.progress_pending:
                     actor.progress_pending = True
-                    ref = actor.handle.progress.remote(actor.seq)
+                    ref = actor.handle.progress.remote(-1 if actor.seq is None else actor.seq)
                     self._refs[ref] = ("progress", actor.number, actor.seq)
         if not self._refs:
             time.sleep(timeout)
@@ -217,7 +224,7 @@ class RayExecutor:
                     reason = f"the worker on node {actor.node_id[:12]} died ({type(exc).__name__})"
                     events.append(m.Lost(actor.seq, reason))
                 if not actor.ready:
-                    self._failed_starts += 1
+                    self._failed(f"a ray worker died while loading ({type(exc).__name__})")
                 self._drop(actor)
                 continue
             actor.heard = time.monotonic()
@@ -230,8 +237,9 @@ class RayExecutor:
             elif actor.seq == seq:
                 actor.seq = None
                 events.append(self._delivered(actor, value))
-        if self._failed_starts >= MAX_FAILED_STARTS:
-            self._state = replace(self._state, error="the ray workers keep dying while loading")
+        if self._failed_starts >= MAX_FAILED_STARTS and not any(a.ready for a in self._actors.values()):
+            error = self._last_failure or "the ray workers keep dying while loading"
+            self._state = replace(self._state, error=error)
         return events
 
     def _scale(self) -> None:
@@ -251,14 +259,14 @@ class RayExecutor:
                 max_restarts=0,
                 max_concurrency=ACTOR_THREADS,
             ).remote(self._settings.engine_options(), self._settings.x264_preset)
-            self._actors[self._numbers] = _Actor(self._numbers, handle)
+            self._actors = {**self._actors, self._numbers: _Actor(self._numbers, handle)}
             self._refs[handle.describe.remote()] = ("describe", self._numbers, None)
 
     def _loaded(self, actor: _Actor, node_id: str, loaded: m.EngineReady | m.EngineFailed) -> None:
         actor.node_id = node_id
         if isinstance(loaded, m.EngineFailed):
-            self._state = replace(self._state, error=loaded.error)
             log.error("engine %s failed to load on node %s: %s", self._state.name, node_id, loaded.error)
+            self._failed(loaded.error)
             self._drop(actor)
             return
         actor.ready, self._failed_starts = True, 0
@@ -271,6 +279,12 @@ class RayExecutor:
             return dataclasses.replace(outcome, video=None)
         return outcome
 
+    def _failed(self, error: str) -> None:
+        """A load failed: count it, and wait before placing actors again (a bad node would spin)."""
+        self._failed_starts += 1
+        self._last_failure = error
+        self._next_scale = time.monotonic() + FAILURE_BACKOFF_S
+
     def _drop(self, actor: _Actor) -> None:
-        self._actors.pop(actor.number, None)
+        self._actors = {n: a for n, a in self._actors.items() if n != actor.number}
         ray.kill(actor.handle, no_restart=True)

@@ -111,6 +111,10 @@ def delete(session: Session, job: Job) -> None:
     job.deleted_at = utcnow()
 
 
+def status_of(session: Session, job_id: str) -> str | None:
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
 def queue_position(session: Session, job: Job) -> int | None:
     """1-based place in the global queue, for QUEUED jobs."""
     if job.status != QUEUED:
@@ -178,7 +182,9 @@ def claim_next(session: Session, owner: str, lease_s: float, worker: str | None 
 
 
 def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], lease_s: float) -> set[str]:
-    """Extend the leases ``owner`` holds on (job id, attempt); returns the job ids it no longer holds."""
+    """Extend the leases ``owner`` holds on (job id, attempt); returns the job ids taken from it
+    (re-queued by a reaper, or running as a newer attempt or for another owner). A job that merely
+    ended (cancelled, say) is not among them: its worker is told in other ways."""
     until = utcnow() + timedelta(seconds=lease_s)
     lost = set()
     for job_id, attempt in held:
@@ -188,7 +194,10 @@ def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], leas
             .values(lease_expires_at=until)
             .execution_options(synchronize_session=False)
         )
-        if not outcome.rowcount:  # type: ignore[attr-defined]
+        if outcome.rowcount:  # type: ignore[attr-defined]
+            continue
+        job = session.get(Job, job_id)
+        if job is not None and job.status in ACTIVE:
             lost.add(job_id)
     return lost
 
@@ -221,11 +230,12 @@ def complete(session: Session, job_id: str, attempt: int, result: dict[str, Any]
 def end_with_refund(
     session: Session, job_id: str, status: str, error: str | None, *, attempt: int | None = None
 ) -> bool:
-    """FAILED or CANCELLED from an active state, with the refund in the same transaction."""
+    """FAILED or CANCELLED with the refund in the same transaction: from any active state, or, given
+    the attempt that failed, only while that attempt is still running (not once it was re-queued)."""
     assert status in (FAILED, CANCELLED)
     outcome = session.execute(
         update(Job)
-        .where(_active(job_id, attempt, ACTIVE))
+        .where(_active(job_id, attempt, ACTIVE if attempt is None else (PROCESSING,)))
         .values(status=status, error=error, completed_at=utcnow())
         .execution_options(synchronize_session=False)
     )
