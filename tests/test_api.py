@@ -305,6 +305,12 @@ def test_an_engine_that_cannot_load_refuses_jobs_without_charging(tmp_path: Path
             assert "OPENREEL_CHECKPOINT" in refused.json()["error"]
             assert client.get("/v2/me").json()["team"]["credits"] == 10
             model = client.get("/v2/models").json()["models"][0]
+        assert broken.process is not None
+        # With its worker gone, the dispatcher must idle, not spin on the dead worker's pipe.
+        server = psutil.Process(broken.process.pid)
+        before = sum(server.cpu_times()[:2])
+        time.sleep(3)
+        assert sum(server.cpu_times()[:2]) - before < 1.0
     assert model["engine"]["ready"] is False and "OPENREEL_CHECKPOINT" in model["engine"]["notice"]
 
 

@@ -130,10 +130,12 @@ class Dispatcher:
             try:
                 self._handle(event)
             except Exception:
+                # The job stays PROCESSING without a worker: its lease runs out and the reaper retries it.
                 log.exception("handling %s failed; the job's lease will bring it back", event)
-        if time.monotonic() >= self._next_lease_check:
-            self._next_lease_check = time.monotonic() + self.settings.lease_ttl_s / 3
-            self._keep_leases()
+                running = self._running.get(event.seq)
+                if running is not None and not isinstance(event, m.Progress):
+                    self._clear(running)
+        self._keep_leases_when_due()
         for running in list(self._running.values()):
             if time.monotonic() > running.deadline:
                 self._executor.abort(running.seq)
@@ -141,8 +143,14 @@ class Dispatcher:
         if self._wake.is_set() or time.monotonic() >= self._next_claim:
             self._wake.clear()
             self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
+            # Fetching a job's images may take a while: keep the other jobs' leases alive meanwhile.
             while not self._stop.is_set() and self._dispatch_next():
-                pass
+                self._keep_leases_when_due()
+
+    def _keep_leases_when_due(self) -> None:
+        if time.monotonic() >= self._next_lease_check:
+            self._next_lease_check = time.monotonic() + self.settings.lease_ttl_s / 3
+            self._keep_leases()
 
     def _keep_leases(self) -> None:
         """Renew the leases of jobs whose workers answer, let go of lost ones, and reap expired leases."""
