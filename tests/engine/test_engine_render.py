@@ -226,3 +226,26 @@ def test_render_then_mux_end_to_end(full_clip: Clip, tmp_path: Path) -> None:
     info = probe_mp4(out)
     assert (info.width, info.height, info.frame_count, info.fps) == (1280, 720, 96, 24.0)
     assert info.has_audio and info.audio_duration_s == pytest.approx(4.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("with_last", [False, True])
+def test_first_latent_frame_is_the_image_alone(tiny_engine, tiny_plan, with_last: bool) -> None:
+    """The first frame is pinned to the encoded image: its latent is the same whatever the seed and
+    prompt, and changes with the image, while the frames after it are generated."""
+
+    def first_latents(image: PIL.Image.Image, **changes: object) -> torch.Tensor:
+        plan = tiny_plan(has_first_frame=True, has_last_frame=with_last, **changes)
+        last = _image(640, 360, 3) if with_last else None
+        size = (plan.gen_width, plan.gen_height)
+        generator = torch.Generator().manual_seed(plan.seed)
+        with torch.inference_mode():
+            out = tiny_engine._denoise(
+                plan, image, last, size, {"num_inference_steps": 2}, generator, _noop, 0, 2, "latent"
+            )
+        return out.frames
+
+    a = first_latents(_image(640, 360, 1))
+    b = first_latents(_image(640, 360, 1), seed=99, prompt="something else entirely")
+    c = first_latents(_image(640, 360, 2))
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and not torch.equal(a[:, :, 1], b[:, :, 1])
+    assert not torch.equal(a[:, :, 0], c[:, :, 0])
