@@ -4,6 +4,7 @@ command to run, charging nothing."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import pytest
 
 from openreel.engine.tiny import save_tiny_checkpoint
 from openreel.engine.weights import Checkpoint, complete, locate
+from openreel.ledger.db import Database
+from openreel.ledger.tables import Job
 
 from fakehub import fake_hub
-from support import cli, running_server
+from support import cli, running_server, wait_for
 
 FAST = {"prompt": "a boat", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
 
@@ -90,3 +93,48 @@ def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_pat
                     True,
                     False,
                 )
+
+
+def test_a_model_with_its_own_checkpoint_is_refused_until_pulled_then_swapped_in(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    lite = {"prompt": "a kite", "model": "veo-3.1-lite", "veoParams": {"duration": 4}}
+    fast = {
+        "prompt": "a kite",
+        "model": "veo-3.1-fast",
+        "veoParams": {"duration": 4, "generate_audio": False},
+    }
+    with fake_hub("acme/lite", shutil.copytree(tiny_checkpoint, tmp_path / "repo")) as hub:
+        env = {
+            "HF_ENDPOINT": hub,
+            "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
+            "OPENREEL_ENGINE": "ltx2",
+            "OPENREEL_CHECKPOINT": str(tiny_checkpoint),
+            "OPENREEL_MODEL_CHECKPOINTS": json.dumps({"veo-3.1-lite": "acme/lite"}),
+            "OPENREEL_X264_PRESET": "ultrafast",
+        }
+        with running_server(tmp_path, env, engine="ltx2") as server:
+            key = server.new_key(credits=100)
+            with server.client(key) as client:
+                engines = {m["id"]: m["engine"] for m in client.get("/v2/models").json()["models"]}
+                assert (engines["veo-3.1-lite"]["checkpoint"], engines["veo-3.1-lite"]["weightsPresent"]) == (
+                    "acme/lite",
+                    False,
+                )
+                assert engines["veo-3.1-fast"]["weightsPresent"] is True
+                refused = client.post("/v2/videos/generate", json=lite)
+                assert (
+                    refused.status_code == 503
+                    and "openreel models pull veo-3.1-lite" in refused.json()["error"]
+                )
+                assert client.get("/v2/me").json()["team"]["credits"] == 100
+
+                assert "ready: acme/lite" in cli(server.data_dir, "models", "pull", "veo-3.1-lite", env=env)
+                ids = [client.post("/v2/videos/generate", json=body).json()["jobId"] for body in (lite, fast)]
+                done = [wait_for(client, job_id, timeout=300) for job_id in ids]
+                assert [job["status"] for job in done] == ["COMPLETED", "COMPLETED"], done
+        db = Database(f"sqlite:///{server.data_dir / 'openreel.db'}")
+        with db.read() as session:
+            used = [session.get(Job, job_id).result["checkpoint"] for job_id in ids]  # type: ignore[union-attr]
+        db.dispose()
+        assert used == ["acme/lite", str(tiny_checkpoint)]

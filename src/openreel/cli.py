@@ -86,6 +86,15 @@ def serve(
         raise typer.BadParameter(
             f"unknown executor {settings.executor!r}; choose from {', '.join(KNOWN_EXECUTORS)}"
         )
+    if settings.model_checkpoints:
+        from openreel.catalog import load_catalog
+
+        unknown = sorted(set(settings.model_checkpoints) - set(load_catalog(settings.prices_file).ids))
+        if unknown or settings.engine != "ltx2":
+            raise typer.BadParameter(
+                "OPENREEL_MODEL_CHECKPOINTS maps model ids of the catalog to checkpoints of the ltx2 engine"
+                + (f"; unknown ids: {', '.join(unknown)}" if unknown else "")
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
@@ -116,43 +125,43 @@ def worker(
     os.execvpe(command[0], command, env)
 
 
-def _checkpoint(settings: Settings, override: str | None):  # type: ignore[no-untyped-def]
+def _checkpoints(settings: Settings) -> dict[str, list[str]]:
+    """Each checkpoint the configuration names, with the model ids it serves."""
+    from openreel.catalog import load_catalog
     from openreel.engine import checkpoint_of
-    from openreel.engine.weights import Checkpoint
 
-    if override:
-        return Checkpoint.parse(override)
-    found = checkpoint_of(
-        settings.engine, cache_dir=settings.data_dir / "models", checkpoint=settings.checkpoint
-    )
-    if found is None:
-        console.print(
-            f"[red]The {settings.engine} engine has no checkpoint configured: set OPENREEL_CHECKPOINT "
-            "(a hub repo id[@revision] or a local directory) or pass --checkpoint.[/red]"
+    served: dict[str, list[str]] = {}
+    for model_id in load_catalog(settings.prices_file).ids:
+        found = checkpoint_of(
+            settings.engine,
+            cache_dir=settings.data_dir / "models",
+            checkpoint=settings.checkpoint_for(model_id),
         )
-        raise typer.Exit(1)
-    return found
+        if found is None:
+            console.print(
+                f"[red]No checkpoint serves {model_id}: set OPENREEL_CHECKPOINT (a hub repo id[@revision] "
+                "or a local directory), or pass --checkpoint.[/red]"
+            )
+            raise typer.Exit(1)
+        served.setdefault(str(found), []).append(model_id)
+    return served
 
 
 @models_app.command("list")
 def models_list(data_dir: DataDir = None) -> None:
-    """The open checkpoint behind the model ids, whether its weights are here, and their size."""
-    from openreel.catalog import load_catalog
-    from openreel.engine.weights import locate, size_on_disk
+    """The open checkpoints behind the model ids, whether their weights are here, and their size."""
+    from openreel.engine.weights import Checkpoint, locate, size_on_disk
 
     settings = _settings(data_dir)
-    checkpoint = _checkpoint(settings, None)
-    directory = locate(checkpoint)
     table = Table("checkpoint", "engine", "serves", "present", "size")
-    table.add_row(
-        str(checkpoint),
-        settings.engine,
-        ", ".join(load_catalog(settings.prices_file).ids),
-        "yes" if directory else "no",
-        _size(size_on_disk(directory)) if directory else "-",
-    )
+    missing = False
+    for checkpoint, model_ids in _checkpoints(settings).items():
+        directory = locate(Checkpoint.parse(checkpoint))
+        missing = missing or directory is None
+        size = _size(size_on_disk(directory)) if directory else "-"
+        table.add_row(checkpoint, settings.engine, ", ".join(model_ids), "yes" if directory else "no", size)
     console.print(table)
-    if directory is None:
+    if missing:
         console.print("Weights missing: run `openreel models pull`.")
 
 
@@ -162,19 +171,17 @@ def _size(count: int) -> str:
 
 @models_app.command("pull")
 def models_pull(
-    model: Annotated[
-        str | None, typer.Argument(help="A model id (all share the engine's checkpoint).")
-    ] = None,
+    model: Annotated[str | None, typer.Argument(help="Only this model id's checkpoint.")] = None,
     checkpoint: Annotated[
-        str | None, typer.Option(help="Pull this hub repo id[@revision] instead of the configured one.")
+        str | None, typer.Option(help="Pull this hub repo id[@revision] instead of the configured ones.")
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Download a checkpoint into the Hugging Face cache (HF_HOME / HF_HUB_CACHE), with progress bars.
+    """Download checkpoints into the Hugging Face cache (HF_HOME / HF_HUB_CACHE), with progress bars.
 
     An interrupted pull resumes; a server started before the pull needs a restart to load the weights."""
     from openreel.catalog import load_catalog
-    from openreel.engine.weights import pull, size_on_disk
+    from openreel.engine.weights import Checkpoint, pull, size_on_disk
 
     settings = _settings(data_dir)
     if model is not None and load_catalog(settings.prices_file).get(model) is None:
@@ -184,14 +191,19 @@ def models_pull(
         from openreel.engine.tiny import save_tiny_checkpoint
 
         directory = save_tiny_checkpoint(settings.data_dir / "models" / TINY_CHECKPOINT_DIR)
+        console.print(f"ready: {directory} ({_size(size_on_disk(directory))})")
+        return
+    if checkpoint is not None:
+        targets = [checkpoint]
     else:
-        target = _checkpoint(settings, checkpoint)
+        targets = [c for c, ids in _checkpoints(settings).items() if model is None or model in ids]
+    for target in targets:
         try:
-            directory = pull(target)
+            directory = pull(Checkpoint.parse(target))
         except Exception as exc:
             console.print(f"[red]Pulling {target} failed: {type(exc).__name__}: {exc}[/red]")
             raise typer.Exit(1) from exc
-    console.print(f"ready: {directory} ({_size(size_on_disk(directory))})")
+        console.print(f"ready: {target} in {directory} ({_size(size_on_disk(directory))})")
 
 
 def _account_of(db, raw_key: str) -> str:  # type: ignore[no-untyped-def]

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
     engine: str = Field(default="tiny", description="tiny (random weights, CPU) or ltx2 (real checkpoint).")
     checkpoint: str | None = Field(default=None, description="ltx2 engine: HF repo id or local directory.")
+    model_checkpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description='ltx2 engine: per model id, its own checkpoint (JSON {"id": "repo"}).',
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = Field(default=None, description="Base of absolute URLs; the request's if unset.")
@@ -71,6 +75,12 @@ class Settings(BaseSettings):
         return EngineOptions(
             self.engine, self.checkpoint, self.precision, self.offload, self.prompt_cache_size
         )
+
+    def checkpoint_for(self, model_id: str) -> str | None:
+        """The checkpoint that serves a model id on the ltx2 engine (the tiny engine has one)."""
+        if self.engine != "ltx2":
+            return None
+        return self.model_checkpoints.get(model_id, self.checkpoint)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'openreel.db').resolve()}"

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from openreel.api.deps import Services
+from openreel.engine.weights import PULL_COMMAND, Checkpoint, locate
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
 from openreel.validation import Details, VideoSpec
@@ -70,6 +71,12 @@ def submit_job(
     engine = svc.dispatcher.engine
     if engine.error:
         raise EngineUnavailable(f"The {engine.name} engine is unavailable: {engine.error}")
+    checkpoint = svc.settings.checkpoint_for(spec.model)
+    if checkpoint and checkpoint != svc.settings.checkpoint and locate(Checkpoint.parse(checkpoint)) is None:
+        raise EngineUnavailable(
+            f"The weights of {checkpoint}, which serves {spec.model}, are not on this machine; "
+            f"run `{PULL_COMMAND} {spec.model}` to download them"
+        )
     model = svc.catalog.get(spec.model)
     assert model is not None
     new = jobs.NewJob(

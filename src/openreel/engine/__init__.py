@@ -4,7 +4,7 @@ so importing ``openreel.engine.plan`` (or this package) stays cheap for the HTTP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,32 @@ class EngineOptions:
             offload=self.offload,
             prompt_cache_size=self.prompt_cache_size,
         )
+
+
+class ResidentEngine:
+    """The engine a worker keeps loaded. A task for another checkpoint swaps it: the old weights are
+    freed before the new ones load, so one set is in memory at a time (a swap costs a full load)."""
+
+    def __init__(self, options: EngineOptions, cache_dir: Path) -> None:
+        self._options, self._cache_dir = options, cache_dir
+        self.checkpoint = options.checkpoint
+        self.engine: VideoEngine | None = options.load(cache_dir)
+
+    def get(self, checkpoint: str | None) -> VideoEngine:
+        wanted = checkpoint or self._options.checkpoint
+        if self.engine is not None and wanted == self.checkpoint:
+            return self.engine
+        self.engine = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.engine = replace(self._options, checkpoint=wanted).load(self._cache_dir)
+        self.checkpoint = wanted
+        return self.engine
 
 
 def load_engine(

@@ -55,6 +55,7 @@ class Running:
     staged: str
     key: str
     deadline: float
+    checkpoint: str | None = None
 
 
 class Dispatcher:
@@ -239,9 +240,11 @@ class Dispatcher:
                 staged=str(staged),
                 key=key,
                 deadline=time.monotonic() + self.settings.job_timeout_s,
+                checkpoint=self.settings.checkpoint_for(spec.model),
             )
             self._running[running.seq] = running
-        self._executor.submit(slot, m.RenderTask(running.seq, job_id, plan, str(staged), first, last))
+        task = m.RenderTask(running.seq, job_id, plan, str(staged), first, last, running.checkpoint)
+        self._executor.submit(slot, task)
         with self.db.read() as session:
             # A cancel that came while the images were fetched found nothing to stop yet.
             if jobs.status_of(session, job_id) == jobs.CANCELLED:
@@ -257,6 +260,7 @@ class Dispatcher:
         self.storage.commit(Path(running.staged), running.key)
         result = {
             "key": running.key,
+            "checkpoint": running.checkpoint,
             "seed": running.seed,
             "randomWeights": self.engine.random_weights,
             **media,

@@ -18,6 +18,8 @@ class RenderTask:
     output_path: str
     first_frame: Image.Image | None = None
     last_frame: Image.Image | None = None
+    # The model's own checkpoint (OPENREEL_MODEL_CHECKPOINTS); None: the worker's default.
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
-from openreel.engine import EngineOptions
+from openreel.engine import EngineOptions, ResidentEngine
 from openreel.executors import messages as m
 from openreel.executors.base import MAX_FAILED_STARTS, EngineState
 from openreel.executors.render import render_task
@@ -68,9 +68,11 @@ class RenderActor:
         # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there.
         cache_dir = Settings().data_dir.resolve() / "models"
         try:
-            self._engine = options.load(cache_dir)
+            self._resident = ResidentEngine(options, cache_dir)
+            engine = self._resident.engine
+            assert engine is not None
             self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady(
-                self._engine.name, self._engine.grid_scale, self._engine.random_weights
+                engine.name, engine.grid_scale, engine.random_weights
             )
         except Exception as exc:
             self._loaded = m.EngineFailed(f"{type(exc).__name__}: {exc}")
@@ -79,10 +81,14 @@ class RenderActor:
         return self._node, self._loaded
 
     def render(self, task: m.RenderTask) -> m.Outcome:
+        try:
+            engine = self._resident.get(task.checkpoint)
+        except Exception as exc:
+            return m.Failed(task.seq, f"loading {task.checkpoint} failed: {type(exc).__name__}: {exc}")
         with tempfile.TemporaryDirectory(prefix="openreel-") as tmp:
             output = Path(tmp) / "clip.mp4"
             outcome = render_task(
-                self._engine,
+                engine,
                 task,
                 output,
                 x264_preset=self._x264_preset,

@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
-from openreel.engine import EngineOptions
+from openreel.engine import EngineOptions, ResidentEngine
 from openreel.executors import messages as m
 from openreel.executors.render import render_task
 
@@ -48,11 +48,12 @@ def run_worker(
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        engine = options.load(Path(cache_dir))
+        resident = ResidentEngine(options, Path(cache_dir))
+        assert resident.engine is not None
     except Exception as exc:
         conn.send(m.EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(m.EngineReady(engine.name, engine.grid_scale, engine.random_weights))
+    conn.send(m.EngineReady(resident.engine.name, resident.engine.grid_scale, resident.engine.random_weights))
 
     while True:
         try:
@@ -61,6 +62,11 @@ def run_worker(
             return
         if task is None:
             return
+        try:
+            engine = resident.get(task.checkpoint)
+        except Exception as exc:
+            conn.send(m.Failed(task.seq, f"loading {task.checkpoint} failed: {type(exc).__name__}: {exc}"))
+            continue
         outcome = render_task(
             engine,
             task,

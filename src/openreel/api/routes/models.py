@@ -54,6 +54,11 @@ def list_models(
     if modality not in (None, "video"):
         return {"models": []}
     s = svc.settings
-    checkpoint = checkpoint_of(s.engine, cache_dir=s.data_dir / "models", checkpoint=s.checkpoint)
-    present = checkpoint is not None and locate(checkpoint) is not None
-    return {"models": [_entry(svc, m, checkpoint, present) for m in svc.catalog.models.values()]}
+    entries = []
+    for model in svc.catalog.models.values():
+        checkpoint = checkpoint_of(
+            s.engine, cache_dir=s.data_dir / "models", checkpoint=s.checkpoint_for(model.id)
+        )
+        present = checkpoint is not None and locate(checkpoint) is not None
+        entries.append(_entry(svc, model, checkpoint, present))
+    return {"models": entries}
