@@ -40,13 +40,13 @@ class ModelSpec:
     id: str
     label: str
     description: str
-    durations: tuple[int, ...]
-    default_duration: int
-    audio: bool
-    accepts_audio_flag: bool
-    accepts_reference_images: bool
     prices: dict[str, int]
     preset: SamplerPreset
+    durations: tuple[int, ...] = (4, 6, 8)
+    default_duration: int = 8
+    audio: bool = True
+    accepts_audio_flag: bool = True
+    accepts_reference_images: bool = True
     backed_by: str = "LTX-2 (Lightricks) through diffusers"
     resolutions: tuple[str, ...] = ("720p", "1080p")
     aspect_ratios: tuple[str, ...] = ("16:9", "9:16")
@@ -72,66 +72,36 @@ _FAST = SamplerPreset(
 _QUALITY = SamplerPreset(steps=30, guidance_scale=3.0)
 _LITE = SamplerPreset(steps=6, guidance_scale=1.0)
 
+_VEO_31_FAST = ModelSpec(
+    id="veo-3.1-fast",
+    label="Veo 3.1 Fast",
+    description="Fast video with synchronized audio, first/last frame control.",
+    prices=_veo3_prices(3, 5, 4, 6, 5, 8),
+    preset=_FAST,
+)
+_VEO_31 = ModelSpec(
+    id="veo-3.1",
+    label="Veo 3.1",
+    description="Higher quality video with synchronized audio (more steps, guidance).",
+    prices=_veo3_prices(5, 10, 8, 15, 10, 20),
+    preset=_QUALITY,
+)
+
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        id="veo-3.1-fast",
-        label="Veo 3.1 Fast",
-        description="Fast video with synchronized audio, first/last frame control.",
-        durations=(4, 6, 8),
-        default_duration=8,
-        audio=True,
-        accepts_audio_flag=True,
-        accepts_reference_images=True,
-        prices=_veo3_prices(3, 5, 4, 6, 5, 8),
-        preset=_FAST,
-    ),
-    ModelSpec(
-        id="veo-3.1",
-        label="Veo 3.1",
-        description="Higher quality video with synchronized audio (more steps, guidance).",
-        durations=(4, 6, 8),
-        default_duration=8,
-        audio=True,
-        accepts_audio_flag=True,
-        accepts_reference_images=True,
-        prices=_veo3_prices(5, 10, 8, 15, 10, 20),
-        preset=_QUALITY,
-    ),
+    _VEO_31_FAST,
+    _VEO_31,
     ModelSpec(
         id="veo-3.1-lite",
         label="Veo 3.1 Lite",
         description="Cheapest video with audio: fewest steps.",
-        durations=(4, 6, 8),
-        default_duration=8,
-        audio=True,
         accepts_audio_flag=False,
         accepts_reference_images=False,
         prices={"4s-audio": 3, "6s-audio": 4, "8s-audio": 6},
         preset=_LITE,
     ),
-    ModelSpec(
-        id="veo-3",
-        label="Veo 3",
-        description="Alias of the Veo 3.1 quality preset.",
-        durations=(4, 6, 8),
-        default_duration=8,
-        audio=True,
-        accepts_audio_flag=True,
-        accepts_reference_images=True,
-        prices=_veo3_prices(5, 10, 8, 15, 10, 20),
-        preset=_QUALITY,
-    ),
-    ModelSpec(
-        id="veo-3-fast",
-        label="Veo 3 Fast",
-        description="Alias of the Veo 3.1 Fast preset.",
-        durations=(4, 6, 8),
-        default_duration=8,
-        audio=True,
-        accepts_audio_flag=True,
-        accepts_reference_images=True,
-        prices=_veo3_prices(3, 5, 4, 6, 5, 8),
-        preset=_FAST,
+    replace(_VEO_31, id="veo-3", label="Veo 3", description="Alias of the Veo 3.1 quality preset."),
+    replace(
+        _VEO_31_FAST, id="veo-3-fast", label="Veo 3 Fast", description="Alias of the Veo 3.1 Fast preset."
     ),
     ModelSpec(
         id="veo-2",
@@ -140,8 +110,6 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         durations=(5, 6, 7, 8),
         default_duration=5,
         audio=False,
-        accepts_audio_flag=True,
-        accepts_reference_images=True,
         prices={"5s": 15, "6s": 18, "7s": 20, "8s": 22},
         preset=_QUALITY,
     ),
