@@ -128,15 +128,11 @@ def worker(
 def _checkpoints(settings: Settings) -> dict[str, list[str]]:
     """Each checkpoint the configuration names, with the model ids it serves."""
     from openreel.catalog import load_catalog
-    from openreel.engine import checkpoint_of
+    from openreel.engine import model_checkpoint
 
     served: dict[str, list[str]] = {}
     for model_id in load_catalog(settings.prices_file).ids:
-        found = checkpoint_of(
-            settings.engine,
-            cache_dir=settings.data_dir / "models",
-            checkpoint=settings.checkpoint_for(model_id),
-        )
+        found = model_checkpoint(settings, model_id)
         if found is None:
             console.print(
                 f"[red]No checkpoint serves {model_id}: set OPENREEL_CHECKPOINT (a hub repo id[@revision] "

@@ -19,9 +19,9 @@ def tiny_engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_engine_cache: Path) -> Any:
     """The tiny engine loaded the way the service loads it; built once per test session (~2 s)."""
-    from openreel.engine import load_engine
+    from openreel.engine import EngineOptions, load_engine
 
-    return load_engine("tiny", cache_dir=tiny_engine_cache)
+    return load_engine(EngineOptions("tiny"), cache_dir=tiny_engine_cache)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openreel.engine import TINY_CHECKPOINT_DIR, load_engine
+from openreel.engine import TINY_CHECKPOINT_DIR, EngineOptions, load_engine
 from openreel.engine.ltx2 import LTX2Engine
 from openreel.engine.tiny import save_tiny_checkpoint
 
@@ -59,9 +59,9 @@ def test_fresh_checkpoints_are_identical(tmp_path: Path, tiny_engine_cache: Path
 
 def test_load_engine_rejects_bad_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tiny, ltx2"):
-        load_engine("veo", cache_dir=tmp_path)
+        load_engine(EngineOptions("veo"), cache_dir=tmp_path)
     with pytest.raises(ValueError, match="checkpoint"):
-        load_engine("ltx2", cache_dir=tmp_path)
+        load_engine(EngineOptions("ltx2"), cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

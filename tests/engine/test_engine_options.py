@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from openreel.engine import load_engine
+from openreel.engine import EngineOptions, load_engine
 from openreel.settings import Settings
 
 
@@ -24,8 +24,8 @@ def _encoder_calls(engine) -> list[int]:
 
 
 def test_prompts_are_encoded_once_and_give_the_same_clip(tiny_engine_cache: Path, tiny_plan) -> None:
-    cached = load_engine("tiny", cache_dir=tiny_engine_cache, prompt_cache_size=2)
-    uncached = load_engine("tiny", cache_dir=tiny_engine_cache, prompt_cache_size=0)
+    cached = load_engine(EngineOptions("tiny", prompt_cache_size=2), cache_dir=tiny_engine_cache)
+    uncached = load_engine(EngineOptions("tiny", prompt_cache_size=0), cache_dir=tiny_engine_cache)
     calls, plain_calls = _encoder_calls(cached), _encoder_calls(uncached)
     plan = tiny_plan()
     first = cached.render(plan, None, None, _noop)
@@ -47,7 +47,7 @@ def test_prompts_are_encoded_once_and_give_the_same_clip(tiny_engine_cache: Path
 def test_fp8_stores_weights_in_float8_and_still_renders(
     tiny_engine_cache: Path, tiny_plan, tiny_engine
 ) -> None:
-    fp8 = load_engine("tiny", cache_dir=tiny_engine_cache, precision="fp8")
+    fp8 = load_engine(EngineOptions("tiny", precision="fp8"), cache_dir=tiny_engine_cache)
     assert torch.float8_e4m3fn in {p.dtype for p in fp8.t2v.transformer.parameters()}
     assert torch.float8_e4m3fn in {p.dtype for p in fp8.t2v.text_encoder.parameters()}
     plan = tiny_plan()
@@ -58,7 +58,7 @@ def test_fp8_stores_weights_in_float8_and_still_renders(
 
 def test_offload_needs_a_gpu_and_bad_modes_are_refused(tiny_engine_cache: Path) -> None:
     with pytest.raises(ValueError, match="CUDA"):
-        load_engine("tiny", cache_dir=tiny_engine_cache, offload="model")
+        load_engine(EngineOptions("tiny", offload="model"), cache_dir=tiny_engine_cache)
     with pytest.raises(ValidationError):
         Settings(precision="fp4")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):

@@ -12,6 +12,7 @@ from openreel.engine.weights import Checkpoint, require
 
 if TYPE_CHECKING:
     from openreel.engine.base import VideoEngine
+    from openreel.settings import Settings
 
 ENGINES = ("tiny", "ltx2")
 # v2: with a latent upsampler. A new name, so caches built before it are not taken as complete.
@@ -28,16 +29,6 @@ class EngineOptions:
     offload: str = "none"
     prompt_cache_size: int = 4
 
-    def load(self, cache_dir: Path) -> VideoEngine:
-        return load_engine(
-            self.name,
-            cache_dir=cache_dir,
-            checkpoint=self.checkpoint,
-            precision=self.precision,
-            offload=self.offload,
-            prompt_cache_size=self.prompt_cache_size,
-        )
-
 
 class ResidentEngine:
     """The engine a worker keeps loaded. A task for another checkpoint swaps it: the old weights are
@@ -46,7 +37,7 @@ class ResidentEngine:
     def __init__(self, options: EngineOptions, cache_dir: Path) -> None:
         self._options, self._cache_dir = options, cache_dir
         self.checkpoint = options.checkpoint
-        self.engine: VideoEngine | None = options.load(cache_dir)
+        self.engine: VideoEngine | None = load_engine(options, cache_dir=cache_dir)
 
     def get(self, checkpoint: str | None) -> VideoEngine:
         wanted = checkpoint or self._options.checkpoint
@@ -60,26 +51,19 @@ class ResidentEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        self.engine = replace(self._options, checkpoint=wanted).load(self._cache_dir)
+        self.engine = load_engine(replace(self._options, checkpoint=wanted), cache_dir=self._cache_dir)
         self.checkpoint = wanted
         return self.engine
 
 
-def load_engine(
-    name: str,
-    *,
-    cache_dir: Path,
-    checkpoint: str | None = None,
-    precision: str = "bf16",
-    offload: str = "none",
-    prompt_cache_size: int = 4,
-) -> VideoEngine:
-    """Load an engine by name.
+def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
+    """Load the engine ``options`` name.
 
     ``tiny``: a random-weight LTX-2 written once under ``cache_dir`` and loaded through the same
     ``from_pretrained`` path as the real model (output is noise). ``ltx2``: a real diffusers LTX-2
     checkpoint, a local directory or hub repo id given as ``checkpoint``, already on this machine.
     """
+    name, checkpoint = options.name, options.checkpoint
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}")
     if name == "ltx2" and not checkpoint:
@@ -89,21 +73,27 @@ def load_engine(
         )
     from openreel.engine.ltx2 import LTX2Engine
 
-    options = {"precision": precision, "offload": offload, "prompt_cache_size": prompt_cache_size}
     if name == "tiny":
         from openreel.engine.tiny import save_tiny_checkpoint
 
-        directory = save_tiny_checkpoint(Path(cache_dir) / TINY_CHECKPOINT_DIR)
-        return LTX2Engine.from_pretrained(
-            directory, name="tiny", grid_scale=0.25, random_weights=True, **options
-        )
-    assert checkpoint is not None
-    directory = require(Checkpoint.parse(checkpoint))
-    return LTX2Engine.from_pretrained(directory, name="ltx2", grid_scale=1.0, random_weights=False, **options)
+        directory, grid_scale = save_tiny_checkpoint(Path(cache_dir) / TINY_CHECKPOINT_DIR), 0.25
+    else:
+        assert checkpoint is not None
+        directory, grid_scale = require(Checkpoint.parse(checkpoint)), 1.0
+    return LTX2Engine.from_pretrained(
+        directory,
+        name=name,
+        grid_scale=grid_scale,
+        random_weights=name == "tiny",
+        precision=options.precision,
+        offload=options.offload,
+        prompt_cache_size=options.prompt_cache_size,
+    )
 
 
-def checkpoint_of(name: str, *, cache_dir: Path, checkpoint: str | None) -> Checkpoint | None:
-    """The checkpoint an engine loads: the tiny build under ``cache_dir``, or the configured one."""
-    if name == "tiny":
-        return Checkpoint(str(Path(cache_dir).resolve() / TINY_CHECKPOINT_DIR))
-    return Checkpoint.parse(checkpoint) if checkpoint else None
+def model_checkpoint(settings: Settings, model_id: str) -> Checkpoint | None:
+    """The checkpoint serving a model id: the tiny build in the data dir, or the configured one."""
+    if settings.engine == "tiny":
+        return Checkpoint(str((settings.data_dir / "models" / TINY_CHECKPOINT_DIR).resolve()))
+    configured = settings.checkpoint_for(model_id)
+    return Checkpoint.parse(configured) if configured else None

@@ -10,7 +10,7 @@ from openreel.api.deps import Services, ServicesDep
 from openreel.api.present import RANDOM_WEIGHTS_NOTICE
 from openreel.api.schemas import ErrorBody, ModelCatalog
 from openreel.catalog import ModelSpec
-from openreel.engine import checkpoint_of
+from openreel.engine import model_checkpoint
 from openreel.engine.weights import Checkpoint, locate
 
 router = APIRouter(tags=["Models"])
@@ -53,12 +53,11 @@ def list_models(
 ) -> dict[str, Any]:
     if modality not in (None, "video"):
         return {"models": []}
-    s = svc.settings
     entries = []
+    present: dict[str, bool] = {}
     for model in svc.catalog.models.values():
-        checkpoint = checkpoint_of(
-            s.engine, cache_dir=s.data_dir / "models", checkpoint=s.checkpoint_for(model.id)
-        )
-        present = checkpoint is not None and locate(checkpoint) is not None
-        entries.append(_entry(svc, model, checkpoint, present))
+        checkpoint = model_checkpoint(svc.settings, model.id)
+        if checkpoint is not None and str(checkpoint) not in present:
+            present[str(checkpoint)] = locate(checkpoint) is not None
+        entries.append(_entry(svc, model, checkpoint, present.get(str(checkpoint), False)))
     return {"models": entries}
