@@ -9,9 +9,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf, resolve_default_image_crf
 
 from openreel.engine.base import Cancelled, Clip
-from openreel.engine.ltx2 import LTX2Engine, fit_image, guidance_kwargs
+from openreel.engine.ltx2 import LTX2Engine, fit_image, frames_to_output, guidance_kwargs
 from openreel.engine.mux import probe_mp4, write_mp4
 
 
@@ -240,7 +241,16 @@ def test_first_latent_frame_is_the_image_alone(tiny_engine, tiny_plan, with_last
         generator = torch.Generator().manual_seed(plan.seed)
         with torch.inference_mode():
             out = tiny_engine._denoise(
-                plan, image, last, size, {"num_inference_steps": 2}, generator, _noop, 0, 2, "latent"
+                plan,
+                image,
+                last,
+                size,
+                {"num_inference_steps": 2},
+                generator,
+                _noop,
+                0,
+                2,
+                output_type="latent",
             )
         return out.frames
 
@@ -249,3 +259,33 @@ def test_first_latent_frame_is_the_image_alone(tiny_engine, tiny_plan, with_last
     c = first_latents(_image(640, 360, 2))
     assert torch.equal(a[:, :, 0], b[:, :, 0]) and not torch.equal(a[:, :, 1], b[:, :, 1])
     assert not torch.equal(a[:, :, 0], c[:, :, 0])
+
+
+def _round_trip(engine: LTX2Engine, image: PIL.Image.Image, width: int, height: int) -> np.ndarray:
+    """The image through the first-frame pipeline's own steps and straight back, with no denoising:
+    fitted to the grid, re-encoded as H.264 at the pipeline's CRF, preprocessed, VAE-encoded (the
+    latent's mode, as the pipeline takes it) and decoded."""
+    pipe = engine.i2v
+    fitted = np.asarray(fit_image(image, width, height))
+    crf_image = PIL.Image.fromarray(
+        apply_image_conditioning_crf(fitted, resolve_default_image_crf(pipe.text_encoder))
+    )
+    pixels = pipe.video_processor.preprocess(crf_image, height, width).unsqueeze(2)
+    with torch.inference_mode():
+        latents = pipe.vae.encode(pixels).latent_dist.mode()
+        decoded = pipe.vae.decode(latents, return_dict=False)[0]
+    return pipe.video_processor.postprocess_video(decoded, output_type="np")[0]
+
+
+@pytest.mark.parametrize("with_last", [False, True])
+def test_first_frame_is_the_vae_round_trip_of_the_image(tiny_engine, tiny_plan, with_last: bool) -> None:
+    """Decoded and scaled to the output size, frame 0 is the image's VAE round trip (the tiny decoder
+    is causal, so frame 0 depends on the first latent alone); another image's render is far from it."""
+    plan = tiny_plan(has_first_frame=True, has_last_frame=with_last, seed=11)
+    last = _image(640, 360, 3) if with_last else None
+    trip = _round_trip(tiny_engine, _image(640, 360, 1), plan.gen_width, plan.gen_height)
+    expected = frames_to_output(trip, plan.width, plan.height)[0].astype(int)
+    clip = tiny_engine.render(plan, _image(640, 360, 1), last, _noop)
+    assert np.abs(clip.frames[0].astype(int) - expected).max() <= 1
+    other = tiny_engine.render(plan, _image(640, 360, 2), last, _noop)
+    assert np.abs(other.frames[0].astype(int) - expected).mean() > 10

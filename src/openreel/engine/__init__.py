@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from openreel.settings import Settings
 
 ENGINES = ("tiny", "ltx2")
-# v2: with a latent upsampler. A new name, so caches built before it are not taken as complete.
-TINY_CHECKPOINT_DIR = "tiny-ltx2-v2"
+# v3: a causal video decoder (v2 added the latent upsampler). A new name per change, so caches built
+# before it are not taken as current.
+TINY_CHECKPOINT_DIR = "tiny-ltx2-v3"
 
 
 @dataclass(frozen=True)
