@@ -4,20 +4,23 @@ command to run, charging nothing."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
+import av
 import httpx
+import numpy as np
 import pytest
 
-from openreel.engine.tiny import save_tiny_checkpoint
-from openreel.engine.weights import Checkpoint, complete, locate
+from openreel.engine.tiny import save_tiny_checkpoint, save_tiny_reference_adapter
+from openreel.engine.weights import Adapter, Checkpoint, complete, locate, locate_adapter
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job
 
 from fakehub import fake_hub
-from support import cli, running_server, wait_for
+from support import cli, mp4_summary, png, running_server, wait_for
 
 FAST = {"prompt": "a boat", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
 
@@ -138,3 +141,77 @@ def test_a_model_with_its_own_checkpoint_is_refused_until_pulled_then_swapped_in
             used = [session.get(Job, job_id).result["checkpoint"] for job_id in ids]  # type: ignore[union-attr]
         db.dispose()
         assert used == ["acme/lite", str(tiny_checkpoint)]
+
+
+def test_adapters_parse_local_files_and_hub_files(tmp_path: Path) -> None:
+    file = tmp_path / "ic.safetensors"
+    file.write_bytes(b"x")
+    assert Adapter.parse(str(file)) == Adapter(str(file)) and Adapter.parse(str(file)).is_local
+    assert Adapter.parse("acme/ic") == Adapter("acme/ic")
+    parsed = Adapter.parse("acme/ic@v2:ic-lora-0.9.safetensors")
+    assert parsed == Adapter("acme/ic", "v2", "ic-lora-0.9.safetensors")
+    assert str(parsed) == "acme/ic@v2:ic-lora-0.9.safetensors"
+    assert locate_adapter(Adapter.parse("/nowhere/ic.safetensors")) is None
+
+
+def test_reference_images_need_the_pulled_adapter_then_render(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "adapter-repo"
+    save_tiny_reference_adapter(repo / "tiny-ic-lora.safetensors")
+    (repo / "README.md").write_text("a tiny IC-LoRA")
+    with fake_hub("acme/ic-lora", repo) as hub:
+        env = {
+            "HF_ENDPOINT": hub,
+            "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
+            "OPENREEL_ENGINE": "ltx2",
+            "OPENREEL_CHECKPOINT": str(tiny_checkpoint),
+            "OPENREEL_REFERENCE_ADAPTER": "acme/ic-lora",
+            "OPENREEL_X264_PRESET": "ultrafast",
+        }
+        with running_server(tmp_path, env, engine="ltx2") as server:
+            key = server.new_key(credits=100)
+            with server.client(key) as client:
+                models = {m["id"]: m for m in client.get("/v2/models").json()["models"]}
+                assert models["veo-3.1-fast"]["acceptsReferenceImages"] is True
+                assert models["veo-3.1-lite"]["acceptsReferenceImages"] is False
+                assert models["veo-3.1-fast"]["engine"]["referenceAdapter"] == {
+                    "adapter": "acme/ic-lora",
+                    "weightsPresent": False,
+                }
+                assert models["veo-3.1-lite"]["engine"]["referenceAdapter"] is None
+                refs = [
+                    client.post(
+                        "/v2/uploads", files={"file": (f"{i}.png", png(w, h, c), "image/png")}
+                    ).json()["url"]
+                    for i, (w, h, c) in enumerate([(300, 400, (200, 30, 30)), (500, 300, (30, 30, 200))])
+                ]
+                body = {**FAST, "veoParams": {"duration": 4, "seed": 5, "reference_images": refs}}
+                refused = client.post("/v2/videos/generate", json=body)
+                assert refused.status_code == 503 and "openreel models pull" in refused.json()["error"]
+                assert client.get("/v2/me").json()["team"]["credits"] == 100
+                assert "reference_images" in cli(server.data_dir, "models", "list", env=env)
+
+                pulled = cli(server.data_dir, "models", "pull", env=env)
+                assert "ready: acme/ic-lora" in pulled
+                listed = cli(server.data_dir, "models", "list", env=env)
+                assert "acme/ic-lora" in listed and "no" not in listed.split("acme/ic-lora", 1)[1]
+                adapter = client.get("/v2/models").json()["models"][0]["engine"]["referenceAdapter"]
+                assert adapter["weightsPresent"] is True
+
+            server.stop()  # the worker loaded the engine before the pull: it starts again with the adapter
+            server.start()
+            with server.client(key) as client:
+                plain = {**FAST, "veoParams": {"duration": 4, "seed": 5}}
+                ids = [client.post("/v2/videos/generate", json=b).json()["jobId"] for b in (body, plain)]
+                done = [wait_for(client, job_id, timeout=300) for job_id in ids]
+                assert [job["status"] for job in done] == ["COMPLETED", "COMPLETED"], done
+                assert (done[0]["result"]["width"], done[0]["result"]["height"]) == (1280, 720)
+                assert done[0]["input"]["veoParams"]["reference_images"] == refs
+                videos = [client.get(job["result"]["videoUrl"]).content for job in done]
+                assert mp4_summary(videos[0])["frames"] == 96
+                # Decoded pictures, so that a container detail cannot make two equal renders differ.
+                assert not np.array_equal(*(_first_picture(video) for video in videos))
+
+
+def _first_picture(mp4: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(mp4)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24")

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from openreel.catalog import DISTILLED_SIGMAS, REFINE_SIGMAS, load_catalog
-from openreel.engine.plan import center_crop_box, cover_size, grid_side, output_size, plan_render
+from openreel.engine.plan import (
+    center_crop_box,
+    cover_size,
+    grid_side,
+    output_size,
+    plan_render,
+    sheet_layout,
+)
 from openreel.validation import MAX_SEED, resolve_video_request
 
 CATALOG = load_catalog()
@@ -134,3 +141,28 @@ def test_fast_presets_take_the_distilled_recipe_and_two_stages_only_at_1080p() -
     portrait = plan(resolution="1080p", aspect_ratio="9:16", refine_sigmas=REFINE_SIGMAS)
     assert (portrait.gen_width, portrait.gen_height, portrait.stage1_size) == (1088, 1920, (544, 960))
     assert plan(resolution="1080p").gen_height == 1088 and plan(resolution="720p").gen_height == 736
+
+
+@pytest.mark.parametrize(
+    ("sizes", "sheet", "rows"),
+    [
+        ([(640, 480)], (1280, 736), 1),
+        ([(300, 600), (300, 600), (300, 600)], (1280, 736), 1),  # portraits side by side
+        ([(800, 300), (800, 300), (800, 300)], (736, 1280), 3),  # wide ones stacked on a portrait sheet
+        ([(500, 500), (500, 500), (500, 500)], (1024, 1024), 2),  # squares: 2 + a centred 1
+    ],
+)
+def test_reference_sheet_layout_keeps_every_image_whole(sizes, sheet, rows: int) -> None:
+    boxes = sheet_layout(sizes, sheet)
+    assert len(boxes) == len(sizes) and len({top for _, top, _, _ in boxes}) == rows
+    for (w, h), (left, top, bw, bh) in zip(sizes, boxes, strict=True):
+        assert left >= 0 and left + bw <= sheet[0] and top >= 0 and top + bh <= sheet[1]
+        assert abs(bw / bh - w / h) < 0.02  # aspect kept: not stretched, not cropped
+    for i, a in enumerate(boxes):  # no overlaps
+        for b in boxes[i + 1 :]:
+            assert a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
+    if rows == 2 and len(sizes) == 3:
+        left, _, width, _ = boxes[2]
+        assert abs((left + width / 2) - sheet[0] / 2) <= 1  # the short last row is centred
+    one = sheet_layout(sizes[:1], sheet)[0]
+    assert one[2] == sheet[0] or one[3] == sheet[1]  # a single image fills the sheet one way

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -145,8 +146,9 @@ def _checkpoints(settings: Settings) -> dict[str, list[str]]:
 
 @models_app.command("list")
 def models_list(data_dir: DataDir = None) -> None:
-    """The open checkpoints behind the model ids, whether their weights are here, and their size."""
-    from openreel.engine.weights import Checkpoint, locate, size_on_disk
+    """The open checkpoints behind the model ids (and the reference adapter, if one is configured),
+    whether their weights are here, and their size."""
+    from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter, size_on_disk
 
     settings = _settings(data_dir)
     table = Table("checkpoint", "engine", "serves", "present", "size")
@@ -156,6 +158,12 @@ def models_list(data_dir: DataDir = None) -> None:
         missing = missing or directory is None
         size = _size(size_on_disk(directory)) if directory else "-"
         table.add_row(checkpoint, settings.engine, ", ".join(model_ids), "yes" if directory else "no", size)
+    if settings.reference_adapter:
+        path = locate_adapter(Adapter.parse(settings.reference_adapter))
+        missing = missing or path is None
+        size = _size(path.stat().st_size) if path else "-"
+        present = "yes" if path else "no"
+        table.add_row(settings.reference_adapter, "adapter", "reference_images", present, size)
     console.print(table)
     if missing:
         console.print("Weights missing: run `openreel models pull`.")
@@ -173,14 +181,17 @@ def models_pull(
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Download checkpoints into the Hugging Face cache (HF_HOME / HF_HUB_CACHE), with progress bars.
+    """Download checkpoints into the Hugging Face cache (HF_HOME / HF_HUB_CACHE), with progress bars,
+    and the reference adapter when one is configured (unless --checkpoint or a model without
+    reference images is named).
 
     An interrupted pull resumes; a server started before the pull needs a restart to load the weights."""
     from openreel.catalog import load_catalog
-    from openreel.engine.weights import Checkpoint, pull, size_on_disk
+    from openreel.engine.weights import Adapter, Checkpoint, pull, pull_adapter, size_on_disk
 
     settings = _settings(data_dir)
-    if model is not None and load_catalog(settings.prices_file).get(model) is None:
+    spec = load_catalog(settings.prices_file).get(model) if model is not None else None
+    if model is not None and spec is None:
         raise typer.BadParameter(f"unknown model {model!r}")
     if settings.engine == "tiny" and checkpoint is None:
         from openreel.engine import TINY_CHECKPOINT_DIR
@@ -188,18 +199,26 @@ def models_pull(
 
         directory = save_tiny_checkpoint(settings.data_dir / "models" / TINY_CHECKPOINT_DIR)
         console.print(f"ready: {directory} ({_size(size_on_disk(directory))})")
-        return
-    if checkpoint is not None:
+        targets = []
+    elif checkpoint is not None:
         targets = [checkpoint]
     else:
         targets = [c for c, ids in _checkpoints(settings).items() if model is None or model in ids]
     for target in targets:
-        try:
-            directory = pull(Checkpoint.parse(target))
-        except Exception as exc:
-            console.print(f"[red]Pulling {target} failed: {type(exc).__name__}: {exc}[/red]")
-            raise typer.Exit(1) from exc
+        directory = _pulling(target, lambda t: pull(Checkpoint.parse(t)))
         console.print(f"ready: {target} in {directory} ({_size(size_on_disk(directory))})")
+    adapter = settings.reference_adapter
+    if adapter and checkpoint is None and (spec is None or spec.accepts_reference_images):
+        path = _pulling(adapter, lambda a: pull_adapter(Adapter.parse(a)))
+        console.print(f"ready: {adapter} in {path} ({_size(path.stat().st_size)})")
+
+
+def _pulling(target: str, fetch: Callable[[str], Path]) -> Path:
+    try:
+        return fetch(target)
+    except Exception as exc:
+        console.print(f"[red]Pulling {target} failed: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 def _account_of(db, raw_key: str) -> str:  # type: ignore[no-untyped-def]

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='ltx2 engine: per model id, its own checkpoint (JSON {"id": "repo"}).',
     )
+    reference_adapter: str | None = Field(
+        default=None,
+        description="IC-LoRA for reference_images: .safetensors path or org/name[@rev][:file]; off if unset.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = Field(default=None, description="Base of absolute URLs; the request's if unset.")
@@ -73,7 +77,12 @@ class Settings(BaseSettings):
         from openreel.engine import EngineOptions
 
         return EngineOptions(
-            self.engine, self.checkpoint, self.precision, self.offload, self.prompt_cache_size
+            self.engine,
+            self.checkpoint,
+            self.precision,
+            self.offload,
+            self.prompt_cache_size,
+            self.reference_adapter,
         )
 
     def checkpoint_for(self, model_id: str) -> str | None:

@@ -128,8 +128,9 @@ def _resolve_params(
     elif references and not refs_supported:
         details.add(
             p + "reference_images",
-            "reference images need the LTX-2.3 reference (IC-LoRA) adapter, which this server's engine "
-            "does not have configured; remove reference_images or ask the operator to enable it",
+            "reference images need a reference (IC-LoRA) adapter such as Lightricks' LTX-2.3 Ingredients, "
+            "which this server does not have configured (OPENREEL_REFERENCE_ADAPTER); remove "
+            "reference_images or ask the operator to enable it",
         )
 
     negative = params.get("negative_prompt")

@@ -125,7 +125,7 @@ def test_last_frame_and_first_plus_last(tiny_engine, tiny_plan, base_clip: Clip)
 
 
 def test_plan_flags_must_match_images(tiny_engine, tiny_plan) -> None:
-    with pytest.raises(ValueError, match="has_first_frame"):
+    with pytest.raises(ValueError, match="keyframe flags"):
         tiny_engine.render(tiny_plan(), _image(64, 64, 0), None, _noop)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from openreel.api.deps import Services
-from openreel.engine.weights import PULL_COMMAND, Checkpoint, locate
+from openreel.engine.weights import PULL_COMMAND, Adapter, Checkpoint, WeightsMissing, locate, require_adapter
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
 from openreel.validation import Details, VideoSpec
@@ -77,6 +77,12 @@ def submit_job(
             f"The weights of {checkpoint}, which serves {spec.model}, are not on this machine; "
             f"run `{PULL_COMMAND} {spec.model}` to download them"
         )
+    adapter = svc.settings.reference_adapter
+    if spec.reference_images and adapter:
+        try:
+            require_adapter(Adapter.parse(adapter))
+        except WeightsMissing as exc:
+            raise EngineUnavailable(f"reference_images cannot be served: {exc}") from None
     model = svc.catalog.get(spec.model)
     assert model is not None
     new = jobs.NewJob(

@@ -120,6 +120,11 @@ class UploadOut(BaseModel):
     expiresAt: str
 
 
+class ReferenceAdapterInfo(BaseModel):
+    adapter: str = Field(description="The IC-LoRA serving reference_images: a local file or hub repo id.")
+    weightsPresent: bool = Field(description="Whether it is on this machine (`openreel models pull`).")
+
+
 class EngineInfo(BaseModel):
     name: str
     backedBy: str
@@ -132,6 +137,9 @@ class EngineInfo(BaseModel):
     )
     ready: bool
     notice: str | None
+    referenceAdapter: ReferenceAdapterInfo | None = Field(
+        default=None, description="Set when this model takes reference_images and an adapter is configured."
+    )
 
 
 class ModelEntry(BaseModel):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from openreel.engine.weights import Checkpoint, require
+from openreel.engine.weights import Adapter, Checkpoint, WeightsMissing, require, require_adapter
 
 if TYPE_CHECKING:
     from openreel.engine.base import VideoEngine
@@ -29,6 +29,8 @@ class EngineOptions:
     precision: str = "bf16"
     offload: str = "none"
     prompt_cache_size: int = 4
+    # The IC-LoRA that serves reference_images (weights.Adapter syntax); None: references are refused.
+    reference_adapter: str | None = None
 
 
 class ResidentEngine:
@@ -63,6 +65,8 @@ def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
     ``tiny``: a random-weight LTX-2 written once under ``cache_dir`` and loaded through the same
     ``from_pretrained`` path as the real model (output is noise). ``ltx2``: a real diffusers LTX-2
     checkpoint, a local directory or hub repo id given as ``checkpoint``, already on this machine.
+    A configured reference adapter that is not on this machine leaves the engine loaded without it:
+    its reference renders then fail, saying what to run.
     """
     name, checkpoint = options.name, options.checkpoint
     if name not in ENGINES:
@@ -81,6 +85,12 @@ def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
     else:
         assert checkpoint is not None
         directory, grid_scale = require(Checkpoint.parse(checkpoint)), 1.0
+    adapter, adapter_error = None, None
+    if options.reference_adapter:
+        try:
+            adapter = require_adapter(Adapter.parse(options.reference_adapter))
+        except WeightsMissing as exc:
+            adapter_error = f"the reference adapter is missing on this worker: {exc}"
     return LTX2Engine.from_pretrained(
         directory,
         name=name,
@@ -89,6 +99,8 @@ def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
         precision=options.precision,
         offload=options.offload,
         prompt_cache_size=options.prompt_cache_size,
+        reference_adapter=adapter,
+        **({"reference_error": adapter_error} if adapter_error else {}),
     )
 
 

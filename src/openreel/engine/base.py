@@ -5,7 +5,7 @@ Kept free of torch and diffusers so the service can type against it without load
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,7 +38,8 @@ StepCallback = Callable[[int, int], None]
 
 
 class VideoEngine(Protocol):
-    """A loaded model. ``render`` blocks; ``on_step(i, total)`` (1-based) reports progress and may cancel."""
+    """A loaded model. ``render`` blocks; ``on_step(i, total)`` (1-based) reports progress and may cancel.
+    ``references`` (at most 3) guide the look of the video; an engine without the means refuses them."""
 
     name: str
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
@@ -50,4 +51,5 @@ class VideoEngine(Protocol):
         first_frame: PIL.Image.Image | None,
         last_frame: PIL.Image.Image | None,
         on_step: StepCallback,
+        references: Sequence[PIL.Image.Image] = (),
     ) -> Clip: ...

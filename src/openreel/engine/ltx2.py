@@ -1,13 +1,17 @@
-"""LTX-2 through diffusers: one loaded set of weights serving text, first-frame and keyframe renders.
+"""LTX-2 through diffusers: one loaded set of weights serving text, first-frame, keyframe and reference
+renders.
 
-The three diffusers pipelines share every component, so weights load once and the routing is only
-a choice of entry point. The pipeline works on a grid LTX-2 accepts (sides /32, 8k+1 frames, see
-plan.py); this module turns its output into exactly the frames and samples the plan promises.
+The diffusers pipelines share every component, so weights load once and the routing is only a choice
+of entry point. Reference images go through the in-context (IC-LoRA) pipeline with the configured
+adapter switched on for that render alone. The pipeline works on a grid LTX-2 accepts (sides /32,
+8k+1 frames, see plan.py); this module turns its output into exactly the frames and samples the plan
+promises.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,10 @@ from diffusers.hooks import apply_layerwise_casting
 from diffusers.pipelines.ltx2 import LTX2LatentUpsamplePipeline
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2InContextPipeline, LTX2ReferenceCondition
 
 from openreel.engine.base import Clip, StepCallback
-from openreel.engine.plan import RenderPlan, center_crop_box, cover_size
+from openreel.engine.plan import RenderPlan, center_crop_box, cover_size, sheet_layout
 from openreel.engine.prompt_cache import PromptCache
 from openreel.engine.weights import UPSAMPLER_DIR
 
@@ -30,6 +35,12 @@ _RESIZE_CHUNK = 16
 PRECISIONS = ("bf16", "fp8")
 OFFLOADS = ("none", "model", "sequential")
 DEFAULT_PROMPT_CACHE = 4
+REFERENCE_ADAPTER = "reference"
+NO_REFERENCE_ADAPTER = (
+    "reference images need an IC-LoRA adapter (OPENREEL_REFERENCE_ADAPTER), which this worker has not loaded"
+)
+# Reference sheets are letterboxed on white, as reference sheets usually are.
+SHEET_BACKGROUND = (255, 255, 255)
 
 
 def guidance_kwargs(guidance_scale: float) -> dict[str, float]:
@@ -66,8 +77,9 @@ def guidance_kwargs(guidance_scale: float) -> dict[str, float]:
     }
 
 
-class LastFrameConditionPipeline(LTX2ConditionPipeline):
-    """``LTX2ConditionPipeline`` whose last-latent image keyframe sits on the final pixel frame.
+class TrueLastFrame:
+    """Mixed into a keyframe-capable LTX-2 pipeline: its last-latent image keyframe sits on the final
+    pixel frame.
 
     diffusers reads ``LTX2VideoCondition.index`` as a latent index and places a keyframe at pixel
     frame ``(index - 1) * 8 + 1``, so ``index=-1`` lands 8 frames before the end (frame 185 of 193).
@@ -77,12 +89,13 @@ class LastFrameConditionPipeline(LTX2ConditionPipeline):
     """
 
     _keyframe_num_frames: int | None = None
+    vae_temporal_compression_ratio: int
 
     def prepare_latents(self, *args: Any, **kwargs: Any) -> Any:
         # 0.42.1 calls this with keywords only; num_frames is needed to recognise the last latent.
         self._keyframe_num_frames = kwargs.get("num_frames")
         try:
-            return super().prepare_latents(*args, **kwargs)
+            return super().prepare_latents(*args, **kwargs)  # type: ignore[misc]
         finally:
             self._keyframe_num_frames = None
 
@@ -104,7 +117,7 @@ class LastFrameConditionPipeline(LTX2ConditionPipeline):
         n = self._keyframe_num_frames
         if n is not None and num_pixel_frames == 1 and pixel_frame_idx == self.last_latent_pixel_frame(n):
             pixel_frame_idx = n - 1
-        return super()._prepare_keyframe_coords(
+        return super()._prepare_keyframe_coords(  # type: ignore[misc]
             keyframe_latent_num_frames=keyframe_latent_num_frames,
             keyframe_latent_height=keyframe_latent_height,
             keyframe_latent_width=keyframe_latent_width,
@@ -113,6 +126,33 @@ class LastFrameConditionPipeline(LTX2ConditionPipeline):
             fps=fps,
             device=device,
         )
+
+
+class LastFrameConditionPipeline(TrueLastFrame, LTX2ConditionPipeline):
+    """Keyframes (first and/or last frame) with the last one on the final pixel frame."""
+
+
+class ReferencePipeline(TrueLastFrame, LTX2InContextPipeline):
+    """Reference (IC-LoRA) conditioning, with keyframes placed as in ``LastFrameConditionPipeline``."""
+
+
+def reference_downscale(adapter: Path) -> int:
+    """How much smaller than the output the adapter wants its reference; Lightricks' IC-LoRAs say so in
+    their safetensors metadata (absent: the same size)."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter), framework="pt") as f:
+        return int((f.metadata() or {}).get("reference_downscale_factor", 1))
+
+
+def reference_sheet(images: Sequence[PIL.Image.Image], width: int, height: int) -> PIL.Image.Image:
+    """The references composed into one sheet of exactly (width, height), laid out by ``sheet_layout``:
+    each image whole, aspect kept, letterboxed on white; never cropped or stretched."""
+    sheet = PIL.Image.new("RGB", (width, height), SHEET_BACKGROUND)
+    boxes = sheet_layout([image.size for image in images], (width, height))
+    for image, (left, top, w, h) in zip(images, boxes, strict=True):
+        sheet.paste(image.convert("RGB").resize((w, h), PIL.Image.Resampling.LANCZOS), (left, top))
+    return sheet
 
 
 def fit_image(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
@@ -169,7 +209,11 @@ class LTX2Engine:
         device: str,
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
         upsampler: LTX2LatentUpsamplePipeline | None = None,
+        reference_downscale: int | None = None,
+        reference_error: str = NO_REFERENCE_ADAPTER,
     ) -> None:
+        """``reference_downscale`` is set when the pipeline carries the reference adapter (loaded as
+        ``REFERENCE_ADAPTER`` and switched off); ``reference_error`` says why references fail without it."""
         self.name = name
         self.grid_scale = grid_scale
         self.random_weights = random_weights
@@ -179,14 +223,18 @@ class LTX2Engine:
         components = {k: v for k, v in pipe.components.items() if v is not None}
         self.i2v = LTX2ImageToVideoPipeline(**components)
         self.keyframes = LastFrameConditionPipeline(**components)
+        self.references = ReferencePipeline(**components) if reference_downscale else None
+        self.reference_downscale = reference_downscale or 1
+        self.reference_error = reference_error
         self.prompts = PromptCache(pipe.encode_prompt, prompt_cache_size)
         self.upsampler = upsampler
         # Lightricks' distilled checkpoints ship a scheduler without dynamic shifting; the dev ones
         # shift dynamically and want their own many-step schedule, not the distilled sigmas.
         self.distilled = not pipe.scheduler.config.get("use_dynamic_shifting", False)
-        for p in (self.t2v, self.i2v, self.keyframes, *([upsampler] if upsampler else [])):
+        pipelines = [self.t2v, self.i2v, self.keyframes, *([self.references] if self.references else [])]
+        for p in (*pipelines, *([upsampler] if upsampler else [])):
             p.set_progress_bar_config(disable=True)
-        for p in (self.t2v, self.i2v, self.keyframes):
+        for p in pipelines:
             p.encode_prompt = self.prompts  # type: ignore[method-assign]
         self.sample_rate = int(pipe.vocoder.config.output_sampling_rate)
         # The pipelines share a scheduler whose state is per call: one render at a time.
@@ -204,8 +252,13 @@ class LTX2Engine:
         precision: str = "bf16",
         offload: str = "none",
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
+        reference_adapter: Path | None = None,
+        reference_error: str = NO_REFERENCE_ADAPTER,
     ) -> LTX2Engine:
         """Load a diffusers LTX-2 directory; bf16 on CUDA, float32 on CPU.
+
+        ``reference_adapter`` is an IC-LoRA ``.safetensors`` (Lightricks' or diffusers' key format)
+        loaded into the transformer but active only while a render has reference images.
 
         ``precision="fp8"`` stores the transformer's and the text encoder's weights in float8 and
         computes in the load dtype, layer by layer (about half their memory). ``offload`` keeps
@@ -229,6 +282,11 @@ class LTX2Engine:
                 compute_dtype=dtype,
                 skip_modules_pattern=("embed", "lm_head", "norm", "vision"),
             )
+        downscale = None
+        if reference_adapter is not None:
+            pipe.load_lora_weights(str(reference_adapter), adapter_name=REFERENCE_ADAPTER)
+            pipe.disable_lora()
+            downscale = reference_downscale(reference_adapter)
         if offload == "model":
             pipe.enable_model_cpu_offload(device=device)
         elif offload == "sequential":
@@ -249,6 +307,8 @@ class LTX2Engine:
             device=device,
             prompt_cache_size=prompt_cache_size,
             upsampler=upsampler,
+            reference_downscale=downscale,
+            reference_error=reference_error,
         )
 
     def render(
@@ -257,16 +317,21 @@ class LTX2Engine:
         first_frame: PIL.Image.Image | None,
         last_frame: PIL.Image.Image | None,
         on_step: StepCallback,
+        references: Sequence[PIL.Image.Image] = (),
     ) -> Clip:
         """Denoise, decode, then cut to the plan's exact frames and samples. ``Cancelled`` propagates.
 
         With a distilled checkpoint the plan's explicit sigmas drive stage 1, and a plan asking for
         two stages (and a checkpoint with a latent upsampler) renders stage 1 at half the grid,
-        upsamples the latents x2 and refines them at full size; the images condition both stages.
+        upsamples the latents x2 and refines them at full size; the keyframes condition both stages.
+        Reference images guide stage 1 only, as a reference sheet; the refine steps run without the
+        adapter, as in Lightricks' IC-LoRA two-stage recipe.
         """
-        given = (first_frame is not None, last_frame is not None)
-        if (plan.has_first_frame, plan.has_last_frame) != given:
-            raise ValueError("the plan's has_first_frame/has_last_frame must match the images passed")
+        given = (first_frame is not None, last_frame is not None, len(references))
+        if (plan.has_first_frame, plan.has_last_frame, plan.reference_count) != given:
+            raise ValueError("the plan's keyframe flags and reference_count must match the images passed")
+        if references and self.references is None:
+            raise RuntimeError(self.reference_error)
         schedule: dict[str, Any] = {"num_inference_steps": plan.steps}
         if plan.sigmas and self.distilled:
             schedule = {"sigmas": list(plan.sigmas)}
@@ -278,7 +343,7 @@ class LTX2Engine:
         with self._lock, torch.inference_mode():
             if refine is None:
                 out = self._denoise(
-                    plan, first_frame, last_frame, full, schedule, generator, on_step, 0, total
+                    plan, first_frame, last_frame, full, schedule, generator, on_step, 0, total, references
                 )
             else:
                 assert self.upsampler is not None
@@ -292,6 +357,7 @@ class LTX2Engine:
                     on_step,
                     0,
                     total,
+                    references,
                     output_type="latent",
                 )
                 upscaled = self.upsampler(
@@ -331,9 +397,14 @@ class LTX2Engine:
         on_step: StepCallback,
         done: int,
         total: int,
+        references: Sequence[PIL.Image.Image] = (),
         output_type: str = "np",
     ) -> Any:
-        """One pass of the pipeline that matches the keyframes, at ``size``; steps report as done + i."""
+        """One pass of the pipeline that matches the conditions, at ``size``; steps report as done + i.
+
+        References become one sheet at the adapter's reference size, looped over every frame (the
+        Ingredients IC-LoRA was trained on a still sheet played as a video of the output's length).
+        """
         w, h = size
         first = fit_image(first_frame, w, h) if first_frame is not None else None
         last = fit_image(last_frame, w, h) if last_frame is not None else None
@@ -355,10 +426,24 @@ class LTX2Engine:
             **schedule,
             **guidance_kwargs(plan.guidance_scale),
         }
+        conditions = [LTX2VideoCondition(frames=first, index=0)] if first is not None else []
         if last is not None:
-            conditions = [LTX2VideoCondition(frames=last, index=-1)]
-            if first is not None:
-                conditions.insert(0, LTX2VideoCondition(frames=first, index=0))
+            conditions.append(LTX2VideoCondition(frames=last, index=-1))
+        if references:
+            assert self.references is not None
+            f = self.reference_downscale
+            sheet = reference_sheet(references, w // f, h // f)
+            self.references.enable_lora()
+            try:
+                return self.references(
+                    conditions=conditions or None,
+                    reference_conditions=[LTX2ReferenceCondition(frames=[sheet] * plan.gen_frames)],
+                    reference_downscale_factor=f,
+                    **common,
+                )
+            finally:
+                self.references.disable_lora()
+        if last is not None:
             return self.keyframes(conditions=conditions, **common)
         if first is not None:
             return self.i2v(image=first, **common)

@@ -10,6 +10,7 @@ result is scaled to cover the output and centre-cropped. Engines that denoise on
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 FPS = 24
@@ -35,6 +36,7 @@ class RenderPlan:
     generate_audio: bool
     has_first_frame: bool
     has_last_frame: bool
+    reference_count: int = 0
     fps: int = FPS
     # An explicit stage-1 noise schedule (the distilled checkpoints' 8 sigmas); None: the scheduler's.
     sigmas: tuple[float, ...] | None = None
@@ -72,6 +74,39 @@ def center_crop_box(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, in
     return left, top, left + dst[0], top + dst[1]
 
 
+def sheet_layout(sizes: Sequence[tuple[int, int]], sheet: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Where each reference image goes on a reference sheet: ``(left, top, width, height)`` per image.
+
+    The sheet is cut into equal cells, ``rows x ceil(n / rows)``, a short last row centred; each image
+    is scaled to fit inside its cell with its aspect kept (letterboxed, never cropped or stretched) and
+    centred there. Of the row counts, the one that shows the most image area wins; ties keep fewer rows.
+    """
+    n = len(sizes)
+    if n == 0:
+        return []
+    width, height = sheet
+    best: tuple[int, list[tuple[int, int, int, int]]] | None = None
+    for rows in range(1, n + 1):
+        cols = math.ceil(n / rows)
+        if (rows - 1) * cols >= n:
+            continue  # this many rows would leave one empty
+        cell_w, cell_h = width // cols, height // rows
+        boxes = []
+        for i, (w, h) in enumerate(sizes):
+            row, col = divmod(i, cols)
+            in_row = min(cols, n - row * cols)
+            scale = min(cell_w / w, cell_h / h)
+            fit_w, fit_h = max(1, round(w * scale)), max(1, round(h * scale))
+            left = (width - in_row * cell_w) // 2 + col * cell_w + (cell_w - fit_w) // 2
+            top = row * cell_h + (cell_h - fit_h) // 2
+            boxes.append((left, top, fit_w, fit_h))
+        area = sum(w * h for _, _, w, h in boxes)
+        if best is None or area > best[0]:
+            best = (area, boxes)
+    assert best is not None
+    return best[1]
+
+
 def plan_render(
     *,
     prompt: str,
@@ -86,6 +121,7 @@ def plan_render(
     negative_guidance_scale: float,
     has_first_frame: bool,
     has_last_frame: bool,
+    reference_count: int = 0,
     grid_scale: float = 1.0,
     sigmas: tuple[float, ...] | None = None,
     refine_sigmas: tuple[float, ...] | None = None,
@@ -113,6 +149,7 @@ def plan_render(
         generate_audio=generate_audio,
         has_first_frame=has_first_frame,
         has_last_frame=has_last_frame,
+        reference_count=reference_count,
         sigmas=sigmas,
         refine_sigmas=refine_sigmas,
     )

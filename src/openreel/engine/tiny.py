@@ -233,3 +233,27 @@ def save_tiny_checkpoint(directory: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
+
+def save_tiny_reference_adapter(path: Path, rank: int = 4) -> Path:
+    """A random IC-LoRA for the tiny transformer, in Lightricks' key format (``diffusion_model.*``
+    with ``lora_A``/``lora_B``) and with their ``reference_downscale_factor`` metadata, so it loads
+    through the same code as a real reference adapter. Its update is non-zero: it visibly changes output.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    transformer = build_tiny_pipeline().transformer
+    generator = torch.Generator().manual_seed(TINY_SEED)
+    weights = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".attn1." in name:
+            down = torch.randn(rank, module.in_features, generator=generator) * 0.5
+            up = torch.randn(module.out_features, rank, generator=generator) * 0.5
+            weights[f"diffusion_model.{name}.lora_A.weight"] = down
+            weights[f"diffusion_model.{name}.lora_B.weight"] = up
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(weights, str(tmp), metadata={"reference_downscale_factor": "1"})
+    os.replace(tmp, path)
+    return path

@@ -1,6 +1,7 @@
 """Where a checkpoint's weights are: a local diffusers directory, or a Hugging Face repo (optionally at
-a revision) in the standard HF cache. Serving never downloads; ``openreel models pull`` does, so a
-server with missing weights starts, says it is not ready and names the command to run.
+a revision) in the standard HF cache; likewise the one ``.safetensors`` file of an adapter (LoRA).
+Serving never downloads; ``openreel models pull`` does, so a server with missing weights starts, says
+it is not ready and names the command to run.
 """
 
 from __future__ import annotations
@@ -105,3 +106,85 @@ def pull(checkpoint: Checkpoint) -> Path:
 def size_on_disk(directory: Path) -> int:
     """Bytes of the files (the HF cache links snapshot files to blobs; their sizes are counted)."""
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA file: a local ``.safetensors`` path, or ``org/name[@revision][:file.safetensors]`` on the
+    hub, where the file may be left out when the repo holds exactly one ``.safetensors`` at its root."""
+
+    source: str
+    revision: str | None = None
+    filename: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> Adapter:
+        if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().is_file():
+            return cls(str(Path(value).expanduser()))
+        repo, _, filename = value.partition(":")
+        repo, _, revision = repo.partition("@")
+        return cls(repo, revision or None, filename or None)
+
+    @property
+    def is_local(self) -> bool:
+        return self.source.startswith("/") or Path(self.source).is_file()
+
+    def __str__(self) -> str:
+        revision = f"@{self.revision}" if self.revision else ""
+        return self.source + revision + (f":{self.filename}" if self.filename else "")
+
+
+def locate_adapter(adapter: Adapter) -> Path | None:
+    """The adapter's file on this machine, or None. Looks, never downloads."""
+    if adapter.is_local:
+        path = Path(adapter.source)
+        return path if path.is_file() else None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(
+            snapshot_download(
+                adapter.source,
+                revision=adapter.revision,
+                allow_patterns=[adapter.filename or "*.safetensors"],
+                local_files_only=True,
+            )
+        )
+    except LocalEntryNotFoundError:
+        return None
+    return _adapter_file(snapshot, adapter)
+
+
+def _adapter_file(snapshot: Path, adapter: Adapter) -> Path | None:
+    if adapter.filename:
+        path = snapshot / adapter.filename
+        return path if path.is_file() else None
+    files = sorted(snapshot.glob("*.safetensors"))
+    if len(files) > 1:
+        names = ", ".join(f.name for f in files)
+        raise WeightsMissing(f"{adapter} holds several adapters ({names}); name one as {adapter}:FILE")
+    return files[0] if files else None
+
+
+def require_adapter(adapter: Adapter) -> Path:
+    path = locate_adapter(adapter)
+    if path is None:
+        raise WeightsMissing(
+            f"the adapter {adapter} is not on this machine; run `{PULL_COMMAND}` to download it"
+            if not adapter.is_local
+            else f"{adapter.source} is not a file"
+        )
+    return path
+
+
+def pull_adapter(adapter: Adapter) -> Path:
+    """Download the adapter's file into the Hugging Face cache, with a progress bar."""
+    if adapter.is_local:
+        return require_adapter(adapter)
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(
+        adapter.source, revision=adapter.revision, allow_patterns=[adapter.filename or "*.safetensors"]
+    )
+    return require_adapter(adapter)

@@ -7,9 +7,12 @@ over a cluster. Executors only run tasks and report; the dispatcher alone writes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from openreel.executors import messages as m
+
+if TYPE_CHECKING:
+    from openreel.settings import Settings
 
 # A worker that dies this many times in a row before its engine is loaded marks the engine failed.
 MAX_FAILED_STARTS = 3
@@ -22,10 +25,19 @@ class EngineState:
     random_weights: bool = False
     grid_scale: float = 1.0
     error: str | None = None
-    # Reference images need the LTX-2.3 IC-LoRA adapter, which no engine loads yet.
+    # Reference images need an IC-LoRA adapter (OPENREEL_REFERENCE_ADAPTER); workers load it.
     reference_images: bool = False
     slots: int = 0
     busy: int = 0
+
+    @classmethod
+    def configured(cls, settings: Settings) -> EngineState:
+        """What the settings promise before any worker has loaded."""
+        return cls(
+            name=settings.engine,
+            random_weights=settings.engine == "tiny",
+            reference_images=settings.reference_adapter is not None,
+        )
 
 
 class Executor(Protocol):

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 from PIL import Image
 from sqlalchemy.orm import Session
@@ -208,6 +209,7 @@ class Dispatcher:
         try:
             first = self._image(spec.image)
             last = self._image(spec.last_frame)
+            references = tuple(self._image(url) for url in spec.reference_images)
         except InputError as exc:
             self._fail(job_id, attempt, str(exc))
             return True
@@ -224,6 +226,7 @@ class Dispatcher:
             negative_guidance_scale=model.preset.negative_guidance_scale,
             has_first_frame=first is not None,
             has_last_frame=last is not None,
+            reference_count=len(references),
             grid_scale=engine.grid_scale,
             sigmas=model.preset.sigmas,
             refine_sigmas=model.preset.refine_for(spec.resolution),
@@ -243,7 +246,9 @@ class Dispatcher:
                 checkpoint=self.settings.checkpoint_for(spec.model),
             )
             self._running[running.seq] = running
-        task = m.RenderTask(running.seq, job_id, plan, str(staged), first, last, running.checkpoint)
+        task = m.RenderTask(
+            running.seq, job_id, plan, str(staged), first, last, running.checkpoint, references
+        )
         self._executor.submit(slot, task)
         with self.db.read() as session:
             # A cancel that came while the images were fetched found nothing to stop yet.
@@ -251,6 +256,10 @@ class Dispatcher:
                 self._executor.cancel(running.seq)
         return True
 
+    @overload
+    def _image(self, url: str) -> Image.Image: ...
+    @overload
+    def _image(self, url: None) -> None: ...
     def _image(self, url: str | None) -> Image.Image | None:
         if url is None:
             return None

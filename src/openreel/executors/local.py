@@ -118,7 +118,7 @@ class LocalExecutor:
             for i in range(count)
             for device in [(visible[i % len(visible)] if visible else str(i)) if count > 1 else None]
         ]
-        self._state = EngineState(name=settings.engine, random_weights=settings.engine == "tiny")
+        self._state = EngineState.configured(settings)
         self._stopping = False
 
     @property

@@ -20,6 +20,7 @@ class RenderTask:
     last_frame: Image.Image | None = None
     # The model's own checkpoint (OPENREEL_MODEL_CHECKPOINTS); None: the worker's default.
     checkpoint: str | None = None
+    references: tuple[Image.Image, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ class RayExecutor:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._state = EngineState(name=settings.engine, random_weights=settings.engine == "tiny")
+        self._state = EngineState.configured(settings)
         self._actors: dict[int, _Actor] = {}
         self._refs: dict[Any, tuple[str, int, int | None]] = {}
         self._numbers = 0

@@ -46,7 +46,9 @@ def render_task(
         progress(step * STEPS_SHARE // max(total, 1))
 
     try:
-        clip = engine.render(task.plan, task.first_frame, task.last_frame, on_step)
+        clip = engine.render(
+            task.plan, task.first_frame, task.last_frame, on_step, references=task.references
+        )
         if cancelled():
             raise Cancelled()
         progress(ENCODING)

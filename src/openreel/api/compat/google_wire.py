@@ -17,8 +17,8 @@ Both take the same body. How each field is treated (nothing is silently ignored)
   ``mimeType`` must be an image type) becomes an upload of the account, whose signed URL goes into
   the job; ``gcsUri`` is refused. ``lastFrame`` requires ``image`` (Google's rule).
 - ``referenceImages``: at most 3, ``referenceType`` asset, not with image/lastFrame/video, 8 s only
-  (Google's rules); then refused by our engine exactly like Apiframe's ``reference_images`` (the
-  IC-LoRA reference adapter is not wired in yet).
+  (Google's rules); stored as uploads and rendered like Apiframe's ``reference_images`` (a reference
+  sheet through the IC-LoRA adapter), or refused like them when no adapter is configured.
 - ``video`` (extension) and ``mask`` (editing): refused.
 - ``durationSeconds``: 4, 6, 8 (veo-2: 5 to 8). **Default 8 for every model**, Google's default
   (Apiframe's veo-2 default is 5).

@@ -11,12 +11,18 @@ from openreel.api.present import RANDOM_WEIGHTS_NOTICE
 from openreel.api.schemas import ErrorBody, ModelCatalog
 from openreel.catalog import ModelSpec
 from openreel.engine import model_checkpoint
-from openreel.engine.weights import Checkpoint, locate
+from openreel.engine.weights import Adapter, Checkpoint, WeightsMissing, locate, locate_adapter
 
 router = APIRouter(tags=["Models"])
 
 
-def _entry(svc: Services, model: ModelSpec, checkpoint: Checkpoint | None, present: bool) -> dict[str, Any]:
+def _entry(
+    svc: Services,
+    model: ModelSpec,
+    checkpoint: Checkpoint | None,
+    present: bool,
+    adapter: dict[str, Any] | None,
+) -> dict[str, Any]:
     engine = svc.dispatcher.engine
     notice = engine.error or (RANDOM_WEIGHTS_NOTICE if engine.random_weights else None)
     return {
@@ -43,6 +49,7 @@ def _entry(svc: Services, model: ModelSpec, checkpoint: Checkpoint | None, prese
             "weightsPresent": present,
             "ready": engine.ready,
             "notice": notice,
+            "referenceAdapter": adapter if model.accepts_reference_images else None,
         },
     }
 
@@ -55,9 +62,21 @@ def list_models(
         return {"models": []}
     entries = []
     present: dict[str, bool] = {}
+    configured = svc.settings.reference_adapter
+    adapter = None
+    if configured:
+        found = _adapter_present(Adapter.parse(configured))
+        adapter = {"adapter": configured, "weightsPresent": found}
     for model in svc.catalog.models.values():
         checkpoint = model_checkpoint(svc.settings, model.id)
         if checkpoint is not None and str(checkpoint) not in present:
             present[str(checkpoint)] = locate(checkpoint) is not None
-        entries.append(_entry(svc, model, checkpoint, present.get(str(checkpoint), False)))
+        entries.append(_entry(svc, model, checkpoint, present.get(str(checkpoint), False), adapter))
     return {"models": entries}
+
+
+def _adapter_present(adapter: Adapter) -> bool:
+    try:
+        return locate_adapter(adapter) is not None
+    except WeightsMissing:  # an ambiguous repo: jobs get the reason with their 503
+        return False
