@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from PIL import Image
 
 from openreel.inputs import InputError, decode_image, fetch
 from openreel.netguard import BlockedURL, pin_url
@@ -127,3 +129,22 @@ def test_decoding_refuses_non_images_and_pixel_bombs() -> None:
         decode_image(png(20, 20), source="u", max_pixels=100)
     with pytest.raises(InputError, match="could not be decoded"):
         decode_image(png(4, 3)[:40], source="u", max_pixels=100)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_areas_decode_as_white(mode: str) -> None:
+    """A cut-out (a product shot, a character) keeps a white background, not what lay under alpha 0."""
+    image = Image.new("RGBA", (4, 2), (10, 200, 30, 255))
+    image.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent black
+    image.putpixel((1, 0), (0, 0, 0, 128))  # half-transparent black
+    if mode == "P":
+        image = image.convert("RGB").convert("P")
+        image.info["transparency"] = image.getpixel((0, 0))
+    elif mode == "LA":
+        image = image.convert("LA")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    decoded = decode_image(out.getvalue(), source="u", max_pixels=100)
+    assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == (255, 255, 255)
+    if mode != "P":
+        assert 120 <= decoded.getpixel((1, 0))[0] <= 135  # blended half-way to white

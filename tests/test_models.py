@@ -15,9 +15,18 @@ import numpy as np
 import pytest
 
 from openreel.engine.tiny import save_tiny_checkpoint, save_tiny_reference_adapter
-from openreel.engine.weights import Adapter, Checkpoint, complete, locate, locate_adapter
+from openreel.engine.weights import (
+    Adapter,
+    Checkpoint,
+    WeightsMissing,
+    complete,
+    locate,
+    locate_adapter,
+    require_adapter,
+)
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job
+from openreel.settings import Settings
 
 from fakehub import fake_hub
 from support import cli, mp4_summary, png, running_server, wait_for
@@ -143,15 +152,41 @@ def test_a_model_with_its_own_checkpoint_is_refused_until_pulled_then_swapped_in
         assert used == ["acme/lite", str(tiny_checkpoint)]
 
 
-def test_adapters_parse_local_files_and_hub_files(tmp_path: Path) -> None:
+def test_adapters_parse_local_files_and_hub_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "ic.safetensors"
     file.write_bytes(b"x")
-    assert Adapter.parse(str(file)) == Adapter(str(file)) and Adapter.parse(str(file)).is_local
+    monkeypatch.chdir(tmp_path)
+    for value in (str(file), "./ic.safetensors", "ic.safetensors"):
+        assert Adapter.parse(value) == Adapter(str(file), local=True)  # absolute, whatever the cwd
+    assert locate_adapter(Adapter.parse("./missing.safetensors")) is None
+    with pytest.raises(WeightsMissing, match="is not a file"):
+        require_adapter(Adapter.parse("./missing.safetensors"))
     assert Adapter.parse("acme/ic") == Adapter("acme/ic")
     parsed = Adapter.parse("acme/ic@v2:ic-lora-0.9.safetensors")
     assert parsed == Adapter("acme/ic", "v2", "ic-lora-0.9.safetensors")
     assert str(parsed) == "acme/ic@v2:ic-lora-0.9.safetensors"
-    assert locate_adapter(Adapter.parse("/nowhere/ic.safetensors")) is None
+    with pytest.raises(ValueError, match="neither a path nor a hub id"):
+        Settings(reference_adapter="adapters/sub/ic.safetensors")
+    assert Settings(reference_adapter="").reference_adapter is None
+
+
+def test_pulling_an_ambiguous_adapter_repo_downloads_nothing(tmp_path: Path) -> None:
+    repo = tmp_path / "two"
+    for name in ("a.safetensors", "b.safetensors", "old/c.safetensors"):
+        save_tiny_reference_adapter(repo / name)
+    cache = tmp_path / "hf-cache"
+    with fake_hub("acme/two", repo) as hub:
+        env = {"HF_ENDPOINT": hub, "HF_HUB_CACHE": str(cache), "OPENREEL_REFERENCE_ADAPTER": "acme/two"}
+        with pytest.raises(AssertionError, match=r"holds 2 \.safetensors\s+files\s+at\s+its\s+root"):
+            cli(tmp_path / "data", "models", "pull", env=env)
+        assert not list(cache.rglob("*.safetensors"))
+        named = {**env, "OPENREEL_REFERENCE_ADAPTER": "acme/two:b.safetensors"}
+        assert "ready: acme/two:b.safetensors" in cli(tmp_path / "data", "models", "pull", env=named)
+        assert [p.name for p in cache.rglob("*.safetensors")] == ["b.safetensors"]
+        listed = cli(tmp_path / "data", "models", "list", env=named)
+        assert "acme/two:b.safetensors" in listed and "no" not in listed.split("acme/two", 1)[1]
+        # Unnamed, the repo stays ambiguous even with one of its files here.
+        assert "no" in cli(tmp_path / "data", "models", "list", env=env).split("acme/two", 1)[1]
 
 
 def test_reference_images_need_the_pulled_adapter_then_render(tiny_checkpoint: Path, tmp_path: Path) -> None:

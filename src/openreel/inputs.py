@@ -56,6 +56,11 @@ def decode_image(data: bytes, *, source: str, max_pixels: int) -> Image.Image:
         raise
     except Exception as exc:
         raise InputError(f"{source} could not be decoded as an image: {exc}") from exc
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent areas become white, as on a page; a plain RGB conversion would show whatever
+        # colour the encoder left under them (often black).
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return image.convert("RGB")
 
 

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     x264_preset: str = "veryfast"
     webhook_timeout_s: float = 10.0
     webhook_attempts: int = 5
+
+    @field_validator("reference_adapter")
+    @classmethod
+    def _adapter_id(cls, value: str | None) -> str | None:
+        """Empty means unset; anything else must parse, so a typo stops the service at start-up."""
+        if not value:
+            return None
+        from openreel.engine.weights import Adapter
+
+        Adapter.parse(value)
+        return value
 
     def engine_options(self) -> EngineOptions:
         from openreel.engine import EngineOptions

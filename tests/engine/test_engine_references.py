@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from openreel.catalog import DISTILLED_SIGMAS, REFINE_SIGMAS
 from openreel.engine import EngineOptions, load_engine
 from openreel.engine.base import Clip
-from openreel.engine.ltx2 import SHEET_BACKGROUND, reference_sheet
+from openreel.engine.ltx2 import REFERENCE_ADAPTER, SHEET_BACKGROUND, reference_sheet
 from openreel.engine.tiny import save_tiny_reference_adapter
 
 
@@ -136,4 +138,31 @@ def test_a_missing_adapter_fails_reference_renders_only(tiny_engine_cache, tiny_
     with pytest.raises(
         RuntimeError, match=r"missing on this worker: /nowhere/ic-lora\.safetensors is not a file"
     ):
+        _render(engine, tiny_plan(reference_count=2))
+
+
+def test_fp8_keeps_the_adapter_in_the_compute_dtype(tiny_engine_cache, tiny_plan) -> None:
+    adapter = save_tiny_reference_adapter(tiny_engine_cache / "adapters" / "tiny-ic-lora.safetensors")
+    engine = load_engine(
+        EngineOptions("tiny", precision="fp8", reference_adapter=str(adapter)), cache_dir=tiny_engine_cache
+    )
+    layer = engine.t2v.transformer.transformer_blocks[0].attn1.to_q
+    assert layer.base_layer.weight.dtype == torch.float8_e4m3fn
+    assert layer.lora_A[REFERENCE_ADAPTER].weight.dtype == torch.float32
+    clip = _render(engine, tiny_plan(reference_count=2))
+    assert clip.frames.shape == (24, 720, 1280, 3) and clip.frames.std() > 1
+
+
+def test_an_adapter_that_does_not_fit_costs_only_reference_renders(tiny_engine_cache, tiny_plan) -> None:
+    wrong = tiny_engine_cache / "adapters" / "other-model.safetensors"
+    save_file(
+        {
+            "diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.ones(4, 999),
+            "diffusion_model.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.ones(16, 4),
+        },
+        str(wrong),
+    )
+    engine = load_engine(EngineOptions("tiny", reference_adapter=str(wrong)), cache_dir=tiny_engine_cache)
+    assert engine.render(tiny_plan(), None, None, _noop).frames.shape == (24, 720, 1280, 3)
+    with pytest.raises(RuntimeError, match="does not load into this checkpoint"):
         _render(engine, tiny_plan(reference_count=2))

@@ -76,7 +76,7 @@ def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
             "engine 'ltx2' needs a checkpoint (OPENREEL_CHECKPOINT): a diffusers LTX-2 directory "
             "or a hub repo id such as Lightricks/LTX-2"
         )
-    from openreel.engine.ltx2 import LTX2Engine
+    from openreel.engine.ltx2 import NO_REFERENCE_ADAPTER, LTX2Engine
 
     if name == "tiny":
         from openreel.engine.tiny import save_tiny_checkpoint
@@ -100,7 +100,7 @@ def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
         offload=options.offload,
         prompt_cache_size=options.prompt_cache_size,
         reference_adapter=adapter,
-        **({"reference_error": adapter_error} if adapter_error else {}),
+        reference_error=adapter_error or NO_REFERENCE_ADAPTER,
     )
 
 

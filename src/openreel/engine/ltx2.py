@@ -10,6 +10,7 @@ promises.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from openreel.engine.plan import RenderPlan, center_crop_box, cover_size, sheet_
 from openreel.engine.prompt_cache import PromptCache
 from openreel.engine.weights import UPSAMPLER_DIR
 
+logger = logging.getLogger(__name__)
 # Frames scaled per interpolate call: bounds the working set (~100 MB at 1080p).
 _RESIZE_CHUNK = 16
 PRECISIONS = ("bf16", "fp8")
@@ -209,11 +211,12 @@ class LTX2Engine:
         device: str,
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
         upsampler: LTX2LatentUpsamplePipeline | None = None,
-        reference_downscale: int | None = None,
+        has_reference_adapter: bool = False,
+        reference_downscale: int = 1,
         reference_error: str = NO_REFERENCE_ADAPTER,
     ) -> None:
-        """``reference_downscale`` is set when the pipeline carries the reference adapter (loaded as
-        ``REFERENCE_ADAPTER`` and switched off); ``reference_error`` says why references fail without it."""
+        """``has_reference_adapter``: the pipeline's transformer carries the reference IC-LoRA, loaded as
+        ``REFERENCE_ADAPTER`` and switched off; without it ``reference_error`` says why references fail."""
         self.name = name
         self.grid_scale = grid_scale
         self.random_weights = random_weights
@@ -223,8 +226,8 @@ class LTX2Engine:
         components = {k: v for k, v in pipe.components.items() if v is not None}
         self.i2v = LTX2ImageToVideoPipeline(**components)
         self.keyframes = LastFrameConditionPipeline(**components)
-        self.references = ReferencePipeline(**components) if reference_downscale else None
-        self.reference_downscale = reference_downscale or 1
+        self.references = ReferencePipeline(**components) if has_reference_adapter else None
+        self.reference_downscale = reference_downscale
         self.reference_error = reference_error
         self.prompts = PromptCache(pipe.encode_prompt, prompt_cache_size)
         self.upsampler = upsampler
@@ -272,6 +275,22 @@ class LTX2Engine:
             raise ValueError(f"offload={offload!r} moves weights to a CUDA GPU per use; this worker has none")
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         pipe = LTX2Pipeline.from_pretrained(str(source), dtype=dtype)
+        loaded, downscale = False, 1
+        if reference_adapter is not None:
+            # Before the fp8 casting, which then leaves the LoRA's own weights in the load dtype and
+            # keeps PEFT from casting inputs to float8. An adapter that does not fit this checkpoint
+            # costs only the reference renders (diffusers removes a half-injected adapter).
+            try:
+                downscale = reference_downscale(reference_adapter)
+                pipe.load_lora_weights(str(reference_adapter), adapter_name=REFERENCE_ADAPTER)
+                pipe.disable_lora()
+                loaded = True
+            except Exception as exc:
+                logger.exception("reference adapter %s not loaded", reference_adapter)
+                reference_error = (
+                    f"the reference adapter {reference_adapter} does not load into this checkpoint: "
+                    f"{type(exc).__name__}: {exc}"
+                )
         if precision == "fp8":
             pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
             # Embeddings (and lm_head, which shares their weight), norms and the unused vision tower
@@ -282,11 +301,6 @@ class LTX2Engine:
                 compute_dtype=dtype,
                 skip_modules_pattern=("embed", "lm_head", "norm", "vision"),
             )
-        downscale = None
-        if reference_adapter is not None:
-            pipe.load_lora_weights(str(reference_adapter), adapter_name=REFERENCE_ADAPTER)
-            pipe.disable_lora()
-            downscale = reference_downscale(reference_adapter)
         if offload == "model":
             pipe.enable_model_cpu_offload(device=device)
         elif offload == "sequential":
@@ -307,6 +321,7 @@ class LTX2Engine:
             device=device,
             prompt_cache_size=prompt_cache_size,
             upsampler=upsampler,
+            has_reference_adapter=loaded,
             reference_downscale=downscale,
             reference_error=reference_error,
         )
@@ -431,8 +446,13 @@ class LTX2Engine:
             conditions.append(LTX2VideoCondition(frames=last, index=-1))
         if references:
             assert self.references is not None
-            f = self.reference_downscale
-            sheet = reference_sheet(references, w // f, h // f)
+            f, grid = self.reference_downscale, self.references.vae_spatial_compression_ratio
+            # The pipeline takes the reference at (w // f, h // f) rounded down to its grid, cropping
+            # the rest; a sheet made at that size is used whole.
+            sheet = reference_sheet(
+                references, max(grid, w // f // grid * grid), max(grid, h // f // grid * grid)
+            )
+            # On the transformer every pipeline shares: only under self._lock, and off again after.
             self.references.enable_lora()
             try:
                 return self.references(

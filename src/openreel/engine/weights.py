@@ -116,29 +116,42 @@ class Adapter:
     source: str
     revision: str | None = None
     filename: str | None = None
+    local: bool = False
 
     @classmethod
     def parse(cls, value: str) -> Adapter:
-        if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().is_file():
-            return cls(str(Path(value).expanduser()))
+        """A path (``/``, ``./``, ``../``, ``~`` or an existing file) is local and made absolute, so it
+        means the same file whatever a worker's directory; anything else must be a hub repo id."""
+        path = Path(value).expanduser()
+        if value.startswith(("/", "./", "../", "~")) or path.is_file():
+            return cls(str(path.resolve()), local=True)
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
         repo, _, filename = value.partition(":")
         repo, _, revision = repo.partition("@")
+        try:
+            validate_repo_id(repo)
+        except HFValidationError:
+            raise ValueError(
+                f"{value!r} is neither a path nor a hub id (org/name[@revision][:file.safetensors])"
+            ) from None
         return cls(repo, revision or None, filename or None)
 
     @property
-    def is_local(self) -> bool:
-        return self.source.startswith("/") or Path(self.source).is_file()
+    def pattern(self) -> str:
+        return self.filename or "*.safetensors"
 
     def __str__(self) -> str:
         revision = f"@{self.revision}" if self.revision else ""
         return self.source + revision + (f":{self.filename}" if self.filename else "")
 
 
-def locate_adapter(adapter: Adapter) -> Path | None:
-    """The adapter's file on this machine, or None. Looks, never downloads."""
-    if adapter.is_local:
+def _adapter_candidates(adapter: Adapter) -> list[Path]:
+    """The files on this machine that could be the adapter; more than one means the id is ambiguous.
+    Looks, never downloads: the HF cache's snapshot of that revision, read offline."""
+    if adapter.local:
         path = Path(adapter.source)
-        return path if path.is_file() else None
+        return [path] if path.is_file() else []
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -147,44 +160,56 @@ def locate_adapter(adapter: Adapter) -> Path | None:
             snapshot_download(
                 adapter.source,
                 revision=adapter.revision,
-                allow_patterns=[adapter.filename or "*.safetensors"],
+                allow_patterns=[adapter.pattern],
+                # Without a file named, only the root's files count (a nested one need not be here).
+                ignore_patterns=None if adapter.filename else ["*/*"],
                 local_files_only=True,
             )
         )
-    except LocalEntryNotFoundError:
-        return None
-    return _adapter_file(snapshot, adapter)
-
-
-def _adapter_file(snapshot: Path, adapter: Adapter) -> Path | None:
+    except LocalEntryNotFoundError:  # no such repo, revision or file in the cache (or only part of it)
+        return []
     if adapter.filename:
         path = snapshot / adapter.filename
-        return path if path.is_file() else None
-    files = sorted(snapshot.glob("*.safetensors"))
-    if len(files) > 1:
-        names = ", ".join(f.name for f in files)
-        raise WeightsMissing(f"{adapter} holds several adapters ({names}); name one as {adapter}:FILE")
-    return files[0] if files else None
+        return [path] if path.is_file() else []
+    return sorted(snapshot.glob("*.safetensors"))
+
+
+def locate_adapter(adapter: Adapter) -> Path | None:
+    """The adapter's file on this machine, or None (absent, or ambiguous: ``require_adapter`` says)."""
+    found = _adapter_candidates(adapter)
+    return found[0] if len(found) == 1 else None
 
 
 def require_adapter(adapter: Adapter) -> Path:
-    path = locate_adapter(adapter)
-    if path is None:
-        raise WeightsMissing(
-            f"the adapter {adapter} is not on this machine; run `{PULL_COMMAND}` to download it"
-            if not adapter.is_local
-            else f"{adapter.source} is not a file"
-        )
-    return path
+    """The adapter's file, or ``WeightsMissing`` saying what to do about it."""
+    found = _adapter_candidates(adapter)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(f.name for f in found)
+        raise WeightsMissing(f"{adapter} holds several adapters ({names}); name one as {adapter}:FILE")
+    raise WeightsMissing(
+        f"{adapter.source} is not a file"
+        if adapter.local
+        else f"the adapter {adapter} is not on this machine; run `{PULL_COMMAND}` to download it"
+    )
 
 
 def pull_adapter(adapter: Adapter) -> Path:
-    """Download the adapter's file into the Hugging Face cache, with a progress bar."""
-    if adapter.is_local:
+    """Download the adapter's one file into the Hugging Face cache, with a progress bar; a repo with
+    several ``.safetensors`` at its root and no file named is refused before anything downloads."""
+    if adapter.local:
         return require_adapter(adapter)
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
-    snapshot_download(
-        adapter.source, revision=adapter.revision, allow_patterns=[adapter.filename or "*.safetensors"]
-    )
+    if adapter.filename is None:
+        roots = [f for f in list_repo_files(adapter.source, revision=adapter.revision) if "/" not in f]
+        found = [f for f in roots if f.endswith(".safetensors")]
+        if len(found) != 1:
+            raise WeightsMissing(
+                f"{adapter} holds {len(found) or 'no'} .safetensors files at its root"
+                + (f" ({', '.join(found)}); name one as {adapter}:FILE" if found else "")
+            )
+        adapter = Adapter(adapter.source, adapter.revision, found[0])
+    snapshot_download(adapter.source, revision=adapter.revision, allow_patterns=[adapter.pattern])
     return require_adapter(adapter)

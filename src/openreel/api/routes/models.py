@@ -11,7 +11,7 @@ from openreel.api.present import RANDOM_WEIGHTS_NOTICE
 from openreel.api.schemas import ErrorBody, ModelCatalog
 from openreel.catalog import ModelSpec
 from openreel.engine import model_checkpoint
-from openreel.engine.weights import Adapter, Checkpoint, WeightsMissing, locate, locate_adapter
+from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter
 
 router = APIRouter(tags=["Models"])
 
@@ -65,7 +65,7 @@ def list_models(
     configured = svc.settings.reference_adapter
     adapter = None
     if configured:
-        found = _adapter_present(Adapter.parse(configured))
+        found = locate_adapter(Adapter.parse(configured)) is not None
         adapter = {"adapter": configured, "weightsPresent": found}
     for model in svc.catalog.models.values():
         checkpoint = model_checkpoint(svc.settings, model.id)
@@ -73,10 +73,3 @@ def list_models(
             present[str(checkpoint)] = locate(checkpoint) is not None
         entries.append(_entry(svc, model, checkpoint, present.get(str(checkpoint), False), adapter))
     return {"models": entries}
-
-
-def _adapter_present(adapter: Adapter) -> bool:
-    try:
-        return locate_adapter(adapter) is not None
-    except WeightsMissing:  # an ambiguous repo: jobs get the reason with their 503
-        return False
