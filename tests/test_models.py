@@ -13,6 +13,8 @@ import av
 import httpx
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from openreel.engine.tiny import save_tiny_checkpoint, save_tiny_reference_adapter
 from openreel.engine.weights import (
@@ -206,7 +208,7 @@ def test_reference_images_need_the_pulled_adapter_then_render(tiny_checkpoint: P
             key = server.new_key(credits=100)
             with server.client(key) as client:
                 models = {m["id"]: m for m in client.get("/v2/models").json()["models"]}
-                assert models["veo-3.1-fast"]["acceptsReferenceImages"] is True
+                assert models["veo-3.1-fast"]["acceptsReferenceImages"] is False  # not pulled yet
                 assert models["veo-3.1-lite"]["acceptsReferenceImages"] is False
                 assert models["veo-3.1-fast"]["engine"]["referenceAdapter"] == {
                     "adapter": "acme/ic-lora",
@@ -235,6 +237,7 @@ def test_reference_images_need_the_pulled_adapter_then_render(tiny_checkpoint: P
             server.stop()  # the worker loaded the engine before the pull: it starts again with the adapter
             server.start()
             with server.client(key) as client:
+                assert client.get("/v2/models").json()["models"][0]["acceptsReferenceImages"] is True
                 plain = {**FAST, "veoParams": {"duration": 4, "seed": 5}}
                 ids = [client.post("/v2/videos/generate", json=b).json()["jobId"] for b in (body, plain)]
                 done = [wait_for(client, job_id, timeout=300) for job_id in ids]
@@ -250,3 +253,29 @@ def test_reference_images_need_the_pulled_adapter_then_render(tiny_checkpoint: P
 def _first_picture(mp4: bytes) -> np.ndarray:
     with av.open(io.BytesIO(mp4)) as container:
         return next(container.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def test_an_adapter_the_workers_cannot_load_refuses_references_without_charge(tmp_path: Path) -> None:
+    """The file is here, but it is another model's: the worker says so and the server believes it."""
+    wrong = tmp_path / "other-model.safetensors"
+    save_file(
+        {
+            "diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.ones(4, 999),
+            "diffusion_model.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.ones(16, 4),
+        },
+        str(wrong),
+    )
+    with running_server(tmp_path, {"OPENREEL_REFERENCE_ADAPTER": str(wrong)}) as server:
+        key = server.new_key(credits=50)
+        with server.client(key) as client:
+            assert client.get("/v2/models").json()["models"][0]["acceptsReferenceImages"] is False
+            ref = client.post("/v2/uploads", files={"file": ("r.png", png(64, 64), "image/png")}).json()[
+                "url"
+            ]
+            body = {**FAST, "veoParams": {"duration": 4, "reference_images": [ref]}}
+            refused = client.post("/v2/videos/generate", json=body)
+            assert (
+                refused.status_code == 503 and "does not load into this checkpoint" in refused.json()["error"]
+            )
+            assert client.get("/v2/me").json()["team"]["credits"] == 50
+            assert client.post("/v2/videos/generate", json=FAST).status_code == 202

@@ -83,6 +83,8 @@ def submit_job(
             require_adapter(Adapter.parse(adapter))
         except WeightsMissing as exc:
             raise EngineUnavailable(f"reference_images cannot be served: {exc}") from None
+    if spec.reference_images and engine.reference_error:
+        raise EngineUnavailable(f"reference_images cannot be served: {engine.reference_error}")
     model = svc.catalog.get(spec.model)
     assert model is not None
     new = jobs.NewJob(

@@ -44,6 +44,7 @@ class VideoEngine(Protocol):
     name: str
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
     random_weights: bool  # True: every surface must say the output is noise from random weights
+    reference_error: str | None  # why references cannot be rendered; None: they can
 
     def render(
         self,

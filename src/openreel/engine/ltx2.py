@@ -228,7 +228,7 @@ class LTX2Engine:
         self.keyframes = LastFrameConditionPipeline(**components)
         self.references = ReferencePipeline(**components) if has_reference_adapter else None
         self.reference_downscale = reference_downscale
-        self.reference_error = reference_error
+        self.reference_error = None if has_reference_adapter else reference_error
         self.prompts = PromptCache(pipe.encode_prompt, prompt_cache_size)
         self.upsampler = upsampler
         # Lightricks' distilled checkpoints ship a scheduler without dynamic shifting; the dev ones
@@ -346,7 +346,7 @@ class LTX2Engine:
         if (plan.has_first_frame, plan.has_last_frame, plan.reference_count) != given:
             raise ValueError("the plan's keyframe flags and reference_count must match the images passed")
         if references and self.references is None:
-            raise RuntimeError(self.reference_error)
+            raise RuntimeError(self.reference_error or NO_REFERENCE_ADAPTER)
         schedule: dict[str, Any] = {"num_inference_steps": plan.steps}
         if plan.sigmas and self.distilled:
             schedule = {"sigmas": list(plan.sigmas)}

@@ -6,7 +6,7 @@ over a cluster. Executors only run tasks and report; the dispatcher alone writes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from openreel.executors import messages as m
@@ -27,6 +27,8 @@ class EngineState:
     error: str | None = None
     # Reference images need an IC-LoRA adapter (OPENREEL_REFERENCE_ADAPTER); workers load it.
     reference_images: bool = False
+    # A loaded worker's reason it cannot use the configured adapter (missing there, does not fit).
+    reference_error: str | None = None
     slots: int = 0
     busy: int = 0
 
@@ -37,6 +39,15 @@ class EngineState:
             name=settings.engine,
             random_weights=settings.engine == "tiny",
             reference_images=settings.reference_adapter is not None,
+        )
+
+    def loaded(self, ready: m.EngineReady) -> EngineState:
+        """What a worker that has loaded its engine says about it (the last one to load speaks)."""
+        return replace(
+            self,
+            random_weights=ready.random_weights,
+            grid_scale=ready.grid_scale,
+            reference_error=ready.reference_error if self.reference_images else None,
         )
 
 

@@ -194,7 +194,7 @@ class LocalExecutor:
 
     def _loaded(self, slot: _Slot, event: m.EngineReady) -> None:
         slot.ready, slot.failed_starts = True, 0
-        self._state = replace(self._state, random_weights=event.random_weights, grid_scale=event.grid_scale)
+        self._state = self._state.loaded(event)
         log.info(
             "%s: engine %s ready%s",
             slot.name,

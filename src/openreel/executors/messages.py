@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from openreel.engine.plan import RenderPlan
+
+if TYPE_CHECKING:
+    from openreel.engine.base import VideoEngine
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,12 @@ class EngineReady:
     name: str
     grid_scale: float
     random_weights: bool
+    # Why this worker cannot render reference images although an adapter is configured; None: it can.
+    reference_error: str | None = None
+
+    @classmethod
+    def of(cls, engine: VideoEngine) -> EngineReady:
+        return cls(engine.name, engine.grid_scale, engine.random_weights, engine.reference_error)
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,7 @@ class RenderActor:
             self._resident = ResidentEngine(options, cache_dir)
             engine = self._resident.engine
             assert engine is not None
-            self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady(
-                engine.name, engine.grid_scale, engine.random_weights
-            )
+            self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady.of(engine)
         except Exception as exc:
             self._loaded = m.EngineFailed(f"{type(exc).__name__}: {exc}")
 
@@ -276,7 +274,7 @@ class RayExecutor:
             self._drop(actor)
             return
         actor.ready, self._failed_starts = True, 0
-        self._state = replace(self._state, random_weights=loaded.random_weights, grid_scale=loaded.grid_scale)
+        self._state = self._state.loaded(loaded)
         log.info("%s: engine %s ready", actor.name, loaded.name)
 
     def _delivered(self, actor: _Actor, outcome: m.Outcome) -> m.TaskEvent:

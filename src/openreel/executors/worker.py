@@ -53,7 +53,7 @@ def run_worker(
     except Exception as exc:
         conn.send(m.EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(m.EngineReady(resident.engine.name, resident.engine.grid_scale, resident.engine.random_weights))
+    conn.send(m.EngineReady.of(resident.engine))
 
     while True:
         try:

@@ -39,7 +39,9 @@ def _entry(
         "aspectRatios": list(model.aspect_ratios),
         "audio": model.audio,
         "acceptsGenerateAudio": model.accepts_audio_flag,
-        "acceptsReferenceImages": model.accepts_reference_images and engine.reference_images,
+        "acceptsReferenceImages": (
+            model.accepts_reference_images and engine.reference_images and not engine.reference_error
+        ),
         "prices": model.prices,
         "engine": {
             "name": engine.name,
