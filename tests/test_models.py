@@ -159,7 +159,7 @@ def test_adapters_parse_local_files_and_hub_files(tmp_path: Path, monkeypatch: p
     file.write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
     for value in (str(file), "./ic.safetensors", "ic.safetensors"):
-        assert Adapter.parse(value) == Adapter(str(file), local=True)  # absolute, whatever the cwd
+        assert Adapter.parse(value) == Adapter(str(file))  # absolute, whatever the cwd
     assert locate_adapter(Adapter.parse("./missing.safetensors")) is None
     with pytest.raises(WeightsMissing, match="is not a file"):
         require_adapter(Adapter.parse("./missing.safetensors"))
@@ -170,6 +170,11 @@ def test_adapters_parse_local_files_and_hub_files(tmp_path: Path, monkeypatch: p
     with pytest.raises(ValueError, match="neither a path nor a hub id"):
         Settings(reference_adapter="adapters/sub/ic.safetensors")
     assert Settings(reference_adapter="").reference_adapter is None
+    with pytest.raises(ValueError, match="neither a path nor a hub id"):
+        Settings(checkpoint="org/name/extra")
+    with pytest.raises(ValueError, match="neither a path nor a hub id"):
+        Settings(model_checkpoints={"veo-3.1": "org//name"})
+    assert Checkpoint.parse("./ic.safetensors") == Checkpoint(str(file))  # a path, made absolute
 
 
 def test_pulling_an_ambiguous_adapter_repo_downloads_nothing(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -73,15 +73,24 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     webhook_attempts: int = 5
 
-    @field_validator("reference_adapter")
+    @field_validator("checkpoint", "reference_adapter")
     @classmethod
-    def _adapter_id(cls, value: str | None) -> str | None:
+    def _weights_id(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Empty means unset; anything else must parse, so a typo stops the service at start-up."""
         if not value:
             return None
-        from openreel.engine.weights import Adapter
+        from openreel.engine.weights import Adapter, Checkpoint
 
-        Adapter.parse(value)
+        (Adapter if info.field_name == "reference_adapter" else Checkpoint).parse(value)
+        return value
+
+    @field_validator("model_checkpoints")
+    @classmethod
+    def _checkpoint_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        from openreel.engine.weights import Checkpoint
+
+        for checkpoint in value.values():
+            Checkpoint.parse(checkpoint)
         return value
 
     def engine_options(self) -> EngineOptions:

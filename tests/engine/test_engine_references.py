@@ -31,8 +31,14 @@ def _noise(width: int, height: int, seed: int) -> PIL.Image.Image:
 
 
 @pytest.fixture(scope="module")
-def ref_engine(tiny_engine_cache: Path) -> Any:
-    adapter = save_tiny_reference_adapter(tiny_engine_cache / "adapters" / "tiny-ic-lora.safetensors")
+def adapters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Adapter files live apart from the shared engine cache, which other tests expect to hold one dir."""
+    return tmp_path_factory.mktemp("adapters")
+
+
+@pytest.fixture(scope="module")
+def ref_engine(tiny_engine_cache: Path, adapters: Path) -> Any:
+    adapter = save_tiny_reference_adapter(adapters / "tiny-ic-lora.safetensors")
     return load_engine(EngineOptions("tiny", reference_adapter=str(adapter)), cache_dir=tiny_engine_cache)
 
 
@@ -91,8 +97,10 @@ def test_references_guide_the_render(ref_engine, tiny_plan) -> None:
     assert not np.array_equal(a.frames, plain.frames)
 
 
-def test_the_adapter_weights_act_on_reference_renders(ref_engine, tiny_engine_cache, tiny_plan) -> None:
-    other_adapter = save_tiny_reference_adapter(tiny_engine_cache / "adapters" / "rank2.safetensors", rank=2)
+def test_the_adapter_weights_act_on_reference_renders(
+    ref_engine, tiny_engine_cache, adapters, tiny_plan
+) -> None:
+    other_adapter = save_tiny_reference_adapter(adapters / "rank2.safetensors", rank=2)
     other = load_engine(
         EngineOptions("tiny", reference_adapter=str(other_adapter)), cache_dir=tiny_engine_cache
     )
@@ -141,8 +149,8 @@ def test_a_missing_adapter_fails_reference_renders_only(tiny_engine_cache, tiny_
         _render(engine, tiny_plan(reference_count=2))
 
 
-def test_fp8_keeps_the_adapter_in_the_compute_dtype(tiny_engine_cache, tiny_plan) -> None:
-    adapter = save_tiny_reference_adapter(tiny_engine_cache / "adapters" / "tiny-ic-lora.safetensors")
+def test_fp8_keeps_the_adapter_in_the_compute_dtype(tiny_engine_cache, adapters, tiny_plan) -> None:
+    adapter = save_tiny_reference_adapter(adapters / "tiny-ic-lora.safetensors")
     engine = load_engine(
         EngineOptions("tiny", precision="fp8", reference_adapter=str(adapter)), cache_dir=tiny_engine_cache
     )
@@ -153,8 +161,10 @@ def test_fp8_keeps_the_adapter_in_the_compute_dtype(tiny_engine_cache, tiny_plan
     assert clip.frames.shape == (24, 720, 1280, 3) and clip.frames.std() > 1
 
 
-def test_an_adapter_that_does_not_fit_costs_only_reference_renders(tiny_engine_cache, tiny_plan) -> None:
-    wrong = tiny_engine_cache / "adapters" / "other-model.safetensors"
+def test_an_adapter_that_does_not_fit_costs_only_reference_renders(
+    tiny_engine_cache, adapters, tiny_plan
+) -> None:
+    wrong = adapters / "other-model.safetensors"
     save_file(
         {
             "diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.ones(4, 999),

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from openreel.api.deps import Services
-from openreel.engine.weights import PULL_COMMAND, Adapter, Checkpoint, WeightsMissing, locate, require_adapter
+from openreel.engine.weights import PULL_COMMAND, Checkpoint, locate
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
 from openreel.validation import Details, VideoSpec
@@ -77,12 +77,7 @@ def submit_job(
             f"The weights of {checkpoint}, which serves {spec.model}, are not on this machine; "
             f"run `{PULL_COMMAND} {spec.model}` to download them"
         )
-    adapter = svc.settings.reference_adapter
-    if spec.reference_images and adapter:
-        try:
-            require_adapter(Adapter.parse(adapter))
-        except WeightsMissing as exc:
-            raise EngineUnavailable(f"reference_images cannot be served: {exc}") from None
+    # The workers say whether they loaded the adapter (missing there, or not fitting the checkpoint).
     if spec.reference_images and engine.reference_error:
         raise EngineUnavailable(f"reference_images cannot be served: {engine.reference_error}")
     model = svc.catalog.get(spec.model)

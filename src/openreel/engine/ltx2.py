@@ -211,12 +211,11 @@ class LTX2Engine:
         device: str,
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
         upsampler: LTX2LatentUpsamplePipeline | None = None,
-        has_reference_adapter: bool = False,
         reference_downscale: int = 1,
-        reference_error: str = NO_REFERENCE_ADAPTER,
+        reference_error: str | None = NO_REFERENCE_ADAPTER,
     ) -> None:
-        """``has_reference_adapter``: the pipeline's transformer carries the reference IC-LoRA, loaded as
-        ``REFERENCE_ADAPTER`` and switched off; without it ``reference_error`` says why references fail."""
+        """``reference_error`` None: the pipeline's transformer carries the reference IC-LoRA, loaded as
+        ``REFERENCE_ADAPTER`` and switched off; otherwise why references cannot be rendered."""
         self.name = name
         self.grid_scale = grid_scale
         self.random_weights = random_weights
@@ -226,9 +225,9 @@ class LTX2Engine:
         components = {k: v for k, v in pipe.components.items() if v is not None}
         self.i2v = LTX2ImageToVideoPipeline(**components)
         self.keyframes = LastFrameConditionPipeline(**components)
-        self.references = ReferencePipeline(**components) if has_reference_adapter else None
+        self.references = ReferencePipeline(**components) if reference_error is None else None
         self.reference_downscale = reference_downscale
-        self.reference_error = None if has_reference_adapter else reference_error
+        self.reference_error = reference_error
         self.prompts = PromptCache(pipe.encode_prompt, prompt_cache_size)
         self.upsampler = upsampler
         # Lightricks' distilled checkpoints ship a scheduler without dynamic shifting; the dev ones
@@ -275,7 +274,8 @@ class LTX2Engine:
             raise ValueError(f"offload={offload!r} moves weights to a CUDA GPU per use; this worker has none")
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         pipe = LTX2Pipeline.from_pretrained(str(source), dtype=dtype)
-        loaded, downscale = False, 1
+        downscale = 1
+        error: str | None = reference_error
         if reference_adapter is not None:
             # Before the fp8 casting, which then leaves the LoRA's own weights in the load dtype and
             # keeps PEFT from casting inputs to float8. An adapter that does not fit this checkpoint
@@ -284,10 +284,10 @@ class LTX2Engine:
                 downscale = reference_downscale(reference_adapter)
                 pipe.load_lora_weights(str(reference_adapter), adapter_name=REFERENCE_ADAPTER)
                 pipe.disable_lora()
-                loaded = True
+                error = None
             except Exception as exc:
                 logger.exception("reference adapter %s not loaded", reference_adapter)
-                reference_error = (
+                error = (
                     f"the reference adapter {reference_adapter} does not load into this checkpoint: "
                     f"{type(exc).__name__}: {exc}"
                 )
@@ -321,9 +321,8 @@ class LTX2Engine:
             device=device,
             prompt_cache_size=prompt_cache_size,
             upsampler=upsampler,
-            has_reference_adapter=loaded,
             reference_downscale=downscale,
-            reference_error=reference_error,
+            reference_error=error,
         )
 
     def render(
@@ -346,7 +345,7 @@ class LTX2Engine:
         if (plan.has_first_frame, plan.has_last_frame, plan.reference_count) != given:
             raise ValueError("the plan's keyframe flags and reference_count must match the images passed")
         if references and self.references is None:
-            raise RuntimeError(self.reference_error or NO_REFERENCE_ADAPTER)
+            raise RuntimeError(self.reference_error)
         schedule: dict[str, Any] = {"num_inference_steps": plan.steps}
         if plan.sigmas and self.distilled:
             schedule = {"sigmas": list(plan.sigmas)}

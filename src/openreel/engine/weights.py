@@ -7,6 +7,7 @@ it is not ready and names the command to run.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,22 +20,43 @@ class WeightsMissing(Exception):
     """The checkpoint's weights are not on this machine (or only partly: an interrupted pull)."""
 
 
+def _local_path(value: str, exists: Callable[[Path], bool]) -> str | None:
+    """A path (``/``, ``./``, ``../``, ``~``, or one that ``exists`` here) made absolute, so it names the
+    same place whatever a worker's directory; None: the value is not a path."""
+    path = Path(value).expanduser()
+    if value.startswith(("/", "./", "../", "~")) or exists(path):
+        return str(path.resolve())
+    return None
+
+
+def _hub_id(value: str, form: str) -> tuple[str, str | None]:
+    """``org/name[@revision]`` split, the repo id checked: a typo is an error at start-up, not a 500."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo, _, revision = value.partition("@")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise ValueError(f"{value!r} is neither a path nor a hub id ({form})") from None
+    return repo, revision or None
+
+
 @dataclass(frozen=True)
 class Checkpoint:
+    """A diffusers directory (an absolute path) or a hub repo at a revision."""
+
     source: str
     revision: str | None = None
 
     @classmethod
     def parse(cls, value: str) -> Checkpoint:
-        """``org/name``, ``org/name@revision``, or a local directory (absolute, ``./`` or ``~``)."""
-        if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().is_dir():
-            return cls(str(Path(value).expanduser()))
-        repo, _, revision = value.partition("@")
-        return cls(repo, revision or None)
+        """``org/name``, ``org/name@revision``, or a local directory."""
+        local = _local_path(value, Path.is_dir)
+        return cls(local) if local else cls(*_hub_id(value, "org/name[@revision]"))
 
     @property
     def is_local(self) -> bool:
-        return self.source.startswith("/") or Path(self.source).is_dir()
+        return self.source.startswith("/")
 
     def __str__(self) -> str:
         return self.source + (f"@{self.revision}" if self.revision else "")
@@ -116,26 +138,18 @@ class Adapter:
     source: str
     revision: str | None = None
     filename: str | None = None
-    local: bool = False
 
     @classmethod
     def parse(cls, value: str) -> Adapter:
-        """A path (``/``, ``./``, ``../``, ``~`` or an existing file) is local and made absolute, so it
-        means the same file whatever a worker's directory; anything else must be a hub repo id."""
-        path = Path(value).expanduser()
-        if value.startswith(("/", "./", "../", "~")) or path.is_file():
-            return cls(str(path.resolve()), local=True)
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
+        local = _local_path(value, Path.is_file)
+        if local:
+            return cls(local)
         repo, _, filename = value.partition(":")
-        repo, _, revision = repo.partition("@")
-        try:
-            validate_repo_id(repo)
-        except HFValidationError:
-            raise ValueError(
-                f"{value!r} is neither a path nor a hub id (org/name[@revision][:file.safetensors])"
-            ) from None
-        return cls(repo, revision or None, filename or None)
+        return cls(*_hub_id(repo, "org/name[@revision][:file.safetensors]"), filename or None)
+
+    @property
+    def is_local(self) -> bool:
+        return self.source.startswith("/")
 
     @property
     def pattern(self) -> str:
@@ -149,7 +163,7 @@ class Adapter:
 def _adapter_candidates(adapter: Adapter) -> list[Path]:
     """The files on this machine that could be the adapter; more than one means the id is ambiguous.
     Looks, never downloads: the HF cache's snapshot of that revision, read offline."""
-    if adapter.local:
+    if adapter.is_local:
         path = Path(adapter.source)
         return [path] if path.is_file() else []
     from huggingface_hub import snapshot_download
@@ -190,7 +204,7 @@ def require_adapter(adapter: Adapter) -> Path:
         raise WeightsMissing(f"{adapter} holds several adapters ({names}); name one as {adapter}:FILE")
     raise WeightsMissing(
         f"{adapter.source} is not a file"
-        if adapter.local
+        if adapter.is_local
         else f"the adapter {adapter} is not on this machine; run `{PULL_COMMAND}` to download it"
     )
 
@@ -198,7 +212,7 @@ def require_adapter(adapter: Adapter) -> Path:
 def pull_adapter(adapter: Adapter) -> Path:
     """Download the adapter's one file into the Hugging Face cache, with a progress bar; a repo with
     several ``.safetensors`` at its root and no file named is refused before anything downloads."""
-    if adapter.local:
+    if adapter.is_local:
         return require_adapter(adapter)
     from huggingface_hub import list_repo_files, snapshot_download
 
