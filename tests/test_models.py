@@ -5,7 +5,6 @@ command to run, charging nothing."""
 from __future__ import annotations
 
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from openreel.engine.tiny import save_tiny_checkpoint, save_tiny_reference_adapter
+from openreel.engine.tiny import TINY_DISTILLED_LORA, save_tiny_checkpoint, save_tiny_reference_adapter
 from openreel.engine.weights import (
     Adapter,
     Checkpoint,
@@ -26,8 +25,6 @@ from openreel.engine.weights import (
     locate_adapter,
     require_adapter,
 )
-from openreel.ledger.db import Database
-from openreel.ledger.tables import Job
 from openreel.settings import Settings
 
 from fakehub import fake_hub
@@ -88,10 +85,11 @@ def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_pat
                 assert client.get("/v2/jobs").json()["jobs"] == []
             assert "no" in cli(server.data_dir, "models", "list", env=env)
 
-            pulled = cli(server.data_dir, "models", "pull", "veo-3.1-fast", env=env)
+            pulled = cli(server.data_dir, "models", "pull", env=env)
             assert "ready:" in pulled
             snapshot = next((tmp_path / "hf-cache").glob("models--acme--ltx2-tiny/snapshots/*"))
             assert complete(snapshot) and (snapshot / "latent_upsampler" / "config.json").is_file()
+            assert (snapshot / TINY_DISTILLED_LORA).is_file()
             assert not (snapshot / "ltx-2-single-file.safetensors").exists()
             listed = cli(server.data_dir, "models", "list", env=env)
             assert "yes" in listed and "MB" in listed
@@ -109,49 +107,58 @@ def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_pat
                 )
 
 
-def test_a_model_with_its_own_checkpoint_is_refused_until_pulled_then_swapped_in(
+def test_a_missing_distilled_lora_makes_every_id_unready_until_pulled(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    lite = {"prompt": "a kite", "model": "veo-3.1-lite", "veoParams": {"duration": 4}}
-    fast = {
-        "prompt": "a kite",
-        "model": "veo-3.1-fast",
-        "veoParams": {"duration": 4, "generate_audio": False},
-    }
-    with fake_hub("acme/lite", shutil.copytree(tiny_checkpoint, tmp_path / "repo")) as hub:
+    """A dev checkpoint without its distilled LoRA cannot run a recipe: every id says why and what to
+    pull, jobs get a 503 and cost nothing; with the LoRA pulled from its own repo, they render and
+    report the recipe they ran."""
+    checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "dev-only")
+    lora_repo = tmp_path / "lora-repo"
+    lora_repo.mkdir()
+    (checkpoint / TINY_DISTILLED_LORA).rename(lora_repo / TINY_DISTILLED_LORA)
+    with fake_hub("acme/lora", lora_repo) as hub:
         env = {
             "HF_ENDPOINT": hub,
             "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
             "OPENREEL_ENGINE": "ltx2",
-            "OPENREEL_CHECKPOINT": str(tiny_checkpoint),
-            "OPENREEL_MODEL_CHECKPOINTS": json.dumps({"veo-3.1-lite": "acme/lite"}),
+            "OPENREEL_CHECKPOINT": str(checkpoint),
+            "OPENREEL_DISTILLED_LORA": f"acme/lora:{TINY_DISTILLED_LORA}",
             "OPENREEL_X264_PRESET": "ultrafast",
         }
         with running_server(tmp_path, env, engine="ltx2") as server:
             key = server.new_key(credits=100)
             with server.client(key) as client:
                 engines = {m["id"]: m["engine"] for m in client.get("/v2/models").json()["models"]}
-                assert (engines["veo-3.1-lite"]["checkpoint"], engines["veo-3.1-lite"]["weightsPresent"]) == (
-                    "acme/lite",
-                    False,
-                )
-                assert engines["veo-3.1-fast"]["weightsPresent"] is True
-                refused = client.post("/v2/videos/generate", json=lite)
-                assert (
-                    refused.status_code == 503
-                    and "openreel models pull veo-3.1-lite" in refused.json()["error"]
-                )
+                for model_id in ("veo-3.1-fast", "veo-3.1"):
+                    assert engines[model_id]["ready"] is False
+                    assert "distilled LoRA" in engines[model_id]["unavailable"]
+                    assert "openreel models pull" in engines[model_id]["unavailable"]
+                refused = client.post("/v2/videos/generate", json=FAST)
+                assert refused.status_code == 503 and "openreel models pull" in refused.json()["error"]
                 assert client.get("/v2/me").json()["team"]["credits"] == 100
+            assert "distilled LoRA" in cli(server.data_dir, "models", "list", env=env)
 
-                assert "ready: acme/lite" in cli(server.data_dir, "models", "pull", "veo-3.1-lite", env=env)
-                ids = [client.post("/v2/videos/generate", json=body).json()["jobId"] for body in (lite, fast)]
-                done = [wait_for(client, job_id, timeout=300) for job_id in ids]
-                assert [job["status"] for job in done] == ["COMPLETED", "COMPLETED"], done
-        db = Database(f"sqlite:///{server.data_dir / 'openreel.db'}")
-        with db.read() as session:
-            used = [session.get(Job, job_id).result["checkpoint"] for job_id in ids]  # type: ignore[union-attr]
-        db.dispose()
-        assert used == ["acme/lite", str(tiny_checkpoint)]
+            assert f"ready: acme/lora:{TINY_DISTILLED_LORA}" in cli(
+                server.data_dir, "models", "pull", env=env
+            )
+            server.stop()
+            server.start()
+            with server.client(key) as client:
+                models = {m["id"]: m for m in client.get("/v2/models").json()["models"]}
+                shown = models["veo-3.1"]["engine"]
+                assert shown["ready"] is True and shown["unavailable"] is None
+                assert shown["recipe"]["kind"] == "quality" and shown["recipe"]["version"] == "2.0"
+                assert [s["guidance"] for s in shown["recipe"]["stages"]] == [["cfg", "stg", "modality"], []]
+                job_id = client.post("/v2/videos/generate", json=FAST).json()["jobId"]
+                done = wait_for(client, job_id, timeout=300)
+                assert done["status"] == "COMPLETED", done
+                stages = done["result"]["recipe"]["stages"]
+                # The tiny checkpoint declares a quarter grid, whichever engine name loads it.
+                assert [(s["width"], s["height"], s["lora"]) for s in stages] == [
+                    (160, 96, True),
+                    (320, 192, True),
+                ]
 
 
 def test_adapters_parse_local_files_and_hub_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +180,10 @@ def test_adapters_parse_local_files_and_hub_files(tmp_path: Path, monkeypatch: p
     with pytest.raises(ValueError, match="neither a path nor a hub id"):
         Settings(checkpoint="org/name/extra")
     with pytest.raises(ValueError, match="neither a path nor a hub id"):
-        Settings(model_checkpoints={"veo-3.1": "org//name"})
+        Settings(distilled_lora="org//name")
+    with pytest.raises(ValueError, match="neither a path nor a hub id"):
+        Settings(upsampler="org//name:latent_upsampler")
+    assert Settings(upsampler="acme/up@v1:latent_upsampler").upsampler == "acme/up@v1:latent_upsampler"
     assert Checkpoint.parse("./ic.safetensors") == Checkpoint(str(file))  # a path, made absolute
 
 

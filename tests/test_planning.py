@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openreel.catalog import DISTILLED_SIGMAS, REFINE_SIGMAS, load_catalog
+from openreel.catalog import load_catalog
 from openreel.engine.plan import (
     center_crop_box,
     cover_size,
@@ -31,9 +31,7 @@ def plan(**overrides: object):  # type: ignore[no-untyped-def]
         resolution="720p",
         aspect_ratio="16:9",
         generate_audio=True,
-        steps=8,
-        guidance_scale=1.0,
-        negative_guidance_scale=3.0,
+        recipe="fast",
         has_first_frame=False,
         has_last_frame=False,
     )
@@ -54,14 +52,17 @@ def test_every_combination_has_exact_size_and_8k_plus_1_frames(
         assert (p.width, p.height) == ((long_side, short_side) if landscape else (short_side, long_side))
         assert p.num_frames == duration * 24 and p.fps == 24
         assert p.gen_frames == p.num_frames + 1 and (p.gen_frames - 1) % 8 == 0
-        assert p.gen_width % 32 == 0 and p.gen_height % 32 == 0
+        # Two stages: the grid is /64, so stage 1 (half of it) is on LTX-2's /32 latent grid.
+        assert p.gen_width % 64 == 0 and p.gen_height % 64 == 0
+        assert all(side % 32 == 0 for side in p.stage_size(half=True))
+        assert p.last_frame_index == p.num_frames - 1
         if scale == 1.0:
             assert p.gen_width >= p.width and p.gen_height >= p.height
-            assert p.gen_width - p.width < 32 and p.gen_height - p.height < 32
+            assert p.gen_width - p.width < 64 and p.gen_height - p.height < 64
 
 
-def test_real_grids_are_the_nearest_multiple_of_32_above() -> None:
-    assert (grid_side(1280, 1.0), grid_side(720, 1.0), grid_side(1080, 1.0)) == (1280, 736, 1088)
+def test_real_grids_are_the_nearest_multiple_of_64_above() -> None:
+    assert (grid_side(1280, 1.0), grid_side(720, 1.0), grid_side(1080, 1.0)) == (1280, 768, 1088)
     assert (grid_side(1280, 0.25), grid_side(720, 0.25)) == (320, 192)
     assert output_size("1080p", "9:16") == (1080, 1920)
 
@@ -73,10 +74,9 @@ def test_cover_then_crop_never_stretches() -> None:
     assert w >= 1280 and h >= 720 and abs(w / h - 300 / 500) < 0.01
 
 
-def test_negative_prompt_turns_guidance_on() -> None:
-    assert plan().guidance_scale == 1.0
-    assert plan(negative_prompt="blurry").guidance_scale == 3.0
-    assert plan(negative_prompt="blurry", guidance_scale=5.0).guidance_scale == 5.0
+def test_the_plan_keeps_a_negative_prompt_only_when_there_is_one() -> None:
+    assert plan().negative_prompt is None and plan(negative_prompt="").negative_prompt is None
+    assert plan(negative_prompt="blurry").negative_prompt == "blurry"
 
 
 def test_price_table_matches_the_published_one() -> None:
@@ -128,19 +128,23 @@ def test_rules_per_model() -> None:
     assert spec is not None and spec.negative_prompt is None
 
 
-def test_fast_presets_take_the_distilled_recipe_and_two_stages_only_at_1080p() -> None:
-    for model_id in ("veo-3.1-fast", "veo-3-fast"):
-        fast = CATALOG.models[model_id].preset
-        assert fast.sigmas == DISTILLED_SIGMAS and fast.steps == len(DISTILLED_SIGMAS)
-        assert fast.refine_for("1080p") == REFINE_SIGMAS and fast.refine_for("720p") is None
-    quality = CATALOG.models["veo-3.1"].preset
-    assert quality.sigmas is None and quality.refine_for("1080p") is None
-    landscape = plan(resolution="1080p", sigmas=DISTILLED_SIGMAS, refine_sigmas=REFINE_SIGMAS)
-    assert (landscape.gen_width, landscape.gen_height, landscape.stage1_size) == (1920, 1088, (960, 544))
-    assert (landscape.width, landscape.height, landscape.steps) == (1920, 1080, 8)
-    portrait = plan(resolution="1080p", aspect_ratio="9:16", refine_sigmas=REFINE_SIGMAS)
-    assert (portrait.gen_width, portrait.gen_height, portrait.stage1_size) == (1088, 1920, (544, 960))
-    assert plan(resolution="1080p").gen_height == 1088 and plan(resolution="720p").gen_height == 736
+def test_each_id_names_its_recipe_and_every_size_has_two_stages() -> None:
+    kinds = {model_id: spec.recipe for model_id, spec in CATALOG.models.items()}
+    assert kinds == {
+        "veo-3.1-fast": "fast",
+        "veo-3-fast": "fast",
+        "veo-3.1-lite": "fast",
+        "veo-3.1": "quality",
+        "veo-3": "quality",
+        "veo-2": "quality",
+    }
+    landscape = plan(resolution="1080p")
+    assert (landscape.gen_width, landscape.gen_height) == (1920, 1088)
+    assert landscape.stage_size(half=True) == (960, 544) and landscape.stage_size(half=False) == (1920, 1088)
+    portrait = plan(resolution="1080p", aspect_ratio="9:16")
+    assert (portrait.gen_width, portrait.gen_height, portrait.stage_size(True)) == (1088, 1920, (544, 960))
+    small = plan(resolution="720p")
+    assert (small.gen_width, small.gen_height, small.stage_size(True)) == (1280, 768, (640, 384))
 
 
 @pytest.mark.parametrize(

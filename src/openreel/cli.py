@@ -87,15 +87,6 @@ def serve(
         raise typer.BadParameter(
             f"unknown executor {settings.executor!r}; choose from {', '.join(KNOWN_EXECUTORS)}"
         )
-    if settings.model_checkpoints:
-        from openreel.catalog import load_catalog
-
-        unknown = sorted(set(settings.model_checkpoints) - set(load_catalog(settings.prices_file).ids))
-        if unknown or settings.engine != "ltx2":
-            raise typer.BadParameter(
-                "OPENREEL_MODEL_CHECKPOINTS maps model ids of the catalog to checkpoints of the ltx2 engine"
-                + (f"; unknown ids: {', '.join(unknown)}" if unknown else "")
-            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
@@ -126,44 +117,63 @@ def worker(
     os.execvpe(command[0], command, env)
 
 
-def _checkpoints(settings: Settings) -> dict[str, list[str]]:
-    """Each checkpoint the configuration names, with the model ids it serves."""
-    from openreel.catalog import load_catalog
-    from openreel.engine import model_checkpoint
+def _checkpoint(settings: Settings) -> str:
+    """The configured checkpoint, which serves every model id."""
+    from openreel.engine import configured_checkpoint
 
-    served: dict[str, list[str]] = {}
-    for model_id in load_catalog(settings.prices_file).ids:
-        found = model_checkpoint(settings, model_id)
-        if found is None:
-            console.print(
-                f"[red]No checkpoint serves {model_id}: set OPENREEL_CHECKPOINT (a hub repo id[@revision] "
-                "or a local directory), or pass --checkpoint.[/red]"
-            )
-            raise typer.Exit(1)
-        served.setdefault(str(found), []).append(model_id)
-    return served
+    found = configured_checkpoint(settings)
+    if found is None:
+        console.print(
+            "[red]No checkpoint configured: set OPENREEL_CHECKPOINT (a hub repo id[@revision] or a local "
+            "directory), or pass --checkpoint.[/red]"
+        )
+        raise typer.Exit(1)
+    return str(found)
+
+
+def _pieces(settings: Settings) -> list[tuple[str, str, str]]:
+    """(setting value, what it is, what it serves) of each piece configured apart from the checkpoint."""
+    pieces = []
+    if settings.distilled_lora:
+        pieces.append((settings.distilled_lora, "distilled LoRA", "distilled stages on dev weights"))
+    if settings.upsampler:
+        pieces.append((settings.upsampler, "upsampler", "the x2 step of every recipe"))
+    if settings.reference_adapter:
+        pieces.append((settings.reference_adapter, "adapter", "reference_images"))
+    return pieces
+
+
+def _locate_piece(kind: str, value: str) -> Path | None:
+    from openreel.engine.weights import Adapter, Folder, WeightsMissing, require_adapter, require_folder
+
+    try:
+        return (
+            require_folder(Folder.parse(value))
+            if kind == "upsampler"
+            else require_adapter(Adapter.parse(value))
+        )
+    except WeightsMissing:
+        return None
 
 
 @models_app.command("list")
 def models_list(data_dir: DataDir = None) -> None:
-    """The open checkpoints behind the model ids (and the reference adapter, if one is configured),
-    whether their weights are here, and their size."""
-    from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter, size_on_disk
+    """The open checkpoint behind the model ids, the pieces configured beside it (distilled LoRA, latent
+    upsampler, reference adapter), whether their weights are here, and their size."""
+    from openreel.engine.weights import Checkpoint, locate, size_on_disk
 
     settings = _settings(data_dir)
-    table = Table("checkpoint", "engine", "serves", "present", "size")
-    missing = False
-    for checkpoint, model_ids in _checkpoints(settings).items():
-        directory = locate(Checkpoint.parse(checkpoint))
-        missing = missing or directory is None
-        size = _size(size_on_disk(directory)) if directory else "-"
-        table.add_row(checkpoint, settings.engine, ", ".join(model_ids), "yes" if directory else "no", size)
-    if settings.reference_adapter:
-        path = locate_adapter(Adapter.parse(settings.reference_adapter))
+    table = Table("weights", "kind", "serves", "present", "size")
+    checkpoint = _checkpoint(settings)
+    directory = locate(Checkpoint.parse(checkpoint))
+    missing = directory is None
+    size = _size(size_on_disk(directory)) if directory else "-"
+    table.add_row(checkpoint, settings.engine, "every model id", "yes" if directory else "no", size)
+    for value, kind, serves in _pieces(settings):
+        path = _locate_piece(kind, value)
         missing = missing or path is None
-        size = _size(path.stat().st_size) if path else "-"
-        present = "yes" if path else "no"
-        table.add_row(settings.reference_adapter, "adapter", "reference_images", present, size)
+        size = "-" if path is None else _size(size_on_disk(path) if path.is_dir() else path.stat().st_size)
+        table.add_row(value, kind, serves, "yes" if path else "no", size)
     console.print(table)
     if missing:
         console.print("Weights missing: run `openreel models pull`.")
@@ -175,42 +185,46 @@ def _size(count: int) -> str:
 
 @models_app.command("pull")
 def models_pull(
-    model: Annotated[str | None, typer.Argument(help="Only this model id's checkpoint.")] = None,
     checkpoint: Annotated[
-        str | None, typer.Option(help="Pull this hub repo id[@revision] instead of the configured ones.")
+        str | None, typer.Option(help="Pull this hub repo id[@revision] instead of the configured weights.")
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Download checkpoints into the Hugging Face cache (HF_HOME / HF_HUB_CACHE), with progress bars,
-    and the reference adapter when one is configured (unless --checkpoint or a model without
-    reference images is named).
+    """Download the checkpoint into the Hugging Face cache (HF_HOME / HF_HUB_CACHE), with progress bars:
+    its pipeline folders, latent upsampler and distilled LoRA, and the pieces configured apart from it
+    (OPENREEL_DISTILLED_LORA, OPENREEL_UPSAMPLER, OPENREEL_REFERENCE_ADAPTER) unless --checkpoint is given.
 
     An interrupted pull resumes; a server started before the pull needs a restart to load the weights."""
-    from openreel.catalog import load_catalog
-    from openreel.engine.weights import Adapter, Checkpoint, pull, pull_adapter, size_on_disk
+    from openreel.engine.weights import (
+        Adapter,
+        Checkpoint,
+        Folder,
+        pull,
+        pull_adapter,
+        pull_folder,
+        size_on_disk,
+    )
 
     settings = _settings(data_dir)
-    spec = load_catalog(settings.prices_file).get(model) if model is not None else None
-    if model is not None and spec is None:
-        raise typer.BadParameter(f"unknown model {model!r}")
     if settings.engine == "tiny" and checkpoint is None:
         from openreel.engine import TINY_CHECKPOINT_DIR
         from openreel.engine.tiny import save_tiny_checkpoint
 
         directory = save_tiny_checkpoint(settings.data_dir / "models" / TINY_CHECKPOINT_DIR)
         console.print(f"ready: {directory} ({_size(size_on_disk(directory))})")
-        targets = []
-    elif checkpoint is not None:
-        targets = [checkpoint]
     else:
-        targets = [c for c, ids in _checkpoints(settings).items() if model is None or model in ids]
-    for target in targets:
+        target = checkpoint or _checkpoint(settings)
         directory = _pulling(target, lambda t: pull(Checkpoint.parse(t)))
         console.print(f"ready: {target} in {directory} ({_size(size_on_disk(directory))})")
-    adapter = settings.reference_adapter
-    if adapter and checkpoint is None and (spec is None or spec.accepts_reference_images):
-        path = _pulling(adapter, lambda a: pull_adapter(Adapter.parse(a)))
-        console.print(f"ready: {adapter} in {path} ({_size(path.stat().st_size)})")
+        if checkpoint is not None:
+            return
+    for value, kind, _ in _pieces(settings):
+        if kind == "upsampler":
+            path = _pulling(value, lambda v: pull_folder(Folder.parse(v)))
+        else:
+            path = _pulling(value, lambda v: pull_adapter(Adapter.parse(v)))
+        size = size_on_disk(path) if path.is_dir() else path.stat().st_size
+        console.print(f"ready: {value} in {path} ({_size(size)})")
 
 
 def _pulling(target: str, fetch: Callable[[str], Path]) -> Path:

@@ -23,9 +23,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
     engine: str = Field(default="tiny", description="tiny (random weights, CPU) or ltx2 (real checkpoint).")
     checkpoint: str | None = Field(default=None, description="ltx2 engine: HF repo id or local directory.")
-    model_checkpoints: dict[str, str] = Field(
-        default_factory=dict,
-        description='ltx2 engine: per model id, its own checkpoint (JSON {"id": "repo"}).',
+    distilled_lora: str | None = Field(
+        default=None,
+        description="ltx2: the distilled LoRA, if not beside the checkpoint: file or org/name[@rev]:file.",
+    )
+    upsampler: str | None = Field(
+        default=None,
+        description="ltx2: the x2 latent upsampler, if not in latent_upsampler/: folder or org/name[:sub].",
     )
     reference_adapter: str | None = Field(
         default=None,
@@ -73,24 +77,16 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     webhook_attempts: int = 5
 
-    @field_validator("checkpoint", "reference_adapter")
+    @field_validator("checkpoint", "reference_adapter", "distilled_lora", "upsampler")
     @classmethod
     def _weights_id(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Empty means unset; anything else must parse, so a typo stops the service at start-up."""
         if not value:
             return None
-        from openreel.engine.weights import Adapter, Checkpoint
+        from openreel.engine.weights import Adapter, Checkpoint, Folder
 
-        (Adapter if info.field_name == "reference_adapter" else Checkpoint).parse(value)
-        return value
-
-    @field_validator("model_checkpoints")
-    @classmethod
-    def _checkpoint_ids(cls, value: dict[str, str]) -> dict[str, str]:
-        from openreel.engine.weights import Checkpoint
-
-        for checkpoint in value.values():
-            Checkpoint.parse(checkpoint)
+        parser = {"checkpoint": Checkpoint, "upsampler": Folder}.get(str(info.field_name), Adapter)
+        parser.parse(value)
         return value
 
     def engine_options(self) -> EngineOptions:
@@ -103,13 +99,9 @@ class Settings(BaseSettings):
             self.offload,
             self.prompt_cache_size,
             self.reference_adapter,
+            self.distilled_lora,
+            self.upsampler,
         )
-
-    def checkpoint_for(self, model_id: str) -> str | None:
-        """The checkpoint that serves a model id on the ltx2 engine (the tiny engine has one)."""
-        if self.engine != "ltx2":
-            return None
-        return self.model_checkpoints.get(model_id, self.checkpoint)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'openreel.db').resolve()}"

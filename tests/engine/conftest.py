@@ -26,7 +26,7 @@ def tiny_engine(tiny_engine_cache: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_plan() -> Callable[..., RenderPlan]:
-    """Plan factory: 1 s of 720p 16:9 on the tiny engine's quarter grid, 2 steps, no guidance."""
+    """Plan factory: 1 s of 720p 16:9 on the tiny engine's quarter grid, on the fast recipe."""
 
     def make(**overrides: Any) -> RenderPlan:
         args: dict[str, Any] = {
@@ -37,9 +37,7 @@ def tiny_plan() -> Callable[..., RenderPlan]:
             "resolution": "720p",
             "aspect_ratio": "16:9",
             "generate_audio": True,
-            "steps": 2,
-            "guidance_scale": 1.0,
-            "negative_guidance_scale": 1.0,
+            "recipe": "fast",
             "has_first_frame": False,
             "has_last_frame": False,
             "grid_scale": 0.25,

@@ -20,7 +20,7 @@ SIZES |= {("1080p", "16:9"): (1920, 1080), ("1080p", "9:16"): (1080, 1920)}
 def test_every_combination_renders_exactly(
     tiny_engine, tiny_plan, tmp_path: Path, duration: int, aspect: str, resolution: str
 ) -> None:
-    plan = tiny_plan(duration_s=duration, aspect_ratio=aspect, resolution=resolution, steps=1)
+    plan = tiny_plan(duration_s=duration, aspect_ratio=aspect, resolution=resolution)
     clip = tiny_engine.render(plan, None, None, lambda *_: None)
     out = tmp_path / "clip.mp4"
     write_mp4(clip, plan.fps, out, preset="ultrafast")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openreel.engine import TINY_CHECKPOINT_DIR, EngineOptions, load_engine
+from openreel.engine import TINY_CHECKPOINT_DIR, EngineOptions, find_parts, load_engine
 from openreel.engine.ltx2 import LTX2Engine
-from openreel.engine.tiny import save_tiny_checkpoint
+from openreel.engine.tiny import TINY_DISTILLED_LORA, save_tiny_checkpoint
 
 
 def _noop(i: int, total: int) -> None:
@@ -25,6 +25,9 @@ def test_checkpoint_is_a_diffusers_directory_and_is_reused(tiny_engine, tiny_eng
     assert '"LTX2Pipeline"' in index.read_text()
     for part in ("transformer", "vae", "audio_vae", "vocoder", "connectors", "text_encoder", "tokenizer"):
         assert (directory / part).is_dir(), part
+    # The real layout: the upsampler and the distilled LoRA beside the pipeline's folders.
+    assert (directory / "latent_upsampler" / "config.json").is_file()
+    assert (directory / TINY_DISTILLED_LORA).is_file()
     before = {p: p.stat().st_mtime_ns for p in directory.rglob("*")}
     assert save_tiny_checkpoint(directory) == directory
     assert {p: p.stat().st_mtime_ns for p in directory.rglob("*")} == before
@@ -32,11 +35,13 @@ def test_checkpoint_is_a_diffusers_directory_and_is_reused(tiny_engine, tiny_eng
 
 
 def test_reload_gives_identical_output(tiny_engine, tiny_engine_cache: Path, tiny_plan) -> None:
+    directory = tiny_engine_cache / TINY_CHECKPOINT_DIR
     again = LTX2Engine.from_pretrained(
-        tiny_engine_cache / TINY_CHECKPOINT_DIR,
+        directory,
         name="tiny",
         grid_scale=0.25,
         random_weights=True,
+        parts=find_parts(EngineOptions("tiny"), directory),
         device="cpu",
     )
     plan = tiny_plan(seed=11)

@@ -1,4 +1,5 @@
-"""Engine options on the tiny engine: the text-encoder cache, fp8 weight storage, offload refusal."""
+"""Engine options on the tiny engine: the text-encoder cache and its placement, fp8 weights as upstream
+quantizes them, offload refusal."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 from pydantic import ValidationError
 
 from openreel.engine import EngineOptions, load_engine
+from openreel.engine.fp8 import Fp8Linear
+from openreel.engine.text import ENCODING_MARGIN, placement, streaming, visiting
 from openreel.settings import Settings
 
 
@@ -19,7 +22,7 @@ def _noop(step: int, total: int) -> None:
 
 def _encoder_calls(engine) -> list[int]:
     calls: list[int] = []
-    engine.t2v.text_encoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    engine.pipe.text_encoder.register_forward_pre_hook(lambda *_: calls.append(1))
     return calls
 
 
@@ -29,7 +32,7 @@ def test_prompts_are_encoded_once_and_give_the_same_clip(tiny_engine_cache: Path
     calls, plain_calls = _encoder_calls(cached), _encoder_calls(uncached)
     plan = tiny_plan()
     first = cached.render(plan, None, None, _noop)
-    assert len(calls) == 1
+    assert len(calls) == 1  # once for both stages
     again = cached.render(plan, None, None, _noop)
     assert len(calls) == 1 and cached.prompts.misses == 1
     reference = uncached.render(plan, None, None, _noop)
@@ -38,22 +41,93 @@ def test_prompts_are_encoded_once_and_give_the_same_clip(tiny_engine_cache: Path
     assert first.audio is not None and again.audio is not None and np.array_equal(first.audio, again.audio)
 
     cached.render(tiny_plan(prompt="a white owl"), None, None, _noop)
-    cached.render(tiny_plan(negative_prompt="blurry", guidance_scale=3.0), None, None, _noop)
+    cached.render(tiny_plan(negative_prompt="blurry"), None, None, _noop)  # "blurry" evicts the owl
     assert cached.prompts.misses == 3
-    cached.render(plan, None, None, _noop)  # evicted: the cache holds the two newest
+    cached.render(plan, None, None, _noop)  # still there: the cache holds the two newest
+    assert cached.prompts.misses == 3
+    cached.render(tiny_plan(prompt="a white owl"), None, None, _noop)
     assert cached.prompts.misses == 4
 
 
-def test_fp8_stores_weights_in_float8_and_still_renders(
+def test_the_text_encoder_goes_back_to_its_host_tensors_after_a_visit() -> None:
+    """No copy back after encoding: the host tensors are put back as they were, even after an error."""
+    module = torch.nn.Linear(4, 4)
+    host = [module.weight.data_ptr(), module.bias.data_ptr()]
+    with visiting(module, torch.device("cpu")):
+        assert module(torch.ones(1, 4)).shape == (1, 4)
+    with pytest.raises(RuntimeError), visiting(module, torch.device("cpu")):
+        raise RuntimeError("encoding failed")
+    assert [module.weight.data_ptr(), module.bias.data_ptr()] == host
+
+
+def test_a_text_encoder_without_room_streams_through_layer_by_layer(tiny_engine) -> None:
+    """Each layer holds its own weights only while it runs; the encoding is the same, and afterwards
+    every weight is back on its host tensor."""
+    pipe = tiny_engine.pipe
+    encoder = pipe.text_encoder
+    host = {name: t.data_ptr() for name, t in encoder.state_dict(keep_vars=True).items()}
+    visits: list[str] = []
+    names = {id(m): n for n, m in encoder.named_modules()}
+    hooks = [
+        m.register_forward_pre_hook(lambda m, _a: visits.append(names[id(m)])) for m in encoder.modules()
+    ]
+    try:
+        with streaming(encoder, torch.device("cpu")):
+            streamed = pipe._get_gemma_prompt_embeds("a red fox", device=torch.device("cpu"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    plain = pipe._get_gemma_prompt_embeds("a red fox", device=torch.device("cpu"))
+    assert torch.equal(streamed[0], plain[0]) and torch.equal(streamed[1], plain[1])
+    assert {n: t.data_ptr() for n, t in encoder.state_dict(keep_vars=True).items()} == host
+    assert any("layers.1." in v for v in visits) and "lm_head" in visits
+    gib = 2**30
+    assert placement(40 * gib, 24 * gib) == "visit"
+    assert placement(24 * gib + ENCODING_MARGIN - 1, 24 * gib) == "stream"
+
+
+def test_fp8_quantizes_only_the_blocks_attention_and_feed_forward(
     tiny_engine_cache: Path, tiny_plan, tiny_engine
 ) -> None:
     fp8 = load_engine(EngineOptions("tiny", precision="fp8"), cache_dir=tiny_engine_cache)
-    assert torch.float8_e4m3fn in {p.dtype for p in fp8.t2v.transformer.parameters()}
-    assert torch.float8_e4m3fn in {p.dtype for p in fp8.t2v.text_encoder.parameters()}
+    transformer = fp8.pipe.transformer
+    quantized = {name for name, m in transformer.named_modules() if isinstance(m, Fp8Linear)}
+    block = "transformer_blocks.0."
+    for name in ("attn1.to_q", "attn1.to_out.0", "attn2.to_k", "audio_attn1.to_v", "ff.net.0.proj"):
+        assert block + name in quantized, name
+    assert block + "audio_ff.net.2" in quantized
+    # Embedders, projections and the text encoder keep their precision (ltx-core's fp8_cast policy).
+    assert {"proj_in", "proj_out", "audio_proj_in"}.isdisjoint(quantized)
+    assert not any("time_embed" in name or "caption" in name for name in quantized)
+    assert torch.float8_e4m3fn not in {p.dtype for p in fp8.pipe.text_encoder.parameters()}
+    assert all(transformer.get_submodule(n).weight_fp8.dtype == torch.float8_e4m3fn for n in quantized)
     plan = tiny_plan()
     clip = fp8.render(plan, None, None, _noop)
     full = tiny_engine.render(plan, None, None, _noop)
+    assert clip.recipe is not None and clip.recipe["precision"] == "fp8"
     assert clip.frames.shape == full.frames.shape and not np.array_equal(clip.frames, full.frames)
+    # The distilled LoRA fuses into float8 weights from the dev weights kept at full precision.
+    fp8.lora.restore()
+    layer = transformer.get_submodule(block + "attn1.to_q")
+    dev = layer.weight_fp8.clone()
+    fp8.lora.fuse()
+    fp8.lora.restore()
+    assert torch.equal(layer.weight_fp8, dev)
+
+
+def test_fp8_matmul_agrees_with_the_upcast_path() -> None:
+    """``torch._scaled_mm`` (float8 inputs, per-token and per-channel scales) against the same float8
+    weight upcast: the difference is the input's float8 rounding, small against the output."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(2, 16, 64)
+    upcast, native = Fp8Linear(linear, "upcast"), Fp8Linear(linear, "scaled_mm")
+    exact = linear(x)
+    a, b = upcast(x), native(x)
+    assert a.shape == b.shape == exact.shape
+    scale = exact.abs().max()
+    assert (a - exact).abs().max() < 0.05 * scale
+    assert (b - exact).abs().max() < 0.08 * scale
 
 
 def test_offload_needs_a_gpu_and_bad_modes_are_refused(tiny_engine_cache: Path) -> None:

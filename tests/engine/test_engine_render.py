@@ -1,5 +1,5 @@
-"""Rendering through the tiny random-weight LTX-2: exact output sizes, determinism, routing, guidance,
-progress and cancellation. Renders are small (1 s, quarter grid, 2 steps) except the size checks."""
+"""Rendering through the tiny random-weight LTX-2: exact output sizes, determinism, conditioning,
+progress and cancellation. Renders are small (1 s, quarter grid) except the size checks."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf, resolve_default_image_crf
 
 from openreel.engine.base import Cancelled, Clip
-from openreel.engine.ltx2 import LTX2Engine, fit_image, frames_to_output, guidance_kwargs
+from openreel.engine.ltx2 import LTX2Engine, conditioning_pixels, frames_to_output, guidance_kwargs
 from openreel.engine.mux import probe_mp4, write_mp4
+from openreel.engine.pipelines import Condition
+from openreel.engine.recipes import recipe
 
 
 def _noop(i: int, total: int) -> None:
@@ -48,6 +49,8 @@ def test_engine_identity(tiny_engine) -> None:
     assert tiny_engine.grid_scale == 0.25
     assert tiny_engine.random_weights is True
     assert tiny_engine.sample_rate == 16000
+    # The tiny build is an LTX-2.0 architecture with dev weights (its scheduler shifts dynamically).
+    assert (tiny_engine.version, tiny_engine.weights) == ("2.0", "dev")
 
 
 def test_exact_shape_16x9_with_audio(full_clip: Clip) -> None:
@@ -90,18 +93,21 @@ def test_seed_and_prompt_change_the_output(tiny_engine, tiny_plan, base_clip: Cl
     assert not np.array_equal(other.audio, base_clip.audio)
 
 
-def test_fit_image_covers_and_crops_without_stretching() -> None:
-    # Square source whose red channel is x and green is y: after cover+crop to 320x192 the x ramp must
-    # keep its full span (scaled 0.8) and y must be the centre band, i.e. no axis was squeezed.
+def test_conditions_cover_and_crop_without_stretching(tiny_engine) -> None:
+    # Square source whose red channel is x and green is y: after the pipeline's cover+crop to 320x192
+    # the x ramp must keep its full span (scaled 0.8) and y must be the centre band: no axis squeezed.
     xs = np.broadcast_to(np.arange(400)[None, :], (400, 400))
     ys = xs.T
     src = np.stack([xs * 255 // 399, ys * 255 // 399, np.zeros_like(xs)], axis=-1).astype(np.uint8)
-    out = np.asarray(fit_image(PIL.Image.fromarray(src).convert("RGBA"), 320, 192))
+    frames, *_ = tiny_engine.pipe.preprocess_conditions(
+        [Condition(src, index=0, crf=0)], height=192, width=320, num_frames=25
+    )
+    out = ((frames[0][0, :, 0].permute(1, 2, 0) + 1) * 127.5).round().numpy()
     assert out.shape == (192, 320, 3)
-    assert abs(int(out[96, 0, 0]) - 0) <= 3 and abs(int(out[96, -1, 0]) - 255) <= 3
+    assert abs(out[96, 0, 0] - 0) <= 3 and abs(out[96, -1, 0] - 255) <= 3
     # Rows 64..255 of the 320x320 cover image = source rows 80..319.
-    assert abs(int(out[0, 160, 1]) - 80 * 255 // 399) <= 3
-    assert abs(int(out[-1, 160, 1]) - 319 * 255 // 399) <= 3
+    assert abs(out[0, 160, 1] - 80 * 255 // 399) <= 3
+    assert abs(out[-1, 160, 1] - 319 * 255 // 399) <= 3
 
 
 def test_first_frame_changes_the_output(tiny_engine, tiny_plan, base_clip: Clip) -> None:
@@ -129,77 +135,25 @@ def test_plan_flags_must_match_images(tiny_engine, tiny_plan) -> None:
         tiny_engine.render(tiny_plan(), _image(64, 64, 0), None, _noop)
 
 
-def test_last_frame_keyframe_sits_on_the_final_pixel_frame(tiny_engine) -> None:
-    """Upstream maps latent index -1 to pixel frame num_frames - 8; ours must be num_frames - 1."""
-    from diffusers import LTX2ConditionPipeline
-    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
-
-    upstream = LTX2ConditionPipeline(**{k: v for k, v in tiny_engine.t2v.components.items() if v is not None})
-    conditions = [
-        LTX2VideoCondition(frames=_image(320, 192, 1), index=0),
-        LTX2VideoCondition(frames=_image(320, 192, 3), index=-1),
-    ]
-    starts = {}
-    for label, pipe in (("ours", tiny_engine.keyframes), ("upstream", upstream)):
-        *_, coords = pipe.prepare_latents(
-            conditions=conditions,
-            batch_size=1,
-            num_channels_latents=4,
-            height=192,
-            width=320,
-            num_frames=97,
-            frame_rate=24.0,
-            noise_scale=1.0,
-            dtype=torch.float32,
-            device=torch.device("cpu"),
-            generator=torch.Generator().manual_seed(0),
-        )
-        starts[label] = set((coords[0, 0, :, 0] * 24).round().tolist())
-        ends = set((coords[0, 0, :, 1] * 24).round().tolist())
-        assert ends == {s + 1 for s in starts[label]}  # a single pixel frame wide
-    assert starts == {"ours": {96.0}, "upstream": {89.0}}
-
-
-def _render_counting_passes(engine: LTX2Engine, plan) -> tuple[Clip, list[int]]:
-    """Render and return the batch size of every transformer call made along the way."""
-    batches: list[int] = []
-    hook = engine.t2v.transformer.register_forward_pre_hook(
-        lambda _m, _a, kw: batches.append(kw["hidden_states"].shape[0]), with_kwargs=True
+def test_guidance_kwargs_set_every_knob(tiny_engine) -> None:
+    """diffusers defaults to audio CFG 7, STG 1 and modality 3: a stage passes all of them."""
+    fast, refine = recipe("fast", "2.0").stages
+    off = guidance_kwargs(fast)
+    assert off["guidance_scale"] == off["audio_guidance_scale"] == 1.0
+    assert (
+        off["stg_scale"] == off["audio_stg_scale"] == 0.0 and off["spatio_temporal_guidance_blocks"] is None
     )
-    try:
-        clip = engine.render(plan, None, None, _noop)
-    finally:
-        hook.remove()
-    return clip, batches
-
-
-def test_distilled_run_turns_every_guidance_off(tiny_engine, tiny_plan) -> None:
-    """guidance <= 1: one batch-1 transformer pass per step, and the negative prompt is ignored."""
-    a, b = tiny_plan(negative_prompt="blurry"), tiny_plan(negative_prompt="grainy")
-    assert a.guidance_scale == 1.0
-    clip, batches = _render_counting_passes(tiny_engine, a)
-    assert batches == [1, 1]
-    assert _same(clip, tiny_engine.render(b, None, None, _noop))
-    kwargs = guidance_kwargs(1.0)
-    assert kwargs["stg_scale"] == 0 and kwargs["modality_scale"] == 1 and kwargs["audio_guidance_scale"] == 1
-
-
-def test_negative_prompt_acts_with_guidance(tiny_engine, tiny_plan) -> None:
-    """guidance > 1: CFG only (one batch-2 pass per step, no STG/modality passes); negatives matter."""
-    a = tiny_plan(negative_prompt="blurry", guidance_scale=3.0)
-    b = tiny_plan(negative_prompt="grainy", guidance_scale=3.0)
-    clip, batches = _render_counting_passes(tiny_engine, a)
-    assert batches == [2, 2]
-    other = tiny_engine.render(b, None, None, _noop)
-    assert not np.array_equal(clip.frames, other.frames)
-    assert clip.audio is not None and other.audio is not None
-    assert not np.array_equal(clip.audio, other.audio)
+    assert off["modality_scale"] == off["audio_modality_scale"] == 1.0
+    quality = guidance_kwargs(recipe("quality", "2.3").stages[0])
+    assert (quality["guidance_scale"], quality["audio_guidance_scale"]) == (3.0, 7.0)
+    assert quality["spatio_temporal_guidance_blocks"] == [28] and quality["modality_scale"] == 3.0
+    assert guidance_kwargs(refine) == off
 
 
 def test_on_step_reports_every_step(tiny_engine, tiny_plan) -> None:
     calls: list[tuple[int, int]] = []
-    tiny_engine.render(tiny_plan(steps=3), None, None, lambda i, n: calls.append((i, n)))
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    tiny_engine.render(tiny_plan(), None, None, lambda i, n: calls.append((i, n)))
+    assert calls == [(i, 11) for i in range(1, 12)]
 
 
 def test_cancel_stops_before_decoding(tiny_engine, tiny_plan, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,9 +167,9 @@ def test_cancel_stops_before_decoding(tiny_engine, tiny_plan, monkeypatch: pytes
         raise AssertionError("decoded a cancelled render")
 
     with monkeypatch.context() as m:
-        m.setattr(tiny_engine.t2v.vae, "decode", no_decode)
+        m.setattr(tiny_engine.pipe.vae, "decode", no_decode)
         with pytest.raises(Cancelled):
-            tiny_engine.render(tiny_plan(steps=3), None, None, cancel)
+            tiny_engine.render(tiny_plan(), None, None, cancel)
     assert calls == [1]
     # The engine is usable again afterwards (lock released, scheduler reset by the next call).
     assert tiny_engine.render(tiny_plan(), None, None, _noop).frames.shape == (24, 720, 1280, 3)
@@ -229,6 +183,23 @@ def test_render_then_mux_end_to_end(full_clip: Clip, tmp_path: Path) -> None:
     assert info.has_audio and info.audio_duration_s == pytest.approx(4.0, abs=1e-3)
 
 
+def _final_latents(engine: LTX2Engine, plan, first, last) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The latents the render decodes."""
+    seen: list[torch.Tensor] = []
+    decode = engine._decode_video
+
+    def keep(latents: torch.Tensor) -> torch.Tensor:
+        seen.append(latents.clone())
+        return decode(latents)
+
+    engine._decode_video = keep  # type: ignore[method-assign]
+    try:
+        engine.render(plan, first, last, _noop)
+    finally:
+        del engine._decode_video
+    return seen[0]
+
+
 @pytest.mark.parametrize("with_last", [False, True])
 def test_first_latent_frame_is_the_image_alone(tiny_engine, tiny_plan, with_last: bool) -> None:
     """The first frame is pinned to the encoded image: its latent is the same whatever the seed and
@@ -236,23 +207,7 @@ def test_first_latent_frame_is_the_image_alone(tiny_engine, tiny_plan, with_last
 
     def first_latents(image: PIL.Image.Image, **changes: object) -> torch.Tensor:
         plan = tiny_plan(has_first_frame=True, has_last_frame=with_last, **changes)
-        last = _image(640, 360, 3) if with_last else None
-        size = (plan.gen_width, plan.gen_height)
-        generator = torch.Generator().manual_seed(plan.seed)
-        with torch.inference_mode():
-            out = tiny_engine._denoise(
-                plan,
-                image,
-                last,
-                size,
-                {"num_inference_steps": 2},
-                generator,
-                _noop,
-                0,
-                2,
-                output_type="latent",
-            )
-        return out.frames
+        return _final_latents(tiny_engine, plan, image, _image(640, 360, 3) if with_last else None)
 
     a = first_latents(_image(640, 360, 1))
     b = first_latents(_image(640, 360, 1), seed=99, prompt="something else entirely")
@@ -261,30 +216,29 @@ def test_first_latent_frame_is_the_image_alone(tiny_engine, tiny_plan, with_last
     assert not torch.equal(a[:, :, 0], c[:, :, 0])
 
 
-def _round_trip(engine: LTX2Engine, image: PIL.Image.Image, width: int, height: int) -> np.ndarray:
-    """The image through the first-frame pipeline's own steps and straight back, with no denoising:
-    fitted to the grid, re-encoded as H.264 at the pipeline's CRF, preprocessed, VAE-encoded (the
-    latent's mode, as the pipeline takes it) and decoded."""
-    pipe = engine.i2v
-    fitted = np.asarray(fit_image(image, width, height))
-    crf_image = PIL.Image.fromarray(
-        apply_image_conditioning_crf(fitted, resolve_default_image_crf(pipe.text_encoder))
+def _round_trip(engine: LTX2Engine, image: PIL.Image.Image, plan) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The image through the conditioning's own steps and straight back, with no denoising: H.264 at the
+    generation's CRF at its own size, the pipeline's cover-resize to the full grid, VAE-encoded (the
+    latent's mode, as the pipeline takes it), decoded and cut to the output like a render."""
+    pipe = engine.pipe
+    pixels = conditioning_pixels(image, recipe(plan.recipe, engine.version).image_crf)
+    frames, *_ = pipe.preprocess_conditions(
+        [Condition(pixels, index=0, crf=0)], plan.gen_height, plan.gen_width, plan.gen_frames
     )
-    pixels = pipe.video_processor.preprocess(crf_image, height, width).unsqueeze(2)
     with torch.inference_mode():
-        latents = pipe.vae.encode(pixels).latent_dist.mode()
+        latents = pipe.vae.encode(frames[0]).latent_dist.mode()
         decoded = pipe.vae.decode(latents, return_dict=False)[0]
-    return pipe.video_processor.postprocess_video(decoded, output_type="np")[0]
+    return frames_to_output(decoded[0], plan.width, plan.height)[0]
 
 
 @pytest.mark.parametrize("with_last", [False, True])
 def test_first_frame_is_the_vae_round_trip_of_the_image(tiny_engine, tiny_plan, with_last: bool) -> None:
-    """Decoded and scaled to the output size, frame 0 is the image's VAE round trip (the tiny decoder
-    is causal, so frame 0 depends on the first latent alone); another image's render is far from it."""
+    """Decoded and scaled to the output size, frame 0 is the image's VAE round trip at the full grid (the
+    image is encoded again for stage 2, and the tiny decoder is causal, so frame 0 depends on the first
+    latent alone); another image's render is far from it."""
     plan = tiny_plan(has_first_frame=True, has_last_frame=with_last, seed=11)
     last = _image(640, 360, 3) if with_last else None
-    trip = _round_trip(tiny_engine, _image(640, 360, 1), plan.gen_width, plan.gen_height)
-    expected = frames_to_output(trip, plan.width, plan.height)[0].astype(int)
+    expected = _round_trip(tiny_engine, _image(640, 360, 1), plan).astype(int)
     clip = tiny_engine.render(plan, _image(640, 360, 1), last, _noop)
     assert np.abs(clip.frames[0].astype(int) - expected).max() <= 1
     other = tiny_engine.render(plan, _image(640, 360, 2), last, _noop)

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from openreel.api.deps import Services
-from openreel.engine.weights import PULL_COMMAND, Checkpoint, locate
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
 from openreel.validation import Details, VideoSpec
@@ -71,17 +70,15 @@ def submit_job(
     engine = svc.dispatcher.engine
     if engine.error:
         raise EngineUnavailable(f"The {engine.name} engine is unavailable: {engine.error}")
-    checkpoint = svc.settings.checkpoint_for(spec.model)
-    if checkpoint and checkpoint != svc.settings.checkpoint and locate(Checkpoint.parse(checkpoint)) is None:
-        raise EngineUnavailable(
-            f"The weights of {checkpoint}, which serves {spec.model}, are not on this machine; "
-            f"run `{PULL_COMMAND} {spec.model}` to download them"
-        )
-    # The workers say whether they loaded the adapter (missing there, or not fitting the checkpoint).
-    if spec.reference_images and engine.reference_error:
-        raise EngineUnavailable(f"reference_images cannot be served: {engine.reference_error}")
     model = svc.catalog.get(spec.model)
     assert model is not None
+    # The workers say which recipes their checkpoint can run (a missing LoRA or upsampler, the wrong
+    # weights) and whether they loaded the adapter (missing there, or not fitting the checkpoint).
+    reason = engine.recipe_errors.get(model.recipe)
+    if reason:
+        raise EngineUnavailable(f"{spec.model} cannot be served: {reason}")
+    if spec.reference_images and engine.reference_error:
+        raise EngineUnavailable(f"reference_images cannot be served: {engine.reference_error}")
     new = jobs.NewJob(
         model=spec.model,
         input=echo,

@@ -42,6 +42,7 @@ class Presenter:
             "hasAudio": r["hasAudio"],
             "seed": r["seed"],
             "notice": RANDOM_WEIGHTS_NOTICE if r.get("randomWeights") else None,
+            "recipe": r.get("recipe"),
         }
 
     def expired(self, job: Job) -> bool:

@@ -39,6 +39,36 @@ class JobAccepted(BaseModel):
     status: JobStatus
 
 
+class StageTrace(BaseModel):
+    width: int
+    height: int
+    frames: int
+    sigmas: list[float]
+    noiseScale: float
+    guidance: list[Literal["cfg", "stg", "modality", "nag"]]
+    passesPerStep: int = Field(description="Transformer batch rows per denoising step.")
+    weights: Literal["dev", "distilled"]
+    lora: bool = Field(description="Whether the distilled LoRA was fused into dev weights for this stage.")
+
+
+class ConditionTrace(BaseModel):
+    kind: Literal["image", "last_frame", "reference"]
+    stage: int
+    width: int
+    height: int
+    pixelFrame: int | None
+
+
+class RecipeTrace(BaseModel):
+    """What the render did, recorded from the calls the engine made."""
+
+    version: str = Field(description="The LTX-2 generation of the checkpoint.")
+    precision: Literal["bf16", "fp8"]
+    stages: list[StageTrace]
+    conditions: list[ConditionTrace]
+    peakGpuBytes: int | None
+
+
 class VideoResult(BaseModel):
     videoUrl: str
     width: int
@@ -48,6 +78,7 @@ class VideoResult(BaseModel):
     hasAudio: bool
     seed: int
     notice: str | None = None
+    recipe: RecipeTrace | None = None
 
 
 class JobOut(BaseModel):
@@ -125,6 +156,25 @@ class ReferenceAdapterInfo(BaseModel):
     weightsPresent: bool = Field(description="Whether it is on this machine (`openreel models pull`).")
 
 
+class StagePlan(BaseModel):
+    size: Literal["half", "full"]
+    sigmas: list[float]
+    noiseScale: float
+    weights: Literal["dev", "distilled"]
+    guidance: list[Literal["cfg", "stg", "modality"]]
+    passesPerStep: int
+    negativePrompt: Literal["cfg", "nag"] | None = Field(
+        description="How a negative prompt acts in this stage."
+    )
+
+
+class RecipePlan(BaseModel):
+    kind: Literal["fast", "quality"]
+    version: str
+    imageCrf: int
+    stages: list[StagePlan]
+
+
 class EngineInfo(BaseModel):
     name: str
     backedBy: str
@@ -136,7 +186,13 @@ class EngineInfo(BaseModel):
         description="Whether its weights are on this machine (`openreel models pull`)."
     )
     ready: bool
+    unavailable: str | None = Field(
+        default=None, description="Why this id cannot run on the loaded checkpoint."
+    )
     notice: str | None
+    recipe: RecipePlan | None = Field(
+        default=None, description="The stages this id runs on the loaded checkpoint's LTX-2 generation."
+    )
     referenceAdapter: ReferenceAdapterInfo | None = Field(
         default=None, description="Set when this model takes reference_images and an adapter is configured."
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import PIL.Image
 
     from openreel.engine.plan import RenderPlan
+    from openreel.engine.recipes import RecipeKind
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Clip:
     frames: np.ndarray
     audio: np.ndarray | None
     sample_rate: int
+    # What the render did, recorded from the calls made (engine/trace.py); None for engines without one.
+    recipe: dict[str, Any] | None = None
 
 
 class Cancelled(Exception):
@@ -45,6 +48,11 @@ class VideoEngine(Protocol):
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
     random_weights: bool  # True: every surface must say the output is noise from random weights
     reference_error: str | None  # why references cannot be rendered; None: they can
+    version: str  # the LTX-2 generation of the checkpoint, which picks the recipes' constants
+
+    def unavailable(self, kind: RecipeKind) -> str | None:
+        """Why this engine cannot render a recipe kind (a piece missing, the wrong weights); None: it can."""
+        ...
 
     def render(
         self,

@@ -1,39 +1,46 @@
-"""LTX-2 through diffusers: one loaded set of weights serving text, first-frame, keyframe and reference
-renders.
+"""LTX-2 through diffusers: one resident checkpoint rendering every recipe of ``recipes.py``.
 
-The diffusers pipelines share every component, so weights load once and the routing is only a choice
-of entry point. Reference images go through the in-context (IC-LoRA) pipeline with the configured
-adapter switched on for that render alone. The pipeline works on a grid LTX-2 accepts (sides /32,
-8k+1 frames, see plan.py); this module turns its output into exactly the frames and samples the plan
-promises.
+A render is the recipe's stages on the checkpoint's weights: stage 1 at half the grid, the x2 latent
+upsampler, stage 2 at the full grid, each stage with its frame conditions encoded again at its own size,
+then a tiled VAE decode. Dev checkpoints run their distilled stages with the distilled LoRA fused
+(``lora.py``); distilled checkpoints run them natively and cannot run dev stages. The pipeline works on
+a grid LTX-2 accepts (sides /64, 8k+1 frames, see plan.py); this module turns its output into exactly
+the frames and samples the plan promises, and records what it did (``trace.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import LTX2ConditionPipeline, LTX2ImageToVideoPipeline, LTX2Pipeline
-from diffusers.hooks import apply_layerwise_casting
+from diffusers import FlowMatchEulerDiscreteScheduler, LTX2Pipeline
 from diffusers.pipelines.ltx2 import LTX2LatentUpsamplePipeline
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
-from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
-from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2InContextPipeline, LTX2ReferenceCondition
+from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf
 
+from openreel.engine import recipes
 from openreel.engine.base import Clip, StepCallback
+from openreel.engine.fp8 import native_matmul, quantize_blocks
+from openreel.engine.lora import FusedLora
+from openreel.engine.nag import NAGState, install
+from openreel.engine.pipelines import Condition, KeyframePipeline, ReferencePipeline
 from openreel.engine.plan import RenderPlan, center_crop_box, cover_size, sheet_layout
-from openreel.engine.prompt_cache import PromptCache
-from openreel.engine.weights import UPSAMPLER_DIR
+from openreel.engine.recipes import Recipe, RecipeKind, Stage
+from openreel.engine.text import PromptEncoder
+from openreel.engine.trace import Trace
 
 logger = logging.getLogger(__name__)
-# Frames scaled per interpolate call: bounds the working set (~100 MB at 1080p).
-_RESIZE_CHUNK = 16
+# Frames converted per step on the way out: bounds the working set (~100 MB at 1080p).
+_OUTPUT_CHUNK = 16
 PRECISIONS = ("bf16", "fp8")
 OFFLOADS = ("none", "model", "sequential")
 DEFAULT_PROMPT_CACHE = 4
@@ -43,99 +50,28 @@ NO_REFERENCE_ADAPTER = (
 )
 # Reference sheets are letterboxed on white, as reference sheets usually are.
 SHEET_BACKGROUND = (255, 255, 255)
+# ltx_core/model/video_vae/tiling.py TilingConfig.default(): 512 px tiles overlapping by 64, 64-frame
+# tiles overlapping by 24 (diffusers counts strides: 512 - 64 and 64 - 24).
+VAE_TILING = {
+    "tile_sample_min_height": 512,
+    "tile_sample_min_width": 512,
+    "tile_sample_stride_height": 448,
+    "tile_sample_stride_width": 448,
+    "tile_sample_min_num_frames": 64,
+    "tile_sample_stride_num_frames": 40,
+}
 
 
-def guidance_kwargs(guidance_scale: float) -> dict[str, float]:
-    """Every guidance knob of the 0.42.1 LTX-2 pipelines, set from the plan's one number.
+@dataclass(frozen=True)
+class Parts:
+    """The optional pieces beside a checkpoint, each either loaded or the reason it is not."""
 
-    diffusers defaults to audio CFG 7, STG 1 and modality isolation 3, so a call that only sets
-    ``guidance_scale=1`` still makes up to 4 transformer passes per step. At or below 1 (distilled
-    checkpoints) all of it is off: CFG runs when either CFG scale is > 1, STG when either STG scale is
-    > 0, modality guidance when either modality scale is > 1. Above 1, plain CFG at the same scale for
-    video and audio with the model's usual 0.7 rescale; STG and modality isolation stay off because
-    each costs a further full transformer pass per step. The audio values are never 0 or None:
-    diffusers replaces a falsy audio value with the video one (``audio_x or x``).
-    """
-    if guidance_scale <= 1.0:
-        return {
-            "guidance_scale": 1.0,
-            "audio_guidance_scale": 1.0,
-            "stg_scale": 0.0,
-            "audio_stg_scale": 0.0,  # falsy, so it becomes stg_scale, which is 0 too
-            "modality_scale": 1.0,
-            "audio_modality_scale": 1.0,
-            "guidance_rescale": 0.0,
-            "audio_guidance_rescale": 0.0,
-        }
-    return {
-        "guidance_scale": guidance_scale,
-        "audio_guidance_scale": guidance_scale,
-        "stg_scale": 0.0,
-        "audio_stg_scale": 0.0,
-        "modality_scale": 1.0,
-        "audio_modality_scale": 1.0,
-        "guidance_rescale": 0.7,
-        "audio_guidance_rescale": 0.7,
-    }
-
-
-class TrueLastFrame:
-    """Mixed into a keyframe-capable LTX-2 pipeline: its last-latent image keyframe sits on the final
-    pixel frame.
-
-    diffusers reads ``LTX2VideoCondition.index`` as a latent index and places a keyframe at pixel
-    frame ``(index - 1) * 8 + 1``, so ``index=-1`` lands 8 frames before the end (frame 185 of 193).
-    Lightricks' ltx-core takes a pixel ``frame_idx`` for the same mechanism; an end keyframe there
-    is ``num_frames - 1``. Only the keyframe's positional coordinates move: it is still encoded and
-    appended as extra tokens exactly as upstream does.
-    """
-
-    _keyframe_num_frames: int | None = None
-    vae_temporal_compression_ratio: int
-
-    def prepare_latents(self, *args: Any, **kwargs: Any) -> Any:
-        # 0.42.1 calls this with keywords only; num_frames is needed to recognise the last latent.
-        self._keyframe_num_frames = kwargs.get("num_frames")
-        try:
-            return super().prepare_latents(*args, **kwargs)  # type: ignore[misc]
-        finally:
-            self._keyframe_num_frames = None
-
-    def last_latent_pixel_frame(self, num_frames: int) -> int:
-        """Where upstream puts a keyframe at the last latent index (``index=-1``)."""
-        last_latent = (num_frames - 1) // self.vae_temporal_compression_ratio
-        return max((last_latent - 1) * self.vae_temporal_compression_ratio + 1, 0)
-
-    def _prepare_keyframe_coords(
-        self,
-        keyframe_latent_num_frames: int,
-        keyframe_latent_height: int,
-        keyframe_latent_width: int,
-        pixel_frame_idx: int,
-        num_pixel_frames: int,
-        fps: float,
-        device: torch.device,
-    ) -> torch.Tensor:
-        n = self._keyframe_num_frames
-        if n is not None and num_pixel_frames == 1 and pixel_frame_idx == self.last_latent_pixel_frame(n):
-            pixel_frame_idx = n - 1
-        return super()._prepare_keyframe_coords(  # type: ignore[misc]
-            keyframe_latent_num_frames=keyframe_latent_num_frames,
-            keyframe_latent_height=keyframe_latent_height,
-            keyframe_latent_width=keyframe_latent_width,
-            pixel_frame_idx=pixel_frame_idx,
-            num_pixel_frames=num_pixel_frames,
-            fps=fps,
-            device=device,
-        )
-
-
-class LastFrameConditionPipeline(TrueLastFrame, LTX2ConditionPipeline):
-    """Keyframes (first and/or last frame) with the last one on the final pixel frame."""
-
-
-class ReferencePipeline(TrueLastFrame, LTX2InContextPipeline):
-    """Reference (IC-LoRA) conditioning, with keyframes placed as in ``LastFrameConditionPipeline``."""
+    distilled_lora: Path | None = None
+    lora_error: str | None = "no distilled LoRA was given"
+    upsampler: Path | None = None
+    upsampler_error: str | None = "no latent upsampler was given"
+    reference_adapter: Path | None = None
+    reference_error: str = NO_REFERENCE_ADAPTER
 
 
 def reference_downscale(adapter: Path) -> int:
@@ -157,45 +93,63 @@ def reference_sheet(images: Sequence[PIL.Image.Image], width: int, height: int) 
     return sheet
 
 
-def fit_image(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
-    """Scale to cover (width, height) with the aspect kept, then centre-crop: never stretch."""
-    image = image.convert("RGB")
-    size = cover_size(image.size, (width, height))
-    if size != image.size:
-        image = image.resize(size, PIL.Image.Resampling.LANCZOS)
-    return image.crop(center_crop_box(size, (width, height)))
+def conditioning_pixels(image: PIL.Image.Image, crf: int) -> np.ndarray:
+    """An input image as the model was trained to see it: re-compressed as one H.264 frame at the
+    generation's CRF, at its own size, before any resizing (ltx_pipelines media_io.load_image_conditioning:
+    decode, preprocess at ``crf``, then resize and centre-crop per stage)."""
+    return apply_image_conditioning_crf(np.asarray(image.convert("RGB")), crf)
 
 
-def frames_to_output(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """float [0, 1] (F, h, w, 3) -> uint8 (F, height, width, 3) by bilinear cover-scale and centre crop.
+def frames_to_output(video: torch.Tensor, width: int, height: int) -> np.ndarray:
+    """Decoded video (3, F, h, w) in [-1, 1], on any device -> uint8 (F, height, width, 3) on the host.
 
-    Quantised before scaling: torch's uint8 bilinear kernel is ~5x faster than float32 on CPU, and
-    upscaling 8-bit frames loses nothing visible. Chunked so the working set stays small at 1080p.
+    Quantised on the device chunk by chunk, so only 8-bit frames cross to the host. A grid the size of
+    the output is centre-cropped there; a smaller one (the tiny engine's) is scaled to cover first, on the
+    host, where torch's uint8 bilinear kernel is fast.
     """
-    num, src_h, src_w, _ = frames.shape
+    _, num, src_h, src_w = video.shape
     size = cover_size((src_w, src_h), (width, height))
     left, top, right, bottom = center_crop_box(size, (width, height))
     out = np.empty((num, height, width, 3), dtype=np.uint8)
-    for start in range(0, num, _RESIZE_CHUNK):
-        chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + _RESIZE_CHUNK]))
-        chunk = (chunk * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2)
+    for start in range(0, num, _OUTPUT_CHUNK):
+        chunk = video[:, start : start + _OUTPUT_CHUNK].float().permute(1, 0, 2, 3)
+        chunk = ((chunk + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
         if size != (src_w, src_h):
             chunk = torch.nn.functional.interpolate(
-                chunk, size=(size[1], size[0]), mode="bilinear", align_corners=False
+                chunk.cpu(), size=(size[1], size[0]), mode="bilinear", align_corners=False
             )
-        out[start : start + len(chunk)] = chunk[:, :, top:bottom, left:right].permute(0, 2, 3, 1).numpy()
+        out[start : start + len(chunk)] = (
+            chunk[:, :, top:bottom, left:right].permute(0, 2, 3, 1).cpu().numpy()
+        )
     return out
 
 
-def audio_to_output(audio: torch.Tensor | np.ndarray, num_samples: int) -> np.ndarray:
-    """First batch item as float32 (channels, num_samples): trimmed, or zero-padded at the end."""
-    wave = audio[0]
-    wave = wave.float().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave, np.float32)
-    wave = wave.reshape(1, -1) if wave.ndim == 1 else wave
-    out = np.zeros((wave.shape[0], num_samples), dtype=np.float32)
-    keep = min(num_samples, wave.shape[1])
-    out[:, :keep] = wave[:, :keep]
+def audio_to_output(wave: torch.Tensor, num_samples: int) -> np.ndarray:
+    """First batch item as float32 (channels, num_samples) within [-1, 1] (the LTX-2.3 vocoder has no
+    final tanh, and AAC wraps what it cannot represent): trimmed, or zero-padded at the end."""
+    first = wave[0].float().clamp(-1.0, 1.0).cpu().numpy()
+    first = first.reshape(1, -1) if first.ndim == 1 else first
+    out = np.zeros((first.shape[0], num_samples), dtype=np.float32)
+    keep = min(num_samples, first.shape[1])
+    out[:, :keep] = first[:, :keep]
     return out
+
+
+def guidance_kwargs(stage: Stage) -> dict[str, Any]:
+    """A stage's guidance as the 0.42.1 pipelines take it. Every knob is set: the pipelines default to
+    audio CFG 7, STG 1 and modality 3, and replace a falsy audio value with the video one."""
+    g = stage.guidance
+    return {
+        "guidance_scale": g.cfg,
+        "audio_guidance_scale": g.audio_cfg,
+        "stg_scale": g.stg,
+        "audio_stg_scale": g.audio_stg,
+        "spatio_temporal_guidance_blocks": list(g.stg_blocks) or None,
+        "modality_scale": g.modality,
+        "audio_modality_scale": g.audio_modality,
+        "guidance_rescale": g.rescale,
+        "audio_guidance_rescale": g.audio_rescale,
+    }
 
 
 class LTX2Engine:
@@ -209,36 +163,57 @@ class LTX2Engine:
         grid_scale: float,
         random_weights: bool,
         device: str,
+        precision: str = "bf16",
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
+        offload_text_encoder: bool = False,
+        lora: FusedLora | None = None,
+        lora_error: str | None = None,
         upsampler: LTX2LatentUpsamplePipeline | None = None,
+        upsampler_error: str | None = None,
         reference_downscale: int = 1,
         reference_error: str | None = NO_REFERENCE_ADAPTER,
     ) -> None:
-        """``reference_error`` None: the pipeline's transformer carries the reference IC-LoRA, loaded as
+        """``reference_error`` None: the transformer carries the reference IC-LoRA, loaded as
         ``REFERENCE_ADAPTER`` and switched off; otherwise why references cannot be rendered."""
         self.name = name
         self.grid_scale = grid_scale
         self.random_weights = random_weights
         self.device = device
-        self.t2v = pipe
-        # Same module objects, not copies: the weights are in memory once.
+        self.precision = precision
+        self.version = recipes.detect_version(
+            dict(pipe.transformer.config),
+            pipe.text_encoder.config.to_dict() if pipe.text_encoder is not None else None,
+        )
+        self.weights = recipes.detect_weights(dict(pipe.scheduler.config))
+        # The recipes give every stage its sigmas explicitly; they must reach the sampler unshifted.
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            pipe.scheduler.config, use_dynamic_shifting=False, shift_terminal=None, shift=1.0
+        )
         components = {k: v for k, v in pipe.components.items() if v is not None}
-        self.i2v = LTX2ImageToVideoPipeline(**components)
-        self.keyframes = LastFrameConditionPipeline(**components)
+        components["scheduler"] = scheduler
+        # Same module objects, not copies: the weights are in memory once.
+        self.pipe = KeyframePipeline(**components)
         self.references = ReferencePipeline(**components) if reference_error is None else None
         self.reference_downscale = reference_downscale
         self.reference_error = reference_error
-        self.prompts = PromptCache(pipe.encode_prompt, prompt_cache_size)
-        self.upsampler = upsampler
-        # Lightricks' distilled checkpoints ship a scheduler without dynamic shifting; the dev ones
-        # shift dynamically and want their own many-step schedule, not the distilled sigmas.
-        self.distilled = not pipe.scheduler.config.get("use_dynamic_shifting", False)
-        pipelines = [self.t2v, self.i2v, self.keyframes, *([self.references] if self.references else [])]
+        self.lora, self.lora_error = lora, lora_error
+        self.upsampler, self.upsampler_error = upsampler, upsampler_error
+        self.prompts = PromptEncoder(
+            self.pipe, torch.device(device), prompt_cache_size, offload=offload_text_encoder
+        )
+        self.sample_rate = int(self.pipe.vocoder.config.output_sampling_rate)
+        self.pipe.vae.enable_tiling(**VAE_TILING)
+        self.pipe.vae.use_framewise_decoding = True
+        self.nag = NAGState()
+        install(self.pipe, self.nag)
+        self._trace: Trace | None = None
+        self._recorded: list[Trace] | None = None
+        self._install_trace_hooks()
+        pipelines = [self.pipe, *([self.references] if self.references else [])]
         for p in (*pipelines, *([upsampler] if upsampler else [])):
             p.set_progress_bar_config(disable=True)
         for p in pipelines:
-            p.encode_prompt = self.prompts  # type: ignore[method-assign]
-        self.sample_rate = int(pipe.vocoder.config.output_sampling_rate)
+            p.on_condition = self._on_condition
         # The pipelines share a scheduler whose state is per call: one render at a time.
         self._lock = threading.Lock()
 
@@ -250,22 +225,22 @@ class LTX2Engine:
         name: str,
         grid_scale: float,
         random_weights: bool,
+        parts: Parts = Parts(),
         device: str | None = None,
         precision: str = "bf16",
         offload: str = "none",
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
-        reference_adapter: Path | None = None,
-        reference_error: str = NO_REFERENCE_ADAPTER,
     ) -> LTX2Engine:
         """Load a diffusers LTX-2 directory; bf16 on CUDA, float32 on CPU.
 
-        ``reference_adapter`` is an IC-LoRA ``.safetensors`` (Lightricks' or diffusers' key format)
-        loaded into the transformer but active only while a render has reference images.
+        ``parts.reference_adapter`` is an IC-LoRA ``.safetensors`` (Lightricks' or diffusers' key format)
+        loaded into the transformer but active only while a render has reference images;
+        ``parts.distilled_lora`` is fused while distilled stages run on dev weights.
 
-        ``precision="fp8"`` stores the transformer's and the text encoder's weights in float8 and
-        computes in the load dtype, layer by layer (about half their memory). ``offload`` keeps
-        weights in CPU memory and moves them to the GPU per model (``model``) or per layer
-        (``sequential``, the least memory and the slowest); both need a CUDA GPU.
+        ``precision="fp8"`` stores the transformer blocks' attention and feed-forward weights in float8
+        (``fp8.py``). ``offload`` keeps weights in host memory and moves them to the GPU per model
+        (``model``) or per layer (``sequential``); both need a CUDA GPU. Without it, on a GPU, the text
+        encoder waits in host memory and visits the GPU only to encode a prompt (``text.py``).
         """
         if precision not in PRECISIONS or offload not in OFFLOADS:
             raise ValueError(f"precision must be one of {PRECISIONS} and offload one of {OFFLOADS}")
@@ -274,44 +249,47 @@ class LTX2Engine:
             raise ValueError(f"offload={offload!r} moves weights to a CUDA GPU per use; this worker has none")
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         pipe = LTX2Pipeline.from_pretrained(str(source), dtype=dtype)
-        downscale = 1
-        error: str | None = reference_error
-        if reference_adapter is not None:
-            # Before the fp8 casting, which then leaves the LoRA's own weights in the load dtype and
-            # keeps PEFT from casting inputs to float8. An adapter that does not fit this checkpoint
-            # costs only the reference renders (diffusers removes a half-injected adapter).
+        downscale, reference_error = 1, parts.reference_error
+        if parts.reference_adapter is not None:
+            # Before the fp8 casting, which then leaves the LoRA's own weights in the load dtype. An adapter
+            # that does not fit this checkpoint costs only the reference renders (diffusers removes a
+            # half-injected adapter).
             try:
-                downscale = reference_downscale(reference_adapter)
-                pipe.load_lora_weights(str(reference_adapter), adapter_name=REFERENCE_ADAPTER)
+                downscale = reference_downscale(parts.reference_adapter)
+                pipe.load_lora_weights(str(parts.reference_adapter), adapter_name=REFERENCE_ADAPTER)
                 pipe.disable_lora()
-                error = None
+                reference_error = None
             except Exception as exc:
-                logger.exception("reference adapter %s not loaded", reference_adapter)
-                error = (
-                    f"the reference adapter {reference_adapter} does not load into this checkpoint: "
+                logger.exception("reference adapter %s not loaded", parts.reference_adapter)
+                reference_error = (
+                    f"the reference adapter {parts.reference_adapter} does not load into this checkpoint: "
                     f"{type(exc).__name__}: {exc}"
                 )
+        lora, lora_error = None, parts.lora_error
+        if recipes.detect_weights(dict(pipe.scheduler.config)) == "distilled":
+            # The LoRA is the difference between dev and distilled weights: never on distilled ones.
+            lora_error = None
+        elif parts.distilled_lora is not None:
+            # Its dev weights are captured here, in the load dtype, before any float8 rounding.
+            try:
+                lora = FusedLora.load(pipe, parts.distilled_lora)
+                lora_error = None
+            except Exception as exc:
+                logger.exception("distilled LoRA %s not loaded", parts.distilled_lora)
+                lora_error = f"the distilled LoRA {parts.distilled_lora} does not fit this checkpoint: {exc}"
         if precision == "fp8":
-            pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-            # Embeddings (and lm_head, which shares their weight), norms and the unused vision tower
-            # stay in the load dtype.
-            apply_layerwise_casting(
-                pipe.text_encoder,
-                storage_dtype=torch.float8_e4m3fn,
-                compute_dtype=dtype,
-                skip_modules_pattern=("embed", "lm_head", "norm", "vision"),
-            )
+            quantize_blocks(pipe.transformer, native_matmul(torch.device(device)))
         if offload == "model":
             pipe.enable_model_cpu_offload(device=device)
         elif offload == "sequential":
             pipe.enable_sequential_cpu_offload(device=device)
         else:
-            pipe.to(device)
-        upsampler = None
-        if (Path(source) / UPSAMPLER_DIR).is_dir():
-            model = LTX2LatentUpsamplerModel.from_pretrained(
-                str(Path(source) / UPSAMPLER_DIR), torch_dtype=dtype
-            )
+            for component_name, component in pipe.components.items():
+                if isinstance(component, torch.nn.Module) and component_name != "text_encoder":
+                    component.to(device)
+        upsampler, upsampler_error = None, parts.upsampler_error
+        if parts.upsampler is not None:
+            model = LTX2LatentUpsamplerModel.from_pretrained(str(parts.upsampler), torch_dtype=dtype)
             upsampler = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=model.to(device))
         return cls(
             pipe,
@@ -319,11 +297,33 @@ class LTX2Engine:
             grid_scale=grid_scale,
             random_weights=random_weights,
             device=device,
+            precision=precision,
             prompt_cache_size=prompt_cache_size,
+            offload_text_encoder=offload == "none" and device.startswith("cuda"),
+            lora=lora,
+            lora_error=lora_error,
             upsampler=upsampler,
+            upsampler_error=upsampler_error,
             reference_downscale=downscale,
-            reference_error=error,
+            reference_error=reference_error,
         )
+
+    def unavailable(self, kind: RecipeKind) -> str | None:
+        """Why this engine cannot render a recipe, or None. Never an off-recipe fallback."""
+        needs = recipes.recipe(kind, self.version).needs
+        if "dev" in needs and self.weights == "distilled":
+            return (
+                f"the {kind} recipe samples its first stage with dev weights, and this checkpoint holds "
+                "distilled weights; serve it with a dev checkpoint and its distilled LoRA "
+                "(e.g. Lightricks/LTX-2)"
+            )
+        if "distilled" in needs and self.weights == "dev" and self.lora is None:
+            return f"the {kind} recipe needs the distilled LoRA beside the dev weights: {self.lora_error}"
+        if self.upsampler is None:
+            return (
+                f"the {kind} recipe runs two stages through the x2 latent upsampler: {self.upsampler_error}"
+            )
+        return None
 
     def render(
         self,
@@ -333,137 +333,218 @@ class LTX2Engine:
         on_step: StepCallback,
         references: Sequence[PIL.Image.Image] = (),
     ) -> Clip:
-        """Denoise, decode, then cut to the plan's exact frames and samples. ``Cancelled`` propagates.
-
-        With a distilled checkpoint the plan's explicit sigmas drive stage 1, and a plan asking for
-        two stages (and a checkpoint with a latent upsampler) renders stage 1 at half the grid,
-        upsamples the latents x2 and refines them at full size; the keyframes condition both stages.
-        Reference images guide stage 1 only, as a reference sheet; the refine steps run without the
-        adapter, as in Lightricks' IC-LoRA two-stage recipe.
-        """
+        """Every stage of the plan's recipe, then decode and cut to the plan's exact frames and samples.
+        ``Cancelled`` (raised by ``on_step``) propagates."""
         given = (first_frame is not None, last_frame is not None, len(references))
         if (plan.has_first_frame, plan.has_last_frame, plan.reference_count) != given:
             raise ValueError("the plan's keyframe flags and reference_count must match the images passed")
-        if references and self.references is None:
-            raise RuntimeError(self.reference_error)
-        schedule: dict[str, Any] = {"num_inference_steps": plan.steps}
-        if plan.sigmas and self.distilled:
-            schedule = {"sigmas": list(plan.sigmas)}
-        refine = plan.refine_sigmas if self.distilled and self.upsampler is not None else None
-        full = (plan.gen_width, plan.gen_height)
-        stage1_steps = len(schedule.get("sigmas", [])) or plan.steps
-        total = stage1_steps + (len(refine) if refine else 0)
-        generator = torch.Generator(self.device).manual_seed(plan.seed)
-        with self._lock, torch.inference_mode():
-            if refine is None:
-                out = self._denoise(
-                    plan, first_frame, last_frame, full, schedule, generator, on_step, 0, total, references
-                )
-            else:
-                assert self.upsampler is not None
-                low = self._denoise(
-                    plan,
-                    first_frame,
-                    last_frame,
-                    plan.stage1_size,
-                    schedule,
-                    generator,
-                    on_step,
-                    0,
-                    total,
-                    references,
-                    output_type="latent",
-                )
-                upscaled = self.upsampler(
-                    latents=low.frames, latents_normalized=False, output_type="latent", return_dict=False
-                )[0]
-                refine_schedule = {
-                    "sigmas": list(refine),
-                    "noise_scale": refine[0],
-                    "latents": upscaled,
-                    "audio_latents": low.audio,
-                }
-                out = self._denoise(
-                    plan,
-                    first_frame,
-                    last_frame,
-                    full,
-                    refine_schedule,
-                    generator,
-                    on_step,
-                    stage1_steps,
-                    total,
-                )
-        frames = frames_to_output(np.asarray(out.frames[0])[: plan.num_frames], plan.width, plan.height)
-        audio = None
-        if plan.generate_audio:
-            audio = audio_to_output(out.audio, plan.duration_s * self.sample_rate)
-        return Clip(frames=frames, audio=audio, sample_rate=self.sample_rate)
+        error = self.unavailable(plan.recipe)
+        if error is None and references and self.references is None:
+            error = self.reference_error
+        if error is not None:
+            raise RuntimeError(error)
+        recipe = recipes.recipe(plan.recipe, self.version)
+        trace = Trace(
+            self.version,
+            self.precision,
+            self.pipe.vae_spatial_compression_ratio,
+            self.pipe.vae_temporal_compression_ratio,
+            float(self.pipe.scheduler.config.num_train_timesteps),
+            capture=self._recorded is not None,
+        )
+        with self._lock, torch.inference_mode(), self._tracing(trace):
+            video, audio = self._denoise(plan, recipe, first_frame, last_frame, references, on_step)
+            frames = frames_to_output(
+                self._decode_video(video)[0, :, : plan.num_frames], plan.width, plan.height
+            )
+            wave = self._decode_audio(audio) if plan.generate_audio else None
+        return Clip(
+            frames=frames,
+            audio=None if wave is None else audio_to_output(wave, plan.duration_s * self.sample_rate),
+            sample_rate=self.sample_rate,
+            recipe=trace.summary(),
+        )
 
     def _denoise(
         self,
         plan: RenderPlan,
+        recipe: Recipe,
         first_frame: PIL.Image.Image | None,
         last_frame: PIL.Image.Image | None,
-        size: tuple[int, int],
-        schedule: dict[str, Any],
-        generator: torch.Generator,
+        references: Sequence[PIL.Image.Image],
         on_step: StepCallback,
-        done: int,
-        total: int,
-        references: Sequence[PIL.Image.Image] = (),
-        output_type: str = "np",
-    ) -> Any:
-        """One pass of the pipeline that matches the conditions, at ``size``; steps report as done + i.
-
-        References become one sheet at the adapter's reference size, looped over every frame (the
-        Ingredients IC-LoRA was trained on a still sheet played as a video of the output's length).
-        """
-        w, h = size
-        first = fit_image(first_frame, w, h) if first_frame is not None else None
-        last = fit_image(last_frame, w, h) if last_frame is not None else None
-
-        def step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(done + i + 1, total)
-            return kwargs
-
-        common: dict[str, Any] = {
-            "prompt": plan.prompt,
-            "negative_prompt": plan.negative_prompt,
-            "num_frames": plan.gen_frames,
-            "height": h,
-            "width": w,
-            "frame_rate": float(plan.fps),
-            "generator": generator,
-            "output_type": output_type,
-            "callback_on_step_end": step_end,
-            **schedule,
-            **guidance_kwargs(plan.guidance_scale),
-        }
-        conditions = [LTX2VideoCondition(frames=first, index=0)] if first is not None else []
-        if last is not None:
-            conditions.append(LTX2VideoCondition(frames=last, index=-1))
-        if references:
-            assert self.references is not None
-            f, grid = self.reference_downscale, self.references.vae_spatial_compression_ratio
-            # The pipeline takes the reference at (w // f, h // f) rounded down to its grid, cropping
-            # the rest; a sheet made at that size is used whole.
-            sheet = reference_sheet(
-                references, max(grid, w // f // grid * grid), max(grid, h // f // grid * grid)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recipe's stages in turn; returns the last stage's (denormalized) video and audio latents."""
+        conditions = []
+        if first_frame is not None:
+            conditions.append(Condition(conditioning_pixels(first_frame, recipe.image_crf), index=0, crf=0))
+        if last_frame is not None:
+            pixels = conditioning_pixels(last_frame, recipe.image_crf)
+            conditions.append(
+                Condition(pixels, index=-1, crf=0, kind="last_frame", pixel_frame=plan.last_frame_index)
             )
-            # On the transformer every pipeline shares: only under self._lock, and off again after.
-            self.references.enable_lora()
-            try:
-                return self.references(
-                    conditions=conditions or None,
-                    reference_conditions=[LTX2ReferenceCondition(frames=[sheet] * plan.gen_frames)],
-                    reference_downscale_factor=f,
-                    **common,
-                )
-            finally:
-                self.references.disable_lora()
-        if last is not None:
-            return self.keyframes(conditions=conditions, **common)
-        if first is not None:
-            return self.i2v(image=first, **common)
-        return self.t2v(**common)
+        positive = self.prompts(plan.prompt)
+        generator = torch.Generator(self.device).manual_seed(plan.seed)
+        total = sum(len(stage.sigmas) for stage in recipe.stages)
+        done = 0
+        video: torch.Tensor | None = None
+        audio: torch.Tensor | None = None
+        previous: Stage | None = None
+        for stage in recipe.stages:
+            if video is not None and previous is not None and previous.half and not stage.half:
+                assert self.upsampler is not None
+                video = self.upsampler(
+                    latents=video, latents_normalized=False, output_type="latent", return_dict=False
+                )[0]
+            self._use(stage.weights)
+            assert self._trace is not None
+            self._trace.begin_stage(
+                stage.weights, self.lora is not None and self.lora.fused, stage.noise_scale
+            )
+            width, height = plan.stage_size(stage.half)
+
+            def step_end(
+                pipe: Any, i: int, t: Any, kwargs: dict[str, Any], done: int = done
+            ) -> dict[str, Any]:
+                on_step(done + i + 1, total)
+                return kwargs
+
+            kwargs: dict[str, Any] = {
+                "prompt_embeds": positive[0],
+                "prompt_attention_mask": positive[1],
+                "conditions": conditions or None,
+                "num_frames": plan.gen_frames,
+                "height": height,
+                "width": width,
+                "frame_rate": float(plan.fps),
+                "sigmas": list(stage.sigmas),
+                "noise_scale": stage.noise_scale,
+                "latents": video,
+                "audio_latents": audio,
+                "generator": generator,
+                "use_cross_timestep": recipe.cross_timestep,
+                "output_type": "latent",
+                "return_dict": False,
+                "callback_on_step_end": step_end,
+                **guidance_kwargs(stage),
+            }
+            if stage.negative == "cfg":
+                negative = self.prompts(plan.negative_prompt or recipes.DEFAULT_NEGATIVE_PROMPT)
+                kwargs["negative_prompt_embeds"], kwargs["negative_prompt_attention_mask"] = negative
+            with self._negative_attention(stage, recipe, plan.negative_prompt):
+                video, audio = self._sample(kwargs, references if previous is None else ())
+            done += len(stage.sigmas)
+            previous = stage
+        assert video is not None and audio is not None
+        return video, audio
+
+    def _sample(
+        self, kwargs: dict[str, Any], references: Sequence[PIL.Image.Image]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One stage through the pipeline; with references, guided by the reference sheet: one still image
+        the size the adapter wants, looped over every frame (the Ingredients IC-LoRA was trained on a
+        still sheet played as a video)."""
+        if not references:
+            out: tuple[torch.Tensor, torch.Tensor] = self.pipe(**kwargs)
+            return out
+        assert self.references is not None
+        width, height = kwargs["width"], kwargs["height"]
+        f, grid = self.reference_downscale, self.references.vae_spatial_compression_ratio
+        # The pipeline takes the reference at (w // f, h // f) rounded down to its grid, cropping the
+        # rest; a sheet made at that size is used whole.
+        sheet = reference_sheet(
+            references, max(grid, width // f // grid * grid), max(grid, height // f // grid * grid)
+        )
+        # On the transformer every pipeline shares: only under self._lock, and off again after.
+        self.references.enable_lora()
+        try:
+            out = self.references(
+                reference_conditions=[LTX2ReferenceCondition(frames=[sheet] * kwargs["num_frames"])],
+                reference_downscale_factor=f,
+                **kwargs,
+            )
+        finally:
+            self.references.disable_lora()
+        return out
+
+    def _use(self, weights: str) -> None:
+        """The transformer on the stage's weights: the dev checkpoint with or without its distilled LoRA."""
+        if self.lora is None:
+            return
+        if weights == "distilled":
+            self.lora.fuse()
+        else:
+            self.lora.restore()
+
+    @contextmanager
+    def _negative_attention(
+        self, stage: Stage, recipe: Recipe, negative_prompt: str | None
+    ) -> Iterator[None]:
+        if stage.negative != "nag" or not negative_prompt:
+            yield
+            return
+        self.nag.nag, self.nag.negative = recipe.nag, self.prompts(negative_prompt)
+        try:
+            yield
+        finally:
+            self.nag.clear()
+
+    @contextmanager
+    def recording(self) -> Iterator[list[Trace]]:
+        """The full traces, with every transformer call's per-token timesteps and positions, of the renders
+        made inside (what the parity tests compare with Lightricks' own pipelines)."""
+        self._recorded = []
+        try:
+            yield self._recorded
+        finally:
+            self._recorded = None
+
+    @contextmanager
+    def _tracing(self, trace: Trace) -> Iterator[None]:
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._trace = trace
+        try:
+            yield
+        finally:
+            self._trace = None
+            if self._recorded is not None:
+                self._recorded.append(trace)
+            self.nag.clear()
+            if cuda:
+                trace.peak_gpu_bytes = int(torch.cuda.max_memory_allocated(self.device))
+
+    def _install_trace_hooks(self) -> None:
+        steered: list[int] = [0]
+
+        def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            steered[0] = self.nag.steered
+
+        def after(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+            if self._trace is not None:
+                self._trace.transformer_call(kwargs, nag=self.nag.steered > steered[0])
+
+        self.pipe.transformer.register_forward_pre_hook(before, with_kwargs=True)
+        self.pipe.transformer.register_forward_hook(after, with_kwargs=True)
+
+    def _on_condition(self, kind: str, width: int, height: int, pixel_frame: int | None) -> None:
+        if self._trace is not None:
+            self._trace.condition(kind, width, height, pixel_frame)
+
+    def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denormalized latents -> (batch, 3, frames, h, w) in [-1, 1], tiled as upstream decodes."""
+        vae = self.pipe.vae
+        latents = latents.to(vae.dtype)
+        timestep = None
+        if vae.config.timestep_conditioning:
+            # The pipelines' default decode_timestep 0 and no decode noise.
+            timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
+        decoded: torch.Tensor = vae.decode(latents, timestep, return_dict=False)[0]
+        return decoded
+
+    def _decode_audio(self, latents: torch.Tensor) -> torch.Tensor:
+        audio_vae = self.pipe.audio_vae
+        mel = audio_vae.decode(latents.to(audio_vae.dtype), return_dict=False)[0]
+        wave: torch.Tensor = self.pipe.vocoder(mel)
+        return wave

@@ -1,10 +1,11 @@
 """Pure planning: from a validated request to the exact numbers the pipeline and muxer need.
 
-LTX-2 wants frame counts of the form 8k+1 and sides divisible by 32, while the contract promises
-exactly 96/144/192 frames at 1280x720 or 1920x1080. So the pipeline is asked for one frame more
-than the output (every 24 fps duration is a multiple of 8) on a grid rounded up to 32, and the
-result is scaled to cover the output and centre-cropped. Engines that denoise on a reduced grid
-(the CPU ``tiny`` engine) pass a ``grid_scale`` below 1; the output size never changes.
+LTX-2 wants frame counts of the form 8k+1, and its two-stage recipes sides divisible by 64 (stage 1 runs
+at half the grid, on LTX-2's /32 grid), while the contract promises exactly 96/144/192 frames at
+1280x720 or 1920x1080. So the pipeline is asked for one frame more than the output (every 24 fps
+duration is a multiple of 8) on a grid rounded up to 64 (1280x768, 1920x1088), and the result is
+centre-cropped. Engines that denoise on a reduced grid (the CPU ``tiny`` engine) pass a ``grid_scale``
+below 1, and their frames are scaled to cover the output; the output size never changes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from openreel.engine.recipes import RecipeKind
+
 FPS = 24
 LATENT_SPATIAL = 32
+# Two stages: the full grid is twice the stage-1 grid, which is on LTX-2's /32 latent grid.
+GRID = 2 * LATENT_SPATIAL
 
 RESOLUTIONS: dict[str, tuple[int, int]] = {"720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -31,22 +36,21 @@ class RenderPlan:
     gen_width: int
     gen_height: int
     gen_frames: int
-    steps: int
-    guidance_scale: float
+    recipe: RecipeKind
     generate_audio: bool
     has_first_frame: bool
     has_last_frame: bool
     reference_count: int = 0
     fps: int = FPS
-    # An explicit stage-1 noise schedule (the distilled checkpoints' 8 sigmas); None: the scheduler's.
-    sigmas: tuple[float, ...] | None = None
-    # Two stages: stage 1 at half the grid, x2 latent upsample, then these refine steps at full grid.
-    refine_sigmas: tuple[float, ...] | None = None
+
+    def stage_size(self, half: bool) -> tuple[int, int]:
+        """(width, height) a stage denoises at: the full grid, or half of it for stage 1."""
+        return (self.gen_width // 2, self.gen_height // 2) if half else (self.gen_width, self.gen_height)
 
     @property
-    def stage1_size(self) -> tuple[int, int]:
-        """(width, height) of stage 1 in a two-stage render: half the grid, still sides of /32."""
-        return self.gen_width // 2, self.gen_height // 2
+    def last_frame_index(self) -> int:
+        """Where ``last_frame`` goes: the last frame of the output (the grid has one frame more)."""
+        return self.num_frames - 1
 
 
 def output_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
@@ -56,9 +60,9 @@ def output_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
     return (long_side, short_side) if w >= h else (short_side, long_side)
 
 
-def grid_side(side: int, grid_scale: float, multiple: int = LATENT_SPATIAL) -> int:
-    """Smallest multiple of ``multiple`` at or above the scaled side (cropping only ever removes pixels)."""
-    return max(multiple, math.ceil(side * grid_scale / multiple) * multiple)
+def grid_side(side: int, grid_scale: float) -> int:
+    """Smallest multiple of the grid at or above the scaled side (cropping only ever removes pixels)."""
+    return max(GRID, math.ceil(side * grid_scale / GRID) * GRID)
 
 
 def cover_size(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int]:
@@ -116,23 +120,14 @@ def plan_render(
     resolution: str,
     aspect_ratio: str,
     generate_audio: bool,
-    steps: int,
-    guidance_scale: float,
-    negative_guidance_scale: float,
+    recipe: RecipeKind,
     has_first_frame: bool,
     has_last_frame: bool,
     reference_count: int = 0,
     grid_scale: float = 1.0,
-    sigmas: tuple[float, ...] | None = None,
-    refine_sigmas: tuple[float, ...] | None = None,
 ) -> RenderPlan:
-    """``sigmas`` replaces ``steps`` by an explicit schedule; ``refine_sigmas`` asks for two stages,
-    whose grid sides are multiples of 64 so that stage 1 (half the grid) is still on LTX-2's /32 grid
-    (1080p: 1920x1088, stage 1 at 960x544)."""
     width, height = output_size(resolution, aspect_ratio)
     num_frames = duration_s * FPS
-    guidance = max(guidance_scale, negative_guidance_scale) if negative_prompt else guidance_scale
-    multiple = 2 * LATENT_SPATIAL if refine_sigmas else LATENT_SPATIAL
     return RenderPlan(
         prompt=prompt,
         negative_prompt=negative_prompt or None,
@@ -141,15 +136,12 @@ def plan_render(
         width=width,
         height=height,
         num_frames=num_frames,
-        gen_width=grid_side(width, grid_scale, multiple),
-        gen_height=grid_side(height, grid_scale, multiple),
+        gen_width=grid_side(width, grid_scale),
+        gen_height=grid_side(height, grid_scale),
         gen_frames=num_frames + 1,
-        steps=len(sigmas) if sigmas else steps,
-        guidance_scale=guidance,
+        recipe=recipe,
         generate_audio=generate_audio,
         has_first_frame=has_first_frame,
         has_last_frame=has_last_frame,
         reference_count=reference_count,
-        sigmas=sigmas,
-        refine_sigmas=refine_sigmas,
     )

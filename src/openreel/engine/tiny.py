@@ -4,24 +4,30 @@ It exists so the real loading and rendering code path (``LTX2Pipeline.from_pretr
 diffusers directory) can be exercised offline, in tests and on machines without a GPU. Its output
 is noise from random weights. The configuration keeps the real model's 32x spatial / 8x temporal
 video compression and the real audio timing (16 kHz mel hop 160, vocoder upsampling 160), because
-diffusers' own test sizes make token counts explode or the audio far too short. Unlike the real
-model, its video decoder is causal: the first decoded frame depends on the first latent frame alone,
-so tests can hold a first-frame render to the VAE round trip of the image (the real, non-causal
-decoder lets frame 0 also see the frames after it). Every value here was
-measured to work with diffusers 0.42.1 / transformers 5.23 (see shared notes, engine.md section 6).
+diffusers' own test sizes make token counts explode or the audio far too short. It has the real
+checkpoints' layout: dev weights (a scheduler that shifts dynamically), a distilled LoRA beside them
+and the x2 latent upsampler, so the recipes run on it as on Lightricks/LTX-2. Unlike the real model,
+its video decoder is causal: the first decoded frame depends on the first latent frame alone, so tests
+can hold a first-frame render to the VAE round trip of the image (the real, non-causal decoder lets
+frame 0 also see the frames after it). Every value here was measured to work with diffusers 0.42.1 /
+transformers 5.23 (see shared notes, engine.md section 6).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from openreel.engine.weights import UPSAMPLER_DIR
+from openreel.engine.weights import OPENREEL_CONFIG, UPSAMPLER_DIR
+
+TINY_DISTILLED_LORA = "tiny-distilled-lora.safetensors"
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import LTX2Pipeline
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
     from transformers import GemmaTokenizer
@@ -197,8 +203,17 @@ def _build_components() -> LTX2Pipeline:
         resnet_dilations=[[1, 3, 5]],
         output_sampling_rate=16000,
     )
+    # The dev checkpoints' scheduler (diffusers' converter): dynamic shift 0.95-2.05, stretched to 0.1.
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_shift=0.95,
+        max_shift=2.05,
+        base_image_seq_len=1024,
+        max_image_seq_len=4096,
+        shift_terminal=0.1,
+    )
     return LTX2Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
+        scheduler=scheduler,
         vae=vae,
         audio_vae=audio_vae,
         text_encoder=text_encoder,
@@ -221,8 +236,12 @@ def save_tiny_checkpoint(directory: Path) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        build_tiny_pipeline().save_pretrained(tmp)
+        pipe = build_tiny_pipeline()
+        pipe.save_pretrained(tmp)
         build_tiny_upsampler().save_pretrained(tmp / UPSAMPLER_DIR)
+        save_tiny_lora(tmp / TINY_DISTILLED_LORA, pipe.transformer, ("attn", "ff."), seed=TINY_SEED + 1)
+        # Denoised on a quarter of the output grid: full size is slow on a CPU and shows nothing more.
+        (tmp / OPENREEL_CONFIG).write_text(json.dumps({"grid_scale": 0.25}))
         try:
             os.replace(tmp, directory)
         except OSError:
@@ -234,26 +253,49 @@ def save_tiny_checkpoint(directory: Path) -> Path:
     return directory
 
 
-def save_tiny_reference_adapter(path: Path, rank: int = 4) -> Path:
-    """A random IC-LoRA for the tiny transformer, in Lightricks' key format (``diffusion_model.*``
-    with ``lora_A``/``lora_B``) and with their ``reference_downscale_factor`` metadata, so it loads
-    through the same code as a real reference adapter. Its update is non-zero: it visibly changes output.
-    """
+def save_tiny_lora(
+    path: Path,
+    transformer: torch.nn.Module,
+    targets: tuple[str, ...],
+    *,
+    seed: int,
+    rank: int = 4,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """A random LoRA over the tiny transformer's linear layers whose names contain one of ``targets``, in
+    Lightricks' key format (``diffusion_model.*`` with ``lora_A``/``lora_B``), so it loads through the same
+    code as a real one. Its update is non-zero: it visibly changes the output."""
     import torch
     from safetensors.torch import save_file
 
     path = Path(path)
-    transformer = build_tiny_pipeline().transformer
-    generator = torch.Generator().manual_seed(TINY_SEED)
+    generator = torch.Generator().manual_seed(seed)
     weights = {}
     for name, module in transformer.named_modules():
-        if isinstance(module, torch.nn.Linear) and ".attn1." in name:
+        if (
+            isinstance(module, torch.nn.Linear)
+            and name.startswith("transformer_blocks.")
+            and any(t in name for t in targets)
+        ):
             down = torch.randn(rank, module.in_features, generator=generator) * 0.5
             up = torch.randn(module.out_features, rank, generator=generator) * 0.5
             weights[f"diffusion_model.{name}.lora_A.weight"] = down
             weights[f"diffusion_model.{name}.lora_B.weight"] = up
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(weights, str(tmp), metadata={"reference_downscale_factor": "1"})
+    save_file(weights, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path
+
+
+def save_tiny_reference_adapter(path: Path, rank: int = 4) -> Path:
+    """A random IC-LoRA on the tiny transformer's self-attention, with Lightricks'
+    ``reference_downscale_factor`` metadata."""
+    return save_tiny_lora(
+        path,
+        build_tiny_pipeline().transformer,
+        (".attn1.",),
+        seed=TINY_SEED,
+        rank=rank,
+        metadata={"reference_downscale_factor": "1"},
+    )

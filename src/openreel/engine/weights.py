@@ -1,5 +1,6 @@
 """Where a checkpoint's weights are: a local diffusers directory, or a Hugging Face repo (optionally at
-a revision) in the standard HF cache; likewise the one ``.safetensors`` file of an adapter (LoRA).
+a revision) in the standard HF cache; likewise the one ``.safetensors`` file of an adapter (LoRA) and
+the folder of the latent upsampler, when they are published apart from the checkpoint.
 Serving never downloads; ``openreel models pull`` does, so a server with missing weights starts, says
 it is not ready and names the command to run.
 """
@@ -12,8 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PULL_COMMAND = "openreel models pull"
-# Where Lightricks' repos keep the x2 spatial latent upsampler, beside the pipeline's components.
+# Where Lightricks' repos keep the x2 spatial latent upsampler, beside the pipeline's components, and
+# the distilled LoRA (Lightricks/LTX-2: ltx-2-19b-distilled-lora-384.safetensors at its root).
 UPSAMPLER_DIR = "latent_upsampler"
+DISTILLED_LORA_GLOB = "*distilled-lora*.safetensors"
+# Optional settings a checkpoint carries for openreel itself (the tiny build declares its grid scale).
+OPENREEL_CONFIG = "openreel.json"
 
 
 class WeightsMissing(Exception):
@@ -113,16 +118,58 @@ def require(checkpoint: Checkpoint) -> Path:
 def pull(checkpoint: Checkpoint) -> Path:
     """Download into the Hugging Face cache, with progress bars; resumes an interrupted pull.
 
-    Only what the pipeline loads: ``model_index.json``, its components' folders and the latent
-    upsampler (a repo may also hold single-file checkpoints of hundreds of GB beside them)."""
+    Only what the pipeline loads: ``model_index.json``, its components' folders, the latent upsampler and
+    the distilled LoRA (a repo may also hold single-file checkpoints of hundreds of GB beside them)."""
     if checkpoint.is_local:
         return require(checkpoint)
     from huggingface_hub import hf_hub_download, snapshot_download
 
     index = Path(hf_hub_download(checkpoint.source, "model_index.json", revision=checkpoint.revision))
-    patterns = ["model_index.json", f"{UPSAMPLER_DIR}/*", *(f"{c}/*" for c in _components(index))]
+    patterns = [
+        "model_index.json",
+        OPENREEL_CONFIG,
+        f"{UPSAMPLER_DIR}/*",
+        DISTILLED_LORA_GLOB,
+        *(f"{c}/*" for c in _components(index)),
+    ]
     snapshot_download(checkpoint.source, revision=checkpoint.revision, allow_patterns=patterns)
     return require(checkpoint)
+
+
+def declared_grid_scale(directory: Path) -> float:
+    """The grid a checkpoint asks to be denoised on, relative to the output: 1 unless its
+    ``openreel.json`` says otherwise (the tiny random-weight build says 0.25, so CPUs can run it)."""
+    declared = directory / OPENREEL_CONFIG
+    if not declared.is_file():
+        return 1.0
+    return float(json.loads(declared.read_text()).get("grid_scale", 1.0))
+
+
+def distilled_lora_in(directory: Path) -> Path:
+    """The distilled LoRA at the root of a checkpoint directory, or ``WeightsMissing`` saying why not."""
+    found = sorted(directory.glob(DISTILLED_LORA_GLOB))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(f.name for f in found)
+        raise WeightsMissing(
+            f"{directory} holds several distilled LoRAs ({names}); name one in OPENREEL_DISTILLED_LORA"
+        )
+    raise WeightsMissing(
+        f"no {DISTILLED_LORA_GLOB} beside the checkpoint; set OPENREEL_DISTILLED_LORA (a file, or "
+        f"org/name[@revision]:file.safetensors) and run `{PULL_COMMAND}`"
+    )
+
+
+def upsampler_in(directory: Path) -> Path:
+    """The checkpoint's own latent upsampler folder, or ``WeightsMissing`` saying what to set."""
+    folder = directory / UPSAMPLER_DIR
+    if (folder / "config.json").is_file():
+        return folder
+    raise WeightsMissing(
+        f"no {UPSAMPLER_DIR}/ beside the checkpoint; set OPENREEL_UPSAMPLER (a folder, or "
+        f"org/name[@revision][:subfolder]) and run `{PULL_COMMAND}`"
+    )
 
 
 def size_on_disk(directory: Path) -> int:
@@ -227,3 +274,68 @@ def pull_adapter(adapter: Adapter) -> Path:
         adapter = Adapter(adapter.source, adapter.revision, found[0])
     snapshot_download(adapter.source, revision=adapter.revision, allow_patterns=[adapter.pattern])
     return require_adapter(adapter)
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A diffusers model folder (``config.json`` and weights): a local directory, or
+    ``org/name[@revision][:subfolder]`` on the hub."""
+
+    source: str
+    revision: str | None = None
+    subfolder: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> Folder:
+        local = _local_path(value, Path.is_dir)
+        if local:
+            return cls(local)
+        repo, _, subfolder = value.partition(":")
+        return cls(*_hub_id(repo, "org/name[@revision][:subfolder]"), subfolder.strip("/") or None)
+
+    @property
+    def is_local(self) -> bool:
+        return self.source.startswith("/")
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.subfolder}/*" if self.subfolder else "*"
+
+    def __str__(self) -> str:
+        revision = f"@{self.revision}" if self.revision else ""
+        return self.source + revision + (f":{self.subfolder}" if self.subfolder else "")
+
+
+def require_folder(folder: Folder) -> Path:
+    """The folder on this machine (looks, never downloads), or ``WeightsMissing`` saying what to do."""
+    if folder.is_local:
+        path = Path(folder.source)
+    else:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            snapshot = snapshot_download(
+                folder.source,
+                revision=folder.revision,
+                allow_patterns=[folder.pattern],
+                local_files_only=True,
+            )
+        except LocalEntryNotFoundError:
+            snapshot = None
+        path = Path(snapshot) / (folder.subfolder or "") if snapshot else Path("/nonexistent")
+    if (path / "config.json").is_file():
+        return path
+    raise WeightsMissing(
+        f"{folder.source} is not a model folder (no config.json)"
+        if folder.is_local
+        else f"{folder} is not on this machine; run `{PULL_COMMAND}` to download it"
+    )
+
+
+def pull_folder(folder: Folder) -> Path:
+    if not folder.is_local:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(folder.source, revision=folder.revision, allow_patterns=[folder.pattern])
+    return require_folder(folder)

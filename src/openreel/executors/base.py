@@ -6,7 +6,7 @@ over a cluster. Executors only run tasks and report; the dispatcher alone writes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from openreel.executors import messages as m
@@ -29,6 +29,9 @@ class EngineState:
     reference_images: bool = False
     # A loaded worker's reason it cannot use the configured adapter (missing there, does not fit).
     reference_error: str | None = None
+    # The loaded checkpoint's generation, and the recipe kinds it cannot run with the reason.
+    version: str | None = None
+    recipe_errors: dict[str, str] = field(default_factory=dict)
     slots: int = 0
     busy: int = 0
 
@@ -48,6 +51,8 @@ class EngineState:
             random_weights=ready.random_weights,
             grid_scale=ready.grid_scale,
             reference_error=ready.reference_error if self.reference_images else None,
+            version=ready.version,
+            recipe_errors=ready.recipe_errors,
         )
 
 

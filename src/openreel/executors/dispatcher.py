@@ -56,7 +56,6 @@ class Running:
     staged: str
     key: str
     deadline: float
-    checkpoint: str | None = None
 
 
 class Dispatcher:
@@ -221,15 +220,11 @@ class Dispatcher:
             resolution=spec.resolution,
             aspect_ratio=spec.aspect_ratio,
             generate_audio=spec.generate_audio,
-            steps=model.preset.steps,
-            guidance_scale=model.preset.guidance_scale,
-            negative_guidance_scale=model.preset.negative_guidance_scale,
+            recipe=model.recipe,
             has_first_frame=first is not None,
             has_last_frame=last is not None,
             reference_count=len(references),
             grid_scale=engine.grid_scale,
-            sigmas=model.preset.sigmas,
-            refine_sigmas=model.preset.refine_for(spec.resolution),
         )
         key = f"results/{job_id}/{attempt}.mp4"
         staged = self.storage.staging_path(key)
@@ -243,12 +238,9 @@ class Dispatcher:
                 staged=str(staged),
                 key=key,
                 deadline=time.monotonic() + self.settings.job_timeout_s,
-                checkpoint=self.settings.checkpoint_for(spec.model),
             )
             self._running[running.seq] = running
-        task = m.RenderTask(
-            running.seq, job_id, plan, str(staged), first, last, running.checkpoint, references
-        )
+        task = m.RenderTask(running.seq, job_id, plan, str(staged), first, last, references)
         self._executor.submit(slot, task)
         with self.db.read() as session:
             # A cancel that came while the images were fetched found nothing to stop yet.
@@ -269,7 +261,7 @@ class Dispatcher:
         self.storage.commit(Path(running.staged), running.key)
         result = {
             "key": running.key,
-            "checkpoint": running.checkpoint,
+            "checkpoint": self.settings.checkpoint,
             "seed": running.seed,
             "randomWeights": self.engine.random_weights,
             **media,

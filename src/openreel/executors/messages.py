@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from openreel.engine.plan import RenderPlan
+from openreel.engine.recipes import RECIPE_KINDS
 
 if TYPE_CHECKING:
     from openreel.engine.base import VideoEngine
@@ -21,8 +22,6 @@ class RenderTask:
     output_path: str
     first_frame: Image.Image | None = None
     last_frame: Image.Image | None = None
-    # The model's own checkpoint (OPENREEL_MODEL_CHECKPOINTS); None: the worker's default.
-    checkpoint: str | None = None
     references: tuple[Image.Image, ...] = ()
 
 
@@ -33,10 +32,21 @@ class EngineReady:
     random_weights: bool
     # Why this worker cannot render reference images although an adapter is configured; None: it can.
     reference_error: str | None = None
+    # The checkpoint's LTX-2 generation, and why it cannot run a recipe kind (missing ones can).
+    version: str | None = None
+    recipe_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, engine: VideoEngine) -> EngineReady:
-        return cls(engine.name, engine.grid_scale, engine.random_weights, engine.reference_error)
+        errors = {kind: e for kind in RECIPE_KINDS if (e := engine.unavailable(kind)) is not None}
+        return cls(
+            engine.name,
+            engine.grid_scale,
+            engine.random_weights,
+            engine.reference_error,
+            engine.version,
+            errors,
+        )
 
 
 @dataclass(frozen=True)

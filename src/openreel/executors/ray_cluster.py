@@ -18,16 +18,19 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import RayError
 
-from openreel.engine import EngineOptions, ResidentEngine
+from openreel.engine import EngineOptions, load_engine
 from openreel.executors import messages as m
 from openreel.executors.base import MAX_FAILED_STARTS, EngineState
 from openreel.executors.render import render_task
 from openreel.settings import Settings
+
+if TYPE_CHECKING:
+    from openreel.engine.base import VideoEngine
 
 log = logging.getLogger("openreel.executor")
 
@@ -67,11 +70,10 @@ class RenderActor:
         self._node = ray.get_runtime_context().get_node_id()
         # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there.
         cache_dir = Settings().data_dir.resolve() / "models"
+        self._engine: VideoEngine | None = None
         try:
-            self._resident = ResidentEngine(options, cache_dir)
-            engine = self._resident.engine
-            assert engine is not None
-            self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady.of(engine)
+            self._engine = load_engine(options, cache_dir=cache_dir)
+            self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady.of(self._engine)
         except Exception as exc:
             self._loaded = m.EngineFailed(f"{type(exc).__name__}: {exc}")
 
@@ -79,10 +81,8 @@ class RenderActor:
         return self._node, self._loaded
 
     def render(self, task: m.RenderTask) -> m.Outcome:
-        try:
-            engine = self._resident.get(task.checkpoint)
-        except Exception as exc:
-            return m.Failed(task.seq, f"loading {task.checkpoint} failed: {type(exc).__name__}: {exc}")
+        engine = self._engine
+        assert engine is not None, "the server only sends tasks to actors that loaded"
         with tempfile.TemporaryDirectory(prefix="openreel-") as tmp:
             output = Path(tmp) / "clip.mp4"
             outcome = render_task(

@@ -70,5 +70,6 @@ def render_task(
             "frameCount": info.frame_count,
             "durationSeconds": round(info.duration_s, 3),
             "hasAudio": info.has_audio,
+            "recipe": clip.recipe,
         },
     )

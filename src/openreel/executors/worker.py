@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
-from openreel.engine import EngineOptions, ResidentEngine
+from openreel.engine import EngineOptions, load_engine
 from openreel.executors import messages as m
 from openreel.executors.render import render_task
 
@@ -48,12 +48,11 @@ def run_worker(
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        resident = ResidentEngine(options, Path(cache_dir))
-        assert resident.engine is not None
+        engine = load_engine(options, cache_dir=Path(cache_dir))
     except Exception as exc:
         conn.send(m.EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(m.EngineReady.of(resident.engine))
+    conn.send(m.EngineReady.of(engine))
 
     while True:
         try:
@@ -62,11 +61,6 @@ def run_worker(
             return
         if task is None:
             return
-        try:
-            engine = resident.get(task.checkpoint)
-        except Exception as exc:
-            conn.send(m.Failed(task.seq, f"loading {task.checkpoint} failed: {type(exc).__name__}: {exc}"))
-            continue
         outcome = render_task(
             engine,
             task,

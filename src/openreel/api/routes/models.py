@@ -10,7 +10,7 @@ from openreel.api.deps import Services, ServicesDep
 from openreel.api.present import RANDOM_WEIGHTS_NOTICE
 from openreel.api.schemas import ErrorBody, ModelCatalog
 from openreel.catalog import ModelSpec
-from openreel.engine import model_checkpoint
+from openreel.engine import configured_checkpoint, recipes
 from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter
 
 router = APIRouter(tags=["Models"])
@@ -25,6 +25,8 @@ def _entry(
 ) -> dict[str, Any]:
     engine = svc.dispatcher.engine
     notice = engine.error or (RANDOM_WEIGHTS_NOTICE if engine.random_weights else None)
+    unavailable = engine.recipe_errors.get(model.recipe)
+    version = engine.version if engine.version in recipes.VERSIONS else None
     return {
         "id": model.id,
         "label": model.label,
@@ -49,8 +51,11 @@ def _entry(
             "randomWeights": engine.random_weights,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "weightsPresent": present,
-            "ready": engine.ready,
+            "ready": engine.ready and unavailable is None,
+            "unavailable": unavailable,
             "notice": notice,
+            # The stages this id runs on the loaded checkpoint's generation (known once a worker loaded).
+            "recipe": recipes.recipe(model.recipe, version).describe() if version else None,
             "referenceAdapter": adapter if model.accepts_reference_images else None,
         },
     }
@@ -63,15 +68,13 @@ def list_models(
     if modality not in (None, "video"):
         return {"models": []}
     entries = []
-    present: dict[str, bool] = {}
     configured = svc.settings.reference_adapter
     adapter = None
     if configured:
         found = locate_adapter(Adapter.parse(configured)) is not None
         adapter = {"adapter": configured, "weightsPresent": found}
+    checkpoint = configured_checkpoint(svc.settings)
+    present = checkpoint is not None and locate(checkpoint) is not None
     for model in svc.catalog.models.values():
-        checkpoint = model_checkpoint(svc.settings, model.id)
-        if checkpoint is not None and str(checkpoint) not in present:
-            present[str(checkpoint)] = locate(checkpoint) is not None
-        entries.append(_entry(svc, model, checkpoint, present.get(str(checkpoint), False), adapter))
+        entries.append(_entry(svc, model, checkpoint, present, adapter))
     return {"models": entries}
