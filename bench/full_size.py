@@ -1,13 +1,16 @@
 """LTX-2 at its published full-size architecture with random weights (no download): time per stage
-and peak GPU memory of a real render through openreel's engine, for 720p and 1080p at 4 and 8 s.
+and peak GPU memory of a real render through openreel's engine and recipes, 720p and 1080p at 4 and 8 s.
 
 The configs in ``ltx2-configs.json`` are the published ones (see their ``_sources``); the weights are
 PyTorch's random init, so speed and memory are the model's and the pictures are noise. Built on the
-GPU in bf16. ``--reduced`` cuts every stack to one layer (widths stay real) and renders a small clip,
-so the same code proves itself on a CPU: its figures say nothing about the real model.
+GPU in bf16. A dev checkpoint gets a random distilled LoRA of the published rank (384), fused and
+restored as on the real checkpoint. ``--reduced`` cuts every stack to one layer (widths stay real) and
+renders a small clip, so the same code proves itself on a CPU: its figures say nothing about the model.
 
-    python bench/full_size.py                         # GPU: LTX-2-19B-distilled, 720p/1080p x 4/8 s
-    python bench/full_size.py --reduced               # CPU smoke run
+    python bench/full_size.py                                  # GPU: LTX-2-19B-dev, the fast recipe
+    python bench/full_size.py --model veo-3.1 --sizes 720p:8   # the quality recipe
+    python bench/full_size.py --image --precision fp8          # with a first frame, float8 blocks
+    python bench/full_size.py --reduced                        # CPU smoke run
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from typing import Any
 
 import torch
 
-from openreel.catalog import SamplerPreset, load_catalog
+from openreel.catalog import load_catalog
+from openreel.engine.fp8 import native_matmul, quantize_blocks
+from openreel.engine.lora import FusedLora
 from openreel.engine.ltx2 import LTX2Engine
 from openreel.engine.mux import write_mp4
 from openreel.engine.plan import RenderPlan, plan_render
+from openreel.engine.recipes import RecipeKind
 from openreel.engine.tiny import build_tokenizer
 
 CONFIGS = Path(__file__).with_name("ltx2-configs.json")
@@ -37,14 +43,17 @@ COLUMNS = [
     "output",
     "frames",
     "text s",
-    "denoise s",
+    "stage1 s",
     "upsample s",
+    "stage2 s",
     "vae s",
     "audio s",
+    "frames s",
     "mux s",
     "total s",
     "peak GiB",
 ]
+LORA_RANK = 384  # ltx-2-19b-distilled-lora-384, ltx-2.3-22b-distilled-lora-384
 
 
 def _config(raw: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +153,26 @@ class Stages:
         module.register_forward_hook(done)
 
 
-def plan_for(resolution: str, duration: int, preset: SamplerPreset, reduced: bool) -> RenderPlan:
+def random_lora(transformer: torch.nn.Module, rank: int, path: Path) -> Path:
+    """A distilled LoRA of the published rank over every linear of the transformer blocks (diffusers key
+    names), small enough in values not to blow the random model up."""
+    from safetensors.torch import save_file
+
+    weights = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks."):
+            r = min(rank, module.in_features, module.out_features)
+            weights[f"transformer.{name}.lora_A.weight"] = torch.randn(
+                r, module.in_features, dtype=torch.bfloat16
+            )
+            weights[f"transformer.{name}.lora_B.weight"] = torch.zeros(
+                module.out_features, r, dtype=torch.bfloat16
+            )
+    save_file(weights, str(path))
+    return path
+
+
+def plan_for(resolution: str, duration: int, recipe: RecipeKind, image: bool, reduced: bool) -> RenderPlan:
     return plan_render(
         prompt="a red fox running through fresh snow at dawn, cinematic",
         negative_prompt=None,
@@ -153,14 +181,10 @@ def plan_for(resolution: str, duration: int, preset: SamplerPreset, reduced: boo
         resolution=resolution,
         aspect_ratio="16:9",
         generate_audio=True,
-        steps=preset.steps,
-        guidance_scale=preset.guidance_scale,
-        negative_guidance_scale=preset.negative_guidance_scale,
-        has_first_frame=False,
+        recipe=recipe,
+        has_first_frame=image,
         has_last_frame=False,
         grid_scale=0.125 if reduced else 1.0,
-        sigmas=preset.sigmas,
-        refine_sigmas=preset.refine_for(resolution),
     )
 
 
@@ -168,8 +192,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", default="LTX-2-19B-distilled", help="a key of ltx2-configs.json")
-    parser.add_argument("--model", default="veo-3.1-fast", help="the public model id whose preset to run")
+    parser.add_argument("--checkpoint", default="LTX-2-19B-dev", help="a key of ltx2-configs.json")
+    parser.add_argument("--model", default="veo-3.1-fast", help="the public model id whose recipe to run")
+    parser.add_argument("--image", action="store_true", help="condition on a first frame")
+    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp8"))
     parser.add_argument("--reduced", action="store_true", help="one layer per stack, small clip (CPU)")
     parser.add_argument("--sizes", default=",".join(f"{r}:{d}" for r, d in SIZES), help="e.g. 720p:4,1080p:8")
     args = parser.parse_args()
@@ -178,7 +204,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     started = time.perf_counter()
     pipe, upsampler = build_pipeline(args.checkpoint, device, dtype, args.reduced)
-    preset = load_catalog().models[args.model].preset
+    recipe = load_catalog().models[args.model].recipe
     params = {
         name: sum(p.numel() for p in m.parameters())
         for name, m in pipe.components.items()
@@ -192,40 +218,74 @@ def main() -> None:
         f"built in {time.perf_counter() - started:.1f} s; parameters (B): "
         + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in params.items())
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        dev = bool(pipe.scheduler.config.get("use_dynamic_shifting"))
+        lora_file = Path(tmp) / "lora.safetensors"
+        lora = FusedLora.load(pipe, random_lora(pipe.transformer, LORA_RANK, lora_file)) if dev else None
+        if args.precision == "fp8":
+            quantize_blocks(pipe.transformer, native_matmul(torch.device(device)))
+        # As from_pretrained places them: the text encoder waits in host memory on a GPU.
+        if device == "cuda":
+            pipe.text_encoder.to("cpu")
+        engine = LTX2Engine(
+            pipe,
+            name="bench",
+            grid_scale=1.0,
+            random_weights=True,
+            device=device,
+            precision=args.precision,
+            offload_text_encoder=device == "cuda",
+            lora=lora,
+            upsampler=upsampler,
+        )
+        weights = f"LTX-{engine.version} {engine.weights} weights, {args.precision}"
+        print(f"{args.model}: the {recipe} recipe on {weights}")
+        unavailable = engine.unavailable(recipe)
+        if unavailable:
+            raise SystemExit(unavailable)
+        _run(engine, upsampler, args, recipe, device)
 
-    engine = LTX2Engine(
-        pipe, name="bench", grid_scale=1.0, random_weights=True, device=device, upsampler=upsampler
-    )
-    print(
-        f"{args.model}: distilled schedule {engine.distilled}, two stages at {preset.refine_at or 'no size'}"
-    )
+
+def _run(
+    engine: LTX2Engine, upsampler: Any, args: argparse.Namespace, recipe: RecipeKind, device: str
+) -> None:
+    import PIL.Image
+
     stages = Stages(device)
-    stages.wrap(engine.t2v, "encode_prompt", "text")
-    stages.module(engine.t2v.transformer, "denoise")
-    stages.wrap(engine.t2v.vae, "decode", "vae")
-    stages.wrap(engine.t2v.audio_vae, "decode", "audio")
-    stages.module(engine.t2v.vocoder, "audio")
+    stages.wrap(engine.prompts, "_encode", "text")
+    calls = [0]
+    sample = engine._sample
+
+    def per_stage(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        with stages.stage(f"stage{calls[0]}"):
+            return sample(*args, **kwargs)
+
+    engine._sample = per_stage  # type: ignore[method-assign]
     stages.module(upsampler.latent_upsampler, "upsample")
-    print(" ".join(f"{c:>9}" for c in COLUMNS))
+    stages.wrap(engine, "_decode_video", "vae")
+    stages.wrap(engine, "_decode_audio", "audio")
+    image = PIL.Image.new("RGB", (1280, 720), (200, 120, 40)) if args.image else None
+    print(" ".join(f"{c:>10}" for c in COLUMNS))
     for item in args.sizes.split(","):
         resolution, duration = item.split(":")
-        plan = plan_for(resolution, int(duration), preset, args.reduced)
+        plan = plan_for(resolution, int(duration), recipe, args.image, args.reduced)
         stages.seconds.clear()
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        calls[0] = 0
         begin = time.perf_counter()
-        clip = engine.render(plan, None, None, lambda *_: None)
+        clip = engine.render(plan, image, None, lambda *_: None)
         with tempfile.TemporaryDirectory() as tmp, stages.stage("mux"):
             write_mp4(clip, plan.fps, Path(tmp) / "clip.mp4")
         total = time.perf_counter() - begin
-        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device == "cuda" else "-"
         t = stages.seconds
+        # What is left of the render: frames to uint8 and to the host, audio trimmed.
+        t["frames"] = total - sum(t.values())
+        peak = (clip.recipe or {}).get("peakGpuBytes")
         row = [f"{plan.width}x{plan.height}", str(plan.gen_frames)]
-        row += [
-            f"{t[k]:.2f}" if k in t else "-" for k in ("text", "denoise", "upsample", "vae", "audio", "mux")
-        ]
-        row += [f"{total:.2f}", peak]
-        print(" ".join(f"{c:>9}" for c in row))
+        keys = ("text", "stage1", "upsample", "stage2", "vae", "audio", "frames", "mux")
+        row += [f"{t[k]:.2f}" if k in t else "-" for k in keys]
+        row += [f"{total:.2f}", f"{peak / 2**30:.1f}" if peak else "-"]
+        print(" ".join(f"{c:>10}" for c in row))
 
 
 if __name__ == "__main__":
