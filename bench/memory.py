@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_gpu import FakeGPU, GiB, build_component
 
 from openreel.engine.fp8 import quantize_blocks
+from openreel.engine.nag import NAGState, install
 from openreel.engine.plan import RenderPlan, plan_render
 from openreel.engine.recipes import Recipe, RecipeKind, detect_version, recipe
 from openreel.engine.text import placement
@@ -143,6 +145,9 @@ class _Job:
         prompts: list[torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         transformer, connectors, vae = parts["transformer"], parts["connectors"], parts["vae"]
+        # The engine's NAG processors, steering while a stage takes the negative prompt through NAG.
+        nag_state = NAGState()
+        install(types.SimpleNamespace(transformer=transformer, connectors=connectors), nag_state)
         latent_frames = (plan_.gen_frames - 1) // 8 + 1
         audio_tokens = round(plan_.gen_frames / plan_.fps * 16000 / 160 / 4)
         audio = self.empty(1, audio_tokens, 128, dtype=torch.float32)
@@ -174,6 +179,7 @@ class _Job:
                 video_ctx, audio_ctx, ctx_mask = connectors(text, mask)
                 if nag:
                     neg_video, neg_audio, neg_mask = connectors(prompts[1], mask)
+                    nag_state.nag, nag_state.split = the_recipe.nag, video_ctx.shape[1]
                     video_ctx = torch.cat([video_ctx, neg_video], dim=1)
                     audio_ctx = torch.cat([audio_ctx, neg_audio], dim=1)
                     ctx_mask = torch.cat([ctx_mask, neg_mask], dim=1)
@@ -202,6 +208,7 @@ class _Job:
                     use_cross_timestep=the_recipe.cross_timestep,
                     return_dict=False,
                 )
+                nag_state.clear()
                 del out, kept, video_ctx, audio_ctx, ctx_mask, text, keyframes
                 video = self.empty(1, 128, latent_frames, height // 32, width // 32, dtype=torch.float32)
                 gc.collect()
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="720p:8,1080p:8")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--card-gib", type=float, default=80.0, help="GPU memory (decides the text encoder)")
+    parser.add_argument("--negative", action="store_true", help="jobs with a negative prompt")
     args = parser.parse_args(argv)
     phases = ("text encoder", "stage 1", "stage 2", "decode")
     print(" | ".join(("checkpoint", "recipe", "precision", "job", "weights", *phases, "peak GiB", "text")))
@@ -275,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                             int(seconds),
                             shape,
                             precision,
+                            negative_prompt=args.negative,
                             card_gib=args.card_gib,
                         )
                         p = predict(job)

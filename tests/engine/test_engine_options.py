@@ -106,7 +106,8 @@ def test_fp8_quantizes_only_the_blocks_attention_and_feed_forward(
     full = tiny_engine.render(plan, None, None, _noop)
     assert clip.recipe is not None and clip.recipe["precision"] == "fp8"
     assert clip.frames.shape == full.frames.shape and not np.array_equal(clip.frames, full.frames)
-    # The distilled LoRA fuses into float8 weights from the dev weights kept at full precision.
+    # The distilled LoRA fuses into the upcast float8 weights (as ltx-core's fuse_loras does) and the
+    # float8 dev weights come back bit for bit.
     fp8.lora.restore()
     layer = transformer.get_submodule(block + "attn1.to_q")
     dev = layer.weight_fp8.clone()

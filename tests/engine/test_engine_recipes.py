@@ -73,6 +73,52 @@ def test_quality_guides_stage_one_on_dev_weights_only(tiny_engine, tiny_plan) ->
     assert batches == [2, 1, 1] * 40 + [1] * 3
 
 
+def test_stg_perturbs_its_block_on_the_ltx_2_0_architecture(tiny_engine) -> None:
+    """diffusers builds LTX-2.0 blocks without the STG perturbation (perturbed_attn off); the engine wires
+    it into block 29, so the STG pass differs from the conditional one, as upstream's does."""
+    transformer = tiny_engine.pipe.transformer
+    assert transformer.transformer_blocks[29].perturbed_attn
+    assert not transformer.transformer_blocks[28].perturbed_attn
+    gen = torch.Generator().manual_seed(0)
+    kwargs = {
+        "hidden_states": torch.randn(1, 60, 4, generator=gen),
+        "audio_hidden_states": torch.randn(1, 26, 4, generator=gen),
+        "encoder_hidden_states": torch.randn(1, 16, 32, generator=gen),
+        "audio_encoder_hidden_states": torch.randn(1, 16, 32, generator=gen),
+        "timestep": torch.full((1, 60), 500.0),
+        "audio_timestep": torch.tensor([500.0]),
+        "sigma": torch.tensor([500.0]),
+        "num_frames": 4,
+        "height": 3,
+        "width": 5,
+        "fps": 24.0,
+        "audio_num_frames": 26,
+        "return_dict": False,
+    }
+    with torch.inference_mode():
+        plain = transformer(**kwargs)[0]
+        perturbed = transformer(**kwargs, spatio_temporal_guidance_blocks=[29])[0]
+        elsewhere = transformer(**kwargs, spatio_temporal_guidance_blocks=[28])[0]
+    assert not torch.equal(plain, perturbed)
+    assert torch.equal(plain, elsewhere)  # a block without the perturbation wired computes as usual
+
+
+def test_conditions_are_encoded_whole_and_only_the_decode_is_tiled(tiny_engine, tiny_plan) -> None:
+    vae = tiny_engine.pipe.vae
+    seen: list[tuple[str, bool]] = []
+    hooks = [
+        vae.encoder.register_forward_pre_hook(lambda *_: seen.append(("encode", vae.use_tiling))),
+        vae.decoder.register_forward_pre_hook(lambda *_: seen.append(("decode", vae.use_tiling))),
+    ]
+    try:
+        tiny_engine.render(tiny_plan(has_first_frame=True), _image((200, 100, 50)), None, _noop)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ("encode", False) in seen and ("encode", True) not in seen
+    assert ("decode", True) in seen and not vae.use_tiling
+
+
 def test_keyframes_are_encoded_at_each_stage_and_the_last_sits_on_the_last_output_frame(
     tiny_engine, tiny_plan
 ) -> None:

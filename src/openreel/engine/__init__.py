@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from openreel.settings import Settings
 
 ENGINES = ("tiny", "ltx2")
-# v4: the real layout (dev weights, a distilled LoRA, the upsampler); v3 added a causal video decoder.
-# A new name per change, so caches built before it are not taken as current.
-TINY_CHECKPOINT_DIR = "tiny-ltx2-v4"
+# v5: 30 transformer blocks (the STG block exists); v4: the real layout (dev weights, a distilled LoRA,
+# the upsampler). A new name per change, so caches built before it are not taken as current.
+TINY_CHECKPOINT_DIR = "tiny-ltx2-v5"
 T = TypeVar("T")
 
 

@@ -46,7 +46,9 @@ class Fp8Linear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear, matmul: Matmul) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.matmul: Matmul = matmul
+        # torch._scaled_mm multiplies matrices whose inner and outer sizes are multiples of 16.
+        aligned = self.in_features % 16 == 0 and self.out_features % 16 == 0
+        self.matmul: Matmul = matmul if aligned else "upcast"
         weight = linear.weight.detach()
         self.compute_dtype = weight.dtype
         self.register_buffer("weight_fp8", torch.empty_like(weight, dtype=FP8))
@@ -60,8 +62,9 @@ class Fp8Linear(torch.nn.Module):
         self.weight_fp8.copy_(values)
         self.weight_scale.copy_(scale)
 
-    def dequantized(self) -> torch.Tensor:
-        return self.weight_fp8.to(self.compute_dtype) * self.weight_scale.to(self.compute_dtype)
+    def dequantized(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.compute_dtype
+        return self.weight_fp8.to(dtype) * self.weight_scale.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.matmul == "upcast":

@@ -3,8 +3,10 @@
 Lightricks ship the dev weights with a LoRA that turns them into the distilled model (the fast ids, and
 the refine stage of every recipe). Running it unfused costs a low-rank product on every linear layer at
 every step; fusing costs nothing per step. Fusing then subtracting in bf16 would drift a little on
-every round trip, so the dev weights are kept in host memory and put back bit for bit instead. The
-delta is ``strength * B @ A`` with no alpha scaling, as ltx-core's ``fuse_loras.py`` computes it.
+every round trip, so the first fusing copies the dev weights it replaces to host memory, and restoring
+puts them back bit for bit. The delta is ``strength * B @ A`` with no alpha scaling, as ltx-core's
+``fuse_loras.py`` computes it; on float8 weights it is added to the upcast weight and quantized again,
+as its ``_fuse_delta_with_cast_fp8`` does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class _Target:
     path: str
     down: torch.Tensor  # A: (rank, in)
     up: torch.Tensor  # B: (out, rank)
-    original: torch.Tensor  # the dev weight, in host memory
+    original: tuple[torch.Tensor, ...] | None = None  # the dev weight's tensors, in host memory once fused
+    fused: bool = False
 
 
 def _linear(component: torch.nn.Module, path: str) -> torch.nn.Module:
@@ -37,25 +40,28 @@ def _linear(component: torch.nn.Module, path: str) -> torch.nn.Module:
     return getattr(module, "base_layer", module)
 
 
-def weight_of(module: torch.nn.Module) -> torch.Tensor:
+def _stored(module: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    """The tensors that hold a layer's weight: the weight, or float8 values and their scales."""
     if isinstance(module, Fp8Linear):
-        return module.dequantized()
+        return module.weight_fp8, module.weight_scale
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
-    return weight.detach()
+    return (weight.data,)
 
 
-def _device(module: torch.nn.Module) -> torch.device:
-    return module.weight_fp8.device if isinstance(module, Fp8Linear) else weight_of(module).device
+def _shape(module: torch.nn.Module) -> tuple[int, int]:
+    return int(getattr(module, "out_features")), int(getattr(module, "in_features"))  # noqa: B009
 
 
-def set_weight(module: torch.nn.Module, value: torch.Tensor) -> None:
+def _float(module: torch.nn.Module) -> torch.Tensor:
+    return module.dequantized(torch.float32) if isinstance(module, Fp8Linear) else _stored(module)[0].float()
+
+
+def _set_weight(module: torch.nn.Module, value: torch.Tensor) -> None:
     if isinstance(module, Fp8Linear):
         module.set_weight(value)
     else:
-        weight = module.weight
-        assert isinstance(weight, torch.Tensor)
-        weight.data.copy_(value)
+        _stored(module)[0].copy_(value)
 
 
 class FusedLora:
@@ -67,12 +73,15 @@ class FusedLora:
         self._components = components
         self._targets = targets
         self.strength = strength
-        self.fused = False
+
+    @property
+    def fused(self) -> bool:
+        return all(target.fused for target in self._targets)
 
     @classmethod
     def load(cls, pipe: Any, path: Path, strength: float = 1.0) -> FusedLora:
-        """Read a LoRA in Lightricks' or diffusers' key format against ``pipe``'s components; a key that names
-        no layer of this checkpoint is an error (the LoRA belongs to another model)."""
+        """Read a LoRA in Lightricks' or diffusers' key format against ``pipe``'s components; a key naming no
+        layer of this checkpoint, or a layer of another shape, is an error (the LoRA is another model's)."""
         state: dict[str, torch.Tensor] = pipe.lora_state_dict(str(path))
         prefixes = sorted({k[: -len(s)] for k in state for s in _SUFFIXES if k.endswith(s)})
         if not prefixes:
@@ -91,21 +100,13 @@ class FusedLora:
                 raise ValueError(
                     f"{path.name} targets {prefix}, which this checkpoint does not have"
                 ) from None
-            weight = weight_of(layer)
             down, up = state[prefix + _SUFFIXES[0]], state[prefix + _SUFFIXES[1]]
-            if (up.shape[0], down.shape[1]) != tuple(weight.shape):
+            if (up.shape[0], down.shape[1]) != _shape(layer):
                 raise ValueError(
                     f"{path.name} does not fit {prefix}: {tuple(up.shape)} x {tuple(down.shape)}"
                 )
-            original = weight.to("cpu", copy=True)
             targets.append(
-                _Target(
-                    component_name,
-                    module_path,
-                    down.pin_memory() if pin else down,
-                    up.pin_memory() if pin else up,
-                    original.pin_memory() if pin else original,
-                )
+                _Target(component_name, module_path, *((t.pin_memory() if pin else t) for t in (down, up)))
             )
             components[component_name] = component
         return cls(components, targets, strength)
@@ -116,21 +117,28 @@ class FusedLora:
 
     @torch.no_grad()
     def fuse(self) -> None:
-        """Dev weights plus the LoRA's delta, summed in float32 and rounded once."""
-        if self.fused:
-            return
+        """Dev weights plus the LoRA's delta, summed in float32 and rounded once. Layer by layer, each
+        marked when done: an error half way (out of memory) leaves every layer either fused or dev."""
         for target, layer in self._layers():
-            device = _device(layer)
-            delta = target.up.to(device, torch.float32) @ target.down.to(device, torch.float32)
-            fused = target.original.to(device, torch.float32, non_blocking=True) + self.strength * delta
-            set_weight(layer, fused.to(target.original.dtype))
-        self.fused = True
+            if target.fused:
+                continue
+            stored = _stored(layer)
+            if target.original is None:
+                copies = tuple(t.to("cpu", copy=True) for t in stored)
+                target.original = tuple(c.pin_memory() for c in copies) if stored[0].is_cuda else copies
+            device = stored[0].device
+            # Moved, then converted on the device: a host-to-device copy that converts runs on the CPU.
+            delta = target.up.to(device, non_blocking=True).float() @ target.down.to(device).float()
+            _set_weight(layer, _float(layer).add_(delta, alpha=self.strength))
+            target.fused = True
 
     @torch.no_grad()
     def restore(self) -> None:
         """The dev weights, exactly as loaded."""
-        if not self.fused:
-            return
         for target, layer in self._layers():
-            set_weight(layer, target.original.to(_device(layer), non_blocking=True))
-        self.fused = False
+            if not target.fused:
+                continue
+            assert target.original is not None
+            for tensor, original in zip(_stored(layer), target.original, strict=True):
+                tensor.copy_(original, non_blocking=True)
+            target.fused = False

@@ -10,18 +10,20 @@ the frames and samples the plan promises, and records what it did (``trace.py``)
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, LTX2Pipeline
+from diffusers.models.transformers.transformer_ltx2 import LTX2PerturbedAttnProcessor
 from diffusers.pipelines.ltx2 import LTX2LatentUpsamplePipeline
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
@@ -39,6 +41,7 @@ from openreel.engine.text import PromptEncoder
 from openreel.engine.trace import Trace
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 # Frames converted per step on the way out: bounds the working set (~100 MB at 1080p).
 _OUTPUT_CHUNK = 16
 PRECISIONS = ("bf16", "fp8")
@@ -60,6 +63,32 @@ VAE_TILING = {
     "tile_sample_min_num_frames": 64,
     "tile_sample_stride_num_frames": 40,
 }
+
+
+# Components that stay in host memory: Gemma visits the GPU to encode (text.py); LTX-2.5's prompt
+# enhancer (a second Gemma) is not used by openreel's recipes.
+HOST_COMPONENTS = ("text_encoder", "prompt_enhancer")
+
+
+def _build(cls: type[T], components: dict[str, Any]) -> T:
+    """A pipeline over the loaded components it takes (LTX-2.5 adds some, e.g. a duration head, that the
+    in-context pipeline does not)."""
+    accepted = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    return cls(**{k: v for k, v in components.items() if k in accepted})
+
+
+def _perturbable(transformer: Any, blocks: tuple[int, ...]) -> None:
+    """STG skips the self-attention of these blocks in its pass. diffusers wires that perturbation only
+    into blocks built with ``perturbed_attn`` (its LTX-2.3 configs); the LTX-2.0 config has it off, where
+    upstream perturbs block 29 all the same (ltx_pipelines utils/helpers.py). Same weights, other
+    processor: unperturbed passes compute what they did."""
+    for index in blocks:
+        if index < len(transformer.transformer_blocks):
+            block = transformer.transformer_blocks[index]
+            if not block.perturbed_attn:
+                block.perturbed_attn = True
+                block.attn1.set_processor(LTX2PerturbedAttnProcessor())
+                block.audio_attn1.set_processor(LTX2PerturbedAttnProcessor())
 
 
 @dataclass(frozen=True)
@@ -192,8 +221,9 @@ class LTX2Engine:
         components = {k: v for k, v in pipe.components.items() if v is not None}
         components["scheduler"] = scheduler
         # Same module objects, not copies: the weights are in memory once.
-        self.pipe = KeyframePipeline(**components)
-        self.references = ReferencePipeline(**components) if reference_error is None else None
+        self.pipe = _build(KeyframePipeline, components)
+        self.references = _build(ReferencePipeline, components) if reference_error is None else None
+        _perturbable(self.pipe.transformer, recipes.STG_BLOCKS[self.version])
         self.reference_downscale = reference_downscale
         self.reference_error = reference_error
         self.lora, self.lora_error = lora, lora_error
@@ -202,8 +232,6 @@ class LTX2Engine:
             self.pipe, torch.device(device), prompt_cache_size, offload=offload_text_encoder
         )
         self.sample_rate = int(self.pipe.vocoder.config.output_sampling_rate)
-        self.pipe.vae.enable_tiling(**VAE_TILING)
-        self.pipe.vae.use_framewise_decoding = True
         self.nag = NAGState()
         install(self.pipe, self.nag)
         self._trace: Trace | None = None
@@ -285,7 +313,7 @@ class LTX2Engine:
             pipe.enable_sequential_cpu_offload(device=device)
         else:
             for component_name, component in pipe.components.items():
-                if isinstance(component, torch.nn.Module) and component_name != "text_encoder":
+                if isinstance(component, torch.nn.Module) and component_name not in HOST_COMPONENTS:
                     component.to(device)
         upsampler, upsampler_error = None, parts.upsampler_error
         if parts.upsampler is not None:
@@ -521,9 +549,13 @@ class LTX2Engine:
         def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
             steered[0] = self.nag.steered
 
+        blocks = self.pipe.transformer.transformer_blocks
+
         def after(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
             if self._trace is not None:
-                self._trace.transformer_call(kwargs, nag=self.nag.steered > steered[0])
+                asked = kwargs.get("spatio_temporal_guidance_blocks") or ()
+                stg = any(b < len(blocks) and blocks[b].perturbed_attn for b in asked)
+                self._trace.transformer_call(kwargs, nag=self.nag.steered > steered[0], stg=stg)
 
         self.pipe.transformer.register_forward_pre_hook(before, with_kwargs=True)
         self.pipe.transformer.register_forward_hook(after, with_kwargs=True)
@@ -533,14 +565,21 @@ class LTX2Engine:
             self._trace.condition(kind, width, height, pixel_frame)
 
     def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        """Denormalized latents -> (batch, 3, frames, h, w) in [-1, 1], tiled as upstream decodes."""
+        """Denormalized latents -> (batch, 3, frames, h, w) in [-1, 1], in upstream's decoding tiles. Only
+        the decode is tiled: conditions are encoded whole, as upstream encodes them."""
         vae = self.pipe.vae
         latents = latents.to(vae.dtype)
         timestep = None
         if vae.config.timestep_conditioning:
             # The pipelines' default decode_timestep 0 and no decode noise.
             timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
-        decoded: torch.Tensor = vae.decode(latents, timestep, return_dict=False)[0]
+        vae.enable_tiling(**VAE_TILING)
+        vae.use_framewise_decoding = True
+        try:
+            decoded: torch.Tensor = vae.decode(latents, timestep, return_dict=False)[0]
+        finally:
+            vae.disable_tiling()
+            vae.use_framewise_decoding = False
         return decoded
 
     def _decode_audio(self, latents: torch.Tensor) -> torch.Tensor:

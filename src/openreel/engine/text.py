@@ -36,7 +36,7 @@ def visiting(module: torch.nn.Module, device: torch.device) -> Iterator[None]:
     host = [t.data for t in tensors]
     try:
         for tensor, data in zip(tensors, host, strict=True):
-            tensor.data = data.to(device, non_blocking=True)
+            tensor.data = data.to(device, non_blocking=True, copy=True)
         yield
     finally:
         for tensor, data in zip(tensors, host, strict=True):
@@ -53,7 +53,7 @@ def streaming(module: torch.nn.Module, device: torch.device) -> Iterator[None]:
         own = [*layer.parameters(recurse=False), *layer.buffers(recurse=False)]
         moved[id(layer)] = [(t, t.data) for t in own]
         for tensor in own:
-            tensor.data = tensor.data.to(device, non_blocking=True)
+            tensor.data = tensor.data.to(device, non_blocking=True, copy=True)
 
     def leave(layer: torch.nn.Module, args: Any, output: Any) -> None:
         for tensor, data in moved.pop(id(layer), []):
@@ -111,6 +111,8 @@ class PromptEncoder:
         if not self._offload:
             return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)  # type: ignore[no-any-return]
         size = sum(t.numel() * t.element_size() for t in (*encoder.parameters(), *encoder.buffers()))
-        how = placement(torch.cuda.mem_get_info(self._device)[0], size)
+        # What the driver has free, and what PyTorch holds cached but unused (it reuses that first).
+        cached = torch.cuda.memory_reserved(self._device) - torch.cuda.memory_allocated(self._device)
+        how = placement(torch.cuda.mem_get_info(self._device)[0] + cached, size)
         with (visiting if how == "visit" else streaming)(encoder, self._device):
             return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)  # type: ignore[no-any-return]

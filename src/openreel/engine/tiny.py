@@ -147,7 +147,8 @@ def _build_components() -> LTX2Pipeline:
         audio_num_attention_heads=2,
         audio_attention_head_dim=4,
         audio_cross_attention_dim=8,
-        num_layers=2,
+        # Enough blocks for the STG block of every generation's quality recipe (29 on LTX-2.0).
+        num_layers=30,
         qk_norm="rms_norm_across_heads",
         caption_channels=32,
         rope_type="split",

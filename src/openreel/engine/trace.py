@@ -51,7 +51,8 @@ class Trace:
     def begin_stage(self, weights: str, lora: bool, noise_scale: float) -> None:
         self.stages.append(StageInfo(weights, lora, noise_scale))
 
-    def transformer_call(self, kwargs: dict[str, Any], nag: bool) -> None:
+    def transformer_call(self, kwargs: dict[str, Any], nag: bool, stg: bool) -> None:
+        """``nag``: NAG steered this call; ``stg``: its STG perturbation reached a block that exists."""
         hidden = kwargs["hidden_states"]
         call = Call(
             stage=len(self.stages) - 1,
@@ -59,7 +60,7 @@ class Trace:
             rows=hidden.shape[0],
             grid=(int(kwargs["num_frames"]), int(kwargs["height"]), int(kwargs["width"])),
             audio_tokens=int(kwargs["audio_hidden_states"].shape[1]),
-            stg=bool(kwargs.get("spatio_temporal_guidance_blocks")),
+            stg=stg,
             isolated=bool(kwargs.get("isolate_modalities")),
             nag=nag,
         )
