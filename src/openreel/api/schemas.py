@@ -63,7 +63,7 @@ class RecipeTrace(BaseModel):
     """What the render did, recorded from the calls the engine made."""
 
     version: str = Field(description="The LTX-2 generation of the checkpoint.")
-    precision: Literal["bf16", "fp8"]
+    precision: Literal["bf16", "fp8", "fp32"] = Field(description="Weight storage (fp32: a CPU engine).")
     stages: list[StageTrace]
     conditions: list[ConditionTrace]
     peakGpuBytes: int | None

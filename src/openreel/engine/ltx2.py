@@ -208,7 +208,9 @@ class LTX2Engine:
         self.grid_scale = grid_scale
         self.random_weights = random_weights
         self.device = device
-        self.precision = precision
+        # What the weights are stored in: float8 blocks, or the load dtype (float32 on a CPU).
+        dtype = pipe.transformer.dtype
+        self.precision = precision if precision == "fp8" else {torch.bfloat16: "bf16"}.get(dtype, "fp32")
         self.version = recipes.detect_version(
             dict(pipe.transformer.config),
             pipe.text_encoder.config.to_dict() if pipe.text_encoder is not None else None,
