@@ -22,6 +22,11 @@ from PIL import Image
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+# A job that renders long enough on the tiny engine to be interrupted mid-render (11 steps on the 1080p
+# grid, then 192 frames to encode) and still finishes in seconds once it is let be: for the tests that
+# kill a worker or a server under a job. Cancelling tests take the quality recipe, whose 40 guided steps
+# leave more time to catch it before the last one.
+LONG = {"prompt": "long", "model": "veo-3.1-fast", "veoParams": {"duration": 8, "resolution": "1080p"}}
 CONTRACT = json.loads((Path(__file__).parent / "contract" / "apiframe-v2-openapi.json").read_text())
 _REGISTRY = Registry().with_resource("urn:contract", Resource(contents=CONTRACT, specification=DRAFT202012))
 

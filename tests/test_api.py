@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from databases import DIALECTS
-from support import LiveServer, assert_contract, running_server, wait_for
+from support import LONG, LiveServer, assert_contract, running_server, wait_for
 
 
 @pytest.fixture(params=DIALECTS)
@@ -250,7 +250,7 @@ def test_killed_worker_is_replaced_and_the_job_retried(server: LiveServer) -> No
     key = server.new_key(credits=100)
     assert server.process is not None
     with server.client(key) as client:
-        job_id = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
+        job_id = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
         wait_for(client, job_id, until=("PROCESSING",))
         workers = [
             p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())
@@ -259,7 +259,7 @@ def test_killed_worker_is_replaced_and_the_job_retried(server: LiveServer) -> No
         workers[0].kill()
         job = wait_for(client, job_id, timeout=300)
         assert job["status"] == "COMPLETED", job
-        assert client.get("/v2/me").json()["team"]["credits"] == 80
+        assert client.get("/v2/me").json()["team"]["credits"] == 100 - 8
         assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
 
 

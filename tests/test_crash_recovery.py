@@ -12,9 +12,8 @@ import psutil
 from openreel.ledger.db import Database
 from openreel.ledger.tables import CreditEntry, Job
 
-from support import cli, running_server, wait_for
+from support import LONG, cli, running_server, wait_for
 
-SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 
 
@@ -26,7 +25,7 @@ def test_server_killed_mid_job_loses_nothing_and_charges_exactly(tmp_path: Path)
         submitted: list[tuple[str, str]] = []
         for key in grants:
             with server.client(key) as client:
-                for body in (SLOW, FAST, FAST):
+                for body in (LONG, FAST, FAST):
                     submitted.append((key, client.post("/v2/videos/generate", json=body).json()["jobId"]))
         running_key, running_id = submitted[0]
         with server.client(running_key) as client:

@@ -22,7 +22,7 @@ from openreel.executors.ray_cluster import SLOT_RESOURCE, node_command
 from openreel.ledger.db import Database
 from openreel.ledger.tables import CreditEntry, Job
 
-from support import LiveServer, free_port, running_server, wait_for
+from support import LONG, LiveServer, free_port, running_server, wait_for
 
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
@@ -91,7 +91,7 @@ def test_two_nodes_share_jobs_and_a_node_lost_mid_job_loses_nothing(tmp_path: Pa
             assert ran_on == {head_id, node_id}
 
             second = [
-                client.post("/v2/videos/generate", json=body).json()["jobId"] for body in (SLOW, SLOW, FAST)
+                client.post("/v2/videos/generate", json=body).json()["jobId"] for body in (LONG, LONG, FAST)
             ]
 
             def running_on_node() -> str | None:

@@ -14,9 +14,7 @@ import psutil
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job
 
-from support import LiveServer, running_server, wait_for
-
-SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
+from support import LONG, LiveServer, running_server, wait_for
 
 
 def worker_of(server: LiveServer, job_id: str) -> tuple[int, int, str]:
@@ -53,14 +51,14 @@ def test_a_killed_worker_costs_an_attempt_not_the_job(tmp_path: Path) -> None:
         with server.client(key) as client:
             while httpx.get(server.url + "/healthz").json()["workers"]["slots"] != 2:
                 time.sleep(0.2)
-            survivor = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
+            survivor = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
             killed = kill_mid_render(server, client, survivor, attempt=1)
             job = wait_for(client, survivor, timeout=300)
             assert job["status"] == "COMPLETED", job
             assert worker_of(server, survivor)[0] == 2
             assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
 
-            doomed = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
+            doomed = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
             kill_mid_render(server, client, doomed, attempt=1)
             kill_mid_render(server, client, doomed, attempt=2)
             failed = wait_for(client, doomed, timeout=300)
