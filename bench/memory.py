@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_gpu import FakeGPU, GiB, build_component
 
 from openreel.engine.fp8 import quantize_blocks
+from openreel.engine.ltx2 import VAE_TILING
 from openreel.engine.nag import NAGState, install
 from openreel.engine.plan import RenderPlan, plan_render
 from openreel.engine.recipes import Recipe, RecipeKind, detect_version, recipe
@@ -220,14 +221,7 @@ class _Job:
         self, parts: dict[str, torch.nn.Module], plan_: RenderPlan, video: torch.Tensor, audio: torch.Tensor
     ) -> None:
         vae = parts["vae"]
-        vae.enable_tiling(
-            tile_sample_min_height=512,
-            tile_sample_min_width=512,
-            tile_sample_stride_height=448,
-            tile_sample_stride_width=448,
-            tile_sample_min_num_frames=64,
-            tile_sample_stride_num_frames=40,
-        )
+        vae.enable_tiling(**VAE_TILING)
         vae.use_framewise_decoding = True
         with self.phase("decode") as record:
             decoded = vae.decode(video.to(torch.bfloat16), return_dict=False)[0]

@@ -31,6 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_gpu import FakeGPU, GiB, build_component, component_bytes, gib
 
+from openreel.engine.ltx2 import VAE_TILING
+
 # openreel's plan (src/openreel/engine/plan.py): sides rounded up to 64, 8k+1 frames, stage 1 at half.
 SIZES: dict[str, tuple[int, int]] = {"720p": (1280, 768), "1080p": (1920, 1088)}
 TEXT_TOKENS = 1024  # LTX2Pipeline's max_sequence_length (tokenizer pads to it)
@@ -237,15 +239,8 @@ class Runner:
                     "vae",
                     lambda latent=latent: vae.decode(self.empty(*latent), return_dict=False)[0],
                 )
-            # Lightricks' reference tiling (spatial 512/448, temporal 64/40 frames).
-            vae.enable_tiling(
-                tile_sample_min_height=512,
-                tile_sample_min_width=512,
-                tile_sample_stride_height=448,
-                tile_sample_stride_width=448,
-                tile_sample_min_num_frames=64,
-                tile_sample_stride_num_frames=40,
-            )
+            # Lightricks' reference tiling, as the engine decodes.
+            vae.enable_tiling(**VAE_TILING)
             vae.use_framewise_decoding = True
             self.measure(
                 f"VAE decode {render.name} ({label}), tiled 512/448 x 64/40",
