@@ -20,6 +20,8 @@ from fake_gpu import FakeGPU, build_component, component_bytes, no_weight_init
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 from torch.profiler import ProfilerActivity, profile
 
+from openreel.engine.tiny import build_tiny_vae
+
 F32 = 4
 
 
@@ -252,27 +254,7 @@ def test_tiny_ltx2_transformer_step_matches_the_allocator() -> None:
 
 
 def tiny_vae() -> torch.nn.Module:
-    from diffusers import AutoencoderKLLTX2Video
-
-    return AutoencoderKLLTX2Video(
-        latent_channels=4,
-        block_out_channels=(8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8),
-        layers_per_block=(1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True),
-        decoder_spatio_temporal_scaling=(True, True, True),
-        decoder_inject_noise=(False, False, False, False),
-        downsample_type=("spatiotemporal", "spatiotemporal", "spatiotemporal"),
-        down_block_types=("LTX2VideoDownBlock3D",) * 3,
-        upsample_type=("spatiotemporal", "spatiotemporal", "spatiotemporal"),
-        upsample_residual=(False, False, False),
-        upsample_factor=(1, 1, 1),
-        timestep_conditioning=False,
-        patch_size=4,
-        patch_size_t=1,
-        decoder_spatial_padding_mode="reflect",
-    ).eval()
+    return build_tiny_vae(decoder_spatial_padding_mode="reflect").eval()
 
 
 @pytest.mark.parametrize("tiled", [False, True])

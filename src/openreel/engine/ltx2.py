@@ -300,7 +300,7 @@ class LTX2Engine:
             # The LoRA is the difference between dev and distilled weights: never on distilled ones.
             lora_error = None
         elif parts.distilled_lora is not None:
-            # Its dev weights are captured here, in the load dtype, before any float8 rounding.
+            # Only read and checked against the layers here; the dev weights are copied on the first fuse.
             try:
                 lora = FusedLora.load(pipe, parts.distilled_lora)
                 lora_error = None
@@ -421,8 +421,8 @@ class LTX2Engine:
         audio: torch.Tensor | None = None
         previous: Stage | None = None
         for stage in recipe.stages:
-            if video is not None and previous is not None and previous.half and not stage.half:
-                assert self.upsampler is not None
+            if previous is not None and previous.half and not stage.half:
+                assert self.upsampler is not None and video is not None
                 video = self.upsampler(
                     latents=video, latents_normalized=False, output_type="latent", return_dict=False
                 )[0]

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from openreel.engine.weights import OPENREEL_CONFIG, UPSAMPLER_DIR
 
@@ -28,7 +28,7 @@ TINY_DISTILLED_LORA = "tiny-distilled-lora.safetensors"
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import LTX2Pipeline
+    from diffusers import AutoencoderKLLTX2Video, LTX2Pipeline
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
     from transformers import GemmaTokenizer
 
@@ -82,10 +82,40 @@ def build_tiny_upsampler() -> LTX2LatentUpsamplerModel:
         )
 
 
+def build_tiny_vae(**overrides: Any) -> AutoencoderKLLTX2Video:
+    """The tiny video VAE: the real model's 32x spatial / 8x temporal compression at toy width (three
+    spatio-temporal blocks, patch size 4), with a causal decoder. Unseeded: build it inside a seeded RNG."""
+    from diffusers import AutoencoderKLLTX2Video
+
+    config: dict[str, Any] = {
+        "latent_channels": 4,
+        "block_out_channels": (8, 8, 8),
+        "decoder_block_out_channels": (8, 8, 8),
+        "layers_per_block": (1, 1, 1, 1),
+        "decoder_layers_per_block": (1, 1, 1, 1),
+        "spatio_temporal_scaling": (True, True, True),
+        "decoder_spatio_temporal_scaling": (True, True, True),
+        "decoder_inject_noise": (False, False, False, False),
+        "downsample_type": ("spatiotemporal", "spatiotemporal", "spatiotemporal"),
+        "down_block_types": ("LTX2VideoDownBlock3D",) * 3,
+        "upsample_type": ("spatiotemporal", "spatiotemporal", "spatiotemporal"),
+        "upsample_residual": (False, False, False),
+        "upsample_factor": (1, 1, 1),
+        "timestep_conditioning": False,
+        "patch_size": 4,
+        "patch_size_t": 1,
+        "encoder_causal": True,
+        "decoder_causal": True,
+    }
+    vae = AutoencoderKLLTX2Video(**{**config, **overrides})
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    return vae
+
+
 def _build_components() -> LTX2Pipeline:
     from diffusers import (
         AutoencoderKLLTX2Audio,
-        AutoencoderKLLTX2Video,
         FlowMatchEulerDiscreteScheduler,
         LTX2Pipeline,
         LTX2VideoTransformer3DModel,
@@ -154,28 +184,7 @@ def _build_components() -> LTX2Pipeline:
         rope_type="split",
         rope_double_precision=False,
     )
-    vae = AutoencoderKLLTX2Video(
-        latent_channels=4,
-        block_out_channels=(8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8),
-        layers_per_block=(1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True),
-        decoder_spatio_temporal_scaling=(True, True, True),
-        decoder_inject_noise=(False, False, False, False),
-        downsample_type=("spatiotemporal", "spatiotemporal", "spatiotemporal"),
-        down_block_types=("LTX2VideoDownBlock3D",) * 3,
-        upsample_type=("spatiotemporal", "spatiotemporal", "spatiotemporal"),
-        upsample_residual=(False, False, False),
-        upsample_factor=(1, 1, 1),
-        timestep_conditioning=False,
-        patch_size=4,
-        patch_size_t=1,
-        encoder_causal=True,
-        decoder_causal=True,
-    )
-    vae.use_framewise_encoding = False
-    vae.use_framewise_decoding = False
+    vae = build_tiny_vae()
     audio_vae = AutoencoderKLLTX2Audio(
         base_channels=4,
         output_channels=2,

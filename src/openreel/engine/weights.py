@@ -46,6 +46,16 @@ def _hub_id(value: str, form: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
+def _in_repo(value: str, exists: Callable[[Path], bool], form: str) -> tuple[str, str | None, str | None]:
+    """A local path (``exists`` says which kind), or ``org/name[@revision][:path inside the repo]``, as
+    (source, revision, path inside the repo)."""
+    local = _local_path(value, exists)
+    if local:
+        return local, None, None
+    repo, _, inside = value.partition(":")
+    return *_hub_id(repo, form), inside.strip("/") or None
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A diffusers directory (an absolute path) or a hub repo at a revision."""
@@ -188,11 +198,7 @@ class Adapter:
 
     @classmethod
     def parse(cls, value: str) -> Adapter:
-        local = _local_path(value, Path.is_file)
-        if local:
-            return cls(local)
-        repo, _, filename = value.partition(":")
-        return cls(*_hub_id(repo, "org/name[@revision][:file.safetensors]"), filename or None)
+        return cls(*_in_repo(value, Path.is_file, "org/name[@revision][:file.safetensors]"))
 
     @property
     def is_local(self) -> bool:
@@ -287,11 +293,7 @@ class Folder:
 
     @classmethod
     def parse(cls, value: str) -> Folder:
-        local = _local_path(value, Path.is_dir)
-        if local:
-            return cls(local)
-        repo, _, subfolder = value.partition(":")
-        return cls(*_hub_id(repo, "org/name[@revision][:subfolder]"), subfolder.strip("/") or None)
+        return cls(*_in_repo(value, Path.is_dir, "org/name[@revision][:subfolder]"))
 
     @property
     def is_local(self) -> bool:
