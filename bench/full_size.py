@@ -1,5 +1,6 @@
 """LTX-2 at its published full-size architecture with random weights (no download): time per stage
-and peak GPU memory of a real render through openreel's engine and recipes, 720p and 1080p at 4 and 8 s.
+and peak GPU memory of real renders through openreel's engine and recipes, beside a plain diffusers
+call of the same recipe.
 
 The configs in ``ltx2-configs.json`` are the published ones (see their ``_sources``); the weights are
 PyTorch's random init, so speed and memory are the model's and the pictures are noise. Built on the
@@ -7,10 +8,16 @@ GPU in bf16. A dev checkpoint gets a random distilled LoRA of the published rank
 restored as on the real checkpoint. ``--reduced`` cuts every stack to one layer (widths stay real) and
 renders a small clip, so the same code proves itself on a CPU: its figures say nothing about the model.
 
-    python bench/full_size.py                                  # GPU: LTX-2-19B-dev, the fast recipe
-    python bench/full_size.py --model veo-3.1 --sizes 720p:8   # the quality recipe
-    python bench/full_size.py --image --precision fp8          # with a first frame, float8 blocks
-    python bench/full_size.py --reduced                        # CPU smoke run
+``--runs`` is the ordered list of renders, each ``WHAT:RESOLUTION:SECONDS`` with audio, where WHAT is a
+recipe (``fast``: the fast ids, ``quality``: veo-3.1), optionally ``+image`` (a first frame), or
+``diffusers``: the fast recipe as a user would write it with diffusers' own pipelines (stage 1, the
+latent upsampler, stage 2, decode, ``encode_video``), the text encoder on the GPU. The entry ``fp8``
+quantizes the transformer blocks for the renders after it (one way: bf16 renders go first). The first
+render of a process is cold (CUDA kernels load, the LoRA's dev weights are copied to host memory).
+
+    python bench/full_size.py                                  # GPU: the default run list
+    python bench/full_size.py --runs fast:720p:8,diffusers:720p:8,fp8,fast:720p:8
+    python bench/full_size.py --reduced                        # CPU smoke run of the default list
 """
 
 from __future__ import annotations
@@ -23,23 +30,32 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from openreel.catalog import load_catalog
+from openreel.engine import recipes
 from openreel.engine.fp8 import native_matmul, quantize_blocks
 from openreel.engine.lora import FusedLora
-from openreel.engine.ltx2 import LTX2Engine
+from openreel.engine.ltx2 import LTX2Engine, guidance_kwargs
 from openreel.engine.mux import write_mp4
 from openreel.engine.plan import RenderPlan, plan_render
-from openreel.engine.recipes import RecipeKind
+from openreel.engine.recipes import RECIPE_KINDS
 from openreel.engine.tiny import build_tokenizer
 
 CONFIGS = Path(__file__).with_name("ltx2-configs.json")
-SIZES = [("720p", 4), ("720p", 8), ("1080p", 4), ("1080p", 8)]
+# Most wanted first, so a run cut short still answers the main questions.
+DEFAULT_RUNS = (
+    "fast:720p:4,fast:720p:8,fast:1080p:8,diffusers:720p:8,fast+image:720p:8,fast+image:1080p:8,"
+    "diffusers:1080p:8,fast:1080p:4,fp8,fast:720p:8,fast:1080p:8,fast+image:720p:8,fast+image:1080p:8,"
+    "quality:720p:8"
+)
 COLUMNS = [
+    "run",
+    "prec",
     "output",
     "frames",
     "text s",
@@ -48,11 +64,12 @@ COLUMNS = [
     "stage2 s",
     "vae s",
     "audio s",
-    "frames s",
+    "other s",
     "mux s",
     "total s",
     "peak GiB",
 ]
+STAGE_KEYS = ("text", "stage1", "upsample", "stage2", "vae", "audio", "other", "mux")
 LORA_RANK = 384  # ltx-2-19b-distilled-lora-384, ltx-2.3-22b-distilled-lora-384
 
 
@@ -98,7 +115,8 @@ def build_pipeline(checkpoint: str, device: str, dtype: torch.dtype, reduced: bo
                 "vocoder": LTX2Vocoder.from_config(_config(cfg["vocoder"])),
                 "text_encoder": Gemma3ForConditionalGeneration(Gemma3Config.from_dict(text)),
             }
-            upsampler = LTX2LatentUpsamplerModel.from_config(upsampler_config)
+        # Built on the host: its blur kernel is an integer matrix product, which CUDA does not do.
+        upsampler = LTX2LatentUpsamplerModel.from_config(upsampler_config).to(device)
     finally:
         torch.set_default_dtype(default)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(_config(cfg["scheduler"]))
@@ -109,48 +127,60 @@ def build_pipeline(checkpoint: str, device: str, dtype: torch.dtype, reduced: bo
 
 
 class Stages:
-    """Wall time per stage, the GPU synchronised at every edge so asynchronous kernels are counted."""
+    """Wall time per stage, the GPU synchronised at every edge so asynchronous kernels are counted. A stage
+    inside another (the text encoder inside a diffusers call) is taken out of the outer one's time."""
 
     def __init__(self, device: str) -> None:
         self.device = device
         self.seconds: dict[str, float] = defaultdict(float)
+        self._open: list[list[Any]] = []  # [name, start, seconds of the stages inside]
 
     def _sync(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    def begin(self, name: str) -> None:
+        self._sync()
+        self._open.append([name, time.perf_counter(), 0.0])
+
+    def end(self) -> None:
+        self._sync()
+        name, start, inner = self._open.pop()
+        elapsed = time.perf_counter() - start
+        self.seconds[name] += elapsed - inner
+        if self._open:
+            self._open[-1][2] += elapsed
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
+        self.begin(name)
         try:
             yield
         finally:
-            self._sync()
-            self.seconds[name] += time.perf_counter() - start
+            self.end()
 
-    def wrap(self, owner: Any, attribute: str, name: str) -> None:
-        original: Callable[..., Any] = getattr(owner, attribute)
+    @contextmanager
+    def wrapped(self, owner: Any, method: str, name: str) -> Iterator[None]:
+        """``owner.method`` timed as ``name`` inside the block; ``{n}`` in the name numbers the calls."""
+        assert method not in vars(owner), f"{method} is not a method of {type(owner).__name__}"
+        original: Callable[..., Any] = getattr(owner, method)
+        calls = [0]
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            with self.stage(name):
+            calls[0] += 1
+            with self.stage(name.format(n=calls[0])):
                 return original(*args, **kwargs)
 
-        setattr(owner, attribute, timed)
+        # An instance attribute over the class's method; deleting it brings the method back.
+        object.__setattr__(owner, method, timed)
+        try:
+            yield
+        finally:
+            object.__delattr__(owner, method)
 
     def module(self, module: torch.nn.Module, name: str) -> None:
-        starts: list[float] = []
-
-        def begin(*_: Any) -> None:
-            self._sync()
-            starts.append(time.perf_counter())
-
-        def done(*_: Any) -> None:
-            self._sync()
-            self.seconds[name] += time.perf_counter() - starts.pop()
-
-        module.register_forward_pre_hook(begin)
-        module.register_forward_hook(done)
+        module.register_forward_pre_hook(lambda *_: self.begin(name))
+        module.register_forward_hook(lambda *_: self.end())
 
 
 def random_lora(transformer: torch.nn.Module, rank: int, path: Path) -> Path:
@@ -172,17 +202,52 @@ def random_lora(transformer: torch.nn.Module, rank: int, path: Path) -> Path:
     return path
 
 
-def plan_for(resolution: str, duration: int, recipe: RecipeKind, image: bool, reduced: bool) -> RenderPlan:
+@dataclass(frozen=True)
+class Run:
+    what: str  # "fast", "quality" or "diffusers"
+    image: bool
+    resolution: str
+    duration: int
+
+    @property
+    def label(self) -> str:
+        return self.what + ("+image" if self.image else "")
+
+
+def parse_runs(text: str) -> list[Run | str]:
+    """The ``--runs`` list: ``Run``s, and ``"fp8"`` where the precision switches."""
+    runs: list[Run | str] = []
+    for entry in text.split(","):
+        if entry == "fp8":
+            runs.append(entry)
+            continue
+        what, resolution, duration = entry.split(":") if entry.count(":") == 2 else ("", "", "")
+        kind, _, image = what.partition("+")
+        if (
+            kind not in (*RECIPE_KINDS, "diffusers")
+            or image not in ("", "image")
+            or (image and kind == "diffusers")
+            or not duration.isdigit()
+        ):
+            raise SystemExit(f"--runs: {entry!r} is not RECIPE[+image]:RES:SECONDS or diffusers:RES:SECONDS")
+        runs.append(Run(kind, bool(image), resolution, int(duration)))
+    after = runs[runs.index("fp8") + 1 :] if "fp8" in runs else []
+    if "fp8" in after or any(isinstance(r, Run) and r.what == "diffusers" for r in after):
+        raise SystemExit("--runs: fp8 once, and the diffusers baseline before it (it runs bf16)")
+    return runs
+
+
+def plan_for(run: Run, reduced: bool, index: int) -> RenderPlan:
     return plan_render(
-        prompt="a red fox running through fresh snow at dawn, cinematic",
+        prompt=f"a red fox running through fresh snow at dawn, cinematic, take {index}",
         negative_prompt=None,
         seed=1,
-        duration_s=1 if reduced else duration,
-        resolution=resolution,
+        duration_s=1 if reduced else run.duration,
+        resolution=run.resolution,
         aspect_ratio="16:9",
         generate_audio=True,
-        recipe=recipe,
-        has_first_frame=image,
+        recipe="fast" if run.what == "diffusers" else run.what,  # type: ignore[arg-type]
+        has_first_frame=run.image,
         has_last_frame=False,
         grid_scale=0.125 if reduced else 1.0,
     )
@@ -193,18 +258,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", default="LTX-2-19B-dev", help="a key of ltx2-configs.json")
-    parser.add_argument("--model", default="veo-3.1-fast", help="the public model id whose recipe to run")
-    parser.add_argument("--image", action="store_true", help="condition on a first frame")
-    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp8"))
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help="ordered renders (see above)")
     parser.add_argument("--reduced", action="store_true", help="one layer per stack, small clip (CPU)")
-    parser.add_argument("--sizes", default=",".join(f"{r}:{d}" for r, d in SIZES), help="e.g. 720p:4,1080p:8")
+    parser.add_argument("--json", type=Path, help="append each row here as a JSON line")
     args = parser.parse_args()
+    runs = parse_runs(args.runs)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     started = time.perf_counter()
     pipe, upsampler = build_pipeline(args.checkpoint, device, dtype, args.reduced)
-    recipe = load_catalog().models[args.model].recipe
     params = {
         name: sum(p.numel() for p in m.parameters())
         for name, m in pipe.components.items()
@@ -216,14 +279,12 @@ def main() -> None:
         print(f"gpu: {torch.cuda.get_device_name()}")
     print(
         f"built in {time.perf_counter() - started:.1f} s; parameters (B): "
-        + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in params.items())
+        + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in params.items()),
+        flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
         dev = bool(pipe.scheduler.config.get("use_dynamic_shifting"))
-        lora_file = Path(tmp) / "lora.safetensors"
-        lora = FusedLora.load(pipe, random_lora(pipe.transformer, LORA_RANK, lora_file)) if dev else None
-        if args.precision == "fp8":
-            quantize_blocks(pipe.transformer, native_matmul(torch.device(device)))
+        lora_file = random_lora(pipe.transformer, LORA_RANK, Path(tmp) / "lora.safetensors") if dev else None
         # As from_pretrained places them: the text encoder waits in host memory on a GPU.
         if device == "cuda":
             pipe.text_encoder.to("cpu")
@@ -233,59 +294,182 @@ def main() -> None:
             grid_scale=1.0,
             random_weights=True,
             device=device,
-            precision=args.precision,
             offload_text_encoder=device == "cuda",
-            lora=lora,
+            lora=FusedLora.load(pipe, lora_file) if lora_file else None,
             upsampler=upsampler,
         )
-        weights = f"LTX-{engine.version} {engine.weights} weights, {args.precision}"
-        print(f"{args.model}: the {recipe} recipe on {weights}")
-        unavailable = engine.unavailable(recipe)
-        if unavailable:
-            raise SystemExit(unavailable)
-        _run(engine, upsampler, args, recipe, device)
+        print(f"LTX-{engine.version} {engine.weights} weights", flush=True)
+        Bench(engine, pipe, upsampler, device, args).run_all(runs, lora_file)
 
 
-def _run(
-    engine: LTX2Engine, upsampler: Any, args: argparse.Namespace, recipe: RecipeKind, device: str
-) -> None:
-    import PIL.Image
+class Bench:
+    """The renders of one process, all on the one engine (and, for the baseline, its own pipeline)."""
 
-    stages = Stages(device)
-    stages.wrap(engine.prompts, "_encode", "text")
-    calls = [0]
-    sample = engine._sample
+    def __init__(
+        self, engine: LTX2Engine, pipe: Any, upsampler: Any, device: str, args: argparse.Namespace
+    ) -> None:
+        self.engine, self.pipe, self.upsampler, self.device, self.args = engine, pipe, upsampler, device, args
+        self.cuda = device.startswith("cuda")
+        self.stages = Stages(device)
+        self.stages.module(upsampler.latent_upsampler, "upsample")
+        pipe.set_progress_bar_config(disable=True)
 
-    def per_stage(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        with stages.stage(f"stage{calls[0]}"):
-            return sample(*args, **kwargs)
+    def run_all(self, runs: list[Run | str], lora_file: Path | None) -> None:
+        print(" ".join(f"{c:>10}" for c in COLUMNS), flush=True)
+        for index, run in enumerate(runs):
+            if run == "fp8":
+                self.to_fp8(lora_file)
+                continue
+            assert isinstance(run, Run)
+            baseline = run.what == "diffusers"
+            error = self.engine.unavailable("fast" if baseline else run.what)  # type: ignore[arg-type]
+            if error:
+                print(f"{run.label}: {error}", flush=True)
+                continue
+            # A new prompt each render: the engine's prompt cache would otherwise skip the text encoder.
+            plan = plan_for(run, self.args.reduced, index)
+            self.stages.seconds.clear()
+            try:
+                with self.diffusers_placed() if baseline else self.openreel_timed():
+                    if self.cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                    begin = time.perf_counter()
+                    (self.diffusers if baseline else self.openreel)(plan)
+                    total = time.perf_counter() - begin
+                    peak = int(torch.cuda.max_memory_allocated()) if self.cuda else None
+            except Exception as exc:  # one failed render (out of memory, say) must not lose the others
+                print(f"{run.label}:{run.resolution}:{run.duration} failed: {type(exc).__name__}: {exc}")
+                if self.cuda:
+                    torch.cuda.empty_cache()
+                continue
+            self.row(run, plan, total, peak)
 
-    engine._sample = per_stage  # type: ignore[method-assign]
-    stages.module(upsampler.latent_upsampler, "upsample")
-    stages.wrap(engine, "_decode_video", "vae")
-    stages.wrap(engine, "_decode_audio", "audio")
-    image = PIL.Image.new("RGB", (1280, 720), (200, 120, 40)) if args.image else None
-    print(" ".join(f"{c:>10}" for c in COLUMNS))
-    for item in args.sizes.split(","):
-        resolution, duration = item.split(":")
-        plan = plan_for(resolution, int(duration), recipe, args.image, args.reduced)
-        stages.seconds.clear()
-        calls[0] = 0
-        begin = time.perf_counter()
-        clip = engine.render(plan, image, None, lambda *_: None)
-        with tempfile.TemporaryDirectory() as tmp, stages.stage("mux"):
+    @contextmanager
+    def openreel_timed(self) -> Iterator[None]:
+        engine = self.engine
+        with (
+            self.stages.wrapped(engine, "_sample", "stage{n}"),
+            self.stages.wrapped(engine.prompts, "_encode", "text"),
+            self.stages.wrapped(engine, "_decode_video", "vae"),
+            self.stages.wrapped(engine, "_decode_audio", "audio"),
+        ):
+            yield
+
+    def openreel(self, plan: RenderPlan) -> None:
+        import PIL.Image
+
+        image = (
+            PIL.Image.new("RGB", (plan.width, plan.height), (200, 120, 40)) if plan.has_first_frame else None
+        )
+        clip = self.engine.render(plan, image, None, lambda *_: None)
+        with tempfile.TemporaryDirectory() as tmp, self.stages.stage("mux"):
             write_mp4(clip, plan.fps, Path(tmp) / "clip.mp4")
-        total = time.perf_counter() - begin
-        t = stages.seconds
-        # What is left of the render: frames to uint8 and to the host, audio trimmed.
-        t["frames"] = total - sum(t.values())
-        peak = (clip.recipe or {}).get("peakGpuBytes")
-        row = [f"{plan.width}x{plan.height}", str(plan.gen_frames)]
-        keys = ("text", "stage1", "upsample", "stage2", "vae", "audio", "frames", "mux")
-        row += [f"{t[k]:.2f}" if k in t else "-" for k in keys]
-        row += [f"{total:.2f}", f"{peak / 2**30:.1f}" if peak else "-"]
-        print(" ".join(f"{c:>10}" for c in row))
+
+    @contextmanager
+    def diffusers_placed(self) -> Iterator[None]:
+        """As diffusers' documentation sets a pipeline up, outside the timed call: every component on the
+        GPU (the text encoder too), tiled VAE decoding; the same weights, the distilled LoRA fused."""
+        pipe = self.pipe
+        self.engine._use("distilled")
+        pipe.text_encoder.to(self.device)
+        pipe.vae.enable_tiling()
+        try:
+            with (
+                self.stages.wrapped(pipe, "encode_prompt", "text"),
+                self.stages.wrapped(pipe.vae, "decode", "vae"),
+                self.stages.wrapped(pipe.audio_vae, "decode", "audio"),
+                self.stages.wrapped(pipe.vocoder, "forward", "audio"),
+            ):
+                yield
+        finally:
+            pipe.vae.disable_tiling()
+            pipe.text_encoder.to("cpu" if self.cuda else self.device)
+
+    def diffusers(self, plan: RenderPlan) -> None:
+        """The fast recipe through diffusers' own pipelines and ``encode_video``."""
+        from diffusers.utils.export_utils import encode_video
+
+        stage1, stage2 = recipes.recipe("fast", self.engine.version).stages
+        common = {
+            "prompt": plan.prompt,
+            "num_frames": plan.gen_frames,
+            "frame_rate": float(plan.fps),
+            "generator": torch.Generator(self.device).manual_seed(plan.seed),
+            "return_dict": False,
+        }
+        with torch.inference_mode():
+            width, height = plan.stage_size(True)
+            with self.stages.stage("stage1"):
+                video, audio = self.pipe(
+                    width=width,
+                    height=height,
+                    sigmas=list(stage1.sigmas),
+                    output_type="latent",
+                    **common,
+                    **guidance_kwargs(stage1),
+                )
+            video = self.upsampler(latents=video, output_type="latent", return_dict=False)[0]
+            width, height = plan.stage_size(False)
+            with self.stages.stage("stage2"):
+                frames, wave = self.pipe(
+                    width=width,
+                    height=height,
+                    sigmas=list(stage2.sigmas),
+                    noise_scale=stage2.noise_scale,
+                    latents=video,
+                    audio_latents=audio,
+                    output_type="np",
+                    **common,
+                    **guidance_kwargs(stage2),
+                )
+        with tempfile.TemporaryDirectory() as tmp, self.stages.stage("mux"):
+            encode_video(
+                # Random weights can decode to NaN at 1080p, which encode_video refuses; real ones do not.
+                np.nan_to_num(frames[0]),
+                fps=plan.fps,
+                output_path=str(Path(tmp) / "clip.mp4"),
+                audio=wave[0].float().cpu(),
+                audio_sample_rate=self.engine.sample_rate,
+            )
+
+    def to_fp8(self, lora_file: Path | None) -> None:
+        """float8 blocks from here on. The LoRA is taken out first and read again: its saved dev weights
+        are bf16 tensors of layers that no longer exist."""
+        engine = self.engine
+        if engine.lora is not None:
+            engine.lora.restore()
+        swapped = quantize_blocks(self.pipe.transformer, native_matmul(torch.device(self.device)))
+        if lora_file is not None:
+            engine.lora = FusedLora.load(self.pipe, lora_file)
+        engine.precision = "fp8"
+        if self.cuda:
+            torch.cuda.empty_cache()
+        print(f"fp8: {swapped} linears of the transformer blocks in float8", flush=True)
+
+    def row(self, run: Run, plan: RenderPlan, total: float, peak: int | None) -> None:
+        t = self.stages.seconds
+        # The rest: LoRA fused or restored, conditions encoded, frames to uint8 and the host, audio trimmed.
+        t["other"] = total - sum(t.values())
+        cells = [run.label, self.engine.precision, f"{plan.width}x{plan.height}", str(plan.gen_frames)]
+        cells += [f"{t[k]:.2f}" if k in t else "-" for k in STAGE_KEYS]
+        cells += [f"{total:.2f}", f"{peak / 2**30:.1f}" if peak else "-"]
+        print(" ".join(f"{c:>10}" for c in cells), flush=True)
+        if self.args.json:
+            record = {
+                "run": run.label,
+                "precision": self.engine.precision,
+                "resolution": run.resolution,
+                "seconds": run.duration,
+                "width": plan.width,
+                "height": plan.height,
+                "frames": plan.gen_frames,
+                "stages": {k: round(t[k], 3) for k in STAGE_KEYS if k in t},
+                "total": round(total, 3),
+                "peakGiB": round(peak / 2**30, 2) if peak else None,
+                "reduced": self.args.reduced,
+            }
+            with self.args.json.open("a") as f:
+                f.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,10 @@ def test_failure_mid_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
         write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out)
     assert out.read_bytes() == b"previous"
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_unknown_encoder_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    clip = Clip(frames=_frames(4, 64, 64), audio=None, sample_rate=24_000)
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        write_mp4(clip, 24, tmp_path / "clip.mp4", codec="mpeg4")
+    assert list(tmp_path.iterdir()) == []

@@ -19,6 +19,8 @@ import numpy as np
 
 from openreel.engine.base import Clip
 
+# H.264 encoders: FFmpeg's x264 (CPU) and NVIDIA's NVENC (the GPU's video engine; presets p1 fastest to p7).
+ENCODERS = ("libx264", "h264_nvenc")
 AAC_FRAME = 1024  # samples per AAC frame: feed the encoder exactly this much each time
 AUDIO_BITRATE = 128_000
 _LAYOUTS = {1: "mono", 2: "stereo"}
@@ -49,15 +51,26 @@ def _check(clip: Clip) -> None:
         raise ValueError(f"bad sample rate {clip.sample_rate}")
 
 
-def _encode(clip: Clip, fps: int, target: Path, preset: str, crf: int) -> None:
+def _encoder_options(codec: str, preset: str, crf: int) -> dict[str, str]:
+    """The same constant-quality target in each encoder's terms: x264's CRF, NVENC's variable bitrate
+    held at a constant quality level (``cq``, on the same 0-51 scale)."""
+    if codec == "libx264":
+        return {"preset": preset, "crf": str(crf)}
+    if codec == "h264_nvenc":
+        return {"preset": preset, "rc": "vbr", "cq": str(crf), "b": "0"}
+    raise ValueError(f"encoder must be one of {ENCODERS}, got {codec!r}")
+
+
+def _encode(clip: Clip, fps: int, target: Path, codec: str, preset: str, crf: int) -> None:
     frames = clip.frames
+    options = _encoder_options(codec, preset, crf)
     with av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-        video = container.add_stream("libx264", rate=fps)
+        video = container.add_stream(codec, rate=fps)
         video.width = frames.shape[2]
         video.height = frames.shape[1]
         video.pix_fmt = "yuv420p"
         video.time_base = Fraction(1, fps)
-        video.options = {"preset": preset, "crf": str(crf)}
+        video.options = options
         audio_stream = None
         if clip.audio is not None:
             audio_stream = container.add_stream("aac", rate=clip.sample_rate)
@@ -89,7 +102,9 @@ def _encode(clip: Clip, fps: int, target: Path, preset: str, crf: int) -> None:
 CRF = 19
 
 
-def write_mp4(clip: Clip, fps: int, path: Path, *, preset: str = "ultrafast", crf: int = CRF) -> None:
+def write_mp4(
+    clip: Clip, fps: int, path: Path, *, codec: str = "libx264", preset: str = "ultrafast", crf: int = CRF
+) -> None:
     """Write ``clip`` as H.264 (yuv420p) + AAC MP4 at ``path``, atomically.
 
     Encodes into a hidden sibling and ``os.replace``s it over ``path``; on any error the sibling is
@@ -101,7 +116,7 @@ def write_mp4(clip: Clip, fps: int, path: Path, *, preset: str = "ultrafast", cr
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _encode(clip, fps, tmp, preset, crf)
+        _encode(clip, fps, tmp, codec, preset, crf)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
