@@ -22,6 +22,10 @@ from PIL import Image
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from openreel.ledger import accounts
+from openreel.ledger.db import Database
+from openreel.settings import Settings
+
 # A job that renders long enough on the tiny engine to be interrupted mid-render (11 steps on the 1080p
 # grid, then 192 frames to encode) and still finishes in seconds once it is let be: for the tests that
 # kill a worker or a server under a job. Cancelling tests take the quality recipe, whose 40 guided steps
@@ -118,8 +122,15 @@ class LiveServer:
                 self.process.wait()
 
     def new_key(self, credits: int = 1000) -> str:
-        args = ["keys", "create", "--credits", str(credits)]
-        return cli(self.data_dir, *args, env=self.env).strip().splitlines()[-1]
+        """A key of a new account, made through the ledger in this process, as ``openreel keys create``
+        makes it (whose own tests run the command): a second per key saved over a CLI process."""
+        settings = Settings(data_dir=self.data_dir, database_url=self.env.get("OPENREEL_DATABASE_URL"))
+        database = Database(settings.resolved_database_url())
+        try:
+            with database.session() as session:
+                return accounts.create_key(session, name="test", initial_credits=credits).raw
+        finally:
+            database.dispose()
 
     def client(self, key: str | None) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
