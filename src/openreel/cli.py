@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from openreel.settings import KNOWN_ENGINES, KNOWN_EXECUTORS, Settings
+
+if TYPE_CHECKING:
+    from openreel.api.schemas import JobOut
+    from openreel.ledger.db import Database
+    from openreel.sdk import Client
 
 app = typer.Typer(
     help="openreel: self-hosted video generation with the Apiframe v2 (Veo) API.",
@@ -38,7 +43,7 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def _database(settings: Settings):  # type: ignore[no-untyped-def]
+def _database(settings: Settings) -> Database:
     from openreel.ledger.db import Database, migrate
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +240,7 @@ def _pulling(target: str, fetch: Callable[[str], Path]) -> Path:
         raise typer.Exit(1) from exc
 
 
-def _account_of(db, raw_key: str) -> str:  # type: ignore[no-untyped-def]
+def _account_of(db: Database, raw_key: str) -> str:
     from openreel.ledger import accounts
 
     with db.session() as session:
@@ -311,7 +316,7 @@ def credits_show(
     console.print(f"balance: {total}")
 
 
-def _as_url(client, value: str | None) -> str | None:  # type: ignore[no-untyped-def]
+def _as_url(client: Client, value: str | None) -> str | None:
     """URLs pass through; a local file is uploaded first and its upload URL used."""
     if value is None or value.startswith(("http://", "https://")):
         return value
@@ -344,7 +349,7 @@ def _run_generate(
             ) as bar:
                 task = bar.add_task("queued", total=100)
 
-                def show(job) -> None:  # type: ignore[no-untyped-def]
+                def show(job: JobOut) -> None:
                     if job.status == "QUEUED":
                         label = f"queued (position {job.queuePosition})" if job.queuePosition else "queued"
                     else:

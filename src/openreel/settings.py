@@ -85,8 +85,12 @@ class Settings(BaseSettings):
             return None
         from openreel.engine.weights import Adapter, Checkpoint, Folder
 
-        parser = {"checkpoint": Checkpoint, "upsampler": Folder}.get(str(info.field_name), Adapter)
-        parser.parse(value)
+        if info.field_name == "checkpoint":
+            Checkpoint.parse(value)
+        elif info.field_name == "upsampler":
+            Folder.parse(value)
+        else:
+            Adapter.parse(value)
         return value
 
     def engine_options(self) -> EngineOptions:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -58,25 +59,29 @@ def _found(find: Callable[[], T]) -> tuple[T | None, str | None]:
         return None, str(exc)
 
 
+def _adapter(source: str) -> Path:
+    return require_adapter(Adapter.parse(source))
+
+
+def _folder(source: str) -> Path:
+    return require_folder(Folder.parse(source))
+
+
 def find_parts(options: EngineOptions, directory: Path) -> Parts:
     """The distilled LoRA, upsampler and reference adapter this worker can load, or why not."""
     from openreel.engine.ltx2 import NO_REFERENCE_ADAPTER, Parts
 
     lora, lora_error = _found(
-        (lambda: require_adapter(Adapter.parse(options.distilled_lora)))
+        partial(_adapter, options.distilled_lora)
         if options.distilled_lora
-        else (lambda: distilled_lora_in(directory))
+        else partial(distilled_lora_in, directory)
     )
     upsampler, upsampler_error = _found(
-        (lambda: require_folder(Folder.parse(options.upsampler)))
-        if options.upsampler
-        else (lambda: upsampler_in(directory))
+        partial(_folder, options.upsampler) if options.upsampler else partial(upsampler_in, directory)
     )
     adapter, adapter_error = (None, None)
     if options.reference_adapter:
-        adapter, adapter_error = _found(
-            lambda: require_adapter(Adapter.parse(options.reference_adapter or ""))
-        )
+        adapter, adapter_error = _found(partial(_adapter, options.reference_adapter))
     return Parts(
         distilled_lora=lora,
         lora_error=lora_error,

@@ -48,7 +48,11 @@ class VideoEngine(Protocol):
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
     random_weights: bool  # True: every surface must say the output is noise from random weights
     reference_error: str | None  # why references cannot be rendered; None: they can
-    version: str  # the LTX-2 generation of the checkpoint, which picks the recipes' constants
+
+    @property
+    def version(self) -> str:
+        """The LTX-2 generation of the checkpoint, which picks the recipes' constants."""
+        ...
 
     def unavailable(self, kind: RecipeKind) -> str | None:
         """Why this engine cannot render a recipe kind (a piece missing, the wrong weights); None: it can."""

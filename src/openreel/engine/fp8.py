@@ -43,6 +43,9 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Fp8Linear(torch.nn.Module):
     """A linear layer with a float8 weight and a scale per output channel; computes in ``compute_dtype``."""
 
+    weight_fp8: torch.Tensor
+    weight_scale: torch.Tensor
+
     def __init__(self, linear: torch.nn.Linear, matmul: Matmul) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -88,8 +91,9 @@ def quantize_blocks(transformer: torch.nn.Module, matmul: Matmul) -> int:
     for name, module in list(transformer.named_modules()):
         if not TARGETS.match(name):
             continue
-        holder, attr = (module, "base_layer") if hasattr(module, "base_layer") else (None, None)
-        if holder is None:
+        if hasattr(module, "base_layer"):
+            holder, attr = module, "base_layer"
+        else:
             parent_name, _, attr = name.rpartition(".")
             holder = transformer.get_submodule(parent_name)
         layer = getattr(holder, attr)

@@ -105,9 +105,9 @@ class FusedLora:
                 raise ValueError(
                     f"{path.name} does not fit {prefix}: {tuple(up.shape)} x {tuple(down.shape)}"
                 )
-            targets.append(
-                _Target(component_name, module_path, *((t.pin_memory() if pin else t) for t in (down, up)))
-            )
+            if pin:
+                down, up = down.pin_memory(), up.pin_memory()
+            targets.append(_Target(component_name, module_path, down, up))
             components[component_name] = component
         return cls(components, targets, strength)
 

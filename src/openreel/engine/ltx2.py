@@ -73,7 +73,7 @@ HOST_COMPONENTS = ("text_encoder", "prompt_enhancer")
 def _build(cls: type[T], components: dict[str, Any]) -> T:
     """A pipeline over the loaded components it takes (LTX-2.5 adds some, e.g. a duration head, that the
     in-context pipeline does not)."""
-    accepted = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in components.items() if k in accepted})
 
 
@@ -279,7 +279,8 @@ class LTX2Engine:
             raise ValueError(f"offload={offload!r} moves weights to a CUDA GPU per use; this worker has none")
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         pipe = LTX2Pipeline.from_pretrained(str(source), dtype=dtype)
-        downscale, reference_error = 1, parts.reference_error
+        downscale = 1
+        reference_error: str | None = parts.reference_error
         if parts.reference_adapter is not None:
             # Before the fp8 casting, which then leaves the LoRA's own weights in the load dtype. An adapter
             # that does not fit this checkpoint costs only the reference renders (diffusers removes a

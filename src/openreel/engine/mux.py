@@ -51,7 +51,7 @@ def _check(clip: Clip) -> None:
         raise ValueError(f"bad sample rate {clip.sample_rate}")
 
 
-def _encoder_options(codec: str, preset: str, crf: int) -> dict[str, str]:
+def _encoder_options(codec: str, preset: str, crf: int) -> dict[str, object]:
     """The same constant-quality target in each encoder's terms: x264's CRF, NVENC's variable bitrate
     held at a constant quality level (``cq``, on the same 0-51 scale)."""
     if codec == "libx264":
@@ -66,6 +66,7 @@ def _encode(clip: Clip, fps: int, target: Path, codec: str, preset: str, crf: in
     options = _encoder_options(codec, preset, crf)
     with av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         video = container.add_stream(codec, rate=fps)
+        assert isinstance(video, av.VideoStream)
         video.width = frames.shape[2]
         video.height = frames.shape[1]
         video.pix_fmt = "yuv420p"
@@ -88,12 +89,12 @@ def _encode(clip: Clip, fps: int, target: Path, codec: str, preset: str, crf: in
             wave = np.ascontiguousarray(clip.audio, dtype=np.float32)
             layout = _LAYOUTS[wave.shape[0]]
             for start in range(0, wave.shape[1], AAC_FRAME):
-                frame = av.AudioFrame.from_ndarray(
+                chunk = av.AudioFrame.from_ndarray(
                     np.ascontiguousarray(wave[:, start : start + AAC_FRAME]), format="fltp", layout=layout
                 )
-                frame.sample_rate = clip.sample_rate
-                frame.pts = start
-                container.mux(audio_stream.encode(frame))
+                chunk.sample_rate = clip.sample_rate
+                chunk.pts = start
+                container.mux(audio_stream.encode(chunk))
             container.mux(audio_stream.encode())
 
 
@@ -139,7 +140,8 @@ def probe_mp4(path: Path) -> MediaInfo:
             decoded = sum(f.samples for f in container.decode(audio=0)) / audio.codec_context.sample_rate
             # The decoder keeps the padding of the last AAC frame (up to 1023 samples); the edit list
             # in the header has the true length. Take that, but never more than what decodes.
-            declared = float(audio.duration * audio.time_base) if audio.duration else decoded
+            time_base = audio.time_base
+            declared = float(audio.duration * time_base) if audio.duration and time_base else decoded
             audio_duration = min(declared, decoded)
     return MediaInfo(
         width=width,

@@ -67,7 +67,7 @@ class PixelFrameKeyframes:
                 keyframe_latent_height * scale,
                 condition.pixel_frame,
             )
-        return super()._prepare_keyframe_coords(  # type: ignore[misc,no-any-return]
+        return super()._prepare_keyframe_coords(  # type: ignore[misc]
             keyframe_latent_num_frames=keyframe_latent_num_frames,
             keyframe_latent_height=keyframe_latent_height,
             keyframe_latent_width=keyframe_latent_width,

@@ -109,10 +109,10 @@ class PromptEncoder:
         encoder = self._pipe.text_encoder
         dtype = next(encoder.parameters()).dtype
         if not self._offload:
-            return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)  # type: ignore[no-any-return]
+            return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)
         size = sum(t.numel() * t.element_size() for t in (*encoder.parameters(), *encoder.buffers()))
         # What the driver has free, and what PyTorch holds cached but unused (it reuses that first).
         cached = torch.cuda.memory_reserved(self._device) - torch.cuda.memory_allocated(self._device)
         how = placement(torch.cuda.mem_get_info(self._device)[0] + cached, size)
         with (visiting if how == "visit" else streaming)(encoder, self._device):
-            return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)  # type: ignore[no-any-return]
+            return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)

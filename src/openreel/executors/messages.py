@@ -38,7 +38,9 @@ class EngineReady:
 
     @classmethod
     def of(cls, engine: VideoEngine) -> EngineReady:
-        errors = {kind: e for kind in RECIPE_KINDS if (e := engine.unavailable(kind)) is not None}
+        errors: dict[str, str] = {
+            kind: e for kind in RECIPE_KINDS if (e := engine.unavailable(kind)) is not None
+        }
         return cls(
             engine.name,
             engine.grid_scale,

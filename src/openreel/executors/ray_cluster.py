@@ -218,9 +218,9 @@ class RayExecutor:
         events: list[m.TaskEvent] = []
         for ref in done:
             kind, number, seq = self._refs.pop(ref)
-            actor = self._actors.get(number)
-            if actor is None:
+            if number not in self._actors:
                 continue
+            actor = self._actors[number]
             try:
                 value = ray.get(ref)
             except RayError as exc:
@@ -236,7 +236,7 @@ class RayExecutor:
                 self._loaded(actor, *value)
             elif kind == "progress":
                 actor.progress_pending = False
-                if actor.seq == seq and value > 0:
+                if seq is not None and actor.seq == seq and value > 0:
                     events.append(m.Progress(seq, value))
             elif actor.seq == seq:
                 actor.seq = None
@@ -256,7 +256,7 @@ class RayExecutor:
         actor_class = ray.remote(RenderActor)
         for _ in range(wanted - len(self._actors)):
             self._numbers += 1
-            handle = actor_class.options(  # type: ignore[attr-defined]
+            handle = actor_class.options(
                 resources={SLOT_RESOURCE: 1},
                 num_cpus=0,
                 num_gpus=gpus,
@@ -264,7 +264,8 @@ class RayExecutor:
                 max_concurrency=ACTOR_THREADS,
             ).remote(self._settings.engine_options(), self._settings.x264_preset)
             self._actors = {**self._actors, self._numbers: _Actor(self._numbers, handle)}
-            self._refs[handle.describe.remote()] = ("describe", self._numbers, None)
+            # Ray types an actor handle's methods as plain callables; .remote is added at run time.
+            self._refs[handle.describe.remote()] = ("describe", self._numbers, None)  # type: ignore[attr-defined]
 
     def _loaded(self, actor: _Actor, node_id: str, loaded: m.EngineReady | m.EngineFailed) -> None:
         actor.node_id = node_id

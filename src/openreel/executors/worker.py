@@ -10,6 +10,7 @@ import ctypes
 import os
 import signal
 import sys
+from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -29,13 +30,21 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _report(conn: Connection, seq: int, percent: int) -> None:
+    conn.send(m.Progress(seq, percent))
+
+
+def _is_cancelled(cancel_seq: Synchronized, seq: int) -> bool:
+    return bool(cancel_seq.value == seq)
+
+
 def run_worker(
     options: EngineOptions,
     cache_dir: str,
     x264_preset: str,
     device: str | None,
     conn: Connection,
-    cancel_seq: Synchronized,  # type: ignore[type-arg]
+    cancel_seq: Synchronized,
 ) -> None:
     _die_with_parent()
     if device is not None:
@@ -66,7 +75,7 @@ def run_worker(
             task,
             Path(task.output_path),
             x264_preset=x264_preset,
-            report=lambda percent, seq=task.seq: conn.send(m.Progress(seq, percent)),
-            cancelled=lambda seq=task.seq: bool(cancel_seq.value == seq),
+            report=partial(_report, conn, task.seq),
+            cancelled=partial(_is_cancelled, cancel_seq, task.seq),
         )
         conn.send(outcome)

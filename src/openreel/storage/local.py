@@ -30,10 +30,8 @@ class LocalStorage:
         os.close(fd)
         return Path(name)
 
-    def commit(self, staged: Path, key: str) -> Path:
-        final = self.path(key)
-        os.replace(staged, final)
-        return final
+    def commit(self, staged: Path, key: str) -> None:
+        os.replace(staged, self.path(key))
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -66,7 +66,7 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            return self._s3.head_object(Bucket=self.bucket, Key=self._key(key))  # type: ignore[no-any-return]
+            return self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -84,12 +84,12 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            return self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()  # type: ignore[no-any-return]
+            return self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except ClientError as exc:
             raise FileNotFoundError(key) from exc
 
     def signed_url(self, key: str, ttl_s: int) -> str | None:
-        return self._s3.generate_presigned_url(  # type: ignore[no-any-return]
+        return self._s3.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=ttl_s
         )
 

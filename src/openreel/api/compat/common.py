@@ -12,8 +12,9 @@ import hashlib
 import io
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -43,7 +44,7 @@ def shaped_route(on_validation: Callable[[RequestValidationError], Response]) ->
     surface's own shape, instead of the app-wide Apiframe envelope."""
 
     class ShapedRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def shaped(request: Request) -> Response:

@@ -514,8 +514,8 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
         "via": f"google-{form}",
         "requestedModel": requested_model,
     }
-    inline = {"image": image, "last_frame": last_frame}
-    hashes: dict[str, Any] = {name: img.sha256 for name, img in inline.items() if img is not None}
+    keyframes = {"image": image, "last_frame": last_frame}
+    hashes: dict[str, Any] = {name: img.sha256 for name, img in keyframes.items() if img is not None}
     if references:
         hashes["reference_images"] = [img.sha256 for img in references]
     if hashes:

@@ -149,7 +149,7 @@ def _cancel(svc: Services, key: ApiKey, op_id: str) -> dict[str, Any]:
     return {}
 
 
-_PREDICT_DOC = dict(response_model=Operation, responses=ERROR_RESPONSES)
+_PREDICT_DOC: dict[str, Any] = {"response_model": Operation, "responses": ERROR_RESPONSES}
 
 
 @router.post("/v1beta/models/{model}:predictLongRunning", summary="Gemini: generate a video", **_PREDICT_DOC)

@@ -72,7 +72,7 @@ def openai_key(
         if exc.status == 401:
             raise OpenAIError(
                 401,
-                f"Incorrect API key provided: {raw[:8]}***. Use an openreel key (afk_...).",
+                f"Incorrect API key provided: {(raw or '')[:8]}***. Use an openreel key (afk_...).",
                 code="invalid_api_key",
             ) from exc
         if exc.status == 429:
