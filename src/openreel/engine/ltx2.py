@@ -322,7 +322,7 @@ class LTX2Engine:
         if parts.upsampler is not None:
             model = LTX2LatentUpsamplerModel.from_pretrained(str(parts.upsampler), torch_dtype=dtype)
             upsampler = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=model.to(device))
-        return cls(
+        engine = cls(
             pipe,
             name=name,
             grid_scale=grid_scale,
@@ -338,6 +338,12 @@ class LTX2Engine:
             reference_downscale=downscale,
             reference_error=reference_error,
         )
+        if lora is not None and offload == "none":
+            # The fast ids run on distilled weights: fused at load, so the first request does not pay for
+            # the host copy of the dev weights it replaces (28 s for LTX-2 19B on an H200, BENCHMARKS.md).
+            # Offloaded weights (accelerate's hooks) are left to the first render, as before.
+            lora.fuse()
+        return engine
 
     def unavailable(self, kind: RecipeKind) -> str | None:
         """Why this engine cannot render a recipe, or None. Never an off-recipe fallback."""
