@@ -150,7 +150,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_openreel_worker_joins_a_cluster_started_with_ray_start(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The README's recipe with the real CLIs: `ray start --head`, then `openreel worker` on a node;
+    """docs/scaling.md's recipe with the real CLIs: `ray start --head`, then `openreel worker` on a node;
     a job cancelled mid-render over Ray frees its actor at the next step and is refunded.
     `ray start --address` refuses the loopback-only mode, so these nodes use the machine's address."""
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
