@@ -42,8 +42,9 @@ from openreel.engine.fp8 import native_matmul, quantize_blocks
 from openreel.engine.lora import FusedLora
 from openreel.engine.ltx2 import LTX2Engine, guidance_kwargs
 from openreel.engine.mux import write_mp4
-from openreel.engine.plan import RenderPlan, plan_render
+from openreel.engine.plan import RESOLUTIONS, RenderPlan, plan_render
 from openreel.engine.recipes import RECIPE_KINDS
+from openreel.engine.text import visiting
 from openreel.engine.tiny import build_tokenizer
 
 CONFIGS = Path(__file__).with_name("ltx2-configs.json")
@@ -227,6 +228,7 @@ def parse_runs(text: str) -> list[Run | str]:
             kind not in (*RECIPE_KINDS, "diffusers")
             or image not in ("", "image")
             or (image and kind == "diffusers")
+            or resolution not in RESOLUTIONS
             or not duration.isdigit()
         ):
             raise SystemExit(f"--runs: {entry!r} is not RECIPE[+image]:RES:SECONDS or diffusers:RES:SECONDS")
@@ -371,10 +373,12 @@ class Bench:
         GPU (the text encoder too), tiled VAE decoding; the same weights, the distilled LoRA fused."""
         pipe = self.pipe
         self.engine._use("distilled")
-        pipe.text_encoder.to(self.device)
         pipe.vae.enable_tiling()
         try:
             with (
+                # Back onto its own (pinned) host tensors afterwards: .to("cpu") would leave pageable
+                # copies, and every later prompt's visit to the GPU slower.
+                visiting(pipe.text_encoder, torch.device(self.device)),
                 self.stages.wrapped(pipe, "encode_prompt", "text"),
                 self.stages.wrapped(pipe.vae, "decode", "vae"),
                 self.stages.wrapped(pipe.audio_vae, "decode", "audio"),
@@ -383,7 +387,6 @@ class Bench:
                 yield
         finally:
             pipe.vae.disable_tiling()
-            pipe.text_encoder.to("cpu" if self.cuda else self.device)
 
     def diffusers(self, plan: RenderPlan) -> None:
         """The fast recipe through diffusers' own pipelines and ``encode_video``."""

@@ -124,7 +124,8 @@ class LiveServer:
     def new_key(self, credits: int = 1000) -> str:
         """A key of a new account, made through the ledger in this process, as ``openreel keys create``
         makes it (whose own tests run the command): a second per key saved over a CLI process."""
-        settings = Settings(data_dir=self.data_dir, database_url=self.env.get("OPENREEL_DATABASE_URL"))
+        url = {**os.environ, **self.env}.get("OPENREEL_DATABASE_URL")  # as the server sees it
+        settings = Settings(data_dir=self.data_dir, database_url=url)
         database = Database(settings.resolved_database_url())
         try:
             with database.session() as session:

@@ -24,6 +24,7 @@ def test_runs_parse_in_order_with_the_precision_switch() -> None:
     "text",
     [
         "fast:720p",  # no duration
+        "fast:4k:8",  # no such resolution
         "turbo:720p:8",  # no such recipe
         "fast+last:720p:8",  # only +image
         "diffusers+image:720p:8",  # the baseline is text-to-video
