@@ -43,7 +43,7 @@ from openreel.engine.lora import FusedLora
 from openreel.engine.ltx2 import LTX2Engine, guidance_kwargs
 from openreel.engine.mux import write_mp4
 from openreel.engine.plan import RESOLUTIONS, RenderPlan, plan_render
-from openreel.engine.recipes import RECIPE_KINDS
+from openreel.engine.recipes import RECIPE_KINDS, Stage
 from openreel.engine.text import visiting
 from openreel.engine.tiny import build_tokenizer
 
@@ -393,38 +393,35 @@ class Bench:
         from diffusers.utils.export_utils import encode_video
 
         stage1, stage2 = recipes.recipe("fast", self.engine.version).stages
-        common = {
-            "prompt": plan.prompt,
-            "num_frames": plan.gen_frames,
-            "frame_rate": float(plan.fps),
-            "generator": torch.Generator(self.device).manual_seed(plan.seed),
-            "return_dict": False,
-        }
+        generator = torch.Generator(self.device).manual_seed(plan.seed)
+
+        def sample(stage: Stage, name: str, **extra: Any) -> Any:
+            width, height = plan.stage_size(stage.half)
+            with self.stages.stage(name):
+                return self.pipe(
+                    prompt=plan.prompt,
+                    width=width,
+                    height=height,
+                    num_frames=plan.gen_frames,
+                    frame_rate=float(plan.fps),
+                    sigmas=list(stage.sigmas),
+                    generator=generator,
+                    return_dict=False,
+                    **guidance_kwargs(stage),
+                    **extra,
+                )
+
         with torch.inference_mode():
-            width, height = plan.stage_size(True)
-            with self.stages.stage("stage1"):
-                video, audio = self.pipe(
-                    width=width,
-                    height=height,
-                    sigmas=list(stage1.sigmas),
-                    output_type="latent",
-                    **common,
-                    **guidance_kwargs(stage1),
-                )
+            video, audio = sample(stage1, "stage1", output_type="latent")
             video = self.upsampler(latents=video, output_type="latent", return_dict=False)[0]
-            width, height = plan.stage_size(False)
-            with self.stages.stage("stage2"):
-                frames, wave = self.pipe(
-                    width=width,
-                    height=height,
-                    sigmas=list(stage2.sigmas),
-                    noise_scale=stage2.noise_scale,
-                    latents=video,
-                    audio_latents=audio,
-                    output_type="np",
-                    **common,
-                    **guidance_kwargs(stage2),
-                )
+            frames, wave = sample(
+                stage2,
+                "stage2",
+                noise_scale=stage2.noise_scale,
+                latents=video,
+                audio_latents=audio,
+                output_type="np",
+            )
         with tempfile.TemporaryDirectory() as tmp, self.stages.stage("mux"):
             encode_video(
                 # Random weights can decode to NaN at 1080p, which encode_video refuses; real ones do not.
