@@ -1,4 +1,5 @@
-"""Webhooks to a real receiver on loopback: Apiframe's signature, events, retries, webhookStatus."""
+"""Webhooks to a real receiver on loopback: Apiframe's signature, events, retries, webhookStatus,
+and an in-process outbox for what one bad receiver must not do to the others."""
 
 from __future__ import annotations
 
@@ -9,34 +10,58 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
+from openreel import webhooks
+from openreel.api.present import Presenter
+from openreel.ledger import accounts, jobs
+from openreel.ledger.db import Database, migrate
+from openreel.ledger.tables import Job, WebhookDelivery
 from openreel.sdk.signatures import sign, verify_webhook
+from openreel.settings import Settings
+from openreel.storage.local import LocalStorage
+from openreel.storage.signing import Signer
+from openreel.webhooks import WebhookSender
 
+from databases import DIALECTS, throwaway_database
 from support import LiveServer, running_server, wait_for
 
 
 class Receiver:
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, failure_status: int = 500) -> None:
         self.failures = failures
+        self.failure_status = failure_status
         self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.arrivals: list[tuple[float, str]] = []  # (monotonic time, jobId) of each request
+        self.hang = False  # never answer (until the test ends)
+        self.gate: threading.Event | None = None  # once failures are spent, answer only when set
+        self.released = threading.Event()
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    state = Receiver()
+@contextmanager
+def serving(state: Receiver) -> Iterator[str]:
+    """A loopback HTTP receiver acting out ``state``; yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.arrivals.append((time.monotonic(), json.loads(body)["jobId"]))
             state.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            if state.hang:
+                state.released.wait(30)
+                return
             failing = state.failures > 0
             state.failures -= 1
-            self.send_response(500 if failing else 204)
+            if not failing and state.gate is not None:
+                state.gate.wait(30)
+            self.send_response(state.failure_status if failing else 204)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -44,8 +69,21 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield state, f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-    httpd.shutdown()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+    finally:
+        state.released.set()
+        if state.gate is not None:
+            state.gate.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+    with serving(state) as url:
+        yield state, url
 
 
 def test_signature_is_hmac_of_the_body_keyed_with_the_key_digest() -> None:
@@ -112,12 +150,15 @@ def test_failed_event_is_retried_until_delivered(server: LiveServer, receiver: t
     state.failures = 1
     key = server.new_key()
     with server.client(key) as client:
+        # A PNG by its signature only: accepted as an upload, it fails the job when it is decoded.
+        broken = b"\x89PNG\r\n\x1a\n" + bytes(64)
+        image = client.post("/v2/uploads", files={"file": ("nothing.png", broken, "image/png")}).json()["url"]
         job_id = client.post(
             "/v2/videos/generate",
             json={
                 "prompt": "p",
                 "model": "veo-3.1-fast",
-                "veoParams": {"duration": 4, "image": "http://127.0.0.1:9/nothing.png"},
+                "veoParams": {"duration": 4, "image": image},
                 "webhookUrl": url,
             },
         ).json()["jobId"]
@@ -127,7 +168,9 @@ def test_failed_event_is_retried_until_delivered(server: LiveServer, receiver: t
     assert len(state.calls) == 2
     payload = json.loads(state.calls[-1][1])
     assert (
-        payload["event"] == "failed" and payload["status"] == "FAILED" and "nothing.png" in payload["error"]
+        payload["event"] == "failed"
+        and payload["status"] == "FAILED"
+        and "could not be decoded" in payload["error"]
     )
 
 
@@ -161,3 +204,227 @@ def test_pending_deliveries_survive_a_server_kill(receiver: tuple[Receiver, str]
         job = wait_status(server, key, job_id, "delivered")
     assert len(state.calls) > tried_before_restart
     assert json.loads(state.calls[-1][1])["event"] == "completed" and job["status"] == "COMPLETED"
+
+
+# In-process: a WebhookSender on its own SQLite ledger, with jobs and outbox rows written directly.
+
+
+class Outbox:
+    def __init__(self, root: Path, url: str | None = None, **settings: Any) -> None:
+        url = url or f"sqlite:///{root / 'openreel.db'}"
+        migrate(url)
+        self.db = Database(url)
+        self.settings = Settings(data_dir=root, **{"allow_private_urls": True, **settings})
+        self.presenter = Presenter(Signer(b"secret"), LocalStorage(root / "files"), 3600)
+        self.sender = WebhookSender(self.settings, self.db, self.presenter)
+
+    def account(self) -> accounts.NewKey:
+        with self.db.session() as session:
+            return accounts.create_key(session, name="test")
+
+    def job(self, key: accounts.NewKey, url: str, event: str = "failed", **fields: Any) -> str:
+        """A finished job of ``key``'s account with ``event`` in the outbox for ``url``."""
+        values: dict[str, Any] = {"status": jobs.FAILED, "error": "boom", **fields}
+        with self.db.session() as session:
+            job = Job(
+                account_id=key.account_id,
+                api_key_id=key.key_id,
+                model="veo-3.1-fast",
+                progress=0,
+                input={"prompt": "p"},
+                spec={},
+                credit_cost=5,
+                webhook_url=url,
+                webhook_status="pending",
+                **values,
+            )
+            session.add(job)
+            session.flush()
+            self.sender.enqueue(session, job.id, event)
+            return job.id
+
+    def restart(self) -> None:
+        self.sender.close()
+        self.sender = WebhookSender(self.settings, self.db, self.presenter)
+        self.sender.start()
+
+    def rows(self) -> dict[str, WebhookDelivery]:
+        with self.db.read() as session:
+            return {row.job_id: row for row in session.scalars(select(WebhookDelivery))}
+
+    def jobs(self) -> dict[str, Job]:
+        with self.db.read() as session:
+            return {job.id: job for job in session.scalars(select(Job))}
+
+    def settle(self, timeout: float = 15) -> dict[str, WebhookDelivery]:
+        """The rows once none is pending or sending any more."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.rows()
+            if all(row.status in ("delivered", "failed") for row in rows.values()):
+                return rows
+            time.sleep(0.05)
+        raise AssertionError({job_id: row.status for job_id, row in rows.items()})
+
+
+@pytest.fixture(params=DIALECTS)
+def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
+    with throwaway_database(request.param, tmp_path) as url:
+        box = Outbox(tmp_path, url, webhook_timeout_s=2.0)
+        try:
+            yield box
+        finally:
+            box.sender.close()
+            box.db.dispose()
+
+
+POISON = ("http://example.com:99999/hook", "http://[::1/hook", "ftp://127.0.0.1/hook")
+
+
+def test_a_poison_url_fails_alone_and_strands_no_one(outbox: Outbox, receiver: tuple[Receiver, str]) -> None:
+    state, url = receiver
+    poisoned, good = outbox.account(), [outbox.account() for _ in range(3)]
+
+    def batch() -> tuple[list[str], list[str]]:
+        bad = [outbox.job(poisoned, poison) for poison in POISON]  # the lowest ids: first in line
+        return bad, [outbox.job(key, url) for key in good for _ in range(2)]
+
+    def check(bad: list[str], fine: list[str]) -> None:
+        rows, found = outbox.settle(), outbox.jobs()
+        for job_id in fine:
+            assert rows[job_id].status == "delivered" and rows[job_id].attempts == 1
+            assert found[job_id].webhook_status == "delivered" and found[job_id].webhook_error is None
+        for job_id in bad:
+            row = rows[job_id]
+            assert row.status == "failed" and row.attempts == 1 and row.last_error, row.last_error
+            assert found[job_id].webhook_status == "failed"
+            assert found[job_id].webhook_error == row.last_error
+
+    outbox.sender.start()
+    first = batch()
+    check(*first)
+    assert {json.loads(body)["jobId"] for _, body in state.calls} == set(first[1])
+
+    # The same batch caught mid-flight by a crash of the old sender: the next one sends it all.
+    outbox.sender.close()
+    second = batch()
+    with outbox.db.session() as session:
+        session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.status == "pending").values(status="sending")
+        )
+    outbox.restart()
+    check(*second)
+
+
+def test_a_receiver_that_never_answers_delays_no_other_account(outbox: Outbox) -> None:
+    hanging, quick = Receiver(), Receiver()
+    hanging.hang = True
+    timeout = outbox.settings.webhook_timeout_s
+    with serving(hanging) as hanging_url, serving(quick) as quick_url:
+        greedy = outbox.account()
+        greedy_jobs = {outbox.job(greedy, hanging_url) for _ in range(webhooks.WORKERS + 2)}
+        for _ in range(webhooks.PER_TARGET + 1):  # other accounts to the same hanging host
+            outbox.job(outbox.account(), hanging_url)
+        patient = outbox.job(outbox.account(), quick_url)
+        started = time.monotonic()
+        outbox.sender.start()
+        while outbox.rows()[patient].status != "delivered":
+            assert time.monotonic() - started < timeout + 2, "the quick receiver waited on the hanging one"
+            time.sleep(0.02)
+        time.sleep(0.3)
+        arrivals = list(hanging.arrivals)
+
+    def most_at_once(times: list[float]) -> int:
+        """The most tries that began within half a timeout of each other: all still in flight then."""
+        times = sorted(times)
+        return max((sum(1 for t in times if start <= t < start + timeout / 2) for start in times), default=0)
+
+    assert arrivals, "the hanging receiver was never tried"
+    assert most_at_once([t for t, job_id in arrivals if job_id in greedy_jobs]) <= webhooks.PER_ACCOUNT
+    assert most_at_once([t for t, _ in arrivals]) <= webhooks.PER_TARGET
+
+
+def test_webhook_error_shows_the_last_failed_try(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, webhook_attempts=2)
+    broken, gone, flaky = Receiver(failures=10**6), Receiver(failures=10**6, failure_status=410), Receiver(1)
+    flaky.gate = threading.Event()
+    try:
+        with serving(broken) as broken_url, serving(gone) as gone_url, serving(flaky) as flaky_url:
+            key = box.account()
+            retried, refused, recovered = (box.job(key, url) for url in (broken_url, gone_url, flaky_url))
+            box.sender.start()
+            deadline = time.monotonic() + 15
+            while len(flaky.calls) < 2:  # the retry is held at the receiver until the gate opens
+                assert time.monotonic() < deadline, "the flaky receiver was not retried"
+                time.sleep(0.02)
+            wire = box.presenter.job(box.jobs()[recovered], "http://127.0.0.1:8000")
+            assert wire["webhookStatus"] == "pending" and wire["webhookError"] == "HTTP 500"
+            flaky.gate.set()
+            rows = box.settle()
+        found = {job_id: box.presenter.job(job, "http://x") for job_id, job in box.jobs().items()}
+    finally:
+        box.sender.close()
+        box.db.dispose()
+    assert rows[retried].attempts == 2 and rows[retried].last_error == "HTTP 500"
+    assert found[retried]["webhookStatus"] == "failed" and found[retried]["webhookError"] == "HTTP 500"
+    assert rows[refused].attempts == 1 and len(gone.calls) == 1, "410 Gone is not retried"
+    assert found[refused]["webhookStatus"] == "failed" and found[refused]["webhookError"] == "HTTP 410"
+    assert rows[recovered].attempts == 2 and rows[recovered].last_error is None
+    assert found[recovered]["webhookStatus"] == "delivered" and found[recovered]["webhookError"] is None
+
+
+def test_a_refused_target_fails_at_once_and_says_why(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, allow_private_urls=False)
+    try:
+        job_id = box.job(box.account(), "http://127.0.0.1:9/hook")
+        box.sender.start()
+        row = box.settle()[job_id]
+        job = box.jobs()[job_id]
+    finally:
+        box.sender.close()
+        box.db.dispose()
+    assert row.status == "failed" and row.attempts == 1
+    assert "non-public address" in (row.last_error or "") and job.webhook_error == row.last_error
+
+
+RESULT = {
+    "key": "results/clip.mp4",
+    "width": 1280,
+    "height": 720,
+    "durationSeconds": 4.0,
+    "fps": 24,
+    "hasAudio": False,
+    "seed": 1,
+}
+
+
+@pytest.mark.parametrize(
+    ("public_url", "job_base_url", "expected"),
+    [
+        (None, "http://127.0.0.1:8123", "http://127.0.0.1:8123/v2/files/results/"),
+        (
+            "https://videos.example.com/",
+            "http://127.0.0.1:8123",
+            "https://videos.example.com/v2/files/results/",
+        ),
+    ],
+)
+def test_payload_links_never_use_the_bind_address(
+    tmp_path: Path, public_url: str | None, job_base_url: str, expected: str
+) -> None:
+    box = Outbox(tmp_path, host="0.0.0.0", port=8000, public_url=public_url)
+    try:
+        job_id = box.job(
+            box.account(),
+            "http://127.0.0.1:9/hook",
+            "completed",
+            status=jobs.COMPLETED,
+            error=None,
+            result=RESULT,
+            base_url=job_base_url,
+        )
+        body = box.rows()[job_id].body
+    finally:
+        box.db.dispose()
+    assert json.loads(body)["result"]["videoUrl"].startswith(expected)
+    assert "0.0.0.0" not in body

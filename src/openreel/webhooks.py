@@ -1,10 +1,20 @@
 """Webhooks through a durable outbox, signed the way Apiframe signs them.
 
 A job's state change and the outbox row for its event commit in one transaction (``enqueue`` runs
-inside it), so an event is never lost to a crash and never sent for a change that rolled back. A
-sender thread delivers due rows in order, retrying failures with exponential backoff; rows still
-pending when the server stops are sent after it restarts. ``webhookStatus`` ends ``delivered`` or
-``failed`` with the terminal event. Progress events are sent at most once per 10 points.
+inside it), so an event is never lost to a crash and never sent for a change that rolled back. Rows
+still pending when the server stops are sent after it restarts. ``webhookStatus`` ends ``delivered``
+or ``failed`` with the terminal event, and ``webhookError`` on the job says why its last try failed.
+Progress events are sent at most once per 10 points.
+
+Deliveries run on a small thread pool, so one receiver that hangs costs only its own tries: at most
+``PER_ACCOUNT`` deliveries of one account and ``PER_TARGET`` to one host:port are in flight at once,
+and a row is claimed (``sending``) only when a worker takes it. A job's events go out in order: a row
+waits while an earlier row of its job is unfinished. Every error of a try (building the request,
+resolving, connecting, the answer) counts against that delivery alone. Network errors, DNS failures
+and every status but 2xx and 410 are retried with exponential backoff; a URL that does not parse, a
+refused target (private address, wrong scheme) and ``410 Gone`` fail at once, as retrying cannot
+help. A progress event that fails once a later event of its job is queued is given up: the later one
+says more.
 
 ``X-Webhook-Signature: sha256=<hex>`` is the HMAC-SHA256 of the raw body keyed with the raw SHA-256
 digest of the submitting API key: exactly what the ledger stores, so no secret is kept in clear.
@@ -14,13 +24,18 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session, aliased
 
 from openreel.api.present import Presenter
 from openreel.ledger import jobs
@@ -36,7 +51,12 @@ DEFAULT_EVENTS = ("completed", "failed")
 PROGRESS_STEP = 10
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 300.0
-BATCH = 20
+WORKERS = 8
+PER_ACCOUNT = 2
+PER_TARGET = 4
+SCAN = 200  # due rows looked at per pass; more wait for the next pass
+PERMANENT_STATUSES = frozenset({410})
+MAX_ERROR_CHARS = 300
 
 
 def payload(event: str, job: Job, presenter: Presenter, base_url: str) -> dict[str, Any]:
@@ -56,6 +76,39 @@ def payload(event: str, job: Job, presenter: Presenter, base_url: str) -> dict[s
     return out
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed outbox row with what sending it needs, so a worker never waits on the ledger first."""
+
+    id: int
+    job_id: str
+    event: str
+    url: str
+    body: bytes
+    digest: bytes
+    account_id: str
+    target: str
+
+
+def target_of(url: str) -> str:
+    """host:port, the unit the per-target bound counts; an unparseable URL is its own target."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    except ValueError:
+        return url
+
+
+def describe(exc: Exception) -> tuple[str, bool]:
+    """A short reason for a try that raised, and whether retrying is pointless."""
+    if isinstance(exc, BlockedURL):
+        return str(exc)[:MAX_ERROR_CHARS], not isinstance(exc.__cause__, socket.gaierror)
+    if isinstance(exc, ValueError | httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return f"invalid URL: {exc}"[:MAX_ERROR_CHARS], True
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_CHARS], False
+
+
 class WebhookSender:
     def __init__(self, settings: Settings, db: Database, presenter: Presenter) -> None:
         self.settings = settings
@@ -64,8 +117,12 @@ class WebhookSender:
         self.base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
         self._last_progress: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._in_flight: set[Future[None]] = set()
+        self._per_account: Counter[str] = Counter()
+        self._per_target: Counter[str] = Counter()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="openreel-webhook")
         self._thread = threading.Thread(target=self._loop, name="openreel-webhooks", daemon=True)
 
     def start(self) -> None:
@@ -76,9 +133,16 @@ class WebhookSender:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop taking rows and give the tries under way one timeout to end; rows claimed but not
+        finished stay ``sending`` and go back to ``pending`` at the next start."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(self.settings.webhook_timeout_s + 5)
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            running = set(self._in_flight)
+        wait(running, timeout=self.settings.webhook_timeout_s + 5)
 
     def enqueue(self, session: Session, job_id: str, event: str) -> None:
         """Add the event to the outbox inside the caller's transaction, if the job asked for it."""
@@ -94,7 +158,8 @@ class WebhookSender:
             return
         if event == "progress" and not self._progress_due(job_id, job.progress):
             return
-        body = json.dumps(payload(event, job, self.presenter, self.base_url))
+        base_url = (self.settings.public_url or job.base_url or self.base_url).rstrip("/")
+        body = json.dumps(payload(event, job, self.presenter, base_url))
         session.add(WebhookDelivery(job_id=job_id, event=event, url=job.webhook_url, body=body))
         self._wake.set()
 
@@ -108,69 +173,167 @@ class WebhookSender:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
-                sent = self._send_due()
+                self._dispatch()
             except Exception:
-                log.exception("webhook sender failed")
-                sent = 0
-            if not sent:
-                self._wake.wait(0.5)
-                self._wake.clear()
+                log.exception("webhook dispatch failed")
+            self._wake.wait(0.5)
 
-    def _send_due(self) -> int:
-        with self.db.session() as session:
-            due = session.scalars(
-                select(WebhookDelivery)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= utcnow())
-                .order_by(WebhookDelivery.id)
-                .limit(BATCH)
-            ).all()
-            for row in due:
-                row.status = "sending"
-            work = []
-            for row in due:
-                job = session.get(Job, row.job_id)
-                key = session.get(ApiKey, job.api_key_id) if job else None
-                assert key is not None
-                work.append((row.id, row.job_id, row.event, row.url, row.body.encode(), key.key_hash))
-        for delivery_id, job_id, event, url, body, key_hash in work:
-            if self._stop.is_set():
-                break
-            error = self._post(url, event, body, bytes.fromhex(key_hash))
-            self._record(delivery_id, job_id, event, error)
-        return len(work)
+    def _dispatch(self) -> None:
+        """Claim the due rows that fit the bounds, in id order, and hand each to a worker.
 
-    def _post(self, url: str, event: str, body: bytes, digest: bytes) -> str | None:
-        """None when the receiver answered 2xx, else what went wrong."""
+        Accounts already at their bound are left out of the query, so that one account's backlog
+        cannot fill the scan and hide other accounts' rows.
+        """
+        with self._lock:
+            free = WORKERS - len(self._in_flight)
+            full_accounts = [account for account, n in self._per_account.items() if n >= PER_ACCOUNT]
+        if free <= 0:
+            return
+        earlier = aliased(WebhookDelivery)
+        unfinished_before = exists().where(
+            earlier.job_id == WebhookDelivery.job_id,
+            earlier.id < WebhookDelivery.id,
+            earlier.status.in_(("pending", "sending")),
+        )
+        claimed: list[Delivery] = []
+        try:
+            with self.db.session() as session:
+                due = session.execute(
+                    select(
+                        WebhookDelivery.id,
+                        WebhookDelivery.job_id,
+                        WebhookDelivery.event,
+                        WebhookDelivery.url,
+                        WebhookDelivery.body,
+                        ApiKey.key_hash,
+                        Job.account_id,
+                    )
+                    .join(Job, Job.id == WebhookDelivery.job_id)
+                    .join(ApiKey, ApiKey.id == Job.api_key_id)
+                    .where(
+                        WebhookDelivery.status == "pending",
+                        WebhookDelivery.next_attempt_at <= utcnow(),
+                        ~unfinished_before,
+                        Job.account_id.not_in(full_accounts),
+                    )
+                    .order_by(WebhookDelivery.id)
+                    .limit(SCAN)
+                ).all()
+                for row_id, job_id, event, url, body, key_hash, account_id in due:
+                    if len(claimed) == free:
+                        break
+                    delivery = Delivery(
+                        id=row_id,
+                        job_id=job_id,
+                        event=event,
+                        url=url,
+                        body=body.encode(),
+                        digest=bytes.fromhex(key_hash),
+                        account_id=account_id,
+                        target=target_of(url),
+                    )
+                    if not self._reserve(delivery):
+                        continue
+                    claimed.append(delivery)
+                    taken = session.connection().execute(
+                        update(WebhookDelivery)
+                        .where(WebhookDelivery.id == row_id, WebhookDelivery.status == "pending")
+                        .values(status="sending")
+                    )
+                    if not taken.rowcount:
+                        claimed.pop()
+                        self._release(delivery)
+        except BaseException:
+            for delivery in claimed:
+                self._release(delivery)
+            raise
+        for delivery in claimed:
+            future = self._pool.submit(self._deliver, delivery)
+            with self._lock:
+                self._in_flight.add(future)
+            future.add_done_callback(self._done)
+
+    def _reserve(self, delivery: Delivery) -> bool:
+        with self._lock:
+            if (
+                self._per_account[delivery.account_id] >= PER_ACCOUNT
+                or self._per_target[delivery.target] >= PER_TARGET
+            ):
+                return False
+            self._per_account[delivery.account_id] += 1
+            self._per_target[delivery.target] += 1
+            return True
+
+    def _release(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._per_account[delivery.account_id] -= 1
+            self._per_target[delivery.target] -= 1
+            if self._per_account[delivery.account_id] <= 0:
+                del self._per_account[delivery.account_id]
+            if self._per_target[delivery.target] <= 0:
+                del self._per_target[delivery.target]
+        self._wake.set()
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+        self._wake.set()
+
+    def _deliver(self, delivery: Delivery) -> None:
+        """One try of one row; whatever goes wrong is recorded on that row and nowhere else."""
+        try:
+            self._record(delivery, *self._attempt(delivery))
+        except Exception:
+            log.exception(
+                "webhook %s for job %s: the try could not be recorded", delivery.event, delivery.job_id
+            )
+        finally:
+            self._release(delivery)
+
+    def _attempt(self, delivery: Delivery) -> tuple[str | None, bool]:
+        """(None, False) when the receiver took it, else why not and whether retrying is pointless."""
+        try:
+            status = self._post(delivery)
+        except Exception as exc:
+            return describe(exc)
+        if 200 <= status < 300:
+            return None, False
+        return f"HTTP {status}", status in PERMANENT_STATUSES
+
+    def _post(self, delivery: Delivery) -> int:
+        """The receiver's status code."""
         headers = {
             "Content-Type": "application/json",
-            "X-Webhook-Event": event,
-            "X-Webhook-Signature": sign(body, digest),
+            "X-Webhook-Event": delivery.event,
+            "X-Webhook-Signature": sign(delivery.body, delivery.digest),
             "User-Agent": "openreel-webhooks",
         }
-        try:
-            with guarded_stream(
-                "POST",
-                url,
-                allow_private=self.settings.allow_private_urls,
-                timeout_s=self.settings.webhook_timeout_s,
-                max_redirects=0,
-                content=body,
-                headers=headers,
-            ) as response:
-                return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        except (httpx.HTTPError, BlockedURL) as exc:
-            return f"{type(exc).__name__}: {exc}"
+        with guarded_stream(
+            "POST",
+            delivery.url,
+            allow_private=self.settings.allow_private_urls,
+            timeout_s=self.settings.webhook_timeout_s,
+            max_redirects=0,
+            content=delivery.body,
+            headers=headers,
+        ) as response:
+            return response.status_code
 
-    def _record(self, delivery_id: int, job_id: str, event: str, error: str | None) -> None:
+    def _record(self, delivery: Delivery, error: str | None, permanent: bool) -> None:
+        event, job_id = delivery.event, delivery.job_id
         with self.db.session() as session:
-            row = session.get(WebhookDelivery, delivery_id)
-            assert row is not None
+            row = session.get(WebhookDelivery, delivery.id)
+            if row is None:
+                return
             row.attempts += 1
             row.last_error = error
             if error is None:
                 row.status = "delivered"
-            elif row.attempts >= self.settings.webhook_attempts:
+            elif (
+                permanent or row.attempts >= self.settings.webhook_attempts or self._superseded(session, row)
+            ):
                 row.status = "failed"
                 log.warning("webhook %s for job %s failed for good: %s", event, job_id, error)
             else:
@@ -178,9 +341,22 @@ class WebhookSender:
                 delay = min(FIRST_RETRY_S * 2 ** (row.attempts - 1), MAX_RETRY_S)
                 row.next_attempt_at = utcnow() + timedelta(seconds=delay)
                 log.warning("webhook %s for job %s: %s (try %d)", event, job_id, error, row.attempts)
-            if event != "progress" and row.status in ("delivered", "failed"):
+            if event != "progress":
                 job = session.get(Job, job_id)
                 if job is not None:
-                    job.webhook_status = row.status
-                with self._lock:
-                    self._last_progress.pop(job_id, None)
+                    job.webhook_error = error
+                    if row.status in ("delivered", "failed"):
+                        job.webhook_status = row.status
+                if row.status in ("delivered", "failed"):
+                    with self._lock:
+                        self._last_progress.pop(job_id, None)
+
+    @staticmethod
+    def _superseded(session: Session, row: WebhookDelivery) -> bool:
+        """A progress event with a later event of its job queued behind it."""
+        if row.event != "progress":
+            return False
+        later = select(WebhookDelivery.id).where(
+            WebhookDelivery.job_id == row.job_id, WebhookDelivery.id > row.id
+        )
+        return session.scalar(later.limit(1)) is not None

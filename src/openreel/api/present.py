@@ -60,6 +60,7 @@ class Presenter:
             "error": job.error,
             "creditCost": job.credit_cost if job.status not in (jobs.FAILED, jobs.CANCELLED) else 0,
             "webhookStatus": job.webhook_status,
+            "webhookError": job.webhook_error,
             "createdAt": iso(job.created_at),
             "completedAt": iso(job.completed_at),
             "expired": self.expired(job),

@@ -90,6 +90,7 @@ class JobOut(BaseModel):
     error: str | None
     creditCost: int | None
     webhookStatus: Literal["pending", "delivered", "failed"] | None
+    webhookError: str | None = Field(default=None, description="Why the last webhook try failed (openreel).")
     createdAt: str
     completedAt: str | None
     expired: bool

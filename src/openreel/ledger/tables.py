@@ -120,6 +120,9 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     webhook_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    webhook_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The submitting request's base URL: links in webhook payloads use it unless a public URL is set.
+    base_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
