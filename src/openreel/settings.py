@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     upload_ttl_s: int = 2 * 3600
     max_upload_image_bytes: int = 25 * 1024 * 1024
     max_upload_video_bytes: int = 50 * 1024 * 1024
+    max_json_body_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Largest JSON request body; unset: room for 3 inline base64 images of the image limit.",
+    )
     fetch_timeout_s: float = 20.0
     fetch_max_redirects: int = 3
     max_image_pixels: int = 40_000_000

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from openreel import __version__
 from openreel.api import errors
 from openreel.api.deps import Services
+from openreel.api.guards import BodyGuard, NoSniff
 from openreel.api.present import RANDOM_WEIGHTS_NOTICE, Presenter
 from openreel.api.routes import account, files, google, jobs, models, openai_videos, uploads, videos
 from openreel.catalog import load_catalog
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    # The last added runs first: nosniff also reaches the guard's own 413s.
+    app.add_middleware(BodyGuard)
+    app.add_middleware(NoSniff)
     for router in (
         videos.router,
         jobs.router,

@@ -34,9 +34,12 @@ class Storage(Protocol):
         """A link the backend signs itself (S3 presigned GET), or None to use the server's own."""
         ...
 
-    def serve(self, key: str, media_type: str, *, redirect: bool) -> Response | None:
+    def serve(
+        self, key: str, media_type: str, *, redirect: bool, disposition: str | None = None
+    ) -> Response | None:
         """A response with the object (Range supported where the backend allows), or None if gone.
-        ``redirect`` allows answering with a redirect to a signed backend URL instead of the bytes."""
+        ``redirect`` allows answering with a redirect to a signed backend URL instead of the bytes;
+        ``media_type`` and ``disposition`` (a Content-Disposition) hold there too."""
         ...
 
     def remove_partials(self) -> int:

@@ -42,14 +42,19 @@ class LocalStorage:
     def signed_url(self, key: str, ttl_s: int) -> str | None:
         return None
 
-    def serve(self, key: str, media_type: str, *, redirect: bool) -> Response | None:
+    def serve(
+        self, key: str, media_type: str, *, redirect: bool, disposition: str | None = None
+    ) -> Response | None:
         try:
             path = self.path(key)
         except ValueError:
             return None
         if not path.is_file():
             return None
-        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+        headers = {"Cache-Control": "private, max-age=3600"}
+        if disposition:
+            headers["Content-Disposition"] = disposition
+        return FileResponse(path, media_type=media_type, headers=headers)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

@@ -93,13 +93,18 @@ class S3Storage:
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=ttl_s
         )
 
-    def serve(self, key: str, media_type: str, *, redirect: bool) -> Response | None:
+    def serve(
+        self, key: str, media_type: str, *, redirect: bool, disposition: str | None = None
+    ) -> Response | None:
         head = self._head(key)
         if head is None:
             return None
         if redirect:
-            url = self.signed_url(key, 300)
-            assert url is not None
+            # The store sends the type and disposition this server would (objects are stored untyped).
+            params = {"Bucket": self.bucket, "Key": self._key(key), "ResponseContentType": media_type}
+            if disposition:
+                params["ResponseContentDisposition"] = disposition
+            url = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=300)
             return RedirectResponse(url, status_code=307)
         body = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
 
@@ -110,6 +115,8 @@ class S3Storage:
                 body.close()
 
         headers = {"Content-Length": str(head["ContentLength"]), "Cache-Control": "private, max-age=3600"}
+        if disposition:
+            headers["Content-Disposition"] = disposition
         return StreamingResponse(chunks(), media_type=media_type, headers=headers)
 
     def remove_partials(self) -> int:

@@ -1,24 +1,47 @@
-"""``GET /v2/files/<key>``: results and uploads behind signed, expiring links, with HTTP Range."""
+"""``GET /v2/files/<key>``: results and uploads behind signed, expiring links, with HTTP Range.
+
+These come from the API's own origin, so each is served only as what it is: a result as ``video/mp4``,
+inline (browsers and the Studio play it); an upload as the type sniffed from its bytes when it was
+stored (its ``uploads`` row, not its name or what the uploader declared), as an attachment.
+``Content-Security-Policy: sandbox`` and the app-wide ``nosniff`` keep even a file opened as a page
+from running script with the API's origin.
+"""
 
 from __future__ import annotations
 
-import mimetypes
+from pathlib import PurePosixPath
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from openreel.api.deps import ServicesDep
+from openreel.api.deps import Services, ServicesDep
 from openreel.api.errors import ApiError
+from openreel.ledger import uploads
 
 router = APIRouter(tags=["Files"])
+
+RESULTS = "results/"  # results/<job id>/<attempt>.mp4; every other key is an upload
+
+
+def _presentation(svc: Services, key: str) -> tuple[str, str]:
+    """The media type and Content-Disposition of a stored file (an upload without its row is gone)."""
+    if key.startswith(RESULTS):
+        job_id = key.removeprefix(RESULTS).split("/")[0]
+        return "video/mp4", f'inline; filename="openreel-{job_id}.mp4"'
+    with svc.db.read() as session:
+        upload = uploads.by_storage_key(session, key)
+    if upload is None:
+        raise ApiError(404, "File not found")
+    return upload.content_type, f'attachment; filename="{PurePosixPath(key).name}"'
 
 
 @router.api_route("/v2/files/{key:path}", methods=["GET", "HEAD"], response_class=FileResponse)
 def get_file(key: str, svc: ServicesDep, exp: str | None = None, sig: str | None = None) -> Response:
     if not svc.signer.verify(key, exp, sig):
         raise ApiError(403, "Invalid or expired link")
-    media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-    response = svc.storage.serve(key, media_type, redirect=True)
+    media_type, disposition = _presentation(svc, key)
+    response = svc.storage.serve(key, media_type, redirect=True, disposition=disposition)
     if response is None:
         raise ApiError(404, "File not found")
+    response.headers["Content-Security-Policy"] = "sandbox"
     return response

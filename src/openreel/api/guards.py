@@ -1,0 +1,224 @@
+"""ASGI middleware in front of every route: a request body is read only for an active API key and
+only up to a cap, and every response carries ``X-Content-Type-Options: nosniff``.
+
+FastAPI reads a body (and Starlette spools a multipart one to disk) before any dependency runs, so
+the key check in the routes comes too late to stop a caller without a key from making the server
+hold or write whatever it sends. ``BodyGuard`` runs first and checks the credential of the path's
+wire protocol. Without an active key the app is handed an empty body: the route answers its own
+401/403, and the server drops the bytes as they arrive. With one, the body is capped: a declared
+Content-Length over the cap is a 413 before anything is read, a chunked body a 413 as soon as its
+count passes the cap (the guard itself holds no bytes), both in the protocol's own error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openreel.api.compat.google_wire import GoogleError
+from openreel.api.compat.openai_wire import OpenAIError
+from openreel.api.deps import Services
+from openreel.ledger import accounts
+from openreel.settings import Settings
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Google's inline images are each up to max_upload_image_bytes, base64-encoded (4/3, plus the 64
+# characters the route allows); a valid request carries at most three, since reference images cannot
+# be combined with a first or a last frame.
+INLINE_IMAGES = 3
+JSON_OVERHEAD = 1024 * 1024  # the prompt, labels and the rest of the JSON around the images
+MULTIPART_OVERHEAD = 1024 * 1024  # part headers and the form's text fields around the file
+_BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
+_GOOGLE_PATHS = ("/v1beta/", "/v1beta1/", "/v1/models/", "/v1/publishers/", "/v1/operations/", "/v1/files/")
+
+
+def json_body_limit(settings: Settings) -> int:
+    """``max_json_body_bytes``, or room for the largest valid Google request with inline images."""
+    if settings.max_json_body_bytes is not None:
+        return settings.max_json_body_bytes
+    return INLINE_IMAGES * (settings.max_upload_image_bytes * 4 // 3 + 64) + JSON_OVERHEAD
+
+
+def body_limit(settings: Settings, path: str, content_type: str) -> int:
+    """A multipart body carries one file (any upload on ``/v2/uploads``, an image on OpenAI's create);
+    any other body is JSON (or a small form)."""
+    if not content_type.lower().startswith("multipart/"):
+        return json_body_limit(settings)
+    file_limit = settings.max_upload_image_bytes
+    if path == "/v2/uploads":
+        file_limit = max(file_limit, settings.max_upload_video_bytes)
+    return file_limit + MULTIPART_OVERHEAD
+
+
+def _bearer(conn: HTTPConnection) -> str | None:
+    """What FastAPI's ``HTTPBearer`` reads."""
+    scheme, credentials = get_authorization_scheme_param(conn.headers.get("authorization"))
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+@dataclass(frozen=True)
+class Wire:
+    """Where a wire protocol carries its API key, and its 413 for a body over ``limit`` bytes."""
+
+    key: Callable[[HTTPConnection], str | None]
+    too_large: Callable[[int], Response]
+
+
+APIFRAME = Wire(
+    key=lambda conn: conn.headers.get("x-api-key"),
+    too_large=lambda limit: JSONResponse(
+        {"error": f"Request body too large: the limit is {limit} bytes"}, status_code=413
+    ),
+)
+GOOGLE = Wire(
+    key=lambda conn: conn.headers.get("x-goog-api-key") or conn.query_params.get("key"),
+    too_large=lambda limit: GoogleError(
+        413, f"Request payload size exceeds the limit: {limit} bytes.", status="INVALID_ARGUMENT"
+    ).response(),
+)
+OPENAI = Wire(
+    key=_bearer,
+    too_large=lambda limit: OpenAIError(
+        413, f"The request body is too large: the limit is {limit} bytes.", code="request_too_large"
+    ).response(),
+)
+
+
+def wire_of(path: str) -> Wire:
+    """The protocol a path belongs to (as the routers lay them out); Apiframe for anything else."""
+    if path == "/v1/videos" or path.startswith("/v1/videos/"):
+        return OPENAI
+    if path.startswith(_GOOGLE_PATHS):
+        return GOOGLE
+    return APIFRAME
+
+
+def _is_active(svc: Services, raw_key: str) -> bool:
+    with svc.db.read() as session:
+        key = accounts.find_key(session, raw_key)
+    return key is not None and key.active
+
+
+def _declared_length(conn: HTTPConnection) -> int | None:
+    try:
+        return int(conn.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _without_body(scope: Scope) -> Scope:
+    """The request as if it had no body, so no route mistakes the empty one for a malformed form."""
+    return {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in _BODY_HEADERS]}
+
+
+def _empty_body(receive: Receive) -> Receive:
+    """An empty body first; later reads wait for the disconnect, dropping whatever was sent."""
+    delivered = False
+
+    async def empty() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+
+    return empty
+
+
+class _Capped:
+    """One request whose body may not pass ``limit`` bytes. Past it, the 413 goes out at once (if the
+    app has not started its own answer), the app reads a disconnect, and what it sends later, or the
+    error it raises over the cut-off body, is dropped."""
+
+    def __init__(self, app: ASGIApp, limit: int, refusal: Callable[[], Response]) -> None:
+        self.app = app
+        self.limit = limit
+        self.refusal = refusal
+        self.received = 0
+        self.cut = False
+        self.started = False
+        self.answered = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def capped_receive() -> Message:
+            if self.cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                self.received += len(message.get("body", b""))
+                if self.received > self.limit:
+                    self.cut = True
+                    if not self.started:
+                        self.answered = True
+                        await self.refusal()(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if self.answered:
+                return
+            if message["type"] == "http.response.start":
+                self.started = True
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not self.answered:
+                raise
+
+
+class BodyGuard:
+    """Bodies (POST, PUT, PATCH) only for an active key of the path's protocol, and within the cap."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        svc: Services = conn.app.state.services
+        wire = wire_of(scope["path"])
+        raw_key = wire.key(conn)
+        if not raw_key or not await run_in_threadpool(_is_active, svc, raw_key):
+            await self.app(_without_body(scope), _empty_body(receive), send)
+            return
+        limit = body_limit(svc.settings, scope["path"], conn.headers.get("content-type", ""))
+        declared = _declared_length(conn)
+        if declared is not None and declared > limit:
+            await wire.too_large(limit)(scope, receive, send)
+            return
+        await _Capped(self.app, limit, lambda: wire.too_large(limit))(scope, receive, send)
+
+
+class NoSniff:
+    """``X-Content-Type-Options: nosniff`` on every response, so no browser renders a file (an
+    upload above all) as a type other than the one it was served as."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
