@@ -290,9 +290,8 @@ def test_uploads_sniff_type_and_enforce_limits(server: LiveServer) -> None:
         stale = client.post(
             "/v2/videos/generate", json={**FAST_4S, "veoParams": {"duration": 4, "image": forged}}
         )
-        assert stale.status_code == 202
-        failed = wait_for(client, stale.json()["jobId"])
-        assert failed["status"] == "FAILED" and "403" in failed["error"]
+        assert stale.status_code == 400  # not this server's link: fetched at submit, and refused
+        assert "403" in stale.json()["details"]["veoParams.image"][0]
 
 
 def test_an_engine_that_cannot_load_refuses_jobs_without_charging(tmp_path: Path) -> None:

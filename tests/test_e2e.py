@@ -185,25 +185,23 @@ def test_image_to_video_from_upload_and_from_url(server: LiveServer, image_host:
         assert (clip["width"], clip["height"], clip["frames"]) == (1280, 720, 96)
 
 
-def test_non_image_and_unreachable_urls_fail_the_job_with_a_refund(
-    server: LiveServer, image_host: str
-) -> None:
+def test_non_image_and_unreachable_urls_are_refused_at_submit(server: LiveServer, image_host: str) -> None:
+    """Remote images are fetched when the job is submitted: a bad one is a 400 naming its field."""
     key = server.new_key(credits=20)
     with server.client(key) as client:
-        ids = [
+        refusals = [
             client.post(
                 "/v2/videos/generate",
                 json={"prompt": "x", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "image": url}},
-            ).json()["jobId"]
+            )
             for url in (image_host + "/note.txt", image_host + "/missing.png")
         ]
-        jobs = [wait_for(client, i) for i in ids]
         balance = client.get("/v2/me").json()["team"]["credits"]
-    assert [j["status"] for j in jobs] == ["FAILED", "FAILED"]
-    assert "not an image" in jobs[0]["error"]
-    assert "404" in jobs[1]["error"]
-    assert all(j["creditCost"] == 0 for j in jobs)
-    assert balance == 20
+        listed = client.get("/v2/jobs").json()["jobs"]
+    assert [r.status_code for r in refusals] == [400, 400]
+    assert "Unsupported file type" in refusals[0].json()["details"]["veoParams.image"][0]
+    assert "404" in refusals[1].json()["details"]["veoParams.image"][0]
+    assert balance == 20 and listed == []
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -105,7 +104,7 @@ def test_malformed_and_oversized_bodies_are_a_clear_400(strict: LiveServer, name
         assert client.get("/v2/me").json()["team"]["credits"] == 10
 
 
-def test_ssrf_targets_fail_the_job_with_a_refund(
+def test_ssrf_targets_are_refused_at_submit_and_never_fetched(
     strict: LiveServer, local_host: tuple[str, list[str]]
 ) -> None:
     port, hits = local_host
@@ -126,17 +125,16 @@ def test_ssrf_targets_fail_the_job_with_a_refund(
     key = strict.new_key(credits=100)
     hits.clear()
     with strict.client(key) as client:
-        ids = [
-            client.post(
-                "/v2/videos/generate", json={**BASE, "veoParams": {"duration": 4, "image": url}}
-            ).json()["jobId"]
+        refusals = [
+            client.post("/v2/videos/generate", json={**BASE, "veoParams": {"duration": 4, "image": url}})
             for url in targets
         ]
-        finished = [wait_for(client, job_id) for job_id in ids]
         assert client.get("/v2/me").json()["team"]["credits"] == 100
-    for url, job in zip(targets, finished, strict=True):
-        assert job["status"] == "FAILED" and job["creditCost"] == 0, (url, job)
-        assert "non-public" in job["error"] or "cannot resolve" in job["error"], (url, job["error"])
+        assert client.get("/v2/jobs").json()["jobs"] == []
+    for url, response in zip(targets, refusals, strict=True):
+        assert response.status_code == 400, (url, response.text)
+        message = response.json()["details"]["veoParams.image"][0]
+        assert "non-public" in message or "cannot resolve" in message, (url, message)
     assert hits == [], "a refused URL was fetched anyway"
 
 
@@ -157,26 +155,24 @@ def test_redirect_chains_are_checked_at_every_hop(
     assert hits == ["/redirect"]
 
 
-def test_private_webhook_targets_are_never_called(
+def test_private_webhook_targets_are_refused_at_submit_and_never_called(
     strict: LiveServer, local_host: tuple[str, list[str]]
 ) -> None:
     port, hits = local_host
     key = strict.new_key(credits=10)
     hits.clear()
     with strict.client(key) as client:
-        job_id = client.post(
+        response = client.post(
             "/v2/videos/generate",
             json={
                 **BASE,
                 "veoParams": {"duration": 4, "generate_audio": False},
                 "webhookUrl": f"http://127.0.0.1:{port}/hook",
             },
-        ).json()["jobId"]
-        assert wait_for(client, job_id)["status"] == "COMPLETED"
-        deadline = time.monotonic() + 20
-        while client.get(f"/v2/jobs/{job_id}").json()["webhookStatus"] != "failed":
-            assert time.monotonic() < deadline, "webhookStatus never became failed"
-            time.sleep(0.1)
+        )
+        assert response.status_code == 400
+        assert "OPENREEL_ALLOW_PRIVATE_URLS" in response.json()["details"]["webhookUrl"][0]
+        assert client.get("/v2/me").json()["team"]["credits"] == 10
     assert hits == []
 
 

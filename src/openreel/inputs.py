@@ -1,8 +1,9 @@
 """Turning the image URLs of a request into decoded images for the engine.
 
-Links made by this server (uploads) are read from storage; anything else is fetched through
-``netguard`` (public addresses only, pinned against DNS rebinding, size and time limits), and the
-bytes must sniff and decode as an image of bounded pixel count (no decompression bombs).
+Remote images are fetched through ``netguard`` (public addresses only, pinned against DNS
+rebinding, size and time limits) when a job is submitted and stored as uploads; the dispatcher reads
+them back from storage, and the bytes must sniff and decode as an image of bounded pixel count (no
+decompression bombs).
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ def decode_image(data: bytes, *, source: str, max_pixels: int) -> Image.Image:
 
 
 def load_image(url: str, *, settings: Settings, signer: Signer, storage: Storage) -> Image.Image:
-    key = signer.own_key(url)
-    if key is not None:
-        try:
-            data = storage.read_bytes(key)
-        except (FileNotFoundError, ValueError) as exc:
-            raise InputError(f"{url} has expired or was removed") from exc
-    else:
-        data = fetch(url, settings, max_bytes=settings.max_upload_image_bytes)
+    """A job's image: always an upload by now (remote ones are stored when the job is submitted)."""
+    key = signer.own_key(url, check_expiry=False)
+    if key is None:
+        raise InputError(f"{url} is not a file of this server")
+    try:
+        data = storage.read_bytes(key)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"{url} has expired or was removed") from exc
     return decode_image(data, source=url, max_pixels=settings.max_image_pixels)

@@ -22,13 +22,24 @@ class BlockedURL(Exception):
     """The URL may not be requested; the message says why."""
 
 
-def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+# Python's own classification (``is_global``) is the base; these are the IPv6 ranges it lets through
+# on the Python versions we support although they can reach IPv4 hosts behind them: the deprecated
+# IPv4-compatible form ``::a.b.c.d`` (RFC 4291 2.5.5.1) and the local-use NAT64 prefix (RFC 8215, in
+# Python's list only from 3.12.4). The well-known NAT64 prefix, 6to4 and IPv4-mapped addresses are
+# judged by the IPv4 address they carry.
+_REFUSED_V6 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is not None:
-            return _public(embedded)
-        if address in ipaddress.IPv6Network("64:ff9b::/96"):
-            return _public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+            return public(embedded)
+        if address in _NAT64:
+            return public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if any(address in network for network in _REFUSED_V6):
+            return False
     return address.is_global and not address.is_multicast
 
 
@@ -41,18 +52,24 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not allow_private:
         for address in addresses:
-            if not _public(address):
-                raise BlockedURL(f"host {host!r} resolves to a non-public address ({address}); refused")
+            if not public(address):
+                raise BlockedURL(
+                    f"host {host!r} resolves to a non-public address ({address}); refused "
+                    "(a server for development may allow it with OPENREEL_ALLOW_PRIVATE_URLS=1)"
+                )
     return str(addresses[0])
 
 
 def pin_url(url: str, allow_private: bool) -> tuple[str, dict[str, str], dict[str, str]]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise BlockedURL(f"not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BlockedURL(f"only http(s) URLs are accepted, got {url!r}")
     if parts.username or parts.password:
         raise BlockedURL("URLs with credentials are not accepted")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     ip = resolve(parts.hostname, port, allow_private)
     literal = f"[{ip}]" if ":" in ip else ip
     pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))

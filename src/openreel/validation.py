@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from openreel.catalog import Catalog, ModelSpec
 
 MAX_SEED = 2**32 - 1
@@ -43,19 +45,75 @@ class Details(dict[str, list[str]]):
         self.setdefault(path, []).append(message)
 
 
-def check_url(details: Details, path: str, url: str) -> None:
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-        details.add(path, "must not contain spaces or control characters")
-        return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        details.add(path, "must be an absolute http(s) URL")
+MAX_URL_LENGTH = 2048
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored: PostgreSQL text holds no NUL, and no database (nor a UTF-8
+    response) holds an unpaired surrogate, which a JSON ``\\ud800`` escape decodes to."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain unpaired surrogates (invalid Unicode)"
+    return None
 
 
 def check_text(details: Details, path: str, text: str | None) -> None:
-    """NUL cannot be stored in PostgreSQL text and has no meaning in a prompt."""
-    if text is not None and "\x00" in text:
-        details.add(path, "must not contain NUL characters")
+    problem = text_problem(text) if text is not None else None
+    if problem:
+        details.add(path, problem)
+
+
+def check_strings(details: Details, value: Any, path: str = "") -> None:
+    """Every string anywhere in a request body, keys included, must be storable (see text_problem)."""
+    if isinstance(value, str):
+        check_text(details, path or "body", value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(details, path or "body", str(key))
+            # The path goes back in the error body: a surrogate in it would break that response too.
+            name = str(key).encode("utf-8", "backslashreplace").decode()
+            check_strings(details, item, f"{path}.{name}" if path else name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_strings(details, item, f"{path}.{i}" if path else str(i))
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` can never be fetched or posted to, or None; where it points is checked on use."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters"
+    problem = text_problem(url)
+    if problem:
+        return problem
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not host:
+        return "must be an absolute http(s) URL"
+    if port == 0:
+        return "must not name port 0"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials"
+    try:
+        host.encode("idna")
+        httpx.URL(url)  # the client that will send the request parses it again, more strictly
+    except (UnicodeError, httpx.InvalidURL) as exc:
+        return f"has an invalid host name {host!r} ({exc})"
+    return None
+
+
+def check_url(details: Details, path: str, url: str) -> None:
+    problem = url_problem(url)
+    if problem:
+        details.add(path, problem)
 
 
 def resolve_video_request(

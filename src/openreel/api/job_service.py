@@ -8,15 +8,19 @@ outbox row are the same for all.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from openreel.api.deps import Services
+from openreel.api.intake import UploadRejected, store_upload
+from openreel.inputs import InputError, fetch
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
+from openreel.netguard import BlockedURL, pin_url
 from openreel.validation import Details, VideoSpec
 
 
@@ -31,24 +35,75 @@ class Submitted:
     created: bool
 
 
-def check_own_links(svc: Services, spec: VideoSpec, details: Details) -> None:
-    """Links to this server's uploads are checked now: the wrong kind or an expired one is a 400."""
+def _image_fields(spec: VideoSpec) -> list[tuple[str, str | None]]:
     fields = [("veoParams.image", spec.image), ("veoParams.last_frame", spec.last_frame)]
-    fields += [(f"veoParams.reference_images.{i}", u) for i, u in enumerate(spec.reference_images)]
-    for path, url in fields:
-        if url is None:
+    return fields + [(f"veoParams.reference_images.{i}", u) for i, u in enumerate(spec.reference_images)]
+
+
+def _own_upload(svc: Services, url: str) -> str | None:
+    """Why a link to this server's uploads cannot be used, or None; not such a link: None too."""
+    key = svc.signer.own_key(url)
+    if key is None:
+        if svc.signer.own_key(url, check_expiry=False) is not None:
+            return "this upload link has expired; upload the file again"
+        return None
+    with svc.db.read() as session:
+        upload = uploads.by_storage_key(session, key)
+    if upload is None or not svc.storage.exists(key):
+        return "this upload no longer exists; upload the file again"
+    if upload.kind != "image":
+        return f"must be an image, but this upload is {upload.kind} ({upload.content_type})"
+    return None
+
+
+def take_images(
+    svc: Services, account_id: str, spec: VideoSpec, base_url: str, details: Details
+) -> VideoSpec:
+    """The spec with every image an upload of the account, before anything is charged.
+
+    Links to this server's uploads are checked; any other URL is fetched now, through the SSRF guard,
+    and stored as an upload. A bad target is thus a 400 naming its field, and the dispatcher, which
+    reads only uploads, never waits on the network.
+    """
+    taken: dict[str, str] = {}
+    for path, url in _image_fields(spec):
+        if url is None or url in taken:
             continue
-        key = svc.signer.own_key(url)
-        if key is None:
-            if svc.signer.own_key(url, check_expiry=False) is not None:
-                details.add(path, "this upload link has expired; upload the file again")
+        if svc.signer.own_key(url, check_expiry=False) is not None:
+            problem = _own_upload(svc, url)
+            if problem:
+                details.add(path, problem)
             continue
-        with svc.db.read() as session:
-            upload = uploads.by_storage_key(session, key)
-        if upload is None or not svc.storage.exists(key):
-            details.add(path, "this upload no longer exists; upload the file again")
-        elif upload.kind != "image":
-            details.add(path, f"must be an image, but this upload is {upload.kind} ({upload.content_type})")
+        try:
+            data = fetch(url, svc.settings, max_bytes=svc.settings.max_upload_image_bytes)
+            upload = store_upload(svc, account_id, io.BytesIO(data), base_url)
+        except (InputError, UploadRejected) as exc:
+            details.add(path, f"{exc}; a file can also be sent with POST /v2/uploads")
+            continue
+        if upload["kind"] != "image":
+            details.add(path, f"{url} is not an image ({upload['contentType']})")
+        taken[url] = upload["url"]
+    if details or not taken:
+        return spec
+    return replace(
+        spec,
+        image=taken.get(spec.image or "", spec.image),
+        last_frame=taken.get(spec.last_frame or "", spec.last_frame),
+        reference_images=[taken.get(u, u) for u in spec.reference_images],
+    )
+
+
+def check_webhook_target(svc: Services, details: Details, path: str, url: str) -> None:
+    """A webhook that could never be delivered (a refused or unknown host) is refused at submit."""
+    try:
+        pin_url(url, svc.settings.allow_private_urls)
+    except BlockedURL as exc:
+        details.add(path, str(exc))
+
+
+def check_idempotency_key(details: Details, path: str, key: str | None) -> None:
+    if key is not None and not key.strip():
+        details.add(path, "must not be empty; leave the header out to submit without one")
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -61,6 +116,7 @@ def submit_job(
     spec: VideoSpec,
     *,
     echo: dict[str, Any],
+    base_url: str,
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
     webhook_events: list[str] | None = None,
@@ -88,6 +144,7 @@ def submit_job(
         request_hash=request_hash(echo),
         webhook_url=webhook_url,
         webhook_events=webhook_events,
+        base_url=base_url,
     )
     for attempt in range(2):
         try:

@@ -1,6 +1,6 @@
 """The dispatcher: a server thread that feeds the executor's workers and is the only writer of job outcomes.
 
-It claims the oldest queued job for each idle worker slot, leasing it, resolves its images, plans the
+It claims the oldest queued job for each idle worker slot, leasing it, reads its images, plans the
 render and hands it over; then it turns the workers' events into ledger transitions. While a worker
 answers, the dispatcher renews its job's lease; a lease that runs out (this server or that worker is
 gone) is reaped by whichever server sees it first: re-queued, or failed with a refund after
@@ -144,7 +144,7 @@ class Dispatcher:
         if self._wake.is_set() or time.monotonic() >= self._next_claim:
             self._wake.clear()
             self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
-            # Fetching a job's images may take a while: keep the other jobs' leases alive meanwhile.
+            # Reading a job's images may take a while (S3): keep the other jobs' leases alive meanwhile.
             while not self._stop.is_set() and self._dispatch_next():
                 self._keep_leases_when_due()
 
@@ -198,20 +198,35 @@ class Dispatcher:
             job = jobs.claim_next(session, self.owner, self.settings.lease_ttl_s, worker=slot)
             if job is None:
                 return False
-            job_id, attempt, spec = job.id, job.attempts, VideoSpec.from_json(job.spec)
+            job_id, attempt, raw_spec = job.id, job.attempts, job.spec
             self._on_job_event(session, job_id, "progress")
         if slot is None:
             self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
             return True
-        model = self.catalog.get(spec.model)
-        assert model is not None
         try:
-            first = self._image(spec.image)
-            last = self._image(spec.last_frame)
-            references = tuple(self._image(url) for url in spec.reference_images)
+            task = self._prepare(job_id, attempt, VideoSpec.from_json(raw_spec), engine.grid_scale)
         except InputError as exc:
             self._fail(job_id, attempt, str(exc))
             return True
+        except Exception as exc:
+            # One job's bad data must not stop the loop or wait for its lease: it fails now, refunded.
+            log.exception("preparing job %s failed", job_id)
+            self._fail(job_id, attempt, f"the job could not be prepared: {exc}")
+            return True
+        self._executor.submit(slot, task)
+        with self.db.read() as session:
+            # A cancel that came while the images were read found nothing to stop yet.
+            if jobs.status_of(session, job_id) == jobs.CANCELLED:
+                self._executor.cancel(task.seq)
+        return True
+
+    def _prepare(self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float) -> m.RenderTask:
+        model = self.catalog.get(spec.model)
+        if model is None:
+            raise InputError(f"model {spec.model} is no longer in the catalog")
+        first = self._image(spec.image)
+        last = self._image(spec.last_frame)
+        references = tuple(self._image(url) for url in spec.reference_images)
         plan = plan_render(
             prompt=spec.prompt,
             negative_prompt=spec.negative_prompt,
@@ -224,7 +239,7 @@ class Dispatcher:
             has_first_frame=first is not None,
             has_last_frame=last is not None,
             reference_count=len(references),
-            grid_scale=engine.grid_scale,
+            grid_scale=grid_scale,
         )
         key = f"results/{job_id}/{attempt}.mp4"
         staged = self.storage.staging_path(key)
@@ -240,13 +255,7 @@ class Dispatcher:
                 deadline=time.monotonic() + self.settings.job_timeout_s,
             )
             self._running[running.seq] = running
-        task = m.RenderTask(running.seq, job_id, plan, str(staged), first, last, references)
-        self._executor.submit(slot, task)
-        with self.db.read() as session:
-            # A cancel that came while the images were fetched found nothing to stop yet.
-            if jobs.status_of(session, job_id) == jobs.CANCELLED:
-                self._executor.cancel(running.seq)
-        return True
+        return m.RenderTask(running.seq, job_id, plan, str(staged), first, last, references)
 
     @overload
     def _image(self, url: str) -> Image.Image: ...

@@ -23,7 +23,8 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request body."""
+    """The Idempotency-Key cannot be replayed: it was used with another body, or its job was deleted.
+    The message says which, for the client."""
 
 
 class TooManyActiveJobs(Exception):
@@ -43,6 +44,7 @@ class NewJob:
     request_hash: str | None
     webhook_url: str | None
     webhook_events: list[str] | None
+    base_url: str | None = None
 
 
 def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = None) -> tuple[Job, bool]:
@@ -61,7 +63,11 @@ def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = 
             session.flush()
         elif existing is not None:
             if existing.request_hash != new.request_hash:
-                raise IdempotencyConflict(new.idempotency_key)
+                raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
+            if existing.deleted_at is not None:
+                raise IdempotencyConflict(
+                    "Idempotency-Key was used for a job that has since been deleted; use a new key"
+                )
             return existing, False
     if max_active is not None:
         active = session.scalar(
@@ -84,6 +90,7 @@ def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = 
         request_hash=new.request_hash,
         webhook_url=new.webhook_url,
         webhook_events=new.webhook_events,
+        base_url=new.base_url,
         webhook_status="pending" if new.webhook_url else None,
     )
     session.add(job)

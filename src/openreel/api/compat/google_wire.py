@@ -536,10 +536,12 @@ def materialize(svc: Services, account_id: str, base_url: str, predict: Predict)
     return replace(predict.spec, image=image, last_frame=last, reference_images=refs)
 
 
-def submit(svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None) -> Submitted:
+def submit(
+    svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None, base_url: str
+) -> Submitted:
     """``submit_job`` with its refusals in Google's shapes."""
     try:
-        return submit_job(svc, key, spec, echo=echo, idempotency_key=idem)
+        return submit_job(svc, key, spec, echo=echo, base_url=base_url, idempotency_key=idem)
     except EngineUnavailable as exc:
         raise GoogleError(503, str(exc)) from exc
     except InsufficientCredits as exc:
@@ -560,7 +562,7 @@ def submit(svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], id
             ],
         ) from exc
     except jobs.IdempotencyConflict as exc:
-        raise GoogleError(409, "Idempotency-Key was already used with a different request") from exc
+        raise GoogleError(409, str(exc)) from exc
     except jobs.TooManyActiveJobs as exc:
         raise GoogleError(
             429, f"Too many concurrent jobs: {exc}; wait for one to finish", headers={"Retry-After": "5"}

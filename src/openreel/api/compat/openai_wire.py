@@ -55,11 +55,11 @@ from openreel.api.compat.common import (
 )
 from openreel.api.deps import Services
 from openreel.api.intake import UploadRejected
-from openreel.api.job_service import EngineUnavailable, Submitted, check_own_links, submit_job
+from openreel.api.job_service import EngineUnavailable, Submitted, submit_job, take_images
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
 from openreel.ledger.tables import ApiKey, Job, Upload, utcnow
-from openreel.validation import Details, VideoSpec, resolve_video_request
+from openreel.validation import Details, VideoSpec, check_strings, resolve_video_request
 
 DEFAULT_MODEL = "veo-3.1-fast"
 DEFAULT_SIZE = "720x1280"
@@ -315,6 +315,10 @@ def _reference(
 
 def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_url: str) -> Create:
     """OpenAI's create parameters -> our spec; raises OpenAIError naming the (first) bad parameter."""
+    unstorable = Details()
+    check_strings(unstorable, {k: v for k, v in fields.items() if not isinstance(v, FilePart)})
+    for param, messages in unstorable.items():
+        raise OpenAIError(400, f"{param}: {messages[0]}", param=param, code="invalid_value")
     for name in fields:
         if name not in FIELDS + EXTENSIONS:
             raise OpenAIError(
@@ -415,8 +419,8 @@ def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_ur
         catalog=svc.catalog,
         reference_images_supported=svc.dispatcher.engine.reference_images,
     )
-    if spec is not None and image_url is not None:
-        check_own_links(svc, spec, resolved)
+    if spec is not None and image_url is not None and not details and not resolved:
+        spec = take_images(svc, account_id, spec, base_url, resolved)
     for path, messages in resolved.items():
         param = _PARAM_OF.get(path, path)
         for message in messages:
@@ -452,10 +456,12 @@ def materialize(svc: Services, account_id: str, base_url: str, create: Create) -
     return VideoSpec.from_json({**create.spec.to_json(), "image": url})
 
 
-def submit(svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None) -> Submitted:
+def submit(
+    svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None, base_url: str
+) -> Submitted:
     """``submit_job`` with its refusals in OpenAI's shapes."""
     try:
-        return submit_job(svc, key, spec, echo=echo, idempotency_key=idem)
+        return submit_job(svc, key, spec, echo=echo, base_url=base_url, idempotency_key=idem)
     except EngineUnavailable as exc:
         raise OpenAIError(503, str(exc), type="server_error", code="engine_unavailable", retry=True) from exc
     except InsufficientCredits as exc:
@@ -469,7 +475,7 @@ def submit(svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], id
     except jobs.IdempotencyConflict as exc:
         raise OpenAIError(
             409,
-            "Idempotency-Key was already used with a different request",
+            str(exc),
             param="Idempotency-Key",
             code="idempotency_conflict",
         ) from exc

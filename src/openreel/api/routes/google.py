@@ -38,6 +38,7 @@ from openreel.api.compat.google_wire import (
     GoogleError,
     Operation,
     PredictRequest,
+    invalid,
     materialize,
     on_validation,
     operation,
@@ -49,6 +50,7 @@ from openreel.api.compat.google_wire import (
 from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
+from openreel.validation import Details
 
 router = APIRouter(tags=["Google Veo"], route_class=common.shaped_route(on_validation))
 
@@ -127,9 +129,14 @@ def _predict(
     idem: str | None,
     form: Form,
 ) -> JSONResponse:
+    details = Details()
+    job_service.check_idempotency_key(details, "Idempotency-Key", idem)
+    if details:
+        raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
-    spec = materialize(svc, key.account_id, svc.base_url(request), predict)
-    submitted = submit(svc, key, spec, predict.echo, idem)
+    base_url = svc.base_url(request)
+    spec = materialize(svc, key.account_id, base_url, predict)
+    submitted = submit(svc, key, spec, predict.echo, idem, base_url)
     with svc.db.read() as session:
         job = session.get(Job, submitted.job_id)
     assert job is not None

@@ -16,6 +16,7 @@ from openreel.api.errors import ApiError, validation_error
 from openreel.api.schemas import ErrorBody, JobList, JobOut, JobStatus
 from openreel.ledger import jobs
 from openreel.ledger.tables import Job
+from openreel.validation import Details, check_text
 
 router = APIRouter(tags=["Jobs"])
 NOT_FOUND = "Job not found"
@@ -79,6 +80,10 @@ def list_jobs(
     include_models: Literal["true", "false"] = "false",
 ) -> dict[str, Any]:
     """Accounts are single-team here: ``scope`` user and team both list the account's jobs."""
+    details = Details()
+    check_text(details, "model", model)
+    if details:
+        raise validation_error(details)
     after = decode_cursor(cursor) if cursor else None
     with svc.db.read() as session:
         page, has_more = jobs.list_jobs(

@@ -48,6 +48,7 @@ from openreel.api.compat.openai_wire import video_id as openai_id
 from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
+from openreel.validation import Details
 
 router = APIRouter(tags=["OpenAI videos"], route_class=common.shaped_route(on_validation))
 
@@ -179,10 +180,14 @@ async def _read_fields(request: Request, limit: int) -> dict[str, Any]:
 def _create(
     svc: Services, request: Request, key: ApiKey, fields: dict[str, Any], idem: str | None
 ) -> JSONResponse:
+    details = Details()
+    job_service.check_idempotency_key(details, "Idempotency-Key", idem)
+    if details:
+        raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
     base_url = svc.base_url(request)
     create = parse_create(svc, key.account_id, fields, base_url)
     spec = materialize(svc, key.account_id, base_url, create)
-    submitted = submit(svc, key, spec, create.echo, idem)
+    submitted = submit(svc, key, spec, create.echo, idem, base_url)
     with svc.db.read() as session:
         job = session.get(Job, submitted.job_id)
     assert job is not None

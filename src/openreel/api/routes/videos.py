@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from openreel.api.deps import KeyDep, ServicesDep
 from openreel.api.errors import ApiError, validation_error
-from openreel.api.job_service import EngineUnavailable, check_own_links, submit_job
+from openreel.api.job_service import (
+    EngineUnavailable,
+    check_idempotency_key,
+    check_webhook_target,
+    submit_job,
+    take_images,
+)
 from openreel.api.schemas import ErrorBody, GenerateVideoRequest, InsufficientCreditsBody, JobAccepted
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.validation import check_url, resolve_video_request
+from openreel.validation import check_strings, check_url, resolve_video_request
 
 router = APIRouter(tags=["Videos"])
 ACTIVE_JOBS_RETRY_AFTER_S = 5
@@ -35,11 +41,13 @@ ACTIVE_JOBS_RETRY_AFTER_S = 5
 )
 def generate_video(
     body: GenerateVideoRequest,
+    request: Request,
     svc: ServicesDep,
     key: KeyDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> JSONResponse:
     params = body.veoParams.model_dump(exclude_unset=True) if body.veoParams else {}
+    echo = body.model_dump(exclude_unset=True)
     spec, details = resolve_video_request(
         model_id=body.model,
         prompt=body.prompt,
@@ -47,12 +55,17 @@ def generate_video(
         catalog=svc.catalog,
         reference_images_supported=svc.dispatcher.engine.reference_images,
     )
+    check_strings(details, echo)
+    check_idempotency_key(details, "Idempotency-Key", idempotency_key)
     if body.webhookUrl is not None:
         check_url(details, "webhookUrl", body.webhookUrl)
     if body.webhookEvents is not None and body.webhookUrl is None:
         details.add("webhookEvents", "needs webhookUrl")
-    if spec is not None:
-        check_own_links(svc, spec, details)
+    if not details and body.webhookUrl is not None:
+        check_webhook_target(svc, details, "webhookUrl", body.webhookUrl)
+    base_url = svc.base_url(request)
+    if spec is not None and not details:
+        spec = take_images(svc, key.account_id, spec, base_url, details)
     if details or spec is None:
         raise validation_error(details)
     try:
@@ -60,7 +73,8 @@ def generate_video(
             svc,
             key,
             spec,
-            echo=body.model_dump(exclude_unset=True),
+            echo=echo,
+            base_url=base_url,
             idempotency_key=idempotency_key,
             webhook_url=body.webhookUrl,
             webhook_events=list(body.webhookEvents) if body.webhookEvents else None,
@@ -72,7 +86,7 @@ def generate_video(
             402, "Insufficient credits", creditsRequired=exc.required, creditsAvailable=exc.available
         ) from exc
     except jobs.IdempotencyConflict as exc:
-        raise ApiError(409, "Idempotency-Key was already used with a different request body") from exc
+        raise ApiError(409, str(exc)) from exc
     except jobs.TooManyActiveJobs as exc:
         message = f"Too many concurrent jobs: {exc}; wait for one to finish"
         raise ApiError(429, message, headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_S)}) from exc

@@ -1,0 +1,257 @@
+"""A hostile corpus against every protocol, in-process, on SQLite and PostgreSQL: each malformed URL,
+string, cursor or header is a 400 that names its field, in the protocol's own shape, and charges
+nothing; private targets are refused at submit. Never a 5xx."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from openreel import netguard
+from openreel.api.app import create_app
+from openreel.ledger import accounts
+from openreel.ledger.db import Database
+from openreel.settings import Settings
+from openreel.validation import MAX_URL_LENGTH
+
+from databases import DIALECTS, throwaway_database
+
+BASE: dict[str, Any] = {"prompt": "p", "model": "veo-3.1-fast"}
+CREDITS = 100
+
+# (name, URL): each is a 400 wherever a URL is taken, before anything is fetched or stored.
+BAD_URLS = [
+    ("unclosed IPv6", "http://[::1/a.png"),
+    ("port out of range", "http://example.com:99999/a.png"),
+    ("port not a number", "http://example.com:http/a.png"),
+    ("port zero", "http://example.com:0/a.png"),
+    ("empty label", "http://a..b/a.png"),
+    ("not an IP literal", "http://[zz]/a.png"),
+    ("no host", "http:///a.png"),
+    ("credentials", "http://user:pw@example.com/a.png"),
+    ("unpaired surrogate", "http://\ud800.example/a.png"),
+    ("NUL", "http://example.com/\x00.png"),
+    ("tab", "http://example.com/\t.png"),
+    ("too long", "http://example.com/" + "a" * MAX_URL_LENGTH),
+    ("file scheme", "file:///etc/passwd"),
+    ("relative", "/v2/files/a.png"),
+]
+
+# Targets that resolve only to refused addresses: a 400 at submit naming the setting that allows them.
+PRIVATE_URLS = [
+    "http://127.0.0.1:9/a.png",
+    "http://localhost:9/a.png",
+    "http://[::1]/a.png",
+    "http://[::127.0.0.1]/a.png",  # IPv4-compatible IPv6
+    "http://[64:ff9b:1::a00:1]/a.png",  # local-use NAT64
+    "http://[64:ff9b::a9fe:a9fe]/a.png",  # well-known NAT64 prefix around 169.254.169.254
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1/a.png",
+]
+
+
+def encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+BAD_CURSORS = [
+    "!!!",
+    "a",
+    encode(b"\xff\xfe"),
+    encode(b"[1, 2]"),
+    encode(b'["x"]'),
+    encode(b'{"a": 1}'),
+    encode(b"[null, null]"),
+    encode(b'["2026-01-01T00:00:00", "not-a-uuid"]'),
+    encode(b'["not-a-date", "00000000-0000-0000-0000-000000000000"]'),
+    encode(b'["99999-01-01", "00000000-0000-0000-0000-000000000000"]'),
+    encode(json.dumps(["2026-01-01T00:00:00+00:00", "\ud800"]).encode()),
+    "x" * 5000,
+]
+
+
+@pytest.fixture(scope="module", params=DIALECTS)
+def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    root = tmp_path_factory.mktemp(f"hostile-{request.param}")
+    with throwaway_database(request.param, root) as url:
+        settings = Settings(
+            data_dir=root / "data",
+            database_url=url,
+            rate_limit_per_minute=0,
+            max_concurrent_jobs=1000,
+            x264_preset="ultrafast",
+        )
+        with TestClient(create_app(settings), base_url="http://testserver") as client:
+            client.app.state.test_db_url = settings.resolved_database_url()
+            yield client
+
+
+def new_key(app: TestClient) -> str:
+    database = Database(app.app.state.test_db_url)  # type: ignore[attr-defined]
+    try:
+        with database.session() as session:
+            return accounts.create_key(session, name="hostile", initial_credits=CREDITS).raw
+    finally:
+        database.dispose()
+
+
+def credits(app: TestClient, key: str) -> int:
+    return int(app.get("/v2/me", headers={"X-API-Key": key}).json()["team"]["credits"])
+
+
+def apiframe(app: TestClient, key: str, body: dict[str, Any], **headers: str) -> Any:
+    raw = json.dumps(body).encode()  # ASCII escapes, so unpaired surrogates travel as \\udXXX
+    return app.post(
+        "/v2/videos/generate",
+        content=raw,
+        headers={"X-API-Key": key, "Content-Type": "application/json", **headers},
+    )
+
+
+def openai(app: TestClient, key: str, body: dict[str, Any], **headers: str) -> Any:
+    return app.post(
+        "/v1/videos",
+        content=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **headers},
+    )
+
+
+def google(app: TestClient, key: str, body: dict[str, Any], **headers: str) -> Any:
+    return app.post(
+        "/v1beta/models/veo-3.1-fast-generate-preview:predictLongRunning",
+        content=json.dumps(body).encode(),
+        headers={"x-goog-api-key": key, "Content-Type": "application/json", **headers},
+    )
+
+
+def url_fields(url: str) -> list[tuple[dict[str, Any], str]]:
+    return [
+        ({**BASE, "veoParams": {"image": url}}, "veoParams.image"),
+        ({**BASE, "veoParams": {"last_frame": url}}, "veoParams.last_frame"),
+        ({**BASE, "veoParams": {"reference_images": [url]}}, "veoParams.reference_images.0"),
+        ({**BASE, "webhookUrl": url}, "webhookUrl"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "url"), BAD_URLS, ids=[name for name, _ in BAD_URLS])
+def test_malformed_urls_are_a_400_naming_the_field(app: TestClient, name: str, url: str) -> None:
+    key = new_key(app)
+    for body, path in url_fields(url):
+        response = apiframe(app, key, body)
+        assert response.status_code == 400, (name, path, response.text)
+        assert path in response.json()["details"], (name, path, response.json())
+    response = openai(app, key, {"prompt": "p", "input_reference": {"image_url": url}})
+    assert response.status_code == 400, (name, response.text)
+    assert response.json()["error"]["param"].startswith("input_reference")
+    assert credits(app, key) == CREDITS
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_private_targets_are_refused_at_submit(app: TestClient, url: str) -> None:
+    key = new_key(app)
+    for body, path in url_fields(url)[:2] + url_fields(url)[3:]:
+        response = apiframe(app, key, body)
+        assert response.status_code == 400, (path, response.text)
+        message = " ".join(response.json()["details"][path])
+        assert "OPENREEL_ALLOW_PRIVATE_URLS" in message, message
+        if path != "webhookUrl":
+            assert "POST /v2/uploads" in message, message
+    response = openai(app, key, {"prompt": "p", "input_reference": {"image_url": url}})
+    assert response.status_code == 400 and "OPENREEL_ALLOW_PRIVATE_URLS" in response.text
+    assert credits(app, key) == CREDITS
+    assert app.get("/v2/jobs", headers={"X-API-Key": key}).json()["jobs"] == []
+
+
+def test_the_address_classification_refuses_embedded_private_ranges() -> None:
+    import ipaddress
+
+    for address in ("::127.0.0.1", "::8.8.8.8", "64:ff9b:1::808:808", "64:ff9b::a00:1", "::ffff:10.0.0.1"):
+        assert not netguard.public(ipaddress.ip_address(address)), address
+    for address in ("8.8.8.8", "64:ff9b::808:808", "2606:4700::1111"):
+        assert netguard.public(ipaddress.ip_address(address)), address
+
+
+UNSTORABLE = ["a\x00b", "a\ud800b", "\udfff"]
+
+
+@pytest.mark.parametrize("text", UNSTORABLE, ids=["NUL", "high surrogate", "low surrogate"])
+def test_unstorable_strings_are_a_400_in_every_protocol(app: TestClient, text: str) -> None:
+    key = new_key(app)
+    for body in (
+        {**BASE, "prompt": text},
+        {**BASE, "veoParams": {"negative_prompt": text}},
+        {**BASE, "model": text},
+        {**BASE, "webhookUrl": "https://example.com/" + text},
+    ):
+        response = apiframe(app, key, body)
+        assert response.status_code == 400, (body, response.text)
+    for body in (
+        {"prompt": text},
+        {"prompt": "p", "negative_prompt": text},
+        {"prompt": "p", "model": text},
+        {"prompt": "p", text: "x"},
+        {"prompt": "p", "input_reference": {"image_url": "https://example.com/" + text}},
+    ):
+        response = openai(app, key, body)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["error"]["message"]
+    for body in (
+        {"instances": [{"prompt": text}]},
+        {"instances": [{"prompt": "p"}], "parameters": {"negativePrompt": text}},
+        {"instances": [{"prompt": "p"}], "parameters": {"sampleCount": 1}, text: 1},
+    ):
+        response = google(app, key, body)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert credits(app, key) == CREDITS
+    listed = app.get("/v2/jobs", headers={"X-API-Key": key})
+    assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+@pytest.mark.parametrize("cursor", BAD_CURSORS)
+def test_tampered_cursors_are_a_400(app: TestClient, cursor: str) -> None:
+    key = new_key(app)
+    response = app.get("/v2/jobs", params={"cursor": cursor}, headers={"X-API-Key": key})
+    assert response.status_code == 400, response.text
+    assert "cursor" in response.json()["details"]
+    response = app.get("/v1/videos", params={"after": cursor}, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "after"
+
+
+def test_list_filters_are_never_a_server_error(app: TestClient) -> None:
+    key = new_key(app)
+    for params in ({"model": "a\x00b"}, {"model": "x" * 10_000}, {"search": "not-a-uuid"}):
+        response = app.get("/v2/jobs", params=params, headers={"X-API-Key": key})
+        assert response.status_code in (200, 400), (params, response.text)
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_idempotency_key_is_a_400(app: TestClient, value: str) -> None:
+    key = new_key(app)
+    body = {**BASE, "veoParams": {"duration": 4}}
+    response = apiframe(app, key, body, **{"Idempotency-Key": value})
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()["details"]
+    response = openai(app, key, {"prompt": "p", "seconds": "4"}, **{"Idempotency-Key": value})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "Idempotency-Key"
+    response = google(app, key, {"instances": [{"prompt": "p"}]}, **{"Idempotency-Key": value})
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()["error"]["message"]
+    assert credits(app, key) == CREDITS
+
+
+def test_replaying_the_key_of_a_deleted_job_says_so(app: TestClient, tmp_path: Path) -> None:
+    key = new_key(app)
+    headers = {"X-API-Key": key}
+    body = {**BASE, "veoParams": {"duration": 8, "resolution": "1080p"}}
+    job_id = apiframe(app, key, body, **{"Idempotency-Key": "k1"}).json()["jobId"]
+    assert app.post(f"/v2/jobs/{job_id}/cancel", headers=headers).status_code in (200, 409)
+    assert app.delete(f"/v2/jobs/{job_id}", headers=headers).status_code == 200
+    replay = apiframe(app, key, body, **{"Idempotency-Key": "k1"})
+    assert replay.status_code == 409, replay.text
+    assert "deleted" in replay.json()["error"]
+    assert credits(app, key) == CREDITS
