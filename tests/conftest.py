@@ -6,18 +6,12 @@ from collections.abc import Iterator
 import pytest
 
 from databases import throwaway_database
-from support import LiveServer, running_server
+from support import SERVER_ENV, LiveServer, running_server
 
 # Ray clusters started by the tests (and the servers they start) listen on loopback only, without
 # token auth; both are read when Ray starts a node or connects a driver.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-SERVER_ENV = {
-    "OPENREEL_ALLOW_PRIVATE_URLS": "1",
-    "OPENREEL_MAX_UPLOAD_IMAGE_BYTES": str(2 * 1024 * 1024),
-    "OPENREEL_X264_PRESET": "ultrafast",
-}
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,12 @@ from openreel.settings import Settings
 # kill a worker or a server under a job. Cancelling tests take the quality recipe, whose 40 guided steps
 # leave more time to catch it before the last one.
 LONG = {"prompt": "long", "model": "veo-3.1-fast", "veoParams": {"duration": 8, "resolution": "1080p"}}
+# The settings of the session's shared servers (tests/conftest.py).
+SERVER_ENV = {
+    "OPENREEL_ALLOW_PRIVATE_URLS": "1",
+    "OPENREEL_MAX_UPLOAD_IMAGE_BYTES": str(2 * 1024 * 1024),
+    "OPENREEL_X264_PRESET": "ultrafast",
+}
 CONTRACT = json.loads((Path(__file__).parent / "contract" / "apiframe-v2-openapi.json").read_text())
 _REGISTRY = Registry().with_resource("urn:contract", Resource(contents=CONTRACT, specification=DRAFT202012))
 

@@ -26,15 +26,14 @@ import psutil
 import pytest
 from moto import mock_aws
 
-from conftest import SERVER_ENV
-from openreel.api.guards import json_body_limit
+from openreel.api.guards import body_limit
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.settings import Settings
 from openreel.storage.s3 import S3Storage
 from openreel.storage.signing import Signer
 
-from support import LiveServer, free_port, png
+from support import SERVER_ENV, LiveServer, free_port, png
 
 MB = 1024 * 1024
 GOOGLE_PREDICT = "/v1beta/models/veo-3.1-fast-generate-preview:predictLongRunning"
@@ -219,13 +218,14 @@ def test_bad_and_inactive_keys_keep_each_protocols_answer(guarded: Guarded) -> N
 
 
 def test_with_a_key_a_body_over_the_cap_is_a_413_in_each_protocols_shape(guarded: Guarded) -> None:
-    cap = json_body_limit(Settings(max_upload_image_bytes=int(SERVER_ENV["OPENREEL_MAX_UPLOAD_IMAGE_BYTES"])))
+    settings = Settings(max_upload_image_bytes=int(SERVER_ENV["OPENREEL_MAX_UPLOAD_IMAGE_BYTES"]))
     shapes = {
         "apiframe": lambda body: body["error"].startswith("Request body too large"),
         "google": lambda body: body["error"]["code"] == 413 and body["error"]["status"] == "INVALID_ARGUMENT",
         "openai": lambda body: body["error"]["code"] == "request_too_large",
     }
     for name, (path, auth, _) in PROTOCOLS.items():
+        cap = body_limit(settings, path, "application/json")
         headers = {**JSON, **auth(guarded.key)}
         declared = {**headers, "Content-Length": str(cap + 1)}
         with Footprint(guarded.pid) as footprint:

@@ -39,6 +39,8 @@ BAD_URLS = [
     ("NUL", "http://example.com/\x00.png"),
     ("tab", "http://example.com/\t.png"),
     ("too long", "http://example.com/" + "a" * MAX_URL_LENGTH),
+    ("C1 control", "http://example.com/\x85.png"),
+    ("line separator", "http://example.com/\u2028.png"),
     ("file scheme", "file:///etc/passwd"),
     ("relative", "/v2/files/a.png"),
 ]
@@ -72,6 +74,9 @@ BAD_CURSORS = [
     encode(b'["not-a-date", "00000000-0000-0000-0000-000000000000"]'),
     encode(b'["99999-01-01", "00000000-0000-0000-0000-000000000000"]'),
     encode(json.dumps(["2026-01-01T00:00:00+00:00", "\ud800"]).encode()),
+    encode(b'["9999-12-31T23:59:59-14:00", "00000000-0000-0000-0000-000000000000"]'),
+    encode(b'["0001-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"]'),
+    encode(b'["0001-01-01T00:00:00+14:00", "00000000-0000-0000-0000-000000000000"]'),
     "x" * 5000,
 ]
 
@@ -204,11 +209,20 @@ def test_unstorable_strings_are_a_400_in_every_protocol(app: TestClient, text: s
     for body in (
         {"instances": [{"prompt": text}]},
         {"instances": [{"prompt": "p"}], "parameters": {"negativePrompt": text}},
+        {"instances": [{"prompt": "p"}], "parameters": {"aspectRatio": text}},
+        {"instances": [{"prompt": "p"}], "parameters": {"labels": {text: "v"}}},
+        {"instances": [{"prompt": "p"}], "parameters": {"labels": {"k": text}}},
         {"instances": [{"prompt": "p"}], "parameters": {"sampleCount": 1}, text: 1},
     ):
         response = google(app, key, body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+    fetched = app.post(
+        "/v1beta1/publishers/google/models/veo-3.1-fast-generate-001:fetchPredictOperation",
+        content=json.dumps({"operationName": f"projects/p/locations/l/operations/{text}"}).encode(),
+        headers={"x-goog-api-key": key, "Content-Type": "application/json"},
+    )
+    assert fetched.status_code in (400, 404), fetched.text
     assert credits(app, key) == CREDITS
     listed = app.get("/v2/jobs", headers={"X-API-Key": key})
     assert listed.status_code == 200 and listed.json()["jobs"] == []
@@ -254,4 +268,22 @@ def test_replaying_the_key_of_a_deleted_job_says_so(app: TestClient, tmp_path: P
     replay = apiframe(app, key, body, **{"Idempotency-Key": "k1"})
     assert replay.status_code == 409, replay.text
     assert "deleted" in replay.json()["error"]
+    assert credits(app, key) == CREDITS
+
+
+def test_image_fetches_at_submit_are_bounded(app: TestClient) -> None:
+    """Slow image hosts cannot take every request thread: past the bound a submit is refused at once."""
+    key = new_key(app)
+    fetches = app.app.state.services.fetches  # type: ignore[attr-defined]
+    taken = 0
+    while fetches.acquire(blocking=False):
+        taken += 1
+    try:
+        response = apiframe(app, key, {**BASE, "veoParams": {"image": "https://example.com/a.png"}})
+    finally:
+        for _ in range(taken):
+            fetches.release()
+    assert taken == 8
+    assert response.status_code == 400
+    assert "too many images" in response.json()["details"]["veoParams.image"][0]
     assert credits(app, key) == CREDITS

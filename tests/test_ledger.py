@@ -253,10 +253,12 @@ def test_idempotency_key_is_free_again_after_24_hours(db: Database) -> None:
 
 
 def test_expired_uploads_are_swept_with_their_files(db: Database, tmp_path: Path) -> None:
+    """An expired upload that a queued job still names stays until that job has ended."""
     storage = LocalStorage(tmp_path / "files")
-    key = new_key(db, 0)
+    key = new_key(db, 10)
     now = utcnow()
-    for name, expires in (("old", now - timedelta(seconds=1)), ("new", now + timedelta(hours=1))):
+    names = (("old", now - timedelta(seconds=1)), ("new", now + timedelta(hours=1)), ("queued", now))
+    for name, expires in names:
         staged = storage.staging_path(f"uploads/{name}.png")
         staged.write_bytes(b"x")
         storage.commit(staged, f"uploads/{name}.png")
@@ -271,12 +273,31 @@ def test_expired_uploads_are_swept_with_their_files(db: Database, tmp_path: Path
                     expires_at=expires,
                 )
             )
+    waiting = jobs.NewJob(
+        "veo-3.1-fast",
+        {},
+        {"image": "http://h/v2/files/uploads/queued.png?exp=1&sig=s"},
+        5,
+        None,
+        None,
+        None,
+        None,
+    )
     with db.session() as session:
-        assert uploads.sweep_expired(session, storage, now) == 1
+        queued, _ = jobs.submit(session, key, waiting)
+    later = now + timedelta(seconds=1)
+    with db.session() as session:
+        assert uploads.sweep_expired(session, storage, later) == 1
     with db.session() as session:
         assert uploads.by_storage_key(session, "uploads/old.png") is None
         assert uploads.by_storage_key(session, "uploads/new.png") is not None
+        assert uploads.by_storage_key(session, "uploads/queued.png") is not None
     assert not storage.exists("uploads/old.png") and storage.exists("uploads/new.png")
+    with db.session() as session:
+        jobs.end_with_refund(session, queued.id, jobs.CANCELLED, None)
+    with db.session() as session:
+        assert uploads.sweep_expired(session, storage, later) == 1
+    assert not storage.exists("uploads/queued.png")
 
 
 def test_active_job_cap_is_per_account_and_frees_up(db: Database) -> None:

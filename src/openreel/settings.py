@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     max_json_body_bytes: int | None = Field(
         default=None,
         ge=0,
-        description="Largest JSON request body; unset: room for 3 inline base64 images of the image limit.",
+        description="Cap on JSON bodies; unset: room for the inline base64 images a route takes (3 at most).",
     )
     fetch_timeout_s: float = 20.0
     fetch_max_redirects: int = 3

@@ -7,6 +7,7 @@ keyed by its JSON path, so nothing a user sends is silently ignored.
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +43,9 @@ class VideoSpec:
 
 class Details(dict[str, list[str]]):
     def add(self, path: str, message: str) -> None:
-        self.setdefault(path, []).append(message)
+        messages = self.setdefault(path, [])
+        if message not in messages:
+            messages.append(message)
 
 
 MAX_URL_LENGTH = 2048
@@ -88,7 +91,7 @@ def url_problem(url: str) -> str | None:
     problem = text_problem(url)
     if problem:
         return problem
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
         return "must not contain spaces or control characters"
     try:
         parts = urlsplit(url)
@@ -152,7 +155,7 @@ def _resolve_params(
     if aspect_ratio not in model.aspect_ratios:
         details.add(
             p + "aspect_ratio",
-            f"{aspect_ratio} is not supported; supported: {', '.join(model.aspect_ratios)} "
+            f"{aspect_ratio!r} is not supported; supported: {', '.join(model.aspect_ratios)} "
             "(the engine generates only these natively and does not letterbox)",
         )
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import socket
 import threading
+import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,6 +52,7 @@ DEFAULT_EVENTS = ("completed", "failed")
 PROGRESS_STEP = 10
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 300.0
+UNRECORDED_RETRY_S = 30.0  # a try whose outcome the ledger could not take is made again after this
 WORKERS = 8
 PER_ACCOUNT = 2
 PER_TARGET = 4
@@ -117,13 +119,19 @@ class WebhookSender:
         self.base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
         self._last_progress: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._in_flight: set[Future[None]] = set()
+        self._in_flight = 0
         self._per_account: Counter[str] = Counter()
         self._per_target: Counter[str] = Counter()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="openreel-webhook")
+        self._work: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="openreel-webhooks", daemon=True)
+        # Daemon threads, not a ThreadPoolExecutor (whose threads the interpreter joins at exit): a
+        # receiver that keeps a try alive must never keep the server from stopping.
+        self._workers = [
+            threading.Thread(target=self._serve, name=f"openreel-webhook-{i}", daemon=True)
+            for i in range(WORKERS)
+        ]
 
     def start(self) -> None:
         with self.db.session() as session:
@@ -131,18 +139,18 @@ class WebhookSender:
                 update(WebhookDelivery).where(WebhookDelivery.status == "sending").values(status="pending")
             )
         self._thread.start()
+        for worker in self._workers:
+            worker.start()
 
     def close(self) -> None:
         """Stop taking rows and give the tries under way one timeout to end; rows claimed but not
         finished stay ``sending`` and go back to ``pending`` at the next start."""
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            running = set(self._in_flight)
-        wait(running, timeout=self.settings.webhook_timeout_s + 5)
+        deadline = time.monotonic() + self.settings.webhook_timeout_s + 5
+        for thread in (self._thread, *self._workers):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def enqueue(self, session: Session, job_id: str, event: str) -> None:
         """Add the event to the outbox inside the caller's transaction, if the job asked for it."""
@@ -187,7 +195,7 @@ class WebhookSender:
         cannot fill the scan and hide other accounts' rows.
         """
         with self._lock:
-            free = WORKERS - len(self._in_flight)
+            free = WORKERS - self._in_flight
             full_accounts = [account for account, n in self._per_account.items() if n >= PER_ACCOUNT]
         if free <= 0:
             return
@@ -234,7 +242,7 @@ class WebhookSender:
                         account_id=account_id,
                         target=target_of(url),
                     )
-                    if not self._reserve(delivery):
+                    if self._stop.is_set() or not self._reserve(delivery):
                         continue
                     claimed.append(delivery)
                     taken = session.connection().execute(
@@ -250,10 +258,7 @@ class WebhookSender:
                 self._release(delivery)
             raise
         for delivery in claimed:
-            future = self._pool.submit(self._deliver, delivery)
-            with self._lock:
-                self._in_flight.add(future)
-            future.add_done_callback(self._done)
+            self._work.put(delivery)
 
     def _reserve(self, delivery: Delivery) -> bool:
         with self._lock:
@@ -264,10 +269,12 @@ class WebhookSender:
                 return False
             self._per_account[delivery.account_id] += 1
             self._per_target[delivery.target] += 1
+            self._in_flight += 1
             return True
 
     def _release(self, delivery: Delivery) -> None:
         with self._lock:
+            self._in_flight -= 1
             self._per_account[delivery.account_id] -= 1
             self._per_target[delivery.target] -= 1
             if self._per_account[delivery.account_id] <= 0:
@@ -276,10 +283,13 @@ class WebhookSender:
                 del self._per_target[delivery.target]
         self._wake.set()
 
-    def _done(self, future: Future[None]) -> None:
-        with self._lock:
-            self._in_flight.discard(future)
-        self._wake.set()
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                delivery = self._work.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._deliver(delivery)
 
     def _deliver(self, delivery: Delivery) -> None:
         """One try of one row; whatever goes wrong is recorded on that row and nowhere else."""
@@ -289,8 +299,24 @@ class WebhookSender:
             log.exception(
                 "webhook %s for job %s: the try could not be recorded", delivery.event, delivery.job_id
             )
+            self._unclaim(delivery)
         finally:
             self._release(delivery)
+
+    def _unclaim(self, delivery: Delivery) -> None:
+        """Put a row whose outcome could not be written back in line (a later try of the same
+        event), so that neither it nor the job's later events wait for a restart."""
+        try:
+            with self.db.session() as session:
+                session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status == "sending")
+                    .values(
+                        status="pending", next_attempt_at=utcnow() + timedelta(seconds=UNRECORDED_RETRY_S)
+                    )
+                )
+        except Exception:
+            log.exception("webhook row %d stays sending until the next start", delivery.id)
 
     def _attempt(self, delivery: Delivery) -> tuple[str | None, bool]:
         """(None, False) when the receiver took it, else why not and whether retrying is pointless."""

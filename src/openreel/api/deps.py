@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -32,6 +33,9 @@ class Services:
     presenter: Presenter
     webhooks: WebhookSender
     limiter: RateLimiter
+    # Requests fetching image URLs at submit at once: each holds a request thread while it waits on
+    # someone else's server, so slow hosts must not take all of them.
+    fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")

@@ -39,18 +39,20 @@ _BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encodi
 _GOOGLE_PATHS = ("/v1beta/", "/v1beta1/", "/v1/models/", "/v1/publishers/", "/v1/operations/", "/v1/files/")
 
 
-def json_body_limit(settings: Settings) -> int:
-    """``max_json_body_bytes``, or room for the largest valid Google request with inline images."""
-    if settings.max_json_body_bytes is not None:
-        return settings.max_json_body_bytes
-    return INLINE_IMAGES * (settings.max_upload_image_bytes * 4 // 3 + 64) + JSON_OVERHEAD
+def json_body_limit(settings: Settings, images: int) -> int:
+    """``max_json_body_bytes``, or room for a request with ``images`` inline base64 images."""
+    room = images * (settings.max_upload_image_bytes * 4 // 3 + 64) + JSON_OVERHEAD
+    return room if settings.max_json_body_bytes is None else min(room, settings.max_json_body_bytes)
 
 
 def body_limit(settings: Settings, path: str, content_type: str) -> int:
     """A multipart body carries one file (any upload on ``/v2/uploads``, an image on OpenAI's create);
-    any other body is JSON (or a small form)."""
+    any other body is JSON (or a small form): with inline images only on Google's predict (up to
+    three) and OpenAI's create (a data: URL), else prompts, URLs and ids."""
     if not content_type.lower().startswith("multipart/"):
-        return json_body_limit(settings)
+        if path.endswith(":predictLongRunning"):
+            return json_body_limit(settings, INLINE_IMAGES)
+        return json_body_limit(settings, 1 if path == "/v1/videos" else 0)
     file_limit = settings.max_upload_image_bytes
     if path == "/v2/uploads":
         file_limit = max(file_limit, settings.max_upload_video_bytes)

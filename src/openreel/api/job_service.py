@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,25 +66,34 @@ def take_images(
     and stored as an upload. A bad target is thus a 400 naming its field, and the dispatcher, which
     reads only uploads, never waits on the network.
     """
-    taken: dict[str, str] = {}
+    remote: list[tuple[str, str]] = []
     for path, url in _image_fields(spec):
-        if url is None or url in taken:
+        if url is None:
             continue
-        if svc.signer.own_key(url, check_expiry=False) is not None:
-            problem = _own_upload(svc, url)
-            if problem:
-                details.add(path, problem)
+        if svc.signer.own_key(url, check_expiry=False) is None:
+            remote.append((path, url))
             continue
-        try:
-            data = fetch(url, svc.settings, max_bytes=svc.settings.max_upload_image_bytes)
-            upload = store_upload(svc, account_id, io.BytesIO(data), base_url)
-        except (InputError, UploadRejected) as exc:
-            details.add(path, f"{exc}; a file can also be sent with POST /v2/uploads")
-            continue
-        if upload["kind"] != "image":
-            details.add(path, f"{url} is not an image ({upload['contentType']})")
-        taken[url] = upload["url"]
-    if details or not taken:
+        problem = _own_upload(svc, url)
+        if problem:
+            details.add(path, problem)
+    if not remote or details:
+        return spec
+    if not svc.fetches.acquire(blocking=False):
+        busy = "the server is fetching too many images just now; retry soon, or send it with POST /v2/uploads"
+        details.add(remote[0][0], busy)
+        return spec
+    taken: dict[str, str] = {}
+    try:
+        for path, url in remote:
+            if url in taken:
+                continue
+            try:
+                taken[url] = _fetched_upload(svc, account_id, url, base_url)
+            except (InputError, UploadRejected) as exc:
+                details.add(path, f"{exc}; a file can also be sent with POST /v2/uploads")
+    finally:
+        svc.fetches.release()
+    if details:
         return spec
     return replace(
         spec,
@@ -91,6 +101,15 @@ def take_images(
         last_frame=taken.get(spec.last_frame or "", spec.last_frame),
         reference_images=[taken.get(u, u) for u in spec.reference_images],
     )
+
+
+def _fetched_upload(svc: Services, account_id: str, url: str, base_url: str) -> str:
+    """The link of a new upload holding the image at ``url``."""
+    data = fetch(url, svc.settings, max_bytes=svc.settings.max_upload_image_bytes)
+    upload = store_upload(svc, account_id, io.BytesIO(data), base_url)
+    if upload["kind"] != "image":
+        raise InputError(f"{url} is not an image ({upload['contentType']})")
+    return str(upload["url"])
 
 
 def check_webhook_target(svc: Services, details: Details, path: str, url: str) -> None:
@@ -117,12 +136,17 @@ def submit_job(
     *,
     echo: dict[str, Any],
     base_url: str,
+    prepare: Callable[[VideoSpec], VideoSpec] | None = None,
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
     webhook_events: list[str] | None = None,
 ) -> Submitted:
     """Charge and queue. Raises EngineUnavailable, InsufficientCredits, IdempotencyConflict or
-    TooManyActiveJobs."""
+    TooManyActiveJobs, and whatever ``prepare`` raises.
+
+    ``prepare`` stores the request's files (inline images, fetched URLs) and returns the spec that
+    names them; it runs only for a job that will be made, not for a replay of an Idempotency-Key.
+    """
     engine = svc.dispatcher.engine
     if engine.error:
         raise EngineUnavailable(f"The {engine.name} engine is unavailable: {engine.error}")
@@ -135,6 +159,13 @@ def submit_job(
         raise EngineUnavailable(f"{spec.model} cannot be served: {reason}")
     if spec.reference_images and engine.reference_error:
         raise EngineUnavailable(f"reference_images cannot be served: {engine.reference_error}")
+    if idempotency_key is not None:
+        with svc.db.read() as session:
+            job = jobs.replayed(session, key.account_id, idempotency_key, request_hash(echo))
+            if job is not None:
+                return Submitted(job.id, job.status, created=False)
+    if prepare is not None:
+        spec = prepare(spec)
     new = jobs.NewJob(
         model=spec.model,
         input=echo,

@@ -55,20 +55,13 @@ def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = 
     """
     credits.lock_account(session, key.account_id)
     if new.idempotency_key is not None:
-        existing = session.scalars(
-            select(Job).where(Job.account_id == key.account_id, Job.idempotency_key == new.idempotency_key)
-        ).first()
-        if existing is not None and utcnow() - existing.created_at > IDEMPOTENCY_WINDOW:
-            existing.idempotency_key = None
-            session.flush()
-        elif existing is not None:
-            if existing.request_hash != new.request_hash:
-                raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
-            if existing.deleted_at is not None:
-                raise IdempotencyConflict(
-                    "Idempotency-Key was used for a job that has since been deleted; use a new key"
-                )
+        existing = replayed(session, key.account_id, new.idempotency_key, new.request_hash)
+        if existing is not None:
             return existing, False
+        stale = _holder(session, key.account_id, new.idempotency_key)
+        if stale is not None:
+            stale.idempotency_key = None
+            session.flush()
     if max_active is not None:
         active = session.scalar(
             select(func.count())
@@ -97,6 +90,27 @@ def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = 
     session.flush()
     credits.charge(session, key.account_id, job.id, new.cost)
     return job, True
+
+
+def _holder(session: Session, account_id: str, idempotency_key: str) -> Job | None:
+    return session.scalars(
+        select(Job).where(Job.account_id == account_id, Job.idempotency_key == idempotency_key)
+    ).first()
+
+
+def replayed(session: Session, account_id: str, idempotency_key: str, request_hash: str | None) -> Job | None:
+    """The job this key made in the last 24 hours for the same body; raises IdempotencyConflict for
+    another body or a job since deleted."""
+    existing = _holder(session, account_id, idempotency_key)
+    if existing is None or utcnow() - existing.created_at > IDEMPOTENCY_WINDOW:
+        return None
+    if existing.request_hash != request_hash:
+        raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
+    if existing.deleted_at is not None:
+        raise IdempotencyConflict(
+            "Idempotency-Key was used for a job that has since been deleted; use a new key"
+        )
+    return existing
 
 
 class JobActive(Exception):

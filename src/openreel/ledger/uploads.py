@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openreel.ledger.tables import Upload
+from openreel.ledger.jobs import ACTIVE
+from openreel.ledger.tables import Job, Upload
 from openreel.storage.base import Storage
 
 
@@ -16,8 +18,16 @@ def by_storage_key(session: Session, key: str) -> Upload | None:
 
 
 def sweep_expired(session: Session, storage: Storage, now: datetime) -> int:
+    """Remove expired uploads, except those a queued or running job still names (a job's images are
+    uploads, and a job may wait in the queue longer than a link lives): they go once it has ended."""
     expired = session.scalars(select(Upload).where(Upload.expires_at < now)).all()
-    for upload in expired:
+    if not expired:
+        return 0
+    named = " ".join(
+        json.dumps(spec) for spec in session.scalars(select(Job.spec).where(Job.status.in_(ACTIVE)))
+    )
+    gone = [upload for upload in expired if upload.storage_key not in named]
+    for upload in gone:
         storage.delete(upload.storage_key)
         session.delete(upload)
-    return len(expired)
+    return len(gone)

@@ -51,6 +51,7 @@ another account's operation is NOT_FOUND. A finished operation repeats ``name`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -77,7 +78,7 @@ from openreel.api.present import iso
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
 from openreel.ledger.tables import ApiKey, Job
-from openreel.validation import Details, VideoSpec, resolve_video_request
+from openreel.validation import Details, VideoSpec, check_strings, resolve_video_request
 
 Form = Literal["gemini", "vertex"]
 
@@ -403,6 +404,10 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
         )
     model = svc.catalog.get(model_id)
     assert model is not None
+    unstorable = Details()
+    check_strings(unstorable, body.model_dump(by_alias=True, exclude_unset=True))
+    if unstorable:
+        raise invalid(Details({re.sub(r"\.(\d+)", r"[\1]", path): m for path, m in unstorable.items()}))
     details = Details()
     if len(body.instances) != 1:
         details.add("instances", f"exactly one instance is supported; got {len(body.instances)}")
@@ -537,11 +542,17 @@ def materialize(svc: Services, account_id: str, base_url: str, predict: Predict)
 
 
 def submit(
-    svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None, base_url: str
+    svc: Services,
+    key: ApiKey,
+    spec: VideoSpec,
+    echo: dict[str, Any],
+    idem: str | None,
+    base_url: str,
+    prepare: Callable[[VideoSpec], VideoSpec],
 ) -> Submitted:
     """``submit_job`` with its refusals in Google's shapes."""
     try:
-        return submit_job(svc, key, spec, echo=echo, base_url=base_url, idempotency_key=idem)
+        return submit_job(svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem)
     except EngineUnavailable as exc:
         raise GoogleError(503, str(exc)) from exc
     except InsufficientCredits as exc:

@@ -34,6 +34,7 @@ repeat a refused request. Short of credits is 429 ``insufficient_quota``, as Ope
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -419,8 +420,6 @@ def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_ur
         catalog=svc.catalog,
         reference_images_supported=svc.dispatcher.engine.reference_images,
     )
-    if spec is not None and image_url is not None and not details and not resolved:
-        spec = take_images(svc, account_id, spec, base_url, resolved)
     for path, messages in resolved.items():
         param = _PARAM_OF.get(path, path)
         for message in messages:
@@ -447,8 +446,15 @@ def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_ur
 
 
 def materialize(svc: Services, account_id: str, base_url: str, create: Create) -> VideoSpec:
+    """The spec with its image stored as an upload of the account: sent inline, or fetched now."""
     if create.image is None:
-        return create.spec
+        if create.spec.image is None:
+            return create.spec
+        problems = Details()
+        spec = take_images(svc, account_id, create.spec, base_url, problems)
+        for messages in problems.values():
+            raise OpenAIError(400, messages[0], param="input_reference", code="invalid_value")
+        return spec
     try:
         url = create.image.store(svc, account_id, base_url)
     except UploadRejected as exc:
@@ -457,11 +463,17 @@ def materialize(svc: Services, account_id: str, base_url: str, create: Create) -
 
 
 def submit(
-    svc: Services, key: ApiKey, spec: VideoSpec, echo: dict[str, Any], idem: str | None, base_url: str
+    svc: Services,
+    key: ApiKey,
+    spec: VideoSpec,
+    echo: dict[str, Any],
+    idem: str | None,
+    base_url: str,
+    prepare: Callable[[VideoSpec], VideoSpec],
 ) -> Submitted:
     """``submit_job`` with its refusals in OpenAI's shapes."""
     try:
-        return submit_job(svc, key, spec, echo=echo, base_url=base_url, idempotency_key=idem)
+        return submit_job(svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem)
     except EngineUnavailable as exc:
         raise OpenAIError(503, str(exc), type="server_error", code="engine_unavailable", retry=True) from exc
     except InsufficientCredits as exc:

@@ -23,11 +23,21 @@ router = APIRouter(tags=["Files"])
 RESULTS = "results/"  # results/<job id>/<attempt>.mp4; every other key is an upload
 
 
+def result_disposition(job_id: str) -> str:
+    """Inline, so browsers play it, with a name for when it is saved."""
+    return f'inline; filename="openreel-{job_id}.mp4"'
+
+
+def sandboxed(response: Response) -> Response:
+    """A served file never runs as a page of this origin, whatever a browser makes of it."""
+    response.headers["Content-Security-Policy"] = "sandbox"
+    return response
+
+
 def _presentation(svc: Services, key: str) -> tuple[str, str]:
     """The media type and Content-Disposition of a stored file (an upload without its row is gone)."""
     if key.startswith(RESULTS):
-        job_id = key.removeprefix(RESULTS).split("/")[0]
-        return "video/mp4", f'inline; filename="openreel-{job_id}.mp4"'
+        return "video/mp4", result_disposition(key.removeprefix(RESULTS).split("/")[0])
     with svc.db.read() as session:
         upload = uploads.by_storage_key(session, key)
     if upload is None:
@@ -43,5 +53,4 @@ def get_file(key: str, svc: ServicesDep, exp: str | None = None, sig: str | None
     response = svc.storage.serve(key, media_type, redirect=True, disposition=disposition)
     if response is None:
         raise ApiError(404, "File not found")
-    response.headers["Content-Security-Policy"] = "sandbox"
-    return response
+    return sandboxed(response)

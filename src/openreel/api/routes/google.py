@@ -48,9 +48,10 @@ from openreel.api.compat.google_wire import (
     submit,
 )
 from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
+from openreel.api.routes.files import result_disposition, sandboxed
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
-from openreel.validation import Details
+from openreel.validation import Details, check_text
 
 router = APIRouter(tags=["Google Veo"], route_class=common.shaped_route(on_validation))
 
@@ -135,8 +136,15 @@ def _predict(
         raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
     base_url = svc.base_url(request)
-    spec = materialize(svc, key.account_id, base_url, predict)
-    submitted = submit(svc, key, spec, predict.echo, idem, base_url)
+    submitted = submit(
+        svc,
+        key,
+        predict.spec,
+        predict.echo,
+        idem,
+        base_url,
+        prepare=lambda _: materialize(svc, key.account_id, base_url, predict),
+    )
     with svc.db.read() as session:
         job = session.get(Job, submitted.job_id)
     assert job is not None
@@ -232,10 +240,11 @@ def gemini_download(
     if job.status != jobs.COMPLETED or not job.result:
         raise GoogleError(404, f"File {file_id} has no video: its operation ended {job.status}.")
     # Streamed, never redirected: the SDK re-sends its API key to wherever a redirect points.
-    response = svc.storage.serve(job.result["key"], "video/mp4", redirect=False)
+    disposition = result_disposition(job.id)
+    response = svc.storage.serve(job.result["key"], "video/mp4", redirect=False, disposition=disposition)
     if response is None:
         raise GoogleError(404, f"File {file_id} has expired or was deleted.")
-    return response
+    return sandboxed(response)
 
 
 @router.post(
@@ -274,6 +283,10 @@ def vertex_fetch(
     model: str, body: FetchPredictOperationRequest, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
     """The finished video is ``response.videos[0].gcsUri``: a signed link, fetched without a key."""
+    details = Details()
+    check_text(details, "operationName", body.operation_name)
+    if details:
+        raise invalid(details)
     op_id = operation_id(body.operation_name)
     if op_id is None:
         raise GoogleError(400, f"operationName {body.operation_name!r} is not an operation name")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -35,10 +35,14 @@ def encode_cursor(job: Job) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """What ``encode_cursor`` made: anything else (a naive or out-of-range time too) is a 400."""
     try:
         created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(uuid.UUID(job_id))
-    except (ValueError, TypeError) as exc:
+        at = datetime.fromisoformat(created)
+        if at.tzinfo is None:
+            raise ValueError("a cursor's time carries its offset")
+        return at.astimezone(UTC), str(uuid.UUID(job_id))
+    except (ValueError, TypeError, OverflowError) as exc:
         raise validation_error({"cursor": ["Invalid cursor"]}) from exc
 
 

@@ -46,6 +46,7 @@ from openreel.api.compat.openai_wire import (
 )
 from openreel.api.compat.openai_wire import video_id as openai_id
 from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
+from openreel.api.routes.files import result_disposition, sandboxed
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
 from openreel.validation import Details
@@ -186,8 +187,15 @@ def _create(
         raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
     base_url = svc.base_url(request)
     create = parse_create(svc, key.account_id, fields, base_url)
-    spec = materialize(svc, key.account_id, base_url, create)
-    submitted = submit(svc, key, spec, create.echo, idem, base_url)
+    submitted = submit(
+        svc,
+        key,
+        create.spec,
+        create.echo,
+        idem,
+        base_url,
+        prepare=lambda _: materialize(svc, key.account_id, base_url, create),
+    )
     with svc.db.read() as session:
         job = session.get(Job, submitted.job_id)
     assert job is not None
@@ -283,12 +291,13 @@ def download_video(
         )
     if job.status != jobs.COMPLETED or not job.result:
         raise OpenAIError(400, f"Video {video_id} has no content: it failed.", code="video_failed")
-    response = svc.storage.serve(job.result["key"], "video/mp4", redirect=False)
+    disposition = result_disposition(job.id)
+    response = svc.storage.serve(job.result["key"], "video/mp4", redirect=False, disposition=disposition)
     if response is None:
         raise OpenAIError(
             404, f"The content of video {video_id} has expired or was deleted.", code="not_found"
         )
-    return response
+    return sandboxed(response)
 
 
 @router.api_route(

@@ -19,7 +19,7 @@ from openreel.api.job_service import (
 from openreel.api.schemas import ErrorBody, GenerateVideoRequest, InsufficientCreditsBody, JobAccepted
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.validation import check_strings, check_url, resolve_video_request
+from openreel.validation import Details, VideoSpec, check_strings, check_url, resolve_video_request
 
 router = APIRouter(tags=["Videos"])
 ACTIVE_JOBS_RETRY_AFTER_S = 5
@@ -63,11 +63,17 @@ def generate_video(
         details.add("webhookEvents", "needs webhookUrl")
     if not details and body.webhookUrl is not None:
         check_webhook_target(svc, details, "webhookUrl", body.webhookUrl)
-    base_url = svc.base_url(request)
-    if spec is not None and not details:
-        spec = take_images(svc, key.account_id, spec, base_url, details)
     if details or spec is None:
         raise validation_error(details)
+    base_url = svc.base_url(request)
+
+    def prepare(spec: VideoSpec) -> VideoSpec:
+        problems = Details()
+        spec = take_images(svc, key.account_id, spec, base_url, problems)
+        if problems:
+            raise validation_error(problems)
+        return spec
+
     try:
         submitted = submit_job(
             svc,
@@ -75,6 +81,7 @@ def generate_video(
             spec,
             echo=echo,
             base_url=base_url,
+            prepare=prepare,
             idempotency_key=idempotency_key,
             webhook_url=body.webhookUrl,
             webhook_events=list(body.webhookEvents) if body.webhookEvents else None,
