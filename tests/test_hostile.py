@@ -76,7 +76,7 @@ BAD_BODIES: list[tuple[str, bytes]] = [
     ("lone surrogate", b'{"prompt":"\\ud800","model":"veo-3.1-fast"}'),
     ("huge integer", b'{"prompt":"a","model":"veo-3.1-fast","veoParams":{"seed":' + b"9" * 5000 + b"}}"),
     ("NaN", b'{"prompt":"a","model":"veo-3.1-fast","veoParams":{"seed":NaN}}'),
-    ("5 MB prompt", json.dumps({**BASE, "prompt": "a" * 5_000_000}).encode()),
+    ("500 kB prompt", json.dumps({**BASE, "prompt": "a" * 500_000}).encode()),  # bigger: a 413 (body cap)
     ("NUL in prompt", json.dumps({**BASE, "prompt": "a\u0000b"}).encode()),
     ("NUL in webhook", json.dumps({**BASE, "webhookUrl": "http://example.com/\u0000"}).encode()),
     ("space in URL", json.dumps({**BASE, "veoParams": {"image": "http://exa mple.com/a.png"}}).encode()),

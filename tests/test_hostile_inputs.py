@@ -287,3 +287,17 @@ def test_image_fetches_at_submit_are_bounded(app: TestClient) -> None:
     assert response.status_code == 400
     assert "too many images" in response.json()["details"]["veoParams.image"][0]
     assert credits(app, key) == CREDITS
+
+
+def test_a_webhook_host_that_does_not_resolve_yet_is_accepted(app: TestClient) -> None:
+    """Only a refused address is final at submit: DNS may catch up before the job ends."""
+    key = new_key(app)
+    body = {
+        **BASE,
+        "veoParams": {"duration": 4, "generate_audio": False},
+        "webhookUrl": "https://hooks.invalid/x",
+    }
+    accepted = apiframe(app, key, body)
+    assert accepted.status_code == 202, accepted.text
+    headers = {"X-API-Key": key}
+    assert app.post(f"/v2/jobs/{accepted.json()['jobId']}/cancel", headers=headers).status_code in (200, 409)

@@ -82,10 +82,11 @@ def test_typed_errors(server: LiveServer) -> None:
 
 def test_wait_for_raises_for_failed_cancelled_and_slow_jobs(server: LiveServer) -> None:
     with openreel.Client(api_key=server.new_key(credits=100), base_url=server.url) as client:
-        bad = client.generate("x", image="http://127.0.0.1:9/missing.png", **QUICK)
+        broken = client.upload(b"\x89PNG\r\n\x1a\n" + bytes(64), filename="b.png")  # sniffed, undecodable
+        bad = client.generate("x", image=broken.url, **QUICK)
         with pytest.raises(JobFailed) as failed:
             client.wait_for(bad.jobId, backoff=Backoff(0.1))
-        assert "missing.png" in (failed.value.job.error or "")
+        assert "could not be decoded" in (failed.value.job.error or "")
         slow = client.generate("x", model="veo-3.1", duration=8, resolution="1080p")
         with pytest.raises(WaitTimeout):
             client.wait_for(slow.jobId, timeout=0.3, backoff=Backoff(0.1))

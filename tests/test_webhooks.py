@@ -344,6 +344,24 @@ def test_a_receiver_that_never_answers_delays_no_other_account(outbox: Outbox) -
     assert most_at_once([t for t, _ in arrivals]) <= webhooks.PER_TARGET
 
 
+def test_rows_for_a_full_target_do_not_hide_the_rows_behind_them(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More due rows for a host at its bound than one read holds, then another account's row."""
+    monkeypatch.setattr(webhooks, "SCAN", 3)
+    hanging, quick = Receiver(), Receiver()
+    hanging.hang = True
+    with serving(hanging) as hanging_url, serving(quick) as quick_url:
+        for _ in range(webhooks.PER_TARGET + 3 * 3):  # each its own account: none is at its bound
+            outbox.job(outbox.account(), hanging_url)
+        patient = outbox.job(outbox.account(), quick_url)
+        started = time.monotonic()
+        outbox.sender.start()
+        while outbox.rows()[patient].status != "delivered":
+            assert time.monotonic() - started < outbox.settings.webhook_timeout_s / 2, "the row stayed hidden"
+            time.sleep(0.02)
+
+
 def test_webhook_error_shows_the_last_failed_try(tmp_path: Path) -> None:
     box = Outbox(tmp_path, webhook_attempts=2)
     broken, gone, flaky = Receiver(failures=10**6), Receiver(failures=10**6, failure_status=410), Receiver(1)

@@ -56,7 +56,8 @@ UNRECORDED_RETRY_S = 30.0  # a try whose outcome the ledger could not take is ma
 WORKERS = 8
 PER_ACCOUNT = 2
 PER_TARGET = 4
-SCAN = 200  # due rows looked at per pass; more wait for the next pass
+SCAN = 200  # due rows read at a time
+PAGES = 10  # pages of due rows looked at per pass; more wait for the next pass
 PERMANENT_STATUSES = frozenset({410})
 MAX_ERROR_CHARS = 300
 
@@ -205,54 +206,62 @@ class WebhookSender:
             earlier.id < WebhookDelivery.id,
             earlier.status.in_(("pending", "sending")),
         )
+        due_rows = (
+            select(
+                WebhookDelivery.id,
+                WebhookDelivery.job_id,
+                WebhookDelivery.event,
+                WebhookDelivery.url,
+                WebhookDelivery.body,
+                ApiKey.key_hash,
+                Job.account_id,
+            )
+            .join(Job, Job.id == WebhookDelivery.job_id)
+            .join(ApiKey, ApiKey.id == Job.api_key_id)
+            .where(
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= utcnow(),
+                ~unfinished_before,
+                Job.account_id.not_in(full_accounts),
+            )
+            .order_by(WebhookDelivery.id)
+            .limit(SCAN)
+        )
         claimed: list[Delivery] = []
         try:
             with self.db.session() as session:
-                due = session.execute(
-                    select(
-                        WebhookDelivery.id,
-                        WebhookDelivery.job_id,
-                        WebhookDelivery.event,
-                        WebhookDelivery.url,
-                        WebhookDelivery.body,
-                        ApiKey.key_hash,
-                        Job.account_id,
-                    )
-                    .join(Job, Job.id == WebhookDelivery.job_id)
-                    .join(ApiKey, ApiKey.id == Job.api_key_id)
-                    .where(
-                        WebhookDelivery.status == "pending",
-                        WebhookDelivery.next_attempt_at <= utcnow(),
-                        ~unfinished_before,
-                        Job.account_id.not_in(full_accounts),
-                    )
-                    .order_by(WebhookDelivery.id)
-                    .limit(SCAN)
-                ).all()
-                for row_id, job_id, event, url, body, key_hash, account_id in due:
-                    if len(claimed) == free:
+                after = 0
+                # Pages by id, so that rows for targets already at their bound (filtered here, not in
+                # SQL) cannot hide the rows behind them.
+                for _ in range(PAGES):
+                    due = session.execute(due_rows.where(WebhookDelivery.id > after)).all()
+                    for row_id, job_id, event, url, body, key_hash, account_id in due:
+                        after = row_id
+                        if len(claimed) == free:
+                            break
+                        delivery = Delivery(
+                            id=row_id,
+                            job_id=job_id,
+                            event=event,
+                            url=url,
+                            body=body.encode(),
+                            digest=bytes.fromhex(key_hash),
+                            account_id=account_id,
+                            target=target_of(url),
+                        )
+                        if self._stop.is_set() or not self._reserve(delivery):
+                            continue
+                        claimed.append(delivery)
+                        taken = session.connection().execute(
+                            update(WebhookDelivery)
+                            .where(WebhookDelivery.id == row_id, WebhookDelivery.status == "pending")
+                            .values(status="sending")
+                        )
+                        if not taken.rowcount:
+                            claimed.pop()
+                            self._release(delivery)
+                    if len(claimed) == free or len(due) < SCAN:
                         break
-                    delivery = Delivery(
-                        id=row_id,
-                        job_id=job_id,
-                        event=event,
-                        url=url,
-                        body=body.encode(),
-                        digest=bytes.fromhex(key_hash),
-                        account_id=account_id,
-                        target=target_of(url),
-                    )
-                    if self._stop.is_set() or not self._reserve(delivery):
-                        continue
-                    claimed.append(delivery)
-                    taken = session.connection().execute(
-                        update(WebhookDelivery)
-                        .where(WebhookDelivery.id == row_id, WebhookDelivery.status == "pending")
-                        .values(status="sending")
-                    )
-                    if not taken.rowcount:
-                        claimed.pop()
-                        self._release(delivery)
         except BaseException:
             for delivery in claimed:
                 self._release(delivery)

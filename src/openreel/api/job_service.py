@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -113,11 +114,13 @@ def _fetched_upload(svc: Services, account_id: str, url: str, base_url: str) -> 
 
 
 def check_webhook_target(svc: Services, details: Details, path: str, url: str) -> None:
-    """A webhook that could never be delivered (a refused or unknown host) is refused at submit."""
+    """A webhook that could never be delivered (a refused address) is refused at submit; a host that
+    does not resolve yet may by the time the job ends, and its deliveries are retried."""
     try:
         pin_url(url, svc.settings.allow_private_urls)
     except BlockedURL as exc:
-        details.add(path, str(exc))
+        if not isinstance(exc.__cause__, socket.gaierror):
+            details.add(path, str(exc))
 
 
 def check_idempotency_key(details: Details, path: str, key: str | None) -> None:
