@@ -23,8 +23,13 @@ from starlette.exceptions import HTTPException
 
 from openreel.api.deps import Services
 from openreel.api.intake import store_upload
+from openreel.api.job_service import EngineUnavailable, Submitted, submit_job
 from openreel.catalog import Catalog
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.ledger.tables import ApiKey
 from openreel.storage.sniff import FileType, sniff
+from openreel.validation import VideoSpec
 
 IMAGE_TYPES = "PNG, JPEG, WebP or GIF"
 # Where an image goes before the request is known to be valid: resolve_video_request checks only
@@ -153,3 +158,25 @@ def check_image(data: bytes, limit: int) -> tuple[InlineImage | None, str | None
     if len(data) > limit:
         return None, f"is {len(data)} bytes; images are limited to {limit} bytes"
     return InlineImage(data, kind), None
+
+
+# What ``submit_job`` refuses a request with; each surface shapes them with its own ``refusal``.
+REFUSALS = (EngineUnavailable, InsufficientCredits, jobs.IdempotencyConflict, jobs.TooManyActiveJobs)
+
+
+def submit(
+    svc: Services,
+    key: ApiKey,
+    spec: VideoSpec,
+    *,
+    echo: dict[str, Any],
+    idem: str | None,
+    base_url: str,
+    prepare: Callable[[VideoSpec], VideoSpec],
+    refusal: Callable[[Exception], WireError],
+) -> Submitted:
+    """``submit_job`` with its refusals shaped by the surface's ``refusal``."""
+    try:
+        return submit_job(svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem)
+    except REFUSALS as exc:
+        raise refusal(exc) from exc

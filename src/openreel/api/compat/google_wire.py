@@ -51,7 +51,6 @@ another account's operation is NOT_FOUND. A finished operation repeats ``name`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -73,11 +72,11 @@ from openreel.api.compat.common import (
 )
 from openreel.api.deps import Services
 from openreel.api.intake import UploadRejected
-from openreel.api.job_service import EngineUnavailable, Submitted, submit_job
+from openreel.api.job_service import EngineUnavailable
 from openreel.api.present import iso
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import ApiKey, Job
+from openreel.ledger.tables import Job
 from openreel.validation import Details, VideoSpec, check_strings, resolve_video_request
 
 Form = Literal["gemini", "vertex"]
@@ -541,22 +540,12 @@ def materialize(svc: Services, account_id: str, base_url: str, predict: Predict)
     return replace(predict.spec, image=image, last_frame=last, reference_images=refs)
 
 
-def submit(
-    svc: Services,
-    key: ApiKey,
-    spec: VideoSpec,
-    echo: dict[str, Any],
-    idem: str | None,
-    base_url: str,
-    prepare: Callable[[VideoSpec], VideoSpec],
-) -> Submitted:
-    """``submit_job`` with its refusals in Google's shapes."""
-    try:
-        return submit_job(svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem)
-    except EngineUnavailable as exc:
-        raise GoogleError(503, str(exc)) from exc
-    except InsufficientCredits as exc:
-        raise GoogleError(
+def refusal(exc: Exception) -> GoogleError:
+    """A refusal of ``submit_job`` (``common.REFUSALS``) in Google's shape."""
+    if isinstance(exc, EngineUnavailable):
+        return GoogleError(503, str(exc))
+    if isinstance(exc, InsufficientCredits):
+        return GoogleError(
             429,
             f"Insufficient credits: this video costs {exc.required} credits and the account has "
             f"{exc.available}. Add credits (openreel credits grant) and try again.",
@@ -571,13 +560,13 @@ def submit(
                     },
                 }
             ],
-        ) from exc
-    except jobs.IdempotencyConflict as exc:
-        raise GoogleError(409, str(exc)) from exc
-    except jobs.TooManyActiveJobs as exc:
-        raise GoogleError(
-            429, f"Too many concurrent jobs: {exc}; wait for one to finish", headers={"Retry-After": "5"}
-        ) from exc
+        )
+    if isinstance(exc, jobs.IdempotencyConflict):
+        return GoogleError(409, str(exc))
+    assert isinstance(exc, jobs.TooManyActiveJobs), exc
+    return GoogleError(
+        429, f"Too many concurrent jobs: {exc}; wait for one to finish", headers={"Retry-After": "5"}
+    )
 
 
 _OPERATION_NAME = re.compile(

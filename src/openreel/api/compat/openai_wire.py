@@ -34,7 +34,6 @@ repeat a refused request. Short of credits is 429 ``insufficient_quota``, as Ope
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -56,10 +55,10 @@ from openreel.api.compat.common import (
 )
 from openreel.api.deps import Services
 from openreel.api.intake import UploadRejected
-from openreel.api.job_service import EngineUnavailable, Submitted, submit_job, take_images
+from openreel.api.job_service import EngineUnavailable, take_images
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import ApiKey, Job, Upload, utcnow
+from openreel.ledger.tables import Job, Upload, utcnow
 from openreel.validation import Details, VideoSpec, check_strings, resolve_video_request
 
 DEFAULT_MODEL = "veo-3.1-fast"
@@ -462,44 +461,34 @@ def materialize(svc: Services, account_id: str, base_url: str, create: Create) -
     return VideoSpec.from_json({**create.spec.to_json(), "image": url})
 
 
-def submit(
-    svc: Services,
-    key: ApiKey,
-    spec: VideoSpec,
-    echo: dict[str, Any],
-    idem: str | None,
-    base_url: str,
-    prepare: Callable[[VideoSpec], VideoSpec],
-) -> Submitted:
-    """``submit_job`` with its refusals in OpenAI's shapes."""
-    try:
-        return submit_job(svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem)
-    except EngineUnavailable as exc:
-        raise OpenAIError(503, str(exc), type="server_error", code="engine_unavailable", retry=True) from exc
-    except InsufficientCredits as exc:
-        raise OpenAIError(
+def refusal(exc: Exception) -> OpenAIError:
+    """A refusal of ``submit_job`` (``common.REFUSALS``) in OpenAI's shape."""
+    if isinstance(exc, EngineUnavailable):
+        return OpenAIError(503, str(exc), type="server_error", code="engine_unavailable", retry=True)
+    if isinstance(exc, InsufficientCredits):
+        return OpenAIError(
             429,
             f"Insufficient credits: this video costs {exc.required} credits and the account has "
             f"{exc.available}.",
             type="insufficient_quota",
             code="insufficient_quota",
-        ) from exc
-    except jobs.IdempotencyConflict as exc:
-        raise OpenAIError(
+        )
+    if isinstance(exc, jobs.IdempotencyConflict):
+        return OpenAIError(
             409,
             str(exc),
             param="Idempotency-Key",
             code="idempotency_conflict",
-        ) from exc
-    except jobs.TooManyActiveJobs as exc:
-        raise OpenAIError(
-            429,
-            f"Too many concurrent jobs: {exc}; wait for one to finish",
-            type="requests",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": "5"},
-            retry=True,
-        ) from exc
+        )
+    assert isinstance(exc, jobs.TooManyActiveJobs), exc
+    return OpenAIError(
+        429,
+        f"Too many concurrent jobs: {exc}; wait for one to finish",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": "5"},
+        retry=True,
+    )
 
 
 def list_page(

@@ -45,7 +45,7 @@ from openreel.api.compat.google_wire import (
     operation_id,
     operation_name,
     parse_predict,
-    submit,
+    refusal,
 )
 from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
 from openreel.api.routes.files import result_disposition, sandboxed
@@ -136,14 +136,15 @@ def _predict(
         raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
     base_url = svc.base_url(request)
-    submitted = submit(
+    submitted = common.submit(
         svc,
         key,
         predict.spec,
-        predict.echo,
-        idem,
-        base_url,
+        echo=predict.echo,
+        idem=idem,
+        base_url=base_url,
         prepare=lambda _: materialize(svc, key.account_id, base_url, predict),
+        refusal=refusal,
     )
     with svc.db.read() as session:
         job = session.get(Job, submitted.job_id)

@@ -41,7 +41,7 @@ from openreel.api.compat.openai_wire import (
     on_validation,
     parse_create,
     parse_video_id,
-    submit,
+    refusal,
     video_object,
 )
 from openreel.api.compat.openai_wire import video_id as openai_id
@@ -187,14 +187,15 @@ def _create(
         raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
     base_url = svc.base_url(request)
     create = parse_create(svc, key.account_id, fields, base_url)
-    submitted = submit(
+    submitted = common.submit(
         svc,
         key,
         create.spec,
-        create.echo,
-        idem,
-        base_url,
+        echo=create.echo,
+        idem=idem,
+        base_url=base_url,
         prepare=lambda _: materialize(svc, key.account_id, base_url, create),
+        refusal=refusal,
     )
     with svc.db.read() as session:
         job = session.get(Job, submitted.job_id)
