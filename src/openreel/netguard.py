@@ -22,6 +22,10 @@ class BlockedURL(Exception):
     """The URL may not be requested; the message says why."""
 
 
+class Unresolved(BlockedURL):
+    """The host does not resolve (now): unlike a refused address, this may change."""
+
+
 # Python's own classification (``is_global``) is the base; these are the IPv6 ranges it lets through
 # on the Python versions we support although they can reach IPv4 hosts behind them: the deprecated
 # IPv4-compatible form ``::a.b.c.d`` (RFC 4291 2.5.5.1) and the local-use NAT64 prefix (RFC 8215, in
@@ -48,7 +52,7 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise BlockedURL(f"cannot resolve host {host!r}") from exc
+        raise Unresolved(f"cannot resolve host {host!r}") from exc
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not allow_private:
         for address in addresses:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import socket
 import threading
 import time
 from collections import Counter
@@ -42,7 +41,7 @@ from openreel.api.present import Presenter
 from openreel.ledger import jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job, WebhookDelivery, utcnow
-from openreel.netguard import BlockedURL, guarded_stream
+from openreel.netguard import BlockedURL, Unresolved, guarded_stream
 from openreel.sdk.signatures import sign
 from openreel.settings import Settings
 
@@ -105,7 +104,7 @@ def target_of(url: str) -> str:
 def describe(exc: Exception) -> tuple[str, bool]:
     """A short reason for a try that raised, and whether retrying is pointless."""
     if isinstance(exc, BlockedURL):
-        return str(exc)[:MAX_ERROR_CHARS], not isinstance(exc.__cause__, socket.gaierror)
+        return str(exc)[:MAX_ERROR_CHARS], not isinstance(exc, Unresolved)
     if isinstance(exc, ValueError | httpx.InvalidURL | httpx.UnsupportedProtocol):
         return f"invalid URL: {exc}"[:MAX_ERROR_CHARS], True
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

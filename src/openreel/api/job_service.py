@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,7 +21,7 @@ from openreel.api.intake import UploadRejected, store_upload
 from openreel.inputs import InputError, fetch
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
-from openreel.netguard import BlockedURL, pin_url
+from openreel.netguard import BlockedURL, Unresolved, pin_url
 from openreel.validation import Details, VideoSpec
 
 
@@ -118,9 +117,10 @@ def check_webhook_target(svc: Services, details: Details, path: str, url: str) -
     does not resolve yet may by the time the job ends, and its deliveries are retried."""
     try:
         pin_url(url, svc.settings.allow_private_urls)
+    except Unresolved:
+        pass
     except BlockedURL as exc:
-        if not isinstance(exc.__cause__, socket.gaierror):
-            details.add(path, str(exc))
+        details.add(path, str(exc))
 
 
 def check_idempotency_key(details: Details, path: str, key: str | None) -> None:
