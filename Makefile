@@ -10,13 +10,15 @@ BIN := $(VENV)/bin
 .PHONY: serve test bench
 
 $(VENV)/.installed: pyproject.toml
+	@echo "openreel: first install into $(VENV): torch (CPU), diffusers and the server, about 5 minutes"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[server,engine]'
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "openreel: adding the test tools (Ray, the official clients, Playwright), about 3 minutes"
+	$(BIN)/python -m pip install --quiet -e '.[server,engine,ray,s3,test]'
 	$(BIN)/python -m pip install --quiet --target $(VENV)/genai2 'google-genai==2.34.0'
 	$(BIN)/python -m pip install --quiet --no-deps ltx-core==1.0.0 ltx-pipelines==1.0.0
 	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
@@ -30,6 +32,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test-installed

@@ -26,9 +26,9 @@ import psutil
 import pytest
 from moto import mock_aws
 
-from openreel.api.guards import body_limit
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
+from openreel.protocols.guards import body_limit
 from openreel.settings import Settings
 from openreel.storage.s3 import S3Storage
 from openreel.storage.signing import Signer

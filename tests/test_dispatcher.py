@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from openreel.catalog import load_catalog
+from openreel.domain.catalog import load_catalog
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState
-from openreel.executors.dispatcher import Dispatcher
 from openreel.ledger import accounts, credits, jobs
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Job
+from openreel.scheduler.dispatcher import Dispatcher
 from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.storage.signing import Signer

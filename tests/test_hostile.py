@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from openreel import netguard
-from openreel.inputs import InputError, fetch
 from openreel.settings import Settings
+from openreel.storage.images import InputError, fetch
 
 from support import LiveServer, png, running_server, wait_for
 

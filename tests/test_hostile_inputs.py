@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openreel import netguard
-from openreel.api.app import create_app
+from openreel.app import create_app
+from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.settings import Settings
-from openreel.validation import MAX_URL_LENGTH
 
 from databases import DIALECTS, throwaway_database
 

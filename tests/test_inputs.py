@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from openreel.inputs import InputError, decode_image, fetch
 from openreel.netguard import BlockedURL, pin_url
 from openreel.settings import Settings
+from openreel.storage.images import InputError, decode_image, fetch
 
 from support import png
 

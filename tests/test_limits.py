@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from openreel.ratelimit import RateLimiter
+from openreel.service.ratelimit import RateLimiter
 
 from support import LiveServer, running_server
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from openreel.catalog import load_catalog
+from openreel.domain.catalog import load_catalog
+from openreel.domain.rules import MAX_SEED, resolve_video_request
 from openreel.engine.plan import (
     center_crop_box,
     cover_size,
@@ -17,7 +18,6 @@ from openreel.engine.plan import (
     plan_render,
     sheet_layout,
 )
-from openreel.validation import MAX_SEED, resolve_video_request
 
 CATALOG = load_catalog()
 

@@ -19,16 +19,16 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from openreel import webhooks
-from openreel.api.present import Presenter
+from openreel.domain.signatures import sign, verify_webhook
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import Job, WebhookDelivery
-from openreel.sdk.signatures import sign, verify_webhook
+from openreel.service import webhooks
+from openreel.service.views import Presenter
+from openreel.service.webhooks import WebhookSender
 from openreel.settings import Settings
 from openreel.storage.local import LocalStorage
 from openreel.storage.signing import Signer
-from openreel.webhooks import WebhookSender
 
 from databases import DIALECTS, throwaway_database
 from support import LiveServer, running_server, wait_for

@@ -1,3 +1,3 @@
-from openreel.cli import app
+from openreel.cli import main
 
-app()
+main()

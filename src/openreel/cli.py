@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from openreel.settings import KNOWN_ENGINES, KNOWN_EXECUTORS, Settings
+from openreel.engine import ENGINES
+from openreel.settings import ExecutorName, Settings
 
 if TYPE_CHECKING:
-    from openreel.api.schemas import JobOut
     from openreel.ledger.db import Database
+    from openreel.protocols.apiframe.schemas import JobOut
     from openreel.sdk import Client
 
 app = typer.Typer(
@@ -40,7 +42,11 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
-    return Settings(**values)  # type: ignore[arg-type]
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
 
 
 def _database(settings: Settings) -> Database:
@@ -58,10 +64,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (OPENREEL_PORT).")] = None,
     data_dir: DataDir = None,
     engine: Annotated[
-        str | None, typer.Option(help=f"Engine: {', '.join(KNOWN_ENGINES)} (OPENREEL_ENGINE).")
+        str | None, typer.Option(help=f"Engine: {', '.join(ENGINES)} (OPENREEL_ENGINE).")
     ] = None,
     executor: Annotated[
-        str | None, typer.Option(help=f"Executor: {', '.join(KNOWN_EXECUTORS)} (OPENREEL_EXECUTOR).")
+        str | None, typer.Option(help=f"Executor: {', '.join(get_args(ExecutorName))} (OPENREEL_EXECUTOR).")
     ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Worker slots here, one per GPU (OPENREEL_WORKERS).")
@@ -73,7 +79,7 @@ def serve(
     """Run the API server and its workers."""
     import uvicorn
 
-    from openreel.api.app import create_app
+    from openreel.app import create_app
 
     settings = _settings(
         data_dir,
@@ -84,14 +90,6 @@ def serve(
         workers=workers,
         ray_address=ray_address,
     )
-    if settings.engine not in KNOWN_ENGINES:
-        raise typer.BadParameter(
-            f"unknown engine {settings.engine!r}; choose from {', '.join(KNOWN_ENGINES)}"
-        )
-    if settings.executor not in KNOWN_EXECUTORS:
-        raise typer.BadParameter(
-            f"unknown executor {settings.executor!r}; choose from {', '.join(KNOWN_EXECUTORS)}"
-        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
@@ -124,9 +122,7 @@ def worker(
 
 def _checkpoint(settings: Settings) -> str:
     """The configured checkpoint, which serves every model id."""
-    from openreel.engine import configured_checkpoint
-
-    found = configured_checkpoint(settings)
+    found = settings.configured_checkpoint()
     if found is None:
         console.print(
             "[red]No checkpoint configured: set OPENREEL_CHECKPOINT (a hub repo id[@revision] or a local "
@@ -427,7 +423,7 @@ def generate(
         _run_generate(server, key, request, files, out)
         return
 
-    from openreel.catalog import load_catalog
+    from openreel.domain.catalog import load_catalog
     from openreel.embedded import embedded_server, local_key
 
     settings = _settings(data_dir)
@@ -443,3 +439,38 @@ def generate(
     )
     with embedded_server(settings) as url:
         _run_generate(url, key, request, files, out)
+
+
+# What each optional part of the package needs, by the top-level module that is missing without it.
+_EXTRAS = {
+    "fastapi": "server",
+    "uvicorn": "server",
+    "sqlalchemy": "server",
+    "alembic": "server",
+    "PIL": "server",
+    "numpy": "server",
+    "torch": "engine",
+    "diffusers": "engine",
+    "transformers": "engine",
+    "av": "engine",
+    "ray": "ray",
+    "boto3": "s3",
+}
+
+
+def main() -> None:
+    """The console entry point: a command that needs an extra this install lacks says which, in one line."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        console.print(
+            f"this command needs openreel[{extra}] ({exc.name} is not installed): "
+            "pip install 'openreel[server,engine]'",
+            style="red",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from openreel.api.app import create_app
+from openreel.app import create_app
 from openreel.ledger import accounts, credits
 from openreel.ledger.db import Database, migrate
 from openreel.settings import Settings

@@ -9,11 +9,18 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from openreel.engine import EngineName
+
 if TYPE_CHECKING:
     from openreel.engine import EngineOptions
+    from openreel.engine.weights import Checkpoint
 
-KNOWN_ENGINES = ("tiny", "ltx2")
-KNOWN_EXECUTORS = ("local", "ray")
+ExecutorName = Literal["local", "ray"]
+StorageName = Literal["local", "s3"]
+# x264's own preset names, fastest first.
+X264Preset = Literal[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+]
 
 
 class Settings(BaseSettings):
@@ -21,7 +28,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("openreel-data"), description="Database, uploads and results.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
-    engine: str = Field(default="tiny", description="tiny (random weights, CPU) or ltx2 (real checkpoint).")
+    engine: EngineName = Field(
+        default="tiny", description="tiny (random weights, CPU) or ltx2 (real checkpoint)."
+    )
     checkpoint: str | None = Field(default=None, description="ltx2 engine: HF repo id or local directory.")
     distilled_lora: str | None = Field(
         default=None,
@@ -52,7 +61,9 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = 3
     max_image_pixels: int = 40_000_000
     allow_private_urls: bool = Field(default=False, description="Let image/webhook URLs reach private hosts.")
-    executor: str = Field(default="local", description="local (worker processes) or ray (a Ray cluster).")
+    executor: ExecutorName = Field(
+        default="local", description="local (worker processes) or ray (a Ray cluster)."
+    )
     workers: int = Field(default=1, ge=1, description="Worker slots on this machine: one per GPU.")
     ray_address: str | None = Field(default=None, description="Ray cluster to drive; a private one if unset.")
     lease_ttl_s: float = Field(default=30.0, gt=0, description="Retry a running job silent this long.")
@@ -62,7 +73,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=1200, description="Requests per account per minute; 0: off.")
     rate_limit_burst: int = Field(default=200, description="Requests an account may make at once.")
     prices_file: Path | None = None
-    storage: str = Field(default="local", description="local (files in data_dir) or s3.")
+    storage: StorageName = Field(default="local", description="local (files in data_dir) or s3.")
     s3_bucket: str | None = None
     s3_prefix: str = ""
     s3_endpoint_url: str | None = Field(default=None, description="For S3-compatible servers.")
@@ -78,7 +89,7 @@ class Settings(BaseSettings):
     prompt_cache_size: int = Field(
         default=4, ge=0, description="Prompts whose text encodings a worker keeps."
     )
-    x264_preset: str = "veryfast"
+    x264_preset: X264Preset = "veryfast"
     webhook_timeout_s: float = 10.0
     webhook_attempts: int = 5
 
@@ -111,6 +122,15 @@ class Settings(BaseSettings):
             self.distilled_lora,
             self.upsampler,
         )
+
+    def configured_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint serving every model id: the tiny build in the data dir, or the configured one."""
+        from openreel.engine import TINY_CHECKPOINT_DIR
+        from openreel.engine.weights import Checkpoint
+
+        if self.engine == "tiny":
+            return Checkpoint(str((self.data_dir / "models" / TINY_CHECKPOINT_DIR).resolve()))
+        return Checkpoint.parse(self.checkpoint) if self.checkpoint else None
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'openreel.db').resolve()}"

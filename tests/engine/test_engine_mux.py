@@ -47,7 +47,7 @@ def frames_720p() -> np.ndarray:
 
 def test_round_trip_with_audio(frames_720p: np.ndarray, tmp_path: Path) -> None:
     out = tmp_path / "video.mp4"
-    write_mp4(Clip(frames_720p, _tone(4.0, 16000), 16000), 24, out)
+    write_mp4(Clip(frames_720p, _tone(4.0, 16000), 16000), 24, out, preset="ultrafast")
     info = probe_mp4(out)
     assert (info.width, info.height, info.fps, info.frame_count) == (1280, 720, 24.0, 96)
     assert info.duration_s == pytest.approx(4.0)
@@ -67,7 +67,7 @@ def test_round_trip_with_audio(frames_720p: np.ndarray, tmp_path: Path) -> None:
 
 def test_no_audio_stream_without_audio(tmp_path: Path) -> None:
     out = tmp_path / "silent.mp4"
-    write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out)
+    write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out, preset="ultrafast")
     info = probe_mp4(out)
     assert (info.width, info.height, info.frame_count) == (320, 192, 24)
     assert not info.has_audio and info.audio_duration_s is None
@@ -77,7 +77,7 @@ def test_no_audio_stream_without_audio(tmp_path: Path) -> None:
 
 def test_mono_48k_audio_keeps_its_length(tmp_path: Path) -> None:
     out = tmp_path / "mono.mp4"
-    write_mp4(Clip(_frames(24, 320, 192), _tone(1.0, 48000, channels=1), 48000), 24, out)
+    write_mp4(Clip(_frames(24, 320, 192), _tone(1.0, 48000, channels=1), 48000), 24, out, preset="ultrafast")
     info = probe_mp4(out)
     assert info.audio_duration_s == pytest.approx(1.0, abs=1e-3)
 
@@ -94,7 +94,7 @@ def test_mono_48k_audio_keeps_its_length(tmp_path: Path) -> None:
 def test_bad_clip_writes_nothing(clip: Clip, tmp_path: Path) -> None:
     out = tmp_path / "bad.mp4"
     with pytest.raises(ValueError):
-        write_mp4(clip, 24, out)
+        write_mp4(clip, 24, out, preset="ultrafast")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -111,14 +111,14 @@ def test_failure_mid_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(av.VideoFrame, "from_ndarray", flaky)
     out = tmp_path / "broken.mp4"
     with pytest.raises(RuntimeError, match="disk on fire"):
-        write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out)
+        write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out, preset="ultrafast")
     assert list(tmp_path.iterdir()) == []
 
     # An existing file at the target survives a failed overwrite untouched.
     out.write_bytes(b"previous")
     calls["n"] = 0
     with pytest.raises(RuntimeError):
-        write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out)
+        write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out, preset="ultrafast")
     assert out.read_bytes() == b"previous"
     assert list(tmp_path.iterdir()) == [out]
 
@@ -126,5 +126,5 @@ def test_failure_mid_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
 def test_unknown_encoder_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     clip = Clip(frames=_frames(4, 64, 64), audio=None, sample_rate=24_000)
     with pytest.raises(ValueError, match="encoder must be one of"):
-        write_mp4(clip, 24, tmp_path / "clip.mp4", codec="mpeg4")
+        write_mp4(clip, 24, tmp_path / "clip.mp4", preset="ultrafast", codec="mpeg4")
     assert list(tmp_path.iterdir()) == []

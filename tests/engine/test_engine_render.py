@@ -177,7 +177,7 @@ def test_cancel_stops_before_decoding(tiny_engine, tiny_plan, monkeypatch: pytes
 
 def test_render_then_mux_end_to_end(full_clip: Clip, tmp_path: Path) -> None:
     out = tmp_path / "clip.mp4"
-    write_mp4(full_clip, 24, out)
+    write_mp4(full_clip, 24, out, preset="ultrafast")
     info = probe_mp4(out)
     assert (info.width, info.height, info.frame_count, info.fps) == (1280, 720, 96, 24.0)
     assert info.has_audio and info.audio_duration_s == pytest.approx(4.0, abs=1e-3)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 from openreel.engine.weights import (
     Adapter,
@@ -26,9 +26,9 @@ from openreel.engine.weights import (
 if TYPE_CHECKING:
     from openreel.engine.base import VideoEngine
     from openreel.engine.ltx2 import Parts
-    from openreel.settings import Settings
 
-ENGINES = ("tiny", "ltx2")
+EngineName = Literal["tiny", "ltx2"]
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 # v5: 30 transformer blocks (the STG block exists); v4: the real layout (dev weights, a distilled LoRA,
 # the upsampler). A new name per change, so caches built before it are not taken as current.
 TINY_CHECKPOINT_DIR = "tiny-ltx2-v5"
@@ -132,10 +132,3 @@ def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
         offload=options.offload,
         prompt_cache_size=options.prompt_cache_size,
     )
-
-
-def configured_checkpoint(settings: Settings) -> Checkpoint | None:
-    """The checkpoint serving every model id: the tiny build in the data dir, or the configured one."""
-    if settings.engine == "tiny":
-        return Checkpoint(str((settings.data_dir / "models" / TINY_CHECKPOINT_DIR).resolve()))
-    return Checkpoint.parse(settings.checkpoint) if settings.checkpoint else None

@@ -104,7 +104,7 @@ CRF = 19
 
 
 def write_mp4(
-    clip: Clip, fps: int, path: Path, *, codec: str = "libx264", preset: str = "ultrafast", crf: int = CRF
+    clip: Clip, fps: int, path: Path, *, preset: str, codec: str = "libx264", crf: int = CRF
 ) -> None:
     """Write ``clip`` as H.264 (yuv420p) + AAC MP4 at ``path``, atomically.
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from openreel.executors.base import Executor
-from openreel.settings import KNOWN_EXECUTORS, Settings
+from openreel.settings import Settings
 
 
 def make_executor(settings: Settings) -> Executor:
-    if settings.executor == "local":
-        from openreel.executors.local import LocalExecutor
-
-        return LocalExecutor(settings)
     if settings.executor == "ray":
         try:
             from openreel.executors.ray_cluster import RayExecutor
         except ImportError as exc:
             raise RuntimeError("the ray executor needs Ray: pip install 'openreel[ray]'") from exc
         return RayExecutor(settings)
-    raise ValueError(f"unknown executor {settings.executor!r}; choose from {', '.join(KNOWN_EXECUTORS)}")
+    from openreel.executors.local import LocalExecutor
+
+    return LocalExecutor(settings)

@@ -1,4 +1,5 @@
-"""ORM tables. The wire shapes live in ``openreel.api.schemas``; these may change without moving them."""
+"""ORM tables. The wire shapes live in ``openreel.protocols.apiframe.schemas``; these may change without
+moving them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The Python SDK: typed clients for the v2 API, and webhook signature checks."""
 
+from openreel.domain.signatures import verify_webhook
 from openreel.sdk.client import AsyncClient, Backoff, Client
 from openreel.sdk.errors import (
     AuthenticationError,
@@ -15,7 +16,6 @@ from openreel.sdk.errors import (
     ValidationError,
     WaitTimeout,
 )
-from openreel.sdk.signatures import verify_webhook
 
 __all__ = [
     "AsyncClient",

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from openreel.api.schemas import JobAccepted, JobList, JobOut, Me, ModelCatalog, UploadOut
+from openreel.protocols.apiframe.schemas import JobAccepted, JobList, JobOut, Me, ModelCatalog, UploadOut
 from openreel.sdk.errors import JobCancelled, JobFailed, WaitTimeout, error_for
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"

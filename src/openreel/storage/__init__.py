@@ -8,8 +8,6 @@ from openreel.storage.local import LocalStorage
 
 
 def make_storage(settings: Settings) -> Storage:
-    if settings.storage == "local":
-        return LocalStorage(settings.data_dir / "files")
     if settings.storage == "s3":
         from openreel.storage.s3 import S3Storage
 
@@ -24,4 +22,4 @@ def make_storage(settings: Settings) -> Storage:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
         )
-    raise ValueError(f"unknown storage {settings.storage!r}; choose local or s3")
+    return LocalStorage(settings.data_dir / "files")

@@ -18,7 +18,7 @@ under ``/v1beta1`` and ``/v1``:
 Authentication: ``x-goog-api-key: afk_...`` (or ``?key=afk_...``). Any other path under ``/v1beta``
 or ``/v1beta1`` is a Google-shaped 404. An ``Idempotency-Key`` header (not Google's; optional) makes
 a submission replayable exactly as on the Apiframe API. Request mapping, refusals and defaults:
-``openreel.api.compat.google_wire``.
+``openreel.protocols.google.wire``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ from fastapi import APIRouter, Header, Query, Request, Security
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
-from openreel.api import job_service
-from openreel.api.compat import common
-from openreel.api.compat.google_wire import (
+from openreel.domain.rules import Details, check_text
+from openreel.ledger import jobs
+from openreel.ledger.tables import ApiKey, Job
+from openreel.protocols import common
+from openreel.protocols.deps import ServicesDep
+from openreel.protocols.files import result_disposition, sandboxed
+from openreel.protocols.google.wire import (
     ERROR_RESPONSES,
     FetchPredictOperationRequest,
     Form,
@@ -47,11 +51,8 @@ from openreel.api.compat.google_wire import (
     parse_predict,
     refusal,
 )
-from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
-from openreel.api.routes.files import result_disposition, sandboxed
-from openreel.ledger import jobs
-from openreel.ledger.tables import ApiKey, Job
-from openreel.validation import Details, check_text
+from openreel.service import job_service
+from openreel.service.services import AuthError, Services, authenticate
 
 router = APIRouter(tags=["Google Veo"], route_class=common.shaped_route(on_validation))
 
@@ -114,7 +115,7 @@ def _operation_reply(
         job,
         name,
         form=form,
-        base_url=svc.base_url(request),
+        base_url=svc.base_url(str(request.base_url)),
         version=_version(request),
         queue_position=position,
     )
@@ -135,7 +136,7 @@ def _predict(
     if details:
         raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
-    base_url = svc.base_url(request)
+    base_url = svc.base_url(str(request.base_url))
     submitted = common.submit(
         svc,
         key,

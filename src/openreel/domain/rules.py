@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from openreel.catalog import Catalog, ModelSpec
+from openreel.domain.catalog import Catalog, ModelSpec
 
 MAX_SEED = 2**32 - 1
 

@@ -10,9 +10,9 @@ import os
 from datetime import timedelta
 from typing import Any, BinaryIO
 
-from openreel.api.deps import Services
-from openreel.api.present import iso
 from openreel.ledger.tables import Upload, new_id, utcnow
+from openreel.service.services import Services
+from openreel.service.views import iso
 from openreel.storage.sniff import SNIFF_BYTES, SUPPORTED, sniff
 
 CHUNK = 1024 * 1024

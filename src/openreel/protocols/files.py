@@ -14,9 +14,10 @@ from pathlib import PurePosixPath
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from openreel.api.deps import Services, ServicesDep
-from openreel.api.errors import ApiError
 from openreel.ledger import uploads
+from openreel.protocols.deps import ServicesDep
+from openreel.protocols.errors import ApiError
+from openreel.service.services import Services
 
 router = APIRouter(tags=["Files"])
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from openreel.api.deps import KeyDep, ServicesDep
-from openreel.api.schemas import ErrorBody, Me
 from openreel.ledger import credits
 from openreel.ledger.tables import Account
+from openreel.protocols.apiframe.schemas import ErrorBody, Me
+from openreel.protocols.deps import KeyDep, ServicesDep
 
 router = APIRouter(tags=["Account"])
 

@@ -37,15 +37,15 @@ import httpx
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
-from openreel.api.present import Presenter
+from openreel.domain.signatures import sign
 from openreel.ledger import jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job, WebhookDelivery, utcnow
 from openreel.netguard import BlockedURL, Unresolved, guarded_stream
-from openreel.sdk.signatures import sign
+from openreel.service.views import Presenter
 from openreel.settings import Settings
 
-log = logging.getLogger("openreel.webhooks")
+log = logging.getLogger("openreel.service.webhooks")
 
 DEFAULT_EVENTS = ("completed", "failed")
 PROGRESS_STEP = 10

@@ -60,7 +60,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool
 from pydantic.alias_generators import to_camel
 
-from openreel.api.compat.common import (
+from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.ledger.tables import Job
+from openreel.protocols.common import (
     GOOGLE_MODEL_EXAMPLES,
     PENDING_IMAGE_URL,
     InlineImage,
@@ -70,14 +74,10 @@ from openreel.api.compat.common import (
     decode_base64,
     hex_id,
 )
-from openreel.api.deps import Services
-from openreel.api.intake import UploadRejected
-from openreel.api.job_service import EngineUnavailable
-from openreel.api.present import iso
-from openreel.ledger import jobs
-from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import Job
-from openreel.validation import Details, VideoSpec, check_strings, resolve_video_request
+from openreel.service.job_service import EngineUnavailable
+from openreel.service.services import Services
+from openreel.service.uploads import UploadRejected
+from openreel.service.views import iso
 
 Form = Literal["gemini", "vertex"]
 

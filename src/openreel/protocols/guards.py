@@ -22,10 +22,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openreel.api.compat.google_wire import GoogleError
-from openreel.api.compat.openai_wire import OpenAIError
-from openreel.api.deps import Services
 from openreel.ledger import accounts
+from openreel.protocols.google.wire import GoogleError
+from openreel.protocols.openai.wire import OpenAIError
+from openreel.service.services import Services
 from openreel.settings import Settings
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

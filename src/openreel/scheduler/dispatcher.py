@@ -24,19 +24,19 @@ from typing import overload
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from openreel.catalog import Catalog
+from openreel.domain.catalog import Catalog
+from openreel.domain.rules import VideoSpec
 from openreel.engine.plan import plan_render
 from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState
-from openreel.inputs import InputError, load_image
 from openreel.ledger import jobs, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.settings import Settings
 from openreel.storage.base import Storage
+from openreel.storage.images import InputError, load_image
 from openreel.storage.signing import Signer
-from openreel.validation import VideoSpec
 
 log = logging.getLogger("openreel.dispatcher")
 

@@ -10,13 +10,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from openreel.api import job_service
-from openreel.api.deps import KeyDep, Services, ServicesDep
-from openreel.api.errors import ApiError, validation_error
-from openreel.api.schemas import ErrorBody, JobList, JobOut, JobStatus
+from openreel.domain.rules import Details, check_text
 from openreel.ledger import jobs
 from openreel.ledger.tables import Job
-from openreel.validation import Details, check_text
+from openreel.protocols.apiframe.schemas import ErrorBody, JobList, JobOut, JobStatus
+from openreel.protocols.deps import KeyDep, ServicesDep
+from openreel.protocols.errors import ApiError, validation_error
+from openreel.service import job_service
+from openreel.service.services import Services
 
 router = APIRouter(tags=["Jobs"])
 NOT_FOUND = "Job not found"
@@ -49,7 +50,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def _present(svc: Services, request: Request, job: Job, with_position: bool = True) -> dict[str, Any]:
     with svc.db.read() as session:
         position = jobs.queue_position(session, job) if with_position else None
-    return svc.presenter.job(job, svc.base_url(request), position)
+    return svc.presenter.job(job, svc.base_url(str(request.base_url)), position)
 
 
 @router.get(

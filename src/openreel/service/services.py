@@ -1,25 +1,21 @@
-"""Request-scoped dependencies: the application services and the caller's API key."""
+"""The application services one server runs, and who may use them."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated
 
-from fastapi import Depends, Header, Request
-
-from openreel.api.errors import ApiError
-from openreel.api.present import Presenter
-from openreel.catalog import Catalog
-from openreel.executors.dispatcher import Dispatcher
+from openreel.domain.catalog import Catalog
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey
-from openreel.ratelimit import RateLimiter, retry_after_header
+from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.ratelimit import RateLimiter, retry_after_header
+from openreel.service.views import Presenter
+from openreel.service.webhooks import WebhookSender
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
-from openreel.webhooks import WebhookSender
 
 
 @dataclass
@@ -37,15 +33,9 @@ class Services:
     # someone else's server, so slow hosts must not take all of them.
     fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))
 
-    def base_url(self, request: Request) -> str:
-        return (self.settings.public_url or str(request.base_url)).rstrip("/")
-
-
-def services(request: Request) -> Services:
-    return request.app.state.services
-
-
-ServicesDep = Annotated[Services, Depends(services)]
+    def base_url(self, request_base_url: str) -> str:
+        """Where links in answers point: the configured public URL, else the base the request came to."""
+        return (self.settings.public_url or request_base_url).rstrip("/")
 
 
 class AuthError(Exception):
@@ -77,16 +67,3 @@ def authenticate(svc: Services, raw_key: str | None) -> ApiKey:
         retry_after = retry_after_header(wait)
         raise AuthError(429, f"Rate limit exceeded; retry after {retry_after} s", retry_after)
     return key
-
-
-def current_key(
-    svc: ServicesDep,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key", include_in_schema=False)] = None,
-) -> ApiKey:
-    try:
-        return authenticate(svc, x_api_key)
-    except AuthError as exc:
-        raise ApiError(exc.status, exc.message, headers=exc.headers) from exc
-
-
-KeyDep = Annotated[ApiKey, Depends(current_key)]

@@ -43,7 +43,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import and_, or_, select
 
-from openreel.api.compat.common import (
+from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.ledger.tables import Job, Upload, utcnow
+from openreel.protocols.common import (
     PENDING_IMAGE_URL,
     InlineImage,
     WireError,
@@ -53,13 +57,9 @@ from openreel.api.compat.common import (
     hex_id,
     parse_job_id,
 )
-from openreel.api.deps import Services
-from openreel.api.intake import UploadRejected
-from openreel.api.job_service import EngineUnavailable, take_images
-from openreel.ledger import jobs
-from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import Job, Upload, utcnow
-from openreel.validation import Details, VideoSpec, check_strings, resolve_video_request
+from openreel.service.job_service import EngineUnavailable, take_images
+from openreel.service.services import Services
+from openreel.service.uploads import UploadRejected
 
 DEFAULT_MODEL = "veo-3.1-fast"
 DEFAULT_SIZE = "720x1280"

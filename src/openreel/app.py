@@ -1,4 +1,5 @@
-"""The FastAPI application: services are built at start-up and torn down at shutdown."""
+"""The FastAPI application, where every protocol and the Studio meet: services are built at start-up and
+torn down at shutdown."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ from typing import Any
 from fastapi import FastAPI
 
 from openreel import __version__
-from openreel.api import errors
-from openreel.api.deps import Services
-from openreel.api.guards import BodyGuard, NoSniff
-from openreel.api.present import RANDOM_WEIGHTS_NOTICE, Presenter
-from openreel.api.routes import account, files, google, jobs, models, openai_videos, uploads, videos
-from openreel.catalog import load_catalog
-from openreel.executors.dispatcher import Dispatcher
+from openreel.domain.catalog import load_catalog
 from openreel.ledger.db import Database, migrate
-from openreel.ratelimit import RateLimiter
+from openreel.protocols import errors, files
+from openreel.protocols.apiframe import account, jobs, models, uploads, videos
+from openreel.protocols.google import routes as google
+from openreel.protocols.guards import BodyGuard, NoSniff
+from openreel.protocols.openai import routes as openai_videos
+from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.ratelimit import RateLimiter
+from openreel.service.services import Services
+from openreel.service.views import RANDOM_WEIGHTS_NOTICE, Presenter
+from openreel.service.webhooks import WebhookSender
 from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.storage.signing import Signer
 from openreel.studio import routes as studio
-from openreel.webhooks import WebhookSender
 
 log = logging.getLogger("openreel")
 

@@ -7,19 +7,24 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from openreel.api.deps import KeyDep, ServicesDep
-from openreel.api.errors import ApiError, validation_error
-from openreel.api.job_service import (
+from openreel.domain.rules import Details, VideoSpec, check_strings, check_url, resolve_video_request
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.protocols.apiframe.schemas import (
+    ErrorBody,
+    GenerateVideoRequest,
+    InsufficientCreditsBody,
+    JobAccepted,
+)
+from openreel.protocols.deps import KeyDep, ServicesDep
+from openreel.protocols.errors import ApiError, validation_error
+from openreel.service.job_service import (
     EngineUnavailable,
     check_idempotency_key,
     check_webhook_target,
     submit_job,
     take_images,
 )
-from openreel.api.schemas import ErrorBody, GenerateVideoRequest, InsufficientCreditsBody, JobAccepted
-from openreel.ledger import jobs
-from openreel.ledger.credits import InsufficientCredits
-from openreel.validation import Details, VideoSpec, check_strings, check_url, resolve_video_request
 
 router = APIRouter(tags=["Videos"])
 ACTIVE_JOBS_RETRY_AFTER_S = 5
@@ -65,7 +70,7 @@ def generate_video(
         check_webhook_target(svc, details, "webhookUrl", body.webhookUrl)
     if details or spec is None:
         raise validation_error(details)
-    base_url = svc.base_url(request)
+    base_url = svc.base_url(str(request.base_url))
 
     def prepare(spec: VideoSpec) -> VideoSpec:
         problems = Details()

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from openreel.api.deps import KeyDep, ServicesDep
-from openreel.api.errors import validation_error
-from openreel.api.intake import UploadRejected, store_upload
-from openreel.api.schemas import ErrorBody, UploadOut
+from openreel.protocols.apiframe.schemas import ErrorBody, UploadOut
+from openreel.protocols.deps import KeyDep, ServicesDep
+from openreel.protocols.errors import validation_error
+from openreel.service.uploads import UploadRejected, store_upload
 
 router = APIRouter(tags=["Uploads"])
 
@@ -22,7 +22,7 @@ def create_upload(
     if file is None:
         raise validation_error({"file": ["Required: send the file as multipart field 'file'"]})
     try:
-        body = store_upload(svc, key.account_id, file.file, svc.base_url(request))
+        body = store_upload(svc, key.account_id, file.file, svc.base_url(str(request.base_url)))
     except UploadRejected as exc:
         raise validation_error({"file": [str(exc)]}) from exc
     return JSONResponse(body, status_code=201)

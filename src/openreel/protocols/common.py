@@ -1,7 +1,7 @@
 """What the compatibility surfaces share: model ids, job ids, inline images, cancel and delete, and
 the route class that gives each surface its own error body.
 
-Nothing here knows a wire shape; ``google_wire`` and ``openai_wire`` do.
+Nothing here knows a wire shape; ``google.wire`` and ``openai.wire`` do.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from openreel.api.deps import Services
-from openreel.api.intake import store_upload
-from openreel.api.job_service import EngineUnavailable, Submitted, submit_job
-from openreel.catalog import Catalog
+from openreel.domain.catalog import Catalog
+from openreel.domain.rules import VideoSpec
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
 from openreel.ledger.tables import ApiKey
+from openreel.service.job_service import EngineUnavailable, Submitted, submit_job
+from openreel.service.services import Services
+from openreel.service.uploads import store_upload
 from openreel.storage.sniff import FileType, sniff
-from openreel.validation import VideoSpec
 
 IMAGE_TYPES = "PNG, JPEG, WebP or GIF"
 # Where an image goes before the request is known to be valid: resolve_video_request checks only

@@ -6,12 +6,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 
-from openreel.api.deps import Services, ServicesDep
-from openreel.api.present import RANDOM_WEIGHTS_NOTICE
-from openreel.api.schemas import ErrorBody, ModelCatalog
-from openreel.catalog import ModelSpec
-from openreel.engine import configured_checkpoint, recipes
+from openreel.domain.catalog import ModelSpec
+from openreel.engine import recipes
 from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter
+from openreel.protocols.apiframe.schemas import ErrorBody, ModelCatalog
+from openreel.protocols.deps import ServicesDep
+from openreel.service.services import Services
+from openreel.service.views import RANDOM_WEIGHTS_NOTICE
 
 router = APIRouter(tags=["Models"])
 
@@ -73,7 +74,7 @@ def list_models(
     if configured:
         found = locate_adapter(Adapter.parse(configured)) is not None
         adapter = {"adapter": configured, "weightsPresent": found}
-    checkpoint = configured_checkpoint(svc.settings)
+    checkpoint = svc.settings.configured_checkpoint()
     present = checkpoint is not None and locate(checkpoint) is not None
     for model in svc.catalog.models.values():
         entries.append(_entry(svc, model, checkpoint, present, adapter))

@@ -16,13 +16,13 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from openreel.api.deps import Services
-from openreel.api.intake import UploadRejected, store_upload
-from openreel.inputs import InputError, fetch
+from openreel.domain.rules import Details, VideoSpec
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
 from openreel.netguard import BlockedURL, Unresolved, pin_url
-from openreel.validation import Details, VideoSpec
+from openreel.service.services import Services
+from openreel.service.uploads import UploadRejected, store_upload
+from openreel.storage.images import InputError, fetch
 
 
 class EngineUnavailable(Exception):

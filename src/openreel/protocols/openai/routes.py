@@ -11,7 +11,7 @@
 Authentication: ``Authorization: Bearer afk_...``. ``Idempotency-Key`` (optional, not sent by the
 SDK; pass it with ``extra_headers``) replays a create as on the Apiframe API, which guards against
 the SDK's automatic retries of a create. Remix, edits, extensions and characters are not served
-(OpenAI-shaped 404). Mapping, defaults and refusals: ``openreel.api.compat.openai_wire``.
+(OpenAI-shaped 404). Mapping, defaults and refusals: ``openreel.protocols.openai.wire``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from openreel.api import job_service
-from openreel.api.compat import common
-from openreel.api.compat.openai_wire import (
+from openreel.domain.rules import Details
+from openreel.ledger import jobs
+from openreel.ledger.tables import ApiKey, Job
+from openreel.protocols import common
+from openreel.protocols.deps import ServicesDep
+from openreel.protocols.files import result_disposition, sandboxed
+from openreel.protocols.openai.wire import (
     ERROR_RESPONSES,
     FIELDS,
     POLL_AFTER_MS,
@@ -44,12 +48,9 @@ from openreel.api.compat.openai_wire import (
     refusal,
     video_object,
 )
-from openreel.api.compat.openai_wire import video_id as openai_id
-from openreel.api.deps import AuthError, Services, ServicesDep, authenticate
-from openreel.api.routes.files import result_disposition, sandboxed
-from openreel.ledger import jobs
-from openreel.ledger.tables import ApiKey, Job
-from openreel.validation import Details
+from openreel.protocols.openai.wire import video_id as openai_id
+from openreel.service import job_service
+from openreel.service.services import AuthError, Services, authenticate
 
 router = APIRouter(tags=["OpenAI videos"], route_class=common.shaped_route(on_validation))
 
@@ -185,7 +186,7 @@ def _create(
     job_service.check_idempotency_key(details, "Idempotency-Key", idem)
     if details:
         raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
-    base_url = svc.base_url(request)
+    base_url = svc.base_url(str(request.base_url))
     create = parse_create(svc, key.account_id, fields, base_url)
     submitted = common.submit(
         svc,

@@ -1,0 +1,31 @@
+"""FastAPI dependencies: the application services and the caller's API key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from openreel.ledger.tables import ApiKey
+from openreel.protocols.errors import ApiError
+from openreel.service.services import AuthError, Services, authenticate
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def current_key(
+    svc: ServicesDep,
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key", include_in_schema=False)] = None,
+) -> ApiKey:
+    try:
+        return authenticate(svc, x_api_key)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.message, headers=exc.headers) from exc
+
+
+KeyDep = Annotated[ApiKey, Depends(current_key)]

@@ -1,0 +1,1 @@
+"""Google Veo: the Gemini API and Vertex AI forms of ``predictLongRunning`` and their operations."""

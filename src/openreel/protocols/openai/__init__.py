@@ -1,0 +1,1 @@
+"""OpenAI's videos API (``/v1/videos``)."""

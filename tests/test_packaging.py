@@ -1,0 +1,31 @@
+"""The base install is the SDK and the client CLI: they must not need the server's or the engine's extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+PYPROJECT = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+HEAVY = ("torch", "diffusers", "transformers", "fastapi", "sqlalchemy", "uvicorn", "ray", "av", "numpy")
+
+
+def test_the_base_dependencies_are_the_clients_only() -> None:
+    base = {d.split(">")[0].split("=")[0].split("[")[0].lower() for d in PYPROJECT["project"]["dependencies"]}
+    assert base == {"httpx", "pydantic", "pydantic-settings", "typer", "rich"}
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert any(d.startswith("torch==") for d in extras["engine"])
+    assert any(d.startswith("fastapi") for d in extras["server"])
+
+
+def test_the_sdk_and_the_cli_import_without_the_extras() -> None:
+    probe = (
+        "import sys, openreel, openreel.cli, openreel.sdk;"
+        "openreel.cli.app(['--help'], standalone_mode=False);"
+        f"print('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "loaded:", out.stdout

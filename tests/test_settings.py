@@ -1,0 +1,26 @@
+"""The one settings object refuses what no part of the service could run, wherever it is built."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from openreel.cli import app
+from openreel.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("engine", "ltx"), ("executor", "kubernetes"), ("storage", "gcs"), ("x264_preset", "quick")],
+)
+def test_unknown_names_are_refused_when_the_settings_are_built(field: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_the_cli_says_which_setting_is_wrong_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = CliRunner().invoke(app, ["serve", "--engine", "ltx", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 2
+    assert "engine: Input should be 'tiny' or 'ltx2'" in out.output
+    assert "Traceback" not in out.output
