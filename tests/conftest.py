@@ -8,6 +8,10 @@ import pytest
 from databases import throwaway_database
 from support import SERVER_ENV, LiveServer, running_server
 
+# The suite runs several processes at once on a few cores (the test process, servers, their workers): torch's
+# intra-op threads then fight each other, and the tiny engine's small ops gain nothing from them. One thread
+# per process, set before anything imports torch here or in a child process.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Ray clusters started by the tests (and the servers they start) listen on loopback only, without
 # token auth; both are read when Ray starts a node or connects a driver.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

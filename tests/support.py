@@ -26,11 +26,11 @@ from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.settings import Settings
 
-# A job that renders long enough on the tiny engine to be interrupted mid-render (11 steps on the 1080p
-# grid, then 192 frames to encode) and still finishes in seconds once it is let be: for the tests that
-# kill a worker or a server under a job. Cancelling tests take the quality recipe, whose 40 guided steps
-# leave more time to catch it before the last one.
-LONG = {"prompt": "long", "model": "veo-3.1-fast", "veoParams": {"duration": 8, "resolution": "1080p"}}
+# A job that renders long enough on the tiny engine to be interrupted mid-render (11 steps over 25 latent
+# frames, then 192 frames to encode: seconds, single-threaded) and still finishes in seconds once it is let
+# be: for the tests that kill a worker or a server under a job. Cancelling tests take the quality recipe,
+# whose 40 guided steps leave more time to catch it before the last one.
+LONG = {"prompt": "long", "model": "veo-3.1-fast", "veoParams": {"duration": 8}}
 # The settings of the session's shared servers (tests/conftest.py).
 SERVER_ENV = {
     "OPENREEL_ALLOW_PRIVATE_URLS": "1",

@@ -35,6 +35,9 @@ from openreel.storage.signing import Signer
 
 from support import SERVER_ENV, LiveServer, free_port, png
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("body_limits")]
+
 MB = 1024 * 1024
 GOOGLE_PREDICT = "/v1beta/models/veo-3.1-fast-generate-preview:predictLongRunning"
 # Where each protocol carries its key; what its 401 for a missing key looks like.

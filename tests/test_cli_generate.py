@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from support import LiveServer, mp4_summary
+
+pytestmark = pytest.mark.live
 
 
 def generate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

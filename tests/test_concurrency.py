@@ -13,6 +13,8 @@ import pytest
 from databases import DIALECTS, throwaway_database
 from support import LiveServer, running_server
 
+pytestmark = pytest.mark.live
+
 ACCOUNTS = 10
 UNIQUE_PER_ACCOUNT = 20
 REPEATS_PER_ACCOUNT = 10

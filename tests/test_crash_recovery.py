@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from openreel.ledger.db import Database
 from openreel.ledger.tables import CreditEntry, Job
 
 from support import LONG, cli, running_server, wait_for
+
+pytestmark = pytest.mark.live
 
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 

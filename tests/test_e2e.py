@@ -21,6 +21,8 @@ from PIL import Image
 from databases import DIALECTS
 from support import LiveServer, assert_contract, wait_for
 
+pytestmark = pytest.mark.live
+
 
 @pytest.fixture(params=DIALECTS)
 def server(request: pytest.FixtureRequest) -> LiveServer:

@@ -24,6 +24,8 @@ from google.genai import errors, types
 
 from support import LiveServer, balance, mp4_summary, png, price
 
+pytestmark = pytest.mark.live
+
 GENAI2 = Path(__file__).resolve().parents[1] / ".venv" / "genai2"
 VERTEX_MODEL = "veo-3.1-fast-generate-001"
 VERTEX_PREDICT = f"/v1beta1/publishers/google/models/{VERTEX_MODEL}:predictLongRunning"

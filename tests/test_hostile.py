@@ -18,6 +18,9 @@ from openreel.storage.images import InputError, fetch
 
 from support import LiveServer, png, running_server, wait_for
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("hostile")]
+
 BASE = {"prompt": "p", "model": "veo-3.1-fast"}
 
 

@@ -10,6 +10,9 @@ from openreel.service.ratelimit import RateLimiter
 
 from support import LiveServer, running_server
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = pytest.mark.xdist_group("limits")
+
 FAST_4S = {"prompt": "p", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 
 
@@ -37,6 +40,7 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
         yield live
 
 
+@pytest.mark.live
 def test_requests_over_the_rate_get_429_per_account(strict_server: LiveServer) -> None:
     noisy, quiet = strict_server.new_key(), strict_server.new_key()
     with strict_server.client(noisy) as client:
@@ -49,6 +53,7 @@ def test_requests_over_the_rate_get_429_per_account(strict_server: LiveServer) -
         assert client.get("/v2/me").status_code == 200
 
 
+@pytest.mark.live
 def test_active_jobs_are_capped_per_account(strict_server: LiveServer) -> None:
     key = strict_server.new_key(credits=20)
     with strict_server.client(key) as client:

@@ -30,6 +30,9 @@ from openreel.settings import Settings
 from fakehub import fake_hub
 from support import cli, mp4_summary, png, running_server, wait_for
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = pytest.mark.xdist_group("models")
+
 FAST = {"prompt": "a boat", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
 
 
@@ -61,6 +64,7 @@ def test_a_checkpoint_missing_a_component_or_a_shard_is_not_complete(
     assert not complete(sharded)
 
 
+@pytest.mark.live
 def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_path: Path) -> None:
     repo = shutil.copytree(tiny_checkpoint, tmp_path / "repo")
     (repo / "ltx-2-single-file.safetensors").write_bytes(b"not needed by the pipeline")
@@ -107,6 +111,7 @@ def test_missing_weights_refuse_jobs_until_pulled(tiny_checkpoint: Path, tmp_pat
                 )
 
 
+@pytest.mark.live
 def test_a_missing_distilled_lora_makes_every_id_unready_until_pulled(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -206,6 +211,7 @@ def test_pulling_an_ambiguous_adapter_repo_downloads_nothing(tmp_path: Path) -> 
         assert "no" in cli(tmp_path / "data", "models", "list", env=env).split("acme/two", 1)[1]
 
 
+@pytest.mark.live
 def test_reference_images_need_the_pulled_adapter_then_render(tiny_checkpoint: Path, tmp_path: Path) -> None:
     repo = tmp_path / "adapter-repo"
     save_tiny_reference_adapter(repo / "tiny-ic-lora.safetensors")
@@ -270,6 +276,7 @@ def _first_picture(mp4: bytes) -> np.ndarray:
         return next(container.decode(video=0)).to_ndarray(format="rgb24")
 
 
+@pytest.mark.live
 def test_an_adapter_the_workers_cannot_load_refuses_references_without_charge(tmp_path: Path) -> None:
     """The file is here, but it is another model's: the worker says so and the server believes it."""
     wrong = tmp_path / "other-model.safetensors"

@@ -24,6 +24,9 @@ from openreel.ledger.tables import CreditEntry, Job
 
 from support import LONG, LiveServer, free_port, running_server, wait_for
 
+# One worker runs this module: two Ray clusters at once would compete for this machine's few CPUs.
+pytestmark = pytest.mark.xdist_group("ray")
+
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
 
@@ -71,6 +74,7 @@ def until(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.live
 def test_two_nodes_share_jobs_and_a_node_lost_mid_job_loses_nothing(tmp_path: Path, cluster: Cluster) -> None:
     node = cluster.add_node(num_cpus=1, resources={SLOT_RESOURCE: 1})
     cluster.wait_for_nodes()
@@ -147,6 +151,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.kill()
 
 
+@pytest.mark.live
 def test_openreel_worker_joins_a_cluster_started_with_ray_start(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,9 @@ from moto.server import ThreadedMotoServer
 
 from support import LiveServer, mp4_summary, png, running_server, wait_for
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("s3")]
+
 BUCKET = "openreel-media"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 

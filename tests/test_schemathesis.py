@@ -12,6 +12,8 @@ import pytest
 
 from support import LiveServer, running_server
 
+pytestmark = pytest.mark.live
+
 SEED = "78546478826495023804588340818380816738"
 
 

@@ -23,6 +23,9 @@ from playwright import sync_api
 
 from support import LiveServer, wait_for
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("studio")]
+
 expect = sync_api.expect
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job
 
 from support import LONG, LiveServer, running_server, wait_for
+
+pytestmark = pytest.mark.live
 
 
 def worker_of(server: LiveServer, job_id: str) -> tuple[int, int, str]:

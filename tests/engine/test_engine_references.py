@@ -18,6 +18,9 @@ from openreel.engine.base import Clip
 from openreel.engine.ltx2 import REFERENCE_ADAPTER, SHEET_BACKGROUND, reference_sheet
 from openreel.engine.tiny import save_tiny_reference_adapter
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = pytest.mark.xdist_group("engine_references")
+
 
 def _noop(i: int, total: int) -> None:
     pass

@@ -16,6 +16,9 @@ from openreel.engine.mux import probe_mp4, write_mp4
 from openreel.engine.pipelines import Condition
 from openreel.engine.recipes import recipe
 
+# One worker runs this module, so its module-scoped fixtures start once.
+pytestmark = pytest.mark.xdist_group("engine_render")
+
 
 def _noop(i: int, total: int) -> None:
     pass

@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from openreel.domain.catalog import Catalog, ModelSpec
-
-MAX_SEED = 2**32 - 1
+from openreel.domain.limits import MAX_SEED
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES
+
 WebhookEvent = Literal["progress", "completed", "failed"]
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 
@@ -21,13 +23,13 @@ class VeoParams(Strict):
     image: str | None = None
     resolution: Literal["720p", "1080p"] | None = None
     generate_audio: bool | None = None
-    negative_prompt: Annotated[str, Field(max_length=2000)] | None = None
+    negative_prompt: Annotated[str, Field(max_length=MAX_NEGATIVE_PROMPT)] | None = None
     last_frame: str | None = None
-    reference_images: Annotated[list[str], Field(max_length=3)] | None = None
+    reference_images: Annotated[list[str], Field(max_length=MAX_REFERENCES)] | None = None
 
 
 class GenerateVideoRequest(Strict):
-    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT)]
     model: str
     veoParams: VeoParams | None = None
     webhookUrl: str | None = None

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 from openreel.domain.rules import Details, VideoSpec, check_strings, check_url, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
@@ -49,7 +50,9 @@ def generate_video(
     request: Request,
     svc: ServicesDep,
     key: KeyDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
+    ] = None,
 ) -> JSONResponse:
     params = body.veoParams.model_dump(exclude_unset=True) if body.veoParams else {}
     echo = body.model_dump(exclude_unset=True)

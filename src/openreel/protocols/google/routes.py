@@ -29,6 +29,7 @@ from fastapi import APIRouter, Header, Query, Request, Security
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
+from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 from openreel.domain.rules import Details, check_text
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
@@ -84,7 +85,7 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        max_length=255,
+        max_length=MAX_IDEMPOTENCY_KEY,
         description="Not part of Google's API: replays the first operation for 24 h, as on /v2.",
     ),
 ]

@@ -60,6 +60,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool
 from pydantic.alias_generators import to_camel
 
+from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
@@ -82,9 +83,6 @@ from openreel.service.views import iso
 Form = Literal["gemini", "vertex"]
 
 GOOGLE_DEFAULT_DURATION = 8
-MAX_PROMPT = 4000
-MAX_NEGATIVE_PROMPT = 2000
-MAX_REFERENCES = 3
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",

@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from openreel.domain.limits import MAX_IDEMPOTENCY_KEY, MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_SEED
 from openreel.domain.rules import Details
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
@@ -96,14 +97,14 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        max_length=255,
+        max_length=MAX_IDEMPOTENCY_KEY,
         description="Not sent by the OpenAI SDK (use extra_headers): replays the first create for 24 h.",
     ),
 ]
 
 _FILE_FIELD = {"type": "string", "format": "binary", "description": "the first frame (PNG, JPEG, WebP, GIF)"}
 _CREATE_PROPERTIES: dict[str, Any] = {
-    "prompt": {"type": "string", "maxLength": 4000},
+    "prompt": {"type": "string", "maxLength": MAX_PROMPT},
     "model": {"type": "string", "default": "veo-3.1-fast"},
     "seconds": {"type": "string", "enum": ["4", "5", "6", "7", "8"], "default": "4"},
     "size": {
@@ -111,8 +112,12 @@ _CREATE_PROPERTIES: dict[str, Any] = {
         "enum": ["1280x720", "720x1280", "1920x1080", "1080x1920"],
         "default": "720x1280",
     },
-    "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "description": "openreel extension"},
-    "negative_prompt": {"type": "string", "maxLength": 2000, "description": "openreel extension"},
+    "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "description": "openreel extension"},
+    "negative_prompt": {
+        "type": "string",
+        "maxLength": MAX_NEGATIVE_PROMPT,
+        "description": "openreel extension",
+    },
     "generate_audio": {"type": "boolean", "description": "openreel extension"},
 }
 _CREATE_BODY = {

@@ -43,6 +43,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import and_, or_, select
 
+from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
@@ -64,8 +65,6 @@ from openreel.service.uploads import UploadRejected
 DEFAULT_MODEL = "veo-3.1-fast"
 DEFAULT_SIZE = "720x1280"
 DEFAULT_SECONDS = 4
-MAX_PROMPT = 4000
-MAX_NEGATIVE_PROMPT = 2000
 POLL_AFTER_MS = "1000"
 SIZES = {
     "1280x720": ("16:9", "720p"),

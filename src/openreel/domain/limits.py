@@ -1,0 +1,7 @@
+"""The limits every protocol applies to a video request, stated once (the SDK's wire schemas use them too)."""
+
+MAX_PROMPT = 4000
+MAX_NEGATIVE_PROMPT = 2000
+MAX_REFERENCES = 3
+MAX_SEED = 2**32 - 1
+MAX_IDEMPOTENCY_KEY = 255
