@@ -46,7 +46,6 @@ from openreel.engine.plan import RESOLUTIONS, RenderPlan, plan_render
 from openreel.engine.recipes import RECIPE_KINDS, Stage
 from openreel.engine.text import visiting
 from openreel.engine.tiny import build_tokenizer
-from openreel.settings import Settings
 
 CONFIGS = Path(__file__).with_name("ltx2-configs.json")
 # Most wanted first, so a run cut short still answers the main questions.
@@ -366,7 +365,7 @@ class Bench:
         )
         clip = self.engine.render(plan, image, None, lambda *_: None)
         with tempfile.TemporaryDirectory() as tmp, self.stages.stage("mux"):
-            write_mp4(clip, plan.fps, Path(tmp) / "clip.mp4", preset=Settings().x264_preset)
+            write_mp4(clip, plan.fps, Path(tmp) / "clip.mp4", preset="ultrafast")
 
     @contextmanager
     def diffusers_placed(self) -> Iterator[None]:

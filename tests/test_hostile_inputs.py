@@ -22,6 +22,10 @@ from openreel.settings import Settings
 
 from databases import DIALECTS, throwaway_database
 
+# The in-process app still starts its render worker process; one worker runs the module, so each
+# dialect's app starts once.
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("hostile_inputs")]
+
 BASE: dict[str, Any] = {"prompt": "p", "model": "veo-3.1-fast"}
 CREDITS = 100
 

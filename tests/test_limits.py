@@ -32,7 +32,7 @@ def test_token_bucket_allows_a_burst_then_paces() -> None:
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     env = {
-        "OPENREEL_RATE_LIMIT_PER_MINUTE": "60",
+        "OPENREEL_RATE_LIMIT_PER_MINUTE": "6",
         "OPENREEL_RATE_LIMIT_BURST": "5",
         "OPENREEL_MAX_CONCURRENT_JOBS": "1",
     }

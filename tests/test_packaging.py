@@ -8,7 +8,22 @@ import tomllib
 from pathlib import Path
 
 PYPROJECT = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-HEAVY = ("torch", "diffusers", "transformers", "fastapi", "sqlalchemy", "uvicorn", "ray", "av", "numpy")
+HEAVY = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "huggingface_hub",
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "alembic",
+    "uvicorn",
+    "ray",
+    "boto3",
+    "av",
+    "numpy",
+    "PIL",
+)
 
 
 def test_the_base_dependencies_are_the_clients_only() -> None:
@@ -29,3 +44,18 @@ def test_the_sdk_and_the_cli_import_without_the_extras() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "loaded:", out.stdout
+
+
+def test_a_command_missing_its_extra_says_what_to_install_in_one_line(tmp_path: Path) -> None:
+    probe = (
+        "import sys; sys.modules['uvicorn'] = None;"  # as on a base install: `import uvicorn` fails
+        f"sys.argv = ['openreel', 'serve', '--data-dir', {str(tmp_path)!r}];"
+        "from openreel.cli import main; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stdout.strip() == (
+        "this command needs openreel[server] (uvicorn is not installed): "
+        "pip install 'openreel[server,engine]'"
+    )
+    assert "Traceback" not in out.stderr

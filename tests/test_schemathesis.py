@@ -28,6 +28,7 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
         yield live
 
 
+@pytest.mark.timeout(900)  # the fuzzing run's own limit is 600 s, and the server's start counts here too
 def test_no_server_errors_and_responses_match_the_schema(fuzzed_server: LiveServer, tmp_path: Path) -> None:
     key = fuzzed_server.new_key(credits=1_000_000)
     cli = Path(sys.executable).with_name("schemathesis")

@@ -449,6 +449,7 @@ _EXTRAS = {
     "alembic": "server",
     "PIL": "server",
     "numpy": "server",
+    "huggingface_hub": "server",
     "torch": "engine",
     "diffusers": "engine",
     "transformers": "engine",
@@ -468,7 +469,7 @@ def main() -> None:
             raise
         console.print(
             f"this command needs openreel[{extra}] ({exc.name} is not installed): "
-            "pip install 'openreel[server,engine]'",
+            f"pip install 'openreel[{'server,engine' if extra in ('server', 'engine') else extra}]'",
             style="red",
             markup=False,
             soft_wrap=True,

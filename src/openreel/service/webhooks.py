@@ -45,7 +45,7 @@ from openreel.netguard import BlockedURL, Unresolved, guarded_stream
 from openreel.service.views import Presenter
 from openreel.settings import Settings
 
-log = logging.getLogger("openreel.service.webhooks")
+log = logging.getLogger("openreel.webhooks")
 
 DEFAULT_EVENTS = ("completed", "failed")
 PROGRESS_STEP = 10
