@@ -58,6 +58,8 @@ def test_me_and_models(server: LiveServer) -> None:
     assert "random weights" in fast["engine"]["notice"]
     assert httpx.get(server.url + "/v2/models?modality=image").json() == {"models": []}
     assert httpx.get(server.url + "/v2/models?modality=sound").status_code == 400
+    front = httpx.get(server.url + "/")  # a browser opening the server lands on the Studio
+    assert (front.status_code, front.headers["location"]) == (307, "/studio")
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,25 @@ app.add_typer(credits_app, name="credits")
 app.add_typer(models_app, name="models")
 console = Console()
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from openreel import __version__
+
+        console.print(f"openreel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    pass
+
+
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (OPENREEL_DATA_DIR).")]
 
 
@@ -327,7 +346,7 @@ def _run_generate(
 ) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from openreel.sdk import Backoff, Client, JobError, OpenreelError
+    from openreel.sdk import Backoff, Client, JobError, NetworkError, OpenreelError
 
     with Client(api_key=api_key, base_url=base_url) as client:
         try:
@@ -363,6 +382,9 @@ def _run_generate(
             raise typer.Exit(1) from exc
         except JobError as exc:
             console.print(f"[red]job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}[/red]")
+            raise typer.Exit(1) from exc
+        except NetworkError as exc:
+            console.print(str(exc), style="red", markup=False, soft_wrap=True)
             raise typer.Exit(1) from exc
     result = job.result
     assert result is not None

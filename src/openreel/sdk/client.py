@@ -18,7 +18,7 @@ import httpx
 from pydantic import BaseModel
 
 from openreel.protocols.apiframe.schemas import JobAccepted, JobList, JobOut, Me, ModelCatalog, UploadOut
-from openreel.sdk.errors import JobCancelled, JobFailed, WaitTimeout, error_for
+from openreel.sdk.errors import JobCancelled, JobFailed, WaitTimeout, error_for, network_errors
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -200,9 +200,15 @@ class Client:
         self._http.close()
 
     def _run(self, call: Call[T]) -> T:
-        response = self._http.request(
-            call.method, call.path, json=call.json, params=call.params, files=call.files, headers=call.headers
-        )
+        with network_errors(str(self._http.base_url)):
+            response = self._http.request(
+                call.method,
+                call.path,
+                json=call.json,
+                params=call.params,
+                files=call.files,
+                headers=call.headers,
+            )
         return _answer(call, response)
 
     def generate(
@@ -292,7 +298,10 @@ class Client:
         job = self.get_job(job) if isinstance(job, str) else job
         target, partial = _download_paths(job, destination)
         try:
-            with self._http.stream("GET", job.result.videoUrl) as response:  # type: ignore[union-attr]
+            with (
+                network_errors(job.result.videoUrl),  # type: ignore[union-attr]
+                self._http.stream("GET", job.result.videoUrl) as response,  # type: ignore[union-attr]
+            ):
                 _check_download(response)
                 with partial.open("wb") as out:
                     for chunk in response.iter_bytes():
@@ -327,9 +336,15 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _run(self, call: Call[T]) -> T:
-        response = await self._http.request(
-            call.method, call.path, json=call.json, params=call.params, files=call.files, headers=call.headers
-        )
+        with network_errors(str(self._http.base_url)):
+            response = await self._http.request(
+                call.method,
+                call.path,
+                json=call.json,
+                params=call.params,
+                files=call.files,
+                headers=call.headers,
+            )
         return _answer(call, response)
 
     async def generate(
@@ -397,11 +412,12 @@ class AsyncClient:
         job = await self.get_job(job) if isinstance(job, str) else job
         target, partial = _download_paths(job, destination)
         try:
-            async with self._http.stream("GET", job.result.videoUrl) as response:  # type: ignore[union-attr]
-                _check_download(response)
-                with partial.open("wb") as out:
-                    async for chunk in response.aiter_bytes():
-                        out.write(chunk)
+            with network_errors(job.result.videoUrl):  # type: ignore[union-attr]
+                async with self._http.stream("GET", job.result.videoUrl) as response:  # type: ignore[union-attr]
+                    _check_download(response)
+                    with partial.open("wb") as out:
+                        async for chunk in response.aiter_bytes():
+                            out.write(chunk)
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import httpx
 
 
 class OpenreelError(Exception):
@@ -54,6 +58,40 @@ class RateLimitError(OpenreelError):
 
 class ServerError(OpenreelError):
     """5xx: the server or its engine is unavailable."""
+
+
+class NetworkError(Exception):
+    """No answer at all: the server could not be reached, or did not answer in time."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        super().__init__(f"{url}: {self.what} ({type(cause).__name__}: {cause or 'no details'})")
+        self.url = url
+        self.cause = cause
+
+    what = "no answer"
+
+
+class ServerUnreachable(NetworkError):
+    """Nothing listens there, the name does not resolve, or the connection broke."""
+
+    what = "server unreachable"
+
+
+class RequestTimedOut(NetworkError):
+    """The server took longer than the client's timeout."""
+
+    what = "request timed out"
+
+
+@contextmanager
+def network_errors(url: str) -> Iterator[None]:
+    """httpx's transport failures as the SDK's own errors, so callers need not import httpx."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise RequestTimedOut(url, exc) from exc
+    except httpx.TransportError as exc:
+        raise ServerUnreachable(url, exc) from exc
 
 
 class JobError(Exception):

@@ -11,7 +11,7 @@ import mimetypes
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from openreel.protocols.errors import ApiError
 
@@ -34,6 +34,12 @@ def _file(relative: str) -> FileResponse:
         raise ApiError(404, "Not found")
     media_type = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(path, media_type=media_type, headers=_HEADERS)
+
+
+@router.get("/")
+def front_door() -> RedirectResponse:
+    """A person who opens the server's address in a browser lands on the Studio, not on a JSON 404."""
+    return RedirectResponse("/studio", status_code=307)
 
 
 @router.get("/studio")
