@@ -35,6 +35,9 @@ def test_auth_errors(server: LiveServer) -> None:
         invalid = anonymous.get("/v2/me", headers={"X-API-Key": "afk_not-a-real-key"})
     assert (missing.status_code, missing.json()) == (401, {"error": "API key is required"})
     assert (invalid.status_code, invalid.json()) == (401, {"error": "Invalid API key"})
+    with server.client(None) as anonymous:
+        bearer = anonymous.get("/v2/me", headers={"Authorization": "Bearer afk_x"})
+    assert bearer.status_code == 401 and "send it in the X-API-Key header" in bearer.json()["error"]
     assert_contract(missing.json(), "ErrorResponse")
 
 
@@ -69,6 +72,12 @@ def test_me_and_models(server: LiveServer) -> None:
         ({**FAST_4S, "veoParams": {"duration": 5}}, "veoParams.duration", "4, 6, 8"),
         ({**FAST_4S, "veoParams": {"duration": "4"}}, "veoParams.duration", "integer"),
         ({**FAST_4S, "veoParams": {"fps": 30}}, "veoParams.fps", "Unrecognized key"),
+        (
+            {**FAST_4S, "veoParams": {"aspectRatio": "9:16"}},
+            "veoParams.aspectRatio",
+            "did you mean 'aspect_ratio'?",
+        ),
+        ({**FAST_4S, "promt": "x"}, "promt", "did you mean 'prompt'?"),
         ({**FAST_4S, "veoParams": {"aspect_ratio": "1:1"}}, "veoParams.aspect_ratio", "16:9, 9:16"),
         ({**FAST_4S, "veoParams": {"aspect_ratio": "wide"}}, "veoParams.aspect_ratio", "pattern"),
         ({**FAST_4S, "veoParams": {"resolution": "4k"}}, "veoParams.resolution", "720p"),
@@ -125,7 +134,7 @@ def test_malformed_json_is_a_400(server: LiveServer) -> None:
             "/v2/videos/generate", content=b"{not json", headers={"Content-Type": "application/json"}
         )
     assert response.status_code == 400
-    assert "Malformed JSON" in str(response.json()["details"])
+    assert response.json()["details"]["body"][0].startswith("Malformed JSON at character 1: ")
 
 
 def test_insufficient_credits_is_a_402_with_amounts(server: LiveServer) -> None:

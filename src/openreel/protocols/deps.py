@@ -21,11 +21,15 @@ ServicesDep = Annotated[Services, Depends(services)]
 def current_key(
     svc: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-Key", include_in_schema=False)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ApiKey:
     try:
         return authenticate(svc, x_api_key)
     except AuthError as exc:
-        raise ApiError(exc.status, exc.message, headers=exc.headers) from exc
+        message = exc.message
+        if not x_api_key and authorization:
+            message += ": send it in the X-API-Key header (this API does not read Authorization)"
+        raise ApiError(exc.status, message, headers=exc.headers) from exc
 
 
 KeyDep = Annotated[ApiKey, Depends(current_key)]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
 
 
 class ApiError(Exception):
@@ -22,18 +27,33 @@ def validation_error(details: dict[str, list[str]], message: str = "Validation e
     return ApiError(400, message, details=details)
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
+def _path(err: dict[str, Any]) -> str:
+    if err["type"] == "json_invalid":  # its location is a character offset, not a field
+        return "body"
+    parts = [str(p) for p in err["loc"]]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "body"
 
 
+def _unrecognized(loc: tuple[Any, ...]) -> str:
+    """Name the field a misspelt or camelCased key was probably meant to be."""
+    model: type[BaseModel] = VeoParams if tuple(loc[1:-1]) == ("veoParams",) else GenerateVideoRequest
+    name = str(loc[-1])
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    fields = list(model.model_fields)
+    match = (snake if snake in fields else None) or next(
+        iter(difflib.get_close_matches(name, fields, n=1)), None
+    )
+    return f"Unrecognized key; did you mean {match!r}?" if match else "Unrecognized key"
+
+
 def _message(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
-        return "Unrecognized key"
+        return _unrecognized(tuple(err["loc"]))
     if err["type"] == "json_invalid":
-        return "Malformed JSON"
+        reason = (err.get("ctx") or {}).get("error", "")
+        return f"Malformed JSON at character {err['loc'][-1]}" + (f": {reason}" if reason else "")
     if err["type"] == "missing":
         return "Required"
     return str(err["msg"])
@@ -48,7 +68,7 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         details: dict[str, list[str]] = {}
         for err in exc.errors():
-            details.setdefault(_path(tuple(err["loc"])), []).append(_message(err))
+            details.setdefault(_path(err), []).append(_message(err))
         return JSONResponse({"error": "Validation error", "details": details}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
