@@ -354,3 +354,31 @@ def test_history_pages_reruns_and_deletes(studio: Studio, server: LiveServer) ->
     expect(page.get_by_label("API key")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
     assert studio.errors == []
+
+
+def test_api_docs_render_with_the_network_cut(browser: Any, server: LiveServer) -> None:
+    """/docs and /redoc load their scripts from the server itself, not a CDN."""
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(f"{route.request.resource_type} {route.request.url}")
+            route.abort()
+
+    context.route("**/*", only_the_server)
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/docs")
+        expect(page.locator(".opblock").first).to_be_visible()
+        assert page.locator(".opblock-summary-path", has_text="/v2/videos/generate").count() >= 1
+        page.goto(server.url + "/redoc")
+        expect(page.get_by_text("/v2/videos/generate").first).to_be_attached()
+        browser_home = page.goto(server.url + "/")
+        assert browser_home is not None and browser_home.url == server.url + "/studio"
+    finally:
+        context.close()
+    # ReDoc's "powered by" logo is the one thing it still asks a CDN for; the page needs none of it.
+    assert all(request.startswith("image ") for request in outside), outside

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from openreel import __version__
 from openreel.domain.catalog import load_catalog
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             svc.webhooks.close()
             svc.db.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="openreel",
         version=__version__,
         description="Self-hosted video generation speaking the Apiframe v2 (Veo) wire protocol.",
