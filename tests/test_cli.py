@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from typer.testing import CliRunner
+
+from openreel.cli import app
 
 from support import cli
 
@@ -18,3 +23,27 @@ def test_keys_and_credits(tmp_path: Path) -> None:
     assert "initial grant" in shown and "granted with the CLI" in shown and "balance: 12" in shown
     other = cli(data, "keys", "create").strip().splitlines()[-1]
     assert "balance: 0" in cli(data, "credits", "show", other)
+
+
+def test_an_operator_manages_keys_and_credits_by_account_id(tmp_path: Path) -> None:
+    runner, data = CliRunner(), ["--data-dir", str(tmp_path / "data")]
+
+    def run(*args: str, code: int = 0) -> str:
+        out = runner.invoke(app, [*args, *data])
+        assert out.exit_code == code, out.output
+        return out.output
+
+    created = run("keys", "create", "--name", "bob", "--credits", "4")
+    raw = created.strip().splitlines()[-1]
+    account, key_id = re.search(r"account (\S+), key id (\S+),", created).groups()  # type: ignore[union-attr]
+    listed = run("keys", "list")
+    assert re.search(rf"^{key_id}  {account}  bob\s+{raw[:8]}\s+active ", listed, re.M), listed
+    assert "balance 7" in run("credits", "grant", account, "3")  # by account id
+    assert "balance 9" in run("credits", "grant", key_id, "2")  # by key id
+    assert re.search(rf"^{account}  bob\s+9\s+1 ", run("accounts", "list"), re.M)
+    assert f"revoked key {key_id}" in run("keys", "revoke", key_id)
+    assert re.search(rf"^{key_id} .* revoked ", run("keys", "list", "--account", account), re.M)
+    assert re.search(rf"^{account}  bob\s+9\s+0 ", run("accounts", "list"), re.M)
+    missing = run("credits", "grant", "no-such-account", "1", code=1)
+    assert missing.strip() == "No account or key with id no-such-account."
+    assert run("keys", "revoke", "nope", code=1).strip() == "No key with id nope."

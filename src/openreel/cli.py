@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
@@ -30,7 +31,9 @@ credits_app = typer.Typer(help="Credit balances and the ledger.", no_args_is_hel
 models_app = typer.Typer(
     help="Model weights: the checkpoint behind the catalog, here or not.", no_args_is_help=True
 )
+accounts_app = typer.Typer(help="Accounts: balances and keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(accounts_app, name="accounts")
 app.add_typer(credits_app, name="credits")
 app.add_typer(models_app, name="models")
 console = Console()
@@ -255,15 +258,30 @@ def _pulling(target: str, fetch: Callable[[str], Path]) -> Path:
         raise typer.Exit(1) from exc
 
 
-def _account_of(db: Database, raw_key: str) -> str:
+def _account_of(db: Database, reference: str) -> str:
     from openreel.ledger import accounts
 
     with db.session() as session:
-        key = accounts.find_key(session, raw_key)
-        if key is None:
-            console.print("[red]No such API key.[/red]")
-            raise typer.Exit(1)
-        return key.account_id
+        try:
+            return accounts.account_of(session, reference)
+        except LookupError as exc:
+            console.print(str(exc).capitalize() + ".", style="red", markup=False)
+            raise typer.Exit(1) from exc
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _columns(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Aligned columns that are never cut or wrapped, whatever the terminal's width: ids get copied."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for line in (headers, *rows):
+        text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        console.print(text.rstrip(), soft_wrap=True, markup=False, highlight=False)
+
+
+Account = Annotated[str, typer.Argument(help="The account: its id, the id of one of its keys, or a key.")]
 
 
 @keys_app.command("create")
@@ -285,22 +303,73 @@ def keys_create(
     except LookupError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    console.print(f"account {new.account_id}, key id {new.key_id}, {credits} credits granted")
+    console.print(f"account {new.account_id}, key id {new.key_id}, {credits} credits granted", soft_wrap=True)
     console.print("Store this key now; only its hash is kept:", style="yellow")
     print(new.raw)
 
 
+@keys_app.command("list")
+def keys_list(
+    account: Annotated[str | None, typer.Option(help="Only this account's keys (id, key id or key).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List API keys: id, account, name, first characters, and whether they are active."""
+    from openreel.ledger import accounts
+
+    db = _database(_settings(data_dir))
+    account_id = _account_of(db, account) if account else None
+    with db.session() as session:
+        rows = [
+            (k.id, k.account_id, k.name, k.prefix, "active" if k.active else "revoked", _when(k.created_at))
+            for k in accounts.keys(session, account_id)
+        ]
+    _columns(("key id", "account", "name", "starts with", "status", "created"), rows)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see keys list).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a key for good: it gets 403 from now on; its account, credits and jobs stay."""
+    from openreel.ledger import accounts
+
+    db = _database(_settings(data_dir))
+    try:
+        with db.session() as session:
+            key = accounts.revoke(session, key_id)
+            account_id = key.account_id
+    except LookupError as exc:
+        console.print(str(exc).capitalize() + ".", style="red", markup=False)
+        raise typer.Exit(1) from exc
+    console.print(f"revoked key {key_id} of account {account_id}", soft_wrap=True)
+
+
+@accounts_app.command("list")
+def accounts_list(data_dir: DataDir = None) -> None:
+    """List accounts with their balance and number of active keys."""
+    from openreel.ledger import accounts
+
+    db = _database(_settings(data_dir))
+    with db.session() as session:
+        rows = [
+            (account.id, account.name, str(balance), str(active), _when(account.created_at))
+            for account, balance, active in accounts.listing(session)
+        ]
+    _columns(("account", "name", "balance", "active keys", "created"), rows)
+
+
 @credits_app.command("grant")
 def credits_grant(
-    key: Annotated[str, typer.Argument(help="An API key of the account.")],
+    account: Account,
     amount: Annotated[int, typer.Argument(min=1, help="Credits to add.")],
     data_dir: DataDir = None,
 ) -> None:
-    """Add credits to the account that owns KEY."""
+    """Add credits to an account."""
     from openreel.ledger import credits
 
     db = _database(_settings(data_dir))
-    account_id = _account_of(db, key)
+    account_id = _account_of(db, account)
     with db.session() as session:
         credits.grant(session, account_id, amount, note="granted with the CLI")
         total = credits.balance(session, account_id)
@@ -308,15 +377,12 @@ def credits_grant(
 
 
 @credits_app.command("show")
-def credits_show(
-    key: Annotated[str, typer.Argument(help="An API key of the account.")],
-    data_dir: DataDir = None,
-) -> None:
-    """List the ledger of the account that owns KEY, and its balance."""
+def credits_show(account: Account, data_dir: DataDir = None) -> None:
+    """List the ledger of an account, and its balance."""
     from openreel.ledger import credits
 
     db = _database(_settings(data_dir))
-    account_id = _account_of(db, key)
+    account_id = _account_of(db, account)
     with db.session() as session:
         rows = credits.entries(session, account_id)
         total = credits.balance(session, account_id)

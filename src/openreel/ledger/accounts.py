@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from openreel.ledger import credits
@@ -57,3 +57,50 @@ def create_key(
 
 def find_key(session: Session, raw_key: str) -> ApiKey | None:
     return session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(raw_key))).first()
+
+
+def account_of(session: Session, reference: str) -> str:
+    """The account an operator means: its id, the id of one of its keys, or one of its raw keys."""
+    if reference.startswith(KEY_PREFIX):
+        key = find_key(session, reference)
+        if key is None:
+            raise LookupError("no such API key")
+        return key.account_id
+    if session.get(Account, reference) is not None:
+        return reference
+    by_id = session.get(ApiKey, reference)
+    if by_id is None:
+        raise LookupError(f"no account or key with id {reference}")
+    return by_id.account_id
+
+
+def keys(session: Session, account_id: str | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if account_id is not None:
+        query = query.where(ApiKey.account_id == account_id)
+    return list(session.scalars(query))
+
+
+def revoke(session: Session, key_id: str) -> ApiKey:
+    """Deactivate a key for good: requests with it get a 403 from now on; its account and jobs stay."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise LookupError(f"no key with id {key_id}")
+    key.active = False
+    return key
+
+
+def listing(session: Session) -> list[tuple[Account, int, int]]:
+    """Every account with its balance and how many active keys it has, oldest first."""
+    active = (
+        select(ApiKey.account_id, func.count().label("n"))
+        .where(ApiKey.active.is_(True))
+        .group_by(ApiKey.account_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Account, func.coalesce(active.c.n, 0))
+        .outerjoin(active, active.c.account_id == Account.id)
+        .order_by(Account.created_at, Account.id)
+    ).all()
+    return [(account, credits.balance(session, account.id), int(n)) for account, n in rows]
