@@ -78,6 +78,7 @@ def test_me_and_models(server: LiveServer) -> None:
             "did you mean 'aspect_ratio'?",
         ),
         ({**FAST_4S, "promt": "x"}, "promt", "did you mean 'prompt'?"),
+        ({**FAST_4S, "duration": 4}, "duration", "did you mean 'veoParams.duration'?"),
         ({**FAST_4S, "veoParams": {"aspect_ratio": "1:1"}}, "veoParams.aspect_ratio", "16:9, 9:16"),
         ({**FAST_4S, "veoParams": {"aspect_ratio": "wide"}}, "veoParams.aspect_ratio", "pattern"),
         ({**FAST_4S, "veoParams": {"resolution": "4k"}}, "veoParams.resolution", "720p"),

@@ -265,8 +265,13 @@ def _account_of(db: Database, reference: str) -> str:
         try:
             return accounts.account_of(session, reference)
         except LookupError as exc:
-            console.print(str(exc).capitalize() + ".", style="red", markup=False)
+            console.print(_sentence(exc), style="red", markup=False, soft_wrap=True)
             raise typer.Exit(1) from exc
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text[:1].upper() + text[1:] + "."
 
 
 def _when(moment: datetime) -> str:
@@ -340,7 +345,7 @@ def keys_revoke(
             key = accounts.revoke(session, key_id)
             account_id = key.account_id
     except LookupError as exc:
-        console.print(str(exc).capitalize() + ".", style="red", markup=False)
+        console.print(_sentence(exc), style="red", markup=False, soft_wrap=True)
         raise typer.Exit(1) from exc
     console.print(f"revoked key {key_id} of account {account_id}", soft_wrap=True)
 

@@ -37,15 +37,18 @@ def _path(err: dict[str, Any]) -> str:
 
 
 def _unrecognized(loc: tuple[Any, ...]) -> str:
-    """Name the field a misspelt or camelCased key was probably meant to be."""
-    model: type[BaseModel] = VeoParams if tuple(loc[1:-1]) == ("veoParams",) else GenerateVideoRequest
+    """Name the field a camelCased, misplaced or misspelt key was probably meant to be."""
+    nested = tuple(loc[1:-1]) == ("veoParams",)
+    here: type[BaseModel] = VeoParams if nested else GenerateVideoRequest
+    there: type[BaseModel] = GenerateVideoRequest if nested else VeoParams
     name = str(loc[-1])
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-    fields = list(model.model_fields)
-    match = (snake if snake in fields else None) or next(
-        iter(difflib.get_close_matches(name, fields, n=1)), None
-    )
-    return f"Unrecognized key; did you mean {match!r}?" if match else "Unrecognized key"
+    close = difflib.get_close_matches(snake, list(here.model_fields), n=1, cutoff=0.8)
+    match = next((repr(c) for c in (snake, *close) if c in here.model_fields), None)
+    elsewhere = next((c for c in (name, snake) if c in there.model_fields), None)
+    if elsewhere is not None:
+        match = f"the top-level {elsewhere!r}" if nested else repr(f"veoParams.{elsewhere}")
+    return f"Unrecognized key; did you mean {match}?" if match else "Unrecognized key"
 
 
 def _message(err: dict[str, Any]) -> str:

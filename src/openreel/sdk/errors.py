@@ -92,6 +92,8 @@ def network_errors(url: str) -> Iterator[None]:
         raise RequestTimedOut(url, exc) from exc
     except httpx.TransportError as exc:
         raise ServerUnreachable(url, exc) from exc
+    except httpx.RequestError as exc:  # e.g. a body that cannot be decoded
+        raise NetworkError(url, exc) from exc
 
 
 class JobError(Exception):
