@@ -25,7 +25,7 @@ from openreel.domain.catalog import Catalog
 from openreel.domain.rules import VideoSpec
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import ApiKey
+from openreel.ledger.tables import ApiKey, Job
 from openreel.service.job_service import EngineUnavailable, Submitted, submit_job
 from openreel.service.services import Services
 from openreel.service.uploads import store_upload
@@ -174,9 +174,15 @@ def submit(
     base_url: str,
     prepare: Callable[[VideoSpec], VideoSpec],
     refusal: Callable[[Exception], WireError],
-) -> Submitted:
-    """``submit_job`` with its refusals shaped by the surface's ``refusal``."""
+) -> tuple[Submitted, Job]:
+    """``submit_job`` with its refusals shaped by the surface's ``refusal``, and the job row to render."""
     try:
-        return submit_job(svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem)
+        submitted = submit_job(
+            svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem
+        )
     except REFUSALS as exc:
         raise refusal(exc) from exc
+    with svc.db.read() as session:
+        job = session.get(Job, submitted.job_id)
+    assert job is not None
+    return submitted, job

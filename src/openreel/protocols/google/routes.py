@@ -138,7 +138,7 @@ def _predict(
         raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
     base_url = svc.base_url(str(request.base_url))
-    submitted = common.submit(
+    submitted, job = common.submit(
         svc,
         key,
         predict.spec,
@@ -148,9 +148,6 @@ def _predict(
         prepare=lambda _: materialize(svc, key.account_id, base_url, predict),
         refusal=refusal,
     )
-    with svc.db.read() as session:
-        job = session.get(Job, submitted.job_id)
-    assert job is not None
     headers = None if submitted.created else {"Idempotent-Replayed": "true"}
     return _operation_reply(svc, request, job, operation_name(form, model, job.id), form, headers)
 

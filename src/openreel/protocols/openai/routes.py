@@ -193,7 +193,7 @@ def _create(
         raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
     base_url = svc.base_url(str(request.base_url))
     create = parse_create(svc, key.account_id, fields, base_url)
-    submitted = common.submit(
+    submitted, job = common.submit(
         svc,
         key,
         create.spec,
@@ -203,9 +203,6 @@ def _create(
         prepare=lambda _: materialize(svc, key.account_id, base_url, create),
         refusal=refusal,
     )
-    with svc.db.read() as session:
-        job = session.get(Job, submitted.job_id)
-    assert job is not None
     headers = {"openai-poll-after-ms": POLL_AFTER_MS}
     if not submitted.created:
         headers["Idempotent-Replayed"] = "true"
