@@ -201,7 +201,8 @@ def test_non_image_and_unreachable_urls_are_refused_at_submit(server: LiveServer
         balance = client.get("/v2/me").json()["team"]["credits"]
         listed = client.get("/v2/jobs").json()["jobs"]
     assert [r.status_code for r in refusals] == [400, 400]
-    assert "Unsupported file type" in refusals[0].json()["details"]["veoParams.image"][0]
+    not_image = refusals[0].json()["details"]["veoParams.image"][0]
+    assert "is a file of an unrecognised type, not an image (accepted: PNG, JPEG, WebP or GIF)" in not_image
     assert "404" in refusals[1].json()["details"]["veoParams.image"][0]
     assert balance == 20 and listed == []
 

@@ -305,3 +305,76 @@ def test_a_webhook_host_that_does_not_resolve_yet_is_accepted(app: TestClient) -
     assert accepted.status_code == 202, accepted.text
     headers = {"X-API-Key": key}
     assert app.post(f"/v2/jobs/{accepted.json()['jobId']}/cancel", headers=headers).status_code in (200, 409)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_body_without_its_content_type_is_told_what_to_send(
+    app: TestClient, content_type: str | None
+) -> None:
+    """curl's -d, for one, sends JSON as a form unless told otherwise: every protocol names the header."""
+    key = new_key(app)
+    hint = "Send the body as JSON with the header Content-Type: application/json"
+    headers = {"Content-Type": content_type} if content_type else {}
+    raw = json.dumps({**BASE}).encode()
+    response = app.post("/v2/videos/generate", content=raw, headers={"X-API-Key": key, **headers})
+    assert response.status_code == 400 and response.json()["details"] == {"body": [hint]}, response.text
+    google_raw = json.dumps({"instances": [{"prompt": "p"}]}).encode()
+    response = app.post(
+        "/v1beta/models/veo-3.1-fast-generate-preview:predictLongRunning",
+        content=google_raw,
+        headers={"x-goog-api-key": key, **headers},
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["status"] == "INVALID_ARGUMENT", response.text
+    assert error["details"][0]["fieldViolations"] == [{"field": "body", "description": hint}]
+    response = app.post("/v1/videos", content=raw, headers={"Authorization": f"Bearer {key}", **headers})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "unsupported_content_type", response.text
+    assert "as JSON with the header Content-Type: application/json" in error["message"]
+    assert credits(app, key) == CREDITS
+
+
+LOCAL_IMAGES = [
+    "first.png",
+    "/home/me/first.png",
+    "C:\\Users\\me\\first.png",
+    base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(4000)).decode(),  # longer than any URL may be
+    "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode(),
+]
+
+
+@pytest.mark.parametrize("value", LOCAL_IMAGES, ids=["name", "path", "windows path", "base64", "data URI"])
+def test_an_image_that_is_not_a_url_is_told_to_upload_it(app: TestClient, value: str) -> None:
+    key = new_key(app)
+    for body, path in url_fields(value)[:3]:
+        response = apiframe(app, key, body)
+        assert response.status_code == 400, (path, response.text)
+        message = " ".join(response.json()["details"][path])
+        assert "http(s) URL" in message and "upload it first with POST /v2/uploads" in message, message
+        assert "multipart field 'file'" in message, message
+    webhook = apiframe(app, key, {**BASE, "webhookUrl": value}).json()["details"]["webhookUrl"]
+    assert not any("POST /v2/uploads" in m for m in webhook), webhook
+    assert credits(app, key) == CREDITS
+
+
+def test_expired_and_altered_file_links_are_told_apart(app: TestClient) -> None:
+    signer = app.app.state.services.signer  # type: ignore[attr-defined]
+    job_id = "0b7f2d8e-5a4c-4c36-9b1e-3f7d2a6c8e10"
+    expired = signer.path(f"results/{job_id}/1.mp4", 1_700_000_000)
+    response = app.get(expired)
+    assert response.status_code == 410, response.text
+    message = response.json()["error"]
+    assert "expired at 2023-11-14T22:13:20.000Z" in message and f"GET /v2/jobs/{job_id}" in message
+    upload = app.get(signer.path("uploads/gone.png", 1_700_000_000))
+    assert upload.status_code == 410 and "upload the file again" in upload.json()["error"]
+    fresh = signer.path(f"results/{job_id}/1.mp4", 4_000_000_000)
+    for altered in (
+        fresh.replace("sig=", "sig=0"),
+        fresh.replace("exp=4", "exp=5"),
+        expired.replace("sig=", "sig=0"),  # an expiry is only reported for a link this server made
+        fresh.split("&sig=")[0],
+        fresh.split("sig=")[0] + "sig=%C3%A9",
+    ):
+        response = app.get(altered)
+        assert response.status_code == 403, (altered, response.text)
+        assert "signature does not match" in response.json()["error"], response.text

@@ -22,7 +22,12 @@ HOSTS: list[str] = []
 
 @pytest.fixture
 def host() -> Iterator[str]:
-    routes = {"/ok.png": png(8, 8), "/big.bin": b"\x89PNG\r\n\x1a\n" + bytes(4096)}
+    routes = {
+        "/ok.png": png(8, 8),
+        "/big.bin": b"\x89PNG\r\n\x1a\n" + bytes(4096),
+        "/clip.mp4": b"\x00\x00\x00\x18ftypisom" + bytes(4096),
+        "/page.html": b"<!doctype html><title>a page around an image</title>",
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -119,6 +124,23 @@ def test_schemes_redirects_and_size_limits(host: str) -> None:
         fetch(host + "/none", dev, max_bytes=1000)
     with pytest.raises(InputError, match="only http"):
         fetch("file:///etc/passwd", dev, max_bytes=1000)
+
+
+def test_a_url_that_is_not_an_image_says_what_it_is_and_which_types_are_taken(host: str) -> None:
+    """Refused by its first bytes, whatever its size: a video is not called too large for an image."""
+    dev = Settings(allow_private_urls=True)
+    for path, found in (("/clip.mp4", "is a video file (video/mp4)"), ("/page.html", "is an HTML or XML")):
+        with pytest.raises(InputError) as refused:
+            fetch(host + path, dev, max_bytes=1000)
+        message = str(refused.value)
+        assert found in message and "not an image (accepted: PNG, JPEG, WebP or GIF)" in message, message
+        assert "MP4," not in message and "MP3" not in message, message
+    mp4 = b"\x00\x00\x00\x18ftypisom" + bytes(64)
+    with pytest.raises(InputError) as refused:
+        decode_image(mp4, source="u", max_pixels=100)
+    assert (
+        str(refused.value) == "u is a video file (video/mp4), not an image (accepted: PNG, JPEG, WebP or GIF)"
+    )
 
 
 def test_decoding_refuses_non_images_and_pixel_bombs() -> None:

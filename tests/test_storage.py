@@ -25,6 +25,20 @@ def test_signed_links_verify_and_expire() -> None:
     assert not signer.verify("k", "soon", "sig")
 
 
+def test_a_link_is_forged_before_it_is_expired() -> None:
+    """Only a link this server made is reported as expired: a bad signature says nothing of the time."""
+    signer = Signer(b"secret")
+    good = signer.signature("k", 1000)
+    assert signer.check("k", "1000", good, now=999) == "valid"
+    assert signer.check("k", "1000", good, now=1001) == "expired"
+    assert signer.verify("k", "1000", good, now=1001, check_expiry=False)
+    altered = good[:-1] + ("1" if good.endswith("0") else "0")
+    assert signer.check("k", "1000", altered, now=1001) == "forged"
+    assert signer.check("k", "2000", good, now=1001) == "forged"
+    for exp, sig in (("1000", None), (None, good), ("soon", good), ("1000", "é")):
+        assert signer.check("k", exp, sig, now=999) == "forged"
+
+
 def test_storage_refuses_escaping_keys_and_commits_atomically(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "files")
     for bad in ("../x", "/etc/passwd", "a/../../x", ""):

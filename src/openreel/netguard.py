@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -33,6 +33,7 @@ class Unresolved(BlockedURL):
 # judged by the IPv4 address they carry.
 _REFUSED_V6 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+HEAD_BYTES = 64  # what ``read_limited`` shows its ``head`` check: enough for a magic-byte sniff
 
 
 def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -127,17 +128,27 @@ def guarded_stream(
     raise BlockedURL(f"{url} redirected more than {max_redirects} times")
 
 
-def read_limited(response: httpx.Response, max_bytes: int, source: str) -> bytes:
-    """The body, refused once it passes ``max_bytes`` or the exchange's deadline."""
+def read_limited(
+    response: httpx.Response, max_bytes: int, source: str, *, head: Callable[[bytes], None] | None = None
+) -> bytes:
+    """The body, refused once it passes ``max_bytes`` or the exchange's deadline. ``head``, if given,
+    sees the first ``HEAD_BYTES`` (or all of a shorter body) before any size is refused, so that a
+    body of the wrong type is refused as such, after one chunk, whatever its size."""
     deadline = response.extensions.get("openreel_deadline", float("inf"))
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    too_large = declared is not None and declared.isdigit() and int(declared) > max_bytes
+    if too_large and head is None:
         raise BlockedURL(f"{source} is larger than {max_bytes} bytes")
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
-        if len(body) > max_bytes:
+        if head is not None and len(body) >= HEAD_BYTES:
+            head(bytes(body[:HEAD_BYTES]))
+            head = None
+        if head is None and (too_large or len(body) > max_bytes):
             raise BlockedURL(f"{source} is larger than {max_bytes} bytes")
         if time.monotonic() > deadline:
             raise BlockedURL(f"{source} took too long to download")
+    if head is not None:
+        head(bytes(body))
     return bytes(body)

@@ -6,6 +6,7 @@ keyed by its JSON path, so nothing a user sends is silently ignored.
 
 from __future__ import annotations
 
+import re
 import secrets
 import unicodedata
 from dataclasses import asdict, dataclass
@@ -83,13 +84,27 @@ def check_strings(details: Details, value: Any, path: str = "") -> None:
             check_strings(details, item, f"{path}.{i}" if path else str(i))
 
 
-def url_problem(url: str) -> str | None:
-    """Why ``url`` can never be fetched or posted to, or None; where it points is checked on use."""
-    if len(url) > MAX_URL_LENGTH:
-        return f"must be at most {MAX_URL_LENGTH} characters"
+# What an image field that is not a web URL is told: the Apiframe API takes a URL only, and where a
+# request has a local file, the way in is an upload.
+IMAGE_URL_HINT = (
+    "(a file path, base64 or a data: URI is not one); to use a local file, upload it first with "
+    "POST /v2/uploads (multipart field 'file') and send the url it returns"
+)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def url_problem(url: str, *, image: bool = False) -> str | None:
+    """Why ``url`` can never be fetched or posted to, or None; where it points is checked on use.
+    For an ``image`` field, a value that is no web URL at all is told how to send a local file."""
+    not_web = "must be an absolute http(s) URL" + (f" {IMAGE_URL_HINT}" if image else "")
     problem = text_problem(url)
     if problem:
         return problem
+    scheme = _SCHEME.match(url.strip())  # before the length: a base64 image is long
+    if scheme is None or scheme[1].lower() not in ("http", "https"):
+        return not_web
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters"
     if any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
         return "must not contain spaces or control characters"
     try:
@@ -99,7 +114,7 @@ def url_problem(url: str) -> str | None:
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https") or not host:
-        return "must be an absolute http(s) URL"
+        return not_web
     if port == 0:
         return "must not name port 0"
     if parts.username is not None or parts.password is not None:
@@ -112,8 +127,8 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def check_url(details: Details, path: str, url: str) -> None:
-    problem = url_problem(url)
+def check_url(details: Details, path: str, url: str, *, image: bool = False) -> None:
+    problem = url_problem(url, image=image)
     if problem:
         details.add(path, problem)
 
@@ -178,11 +193,11 @@ def _resolve_params(
 
     for field in ("image", "last_frame"):
         if params.get(field) is not None:
-            check_url(details, p + field, params[field])
+            check_url(details, p + field, params[field], image=True)
 
     references = list(params.get("reference_images") or [])
     for i, url in enumerate(references):
-        check_url(details, f"{p}reference_images.{i}", url)
+        check_url(details, f"{p}reference_images.{i}", url, image=True)
     if references and not model.accepts_reference_images:
         details.add(p + "reference_images", f"is not accepted by {model.id}")
     elif references and not refs_supported:

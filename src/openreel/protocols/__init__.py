@@ -2,5 +2,5 @@
 
 Each one parses its requests into the same ``VideoSpec``, submits through ``service.job_service`` (so
 charges, idempotency and the queue are shared) and renders the one job ledger in its own shapes, errors
-included. ``common`` holds what the Google and OpenAI surfaces share.
+included. ``common`` holds what they share beyond that (most of it, only Google and OpenAI).
 """

@@ -1,5 +1,6 @@
 """What the compatibility surfaces share: model ids, job ids, inline images, cancel and delete, and
-the route class that gives each surface its own error body.
+the route class that gives each surface its own error body; with the Apiframe surface, what a body
+sent without its JSON Content-Type is told.
 
 Nothing here knows a wire shape; ``google.wire`` and ``openai.wire`` do.
 """
@@ -29,12 +30,21 @@ from openreel.ledger.tables import ApiKey, Job
 from openreel.service.job_service import EngineUnavailable, Submitted, submit_job
 from openreel.service.services import Services
 from openreel.service.uploads import store_upload
-from openreel.storage.sniff import FileType, sniff
+from openreel.storage.sniff import IMAGE_TYPES, FileType, describe, sniff
 
-IMAGE_TYPES = "PNG, JPEG, WebP or GIF"
+# What a JSON route says of a body it could not read as JSON for want of the header (curl's -d, for
+# one, sends application/x-www-form-urlencoded unless told otherwise).
+AS_JSON = "as JSON with the header Content-Type: application/json"
+SEND_JSON = f"Send the body {AS_JSON}"
 # Where an image goes before the request is known to be valid: resolve_video_request checks only
 # that a URL is absolute, and nothing is stored (or charged) for a request that is refused.
 PENDING_IMAGE_URL = "https://inline.invalid/pending"
+
+
+def unread_body(err: dict[str, Any]) -> bool:
+    """Whether a validation error is about a JSON route's body that was not read as JSON because its
+    Content-Type is missing or not JSON: FastAPI then hands the model the raw bytes."""
+    return tuple(err["loc"]) == ("body",) and isinstance(err.get("input"), bytes)
 
 
 class WireError(Exception):
@@ -153,8 +163,7 @@ def check_image(data: bytes, limit: int) -> tuple[InlineImage | None, str | None
         return None, "is empty"
     kind = sniff(data[:64])
     if kind is None or kind.kind != "image":
-        found = f"a {kind.kind} file ({kind.content_type})" if kind else "not a recognised file type"
-        return None, f"must be a {IMAGE_TYPES} image, but this is {found}"
+        return None, f"must be a {IMAGE_TYPES} image, but this is {describe(data[:64])}"
     if len(data) > limit:
         return None, f"is {len(data)} bytes; images are limited to {limit} bytes"
     return InlineImage(data, kind), None

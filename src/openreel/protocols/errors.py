@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
+from openreel.protocols.common import SEND_JSON, unread_body
 
 
 class ApiError(Exception):
@@ -59,6 +60,8 @@ def _message(err: dict[str, Any]) -> str:
         return f"Malformed JSON at character {err['loc'][-1]}" + (f": {reason}" if reason else "")
     if err["type"] == "missing":
         return "Required"
+    if unread_body(err):
+        return SEND_JSON
     return str(err["msg"])
 
 

@@ -9,6 +9,7 @@ from running script with the API's origin.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from fastapi import APIRouter
@@ -18,6 +19,7 @@ from openreel.ledger import uploads
 from openreel.protocols.deps import ServicesDep
 from openreel.protocols.errors import ApiError
 from openreel.service.services import Services
+from openreel.service.views import iso
 
 router = APIRouter(tags=["Files"])
 
@@ -46,10 +48,28 @@ def _presentation(svc: Services, key: str) -> tuple[str, str]:
     return upload.content_type, f'attachment; filename="{PurePosixPath(key).name}"'
 
 
+def _expired(key: str, exp: int) -> str:
+    """A signed link past its expiry, and where a fresh one comes from."""
+    when = iso(datetime.fromtimestamp(exp, UTC))
+    if key.startswith(RESULTS):
+        job_id = key.removeprefix(RESULTS).split("/")[0]
+        fresh = f"read the job again (GET /v2/jobs/{job_id}; on Google's API, its operation) for a fresh link"
+    else:
+        fresh = "uploads are kept only that long: upload the file again (POST /v2/uploads)"
+    return f"This link expired at {when}; {fresh}"
+
+
 @router.api_route("/v2/files/{key:path}", methods=["GET", "HEAD"], response_class=FileResponse)
 def get_file(key: str, svc: ServicesDep, exp: str | None = None, sig: str | None = None) -> Response:
-    if not svc.signer.verify(key, exp, sig):
-        raise ApiError(403, "Invalid or expired link")
+    verdict = svc.signer.check(key, exp, sig)
+    if verdict == "forged":
+        raise ApiError(
+            403,
+            "Invalid link: its signature does not match (the link was altered or cut short); use the "
+            "link exactly as the API returned it",
+        )
+    if verdict == "expired":
+        raise ApiError(410, _expired(key, int(exp or 0)))
     media_type, disposition = _presentation(svc, key)
     response = svc.storage.serve(key, media_type, redirect=True, disposition=disposition)
     if response is None:

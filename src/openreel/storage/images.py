@@ -17,15 +17,23 @@ from openreel.netguard import BlockedURL, guarded_stream, read_limited
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
-from openreel.storage.sniff import SUPPORTED, sniff
+from openreel.storage.sniff import IMAGE_TYPES, SNIFF_BYTES, describe, sniff
 
 
 class InputError(Exception):
     """A request input that cannot be used; the message is shown to the user as the job's error."""
 
 
+def require_image(source: str, head: bytes) -> None:
+    """Refuse bytes that do not sniff as an image, saying what they are and which types are taken."""
+    kind = sniff(head)
+    if kind is None or kind.kind != "image":
+        raise InputError(f"{source} is {describe(head)}, not an image (accepted: {IMAGE_TYPES})")
+
+
 def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
-    """GET a user-supplied URL through the SSRF guard, with size, time and redirect limits."""
+    """GET an image from a user-supplied URL through the SSRF guard, with size, time and redirect
+    limits; anything that is not an image is refused by its first bytes."""
     try:
         with guarded_stream(
             "GET",
@@ -36,7 +44,7 @@ def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
         ) as response:
             if response.status_code != 200:
                 raise InputError(f"{url} answered HTTP {response.status_code}")
-            return read_limited(response, max_bytes, url)
+            return read_limited(response, max_bytes, url, head=lambda head: require_image(url, head))
     except BlockedURL as exc:
         raise InputError(str(exc)) from exc
     except httpx.HTTPError as exc:
@@ -44,10 +52,7 @@ def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
 
 
 def decode_image(data: bytes, *, source: str, max_pixels: int) -> Image.Image:
-    kind = sniff(data[:64])
-    if kind is None or kind.kind != "image":
-        found = kind.content_type if kind else "an unrecognised type"
-        raise InputError(f"{source} is not an image ({found}); expected one of {SUPPORTED} images")
+    require_image(source, data[:SNIFF_BYTES])
     try:
         image = Image.open(io.BytesIO(data))
         if image.width * image.height > max_pixels:

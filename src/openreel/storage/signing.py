@@ -12,9 +12,13 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 FILES_PREFIX = "/v2/files/"
+# A link as this server made it, and not yet, or no longer, good; "forged" also covers one that was
+# altered or cut short (any part of it, key and expiry included, breaks the signature).
+Verdict = Literal["valid", "expired", "forged"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,20 @@ class Signer:
         expires = int((now if now is not None else time.time()) + ttl_s)
         return base_url.rstrip("/") + self.path(key, expires)
 
+    def check(
+        self, key: str, expires: str | int | None, sig: str | None, now: float | None = None
+    ) -> Verdict:
+        """The signature first, so a link is called expired only when this server made it as it is."""
+        try:
+            exp = int(expires) if expires is not None else None
+        except ValueError:
+            exp = None
+        if exp is None or sig is None:
+            return "forged"
+        if not hmac.compare_digest(self.signature(key, exp).encode(), sig.encode(errors="replace")):
+            return "forged"
+        return "expired" if exp < (now if now is not None else time.time()) else "valid"
+
     def verify(
         self,
         key: str,
@@ -40,15 +58,8 @@ class Signer:
         *,
         check_expiry: bool = True,
     ) -> bool:
-        if expires is None or sig is None:
-            return False
-        try:
-            exp = int(expires)
-        except ValueError:
-            return False
-        if check_expiry and exp < (now if now is not None else time.time()):
-            return False
-        return hmac.compare_digest(self.signature(key, exp), sig)
+        verdict = self.check(key, expires, sig, now)
+        return verdict == "valid" or (verdict == "expired" and not check_expiry)
 
     def own_key(self, url: str, *, check_expiry: bool = True) -> str | None:
         """The storage key if ``url`` is a valid (and, by default, unexpired) link made by this server."""

@@ -26,6 +26,7 @@ M4A = FileType("audio", "audio/mp4", "m4a")
 
 SNIFF_BYTES = 64
 SUPPORTED = "PNG, JPEG, WebP, GIF, MP4, WebM, MOV, MP3, WAV, OGG, M4A"
+IMAGE_TYPES = "PNG, JPEG, WebP or GIF"  # wherever an image is taken (a frame, a reference)
 
 
 def sniff(head: bytes) -> FileType | None:
@@ -53,3 +54,13 @@ def sniff(head: bytes) -> FileType | None:
     if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
         return MP3
     return None
+
+
+def describe(head: bytes) -> str:
+    """What a file starting with ``head`` is, for a message: "a video file (video/mp4)"."""
+    kind = sniff(head)
+    if kind is not None:
+        return f"a {kind.kind} file ({kind.content_type})"
+    if head.lstrip()[:1] == b"<":
+        return "an HTML or XML document (a web page, or an SVG)"
+    return "a file of an unrecognised type"

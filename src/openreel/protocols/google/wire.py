@@ -68,12 +68,14 @@ from openreel.ledger.tables import Job
 from openreel.protocols.common import (
     GOOGLE_MODEL_EXAMPLES,
     PENDING_IMAGE_URL,
+    SEND_JSON,
     InlineImage,
     WireError,
     catalog_model_id,
     check_image,
     decode_base64,
     hex_id,
+    unread_body,
 )
 from openreel.service.job_service import EngineUnavailable
 from openreel.service.services import Services
@@ -153,6 +155,8 @@ def on_validation(exc: RequestValidationError) -> JSONResponse:
             details.add(_json_path(loc), f'Unknown name "{loc[-1]}" at {parent}: Cannot find field.')
         elif err["type"] == "missing" and len(loc) <= 1:
             details.add("body", "a JSON request body is required")
+        elif unread_body(err):
+            details.add("body", SEND_JSON)
         elif err["type"] == "missing":
             details.add(_json_path(loc), "is required")
         else:

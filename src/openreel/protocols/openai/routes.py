@@ -162,12 +162,17 @@ async def _read_fields(request: Request, limit: int) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
         return data
-    if media_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    form_types = ("multipart/form-data", "application/x-www-form-urlencoded")
+    if media_type not in form_types:
         raise OpenAIError(
             400,
-            "Send the parameters as multipart/form-data (with input_reference as a file part) or JSON.",
+            "Send the parameters as multipart/form-data (with input_reference as a file part), or "
+            f"{common.AS_JSON}.",
             code="unsupported_content_type",
         )
+    if media_type == form_types[1] and (await request.body()).lstrip()[:1] == b"{":
+        message = f"The body looks like JSON but was sent as {media_type}. {common.SEND_JSON}."
+        raise OpenAIError(400, message, code="unsupported_content_type")
     fields: dict[str, Any] = {}
     try:
         async with request.form(max_files=1, max_fields=len(FIELDS) + 8) as form:

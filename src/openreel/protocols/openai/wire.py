@@ -299,9 +299,9 @@ def _reference(
     if not isinstance(url, str):
         details.add("input_reference", "image_url must be a string")
         return None, None, None
-    data_url = re.fullmatch(r"data:([^;,]*)((?:;[^;,]*)*),(.*)", url, flags=re.DOTALL)
-    if data_url:
-        data = decode_base64(data_url[3]) if ";base64" in data_url[2] else None
+    if url.startswith("data:"):
+        data_url = re.fullmatch(r"data:([^;,]*)((?:;[^;,]*)*),(.*)", url, flags=re.DOTALL)
+        data = decode_base64(data_url[3]) if data_url and ";base64" in data_url[2] else None
         if data is None:
             details.add("input_reference", "a data URL must be base64-encoded (data:image/png;base64,...)")
             return None, None, None
