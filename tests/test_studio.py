@@ -229,15 +229,6 @@ def test_errors_are_shown_where_the_user_looks(studio: Studio, server: LiveServe
     expect(page.locator("#price-value")).to_have_text("8 credits")
     expect(page.locator("#price-note")).to_contain_text("more than your balance")
 
-    # reference images are offered, and the server's 400 lands next to that field
-    page.get_by_label("Reference images").set_input_files(str(png(tmp_path / "ref.png", (20, 90, 200))))
-    expect(page.locator("#thumbs-reference_images")).to_contain_text("uploaded")
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#err-reference_images")).to_contain_text("IC-LoRA")
-    expect(page.locator("#form-error")).to_contain_text("refused")
-    page.get_by_role("button", name=re.compile("^Remove reference image")).click()
-    expect(page.locator("#err-reference_images")).to_be_hidden()
-
     page.get_by_role("button", name="Generate").click()
     message = page.locator("#form-error")
     expect(message).to_contain_text("needs 8 credits")
@@ -247,7 +238,42 @@ def test_errors_are_shown_where_the_user_looks(studio: Studio, server: LiveServe
     with server.client(key) as client:
         assert client.get("/v2/jobs").json()["jobs"] == []
     studio.screenshot(tmp_path, "studio-errors.png")
-    # the 401/400/402 responses are logged by Chromium as failed loads; nothing else may be
+    # the 401/402 responses are logged by Chromium as failed loads; nothing else may be
+    assert [e for e in studio.errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_reference_images_follow_the_catalog(studio: Studio, server: LiveServer, tmp_path: Path) -> None:
+    """The shared server has no reference adapter: the picker is off, with the catalog's reason."""
+    catalog = httpx.get(server.url + "/v2/models").json()
+    models = {m["id"]: m for m in catalog["models"]}
+    fast, lite = models["veo-3.1-fast"], models["veo-3.1-lite"]
+    assert not fast["acceptsReferenceImages"]
+    assert "OPENREEL_REFERENCE_ADAPTER" in fast["referenceImagesUnavailable"]
+    page = studio.page
+    studio.signed_in(server.new_key(credits=3))
+    references, reason = page.get_by_label("Reference images"), page.locator("#reference-help")
+    studio.fill(unique("a lighthouse"), "veo-3.1-fast", 4)
+    expect(references).to_be_disabled()
+    expect(reason).to_have_text(fast["referenceImagesUnavailable"])
+    studio.screenshot(tmp_path, "studio-no-references.png")
+    page.get_by_label("Model").select_option("veo-3.1-lite")
+    expect(references).to_be_disabled()
+    expect(reason).to_have_text(lite["referenceImagesUnavailable"])
+
+    # A catalog that says yes opens the picker; should the server still say no, its 400 lands on the field.
+    fast.update(acceptsReferenceImages=True, referenceImagesUnavailable=None)
+    page.route(server.url + "/v2/models", lambda route: route.fulfill(json=catalog))
+    page.reload()
+    studio.fill(unique("a lighthouse"), "veo-3.1-fast", 4)
+    expect(references).to_be_enabled()
+    expect(reason).to_be_hidden()
+    references.set_input_files(str(png(tmp_path / "ref.png", (20, 90, 200))))
+    expect(page.locator("#thumbs-reference_images")).to_contain_text("uploaded")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#err-reference_images")).to_contain_text("IC-LoRA")
+    expect(page.locator("#form-error")).to_contain_text("refused")
+    page.get_by_role("button", name=re.compile("^Remove reference image")).click()
+    expect(page.locator("#err-reference_images")).to_be_hidden()
     assert [e for e in studio.errors if not e.startswith("Failed to load resource")] == []
 
 

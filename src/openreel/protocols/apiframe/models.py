@@ -9,12 +9,27 @@ from fastapi import APIRouter
 from openreel.domain.catalog import ModelSpec
 from openreel.engine import recipes
 from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter
+from openreel.executors.base import EngineState
 from openreel.protocols.apiframe.schemas import ErrorBody, ModelCatalog
 from openreel.protocols.deps import ServicesDep
 from openreel.service.services import Services
 from openreel.service.views import RANDOM_WEIGHTS_NOTICE
 
 router = APIRouter(tags=["Models"])
+
+
+def _references_unavailable(model: ModelSpec, engine: EngineState) -> str | None:
+    """Why ``model`` refuses reference_images here, as a person reads it; None: it takes them."""
+    if not model.accepts_reference_images:
+        return f"{model.label} does not take reference images."
+    if not engine.reference_images:
+        return (
+            "Reference images need a reference (IC-LoRA) adapter, which this server does not have "
+            "configured (OPENREEL_REFERENCE_ADAPTER)."
+        )
+    if engine.reference_error:
+        return f"Reference images are off on this server: {engine.reference_error}"
+    return None
 
 
 def _entry(
@@ -28,6 +43,7 @@ def _entry(
     notice = engine.error or (RANDOM_WEIGHTS_NOTICE if engine.random_weights else None)
     unavailable = engine.recipe_errors.get(model.recipe)
     version = engine.version if engine.version in recipes.VERSIONS else None
+    references_unavailable = _references_unavailable(model, engine)
     return {
         "id": model.id,
         "label": model.label,
@@ -42,9 +58,8 @@ def _entry(
         "aspectRatios": list(model.aspect_ratios),
         "audio": model.audio,
         "acceptsGenerateAudio": model.accepts_audio_flag,
-        "acceptsReferenceImages": (
-            model.accepts_reference_images and engine.reference_images and not engine.reference_error
-        ),
+        "acceptsReferenceImages": references_unavailable is None,
+        "referenceImagesUnavailable": references_unavailable,
         "prices": model.prices,
         "engine": {
             "name": engine.name,

@@ -216,6 +216,9 @@ class ModelEntry(BaseModel):
     audio: bool
     acceptsGenerateAudio: bool
     acceptsReferenceImages: bool
+    referenceImagesUnavailable: str | None = Field(
+        default=None, description="Why this model cannot take reference_images on this server; null: it can."
+    )
     prices: dict[str, int]
     engine: EngineInfo
 

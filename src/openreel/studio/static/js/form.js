@@ -101,6 +101,7 @@ export class GenerateForm {
         : mode === "never"
           ? `${model.label} generates silent video.`
           : "";
+    this.updateReferenceInput();
     for (const name of ["duration", "generate_audio", "aspect_ratio", "resolution"]) this.clearError(name);
     this.updatePrice();
   }
@@ -213,13 +214,19 @@ export class GenerateForm {
     );
     const errors = this.slots[slot].filter((e) => e.error).map((e) => e.error);
     if (errors.length) this.setError(slot, errors);
-    const input = $(INPUT_FOR_SLOT[slot]);
-    const button = input.parentElement.querySelector(".file-button");
+    const button = $(INPUT_FOR_SLOT[slot]).parentElement.querySelector(".file-button");
     if (slot === "reference_images") {
-      input.disabled = this.slots[slot].length >= MAX_REFERENCES;
+      this.updateReferenceInput();
     } else if (button) {
       button.textContent = this.slots[slot].length ? "Replace…" : "Choose…";
     }
+  }
+
+  /** Reference images can be added while there is room and the model takes them here; the catalog says why not. */
+  updateReferenceInput() {
+    const unavailable = this.current()?.referenceImagesUnavailable;
+    setText($("reference-help"), unavailable);
+    $("reference-images").disabled = Boolean(unavailable) || this.slots.reference_images.length >= MAX_REFERENCES;
   }
 
   /** The uploaded URLs of a slot, waiting for uploads in flight and renewing ones about to expire. */
