@@ -44,6 +44,9 @@ def test_an_operator_manages_keys_and_credits_by_account_id(tmp_path: Path) -> N
     assert f"revoked key {key_id}" in run("keys", "revoke", key_id)
     assert re.search(rf"^{key_id} .* revoked ", run("keys", "list", "--account", account), re.M)
     assert re.search(rf"^{account}  bob\s+9\s+0 ", run("accounts", "list"), re.M)
+    shown = run("accounts", "show", key_id)
+    assert f"account {account} (bob)" in shown and "balance: 9" in shown and "jobs: none" in shown
+    assert re.search(rf"^{key_id}  bob\s+{raw[:8]}\s+revoked ", shown, re.M), shown
     missing = run("credits", "grant", "no-such-account", "1", code=1)
     assert missing.strip() == "No account or key with id no-such-account."
     assert run("keys", "revoke", "nope", code=1).strip() == "No key with id nope."

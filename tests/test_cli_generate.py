@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,48 @@ def test_without_a_server_on_embedded_defaults(tmp_path: Path) -> None:
     assert "random weights" in run.stdout
     assert mp4_summary(out.read_bytes()) == {"size": (1280, 720), "frames": 96, "fps": 24.0, "audio": True}
     assert (tmp_path / "data" / "cli.key").read_text().startswith("afk_")
+
+
+def jobs(*args: str, key: str, server: LiveServer) -> subprocess.CompletedProcess[str]:
+    """``openreel jobs``, the server given the way a shell profile gives it: in the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "openreel", "jobs", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", "OPENREEL_API_KEY": key, "OPENREEL_BASE_URL": server.url},
+    )
+
+
+def test_jobs_commands_list_show_wait_download_and_cancel(server: LiveServer, tmp_path: Path) -> None:
+    key = server.new_key(credits=30)
+    with server.client(key) as client:
+        first = client.post(
+            "/v2/videos/generate",
+            json={"prompt": "one", "model": "veo-3.1-fast", "veoParams": {"duration": 4}},
+        ).json()["jobId"]
+        waited = jobs("wait", first, "--out", str(tmp_path / "one.mp4"), key=key, server=server)
+        assert waited.returncode == 0, waited.stderr + waited.stdout
+        assert mp4_summary((tmp_path / "one.mp4").read_bytes())["frames"] == 96
+        second = client.post("/v2/videos/generate", json={"prompt": "two", "model": "veo-3.1"}).json()[
+            "jobId"
+        ]
+    listed = jobs("list", key=key, server=server)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["job", "model", "status", "progress", "credits", "created"]
+    assert [line.split()[0] for line in lines[1:]] == [second, first]
+    assert lines[2].split()[1:3] == ["veo-3.1-fast", "COMPLETED"]
+    shown = jobs("show", first, key=key, server=server)
+    assert json.loads(shown.stdout)["result"]["durationSeconds"] == 4.0
+    cancelled = jobs("cancel", second, key=key, server=server)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"job {second} cancelled; 20 credits refunded"
+    again = jobs("cancel", second, key=key, server=server)
+    assert again.returncode == 1 and len(again.stdout.strip().splitlines()) == 1, again.stdout
+    not_ready = jobs("download", second, key=key, server=server)
+    assert not_ready.returncode == 1 and f"job {second} has no video yet" in not_ready.stdout
+    waiting = jobs("wait", second, key=key, server=server)
+    assert waiting.returncode == 1 and f"job {second} cancelled" in waiting.stdout
+    unknown = jobs("show", "no-such-job", key=key, server=server)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stdout + unknown.stderr

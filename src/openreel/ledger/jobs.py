@@ -176,6 +176,14 @@ def list_jobs(
     return rows[:limit], len(rows) > limit
 
 
+def status_counts(session: Session, account_id: str) -> dict[str, int]:
+    """How many of the account's jobs (deleted ones included: they were charged) are in each status."""
+    rows = session.execute(
+        select(Job.status, func.count()).where(Job.account_id == account_id).group_by(Job.status)
+    )
+    return {status: int(count) for status, count in rows}
+
+
 def account_models(session: Session, account_id: str) -> list[str]:
     return sorted(session.scalars(select(Job.model).where(Job.account_id == account_id).distinct()))
 

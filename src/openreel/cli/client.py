@@ -1,0 +1,260 @@
+"""The commands a user runs against a server's API: ``generate`` and ``jobs``, through the SDK."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from openreel.cli.local import DataDir, settings_of
+from openreel.cli.terminal import Typer, columns, fail, say
+
+if TYPE_CHECKING:
+    from openreel.protocols.apiframe.schemas import JobOut
+    from openreel.sdk import Client
+
+jobs_app = Typer(help="The jobs of your account on a server.")
+
+SERVER_ENV = "OPENREEL_BASE_URL"
+KEY_ENV = "OPENREEL_API_KEY"
+Server = Annotated[
+    str,
+    typer.Option(envvar=SERVER_ENV, show_envvar=True, help=f"Base URL of the server (key from {KEY_ENV})."),
+]
+JobId = Annotated[str, typer.Argument(help="The job's id.")]
+
+
+def _key() -> str:
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        fail(f"Set {KEY_ENV} to an API key of the server (openreel keys create prints one).")
+    return key
+
+
+@contextmanager
+def _client(server: str, key: str | None = None) -> Iterator[Client]:
+    """An SDK client whose every failure, from the server or the network, ends the command in one line."""
+    from openreel.sdk import Client, JobError, NetworkError, OpenreelError, WaitTimeout
+
+    try:
+        with Client(api_key=key or _key(), base_url=server) as client:
+            yield client
+    except OpenreelError as exc:
+        details = exc.body.get("details") or {}
+        fail("; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())]))
+    except JobError as exc:
+        fail(f"job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}")
+    except (NetworkError, WaitTimeout) as exc:
+        fail(str(exc))
+
+
+def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
+    """Wait for the job with a progress bar that shows its queue position while it waits."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from openreel.cli.terminal import console
+    from openreel.sdk import Backoff
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("queued", total=100)
+
+        def show(job: JobOut) -> None:
+            if job.status == "QUEUED":
+                label = f"queued (position {job.queuePosition})" if job.queuePosition else "queued"
+            else:
+                label = job.status.lower()
+            bar.update(task, completed=job.progress or 0, description=label)
+
+        return client.wait_for(job_id, timeout=timeout, on_progress=show, backoff=Backoff(0.25, 1.5, 1.0))
+
+
+def _downloaded(client: Client, job: JobOut, out: Path) -> None:
+    client.download(job, out)
+    result = job.result
+    assert result is not None
+    say(
+        f"wrote {out} ({out.stat().st_size} bytes): {result.width}x{result.height}, "
+        f"{result.durationSeconds} s, {'with' if result.hasAudio else 'no'} audio, seed {result.seed}, "
+        f"{job.creditCost} credits"
+    )
+    if result.notice:
+        say(result.notice, style="yellow")
+
+
+def _as_url(client: Client, value: str | None) -> str | None:
+    """URLs pass through; a local file is uploaded first and its upload URL used."""
+    if value is None or value.startswith(("http://", "https://")):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise typer.BadParameter(f"{value} is neither an http(s) URL nor a file")
+    return str(client.upload(path).url)
+
+
+def _generate_with(
+    server: str, key: str | None, request: dict[str, Any], files: dict[str, Any], out: Path
+) -> None:
+    with _client(server, key) as client:
+        request["image"] = _as_url(client, files["image"])
+        request["last_frame"] = _as_url(client, files["last_frame"])
+        refs = [_as_url(client, r) for r in files["reference_images"]]
+        request["reference_images"] = [r for r in refs if r] or None
+        accepted = client.generate(request.pop("prompt"), **request)
+        _downloaded(client, _follow(client, accepted.jobId, timeout=24 * 3600), out)
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What the video shows.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the MP4.")],
+    model: Annotated[
+        str, typer.Option(help="Model id (openreel models list, GET /v2/models).")
+    ] = "veo-3.1-fast",
+    duration: Annotated[
+        int | None, typer.Option(help="Seconds: 4, 6 or 8 (veo-2: 5 to 8).", show_default="8; veo-2: 5")
+    ] = None,
+    aspect_ratio: Annotated[str | None, typer.Option(help="16:9 or 9:16.", show_default="16:9")] = None,
+    resolution: Annotated[str | None, typer.Option(help="720p or 1080p.", show_default="720p")] = None,
+    image: Annotated[str | None, typer.Option(help="First frame: a file or an http(s) URL.")] = None,
+    last_frame: Annotated[str | None, typer.Option(help="Last frame: a file or an http(s) URL.")] = None,
+    reference: Annotated[
+        list[str] | None, typer.Option(help="Reference image: a file or an http(s) URL; up to 3 times.")
+    ] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for a repeatable result.", show_default="random")
+    ] = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Generate a silent video.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            envvar=SERVER_ENV,
+            show_envvar=True,
+            help=f"Base URL of a running server (key from {KEY_ENV}); without it the service runs here.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Generate one video and write it to a file.
+
+    It shows the queue position and progress while it waits. With --server it uses that server;
+    without, it runs the service in this process on the local data directory and its engine (a local
+    run pays itself the job's credits).
+    """
+    request: dict[str, Any] = {
+        "prompt": prompt,
+        "model": model,
+        "duration": duration,
+        "aspect_ratio": aspect_ratio,
+        "resolution": resolution,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "generate_audio": False if no_audio else None,
+    }
+    files = {"image": image, "last_frame": last_frame, "reference_images": reference or []}
+    if server is not None:
+        _generate_with(server, None, request, files, out)
+        return
+
+    from openreel.domain.catalog import load_catalog
+    from openreel.embedded import embedded_server, local_key
+
+    settings = settings_of(data_dir)
+    spec = load_catalog(settings.prices_file).get(model)
+    price = 0
+    if spec is not None:
+        variant = spec.variant(duration or spec.default_duration, spec.audio and not no_audio)
+        price = spec.prices.get(variant, max(spec.prices.values()))
+    key = local_key(settings, price)
+    logging.basicConfig(level=logging.WARNING)
+    say(f"starting openreel in this process (engine {settings.engine}, data in {settings.data_dir})")
+    with embedded_server(settings) as url:
+        _generate_with(url, key, request, files, out)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    server: Server = "http://127.0.0.1:8000",
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only jobs in this status: QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Only jobs of this model id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 20,
+) -> None:
+    """List your jobs, newest first."""
+    with _client(server) as client:
+        listed = []
+        for job in client.iter_jobs(status=status, model=model):
+            listed.append(job)
+            if len(listed) == limit:
+                break
+    columns(
+        ("job", "model", "status", "progress", "credits", "created"),
+        [
+            (j.id, j.model, j.status, f"{j.progress or 0}%", str(j.creditCost or 0), j.createdAt)
+            for j in listed
+        ],
+    )
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: JobId, server: Server = "http://127.0.0.1:8000") -> None:
+    """Print a job as the API returns it (JSON, for reading or for jq)."""
+    with _client(server) as client:
+        job = client.get_job(job_id)
+    print(job.model_dump_json(indent=2))
+
+
+@jobs_app.command("wait")
+def jobs_wait(
+    job_id: JobId,
+    server: Server = "http://127.0.0.1:8000",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the MP4 here.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600,
+) -> None:
+    """Follow a job with a progress bar until it ends.
+
+    The exit status is 1 unless it completed."""
+    with _client(server) as client:
+        job = _follow(client, job_id, timeout)
+        if out is not None:
+            _downloaded(client, job, out)
+        else:
+            assert job.result is not None
+            say(f"job {job.id} completed: {job.result.videoUrl}")
+
+
+@jobs_app.command("download")
+def jobs_download(
+    job_id: JobId,
+    server: Server = "http://127.0.0.1:8000",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the MP4.")] = None,
+) -> None:
+    """Write a completed job's MP4 to a file.
+
+    The file is JOB_ID.mp4 unless --out says where."""
+    with _client(server) as client:
+        job = client.get_job(job_id)
+        if job.result is None:
+            fail(f"job {job.id} has no video yet: it is {job.status}")
+        _downloaded(client, job, out or Path(f"{job.id}.mp4"))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: JobId, server: Server = "http://127.0.0.1:8000") -> None:
+    """Cancel a queued or running job; its credits are refunded."""
+    with _client(server) as client:
+        charged = client.get_job(job_id).creditCost or 0  # a cancelled job's cost reads 0
+        job = client.cancel(job_id)
+    say(f"job {job.id} {job.status.lower()}; {charged} credits refunded")

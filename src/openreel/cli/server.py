@@ -1,0 +1,75 @@
+"""``openreel serve`` and ``openreel worker``: this machine as an API server or as a Ray render node."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, get_args
+
+import typer
+
+from openreel.cli.local import DataDir, settings_of
+from openreel.cli.terminal import say
+from openreel.engine import ENGINES
+from openreel.settings import ExecutorName
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (OPENREEL_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (OPENREEL_PORT).")] = None,
+    data_dir: DataDir = None,
+    engine: Annotated[
+        str | None, typer.Option(help=f"Engine: {', '.join(ENGINES)} (OPENREEL_ENGINE).")
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help=f"Executor: {', '.join(get_args(ExecutorName))} (OPENREEL_EXECUTOR).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker slots here, one per GPU (OPENREEL_WORKERS).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to drive, host:port (OPENREEL_RAY_ADDRESS).")
+    ] = None,
+) -> None:
+    """Run the API server and its workers."""
+    import uvicorn
+
+    from openreel.app import create_app
+
+    settings = settings_of(
+        data_dir,
+        host=host,
+        port=port,
+        engine=engine,
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def worker(
+    address: Annotated[str, typer.Option(help="The Ray head to join, host:port.")],
+    slots: Annotated[
+        int | None, typer.Option(min=1, help="Jobs this node renders at once (default: one per GPU, else 1).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Join a Ray cluster as a render node.
+
+    A server with OPENREEL_EXECUTOR=ray puts one actor per slot here, each keeping the engine's weights
+    loaded. Stays in the foreground; Ctrl-C leaves the cluster."""
+    import os
+
+    from openreel.executors.ray_cluster import node_command
+
+    settings = settings_of(data_dir)
+    if slots is None:
+        import torch
+
+        slots = max(torch.cuda.device_count(), 1)
+    command = node_command(address, slots)
+    say(f"joining {address} with {slots} slot(s): {' '.join(command)}")
+    # Actors on this node read its settings: weights are cached under this node's data dir.
+    env = {**os.environ, "OPENREEL_DATA_DIR": str(settings.data_dir.resolve())}
+    os.execvpe(command[0], command, env)
