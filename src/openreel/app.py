@@ -14,12 +14,13 @@ from fastapi_offline import FastAPIOffline
 from openreel import __version__
 from openreel.domain.catalog import load_catalog
 from openreel.ledger.db import Database, migrate
-from openreel.protocols import errors, files
+from openreel.protocols import errors, files, metrics_route
 from openreel.protocols.apiframe import account, jobs, models, uploads, videos
 from openreel.protocols.google import routes as google
 from openreel.protocols.guards import BodyGuard, NoSniff
 from openreel.protocols.openai import routes as openai_videos
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.metrics import Metrics
 from openreel.service.ratelimit import RateLimiter
 from openreel.service.services import Services
 from openreel.service.views import RANDOM_WEIGHTS_NOTICE, Presenter
@@ -42,9 +43,12 @@ def build_services(settings: Settings) -> Services:
     catalog = load_catalog(settings.prices_file)
     presenter = Presenter(signer, storage, settings.result_url_ttl_s)
     webhooks = WebhookSender(settings, db, presenter)
-    dispatcher = Dispatcher(settings, db, storage, signer, catalog, on_job_event=webhooks.enqueue)
+    metrics = Metrics(db)
+    dispatcher = Dispatcher(
+        settings, db, storage, signer, catalog, on_job_event=webhooks.enqueue, on_rendered=metrics.rendered
+    )
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    return Services(settings, db, storage, signer, catalog, dispatcher, presenter, webhooks, limiter)
+    return Services(settings, db, storage, signer, catalog, dispatcher, presenter, webhooks, limiter, metrics)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         uploads.router,
         files.router,
+        metrics_route.router,
         google.router,
         openai_videos.router,
         studio.router,

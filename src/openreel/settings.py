@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = 3
     max_image_pixels: int = 40_000_000
     allow_private_urls: bool = Field(default=False, description="Let image/webhook URLs reach private hosts.")
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics to every client; by default only to direct loopback ones."
+    )
     executor: ExecutorName = Field(
         default="local", description="local (worker processes) or ray (a Ray cluster)."
     )

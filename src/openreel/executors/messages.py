@@ -66,6 +66,8 @@ class Progress:
 class Done:
     seq: int
     media: dict[str, Any] = field(default_factory=dict)
+    # Wall seconds of each part of the render on the worker: "render" (the engine), "encode" (the MP4).
+    seconds: dict[str, float] = field(default_factory=dict)
     # The MP4 itself, from workers on other machines; local workers write task.output_path instead.
     video: bytes | None = None
 

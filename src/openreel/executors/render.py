@@ -6,6 +6,7 @@ step and before encoding. No half-written MP4 survives a failure or a cancel.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -46,13 +47,16 @@ def render_task(
         progress(step * STEPS_SHARE // max(total, 1))
 
     try:
+        started = time.perf_counter()
         clip = engine.render(
             task.plan, task.first_frame, task.last_frame, on_step, references=task.references
         )
         if cancelled():
             raise Cancelled()
         progress(ENCODING)
+        rendered = time.perf_counter()
         write_mp4(clip, task.plan.fps, output, preset=x264_preset)
+        seconds = {"render": rendered - started, "encode": time.perf_counter() - rendered}
         info = probe_mp4(output)
     except Cancelled:
         output.unlink(missing_ok=True)
@@ -72,4 +76,5 @@ def render_task(
             "hasAudio": info.has_audio,
             "recipe": clip.recipe,
         },
+        seconds,
     )

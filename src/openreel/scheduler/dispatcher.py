@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 from PIL import Image
 from sqlalchemy.orm import Session
@@ -45,12 +45,15 @@ CLAIM_INTERVAL_S = 0.5
 
 # Called inside the transaction that changed the job: (session, job id, event).
 JobEventHook = Callable[[Session, str, str], None]
+# Called when a render finished: (model id, seconds per part of the render, the recipe's trace).
+RenderedHook = Callable[[str, dict[str, float], dict[str, Any]], None]
 
 
 @dataclass
 class Running:
     seq: int
     job_id: str
+    model: str
     attempt: int
     seed: int
     staged: str
@@ -67,6 +70,7 @@ class Dispatcher:
         signer: Signer,
         catalog: Catalog,
         on_job_event: JobEventHook | None = None,
+        on_rendered: RenderedHook | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -75,6 +79,7 @@ class Dispatcher:
         self.catalog = catalog
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_job_event = on_job_event or (lambda _session, _job, _event: None)
+        self._on_rendered = on_rendered or (lambda _model, _seconds, _trace: None)
         self._executor = make_executor(settings)
         self._running: dict[int, Running] = {}
         self._seq = 0
@@ -180,6 +185,7 @@ class Dispatcher:
                 if jobs.set_progress(session, running.job_id, running.attempt, event.percent):
                     self._on_job_event(session, running.job_id, "progress")
         elif isinstance(event, m.Done):
+            self._on_rendered(running.model, event.seconds, event.media.get("recipe") or {})
             self._finish_done(running, event.media)
         elif isinstance(event, m.Failed):
             self._finish_failed(running, event.error)
@@ -248,6 +254,7 @@ class Dispatcher:
             running = Running(
                 seq=self._seq,
                 job_id=job_id,
+                model=spec.model,
                 attempt=attempt,
                 seed=spec.seed,
                 staged=str(staged),

@@ -10,6 +10,7 @@ from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.metrics import Metrics
 from openreel.service.ratelimit import RateLimiter, retry_after_header
 from openreel.service.views import Presenter
 from openreel.service.webhooks import WebhookSender
@@ -29,6 +30,7 @@ class Services:
     presenter: Presenter
     webhooks: WebhookSender
     limiter: RateLimiter
+    metrics: Metrics
     # Requests fetching image URLs at submit at once: each holds a request thread while it waits on
     # someone else's server, so slow hosts must not take all of them.
     fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))

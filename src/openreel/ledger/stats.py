@@ -1,0 +1,31 @@
+"""Totals over the whole ledger for an operator's metrics. Rows are never removed (a deleted job is only
+hidden), so each total only grows and can be exported as a counter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from openreel.ledger.tables import CreditEntry, Job, WebhookDelivery
+
+
+@dataclass(frozen=True)
+class Totals:
+    jobs: dict[tuple[str, str], int]  # (model, status) -> jobs
+    credits: dict[str, int]  # credit entry kind (grant, charge, refund) -> credits, as positive numbers
+    webhooks: dict[str, int]  # delivery status -> outbox rows
+
+
+def totals(session: Session) -> Totals:
+    jobs = session.execute(select(Job.model, Job.status, func.count()).group_by(Job.model, Job.status))
+    credits = session.execute(
+        select(CreditEntry.kind, func.sum(func.abs(CreditEntry.amount))).group_by(CreditEntry.kind)
+    )
+    webhooks = session.execute(select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status))
+    return Totals(
+        jobs={(model, status): int(n) for model, status, n in jobs},
+        credits={kind: int(n or 0) for kind, n in credits},
+        webhooks={status: int(n) for status, n in webhooks},
+    )

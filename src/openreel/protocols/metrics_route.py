@@ -1,0 +1,32 @@
+"""``GET /metrics``: Prometheus' text format, for a scraper on this machine unless the operator opens it."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fastapi import APIRouter, Request, Response
+
+from openreel.protocols.deps import ServicesDep
+from openreel.protocols.errors import ApiError
+from openreel.service.metrics import CONTENT_TYPE
+
+router = APIRouter(include_in_schema=False)
+
+
+def _direct_loopback(request: Request) -> bool:
+    """A client on this machine that no proxy forwarded (a local proxy would make everyone loopback)."""
+    if request.client is None or "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+        return False
+    try:
+        return ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
+@router.get("/metrics")
+def metrics(request: Request, svc: ServicesDep) -> Response:
+    if not (svc.settings.metrics_public or _direct_loopback(request)):
+        raise ApiError(
+            403, "/metrics answers only clients on this machine; set OPENREEL_METRICS_PUBLIC=1 to open it"
+        )
+    return Response(svc.metrics.exposition(svc.dispatcher.engine), media_type=CONTENT_TYPE)
