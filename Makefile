@@ -1,8 +1,9 @@
 # Two commands: `make serve` runs the service on its embedded defaults, `make test` runs every check.
 # The test set-up adds the test tools, google-genai 2.x beside the venv (its 2.x and 3.x clients are
 # both tested), Lightricks' reference pipelines for the parity tests (without their dependencies:
-# torchaudio and an older torch, which must not replace ours) and Debian's chromium for the Studio's
-# browser test; the tests also need the local PostgreSQL server (started here if it is installed but down).
+# torchaudio and an older torch, which must not replace ours), Debian's chromium for the Studio's
+# browser test and jq for the README's curl example; the tests also need the local PostgreSQL server
+# (started here if it is installed but down).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,7 +22,7 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[server,engine,ray,s3,test]'
 	$(BIN)/python -m pip install --quiet --target $(VENV)/genai2 'google-genai==2.34.0'
 	$(BIN)/python -m pip install --quiet --no-deps ltx-core==1.0.0 ltx-pipelines==1.0.0
-	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	command -v chromium >/dev/null && command -v jq >/dev/null || { apt-get update -q && apt-get install -y -q chromium jq; }
 	touch $@
 
 serve: $(VENV)/.installed
