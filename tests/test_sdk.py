@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from itertools import islice
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def test_generate_wait_download(server: LiveServer, tmp_path: Path) -> None:
         )
         assert job.status == "COMPLETED" and job.result is not None and job.result.seed == 3
         path = client.download(job, tmp_path / "out.mp4")
+        url = re.sub(r"sig=[^&]+", "sig=" + "0" * 64, job.result.videoUrl)
+        forged = job.model_copy(update={"result": job.result.model_copy(update={"videoUrl": url})})
+        with pytest.raises(
+            AuthenticationError, match="download failed: Invalid link: its signature does not"
+        ):
+            client.download(forged, tmp_path / "forged.mp4")
+        assert not (tmp_path / "forged.mp4").exists()
         assert client.me().team.credits == 27
         assert [j.id for j in client.iter_jobs()] == [job.id]
         assert client.models().models[0].id == "veo-3.1-fast"

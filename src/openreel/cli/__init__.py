@@ -44,6 +44,7 @@ _EXTRAS = {
     "PIL": "server",
     "numpy": "server",
     "huggingface_hub": "server",
+    "prometheus_client": "server",
     "torch": "engine",
     "diffusers": "engine",
     "transformers": "engine",

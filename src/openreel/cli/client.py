@@ -51,6 +51,8 @@ def _client(server: str, key: str | None = None) -> Iterator[Client]:
         fail(f"job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}")
     except (NetworkError, WaitTimeout) as exc:
         fail(str(exc))
+    except OSError as exc:  # the file to upload or to write
+        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
 
 
 def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
@@ -98,7 +100,7 @@ def _as_url(client: Client, value: str | None) -> str | None:
         return value
     path = Path(value)
     if not path.is_file():
-        raise typer.BadParameter(f"{value} is neither an http(s) URL nor a file")
+        fail(f"{value} is neither an http(s) URL nor a file")
     return str(client.upload(path).url)
 
 

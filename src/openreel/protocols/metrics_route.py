@@ -13,14 +13,19 @@ from openreel.service.metrics import CONTENT_TYPE
 router = APIRouter(include_in_schema=False)
 
 
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
 def _direct_loopback(request: Request) -> bool:
     """A client on this machine that no proxy forwarded (a local proxy would make everyone loopback)."""
-    if request.client is None or "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+    if request.client is None or any(h in request.headers for h in PROXY_HEADERS):
         return False
     try:
-        return ipaddress.ip_address(request.client.host).is_loopback
+        address = ipaddress.ip_address(request.client.host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a server bound to ::
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 @router.get("/metrics")

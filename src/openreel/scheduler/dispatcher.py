@@ -185,7 +185,10 @@ class Dispatcher:
                 if jobs.set_progress(session, running.job_id, running.attempt, event.percent):
                     self._on_job_event(session, running.job_id, "progress")
         elif isinstance(event, m.Done):
-            self._on_rendered(running.model, event.seconds, event.media.get("recipe") or {})
+            try:  # before the job reads COMPLETED, so whoever sees it completed sees its render counted
+                self._on_rendered(running.model, event.seconds, event.media.get("recipe") or {})
+            except Exception:
+                log.exception("recording the render of job %s failed", running.job_id)
             self._finish_done(running, event.media)
         elif isinstance(event, m.Failed):
             self._finish_failed(running, event.error)

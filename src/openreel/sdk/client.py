@@ -123,13 +123,18 @@ class _Calls:
         return Call("POST", "/v2/uploads", _model(UploadOut), files={"file": (name, content)})
 
 
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    """The server's JSON error, or its text: what the user reads in the exception."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {"error": response.text or response.reason_phrase}
+
+
 def _answer(call: Call[T], response: httpx.Response) -> T:
     if response.is_error:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": response.text or response.reason_phrase}
-        raise error_for(response.status_code, body, response.headers.get("retry-after"))
+        raise error_for(response.status_code, _error_body(response), response.headers.get("retry-after"))
     return call.parse(response.json() if response.content else None)
 
 
@@ -148,9 +153,10 @@ def _download_paths(job: JobOut, destination: str | Path) -> tuple[Path, Path]:
     return target, target.with_name(f".{target.name}.part")
 
 
-def _check_download(response: httpx.Response) -> None:
-    if response.is_error:
-        raise error_for(response.status_code, {"error": f"download failed: HTTP {response.status_code}"})
+def _download_error(response: httpx.Response) -> Exception:
+    """From the read body of a refused download: an expired or altered link says which, and what to do."""
+    body = _error_body(response)
+    return error_for(response.status_code, {**body, "error": f"download failed: {body['error']}"})
 
 
 @dataclass
@@ -302,7 +308,9 @@ class Client:
                 network_errors(job.result.videoUrl),  # type: ignore[union-attr]
                 self._http.stream("GET", job.result.videoUrl) as response,  # type: ignore[union-attr]
             ):
-                _check_download(response)
+                if response.is_error:
+                    response.read()
+                    raise _download_error(response)
                 with partial.open("wb") as out:
                     for chunk in response.iter_bytes():
                         out.write(chunk)
@@ -414,7 +422,9 @@ class AsyncClient:
         try:
             with network_errors(job.result.videoUrl):  # type: ignore[union-attr]
                 async with self._http.stream("GET", job.result.videoUrl) as response:  # type: ignore[union-attr]
-                    _check_download(response)
+                    if response.is_error:
+                        await response.aread()
+                        raise _download_error(response)
                     with partial.open("wb") as out:
                         async for chunk in response.aiter_bytes():
                             out.write(chunk)

@@ -92,7 +92,7 @@ def network_errors(url: str) -> Iterator[None]:
         raise RequestTimedOut(url, exc) from exc
     except httpx.TransportError as exc:
         raise ServerUnreachable(url, exc) from exc
-    except httpx.RequestError as exc:  # e.g. a body that cannot be decoded
+    except (httpx.RequestError, httpx.InvalidURL) as exc:  # a body that cannot be decoded, a bad URL
         raise NetworkError(url, exc) from exc
 
 

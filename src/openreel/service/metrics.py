@@ -7,6 +7,8 @@ timings, GPU memory and worker slots are this server's own.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,13 +26,27 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RENDER_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
 
 
+# The ledger's totals are whole-table counts: scrapes closer together than this share one reading.
+LEDGER_CACHE_S = 5.0
+
+
 class _LedgerCollector(Collector):
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._lock = threading.Lock()
+        self._read_at = -LEDGER_CACHE_S
+        self._totals = stats.Totals({}, {}, {})
+
+    def _current(self) -> stats.Totals:
+        with self._lock:
+            if time.monotonic() - self._read_at >= LEDGER_CACHE_S:
+                with self._db.read() as session:
+                    self._totals = stats.totals(session)
+                self._read_at = time.monotonic()
+            return self._totals
 
     def collect(self) -> Iterator[Metric]:
-        with self._db.read() as session:
-            totals = stats.totals(session)
+        totals = self._current()
         ended = CounterMetricFamily(
             "openreel_jobs", "Jobs that ended, by model and outcome.", labels=["model", "outcome"]
         )
