@@ -1,0 +1,198 @@
+"""Requests per second and latency of the API, beside a bare FastAPI endpoint measured in the same run.
+
+The API server (every thread of it) is pinned to one core; wrk and the server's render worker to another,
+so the figures are the API's own. Each route is loaded for ``--seconds`` with ``--connections`` open
+connections: submit (POST /v2/videos/generate, every request a new job), job read (GET /v2/jobs/{id})
+and job list (GET /v2/jobs), on SQLite and on PostgreSQL. The bare endpoint is a FastAPI route that
+returns a small JSON object, served by uvicorn the same way.
+
+Needs wrk (Debian: ``apt-get install wrk``) and two cores. ``--markdown`` prints the table for
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from databases import throwaway_database
+from support import LiveServer, free_port
+
+API_CORE, LOAD_CORE = 0, 1
+SERVER_ENV = {
+    "OPENREEL_RATE_LIMIT_PER_MINUTE": "0",
+    "OPENREEL_MAX_CONCURRENT_JOBS": "1000000",
+    "OPENREEL_X264_PRESET": "ultrafast",
+}
+SUBMIT = {"prompt": "a cat on a windowsill", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
+
+bare = FastAPI()
+
+
+@bare.get("/bare")
+def bare_route() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@dataclass
+class Result:
+    route: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def pin(pid: int, core: int) -> None:
+    """Every thread of the process: threads started later inherit the affinity of their creator."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {core})
+
+
+def children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found]
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(
+    route: str, url: str, args: argparse.Namespace, headers: dict[str, str], body: str | None = None
+) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(f"wrk.method = {json.dumps('POST' if body else 'GET')}\n")
+        if body is not None:
+            script.write(f"wrk.body = {json.dumps(body)}\n")
+        for name, value in headers.items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
+    command = ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s"]
+    out = subprocess.run(
+        [*command, "--latency", "--timeout", "5s", "-s", script.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    return parse(route, out)
+
+
+def parse(route: str, out: str) -> Result:
+    """What wrk --latency printed: requests/s, the 50th and 99th percentiles, non-2xx answers and timeouts."""
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rate is None or len(latency) != 2:
+        raise SystemExit(f"{route}: wrk printed no figures:\n{out}")
+    errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|timeout):?\s+(\d+)", out))
+    return Result(route, float(rate.group(1)), _ms(latency["50"]), _ms(latency["99"]), errors)
+
+
+def bare_endpoint(args: argparse.Namespace) -> Result:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api_load:bare", "--port", str(port), "--log-level", "warning"],
+        cwd=Path(__file__).parent,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/bare"
+        for _ in range(100):
+            try:
+                httpx.get(url)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        pin(process.pid, API_CORE)
+        return wrk("bare FastAPI endpoint", url, args, {})
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def api(dialect: str, args: argparse.Namespace) -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp, throwaway_database(dialect, Path(tmp)) as url:
+        env = {**SERVER_ENV, "OPENREEL_DATABASE_URL": url}
+        server = LiveServer(data_dir=Path(tmp) / "data", port=free_port(), env=env)
+        server.start()
+        try:
+            assert server.process is not None
+            pin(server.process.pid, API_CORE)
+            for worker in children(server.process.pid):
+                pin(worker, LOAD_CORE)
+            key = server.new_key(credits=10**9)
+            headers = {"X-API-Key": key}
+            with httpx.Client(base_url=server.url, headers=headers) as client:
+                job_id = client.post("/v2/videos/generate", json=SUBMIT).json()["jobId"]
+                for _ in range(10):
+                    client.post("/v2/videos/generate", json=SUBMIT)
+            results = [
+                wrk(f"job read ({dialect})", f"{server.url}/v2/jobs/{job_id}", args, headers),
+                wrk(f"job list ({dialect})", f"{server.url}/v2/jobs?limit=20", args, headers),
+                wrk(
+                    f"submit ({dialect})",
+                    f"{server.url}/v2/videos/generate",
+                    args,
+                    {**headers, "Content-Type": "application/json"},
+                    json.dumps(SUBMIT),
+                ),
+            ]
+        finally:
+            server.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--dialects", default="sqlite,postgresql")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs two cores: one for the API, one for wrk and the render worker")
+    baseline = bare_endpoint(args)
+    results = [baseline]
+    for dialect in args.dialects.split(","):
+        results += api(dialect, args)
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"wrk -c{args.connections} -d{args.seconds}s; "
+        f"API on core {API_CORE}, wrk and the render worker on core {LOAD_CORE}"
+    )
+    rows = [("route", "requests/s", "of bare", "p50 ms", "p99 ms", "errors")]
+    for r in results:
+        ratio = f"{r.rps / baseline.rps:.2f}"
+        rows.append((r.route, f"{r.rps:.0f}", ratio, f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", str(r.errors)))
+    if args.markdown:
+        print("| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]))
+        for row in rows[1:]:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print(
+                "  ".join(
+                    cell.rjust(w) if i else cell.ljust(w)
+                    for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+
+
+if __name__ == "__main__":
+    main()
