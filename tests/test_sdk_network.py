@@ -60,6 +60,24 @@ def test_the_cli_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / "a.mp4").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["jobs", "list", "--server", "http://[::1"], "the base URL 'http://[::1' is not a URL"),
+        (
+            ["generate", "a", "--server", "http://127.0.0.1:1", "--image", "nope.png", "-o", "a.mp4"],
+            "nope.png is",
+        ),
+    ],
+)
+def test_a_bad_server_url_or_image_is_one_line(
+    args: list[str], says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENREEL_API_KEY", "afk_x")
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 1 and out.output.strip().count("\n") == 0 and says in out.output, out.output
+
+
 def test_version() -> None:
     out = CliRunner().invoke(app, ["--version"])
     assert (out.exit_code, out.output.strip()) == (0, f"openreel {openreel.__version__}")

@@ -49,7 +49,7 @@ def _client(server: str, key: str | None = None) -> Iterator[Client]:
         fail("; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())]))
     except JobError as exc:
         fail(f"job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}")
-    except (NetworkError, WaitTimeout) as exc:
+    except (NetworkError, WaitTimeout, ValueError) as exc:  # ValueError: a --server that is not a URL
         fail(str(exc))
     except OSError as exc:  # the file to upload or to write
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))

@@ -179,6 +179,10 @@ def _options(api_key: str | None, base_url: str | None) -> tuple[str, dict[str, 
     if not key:
         raise ValueError("an API key is needed: pass api_key= or set OPENREEL_API_KEY")
     base = (base_url or os.environ.get("OPENREEL_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    try:
+        httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"the base URL {base!r} is not a URL: {exc}") from None
     return base, {"X-API-Key": key, "User-Agent": "openreel-python"}
 
 
