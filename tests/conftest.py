@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from databases import throwaway_database
-from support import SERVER_ENV, LiveServer, running_server
+from support import SERVER_ENV, LiveServer, quick_server, running_server
 
 # The suite runs several processes at once on a few cores (the test process, servers, their workers): torch's
 # intra-op threads then fight each other, and the tiny engine's small ops gain nothing from them. One thread
@@ -20,8 +20,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 @pytest.fixture(scope="session")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One real server (SQLite) on a loopback port for the session; tests isolate themselves by account."""
-    with running_server(tmp_path_factory.mktemp("server"), SERVER_ENV) as live:
+    """One real server (SQLite) on a loopback port for the session, rendering with the quick engine;
+    tests isolate themselves by account."""
+    with quick_server(tmp_path_factory.mktemp("server"), SERVER_ENV) as live:
         yield live
 
 
@@ -34,6 +35,24 @@ def server(sqlite_server: LiveServer) -> LiveServer:
 def postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The same, on a throwaway PostgreSQL database."""
     root = tmp_path_factory.mktemp("pg-server")
+    with (
+        throwaway_database("postgresql", root) as url,
+        quick_server(root, {**SERVER_ENV, "OPENREEL_DATABASE_URL": url}) as live,
+    ):
+        yield live
+
+
+@pytest.fixture(scope="session")
+def live_sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server process with the tiny engine in its worker process, as ``openreel serve`` runs: for the
+    end-to-end tests and those that need the processes themselves."""
+    with running_server(tmp_path_factory.mktemp("live"), SERVER_ENV) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def live_postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("live-pg")
     with (
         throwaway_database("postgresql", root) as url,
         running_server(root, {**SERVER_ENV, "OPENREEL_DATABASE_URL": url}) as live,

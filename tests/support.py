@@ -22,9 +22,12 @@ from PIL import Image
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from openreel.embedded import embedded_server
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.settings import Settings
+
+from quick import QuickExecutor
 
 # A job that renders long enough on the tiny engine to be interrupted mid-render (11 steps over 25 latent
 # frames, then 192 frames to encode: seconds, single-threaded) and still finishes in seconds once it is let
@@ -142,6 +145,17 @@ class LiveServer:
     def client(self, key: str | None) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@contextmanager
+def quick_server(root: Path, env: dict[str, str]) -> Iterator[LiveServer]:
+    """A server in this process rendering with the quick engine (tests/quick.py), for the tests of what
+    surrounds the model; ``env`` as a live server would read it."""
+    settings = Settings(
+        data_dir=root / "data", **{k.removeprefix("OPENREEL_").lower(): v for k, v in env.items()}
+    )
+    with embedded_server(settings, executor=QuickExecutor(settings)) as url:
+        yield LiveServer(data_dir=settings.data_dir, port=int(url.rsplit(":", 1)[1]), env=env)
 
 
 @contextmanager

@@ -15,13 +15,17 @@ from PIL import Image
 from databases import DIALECTS
 from support import LONG, LiveServer, assert_contract, running_server, wait_for
 
-pytestmark = pytest.mark.live
-
 
 @pytest.fixture(params=DIALECTS)
 def server(request: pytest.FixtureRequest) -> LiveServer:
     """Every test of this module runs against the SQLite and the PostgreSQL server."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(params=DIALECTS)
+def live_server(request: pytest.FixtureRequest) -> LiveServer:
+    """The same, as server processes with a worker process to kill."""
+    return request.getfixturevalue(f"live_{request.param}_server")
 
 
 FAST_4S = {"prompt": "a lighthouse at dusk", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
@@ -262,7 +266,10 @@ def test_cancel_queued_and_running_jobs_refunds_and_frees_the_worker(server: Liv
         assert client.get(f"/v2/jobs/{running}").json()["status"] == "CANCELLED"
 
 
-def test_killed_worker_is_replaced_and_the_job_retried(server: LiveServer) -> None:
+@pytest.mark.live
+@pytest.mark.xdist_group("live")
+def test_killed_worker_is_replaced_and_the_job_retried(live_server: LiveServer) -> None:
+    server = live_server
     key = server.new_key(credits=100)
     assert server.process is not None
     with server.client(key) as client:
@@ -310,6 +317,7 @@ def test_uploads_sniff_type_and_enforce_limits(server: LiveServer) -> None:
         assert "403" in stale.json()["details"]["veoParams.image"][0]
 
 
+@pytest.mark.live
 def test_an_engine_that_cannot_load_refuses_jobs_without_charging(tmp_path: Path) -> None:
     with running_server(tmp_path, {}, engine="ltx2") as broken:
         key = broken.new_key(credits=10)

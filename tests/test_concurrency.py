@@ -11,9 +11,7 @@ import httpx
 import pytest
 
 from databases import DIALECTS, throwaway_database
-from support import LiveServer, running_server
-
-pytestmark = pytest.mark.live
+from support import LiveServer, quick_server
 
 ACCOUNTS = 10
 UNIQUE_PER_ACCOUNT = 20
@@ -31,7 +29,7 @@ def busy_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live
             "OPENREEL_RATE_LIMIT_PER_MINUTE": "0",
             "OPENREEL_X264_PRESET": "ultrafast",
         }
-        with running_server(tmp_path, env) as live:
+        with quick_server(tmp_path, env) as live:
             yield live
 
 

@@ -41,8 +41,9 @@ def dispatcher(tmp_path: Path) -> Iterator[tuple[Dispatcher, FakeExecutor, Datab
     migrate(url)
     db = Database(url)
     fake = FakeExecutor()
-    dispatcher = Dispatcher(settings, db, make_storage(settings), Signer(b"s"), load_catalog(None))
-    dispatcher._executor = fake  # type: ignore[assignment]
+    dispatcher = Dispatcher(
+        settings, db, make_storage(settings), Signer(b"s"), load_catalog(None), executor=fake
+    )
     yield dispatcher, fake, db
     db.dispose()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import LiveServer, mp4_summary, png, running_server, wait_for
+from support import LiveServer, mp4_summary, png, quick_server, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("docs_examples")]
 
@@ -60,8 +60,9 @@ def test_blocks_are_found_and_every_one_left_out_says_why() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server on the embedded defaults, as `make serve` runs it."""
-    with running_server(tmp_path_factory.mktemp("docs"), FASTER) as live:
+    """A server on the embedded defaults, as `make serve` runs it, but for its engine (the quick one: the
+    examples exercise the wire, not the pixels)."""
+    with quick_server(tmp_path_factory.mktemp("docs"), FASTER) as live:
         yield live
 
 

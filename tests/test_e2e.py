@@ -21,13 +21,13 @@ from PIL import Image
 from databases import DIALECTS
 from support import LiveServer, assert_contract, wait_for
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("live")]
 
 
 @pytest.fixture(params=DIALECTS)
 def server(request: pytest.FixtureRequest) -> LiveServer:
-    """Every test of this module runs against the SQLite and the PostgreSQL server."""
-    return request.getfixturevalue(f"{request.param}_server")
+    """Every test of this module runs against the SQLite and the PostgreSQL server process."""
+    return request.getfixturevalue(f"live_{request.param}_server")
 
 
 EXAMPLES = Path(__file__).parent / "contract"

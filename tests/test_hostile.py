@@ -16,10 +16,10 @@ from openreel import netguard
 from openreel.settings import Settings
 from openreel.storage.images import InputError, fetch
 
-from support import LiveServer, png, running_server, wait_for
+from support import LiveServer, png, quick_server, wait_for
 
 # One worker runs this module, so its module-scoped fixtures start once.
-pytestmark = [pytest.mark.live, pytest.mark.xdist_group("hostile")]
+pytestmark = pytest.mark.xdist_group("hostile")
 
 BASE = {"prompt": "p", "model": "veo-3.1-fast"}
 
@@ -65,7 +65,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "OPENREEL_RATE_LIMIT_PER_MINUTE": "0",
         "OPENREEL_MAX_CONCURRENT_JOBS": "100",
     }
-    with running_server(tmp_path_factory.mktemp("strict"), env) as live:
+    with quick_server(tmp_path_factory.mktemp("strict"), env) as live:
         yield live
 
 

@@ -21,10 +21,10 @@ from openreel.ledger.db import Database
 from openreel.settings import Settings
 
 from databases import DIALECTS, throwaway_database
+from quick import QuickExecutor
 
-# The in-process app still starts its render worker process; one worker runs the module, so each
-# dialect's app starts once.
-pytestmark = [pytest.mark.live, pytest.mark.xdist_group("hostile_inputs")]
+# One worker runs the module, so each dialect's app starts once.
+pytestmark = pytest.mark.xdist_group("hostile_inputs")
 
 BASE: dict[str, Any] = {"prompt": "p", "model": "veo-3.1-fast"}
 CREDITS = 100
@@ -96,7 +96,8 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             max_concurrent_jobs=1000,
             x264_preset="ultrafast",
         )
-        with TestClient(create_app(settings), base_url="http://testserver") as client:
+        app = create_app(settings, QuickExecutor(settings))
+        with TestClient(app, base_url="http://testserver") as client:
             client.app.state.test_db_url = settings.resolved_database_url()
             yield client
 

@@ -8,7 +8,7 @@ import pytest
 
 from openreel.service.ratelimit import RateLimiter
 
-from support import LiveServer, running_server
+from support import LiveServer, quick_server
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = pytest.mark.xdist_group("limits")
@@ -36,11 +36,10 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
         "OPENREEL_RATE_LIMIT_BURST": "5",
         "OPENREEL_MAX_CONCURRENT_JOBS": "1",
     }
-    with running_server(tmp_path_factory.mktemp("strict"), env) as live:
+    with quick_server(tmp_path_factory.mktemp("strict"), env) as live:
         yield live
 
 
-@pytest.mark.live
 def test_requests_over_the_rate_get_429_per_account(strict_server: LiveServer) -> None:
     noisy, quiet = strict_server.new_key(), strict_server.new_key()
     with strict_server.client(noisy) as client:
@@ -53,7 +52,6 @@ def test_requests_over_the_rate_get_429_per_account(strict_server: LiveServer) -
         assert client.get("/v2/me").status_code == 200
 
 
-@pytest.mark.live
 def test_active_jobs_are_capped_per_account(strict_server: LiveServer) -> None:
     key = strict_server.new_key(credits=20)
     with strict_server.client(key) as client:

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from support import LiveServer, mp4_summary, png, running_server, wait_for
+from support import LiveServer, mp4_summary, png, quick_server, wait_for
 
 # One worker runs this module, so its module-scoped fixtures start once.
-pytestmark = [pytest.mark.live, pytest.mark.xdist_group("s3")]
+pytestmark = pytest.mark.xdist_group("s3")
 
 BUCKET = "openreel-media"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
@@ -42,7 +42,7 @@ def s3_server(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "OPENREEL_S3_SECRET_ACCESS_KEY": "testing",
         "OPENREEL_X264_PRESET": "ultrafast",
     }
-    with running_server(tmp_path_factory.mktemp("s3"), env) as live:
+    with quick_server(tmp_path_factory.mktemp("s3"), env) as live:
         yield live
 
 

@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from openreel import __version__
 from openreel.domain.catalog import load_catalog
+from openreel.executors.base import Executor
 from openreel.ledger.db import Database, migrate
 from openreel.protocols import errors, files, metrics_route
 from openreel.protocols.apiframe import account, jobs, models, uploads, videos
@@ -33,7 +34,7 @@ from openreel.studio import routes as studio
 log = logging.getLogger("openreel")
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, executor: Executor | None = None) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
     migrate(url)
@@ -45,18 +46,26 @@ def build_services(settings: Settings) -> Services:
     webhooks = WebhookSender(settings, db, presenter)
     metrics = Metrics(db)
     dispatcher = Dispatcher(
-        settings, db, storage, signer, catalog, on_job_event=webhooks.enqueue, on_rendered=metrics.rendered
+        settings,
+        db,
+        storage,
+        signer,
+        catalog,
+        on_job_event=webhooks.enqueue,
+        on_rendered=metrics.rendered,
+        executor=executor,
     )
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     return Services(settings, db, storage, signer, catalog, dispatcher, presenter, webhooks, limiter, metrics)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
+    """``executor``: what renders the jobs, when not the one the settings name (tests bring their own)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = build_services(settings)
+        svc = build_services(settings, executor)
         svc.webhooks.start()
         svc.dispatcher.start()
         app.state.services = svc

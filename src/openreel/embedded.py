@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 
 from openreel.app import create_app
+from openreel.executors.base import Executor
 from openreel.ledger import accounts, credits
 from openreel.ledger.db import Database, migrate
 from openreel.settings import Settings
@@ -31,11 +32,15 @@ def _free_port() -> int:
 
 
 @contextmanager
-def embedded_server(settings: Settings, timeout: float = 300.0) -> Iterator[str]:
+def embedded_server(
+    settings: Settings, timeout: float = 300.0, executor: Executor | None = None
+) -> Iterator[str]:
     """Yield the base URL of an in-process server whose engine has loaded."""
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": _free_port()})
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, executor), host=settings.host, port=settings.port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, name="openreel-embedded", daemon=True)
     thread.start()

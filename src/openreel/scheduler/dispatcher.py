@@ -29,7 +29,7 @@ from openreel.domain.rules import VideoSpec
 from openreel.engine.plan import plan_render
 from openreel.executors import make_executor
 from openreel.executors import messages as m
-from openreel.executors.base import EngineState
+from openreel.executors.base import EngineState, Executor
 from openreel.ledger import jobs, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
@@ -71,6 +71,7 @@ class Dispatcher:
         catalog: Catalog,
         on_job_event: JobEventHook | None = None,
         on_rendered: RenderedHook | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -80,7 +81,7 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_job_event = on_job_event or (lambda _session, _job, _event: None)
         self._on_rendered = on_rendered or (lambda _model, _seconds, _trace: None)
-        self._executor = make_executor(settings)
+        self._executor = executor or make_executor(settings)
         self._running: dict[int, Running] = {}
         self._seq = 0
         self._next_sweep = 0.0

@@ -1,0 +1,153 @@
+"""A quick engine and an in-process executor, for the tests of everything around the model.
+
+The API, ledger, webhook, client and Studio tests need real MP4s of the promised shape, not a model's
+pixels: those are the engine tests' business (tests/engine) and the end-to-end tests' (the tiny engine in
+a live server). The quick engine paints each frame one grey level (the first and last frame are the
+keyframe images when given) with a quiet tone, reports every denoising step of the plan's recipe, and so
+goes through the real render task, muxer and probe in a fraction of a second. The executor runs it on
+threads of the server's own process: no worker process, no torch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from openreel.engine import recipes
+from openreel.engine.base import Clip, StepCallback
+from openreel.engine.plan import RenderPlan
+from openreel.executors import messages as m
+from openreel.executors.base import EngineState
+from openreel.executors.render import render_task
+from openreel.settings import Settings
+
+SAMPLE_RATE = 16_000  # the tiny engine's vocoder rate
+VERSION: recipes.Version = "2.0"  # the tiny checkpoint's generation
+
+
+class QuickEngine:
+    name = "quick"
+    grid_scale = 1.0
+    random_weights = True  # no model at all: every surface must say the output is not one
+    reference_error = "the quick test engine renders no reference images"
+    version = VERSION
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+
+    def unavailable(self, kind: recipes.RecipeKind) -> str | None:
+        return None
+
+    def render(
+        self,
+        plan: RenderPlan,
+        first_frame: Image.Image | None,
+        last_frame: Image.Image | None,
+        on_step: StepCallback,
+        references: Sequence[Image.Image] = (),
+    ) -> Clip:
+        if references:
+            raise RuntimeError(self.reference_error)
+        total = sum(len(stage.sigmas) for stage in recipes.recipe(plan.recipe, self.version).stages)
+        for step in range(1, total + 1):
+            time.sleep(self.step_s)
+            on_step(step, total)
+        frames = np.empty((plan.num_frames, plan.height, plan.width, 3), dtype=np.uint8)
+        frames[:] = np.linspace(16, 235, plan.num_frames, dtype=np.uint8)[:, None, None, None]
+        size = (plan.width, plan.height)
+        for index, image in ((0, first_frame), (-1, last_frame)):
+            if image is not None:
+                frames[index] = np.asarray(image.convert("RGB").resize(size))
+        audio = None
+        if plan.generate_audio:
+            t = np.arange(plan.duration_s * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+            audio = np.stack([0.1 * np.sin(2 * np.pi * (220 + plan.seed % 220) * t)] * 2)
+        return Clip(frames, audio, SAMPLE_RATE)
+
+
+class QuickExecutor:
+    """``settings.workers`` slots, each a thread rendering one task at a time with the quick engine.
+
+    ``step_s`` paces the steps so cancel and timeout tests can catch a job running (the quality recipe's
+    43 steps take about two seconds at the default)."""
+
+    def __init__(self, settings: Settings, step_s: float = 0.05) -> None:
+        self._engine = QuickEngine(step_s)
+        self._preset = settings.x264_preset
+        self._state = replace(EngineState.configured(settings), grid_scale=1.0)
+        self._slots: dict[str, int | None] = {f"quick-{i}": None for i in range(settings.workers)}
+        self._stopped: set[int] = set()  # cancelled or aborted tasks, checked at every step
+        self._aborted: set[int] = set()  # their outcome is dropped, as a killed worker's would be
+        self._events: queue.Queue[m.TaskEvent] = queue.Queue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def engine(self) -> EngineState:
+        with self._lock:
+            busy = sum(seq is not None for seq in self._slots.values())
+        return replace(self._state, slots=len(self._slots), busy=busy)
+
+    def start(self) -> None:
+        self._state = replace(self._state.loaded(m.EngineReady.of(self._engine)), ready=True)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped.update(seq for seq in self._slots.values() if seq is not None)
+        for thread in self._threads:
+            thread.join(30)
+
+    def free_slot(self) -> str | None:
+        with self._lock:
+            return next((name for name, seq in self._slots.items() if seq is None), None)
+
+    def submit(self, slot: str, task: m.RenderTask) -> None:
+        with self._lock:
+            self._slots[slot] = task.seq
+        thread = threading.Thread(target=self._run, args=(slot, task), name=f"openreel-{slot}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _run(self, slot: str, task: m.RenderTask) -> None:
+        outcome = render_task(
+            self._engine,
+            task,
+            Path(task.output_path),
+            x264_preset=self._preset,
+            report=lambda percent: self._send(m.Progress(task.seq, percent)),
+            cancelled=lambda: task.seq in self._stopped,
+        )
+        with self._lock:
+            self._slots[slot] = None
+        self._send(outcome)
+
+    def _send(self, event: m.TaskEvent) -> None:
+        if event.seq not in self._aborted:
+            self._events.put(event)
+
+    def cancel(self, seq: int) -> None:
+        self._stopped.add(seq)
+
+    def abort(self, seq: int) -> None:
+        self._aborted.add(seq)
+        self._stopped.add(seq)
+
+    def poll(self, timeout: float) -> list[m.TaskEvent]:
+        events: list[m.TaskEvent] = []
+        try:
+            events.append(self._events.get(timeout=timeout))
+            while True:
+                events.append(self._events.get_nowait())
+        except queue.Empty:
+            return events
+
+    def responsive(self) -> set[int]:
+        with self._lock:
+            return {seq for seq in self._slots.values() if seq is not None}
