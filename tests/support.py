@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +26,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from openreel.embedded import embedded_server
+from openreel.engine import TINY_CHECKPOINT_DIR
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.settings import Settings
@@ -73,6 +77,19 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return out.stdout
 
 
+@functools.cache
+def tiny_checkpoint() -> Path:
+    """The tiny checkpoint, built once per test process (3 s) and copied into each server's data: servers
+    start as on a machine that has run openreel before. Building it is tested with the engine and by
+    ``openreel generate`` on a fresh data directory."""
+    from openreel.engine.tiny import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(Path(_BUILDS.name) / TINY_CHECKPOINT_DIR)
+
+
+_BUILDS = tempfile.TemporaryDirectory(prefix="openreel-tests-")
+
+
 @dataclass
 class LiveServer:
     data_dir: Path
@@ -87,6 +104,9 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> None:
+        models = self.data_dir / "models" / TINY_CHECKPOINT_DIR
+        if self.engine == "tiny" and not models.exists():
+            shutil.copytree(tiny_checkpoint(), models)
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
