@@ -12,9 +12,6 @@ from openreel.service.metrics import LEDGER_CACHE_S
 
 from support import LiveServer, wait_for
 
-pytestmark = pytest.mark.live
-
-
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

@@ -13,8 +13,6 @@ from openai import OpenAI
 
 from support import LiveServer, balance, mp4_summary, png, price
 
-pytestmark = pytest.mark.live
-
 
 def client_for(server: LiveServer, key: str) -> OpenAI:
     # max_retries=0: a refused request must surface at once (the server also says x-should-retry).

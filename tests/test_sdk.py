@@ -34,7 +34,6 @@ def test_backoff_grows_to_its_cap() -> None:
     assert list(islice(Backoff(start=1, factor=2, cap=5), 5)) == [1, 2, 4, 5, 5]
 
 
-@pytest.mark.live
 def test_generate_wait_download(server: LiveServer, tmp_path: Path) -> None:
     png = io.BytesIO()
     Image.new("RGB", (320, 180), (0, 90, 200)).save(png, format="PNG")
@@ -69,7 +68,6 @@ def test_generate_wait_download(server: LiveServer, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.part"))
 
 
-@pytest.mark.live
 def test_typed_errors(server: LiveServer) -> None:
     with (
         openreel.Client(api_key="afk_wrong", base_url=server.url) as client,
@@ -90,7 +88,6 @@ def test_typed_errors(server: LiveServer) -> None:
             client.cancel("6f1c0d1e-0000-4000-8000-000000000000")
 
 
-@pytest.mark.live
 def test_wait_for_raises_for_failed_cancelled_and_slow_jobs(server: LiveServer) -> None:
     with openreel.Client(api_key=server.new_key(credits=100), base_url=server.url) as client:
         broken = client.upload(b"\x89PNG\r\n\x1a\n" + bytes(64), filename="b.png")  # sniffed, undecodable
@@ -107,7 +104,6 @@ def test_wait_for_raises_for_failed_cancelled_and_slow_jobs(server: LiveServer) 
         assert client.me().team.credits == 100
 
 
-@pytest.mark.live
 def test_async_client(server: LiveServer, tmp_path: Path) -> None:
     async def scenario() -> tuple[str, int, list[str]]:
         async with openreel.AsyncClient(api_key=server.new_key(credits=10), base_url=server.url) as client:
@@ -122,7 +118,6 @@ def test_async_client(server: LiveServer, tmp_path: Path) -> None:
     assert (tmp_path / "async.mp4").stat().st_size > 0
 
 
-@pytest.mark.live
 def test_key_and_base_url_from_the_environment(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENREEL_API_KEY", raising=False)
     with pytest.raises(ValueError, match="OPENREEL_API_KEY"):

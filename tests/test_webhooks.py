@@ -109,7 +109,6 @@ def wait_status(server: LiveServer, key: str, job_id: str, status: str) -> dict[
     raise AssertionError(f"webhookStatus stayed {job['webhookStatus']}")
 
 
-@pytest.mark.live
 def test_progress_and_completed_events_are_signed_and_delivered(
     server: LiveServer, receiver: tuple[Receiver, str]
 ) -> None:
@@ -146,7 +145,6 @@ def test_progress_and_completed_events_are_signed_and_delivered(
     assert httpx.get(final["result"]["videoUrl"], timeout=30).headers["content-type"] == "video/mp4"
 
 
-@pytest.mark.live
 def test_failed_event_is_retried_until_delivered(server: LiveServer, receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
     state.failures = 1
