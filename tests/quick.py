@@ -75,13 +75,13 @@ class QuickEngine:
 class QuickExecutor:
     """``settings.workers`` slots, each a thread rendering one task at a time with the quick engine.
 
-    ``step_s`` paces the steps so cancel and timeout tests can catch a job running (the quality recipe's
-    43 steps take about two seconds at the default)."""
+    ``step_s`` paces the steps so tests can catch a job running (the quality recipe's 43 steps take about
+    two seconds at the default). A slot is freed when its outcome is polled, as a worker process's is."""
 
     def __init__(self, settings: Settings, step_s: float = 0.05) -> None:
         self._engine = QuickEngine(step_s)
         self._preset = settings.x264_preset
-        self._state = replace(EngineState.configured(settings), grid_scale=1.0)
+        self._state = EngineState.configured(settings)
         self._slots: dict[str, int | None] = {f"quick-{i}": None for i in range(settings.workers)}
         self._stopped: set[int] = set()  # cancelled or aborted tasks, checked at every step
         self._aborted: set[int] = set()  # their outcome is dropped, as a killed worker's would be
@@ -96,7 +96,8 @@ class QuickExecutor:
         return replace(self._state, slots=len(self._slots), busy=busy)
 
     def start(self) -> None:
-        self._state = replace(self._state.loaded(m.EngineReady.of(self._engine)), ready=True)
+        ready = m.EngineReady.of(self._engine)
+        self._state = replace(self._state.loaded(ready), name=ready.name, ready=True)
 
     def stop(self) -> None:
         with self._lock:
@@ -116,21 +117,28 @@ class QuickExecutor:
         thread.start()
 
     def _run(self, slot: str, task: m.RenderTask) -> None:
+        output = Path(task.output_path)
         outcome = render_task(
             self._engine,
             task,
-            Path(task.output_path),
+            output,
             x264_preset=self._preset,
             report=lambda percent: self._send(m.Progress(task.seq, percent)),
             cancelled=lambda: task.seq in self._stopped,
         )
-        with self._lock:
-            self._slots[slot] = None
+        if task.seq in self._aborted:
+            # Killed, as far as the dispatcher knows: nothing of it may surface.
+            output.unlink(missing_ok=True)
+            self._free(task.seq)
         self._send(outcome)
 
     def _send(self, event: m.TaskEvent) -> None:
         if event.seq not in self._aborted:
             self._events.put(event)
+
+    def _free(self, seq: int) -> None:
+        with self._lock:
+            self._slots = {name: None if busy == seq else busy for name, busy in self._slots.items()}
 
     def cancel(self, seq: int) -> None:
         self._stopped.add(seq)
@@ -146,7 +154,11 @@ class QuickExecutor:
             while True:
                 events.append(self._events.get_nowait())
         except queue.Empty:
-            return events
+            pass
+        for event in events:
+            if not isinstance(event, m.Progress):
+                self._free(event.seq)
+        return events
 
     def responsive(self) -> set[int]:
         with self._lock:

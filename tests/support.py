@@ -84,10 +84,13 @@ def tiny_checkpoint() -> Path:
     ``openreel generate`` on a fresh data directory."""
     from openreel.engine.tiny import save_tiny_checkpoint
 
-    return save_tiny_checkpoint(Path(_BUILDS.name) / TINY_CHECKPOINT_DIR)
+    return save_tiny_checkpoint(Path(_builds().name) / TINY_CHECKPOINT_DIR)
 
 
-_BUILDS = tempfile.TemporaryDirectory(prefix="openreel-tests-")
+@functools.cache
+def _builds() -> tempfile.TemporaryDirectory[str]:
+    """Removed when the test process exits."""
+    return tempfile.TemporaryDirectory(prefix="openreel-tests-")
 
 
 @dataclass
@@ -168,13 +171,13 @@ class LiveServer:
 
 
 @contextmanager
-def quick_server(root: Path, env: dict[str, str]) -> Iterator[LiveServer]:
+def quick_server(root: Path, env: dict[str, str], step_s: float = 0.05) -> Iterator[LiveServer]:
     """A server in this process rendering with the quick engine (tests/quick.py), for the tests of what
-    surrounds the model; ``env`` as a live server would read it."""
+    surrounds the model; ``env`` as a live server would read it. It has no process: never ``start`` it."""
     settings = Settings(
         data_dir=root / "data", **{k.removeprefix("OPENREEL_").lower(): v for k, v in env.items()}
     )
-    with embedded_server(settings, executor=QuickExecutor(settings)) as url:
+    with embedded_server(settings, executor=QuickExecutor(settings, step_s)) as url:
         yield LiveServer(data_dir=settings.data_dir, port=int(url.rsplit(":", 1)[1]), env=env)
 
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from databases import DIALECTS
-from support import LONG, LiveServer, assert_contract, running_server, wait_for
+from support import LONG, SERVER_ENV, LiveServer, assert_contract, cli, quick_server, running_server, wait_for
 
 
 @pytest.fixture(params=DIALECTS)
@@ -26,6 +26,12 @@ def server(request: pytest.FixtureRequest) -> LiveServer:
 def live_server(request: pytest.FixtureRequest) -> LiveServer:
     """The same, as server processes with a worker process to kill."""
     return request.getfixturevalue(f"live_{request.param}_server")
+
+
+def worker_pids(server: LiveServer) -> list[int]:
+    assert server.process is not None
+    children = psutil.Process(server.process.pid).children()
+    return [p.pid for p in children if "spawn_main" in " ".join(p.cmdline())]
 
 
 FAST_4S = {"prompt": "a lighthouse at dusk", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
@@ -192,9 +198,8 @@ def test_jobs_are_private_to_their_account(server: LiveServer) -> None:
         client.post(f"/v2/jobs/{job_id}/cancel")
 
 
+@pytest.mark.live  # runs the CLI
 def test_a_second_key_on_the_same_account_shares_balance_and_jobs(server: LiveServer) -> None:
-    from support import cli
-
     first = server.new_key(credits=10)
     with server.client(first) as client:
         account = client.get("/v2/me").json()["team"]["id"]
@@ -271,15 +276,12 @@ def test_cancel_queued_and_running_jobs_refunds_and_frees_the_worker(server: Liv
 def test_killed_worker_is_replaced_and_the_job_retried(live_server: LiveServer) -> None:
     server = live_server
     key = server.new_key(credits=100)
-    assert server.process is not None
     with server.client(key) as client:
         job_id = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
         wait_for(client, job_id, until=("PROCESSING",))
-        workers = [
-            p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())
-        ]
+        workers = worker_pids(server)
         assert len(workers) == 1
-        workers[0].kill()
+        psutil.Process(workers[0]).kill()
         job = wait_for(client, job_id, timeout=300)
         assert job["status"] == "COMPLETED", job
         assert client.get("/v2/me").json()["team"]["credits"] == 100 - 8
@@ -315,6 +317,39 @@ def test_uploads_sniff_type_and_enforce_limits(server: LiveServer) -> None:
         )
         assert stale.status_code == 400  # not this server's link: fetched at submit, and refused
         assert "403" in stale.json()["details"]["veoParams.image"][0]
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("live")
+def test_a_cancelled_render_stops_in_its_worker_process(live_sqlite_server: LiveServer) -> None:
+    """Cancelling reaches the worker process between two steps; the worker lives on for the next job."""
+    server = live_sqlite_server
+    key = server.new_key(credits=100)
+    with server.client(key) as client:
+        job_id = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
+        deadline = time.monotonic() + 120
+        while client.get(f"/v2/jobs/{job_id}").json()["progress"] < 5:
+            assert time.monotonic() < deadline, "the render never started"
+            time.sleep(0.05)
+        workers = worker_pids(server)
+        assert client.post(f"/v2/jobs/{job_id}/cancel").status_code == 200
+        assert wait_for(client, job_id)["status"] == "CANCELLED"
+        follow_up = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+        assert wait_for(client, follow_up)["status"] == "COMPLETED"
+        assert client.get("/v2/me").json()["team"]["credits"] == 100 - 5
+    assert worker_pids(server) == workers
+
+
+def test_a_job_over_its_time_is_failed_refunded_and_its_render_dropped(tmp_path: Path) -> None:
+    with quick_server(tmp_path, {**SERVER_ENV, "OPENREEL_JOB_TIMEOUT_S": "1"}) as server:
+        key = server.new_key(credits=100)
+        with server.client(key) as client:
+            job_id = client.post("/v2/videos/generate", json={**FAST_4S, "model": "veo-3.1"}).json()["jobId"]
+            job = wait_for(client, job_id)
+            assert job["status"] == "FAILED" and "timed out after 1 s" in job["error"], job
+            assert client.get("/v2/me").json()["team"]["credits"] == 100
+        time.sleep(0.5)  # the render notices at its next step
+        assert not list((server.data_dir / "files").rglob("*.mp4"))
 
 
 @pytest.mark.live

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from openreel.cli import app
 
 from support import cli
+
+pytestmark = pytest.mark.live
 
 
 def test_keys_and_credits(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ class Failures(logging.Handler):
 
 
 @pytest.fixture
-def server_errors() -> Iterator[list[logging.LogRecord]]:
+def server_errors(fuzzed_server: LiveServer) -> Iterator[list[logging.LogRecord]]:
+    """Watched once the server runs: starting uvicorn replaces its loggers' handlers."""
     failures = Failures()
     # uvicorn's loggers do not propagate to the root one: watch both.
     loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
@@ -56,7 +57,10 @@ def server_errors() -> Iterator[list[logging.LogRecord]]:
 
 @pytest.mark.timeout(900)  # the fuzzing run's own limit is 600 s, and the server's start counts here too
 def test_no_server_errors_and_responses_match_the_schema(
-    fuzzed_server: LiveServer, server_errors: list[logging.LogRecord], tmp_path: Path
+    fuzzed_server: LiveServer,
+    server_errors: list[logging.LogRecord],
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     key = fuzzed_server.new_key(credits=1_000_000)
     cli = Path(sys.executable).with_name("schemathesis")
@@ -87,3 +91,4 @@ def test_no_server_errors_and_responses_match_the_schema(
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "Tested: " in run.stdout and " passed" in run.stdout
     assert not server_errors, [(r.name, r.getMessage(), r.exc_text) for r in server_errors]
+    assert "Traceback" not in capfd.readouterr().err  # a failed render prints its own

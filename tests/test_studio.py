@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from playwright import sync_api
 
-from support import LiveServer, wait_for
+from support import SERVER_ENV, LiveServer, quick_server, wait_for
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("studio")]
@@ -40,6 +40,13 @@ ARGS = [
     "--disable-sync",
 ]
 SLOW = {"model": "veo-3.1", "veoParams": {"duration": 8, "resolution": "1080p"}}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Steps slow enough (a fast job takes seconds) for the page's polls to see a job move."""
+    with quick_server(tmp_path_factory.mktemp("studio"), SERVER_ENV, step_s=0.25) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,8 @@ def _expired(key: str, exp: int) -> str:
     return f"This link expired at {when}; {fresh}"
 
 
-@router.api_route("/v2/files/{key:path}", methods=["GET", "HEAD"], response_class=FileResponse)
+@router.get("/v2/files/{key:path}", response_class=FileResponse)
+@router.head("/v2/files/{key:path}", response_class=FileResponse, operation_id="head_file")
 def get_file(key: str, svc: ServicesDep, exp: str | None = None, sig: str | None = None) -> Response:
     verdict = svc.signer.check(key, exp, sig)
     if verdict == "forged":

@@ -81,7 +81,7 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_job_event = on_job_event or (lambda _session, _job, _event: None)
         self._on_rendered = on_rendered or (lambda _model, _seconds, _trace: None)
-        self._executor = executor or make_executor(settings)
+        self._executor = executor if executor is not None else make_executor(settings)
         self._running: dict[int, Running] = {}
         self._seq = 0
         self._next_sweep = 0.0
