@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from openreel.engine.tiny import TINY_DISTILLED_LORA, save_tiny_checkpoint, save_tiny_reference_adapter
+from openreel.engine.tiny import TINY_DISTILLED_LORA, save_tiny_reference_adapter
 from openreel.engine.weights import (
     Adapter,
     Checkpoint,
@@ -29,6 +29,7 @@ from openreel.settings import Settings
 
 from fakehub import fake_hub
 from support import cli, mp4_summary, png, running_server, wait_for
+from support import tiny_checkpoint as built_tiny_checkpoint
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = pytest.mark.xdist_group("models")
@@ -37,8 +38,9 @@ FAST = {"prompt": "a boat", "model": "veo-3.1-fast", "veoParams": {"duration": 4
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny-ltx2")
+def tiny_checkpoint() -> Path:
+    """The test process's build, shared with its servers: tests copy it before changing anything."""
+    return built_tiny_checkpoint()
 
 
 def test_checkpoints_parse_repo_ids_revisions_and_directories(tmp_path: Path) -> None:
