@@ -29,6 +29,9 @@ from openreel.executors.render import render_task
 from openreel.settings import Settings
 
 SAMPLE_RATE = 16_000  # the tiny engine's vocoder rate
+# A prompt starting with this fails the render after its first step, as a model that runs out of memory
+# would: for the tests of what a failed render costs and shows.
+FAIL = "[quick engine: fail]"
 VERSION: recipes.Version = "2.0"  # the tiny checkpoint's generation
 
 
@@ -59,6 +62,8 @@ class QuickEngine:
         for step in range(1, total + 1):
             time.sleep(self.step_s)
             on_step(step, total)
+            if plan.prompt.startswith(FAIL):
+                raise RuntimeError("the render failed on request")
         frames = np.empty((plan.num_frames, plan.height, plan.width, 3), dtype=np.uint8)
         frames[:] = np.linspace(16, 235, plan.num_frames, dtype=np.uint8)[:, None, None, None]
         size = (plan.width, plan.height)

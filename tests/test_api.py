@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from databases import DIALECTS
+from quick import FAIL
 from support import LONG, SERVER_ENV, LiveServer, assert_contract, cli, quick_server, running_server, wait_for
 
 
@@ -338,6 +339,20 @@ def test_a_cancelled_render_stops_in_its_worker_process(live_sqlite_server: Live
         assert wait_for(client, follow_up)["status"] == "COMPLETED"
         assert client.get("/v2/me").json()["team"]["credits"] == 100 - 5
     assert worker_pids(server) == workers
+
+
+def test_a_failed_render_is_refunded_says_why_and_leaves_no_file(server: LiveServer) -> None:
+    key = server.new_key(credits=10)
+    with server.client(key) as client:
+        failing = client.post("/v2/videos/generate", json={**FAST_4S, "prompt": FAIL + " a lighthouse"})
+        job = wait_for(client, failing.json()["jobId"])
+        assert job["status"] == "FAILED", job
+        assert job["error"] == "generation failed: RuntimeError: the render failed on request"
+        assert client.get("/v2/me").json()["team"]["credits"] == 10
+        after = wait_for(client, client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"])
+        assert after["status"] == "COMPLETED"
+    left = server.data_dir / "files" / "results" / job["id"]
+    assert not [f for f in left.rglob("*") if f.is_file()]  # neither an MP4 nor a half-written part
 
 
 def test_a_job_over_its_time_is_failed_refunded_and_its_render_dropped(tmp_path: Path) -> None:
