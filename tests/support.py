@@ -20,6 +20,7 @@ from typing import Any
 
 import av
 import httpx
+import psutil
 from jsonschema import Draft202012Validator, FormatChecker
 from PIL import Image
 from referencing import Registry, Resource
@@ -190,6 +191,21 @@ def running_server(root: Path, env: dict[str, str], engine: str = "tiny") -> Ite
         yield live
     finally:
         live.stop()
+
+
+def mid_render(client: httpx.Client, job_id: str, timeout: float = 120) -> None:
+    """Until the job's render has made progress: a worker is in the middle of it."""
+    deadline = time.monotonic() + timeout
+    while client.get(f"/v2/jobs/{job_id}").json()["progress"] < 5:
+        assert time.monotonic() < deadline, f"job {job_id} never started rendering"
+        time.sleep(0.05)
+
+
+def worker_processes(server: LiveServer) -> list[psutil.Process]:
+    """The server process's render workers (spawned children)."""
+    assert server.process is not None
+    children = psutil.Process(server.process.pid).children()
+    return [p for p in children if "spawn_main" in " ".join(p.cmdline())]
 
 
 def wait_for(

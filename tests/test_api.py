@@ -14,7 +14,18 @@ from PIL import Image
 
 from databases import DIALECTS
 from quick import FAIL
-from support import LONG, SERVER_ENV, LiveServer, assert_contract, cli, quick_server, running_server, wait_for
+from support import (
+    LONG,
+    SERVER_ENV,
+    LiveServer,
+    assert_contract,
+    cli,
+    mid_render,
+    quick_server,
+    running_server,
+    wait_for,
+    worker_processes,
+)
 
 
 @pytest.fixture(params=DIALECTS)
@@ -27,12 +38,6 @@ def server(request: pytest.FixtureRequest) -> LiveServer:
 def live_server(request: pytest.FixtureRequest) -> LiveServer:
     """The same, as server processes with a worker process to kill."""
     return request.getfixturevalue(f"live_{request.param}_server")
-
-
-def worker_pids(server: LiveServer) -> list[int]:
-    assert server.process is not None
-    children = psutil.Process(server.process.pid).children()
-    return [p.pid for p in children if "spawn_main" in " ".join(p.cmdline())]
 
 
 FAST_4S = {"prompt": "a lighthouse at dusk", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
@@ -280,9 +285,9 @@ def test_killed_worker_is_replaced_and_the_job_retried(live_server: LiveServer) 
     with server.client(key) as client:
         job_id = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
         wait_for(client, job_id, until=("PROCESSING",))
-        workers = worker_pids(server)
+        workers = worker_processes(server)
         assert len(workers) == 1
-        psutil.Process(workers[0]).kill()
+        workers[0].kill()
         job = wait_for(client, job_id, timeout=300)
         assert job["status"] == "COMPLETED", job
         assert client.get("/v2/me").json()["team"]["credits"] == 100 - 8
@@ -328,17 +333,14 @@ def test_a_cancelled_render_stops_in_its_worker_process(live_sqlite_server: Live
     key = server.new_key(credits=100)
     with server.client(key) as client:
         job_id = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
-        deadline = time.monotonic() + 120
-        while client.get(f"/v2/jobs/{job_id}").json()["progress"] < 5:
-            assert time.monotonic() < deadline, "the render never started"
-            time.sleep(0.05)
-        workers = worker_pids(server)
+        mid_render(client, job_id)
+        workers = worker_processes(server)
         assert client.post(f"/v2/jobs/{job_id}/cancel").status_code == 200
         assert wait_for(client, job_id)["status"] == "CANCELLED"
         follow_up = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
         assert wait_for(client, follow_up)["status"] == "COMPLETED"
         assert client.get("/v2/me").json()["team"]["credits"] == 100 - 5
-    assert worker_pids(server) == workers
+    assert worker_processes(server) == workers
 
 
 def test_a_failed_render_is_refunded_says_why_and_leaves_no_file(server: LiveServer) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from openreel.ledger.db import Database
 from openreel.ledger.tables import CreditEntry, Job
 
-from support import LONG, cli, running_server, wait_for
+from support import LONG, cli, mid_render, running_server, wait_for, worker_processes
 
 pytestmark = pytest.mark.live
 
@@ -33,14 +31,9 @@ def test_server_killed_mid_job_loses_nothing_and_charges_exactly(tmp_path: Path)
                     submitted.append((key, client.post("/v2/videos/generate", json=body).json()["jobId"]))
         running_key, running_id = submitted[0]
         with server.client(running_key) as client:
-            wait_for(client, running_id, until=("PROCESSING",))
-            deadline = time.monotonic() + 60
-            while client.get(f"/v2/jobs/{running_id}").json()["progress"] < 5 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            mid_render(client, running_id)
+        worker = worker_processes(server)
         assert server.process is not None
-        worker = [
-            p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())
-        ]
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(10)
         assert len(worker) == 1

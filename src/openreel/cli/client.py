@@ -13,6 +13,7 @@ import typer
 
 from openreel.cli.local import DataDir, settings_of
 from openreel.cli.terminal import Typer, columns, fail, say
+from openreel.sdk.client import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
     from openreel.protocols.apiframe.schemas import JobOut
@@ -186,7 +187,7 @@ def generate(
 
 @jobs_app.command("list")
 def jobs_list(
-    server: Server = "http://127.0.0.1:8000",
+    server: Server = DEFAULT_BASE_URL,
     status: Annotated[
         str | None,
         typer.Option(help="Only jobs in this status: QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED."),
@@ -211,7 +212,7 @@ def jobs_list(
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: JobId, server: Server = "http://127.0.0.1:8000") -> None:
+def jobs_show(job_id: JobId, server: Server = DEFAULT_BASE_URL) -> None:
     """Print a job as the API returns it (JSON, for reading or for jq)."""
     with _client(server) as client:
         job = client.get_job(job_id)
@@ -221,7 +222,7 @@ def jobs_show(job_id: JobId, server: Server = "http://127.0.0.1:8000") -> None:
 @jobs_app.command("wait")
 def jobs_wait(
     job_id: JobId,
-    server: Server = "http://127.0.0.1:8000",
+    server: Server = DEFAULT_BASE_URL,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the MP4 here.")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600,
 ) -> None:
@@ -240,7 +241,7 @@ def jobs_wait(
 @jobs_app.command("download")
 def jobs_download(
     job_id: JobId,
-    server: Server = "http://127.0.0.1:8000",
+    server: Server = DEFAULT_BASE_URL,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the MP4.")] = None,
 ) -> None:
     """Write a completed job's MP4 to a file.
@@ -254,7 +255,7 @@ def jobs_download(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: JobId, server: Server = "http://127.0.0.1:8000") -> None:
+def jobs_cancel(job_id: JobId, server: Server = DEFAULT_BASE_URL) -> None:
     """Cancel a queued or running job; its credits are refunded."""
     with _client(server) as client:
         charged = client.get_job(job_id).creditCost or 0  # a cancelled job's cost reads 0
