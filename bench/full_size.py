@@ -13,10 +13,14 @@ recipe (``fast``: the fast ids, ``quality``: veo-3.1), optionally ``+image`` (a 
 ``diffusers``: the fast recipe as a user would write it with diffusers' own pipelines (stage 1, the
 latent upsampler, stage 2, decode, ``encode_video``), the text encoder on the GPU. The entry ``fp8``
 quantizes the transformer blocks for the renders after it (one way: bf16 renders go first). The first
-render of a process is cold (CUDA kernels load, the LoRA's dev weights are copied to host memory).
+render of a process is cold (CUDA kernels load, the LoRA's dev weights are copied to host memory). The
+entry ``compile`` compiles the transformer blocks regionally (diffusers' ``compile_repeated_blocks``,
+``torch.compile``'s defaults) for the renders after it; the first render of each new shape after it
+pays the compilation.
 
     python bench/full_size.py                                  # GPU: the default run list
     python bench/full_size.py --runs fast:720p:8,diffusers:720p:8,fp8,fast:720p:8
+    python bench/full_size.py --runs fast:720p:8,compile,fast:720p:8,fast:720p:8
     python bench/full_size.py --reduced                        # CPU smoke run of the default list
 """
 
@@ -215,11 +219,14 @@ class Run:
         return self.what + ("+image" if self.image else "")
 
 
+SWITCHES = ("fp8", "compile")
+
+
 def parse_runs(text: str) -> list[Run | str]:
-    """The ``--runs`` list: ``Run``s, and ``"fp8"`` where the precision switches."""
+    """The ``--runs`` list: ``Run``s, and the ``SWITCHES`` where the transformer changes for good."""
     runs: list[Run | str] = []
     for entry in text.split(","):
-        if entry == "fp8":
+        if entry in SWITCHES:
             runs.append(entry)
             continue
         what, resolution, duration = entry.split(":") if entry.count(":") == 2 else ("", "", "")
@@ -233,9 +240,10 @@ def parse_runs(text: str) -> list[Run | str]:
         ):
             raise SystemExit(f"--runs: {entry!r} is not RECIPE[+image]:RES:SECONDS or diffusers:RES:SECONDS")
         runs.append(Run(kind, bool(image), resolution, int(duration)))
-    after = runs[runs.index("fp8") + 1 :] if "fp8" in runs else []
-    if "fp8" in after or any(isinstance(r, Run) and r.what == "diffusers" for r in after):
-        raise SystemExit("--runs: fp8 once, and the diffusers baseline before it (it runs bf16)")
+    for switch in SWITCHES:
+        after = runs[runs.index(switch) + 1 :] if switch in runs else []
+        if switch in after or any(isinstance(r, Run) and r.what == "diffusers" for r in after):
+            raise SystemExit(f"--runs: {switch} once, and the diffusers baseline before it (plain bf16)")
     return runs
 
 
@@ -312,6 +320,7 @@ class Bench:
     ) -> None:
         self.engine, self.pipe, self.upsampler, self.device, self.args = engine, pipe, upsampler, device, args
         self.cuda = device.startswith("cuda")
+        self.compiled = False
         self.stages = Stages(device)
         self.stages.module(upsampler.latent_upsampler, "upsample")
         pipe.set_progress_bar_config(disable=True)
@@ -321,6 +330,11 @@ class Bench:
         for index, run in enumerate(runs):
             if run == "fp8":
                 self.to_fp8(lora_file)
+                continue
+            if run == "compile":
+                self.pipe.transformer.compile_repeated_blocks()
+                self.compiled = True
+                print("compile: the transformer blocks compile at their first call", flush=True)
                 continue
             assert isinstance(run, Run)
             baseline = run.what == "diffusers"
@@ -450,7 +464,8 @@ class Bench:
         t = self.stages.seconds
         # The rest: LoRA fused or restored, conditions encoded, frames to uint8 and the host, audio trimmed.
         t["other"] = total - sum(t.values())
-        cells = [run.label, self.engine.precision, f"{plan.width}x{plan.height}", str(plan.gen_frames)]
+        precision = self.engine.precision + ("+compile" if self.compiled else "")
+        cells = [run.label, precision, f"{plan.width}x{plan.height}", str(plan.gen_frames)]
         cells += [f"{t[k]:.2f}" if k in t else "-" for k in STAGE_KEYS]
         cells += [f"{total:.2f}", f"{peak / 2**30:.1f}" if peak else "-"]
         print(" ".join(f"{c:>10}" for c in cells), flush=True)
@@ -458,6 +473,7 @@ class Bench:
             record = {
                 "run": run.label,
                 "precision": self.engine.precision,
+                "compiled": self.compiled,
                 "resolution": run.resolution,
                 "seconds": run.duration,
                 "width": plan.width,
