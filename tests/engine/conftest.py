@@ -25,6 +25,17 @@ def tiny_engine(tiny_engine_cache: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def stg_engine(tiny_engine_cache: Path) -> Any:
+    """The tiny engine with 30 transformer blocks, so that LTX-2.0's STG block (29) exists; loaded as a
+    checkpoint on disk is. Thirty blocks cost fifteen times the two-block engine's denoising."""
+    from openreel.engine import EngineOptions, load_engine
+    from openreel.engine.tiny import save_tiny_checkpoint
+
+    directory = save_tiny_checkpoint(tiny_engine_cache.parent / "tiny-stg", num_layers=30)
+    return load_engine(EngineOptions("ltx2", checkpoint=str(directory)), cache_dir=tiny_engine_cache)
+
+
+@pytest.fixture(scope="session")
 def tiny_plan() -> Callable[..., RenderPlan]:
     """Plan factory: 1 s of 720p 16:9 on the tiny engine's quarter grid, on the fast recipe."""
 

@@ -84,7 +84,7 @@ def test_plan_and_package_import_stay_light() -> None:
 def test_failed_checkpoint_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import openreel.engine.tiny as tiny
 
-    def broken() -> None:
+    def broken(num_layers: int) -> None:
         raise RuntimeError("out of disk")
 
     monkeypatch.setattr(tiny, "build_tiny_pipeline", broken)

@@ -113,8 +113,10 @@ def _compare(ours: dict[str, Any], upstream: dict[str, Any]) -> None:
     ],
 )
 def test_the_engine_gives_the_transformer_what_lightricks_pipelines_give_it(
-    tiny_engine, tiny_plan, recipe: str, pipeline: str, images: tuple[str, ...]
+    request: pytest.FixtureRequest, tiny_plan, recipe: str, pipeline: str, images: tuple[str, ...]
 ) -> None:
+    # Upstream's tiny transformer has LTX-2.0's STG block (29); the quality recipe's passes need ours to.
+    engine = request.getfixturevalue("stg_engine" if recipe == "quality" else "tiny_engine")
     plan = tiny_plan(recipe=recipe, has_first_frame="first" in images, has_last_frame="last" in images)
     first = _image(1) if "first" in images else None
     last = _image(2) if "last" in images else None
@@ -130,4 +132,4 @@ def test_the_engine_gives_the_transformer_what_lightricks_pipelines_give_it(
         images=given,
         num_inference_steps=40,  # LTX_2_PARAMS, the tiny engine being an LTX-2.0 architecture
     )
-    _compare(_ours(tiny_engine, plan, first, last), upstream)
+    _compare(_ours(engine, plan, first, last), upstream)
