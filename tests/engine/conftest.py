@@ -25,14 +25,16 @@ def tiny_engine(tiny_engine_cache: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def stg_engine(tiny_engine_cache: Path) -> Any:
-    """The tiny engine with 30 transformer blocks, so that LTX-2.0's STG block (29) exists; loaded as a
-    checkpoint on disk is. Thirty blocks cost fifteen times the two-block engine's denoising."""
+def stg_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny engine with blocks up to LTX-2.0's STG block (29), loaded as a checkpoint on disk is.
+    Thirty blocks cost fifteen times the two-block engine's denoising."""
     from openreel.engine import EngineOptions, load_engine
+    from openreel.engine.recipes import STG_BLOCKS
     from openreel.engine.tiny import save_tiny_checkpoint
 
-    directory = save_tiny_checkpoint(tiny_engine_cache.parent / "tiny-stg", num_layers=30)
-    return load_engine(EngineOptions("ltx2", checkpoint=str(directory)), cache_dir=tiny_engine_cache)
+    cache = tmp_path_factory.mktemp("stg-engine")
+    directory = save_tiny_checkpoint(cache / "tiny", num_layers=max(STG_BLOCKS["2.0"]) + 1)
+    return load_engine(EngineOptions("ltx2", checkpoint=str(directory)), cache_dir=cache)
 
 
 @pytest.fixture(scope="session")
