@@ -130,7 +130,7 @@ def test_google_rules_are_client_errors_and_cost_nothing(server: LiveServer) -> 
         (
             {"image": {"bytesBase64Encoded": base64.b64encode(b"plain text").decode()}},
             {},
-            "must be a PNG",
+            "is a file of an unrecognised type, not an image (accepted: PNG",
         ),
         ({"video": {"uri": "gs://x.mp4"}}, {}, "instances[0].video"),
         (

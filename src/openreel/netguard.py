@@ -33,7 +33,6 @@ class Unresolved(BlockedURL):
 # judged by the IPv4 address they carry.
 _REFUSED_V6 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-HEAD_BYTES = 64  # what ``read_limited`` shows its ``head`` check: enough for a magic-byte sniff
 
 
 def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -129,26 +128,31 @@ def guarded_stream(
 
 
 def read_limited(
-    response: httpx.Response, max_bytes: int, source: str, *, head: Callable[[bytes], None] | None = None
+    response: httpx.Response,
+    max_bytes: int,
+    source: str,
+    *,
+    head: tuple[int, Callable[[bytes], None]] | None = None,
 ) -> bytes:
-    """The body, refused once it passes ``max_bytes`` or the exchange's deadline. ``head``, if given,
-    sees the first ``HEAD_BYTES`` (or all of a shorter body) before any size is refused, so that a
-    body of the wrong type is refused as such, after one chunk, whatever its size."""
+    """The body, refused once it passes ``max_bytes`` or the exchange's deadline. ``head``, if given, is
+    ``(n, check)``: ``check`` sees the first ``n`` bytes (or all of a shorter body) before any size is
+    refused, so that a body of the wrong type is refused as such, after one chunk, whatever its size."""
+    head_bytes, check = head if head is not None else (0, None)
     deadline = response.extensions.get("openreel_deadline", float("inf"))
     declared = response.headers.get("content-length")
     too_large = declared is not None and declared.isdigit() and int(declared) > max_bytes
-    if too_large and head is None:
+    if too_large and check is None:
         raise BlockedURL(f"{source} is larger than {max_bytes} bytes")
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
-        if head is not None and len(body) >= HEAD_BYTES:
-            head(bytes(body[:HEAD_BYTES]))
-            head = None
-        if head is None and (too_large or len(body) > max_bytes):
+        if check is not None and len(body) >= head_bytes:
+            check(bytes(body[:head_bytes]))
+            check = None
+        if check is None and (too_large or len(body) > max_bytes):
             raise BlockedURL(f"{source} is larger than {max_bytes} bytes")
         if time.monotonic() > deadline:
             raise BlockedURL(f"{source} took too long to download")
-    if head is not None:
-        head(bytes(body))
+    if check is not None:
+        check(bytes(body))
     return bytes(body)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
-from openreel.protocols.common import SEND_JSON, unread_body
+from openreel.protocols.shaped_routes import SEND_JSON, unread_body
 
 
 class ApiError(Exception):

@@ -17,18 +17,28 @@ from openreel.netguard import BlockedURL, guarded_stream, read_limited
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
-from openreel.storage.sniff import IMAGE_TYPES, SNIFF_BYTES, describe, sniff
+from openreel.storage.sniff import IMAGE_TYPES, SNIFF_BYTES, FileType, describe, sniff
 
 
 class InputError(Exception):
     """A request input that cannot be used; the message is shown to the user as the job's error."""
 
 
-def require_image(source: str, head: bytes) -> None:
-    """Refuse bytes that do not sniff as an image, saying what they are and which types are taken."""
+def image_type(head: bytes) -> FileType | None:
+    """The image type of bytes that start with ``head``, sniffed (never taken from a header); None if
+    they are not an image openreel takes."""
     kind = sniff(head)
-    if kind is None or kind.kind != "image":
-        raise InputError(f"{source} is {describe(head)}, not an image (accepted: {IMAGE_TYPES})")
+    return kind if kind is not None and kind.kind == "image" else None
+
+
+def not_an_image(head: bytes) -> str:
+    """What bytes that are not an image are, and which types are taken: the end of a sentence."""
+    return f"is {describe(head)}, not an image (accepted: {IMAGE_TYPES})"
+
+
+def require_image(source: str, head: bytes) -> None:
+    if image_type(head) is None:
+        raise InputError(f"{source} {not_an_image(head)}")
 
 
 def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
@@ -44,7 +54,9 @@ def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
         ) as response:
             if response.status_code != 200:
                 raise InputError(f"{url} answered HTTP {response.status_code}")
-            return read_limited(response, max_bytes, url, head=lambda head: require_image(url, head))
+            return read_limited(
+                response, max_bytes, url, head=(SNIFF_BYTES, lambda head: require_image(url, head))
+            )
     except BlockedURL as exc:
         raise InputError(str(exc)) from exc
     except httpx.HTTPError as exc:

@@ -33,7 +33,7 @@ from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 from openreel.domain.rules import Details, check_text
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
-from openreel.protocols import common
+from openreel.protocols import job_ids, shaped_routes, submission
 from openreel.protocols.deps import ServicesDep
 from openreel.protocols.files import result_disposition, sandboxed
 from openreel.protocols.google.wire import (
@@ -55,7 +55,7 @@ from openreel.protocols.google.wire import (
 from openreel.service import job_service
 from openreel.service.services import AuthError, Services, authenticate
 
-router = APIRouter(tags=["Google Veo"], route_class=common.shaped_route(on_validation))
+router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation))
 
 _header_key = APIKeyHeader(name="x-goog-api-key", auto_error=False, scheme_name="GoogleApiKey")
 _query_key = APIKeyQuery(name="key", auto_error=False, scheme_name="GoogleApiKeyQuery")
@@ -96,7 +96,7 @@ def _version(request: Request) -> str:
 
 
 def _own_job(svc: Services, key: ApiKey, op_id: str | None, what: str) -> Job:
-    job_id = common.parse_job_id(op_id) if op_id else None
+    job_id = job_ids.parse_job_id(op_id) if op_id else None
     job = None
     if job_id is not None:
         with svc.db.read() as session:
@@ -138,7 +138,7 @@ def _predict(
         raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
     base_url = svc.base_url(str(request.base_url))
-    submitted, job = common.submit(
+    submitted, job = submission.submit(
         svc,
         key,
         predict.spec,
@@ -153,7 +153,7 @@ def _predict(
 
 
 def _cancel(svc: Services, key: ApiKey, op_id: str) -> dict[str, Any]:
-    job_id = common.parse_job_id(op_id)
+    job_id = job_ids.parse_job_id(op_id)
     ended = job_service.cancel(svc, key.account_id, job_id, "Cancelled by the user") if job_id else None
     if ended is None:
         raise GoogleError(404, f"Operation {op_id} not found.")

@@ -65,18 +65,10 @@ from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_vid
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
 from openreel.ledger.tables import Job
-from openreel.protocols.common import (
-    GOOGLE_MODEL_EXAMPLES,
-    PENDING_IMAGE_URL,
-    SEND_JSON,
-    InlineImage,
-    WireError,
-    catalog_model_id,
-    check_image,
-    decode_base64,
-    hex_id,
-    unread_body,
-)
+from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
+from openreel.protocols.job_ids import hex_id
+from openreel.protocols.model_ids import GOOGLE_MODEL_EXAMPLES, catalog_model_id
+from openreel.protocols.shaped_routes import SEND_JSON, WireError, unread_body
 from openreel.service.job_service import EngineUnavailable
 from openreel.service.services import Services
 from openreel.service.uploads import UploadRejected
@@ -543,7 +535,7 @@ def materialize(svc: Services, account_id: str, base_url: str, predict: Predict)
 
 
 def refusal(exc: Exception) -> GoogleError:
-    """A refusal of ``submit_job`` (``common.REFUSALS``) in Google's shape."""
+    """A refusal of ``submit_job`` (``submission.REFUSALS``) in Google's shape."""
     if isinstance(exc, EngineUnavailable):
         return GoogleError(503, str(exc))
     if isinstance(exc, InsufficientCredits):

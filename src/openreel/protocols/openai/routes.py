@@ -29,7 +29,7 @@ from openreel.domain.limits import MAX_IDEMPOTENCY_KEY, MAX_NEGATIVE_PROMPT, MAX
 from openreel.domain.rules import Details
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
-from openreel.protocols import common
+from openreel.protocols import shaped_routes, submission
 from openreel.protocols.deps import ServicesDep
 from openreel.protocols.files import result_disposition, sandboxed
 from openreel.protocols.openai.wire import (
@@ -53,7 +53,7 @@ from openreel.protocols.openai.wire import video_id as openai_id
 from openreel.service import job_service
 from openreel.service.services import AuthError, Services, authenticate
 
-router = APIRouter(tags=["OpenAI videos"], route_class=common.shaped_route(on_validation))
+router = APIRouter(tags=["OpenAI videos"], route_class=shaped_routes.shaped_route(on_validation))
 
 _bearer = HTTPBearer(
     auto_error=False, scheme_name="OpenAIBearer", description="Authorization: Bearer afk_..."
@@ -167,11 +167,11 @@ async def _read_fields(request: Request, limit: int) -> dict[str, Any]:
         raise OpenAIError(
             400,
             "Send the parameters as multipart/form-data (with input_reference as a file part), or "
-            f"{common.AS_JSON}.",
+            f"{shaped_routes.AS_JSON}.",
             code="unsupported_content_type",
         )
     if media_type == form_types[1] and (await request.body()).lstrip()[:1] == b"{":
-        message = f"The body looks like JSON but was sent as {media_type}. {common.SEND_JSON}."
+        message = f"The body looks like JSON but was sent as {media_type}. {shaped_routes.SEND_JSON}."
         raise OpenAIError(400, message, code="unsupported_content_type")
     fields: dict[str, Any] = {}
     try:
@@ -198,7 +198,7 @@ def _create(
         raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
     base_url = svc.base_url(str(request.base_url))
     create = parse_create(svc, key.account_id, fields, base_url)
-    submitted, job = common.submit(
+    submitted, job = submission.submit(
         svc,
         key,
         create.spec,

@@ -48,16 +48,10 @@ from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_vid
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
 from openreel.ledger.tables import Job, Upload, utcnow
-from openreel.protocols.common import (
-    PENDING_IMAGE_URL,
-    InlineImage,
-    WireError,
-    catalog_model_id,
-    check_image,
-    decode_base64,
-    hex_id,
-    parse_job_id,
-)
+from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
+from openreel.protocols.job_ids import hex_id, parse_job_id
+from openreel.protocols.model_ids import catalog_model_id
+from openreel.protocols.shaped_routes import WireError
 from openreel.service.job_service import EngineUnavailable, take_images
 from openreel.service.services import Services
 from openreel.service.uploads import UploadRejected
@@ -461,7 +455,7 @@ def materialize(svc: Services, account_id: str, base_url: str, create: Create) -
 
 
 def refusal(exc: Exception) -> OpenAIError:
-    """A refusal of ``submit_job`` (``common.REFUSALS``) in OpenAI's shape."""
+    """A refusal of ``submit_job`` (``submission.REFUSALS``) in OpenAI's shape."""
     if isinstance(exc, EngineUnavailable):
         return OpenAIError(503, str(exc), type="server_error", code="engine_unavailable", retry=True)
     if isinstance(exc, InsufficientCredits):

@@ -1,0 +1,41 @@
+"""Submitting a parsed request for the Google and OpenAI surfaces, its refusals in the surface's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from openreel.domain.rules import VideoSpec
+from openreel.ledger import jobs
+from openreel.ledger.credits import InsufficientCredits
+from openreel.ledger.tables import ApiKey, Job
+from openreel.protocols.shaped_routes import WireError
+from openreel.service.job_service import EngineUnavailable, Submitted, submit_job
+from openreel.service.services import Services
+
+# What ``submit_job`` refuses a request with; each surface shapes them with its own ``refusal``.
+REFUSALS = (EngineUnavailable, InsufficientCredits, jobs.IdempotencyConflict, jobs.TooManyActiveJobs)
+
+
+def submit(
+    svc: Services,
+    key: ApiKey,
+    spec: VideoSpec,
+    *,
+    echo: dict[str, Any],
+    idem: str | None,
+    base_url: str,
+    prepare: Callable[[VideoSpec], VideoSpec],
+    refusal: Callable[[Exception], WireError],
+) -> tuple[Submitted, Job]:
+    """``submit_job`` with its refusals shaped by the surface's ``refusal``, and the job row to render."""
+    try:
+        submitted = submit_job(
+            svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem
+        )
+    except REFUSALS as exc:
+        raise refusal(exc) from exc
+    with svc.db.read() as session:
+        job = session.get(Job, submitted.job_id)
+    assert job is not None
+    return submitted, job
