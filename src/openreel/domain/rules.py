@@ -84,19 +84,13 @@ def check_strings(details: Details, value: Any, path: str = "") -> None:
             check_strings(details, item, f"{path}.{i}" if path else str(i))
 
 
-# What an image field that is not a web URL is told: the Apiframe API takes a URL only, and where a
-# request has a local file, the way in is an upload.
-IMAGE_URL_HINT = (
-    "(a file path, base64 or a data: URI is not one); to use a local file, upload it first with "
-    "POST /v2/uploads (multipart field 'file') and send the url it returns"
-)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-def url_problem(url: str, *, image: bool = False) -> str | None:
+def url_problem(url: str, *, hint: str = "") -> str | None:
     """Why ``url`` can never be fetched or posted to, or None; where it points is checked on use.
-    For an ``image`` field, a value that is no web URL at all is told how to send a local file."""
-    not_web = "must be an absolute http(s) URL" + (f" {IMAGE_URL_HINT}" if image else "")
+    A value that is no web URL at all is also told ``hint``: how the protocol takes a local file."""
+    not_web = "must be an absolute http(s) URL" + (f" {hint}" if hint else "")
     problem = text_problem(url)
     if problem:
         return problem
@@ -127,8 +121,8 @@ def url_problem(url: str, *, image: bool = False) -> str | None:
     return None
 
 
-def check_url(details: Details, path: str, url: str, *, image: bool = False) -> None:
-    problem = url_problem(url, image=image)
+def check_url(details: Details, path: str, url: str, *, hint: str = "") -> None:
+    problem = url_problem(url, hint=hint)
     if problem:
         details.add(path, problem)
 
@@ -140,8 +134,10 @@ def resolve_video_request(
     params: dict[str, Any],
     catalog: Catalog,
     reference_images_supported: bool,
+    image_hint: str = "",
 ) -> tuple[VideoSpec | None, Details]:
-    """Apply defaults and rules; returns the spec, or None with the reasons keyed by JSON path."""
+    """Apply defaults and rules; returns the spec, or None with the reasons keyed by JSON path. An image
+    that is no web URL is told ``image_hint``: how the caller's protocol takes a local file."""
     details = Details()
     model = catalog.get(model_id)
     if model is None:
@@ -151,12 +147,17 @@ def resolve_video_request(
         details.add("prompt", "must not be blank")
     check_text(details, "prompt", prompt)
     check_text(details, "veoParams.negative_prompt", params.get("negative_prompt"))
-    spec = _resolve_params(model, prompt, params, details, reference_images_supported)
+    spec = _resolve_params(model, prompt, params, details, reference_images_supported, image_hint)
     return (spec if not details else None), details
 
 
 def _resolve_params(
-    model: ModelSpec, prompt: str, params: dict[str, Any], details: Details, refs_supported: bool
+    model: ModelSpec,
+    prompt: str,
+    params: dict[str, Any],
+    details: Details,
+    refs_supported: bool,
+    image_hint: str,
 ) -> VideoSpec:
     p = "veoParams."
     duration = params.get("duration")
@@ -193,11 +194,11 @@ def _resolve_params(
 
     for field in ("image", "last_frame"):
         if params.get(field) is not None:
-            check_url(details, p + field, params[field], image=True)
+            check_url(details, p + field, params[field], hint=image_hint)
 
     references = list(params.get("reference_images") or [])
     for i, url in enumerate(references):
-        check_url(details, f"{p}reference_images.{i}", url, image=True)
+        check_url(details, f"{p}reference_images.{i}", url, hint=image_hint)
     if references and not model.accepts_reference_images:
         details.add(p + "reference_images", f"is not accepted by {model.id}")
     elif references and not refs_supported:

@@ -29,6 +29,12 @@ from openreel.service.job_service import (
 
 router = APIRouter(tags=["Videos"])
 ACTIVE_JOBS_RETRY_AFTER_S = 5
+# What an image field that is not a web URL is told: this API takes a URL only, and where a request has
+# a local file, the way in is an upload.
+LOCAL_FILE_HINT = (
+    "(a file path, base64 or a data: URI is not one); to use a local file, upload it first with "
+    "POST /v2/uploads (multipart field 'file') and send the url it returns"
+)
 
 
 @router.post(
@@ -62,6 +68,7 @@ def generate_video(
         params=params,
         catalog=svc.catalog,
         reference_images_supported=svc.dispatcher.engine.reference_images,
+        image_hint=LOCAL_FILE_HINT,
     )
     check_strings(details, echo)
     check_idempotency_key(details, "Idempotency-Key", idempotency_key)
