@@ -19,6 +19,12 @@ def test_unknown_names_are_refused_when_the_settings_are_built(field: str, value
         Settings(**{field: value})  # type: ignore[arg-type]
 
 
+def test_s3_storage_without_a_bucket_is_refused_when_the_settings_are_built() -> None:
+    with pytest.raises(ValidationError, match="OPENREEL_S3_BUCKET"):
+        Settings(storage="s3")
+    assert Settings(storage="s3", s3_bucket="clips").s3_bucket == "clips"
+
+
 def test_the_cli_says_which_setting_is_wrong_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = CliRunner().invoke(app, ["serve", "--engine", "ltx", "--data-dir", str(tmp_path)])
     assert out.exit_code == 2

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openreel.engine import EngineName
@@ -111,6 +111,13 @@ class Settings(BaseSettings):
         else:
             Adapter.parse(value)
         return value
+
+    @model_validator(mode="after")
+    def _storage_complete(self) -> Settings:
+        """Settings that only make sense together, refused at start-up rather than on first use."""
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("storage s3 needs a bucket: set OPENREEL_S3_BUCKET")
+        return self
 
     def engine_options(self) -> EngineOptions:
         from openreel.engine import EngineOptions

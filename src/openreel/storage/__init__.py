@@ -11,8 +11,7 @@ def make_storage(settings: Settings) -> Storage:
     if settings.storage == "s3":
         from openreel.storage.s3 import S3Storage
 
-        if not settings.s3_bucket:
-            raise ValueError("OPENREEL_STORAGE=s3 needs OPENREEL_S3_BUCKET")
+        assert settings.s3_bucket is not None  # Settings refuse s3 without one
         return S3Storage(
             bucket=settings.s3_bucket,
             prefix=settings.s3_prefix,
