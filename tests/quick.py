@@ -3,9 +3,10 @@
 The API, ledger, webhook, client and Studio tests need real MP4s of the promised shape, not a model's
 pixels: those are the engine tests' business (tests/engine) and the end-to-end tests' (the tiny engine in
 a live server). The quick engine paints each frame one grey level (the first and last frame are the
-keyframe images when given) with a quiet tone, reports every denoising step of the plan's recipe, and so
-goes through the real render task, muxer and probe in a fraction of a second. The executor runs it on
-threads of the server's own process: no worker process, no torch.
+keyframe images when given) with a quiet tone, reports every denoising step of the plan's recipe (one per
+``step_s``), and so goes through the real render task, muxer and probe in about a second; a prompt that
+starts with ``FAIL`` fails it. The executor runs it on threads of the server's own process: no worker
+process, no torch.
 """
 
 from __future__ import annotations
