@@ -257,7 +257,8 @@ def test_reference_images_follow_the_catalog(studio: Studio, server: LiveServer,
     assert not fast["acceptsReferenceImages"]
     assert "OPENREEL_REFERENCE_ADAPTER" in fast["referenceImagesUnavailable"]
     page = studio.page
-    studio.signed_in(server.new_key(credits=3))
+    key = server.new_key(credits=3)
+    studio.signed_in(key)
     references, reason = page.get_by_label("Reference images"), page.locator("#reference-help")
     studio.fill(unique("a lighthouse"), "veo-3.1-fast", 4)
     expect(references).to_be_disabled()
@@ -276,6 +277,16 @@ def test_reference_images_follow_the_catalog(studio: Studio, server: LiveServer,
     expect(reason).to_be_hidden()
     references.set_input_files(str(png(tmp_path / "ref.png", (20, 90, 200))))
     expect(page.locator("#thumbs-reference_images")).to_contain_text("uploaded")
+    # Picked for one model, the images are not sent with another that cannot take them: it says so at once.
+    page.get_by_label("Model").select_option("veo-3.1-lite")
+    conflict = page.locator("#err-reference_images")
+    expect(conflict).to_contain_text(lite["referenceImagesUnavailable"])
+    expect(conflict).to_contain_text("Remove the reference images")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#form-error")).to_have_text("Please fix the marked fields.")
+    assert httpx.get(server.url + "/v2/jobs", headers={"X-API-Key": key}).json()["jobs"] == []
+    page.get_by_label("Model").select_option("veo-3.1-fast")
+    expect(conflict).to_be_hidden()
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#err-reference_images")).to_contain_text("IC-LoRA")
     expect(page.locator("#form-error")).to_contain_text("refused")

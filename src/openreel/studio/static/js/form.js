@@ -74,6 +74,9 @@ export class GenerateForm {
     const help = [model.description];
     if (model.engine && !model.engine.ready) help.push("Its engine is not ready yet.");
     $("model-help").textContent = help.join(" ");
+    // Picked reference images stay, but a model that cannot take them says so at once (updateReferenceInput).
+    this.clearError("reference_images");
+    this.renderThumbs("reference_images");
     this.refresh();
   }
 
@@ -227,6 +230,15 @@ export class GenerateForm {
     const unavailable = this.current()?.referenceImagesUnavailable;
     setText($("reference-help"), unavailable);
     $("reference-images").disabled = Boolean(unavailable) || this.slots.reference_images.length >= MAX_REFERENCES;
+    const conflict = this.referenceConflict();
+    if (conflict) this.setError("reference_images", [conflict]);
+  }
+
+  /** Why the picked reference images cannot go with the chosen model (picked for another one), or null. */
+  referenceConflict() {
+    const unavailable = this.current()?.referenceImagesUnavailable;
+    if (!unavailable || !this.slots.reference_images.length) return null;
+    return `${unavailable} Remove the reference images, or pick a model that takes them.`;
   }
 
   /** The uploaded URLs of a slot, waiting for uploads in flight and renewing ones about to expire. */
@@ -264,6 +276,11 @@ export class GenerateForm {
     }
     if (!this.current()) {
       this.setError("model", ["Pick a model."]);
+      ok = false;
+    }
+    const conflict = this.referenceConflict();
+    if (conflict) {
+      this.setError("reference_images", [conflict]);
       ok = false;
     }
     if (!ok) this.setFormError("Please fix the marked fields.");
