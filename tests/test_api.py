@@ -34,12 +34,6 @@ def server(request: pytest.FixtureRequest) -> LiveServer:
     return request.getfixturevalue(f"{request.param}_server")
 
 
-@pytest.fixture(params=DIALECTS)
-def live_server(request: pytest.FixtureRequest) -> LiveServer:
-    """The same, as server processes with a worker process to kill."""
-    return request.getfixturevalue(f"live_{request.param}_server")
-
-
 FAST_4S = {"prompt": "a lighthouse at dusk", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
 # The slowest preset at the largest size: long enough on the tiny engine to be caught mid-run.
 SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8, "resolution": "1080p"}}
@@ -279,8 +273,9 @@ def test_cancel_queued_and_running_jobs_refunds_and_frees_the_worker(server: Liv
 
 @pytest.mark.live
 @pytest.mark.xdist_group("live")
-def test_killed_worker_is_replaced_and_the_job_retried(live_server: LiveServer) -> None:
-    server = live_server
+def test_killed_worker_is_replaced_and_the_job_retried(live_postgresql_server: LiveServer) -> None:
+    """On PostgreSQL; on SQLite, test_workers.py kills workers (twice, on two slots)."""
+    server = live_postgresql_server
     key = server.new_key(credits=100)
     with server.client(key) as client:
         job_id = client.post("/v2/videos/generate", json=LONG).json()["jobId"]
