@@ -41,6 +41,7 @@ class QuickEngine:
     grid_scale = 1.0
     random_weights = True  # no model at all: every surface must say the output is not one
     reference_error = "the quick test engine renders no reference images"
+    transformer_blocks = None
     version = VERSION
 
     def __init__(self, step_s: float) -> None:

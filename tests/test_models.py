@@ -156,7 +156,8 @@ def test_a_missing_distilled_lora_makes_every_id_unready_until_pulled(
                 shown = models["veo-3.1"]["engine"]
                 assert shown["ready"] is True and shown["unavailable"] is None
                 assert shown["recipe"]["kind"] == "quality" and shown["recipe"]["version"] == "2.0"
-                assert [s["guidance"] for s in shown["recipe"]["stages"]] == [["cfg", "stg", "modality"], []]
+                # The tiny transformer's two blocks hold no STG block: /v2/models shows what renders run.
+                assert [s["guidance"] for s in shown["recipe"]["stages"]] == [["cfg", "modality"], []]
                 job_id = client.post("/v2/videos/generate", json=FAST).json()["jobId"]
                 done = wait_for(client, job_id, timeout=300)
                 assert done["status"] == "COMPLETED", done

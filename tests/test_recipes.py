@@ -65,6 +65,16 @@ def test_the_quality_recipe_uses_each_generations_guider_params(version: str, st
     assert r.needs == {"dev", "distilled"}
 
 
+def test_a_transformer_too_shallow_for_the_stg_block_has_no_stg_term() -> None:
+    """The tiny test build (2 blocks): no perturbed pass that would perturb nothing; a real depth changes
+    nothing."""
+    shallow = recipe("quality", "2.0", transformer_blocks=2).stages[0].guidance
+    assert (shallow.stg, shallow.audio_stg, shallow.stg_blocks) == (0.0, 0.0, ())
+    assert shallow.names == ("cfg", "modality") and shallow.passes == 3
+    assert recipe("quality", "2.0", transformer_blocks=48) == recipe("quality", "2.0")
+    assert recipe("quality", "2.3", transformer_blocks=29).stages[0].guidance.stg_blocks == (28,)
+
+
 def test_generation_constants() -> None:
     assert [recipe("fast", v).image_crf for v in VERSIONS] == [33, 33, 18]
     assert [recipe("fast", v).cross_timestep for v in VERSIONS] == [False, True, True]

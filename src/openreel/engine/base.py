@@ -48,6 +48,9 @@ class VideoEngine(Protocol):
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
     random_weights: bool  # True: every surface must say the output is noise from random weights
     reference_error: str | None  # why references cannot be rendered; None: they can
+    transformer_blocks: (
+        int | None
+    )  # the loaded transformer's depth, which recipes.recipe takes; None: unknown
 
     @property
     def version(self) -> str:

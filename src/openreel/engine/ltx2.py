@@ -226,6 +226,7 @@ class LTX2Engine:
         self.pipe = _build(KeyframePipeline, components)
         self.references = _build(ReferencePipeline, components) if reference_error is None else None
         _perturbable(self.pipe.transformer, recipes.STG_BLOCKS[self.version])
+        self.transformer_blocks: int | None = len(self.pipe.transformer.transformer_blocks)
         self.reference_downscale = reference_downscale
         self.reference_error = reference_error
         self.lora, self.lora_error = lora, lora_error
@@ -347,7 +348,7 @@ class LTX2Engine:
 
     def unavailable(self, kind: RecipeKind) -> str | None:
         """Why this engine cannot render a recipe, or None. Never an off-recipe fallback."""
-        needs = recipes.recipe(kind, self.version).needs
+        needs = recipes.recipe(kind, self.version, self.transformer_blocks).needs
         if "dev" in needs and self.weights == "distilled":
             return (
                 f"the {kind} recipe samples its first stage with dev weights, and this checkpoint holds "
@@ -380,7 +381,7 @@ class LTX2Engine:
             error = self.reference_error
         if error is not None:
             raise RuntimeError(error)
-        recipe = recipes.recipe(plan.recipe, self.version)
+        recipe = recipes.recipe(plan.recipe, self.version, self.transformer_blocks)
         trace = Trace(
             self.version,
             self.precision,

@@ -167,23 +167,27 @@ def _refine() -> Stage:
     return Stage(half=False, sigmas=REFINE_SIGMAS, noise_scale=REFINE_SIGMAS[0], weights="distilled")
 
 
-def recipe(kind: RecipeKind, version: Version) -> Recipe:
+def recipe(kind: RecipeKind, version: Version, transformer_blocks: int | None = None) -> Recipe:
     """``fast``: DistilledPipeline (distilled.py): 8 distilled sigmas at half size, no guidance, then the
     refine. ``quality``: TI2VidTwoStagesPipeline (ti2vid_two_stages.py): the dev weights at half size on
     LTX2Scheduler's schedule with the generation's guider params (CFG 3, audio CFG 7, STG 1, rescale 0.7,
     modality 3), then the refine with the distilled LoRA. A negative prompt steers the fast stage 1 through
-    NAG, and the quality stage 1 through CFG; refine steps never take it (upstream never guides stage 2)."""
+    NAG, and the quality stage 1 through CFG; refine steps never take it (upstream never guides stage 2).
+    ``transformer_blocks``: the loaded transformer's depth, where known. A build too shallow for the STG
+    block (the tiny test checkpoint) has no STG term: a perturbed pass that perturbs nothing would cost a
+    transformer pass per step and change nothing."""
     if kind == "fast":
         first = Stage(
             half=True, sigmas=DISTILLED_SIGMAS, noise_scale=1.0, weights="distilled", negative="nag"
         )
     else:
-        blocks = STG_BLOCKS[version]
+        blocks = tuple(b for b in STG_BLOCKS[version] if transformer_blocks is None or b < transformer_blocks)
+        stg = 1.0 if blocks else 0.0
         guidance = Guidance(
             cfg=3.0,
             audio_cfg=7.0,
-            stg=1.0,
-            audio_stg=1.0,
+            stg=stg,
+            audio_stg=stg,
             stg_blocks=blocks,
             modality=3.0,
             audio_modality=3.0,

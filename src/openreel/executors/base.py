@@ -32,6 +32,7 @@ class EngineState:
     # The loaded checkpoint's generation, and the recipe kinds it cannot run with the reason.
     version: str | None = None
     recipe_errors: dict[str, str] = field(default_factory=dict)
+    transformer_blocks: int | None = None
     slots: int = 0
     busy: int = 0
 
@@ -53,6 +54,7 @@ class EngineState:
             reference_error=ready.reference_error if self.reference_images else None,
             version=ready.version,
             recipe_errors=ready.recipe_errors,
+            transformer_blocks=ready.transformer_blocks,
         )
 
 

@@ -35,6 +35,7 @@ class EngineReady:
     # The checkpoint's LTX-2 generation, and why it cannot run a recipe kind (missing ones can).
     version: str | None = None
     recipe_errors: dict[str, str] = field(default_factory=dict)
+    transformer_blocks: int | None = None
 
     @classmethod
     def of(cls, engine: VideoEngine) -> EngineReady:
@@ -48,6 +49,7 @@ class EngineReady:
             engine.reference_error,
             engine.version,
             errors,
+            engine.transformer_blocks,
         )
 
 

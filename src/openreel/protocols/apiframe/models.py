@@ -71,7 +71,11 @@ def _entry(
             "unavailable": unavailable,
             "notice": notice,
             # The stages this id runs on the loaded checkpoint's generation (known once a worker loaded).
-            "recipe": recipes.recipe(model.recipe, version).describe() if version else None,
+            "recipe": (
+                recipes.recipe(model.recipe, version, engine.transformer_blocks).describe()
+                if version
+                else None
+            ),
             "referenceAdapter": adapter if model.accepts_reference_images else None,
         },
     }
