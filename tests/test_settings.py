@@ -30,3 +30,6 @@ def test_the_cli_says_which_setting_is_wrong_in_one_line(tmp_path) -> None:  # t
     assert out.exit_code == 2
     assert "engine: Input should be 'tiny' or 'ltx2'" in out.output
     assert "Traceback" not in out.output
+    s3 = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path)], env={"OPENREEL_STORAGE": "s3"})
+    assert s3.exit_code == 2
+    assert "Invalid value: storage s3 needs a bucket: set OPENREEL_S3_BUCKET" in s3.output

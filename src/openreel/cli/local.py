@@ -26,7 +26,9 @@ def settings_of(data_dir: Path | None, **overrides: object) -> Settings:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
         error = exc.errors()[0]
-        raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(map(str, error["loc"]))  # empty for a rule across settings
+        raise typer.BadParameter(f"{where}: {message}" if where else message) from None
 
 
 def database(settings: Settings) -> Database:
