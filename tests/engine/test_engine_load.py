@@ -54,8 +54,11 @@ def test_reload_gives_identical_output(tiny_engine, tiny_engine_cache: Path, tin
     assert np.array_equal(a.audio, b.audio)
 
 
-def test_fresh_checkpoints_are_identical(tmp_path: Path, tiny_engine_cache: Path) -> None:
-    """The build is seeded: a second machine writes the same weights."""
+def test_fresh_checkpoints_are_identical(
+    tmp_path: Path, tiny_engine: LTX2Engine, tiny_engine_cache: Path
+) -> None:
+    """The build is seeded: a second machine writes the same weights as the one the tiny engine loaded
+    (``tiny_engine`` builds it into the cache, whichever test of this worker asked for it first)."""
     other = save_tiny_checkpoint(tmp_path / "nested" / "tiny")
     ours = tiny_engine_cache / TINY_CHECKPOINT_DIR
     files = sorted(p.relative_to(ours) for p in ours.rglob("*.safetensors"))
