@@ -76,7 +76,7 @@ def family(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
-def node_id(process: subprocess.Popen[bytes]) -> str:
+def raylet_node_id(process: subprocess.Popen[bytes]) -> str:
     """The id of the Ray node a ``ray start`` process runs, read off its raylet's command line."""
     for proc in family(process):
         for arg in proc.cmdline():
@@ -132,12 +132,12 @@ def test_two_nodes_share_jobs_cancel_and_a_node_lost_mid_job_loses_nothing(
     }
     with running_server(tmp_path, env) as server:
         until(lambda: slots(server) == 2, 240, "an actor on each node")
-        head_id, node_id_ = node_id(processes[0]), node_id(node)
+        head_id, node_id = raylet_node_id(processes[0]), raylet_node_id(node)
         key = server.new_key(credits=1000)
         with server.client(key) as client:
             first = [client.post("/v2/videos/generate", json=FAST).json()["jobId"] for _ in range(2)]
             assert all(wait_for(client, j, timeout=300)["status"] == "COMPLETED" for j in first)
-            assert {node_of(workers_of(server)[j][0]) for j in first} == {head_id, node_id_}
+            assert {node_of(workers_of(server)[j][0]) for j in first} == {head_id, node_id}
 
             cancelled = client.post("/v2/videos/generate", json=SLOW).json()["jobId"]
             until(
@@ -152,7 +152,7 @@ def test_two_nodes_share_jobs_cancel_and_a_node_lost_mid_job_loses_nothing(
 
             def running_on_node() -> str | None:
                 for job_id, (worker_name, _, status) in workers_of(server).items():
-                    if status == "PROCESSING" and worker_name and node_of(worker_name) == node_id_:
+                    if status == "PROCESSING" and worker_name and node_of(worker_name) == node_id:
                         return job_id
                 return None
 

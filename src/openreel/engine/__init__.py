@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 EngineName = Literal["tiny", "ltx2"]
 ENGINES: tuple[EngineName, ...] = get_args(EngineName)
-# v5: 30 transformer blocks (the STG block exists); v4: the real layout (dev weights, a distilled LoRA,
-# the upsampler). A new name per change, so caches built before it are not taken as current.
+# v6: 2 transformer blocks (v5 had 30); v4: the real layout (dev weights, a distilled LoRA, the
+# upsampler). A new name per change, so caches built before it are not taken as current.
 TINY_CHECKPOINT_DIR = "tiny-ltx2-v6"
 T = TypeVar("T")
 

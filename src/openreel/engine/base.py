@@ -48,9 +48,8 @@ class VideoEngine(Protocol):
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
     random_weights: bool  # True: every surface must say the output is noise from random weights
     reference_error: str | None  # why references cannot be rendered; None: they can
-    transformer_blocks: (
-        int | None
-    )  # the loaded transformer's depth, which recipes.recipe takes; None: unknown
+    # The loaded transformer's depth, which recipes.recipe takes (the STG block may lack); None: unknown.
+    transformer_blocks: int | None
 
     @property
     def version(self) -> str:

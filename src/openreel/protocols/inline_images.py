@@ -49,9 +49,10 @@ def check_image(data: bytes, limit: int) -> tuple[InlineImage | None, str | None
     """The image, or why it is refused (type sniffed from the bytes, never trusted from a header)."""
     if not data:
         return None, "is empty"
-    kind = image_type(data[:SNIFF_BYTES])
+    head = data[:SNIFF_BYTES]
+    kind = image_type(head)
     if kind is None:
-        return None, not_an_image(data[:SNIFF_BYTES])
+        return None, not_an_image(head)
     if len(data) > limit:
         return None, f"is {len(data)} bytes; images are limited to {limit} bytes"
     return InlineImage(data, kind), None
