@@ -65,6 +65,27 @@ def test_migrations_match_the_models(db: Database) -> None:
     assert diff == []
 
 
+def test_the_balance_migration_sums_the_existing_ledger(tmp_path: Path) -> None:
+    with throwaway_database("sqlite", tmp_path) as url:
+        migrate(url, "0005")
+        database = Database(url)
+        try:
+            with database.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "INSERT INTO accounts (id, name, email, plan, created_at) VALUES "
+                    "('a', 'a', '', 'p', '2026-01-01'), ('b', 'b', '', 'p', '2026-01-01')"
+                )
+                connection.exec_driver_sql(
+                    "INSERT INTO credit_entries (account_id, amount, kind, created_at) VALUES "
+                    "('a', 100, 'grant', '2026-01-01'), ('a', -30, 'charge', '2026-01-01')"
+                )
+            migrate(url)
+            assert balance(database, "a") == 70
+            assert balance(database, "b") == 0
+        finally:
+            database.dispose()
+
+
 def test_charge_then_refund_exactly_once(db: Database) -> None:
     key = new_key(db, 12)
     with db.session() as session:

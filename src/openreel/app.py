@@ -21,6 +21,7 @@ from openreel.protocols.google import routes as google
 from openreel.protocols.guards import BodyGuard, NoSniff
 from openreel.protocols.openai import routes as openai_videos
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
 from openreel.service.ratelimit import RateLimiter
 from openreel.service.services import Services
@@ -56,7 +57,10 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
         executor=executor,
     )
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    return Services(settings, db, storage, signer, catalog, dispatcher, presenter, webhooks, limiter, metrics)
+    keys = KeyCache(db, settings.key_cache_s)
+    return Services(
+        settings, db, storage, signer, catalog, dispatcher, presenter, webhooks, keys, limiter, metrics
+    )
 
 
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:

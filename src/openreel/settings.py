@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=8, description="Active (queued or running) jobs per account.")
     rate_limit_per_minute: int = Field(default=1200, description="Requests per account per minute; 0: off.")
     rate_limit_burst: int = Field(default=200, description="Requests an account may make at once.")
+    key_cache_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Hold API keys in memory this long: a key revoked elsewhere works here until then.",
+    )
     prices_file: Path | None = None
     storage: StorageName = Field(default="local", description="local (files in data_dir) or s3.")
     s3_bucket: str | None = None

@@ -1,8 +1,9 @@
-"""The append-only credit ledger. A balance is always the sum of its entries."""
+"""The append-only credit ledger. Each entry moves the account's balance in the same transaction, so
+the balance is always the sum of the entries and reading it costs one row, however long the ledger."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from openreel.ledger.tables import Account, CreditEntry
@@ -17,40 +18,41 @@ class InsufficientCredits(Exception):
 
 def lock_account(session: Session, account_id: str) -> Account:
     """Serialise balance checks per account (FOR UPDATE on PostgreSQL; SQLite is already serial)."""
-    account = session.scalars(select(Account).where(Account.id == account_id).with_for_update()).one()
-    return account
+    query = select(Account).where(Account.id == account_id).with_for_update()
+    return session.scalars(query.execution_options(populate_existing=True)).one()
 
 
 def balance(session: Session, account_id: str) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(CreditEntry.amount), 0)).where(CreditEntry.account_id == account_id)
+    return int(session.scalar(select(Account.balance).where(Account.id == account_id)) or 0)
+
+
+def _post(session: Session, entry: CreditEntry) -> CreditEntry:
+    """Add the entry and move the balance by its amount, in SQL, so concurrent posts all count."""
+    session.add(entry)
+    session.execute(
+        update(Account).where(Account.id == entry.account_id).values(balance=Account.balance + entry.amount)
     )
-    return int(total or 0)
+    return entry
 
 
 def grant(session: Session, account_id: str, amount: int, note: str | None = None) -> CreditEntry:
     if amount <= 0:
         raise ValueError("a grant must be a positive number of credits")
-    entry = CreditEntry(account_id=account_id, amount=amount, kind="grant", note=note)
-    session.add(entry)
-    session.flush()
-    return entry
+    return _post(session, CreditEntry(account_id=account_id, amount=amount, kind="grant", note=note))
 
 
 def charge(session: Session, account_id: str, job_id: str, amount: int) -> None:
-    lock_account(session, account_id)
-    available = balance(session, account_id)
+    available = lock_account(session, account_id).balance
     if available < amount:
         raise InsufficientCredits(amount, available)
-    session.add(CreditEntry(account_id=account_id, amount=-amount, kind="charge", job_id=job_id))
+    _post(session, CreditEntry(account_id=account_id, amount=-amount, kind="charge", job_id=job_id))
 
 
 def refund(session: Session, account_id: str, job_id: str, amount: int, note: str) -> None:
     """Called only by the terminal compare-and-set winner; the unique (job, kind) key backs that up."""
     if amount:
-        session.add(
-            CreditEntry(account_id=account_id, amount=amount, kind="refund", job_id=job_id, note=note)
-        )
+        entry = CreditEntry(account_id=account_id, amount=amount, kind="refund", job_id=job_id, note=note)
+        _post(session, entry)
 
 
 def entries(session: Session, account_id: str) -> list[CreditEntry]:

@@ -4,12 +4,17 @@ SQLite write transactions start with ``BEGIN IMMEDIATE`` so that the read-check-
 charge or a status compare-and-set can never interleave with another writer (pysqlite's deferred
 BEGIN would let two transactions read the same balance). PostgreSQL gets the same guarantee from
 the ``SELECT ... FOR UPDATE`` on the account row in ``credits.lock_account``.
+
+A process's SQLite writers also queue on a lock before their BEGIN: SQLite lets one write at a time
+anyway, and a writer that finds the database locked sleeps in its busy handler for up to 100 ms a
+try, which under load turns a few milliseconds of waiting into seconds.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +25,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "openreel_read_only"
+BUSY_TIMEOUT_S = 30
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
@@ -45,12 +51,12 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest revision; safe to run at every start."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to the newest revision (or to ``revision``); safe to run at every start."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 class Database:
@@ -61,11 +67,13 @@ class Database:
         self._read_sessions = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
+        self._writer = _Writer() if self.engine.dialect.name == "sqlite" else None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
+        writer: AbstractContextManager[object] = self._writer or nullcontext()
+        with writer, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager
@@ -77,3 +85,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class _Writer:
+    """This process's turn to write: waits as long as SQLite's busy timeout would, then fails as it would."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
+            raise TimeoutError("database is locked: another write has held it for too long")
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()

@@ -67,6 +67,8 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320))
     plan: Mapped[str] = mapped_column(String(50), default="self-hosted")
+    # The sum of the account's credit entries, written with each of them (ledger/credits.py).
+    balance: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -18,13 +18,13 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def current_key(
+async def current_key(
     svc: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-Key", include_in_schema=False)] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ApiKey:
     try:
-        return authenticate(svc, x_api_key)
+        return await authenticate(svc, x_api_key)
     except AuthError as exc:
         message = exc.message
         if not x_api_key and authorization:

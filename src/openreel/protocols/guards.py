@@ -16,13 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi.security.utils import get_authorization_scheme_param
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openreel.ledger import accounts
 from openreel.protocols.google.wire import GoogleError
 from openreel.protocols.openai.wire import OpenAIError
 from openreel.service.services import Services
@@ -100,12 +98,6 @@ def wire_of(path: str) -> Wire:
     if path.startswith(_GOOGLE_PATHS):
         return GOOGLE
     return APIFRAME
-
-
-def _is_active(svc: Services, raw_key: str) -> bool:
-    with svc.db.read() as session:
-        key = accounts.find_key(session, raw_key)
-    return key is not None and key.active
 
 
 def _declared_length(conn: HTTPConnection) -> int | None:
@@ -194,7 +186,8 @@ class BodyGuard:
         svc: Services = conn.app.state.services
         wire = wire_of(scope["path"])
         raw_key = wire.key(conn)
-        if not raw_key or not await run_in_threadpool(_is_active, svc, raw_key):
+        key = await svc.keys.find(raw_key) if raw_key else None
+        if key is None or not key.active:
             await self.app(_without_body(scope), _empty_body(receive), send)
             return
         limit = body_limit(svc.settings, scope["path"], conn.headers.get("content-type", ""))

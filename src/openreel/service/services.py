@@ -6,10 +6,10 @@ import threading
 from dataclasses import dataclass, field
 
 from openreel.domain.catalog import Catalog
-from openreel.ledger import accounts
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
 from openreel.service.ratelimit import RateLimiter, retry_after_header
 from openreel.service.views import Presenter
@@ -29,6 +29,7 @@ class Services:
     dispatcher: Dispatcher
     presenter: Presenter
     webhooks: WebhookSender
+    keys: KeyCache
     limiter: RateLimiter
     metrics: Metrics
     # Requests fetching image URLs at submit at once: each holds a request thread while it waits on
@@ -54,12 +55,11 @@ class AuthError(Exception):
         return {"Retry-After": self.retry_after} if self.retry_after else None
 
 
-def authenticate(svc: Services, raw_key: str | None) -> ApiKey:
+async def authenticate(svc: Services, raw_key: str | None) -> ApiKey:
     """The active key behind ``raw_key``; every wire protocol maps AuthError to its own shape."""
     if not raw_key:
         raise AuthError(401, "API key is required")
-    with svc.db.read() as session:
-        key = accounts.find_key(session, raw_key)
+    key = await svc.keys.find(raw_key)
     if key is None:
         raise AuthError(401, "Invalid API key")
     if not key.active:

@@ -47,9 +47,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise validation_error({"cursor": ["Invalid cursor"]}) from exc
 
 
-def _present(svc: Services, request: Request, job: Job, with_position: bool = True) -> dict[str, Any]:
-    with svc.db.read() as session:
-        position = jobs.queue_position(session, job) if with_position else None
+def _present(svc: Services, request: Request, job: Job, position: int | None = None) -> dict[str, Any]:
     return svc.presenter.job(job, svc.base_url(str(request.base_url)), position)
 
 
@@ -61,9 +59,10 @@ def _present(svc: Services, request: Request, job: Job, with_position: bool = Tr
 def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
     with svc.db.read() as session:
         job = jobs.get_for_account(session, key.account_id, _job_id(job_id))
+        position = jobs.queue_position(session, job) if job is not None else None
     if job is None:
         raise ApiError(404, NOT_FOUND)
-    return _present(svc, request, job)
+    return _present(svc, request, job, position)
 
 
 @router.get(
@@ -102,7 +101,7 @@ def list_jobs(
         )
         models = jobs.account_models(session, key.account_id) if include_models == "true" else None
     body: dict[str, Any] = {
-        "jobs": [_present(svc, request, job, with_position=False) for job in page],
+        "jobs": [_present(svc, request, job) for job in page],
         "nextCursor": encode_cursor(page[-1]) if has_more and page else None,
         "hasMore": has_more,
     }
@@ -126,8 +125,9 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> 
         raise ApiError(409, f"Job is already {status}; only QUEUED or PROCESSING jobs can be cancelled")
     with svc.db.read() as session:
         fresh = session.get(Job, ended.job.id)
-    assert fresh is not None
-    return _present(svc, request, fresh)
+        assert fresh is not None
+        position = jobs.queue_position(session, fresh)
+    return _present(svc, request, fresh, position)
 
 
 @router.delete(

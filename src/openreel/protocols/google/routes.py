@@ -61,13 +61,13 @@ _header_key = APIKeyHeader(name="x-goog-api-key", auto_error=False, scheme_name=
 _query_key = APIKeyQuery(name="key", auto_error=False, scheme_name="GoogleApiKeyQuery")
 
 
-def google_key(
+async def google_key(
     svc: ServicesDep,
     header: Annotated[str | None, Security(_header_key)] = None,
     query: Annotated[str | None, Security(_query_key)] = None,
 ) -> ApiKey:
     try:
-        return authenticate(svc, header or query)
+        return await authenticate(svc, header or query)
     except AuthError as exc:
         if exc.status == 401 and not (header or query):
             message = "Missing API key: send an openreel key (afk_...) in the x-goog-api-key header."

@@ -60,12 +60,12 @@ _bearer = HTTPBearer(
 )
 
 
-def openai_key(
+async def openai_key(
     svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
 ) -> ApiKey:
     raw = credentials.credentials if credentials else None
     try:
-        return authenticate(svc, raw)
+        return await authenticate(svc, raw)
     except AuthError as exc:
         if exc.status == 401 and not raw:
             raise OpenAIError(
