@@ -337,3 +337,26 @@ def test_active_job_cap_is_per_account_and_frees_up(db: Database) -> None:
     with db.session() as session:
         jobs.submit(session, key, job(prompt="4"), max_active=1)
     assert balance(db, key.account_id) == 45
+
+
+def test_queue_positions_and_pages_follow_creation_time_then_id(db: Database) -> None:
+    key = new_key(db, 100)
+    with db.session() as session:
+        made = [jobs.submit(session, key, job(prompt=str(i)))[0].id for i in range(5)]
+        same = utcnow()
+        # Three jobs made in the same instant: the id breaks the tie, in the queue and in the pages.
+        session.execute(update(Job).where(Job.id.in_(made[1:4])).values(created_at=same))
+        session.execute(update(Job).where(Job.id == made[0]).values(created_at=same - timedelta(seconds=1)))
+        session.execute(update(Job).where(Job.id == made[4]).values(created_at=same + timedelta(seconds=1)))
+    queue = [made[0], *sorted(made[1:4]), made[4]]
+    with db.read() as session:
+        positions = {j: jobs.queue_position(session, session.get_one(Job, j)) for j in made}
+        pages, after = [], None
+        while True:
+            page, more = jobs.list_jobs(session, key.account_id, limit=2, after=after)
+            pages += [j.id for j in page]
+            if not more:
+                break
+            after = (page[-1].created_at, page[-1].id)
+    assert positions == {j: i + 1 for i, j in enumerate(queue)}
+    assert pages == queue[::-1]

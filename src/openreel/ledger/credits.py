@@ -41,11 +41,11 @@ def grant(session: Session, account_id: str, amount: int, note: str | None = Non
     return _post(session, CreditEntry(account_id=account_id, amount=amount, kind="grant", note=note))
 
 
-def charge(session: Session, account_id: str, job_id: str, amount: int) -> None:
-    available = lock_account(session, account_id).balance
-    if available < amount:
-        raise InsufficientCredits(amount, available)
-    _post(session, CreditEntry(account_id=account_id, amount=-amount, kind="charge", job_id=job_id))
+def charge(session: Session, account: Account, job_id: str, amount: int) -> None:
+    """``account`` as ``lock_account`` returned it, in this transaction."""
+    if account.balance < amount:
+        raise InsufficientCredits(amount, account.balance)
+    _post(session, CreditEntry(account_id=account.id, amount=-amount, kind="charge", job_id=job_id))
 
 
 def refund(session: Session, account_id: str, job_id: str, amount: int, note: str) -> None:
