@@ -3,8 +3,9 @@
 The API server (every thread of it) is pinned to one core; wrk and the server's render worker to another,
 so the figures are the API's own. Each route is loaded for ``--seconds`` with ``--connections`` open
 connections: submit (POST /v2/videos/generate, every request a new job), job read (GET /v2/jobs/{id})
-and job list (GET /v2/jobs), on SQLite and on PostgreSQL. The bare endpoint is a FastAPI route that
-returns a small JSON object, served by uvicorn the same way.
+and job list (GET /v2/jobs), on SQLite and on PostgreSQL; then ``--clients`` clients (1,000) each poll
+a job every ``--poll-interval`` seconds, the load a hosted API's users make, far below saturation. The bare endpoint is a FastAPI route that
+returns a small JSON object, served by uvicorn the same way (its access log on, as the server's is).
 
 Needs wrk (Debian: ``apt-get install wrk``) and two cores. ``--markdown`` prints the table for
 BENCHMARKS.md.
@@ -73,7 +74,13 @@ def _ms(text: str) -> float:
 
 
 def wrk(
-    route: str, url: str, args: argparse.Namespace, headers: dict[str, str], body: str | None = None
+    route: str,
+    url: str,
+    args: argparse.Namespace,
+    headers: dict[str, str],
+    body: str | None = None,
+    lua: str = "",
+    connections: int | None = None,
 ) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f"wrk.method = {json.dumps('POST' if body else 'GET')}\n")
@@ -81,7 +88,9 @@ def wrk(
             script.write(f"wrk.body = {json.dumps(body)}\n")
         for name, value in headers.items():
             script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
-    command = ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s"]
+        script.write(lua)
+    connections = connections or args.connections
+    command = ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{connections}", f"-d{args.seconds}s"]
     out = subprocess.run(
         [*command, "--latency", "--timeout", "5s", "-s", script.name, url],
         capture_output=True,
@@ -105,8 +114,10 @@ def parse(route: str, out: str) -> Result:
 def bare_endpoint(args: argparse.Namespace) -> Result:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api_load:bare", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "uvicorn", "api_load:bare", "--port", str(port), "--log-level", "info"],
         cwd=Path(__file__).parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}/bare"
@@ -121,6 +132,31 @@ def bare_endpoint(args: argparse.Namespace) -> Result:
     finally:
         process.terminate()
         process.wait()
+
+
+def polling_clients(server: LiveServer, args: argparse.Namespace) -> Result:
+    """``--clients`` connections, each polling one job every ``--poll-interval`` seconds (±50 %), over
+    20 accounts with 5 jobs each: the latency a client sees under a polling load, not at saturation."""
+    reads = []
+    for _ in range(20):
+        key = server.new_key(credits=10**6)
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            for _ in range(5):
+                job_id = client.post("/v2/videos/generate", json=SUBMIT).json()["jobId"]
+                reads.append(f'{{"/v2/jobs/{job_id}", "{key}"}}')
+    interval_ms = int(args.poll_interval * 1000)
+    lua = f"""
+local reads = {{{", ".join(reads)}}}
+local n = 0
+request = function()
+  n = n + 1
+  local read = reads[n % #reads + 1]
+  return wrk.format("GET", read[1], {{["X-API-Key"] = read[2]}})
+end
+delay = function() return math.random({interval_ms // 2}, {interval_ms * 3 // 2}) end
+"""
+    route = f"{args.clients} clients polling every {args.poll_interval:g} s"
+    return wrk(route, server.url, args, {}, lua=lua, connections=args.clients)
 
 
 def api(dialect: str, args: argparse.Namespace) -> list[Result]:
@@ -150,6 +186,8 @@ def api(dialect: str, args: argparse.Namespace) -> list[Result]:
                     json.dumps(SUBMIT),
                 ),
             ]
+            if args.clients:
+                results.append(polling_clients(server, args))
         finally:
             server.stop()
     return results
@@ -162,6 +200,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--dialects", default="sqlite,postgresql")
+    parser.add_argument("--clients", type=int, default=1000, help="polling clients; 0: no polling run")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between one client's reads")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
