@@ -4,8 +4,9 @@ The API server (every thread of it) is pinned to one core; wrk and the server's 
 so the figures are the API's own. Each route is loaded for ``--seconds`` with ``--connections`` open
 connections: submit (POST /v2/videos/generate, every request a new job), job read (GET /v2/jobs/{id})
 and job list (GET /v2/jobs), on SQLite and on PostgreSQL; then ``--clients`` clients (1,000) each poll
-a job every ``--poll-interval`` seconds, the load a hosted API's users make, far below saturation. The bare endpoint is a FastAPI route that
-returns a small JSON object, served by uvicorn the same way (its access log on, as the server's is).
+a job every ``--poll-interval`` seconds (1), the load a hosted API's users make. The bare endpoint is a
+FastAPI route that returns a small JSON object, served by uvicorn the same way (its access log on, as
+the server's is).
 
 Needs wrk (Debian: ``apt-get install wrk``) and two cores. ``--markdown`` prints the table for
 BENCHMARKS.md.

@@ -352,6 +352,31 @@ def test_a_failed_render_is_refunded_says_why_and_leaves_no_file(server: LiveSer
     assert not [f for f in left.rglob("*") if f.is_file()]  # neither an MP4 nor a half-written part
 
 
+def test_active_jobs_carry_the_time_left_once_the_server_has_rendered_their_shape(tmp_path: Path) -> None:
+    with quick_server(tmp_path, SERVER_ENV, step_s=0.15) as server:
+        key = server.new_key(credits=100)
+        with server.client(key) as client:
+            first = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+            assert client.get(f"/v2/jobs/{first}").json()["etaSeconds"] is None  # nothing measured yet
+            took = time.monotonic()
+            assert wait_for(client, first)["status"] == "COMPLETED"
+            took = time.monotonic() - took
+            assert client.get(f"/v2/jobs/{first}").json()["etaSeconds"] is None
+            running = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+            queued = client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"]
+            wait_for(client, running, until=("PROCESSING",))
+            ahead = client.get(f"/v2/jobs/{running}").json()["etaSeconds"]
+            behind = client.get(f"/v2/jobs/{queued}").json()
+            assert behind["status"] == "QUEUED" and behind["queuePosition"] == 1
+            # The running job has at most one render left; the queued one that, then a render of its own.
+            assert 0 <= ahead <= took + 1
+            assert ahead + 0.5 * took <= behind["etaSeconds"] <= ahead + took + 1
+            listed = {j["id"]: j for j in client.get("/v2/jobs").json()["jobs"]}
+            assert listed[queued]["queuePosition"] == 1 and listed[queued]["etaSeconds"] is not None
+            operation = client.get(f"/v1beta/operations/{queued}", headers={"x-goog-api-key": key}).json()
+            assert operation["metadata"]["etaSeconds"] is not None
+
+
 def test_a_job_over_its_time_is_failed_refunded_and_its_render_dropped(tmp_path: Path) -> None:
     with quick_server(tmp_path, {**SERVER_ENV, "OPENREEL_JOB_TIMEOUT_S": "1"}) as server:
         key = server.new_key(credits=100)

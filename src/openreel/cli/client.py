@@ -57,7 +57,7 @@ def _client(server: str, key: str | None = None) -> Iterator[Client]:
 
 
 def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
-    """Wait for the job with a progress bar that shows its queue position while it waits."""
+    """Wait for the job with a progress bar that shows its queue position and the time it has left."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from openreel.cli.terminal import console
@@ -73,10 +73,10 @@ def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
         task = bar.add_task("queued", total=100)
 
         def show(job: JobOut) -> None:
-            if job.status == "QUEUED":
-                label = f"queued (position {job.queuePosition})" if job.queuePosition else "queued"
-            else:
-                label = job.status.lower()
+            notes = [f"position {job.queuePosition}"] if job.queuePosition else []
+            if job.etaSeconds is not None:
+                notes.append(f"about {job.etaSeconds:.0f} s left")
+            label = job.status.lower() + (f" ({', '.join(notes)})" if notes else "")
             bar.update(task, completed=job.progress or 0, description=label)
 
         return client.wait_for(job_id, timeout=timeout, on_progress=show, backoff=Backoff(0.25, 1.5, 1.0))

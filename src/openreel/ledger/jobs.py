@@ -152,6 +152,12 @@ def queue_position(session: Session, job: Job) -> int | None:
     return int(ahead or 0) + 1
 
 
+def running(session: Session) -> list[tuple[dict[str, Any], datetime | None, int]]:
+    """Every running job's spec, start and progress, for the wait of the queued ones."""
+    rows = session.execute(select(Job.spec, Job.started_at, Job.progress).where(Job.status == PROCESSING))
+    return [(spec, started, progress) for spec, started, progress in rows]
+
+
 def list_jobs(
     session: Session,
     account_id: str,

@@ -33,6 +33,7 @@ from openreel.executors.base import EngineState, Executor
 from openreel.ledger import jobs, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
+from openreel.scheduler.eta import RenderTimes, Shape
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.images import InputError, load_image
@@ -59,6 +60,8 @@ class Running:
     staged: str
     key: str
     deadline: float
+    shape: Shape
+    claimed: float
 
 
 class Dispatcher:
@@ -82,6 +85,7 @@ class Dispatcher:
         self._on_job_event = on_job_event or (lambda _session, _job, _event: None)
         self._on_rendered = on_rendered or (lambda _model, _seconds, _trace: None)
         self._executor = executor if executor is not None else make_executor(settings)
+        self.render_times = RenderTimes()
         self._running: dict[int, Running] = {}
         self._seq = 0
         self._next_sweep = 0.0
@@ -186,6 +190,7 @@ class Dispatcher:
                 if jobs.set_progress(session, running.job_id, running.attempt, event.percent):
                     self._on_job_event(session, running.job_id, "progress")
         elif isinstance(event, m.Done):
+            self.render_times.observe(running.shape, time.monotonic() - running.claimed)
             try:  # before the job reads COMPLETED, so whoever sees it completed sees its render counted
                 self._on_rendered(running.model, event.seconds, event.media.get("recipe") or {})
             except Exception:
@@ -210,11 +215,12 @@ class Dispatcher:
                 return False
             job_id, attempt, raw_spec = job.id, job.attempts, job.spec
             self._on_job_event(session, job_id, "progress")
+        claimed = time.monotonic()
         if slot is None:
             self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
             return True
         try:
-            task = self._prepare(job_id, attempt, VideoSpec.from_json(raw_spec), engine.grid_scale)
+            task = self._prepare(job_id, attempt, VideoSpec.from_json(raw_spec), engine.grid_scale, claimed)
         except InputError as exc:
             self._fail(job_id, attempt, str(exc))
             return True
@@ -230,7 +236,9 @@ class Dispatcher:
                 self._executor.cancel(task.seq)
         return True
 
-    def _prepare(self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float) -> m.RenderTask:
+    def _prepare(
+        self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float, claimed: float
+    ) -> m.RenderTask:
         model = self.catalog.get(spec.model)
         if model is None:
             raise InputError(f"model {spec.model} is no longer in the catalog")
@@ -264,6 +272,8 @@ class Dispatcher:
                 staged=str(staged),
                 key=key,
                 deadline=time.monotonic() + self.settings.job_timeout_s,
+                shape=Shape.of(spec),
+                claimed=claimed,
             )
             self._running[running.seq] = running
         return m.RenderTask(running.seq, job_id, plan, str(staged), first, last, references)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,14 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where an active job stands (service/standing.py works it out)."""
+
+    position: int | None = None
+    eta_s: float | None = None
 
 
 class Presenter:
@@ -50,7 +59,9 @@ class Presenter:
             job.status == jobs.COMPLETED and job.result and not self.storage.exists(job.result["key"])
         )
 
-    def job(self, job: Job, base_url: str, queue_position: int | None = None) -> dict[str, Any]:
+    def job(self, job: Job, base_url: str, standing: Standing | None = None) -> dict[str, Any]:
+        """``standing``: where an active job stands, for a reply (a webhook payload goes without)."""
+        standing = standing or Standing()
         return {
             "id": job.id,
             "status": job.status,
@@ -65,5 +76,6 @@ class Presenter:
             "completedAt": iso(job.completed_at),
             "expired": self.expired(job),
             "input": job.input,
-            "queuePosition": queue_position,
+            "queuePosition": standing.position,
+            "etaSeconds": standing.eta_s,
         }

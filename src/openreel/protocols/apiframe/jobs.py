@@ -18,6 +18,8 @@ from openreel.protocols.deps import KeyDep, ServicesDep
 from openreel.protocols.errors import ApiError, validation_error
 from openreel.service import job_service
 from openreel.service.services import Services
+from openreel.service.standing import Standings
+from openreel.service.views import Standing
 
 router = APIRouter(tags=["Jobs"])
 NOT_FOUND = "Job not found"
@@ -47,8 +49,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise validation_error({"cursor": ["Invalid cursor"]}) from exc
 
 
-def _present(svc: Services, request: Request, job: Job, position: int | None = None) -> dict[str, Any]:
-    return svc.presenter.job(job, svc.base_url(str(request.base_url)), position)
+def _present(svc: Services, request: Request, job: Job, standing: Standing) -> dict[str, Any]:
+    return svc.presenter.job(job, svc.base_url(str(request.base_url)), standing)
 
 
 @router.get(
@@ -59,10 +61,10 @@ def _present(svc: Services, request: Request, job: Job, position: int | None = N
 def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
     with svc.db.read() as session:
         job = jobs.get_for_account(session, key.account_id, _job_id(job_id))
-        position = jobs.queue_position(session, job) if job is not None else None
-    if job is None:
-        raise ApiError(404, NOT_FOUND)
-    return _present(svc, request, job, position)
+        if job is None:
+            raise ApiError(404, NOT_FOUND)
+        standing = Standings.of_server(svc, session).of(job)
+    return _present(svc, request, job, standing)
 
 
 @router.get(
@@ -100,8 +102,10 @@ def list_jobs(
             after=after,
         )
         models = jobs.account_models(session, key.account_id) if include_models == "true" else None
+        standings = Standings.of_server(svc, session)
+        shown = [_present(svc, request, job, standings.of(job)) for job in page]
     body: dict[str, Any] = {
-        "jobs": [_present(svc, request, job) for job in page],
+        "jobs": shown,
         "nextCursor": encode_cursor(page[-1]) if has_more and page else None,
         "hasMore": has_more,
     }
@@ -126,8 +130,8 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> 
     with svc.db.read() as session:
         fresh = session.get(Job, ended.job.id)
         assert fresh is not None
-        position = jobs.queue_position(session, fresh)
-    return _present(svc, request, fresh, position)
+        standing = Standings.of_server(svc, session).of(fresh)
+    return _present(svc, request, fresh, standing)
 
 
 @router.delete(

@@ -98,6 +98,7 @@ class JobOut(BaseModel):
     expired: bool
     input: dict[str, Any] | None
     queuePosition: int | None = None
+    etaSeconds: float | None = None
 
 
 class JobList(BaseModel):

@@ -54,6 +54,7 @@ from openreel.protocols.google.wire import (
 )
 from openreel.service import job_service
 from openreel.service.services import AuthError, Services, authenticate
+from openreel.service.standing import Standings
 
 router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation))
 
@@ -110,7 +111,7 @@ def _operation_reply(
     svc: Services, request: Request, job: Job, name: str, form: Form, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     with svc.db.read() as session:
-        position = jobs.queue_position(session, job)
+        standing = Standings.of_server(svc, session).of(job)
     body = operation(
         svc,
         job,
@@ -118,7 +119,7 @@ def _operation_reply(
         form=form,
         base_url=svc.base_url(str(request.base_url)),
         version=_version(request),
-        queue_position=position,
+        standing=standing,
     )
     return JSONResponse(body, headers=headers)
 

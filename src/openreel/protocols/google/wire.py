@@ -72,7 +72,7 @@ from openreel.protocols.shaped_routes import SEND_JSON, WireError, unread_body
 from openreel.service.job_service import EngineUnavailable
 from openreel.service.services import Services
 from openreel.service.uploads import UploadRejected
-from openreel.service.views import iso
+from openreel.service.views import Standing, iso
 
 Form = Literal["gemini", "vertex"]
 
@@ -596,7 +596,7 @@ def operation(
     form: Form,
     base_url: str,
     version: str,
-    queue_position: int | None,
+    standing: Standing,
 ) -> dict[str, Any]:
     """The job as an operation of the given form."""
     metadata: dict[str, Any] = {
@@ -606,8 +606,10 @@ def operation(
         "creditCost": job.credit_cost if job.status not in (jobs.FAILED, jobs.CANCELLED) else 0,
         "createTime": iso(job.created_at),
     }
-    if queue_position is not None:
-        metadata["queuePosition"] = queue_position
+    if standing.position is not None:
+        metadata["queuePosition"] = standing.position
+    if job.status in jobs.ACTIVE:
+        metadata["etaSeconds"] = standing.eta_s
     if job.completed_at is not None:
         metadata["endTime"] = iso(job.completed_at)
     body: dict[str, Any] = {"name": name, "done": job.status not in jobs.ACTIVE, "metadata": metadata}

@@ -85,7 +85,7 @@ export class History {
 
   upsert(job) {
     const old = this.jobs.get(job.id);
-    // The list shows jobs without queuePosition; keep the entry's shape and refresh its fields.
+    // Keep what the entry already holds and refresh the fields this reply carries.
     this.jobs.set(job.id, { ...(old || {}), ...job });
     this.render();
   }

@@ -178,13 +178,14 @@ export class JobPanel {
     if (text) text.textContent = `${progress}%`;
     const queue = $("job-queue");
     if (queue) {
+      const eta = job.etaSeconds === null || job.etaSeconds === undefined ? "" : ` About ${Math.ceil(job.etaSeconds)} s left.`;
       if (job.status === "QUEUED") {
         queue.textContent =
-          job.queuePosition === null || job.queuePosition === undefined
+          (job.queuePosition === null || job.queuePosition === undefined
             ? "Queued…"
-            : `Queued: position ${job.queuePosition} in line${job.queuePosition <= 1 ? " (next to start)" : ""}.`;
+            : `Queued: position ${job.queuePosition} in line${job.queuePosition <= 1 ? " (next to start)" : ""}.`) + eta;
       } else {
-        queue.textContent = progress >= 90 ? "Rendering: encoding the video…" : "Rendering…";
+        queue.textContent = (progress >= 90 ? "Rendering: encoding the video…" : "Rendering…") + eta;
       }
     }
   }

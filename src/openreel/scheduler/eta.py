@@ -1,0 +1,88 @@
+"""Seconds until a job's clip is ready, from how long this server's renders of the same shape took.
+
+A queued job waits for the work ahead of it (what is left of the running jobs, then one typical render
+per job queued before it) spread over the worker slots, then renders. A running job has its shape's
+time left; once its worker has reported a tenth of the denoising, its own pace says the rest.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from openreel.domain.rules import VideoSpec
+
+# Weight of the newest render in the moving average: recent enough to follow a warm-up or a slower
+# card, smooth enough that one odd render does not swing every estimate.
+SMOOTHING = 0.3
+# From this progress on, a running job's own pace predicts its end better than the average.
+OWN_PACE_FROM_PERCENT = 10
+PIXELS = {"720p": 1280 * 720, "1080p": 1920 * 1080}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a render's time depends on."""
+
+    model: str
+    resolution: str
+    duration: int
+    generate_audio: bool
+    conditioned: bool
+
+    @classmethod
+    def of(cls, spec: VideoSpec) -> Shape:
+        conditioned = bool(spec.image or spec.last_frame or spec.reference_images)
+        return cls(spec.model, spec.resolution, spec.duration, spec.generate_audio, conditioned)
+
+    @property
+    def work(self) -> float:
+        return float(PIXELS.get(self.resolution, PIXELS["720p"]) * self.duration)
+
+
+class RenderTimes:
+    """Seconds from claim to finished clip, a moving average per shape, measured on this server."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[Shape, float] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, shape: Shape, seconds: float) -> None:
+        with self._lock:
+            before = self._seconds.get(shape)
+            self._seconds[shape] = seconds if before is None else before + SMOOTHING * (seconds - before)
+
+    def estimate(self, shape: Shape) -> float | None:
+        """The shape's average; for a shape not rendered yet, the model's other shapes scaled by
+        pixels times seconds of video; None before the model has rendered anything."""
+        with self._lock:
+            if shape in self._seconds:
+                return self._seconds[shape]
+            rates = [s / other.work for other, s in self._seconds.items() if other.model == shape.model]
+        return sum(rates) / len(rates) * shape.work if rates else None
+
+    def typical(self) -> float | None:
+        """One render of whatever shape: the mean over the shapes seen."""
+        with self._lock:
+            values = list(self._seconds.values())
+        return sum(values) / len(values) if values else None
+
+
+def time_left(estimate: float | None, elapsed: float, progress: int) -> float | None:
+    """Seconds a running job still needs, ``elapsed`` seconds after its claim at ``progress`` %."""
+    if progress >= OWN_PACE_FROM_PERCENT:
+        return elapsed * (100 - min(progress, 100)) / progress
+    if estimate is None:
+        return None
+    return max(estimate - elapsed, 0.0)
+
+
+def queued_eta(
+    own: float | None, ahead: int, typical: float | None, running_left: list[float | None], slots: int
+) -> float | None:
+    """Seconds until a queued job is done: ``ahead`` queued jobs before it and the running jobs'
+    time left (a typical render where unknown), over ``slots`` workers, then its own render."""
+    if own is None or typical is None:
+        return None
+    backlog = sum(typical if left is None else left for left in running_left) + ahead * typical
+    return backlog / max(slots, len(running_left), 1) + own

@@ -1,0 +1,53 @@
+"""Where an active job stands: its place in the queue and the seconds until its clip is ready."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cached_property
+
+from sqlalchemy.orm import Session
+
+from openreel.domain.rules import VideoSpec
+from openreel.ledger import jobs
+from openreel.ledger.tables import Job, utcnow
+from openreel.scheduler.eta import RenderTimes, Shape, queued_eta, time_left
+from openreel.service.services import Services
+from openreel.service.views import Standing
+
+
+class Standings:
+    """For one request: the running jobs are read once, however many queued jobs it shows."""
+
+    def __init__(self, session: Session, times: RenderTimes, slots: int) -> None:
+        self.session = session
+        self.times = times
+        self.slots = slots
+        self.now = utcnow()
+
+    @classmethod
+    def of_server(cls, svc: Services, session: Session) -> Standings:
+        return cls(session, svc.dispatcher.render_times, svc.dispatcher.engine.slots)
+
+    def _left(self, spec: dict[str, object], started: datetime | None, progress: int) -> float | None:
+        estimate = self.times.estimate(Shape.of(VideoSpec.from_json(spec)))
+        elapsed = (self.now - started).total_seconds() if started else 0.0
+        return time_left(estimate, max(elapsed, 0.0), progress)
+
+    @cached_property
+    def _running_left(self) -> list[float | None]:
+        return [self._left(*row) for row in jobs.running(self.session)]
+
+    def of(self, job: Job) -> Standing:
+        if job.status == jobs.PROCESSING:
+            return Standing(eta_s=_rounded(self._left(job.spec, job.started_at, job.progress)))
+        if job.status != jobs.QUEUED:
+            return Standing()
+        position = jobs.queue_position(self.session, job)
+        assert position is not None
+        own = self.times.estimate(Shape.of(VideoSpec.from_json(job.spec)))
+        eta = queued_eta(own, position - 1, self.times.typical(), self._running_left, self.slots)
+        return Standing(position, _rounded(eta))
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)

@@ -1,0 +1,55 @@
+"""The estimate of the time a job has left: measured render times per shape, a running job's own pace,
+and the work queued ahead of a waiting one."""
+
+from __future__ import annotations
+
+import pytest
+
+from openreel.domain.rules import VideoSpec
+from openreel.scheduler.eta import RenderTimes, Shape, queued_eta, time_left
+
+
+def shape(resolution: str = "720p", duration: int = 8, model: str = "veo-3.1-fast") -> Shape:
+    return Shape(model, resolution, duration, generate_audio=True, conditioned=False)
+
+
+def test_a_shape_is_what_the_render_time_depends_on() -> None:
+    spec = VideoSpec("veo-3.1-fast", "p", 4, "9:16", "720p", False, 7, None, "http://x/a.png", None, [])
+    assert Shape.of(spec) == Shape("veo-3.1-fast", "720p", 4, generate_audio=False, conditioned=True)
+    assert Shape.of(spec) == Shape.of(VideoSpec(**{**spec.to_json(), "seed": 8, "aspect_ratio": "16:9"}))
+
+
+def test_render_times_follow_the_newest_renders_of_each_shape() -> None:
+    times = RenderTimes()
+    assert times.estimate(shape()) is None and times.typical() is None
+    times.observe(shape(), 20.0)
+    assert times.estimate(shape()) == 20.0
+    times.observe(shape(), 10.0)
+    assert times.estimate(shape()) == pytest.approx(17.0)  # 20 + 0.3 * (10 - 20)
+    times.observe(shape(duration=4), 9.0)
+    assert times.typical() == pytest.approx(13.0)
+
+
+def test_an_unrendered_shape_is_scaled_from_the_models_others_by_pixels_and_seconds() -> None:
+    times = RenderTimes()
+    times.observe(shape("720p", 4), 10.0)
+    assert times.estimate(shape("720p", 8)) == pytest.approx(20.0)
+    assert times.estimate(shape("1080p", 4)) == pytest.approx(22.5)
+    assert times.estimate(shape(model="veo-3.1")) is None
+
+
+def test_a_running_job_uses_the_estimate_until_its_own_pace_is_known() -> None:
+    assert time_left(None, 3.0, 0) is None
+    assert time_left(20.0, 5.0, 5) == 15.0
+    assert time_left(20.0, 25.0, 5) == 0.0
+    assert time_left(None, 6.0, 25) == pytest.approx(18.0)  # a quarter in 6 s: 18 s more
+    assert time_left(20.0, 6.0, 100) == 0.0
+
+
+def test_a_queued_job_waits_for_the_work_ahead_over_the_slots_then_renders() -> None:
+    assert queued_eta(None, 0, 10.0, [], 1) is None
+    assert queued_eta(12.0, 0, 10.0, [], 1) == 12.0
+    assert queued_eta(12.0, 2, 10.0, [4.0], 1) == pytest.approx(4.0 + 20.0 + 12.0)
+    assert queued_eta(12.0, 2, 10.0, [4.0, None], 2) == pytest.approx((4.0 + 10.0 + 20.0) / 2 + 12.0)
+    # More jobs running than this server has slots: other servers' workers share the queue.
+    assert queued_eta(12.0, 0, 10.0, [6.0, 6.0], 1) == pytest.approx(6.0 + 12.0)
