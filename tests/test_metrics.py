@@ -8,6 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from openreel.scheduler.dispatcher import PHASES
 from openreel.service.metrics import LEDGER_CACHE_S
 
 from support import LiveServer, wait_for
@@ -56,6 +57,13 @@ def test_job_counters_move_when_a_job_completes_and_when_one_is_cancelled(server
         for stage in ("render", "encode"):
             count = ("openreel_render_seconds_count", (*model, ("stage", stage)))
             assert after[count] == before.get(count, 0) + 1
+        # The status write is timed once it has committed: a moment after the job reads COMPLETED.
+        after = scrape_when_moved(
+            server, before, ("openreel_job_phase_seconds_count", (("phase", "status"),))
+        )
+        for phase in PHASES:
+            count = ("openreel_job_phase_seconds_count", (("phase", phase),))
+            assert after[count] == before.get(count, 0) + 1, phase
         assert after[("openreel_worker_slots", (("state", "idle"),))] >= 1
         assert after[("openreel_engine_ready", ())] == 1
 

@@ -54,6 +54,7 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
         catalog,
         on_job_event=webhooks.enqueue,
         on_rendered=metrics.rendered,
+        on_phase=metrics.phase,
         executor=executor,
     )
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)

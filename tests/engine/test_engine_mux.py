@@ -61,8 +61,9 @@ def test_round_trip_with_audio(frames_720p: np.ndarray, tmp_path: Path) -> None:
         assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
         audio = container.streams.audio[0].codec_context
         assert (audio.name, audio.sample_rate, audio.channels) == ("aac", 16000, 2)
-        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    assert np.abs(first.astype(int) - frames_720p[0].astype(int)).mean() < 8
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == info.frame_count
+    assert np.abs(decoded[0].astype(int) - frames_720p[0].astype(int)).mean() < 8
 
 
 def test_no_audio_stream_without_audio(tmp_path: Path) -> None:

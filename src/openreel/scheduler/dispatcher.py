@@ -43,11 +43,17 @@ log = logging.getLogger("openreel.dispatcher")
 
 SWEEP_INTERVAL_S = 60.0
 CLAIM_INTERVAL_S = 0.5
+POLL_S = 0.1
 
 # Called inside the transaction that changed the job: (session, job id, event).
 JobEventHook = Callable[[Session, str, str], None]
 # Called when a render finished: (model id, seconds per part of the render, the recipe's trace).
 RenderedHook = Callable[[str, dict[str, float], dict[str, Any]], None]
+# Called with the seconds each step of a job's way around its render took (PHASES).
+PhaseHook = Callable[[str, float], None]
+# submit to claim; claim to hand-off (images read, render planned); the worker's time beyond render and
+# encode (messages, probe); moving the file into storage; writing COMPLETED.
+PHASES = ("claim", "prepare", "worker", "commit", "status")
 
 
 @dataclass
@@ -62,6 +68,7 @@ class Running:
     deadline: float
     shape: Shape
     claimed: float
+    handed: float = 0.0
 
 
 class Dispatcher:
@@ -74,6 +81,7 @@ class Dispatcher:
         catalog: Catalog,
         on_job_event: JobEventHook | None = None,
         on_rendered: RenderedHook | None = None,
+        on_phase: PhaseHook | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.settings = settings
@@ -84,6 +92,7 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_job_event = on_job_event or (lambda _session, _job, _event: None)
         self._on_rendered = on_rendered or (lambda _model, _seconds, _trace: None)
+        self._on_phase = on_phase or (lambda _phase, _seconds: None)
         self._executor = executor if executor is not None else make_executor(settings)
         self.render_times = RenderTimes()
         self._running: dict[int, Running] = {}
@@ -137,7 +146,7 @@ class Dispatcher:
             self._next_sweep = now + SWEEP_INTERVAL_S
             with self.db.session() as session:
                 uploads.sweep_expired(session, self.storage, utcnow())
-        for event in self._executor.poll(0.1):
+        for event in self._poll():
             try:
                 self._handle(event)
             except Exception:
@@ -157,6 +166,14 @@ class Dispatcher:
             # Reading a job's images may take a while (S3): keep the other jobs' leases alive meanwhile.
             while not self._stop.is_set() and self._dispatch_next():
                 self._keep_leases_when_due()
+
+    def _poll(self) -> list[m.TaskEvent]:
+        """The workers' events. With no job running, a submission's ``wake`` ends the wait at once: the
+        executor's own wait would hold a new job up to ``POLL_S`` from its claim."""
+        if self._running:
+            return self._executor.poll(POLL_S)
+        self._wake.wait(POLL_S)
+        return self._executor.poll(0)
 
     def _keep_leases_when_due(self) -> None:
         if time.monotonic() >= self._next_lease_check:
@@ -190,7 +207,9 @@ class Dispatcher:
                 if jobs.set_progress(session, running.job_id, running.attempt, event.percent):
                     self._on_job_event(session, running.job_id, "progress")
         elif isinstance(event, m.Done):
-            self.render_times.observe(running.shape, time.monotonic() - running.claimed)
+            now = time.monotonic()
+            self._on_phase("worker", max(now - running.handed - sum(event.seconds.values()), 0.0))
+            self.render_times.observe(running.shape, now - running.claimed)
             try:  # before the job reads COMPLETED, so whoever sees it completed sees its render counted
                 self._on_rendered(running.model, event.seconds, event.media.get("recipe") or {})
             except Exception:
@@ -213,9 +232,10 @@ class Dispatcher:
             job = jobs.claim_next(session, self.owner, self.settings.lease_ttl_s, worker=slot)
             if job is None:
                 return False
-            job_id, attempt, raw_spec = job.id, job.attempts, job.spec
+            job_id, attempt, raw_spec, created = job.id, job.attempts, job.spec, job.created_at
             self._on_job_event(session, job_id, "progress")
         claimed = time.monotonic()
+        self._on_phase("claim", max((utcnow() - created).total_seconds(), 0.0))
         if slot is None:
             self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
             return True
@@ -230,11 +250,19 @@ class Dispatcher:
             self._fail(job_id, attempt, f"the job could not be prepared: {exc}")
             return True
         self._executor.submit(slot, task)
+        self._handed(task.seq, claimed)
         with self.db.read() as session:
             # A cancel that came while the images were read found nothing to stop yet.
             if jobs.status_of(session, job_id) == jobs.CANCELLED:
                 self._executor.cancel(task.seq)
         return True
+
+    def _handed(self, seq: int, claimed: float) -> None:
+        with self._lock:
+            running = self._running.get(seq)
+        if running is not None:
+            running.handed = time.monotonic()
+            self._on_phase("prepare", running.handed - claimed)
 
     def _prepare(
         self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float, claimed: float
@@ -288,7 +316,10 @@ class Dispatcher:
         return load_image(url, settings=self.settings, signer=self.signer, storage=self.storage)
 
     def _finish_done(self, running: Running, media: dict[str, object]) -> None:
+        started = time.monotonic()
         self.storage.commit(Path(running.staged), running.key)
+        committed = time.monotonic()
+        self._on_phase("commit", committed - started)
         result = {
             "key": running.key,
             "checkpoint": self.settings.checkpoint,
@@ -300,6 +331,7 @@ class Dispatcher:
             won = jobs.complete(session, running.job_id, running.attempt, result)
             if won:
                 self._on_job_event(session, running.job_id, "completed")
+        self._on_phase("status", time.monotonic() - committed)
         if not won:
             self.storage.delete(running.key)
         self._clear(running)

@@ -20,10 +20,13 @@ from openreel.executors.base import EngineState
 from openreel.ledger import jobs as job_states
 from openreel.ledger import stats
 from openreel.ledger.db import Database
+from openreel.scheduler.dispatcher import PHASES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # From a 4 s tiny-engine clip on a CPU to an 8 s 1080p one on a slow card.
 RENDER_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
+# From a file rename to a queue wait.
+PHASE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600)
 
 
 # The ledger's totals are whole-table counts: scrapes closer together than this share one reading.
@@ -90,6 +93,16 @@ class Metrics:
             buckets=RENDER_BUCKETS,
             registry=self.registry,
         )
+        self._phases = Histogram(
+            "openreel_job_phase_seconds",
+            "Wall seconds of each step of a job's way around its render on this server: submit to claim, "
+            "claim to hand-off, the worker's time beyond render and encode, file commit, status write.",
+            ["phase"],
+            buckets=PHASE_BUCKETS,
+            registry=self.registry,
+        )
+        for phase in PHASES:
+            self._phases.labels(phase)
         self._gpu = Gauge(
             "openreel_gpu_peak_memory_bytes",
             "Peak GPU memory of the last finished render of each model (CUDA workers only).",
@@ -108,6 +121,9 @@ class Metrics:
             self._render.labels(model, stage).observe(value)
         if trace.get("peakGpuBytes") is not None:
             self._gpu.labels(model).set(trace["peakGpuBytes"])
+
+    def phase(self, phase: str, seconds: float) -> None:
+        self._phases.labels(phase).observe(seconds)
 
     def exposition(self, engine: EngineState) -> bytes:
         self._slots.labels("busy").set(engine.busy)
