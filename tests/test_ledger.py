@@ -350,7 +350,9 @@ def test_queue_positions_and_pages_follow_creation_time_then_id(db: Database) ->
         session.execute(update(Job).where(Job.id == made[4]).values(created_at=same + timedelta(seconds=1)))
     queue = [made[0], *sorted(made[1:4]), made[4]]
     with db.read() as session:
-        positions = {j: jobs.queue_position(session, session.get_one(Job, j)) for j in made}
+        shown = [session.get_one(Job, j) for j in made]
+        positions = jobs.queue_positions(session, shown)
+        assert positions == {j: jobs.queue_positions(session, [session.get_one(Job, j)])[j] for j in made}
         pages, after = [], None
         while True:
             page, more = jobs.list_jobs(session, key.account_id, limit=2, after=after)

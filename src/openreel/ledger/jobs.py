@@ -142,14 +142,33 @@ def _before(created_at: datetime, job_id: str) -> ColumnElement[bool]:
     return tuple_(Job.created_at, Job.id) < tuple_(created_at, job_id)
 
 
-def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place in the global queue, for QUEUED jobs."""
-    if job.status != QUEUED:
-        return None
-    ahead = session.scalar(
-        select(func.count()).select_from(Job).where(Job.status == QUEUED, _before(job.created_at, job.id))
+def queue_positions(session: Session, shown: list[Job]) -> dict[str, int]:
+    """1-based places in the global queue of those of ``shown`` that are QUEUED (as read in this
+    transaction), numbered in one pass over the queue up to the last of them."""
+    queued = [job for job in shown if job.status == QUEUED]
+    if not queued:
+        return {}
+    if len(queued) == 1:
+        # One job (a poll): counting the jobs ahead reads only index entries, a seventh of the time of
+        # numbering them (0.36 against 2.5 ms at place 3,000 on SQLite).
+        only = queued[0]
+        count = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.status == QUEUED, _before(only.created_at, only.id))
+        )
+        return {only.id: int(count or 0) + 1}
+    last = max(queued, key=lambda job: (job.created_at, job.id))
+    place = func.row_number().over(order_by=(Job.created_at, Job.id)).label("place")
+    numbered = (
+        select(Job.id, place)
+        .where(Job.status == QUEUED, or_(_before(last.created_at, last.id), Job.id == last.id))
+        .subquery()
     )
-    return int(ahead or 0) + 1
+    rows = session.execute(
+        select(numbered.c.id, numbered.c.place).where(numbered.c.id.in_([job.id for job in queued]))
+    )
+    return {job_id: int(n) for job_id, n in rows}
 
 
 def running(session: Session) -> list[tuple[dict[str, Any], datetime | None, int]]:

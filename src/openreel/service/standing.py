@@ -16,17 +16,22 @@ from openreel.service.views import Standing
 
 
 class Standings:
-    """For one request: the running jobs are read once, however many queued jobs it shows."""
+    """For the jobs one reply shows: their queue places and the running jobs are each read once."""
 
-    def __init__(self, session: Session, times: RenderTimes, slots: int) -> None:
+    def __init__(self, session: Session, times: RenderTimes, slots: int, shown: list[Job]) -> None:
         self.session = session
         self.times = times
         self.slots = slots
+        self.shown = shown
         self.now = utcnow()
 
     @classmethod
-    def of_server(cls, svc: Services, session: Session) -> Standings:
-        return cls(session, svc.dispatcher.render_times, svc.dispatcher.engine.slots)
+    def of_server(cls, svc: Services, session: Session, shown: list[Job]) -> Standings:
+        return cls(session, svc.dispatcher.render_times, svc.dispatcher.engine.slots, shown)
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return jobs.queue_positions(self.session, self.shown)
 
     def _left(self, spec: dict[str, object], started: datetime | None, progress: int) -> float | None:
         estimate = self.times.estimate(Shape.of(VideoSpec.from_json(spec)))
@@ -40,10 +45,9 @@ class Standings:
     def of(self, job: Job) -> Standing:
         if job.status == jobs.PROCESSING:
             return Standing(eta_s=_rounded(self._left(job.spec, job.started_at, job.progress)))
-        if job.status != jobs.QUEUED:
+        position = self._positions.get(job.id)
+        if position is None:  # ended, or claimed since it was read
             return Standing()
-        position = jobs.queue_position(self.session, job)
-        assert position is not None
         own = self.times.estimate(Shape.of(VideoSpec.from_json(job.spec)))
         eta = queued_eta(own, position - 1, self.times.typical(), self._running_left, self.slots)
         return Standing(position, _rounded(eta))

@@ -63,7 +63,7 @@ def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dic
         job = jobs.get_for_account(session, key.account_id, _job_id(job_id))
         if job is None:
             raise ApiError(404, NOT_FOUND)
-        standing = Standings.of_server(svc, session).of(job)
+        standing = Standings.of_server(svc, session, [job]).of(job)
     return _present(svc, request, job, standing)
 
 
@@ -102,7 +102,7 @@ def list_jobs(
             after=after,
         )
         models = jobs.account_models(session, key.account_id) if include_models == "true" else None
-        standings = Standings.of_server(svc, session)
+        standings = Standings.of_server(svc, session, page)
         shown = [_present(svc, request, job, standings.of(job)) for job in page]
     body: dict[str, Any] = {
         "jobs": shown,
@@ -130,7 +130,7 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> 
     with svc.db.read() as session:
         fresh = session.get(Job, ended.job.id)
         assert fresh is not None
-        standing = Standings.of_server(svc, session).of(fresh)
+        standing = Standings.of_server(svc, session, [fresh]).of(fresh)
     return _present(svc, request, fresh, standing)
 
 

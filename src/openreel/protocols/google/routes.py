@@ -111,7 +111,7 @@ def _operation_reply(
     svc: Services, request: Request, job: Job, name: str, form: Form, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     with svc.db.read() as session:
-        standing = Standings.of_server(svc, session).of(job)
+        standing = Standings.of_server(svc, session, [job]).of(job)
     body = operation(
         svc,
         job,
