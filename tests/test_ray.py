@@ -31,6 +31,10 @@ pytestmark = pytest.mark.xdist_group("ray")
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
 
+# Ports Ray's components take by default (the dashboard agent's is in the ephemeral range): a head on
+# one of them fails to start.
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365})
+
 
 def test_worker_command_joins_the_head_with_its_slots() -> None:
     command = node_command("10.0.0.5:6379", 4)
@@ -111,6 +115,8 @@ def test_two_nodes_share_jobs_cancel_and_a_node_lost_mid_job_loses_nothing(
     """`ray start --address` refuses the loopback-only mode, so these nodes use the machine's address."""
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     port = free_port()
+    while port in RAY_DEFAULT_PORTS:  # a free port that Ray's own components would then take
+        port = free_port()
     ray_cli = str(Path(sys.executable).with_name("ray"))
     log = (tmp_path / "ray.log").open("ab")
     head_command = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]

@@ -28,14 +28,12 @@ def submit(
     prepare: Callable[[VideoSpec], VideoSpec],
     refusal: Callable[[Exception], WireError],
 ) -> tuple[Submitted, Job]:
-    """``submit_job`` with its refusals shaped by the surface's ``refusal``, and the job row to render."""
+    """``submit_job`` with its refusals shaped by the surface's ``refusal``, and the job to render: as
+    submitted, so a create answers "queued" even when a worker has already taken the job."""
     try:
         submitted = submit_job(
             svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem
         )
     except REFUSALS as exc:
         raise refusal(exc) from exc
-    with svc.db.read() as session:
-        job = session.get(Job, submitted.job_id)
-    assert job is not None
-    return submitted, job
+    return submitted, submitted.job

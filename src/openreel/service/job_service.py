@@ -31,9 +31,12 @@ class EngineUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Submitted:
+    """The job as the submission left it (a worker may have claimed it since)."""
+
     job_id: str
     status: str
     created: bool
+    job: Job
 
 
 def _image_fields(spec: VideoSpec) -> list[tuple[str, str | None]]:
@@ -166,7 +169,7 @@ def submit_job(
         with svc.db.read() as session:
             job = jobs.replayed(session, key.account_id, idempotency_key, request_hash(echo))
             if job is not None:
-                return Submitted(job.id, job.status, created=False)
+                return Submitted(job.id, job.status, created=False, job=job)
     if prepare is not None:
         spec = prepare(spec)
     new = jobs.NewJob(
@@ -184,7 +187,7 @@ def submit_job(
         try:
             with svc.db.session() as session:
                 job, created = jobs.submit(session, key, new, max_active=svc.settings.max_concurrent_jobs)
-                result = Submitted(job.id, job.status, created)
+                result = Submitted(job.id, job.status, created, job)
             break
         except IntegrityError:
             # Two first uses of one Idempotency-Key raced on PostgreSQL; the second read finds the winner.
