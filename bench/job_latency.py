@@ -34,7 +34,7 @@ STAGES = ("render", "encode")
 def sums(client: httpx.Client) -> dict[str, float]:
     """Seconds summed so far per render stage and per phase, and how many status writes were timed."""
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(client.get("/metrics").text):
+    for family in text_string_to_metric_families(client.get("/metrics").raise_for_status().text):
         for sample in family.samples:
             if sample.name == "openreel_render_seconds_sum":
                 found[sample.labels["stage"]] = found.get(sample.labels["stage"], 0.0) + sample.value
@@ -62,7 +62,10 @@ def run(base_url: str, key: str, args: argparse.Namespace) -> list[dict[str, flo
             total = time.perf_counter() - started
             if job["status"] != "COMPLETED":
                 raise SystemExit(f"job {job_id} ended {job['status']}: {job['error']}")
+            deadline = time.monotonic() + 10
             while (after := sums(client)).get("timed") == before.get("timed"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server times no job phases (openreel_job_phase_seconds)")
                 time.sleep(POLL_S)
             row = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in (*STAGES, *PHASES)}
             row["total"] = total

@@ -50,6 +50,9 @@ def test_a_queued_job_waits_for_the_work_ahead_over_the_slots_then_renders() -> 
     assert queued_eta(None, 0, 10.0, [], 1) is None
     assert queued_eta(12.0, 0, 10.0, [], 1) == 12.0
     assert queued_eta(12.0, 2, 10.0, [4.0], 1) == pytest.approx(4.0 + 20.0 + 12.0)
-    assert queued_eta(12.0, 2, 10.0, [4.0, None], 2) == pytest.approx((4.0 + 10.0 + 20.0) / 2 + 12.0)
+    # Two workers free at 4 and 10 s: the jobs ahead take them (to 14 and 20 s); this one starts at 14.
+    assert queued_eta(12.0, 2, 10.0, [4.0, None], 2) == pytest.approx(14.0 + 12.0)
+    assert queued_eta(12.0, 0, 10.0, [1.0, 100.0], 2) == pytest.approx(1.0 + 12.0)
+    assert queued_eta(12.0, 1, 10.0, [], 2) == 12.0  # an idle worker for each
     # More jobs running than this server has slots: other servers' workers share the queue.
     assert queued_eta(12.0, 0, 10.0, [6.0, 6.0], 1) == pytest.approx(6.0 + 12.0)

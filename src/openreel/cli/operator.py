@@ -65,7 +65,8 @@ def keys_revoke(
 ) -> None:
     """Revoke a key for good.
 
-    It gets 403 from now on; its account, credits and jobs stay."""
+    It gets 403 from now on (a running server may accept it for OPENREEL_KEY_CACHE_S more seconds);
+    its account, credits and jobs stay."""
     from openreel.ledger import accounts
 
     db = database(settings_of(data_dir))

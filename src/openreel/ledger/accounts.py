@@ -82,7 +82,8 @@ def keys(session: Session, account_id: str | None = None) -> list[ApiKey]:
 
 
 def revoke(session: Session, key_id: str) -> ApiKey:
-    """Deactivate a key for good: requests with it get a 403 from now on; its account and jobs stay."""
+    """Deactivate a key for good: requests with it get a 403 (within ``key_cache_s`` on a running
+    server); its account and jobs stay."""
     key = session.get(ApiKey, key_id)
     if key is None:
         raise LookupError(f"no key with id {key_id}")
@@ -103,4 +104,4 @@ def listing(session: Session) -> list[tuple[Account, int, int]]:
         .outerjoin(active, active.c.account_id == Account.id)
         .order_by(Account.created_at, Account.id)
     ).all()
-    return [(account, credits.balance(session, account.id), int(n)) for account, n in rows]
+    return [(account, account.balance, int(n)) for account, n in rows]

@@ -27,11 +27,18 @@ def balance(session: Session, account_id: str) -> int:
 
 
 def _post(session: Session, entry: CreditEntry) -> CreditEntry:
-    """Add the entry and move the balance by its amount, in SQL, so concurrent posts all count."""
+    """Add the entry and move the balance by its amount, in SQL, so concurrent posts all count; an
+    account already loaded in the session reads its balance again at its next use."""
     session.add(entry)
     session.execute(
-        update(Account).where(Account.id == entry.account_id).values(balance=Account.balance + entry.amount)
+        update(Account)
+        .where(Account.id == entry.account_id)
+        .values(balance=Account.balance + entry.amount)
+        .execution_options(synchronize_session=False)
     )
+    loaded = session.identity_map.get(session.identity_key(Account, entry.account_id))
+    if loaded is not None:
+        session.expire(loaded, ["balance"])
     return entry
 
 

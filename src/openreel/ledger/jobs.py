@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from openreel.ledger import credits
@@ -137,9 +137,11 @@ def status_of(session: Session, job_id: str) -> str | None:
 
 
 def _before(created_at: datetime, job_id: str) -> ColumnElement[bool]:
-    """Jobs ahead of (created_at, id) in queue order, as a row-value comparison: SQLite counts 3,000
-    queued jobs with it in an eighth of the time the equivalent OR of two terms takes."""
-    return tuple_(Job.created_at, Job.id) < tuple_(created_at, job_id)
+    """Jobs before (created_at, id) in creation order (the queue's, and the pages' cursor), as a row-value
+    comparison: SQLite counts 3,000 queued jobs with it in an eighth of the time the equivalent OR of
+    two terms takes. The values are bound with the columns' types, so a time is stored as in the table."""
+    bound = tuple_(literal(created_at, Job.created_at.type), literal(job_id, Job.id.type))
+    return tuple_(Job.created_at, Job.id) < bound
 
 
 def queue_positions(session: Session, shown: list[Job]) -> dict[str, int]:
@@ -322,6 +324,8 @@ def reap_expired(session: Session, max_attempts: int) -> tuple[list[str], list[s
             Job.status == PROCESSING,
             or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()),
         )
+        # Refunds lock their accounts' rows: in one order, so two reapers cannot deadlock.
+        .order_by(Job.account_id, Job.id)
         .with_for_update(skip_locked=True)
     ).all()
     requeued, failed = [], []

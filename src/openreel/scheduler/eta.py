@@ -1,12 +1,13 @@
 """Seconds until a job's clip is ready, from how long this server's renders of the same shape took.
 
-A queued job waits for the work ahead of it (what is left of the running jobs, then one typical render
-per job queued before it) spread over the worker slots, then renders. A running job has its shape's
-time left; once its worker has reported a tenth of the denoising, its own pace says the rest.
+A queued job waits for a worker: each frees when its running job ends, and the jobs queued before it
+take them in turn, a typical render each. A running job has its shape's time left; once its worker has
+reported 10 % progress, the pace it has kept since its claim says the rest.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 from dataclasses import dataclass
 
@@ -15,7 +16,8 @@ from openreel.domain.rules import VideoSpec
 # Weight of the newest render in the moving average: recent enough to follow a warm-up or a slower
 # card, smooth enough that one odd render does not swing every estimate.
 SMOOTHING = 0.3
-# From this progress on, a running job's own pace predicts its end better than the average.
+# From this progress on (the worker reports 0 to 90 over the denoising steps, 95 while encoding), a
+# running job's own pace predicts its end better than the average.
 OWN_PACE_FROM_PERCENT = 10
 PIXELS = {"720p": 1280 * 720, "1080p": 1920 * 1080}
 
@@ -80,9 +82,14 @@ def time_left(estimate: float | None, elapsed: float, progress: int) -> float | 
 def queued_eta(
     own: float | None, ahead: int, typical: float | None, running_left: list[float | None], slots: int
 ) -> float | None:
-    """Seconds until a queued job is done: ``ahead`` queued jobs before it and the running jobs'
-    time left (a typical render where unknown), over ``slots`` workers, then its own render."""
+    """Seconds until a queued job is done. Each of ``slots`` workers frees when its running job ends
+    (a typical render's time where that is unknown; at once if idle); the ``ahead`` jobs queued before
+    this one take the workers as they free, a typical render each; then this one starts on the first."""
     if own is None or typical is None:
         return None
-    backlog = sum(typical if left is None else left for left in running_left) + ahead * typical
-    return backlog / max(slots, len(running_left), 1) + own
+    free_at = [typical if left is None else left for left in running_left]
+    free_at += [0.0] * max(slots - len(free_at), 1 - len(free_at), 0)  # idle workers (at least one)
+    heapq.heapify(free_at)
+    for _ in range(ahead):
+        heapq.heappush(free_at, heapq.heappop(free_at) + typical)
+    return free_at[0] + own
