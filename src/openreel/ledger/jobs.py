@@ -136,12 +136,14 @@ def status_of(session: Session, job_id: str) -> str | None:
     return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
-def _before(created_at: datetime, job_id: str) -> ColumnElement[bool]:
-    """Jobs before (created_at, id) in creation order (the queue's, and the pages' cursor), as a row-value
-    comparison: SQLite counts 3,000 queued jobs with it in an eighth of the time the equivalent OR of
-    two terms takes. The values are bound with the columns' types, so a time is stored as in the table."""
+def _before(created_at: datetime, job_id: str, *, later: bool = False) -> ColumnElement[bool]:
+    """Jobs before (or ``later``: after) (created_at, id) in creation order (the queue's, and the pages'
+    cursors), as a row-value comparison: SQLite counts 3,000 queued jobs with it in an eighth of the
+    time the equivalent OR of two terms takes. The values are bound with the columns' types, so a time
+    is stored as in the table."""
     bound = tuple_(literal(created_at, Job.created_at.type), literal(job_id, Job.id.type))
-    return tuple_(Job.created_at, Job.id) < bound
+    row = tuple_(Job.created_at, Job.id)
+    return row > bound if later else row < bound
 
 
 def queue_positions(session: Session, shown: list[Job]) -> dict[str, int]:
@@ -188,8 +190,10 @@ def list_jobs(
     model: str | None = None,
     search: str | None = None,
     after: tuple[datetime, str] | None = None,
+    ascending: bool = False,
 ) -> tuple[list[Job], bool]:
-    """A page ordered by (created_at desc, id desc), starting after the cursor; returns (jobs, has_more)."""
+    """A page ordered by (created_at, id), newest first unless ``ascending``, starting after the cursor;
+    returns (jobs, has_more)."""
     query = select(Job).where(Job.account_id == account_id, Job.deleted_at.is_(None))
     if status:
         query = query.where(Job.status == status)
@@ -199,8 +203,9 @@ def list_jobs(
         query = query.where(Job.id == search)
     if after is not None:
         created, job_id = after
-        query = query.where(_before(created, job_id))
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+        query = query.where(_before(created, job_id, later=ascending))
+    order = (Job.created_at, Job.id) if ascending else (Job.created_at.desc(), Job.id.desc())
+    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 
 

@@ -41,7 +41,6 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import and_, or_, select
 
 from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
@@ -488,35 +487,17 @@ def list_page(
     svc: Services, account_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
 ) -> tuple[list[Job], bool]:
     """The account's videos by (created_at, id), ``order`` either way, starting after ``after``."""
-    query = select(Job).where(Job.account_id == account_id, Job.deleted_at.is_(None))
     with svc.db.read() as session:
+        cursor = None
         if after is not None:
             job_id = parse_video_id(after)
-            cursor = jobs.get_for_account(session, account_id, job_id) if job_id else None
-            if cursor is None:
+            found = jobs.get_for_account(session, account_id, job_id) if job_id else None
+            if found is None:
                 raise OpenAIError(
                     400,
                     f"after: no video with id '{after}' in this account",
                     param="after",
                     code="invalid_value",
                 )
-            if order == "desc":
-                query = query.where(
-                    or_(
-                        Job.created_at < cursor.created_at,
-                        and_(Job.created_at == cursor.created_at, Job.id < cursor.id),
-                    )
-                )
-            else:
-                query = query.where(
-                    or_(
-                        Job.created_at > cursor.created_at,
-                        and_(Job.created_at == cursor.created_at, Job.id > cursor.id),
-                    )
-                )
-        if order == "desc":
-            query = query.order_by(Job.created_at.desc(), Job.id.desc())
-        else:
-            query = query.order_by(Job.created_at.asc(), Job.id.asc())
-        rows = list(session.scalars(query.limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+            cursor = (found.created_at, found.id)
+        return jobs.list_jobs(session, account_id, limit=limit, after=cursor, ascending=order == "asc")
