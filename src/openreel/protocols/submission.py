@@ -8,7 +8,7 @@ from typing import Any
 from openreel.domain.rules import VideoSpec
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import ApiKey, Job
+from openreel.ledger.tables import ApiKey
 from openreel.protocols.shaped_routes import WireError
 from openreel.service.job_service import EngineUnavailable, Submitted, submit_job
 from openreel.service.services import Services
@@ -27,13 +27,13 @@ def submit(
     base_url: str,
     prepare: Callable[[VideoSpec], VideoSpec],
     refusal: Callable[[Exception], WireError],
-) -> tuple[Submitted, Job]:
-    """``submit_job`` with its refusals shaped by the surface's ``refusal``, and the job to render: as
-    submitted, so a create answers "queued" even when a worker has already taken the job."""
+) -> Submitted:
+    """``submit_job`` with its refusals shaped by the surface's ``refusal``. Its job is as submitted, so
+    a create answers "queued" even when a worker has already taken the job."""
     try:
         submitted = submit_job(
             svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem
         )
     except REFUSALS as exc:
         raise refusal(exc) from exc
-    return submitted, submitted.job
+    return submitted

@@ -52,7 +52,7 @@ RenderedHook = Callable[[str, dict[str, float], dict[str, Any]], None]
 # Called with the seconds each step of a job's way around its render took (PHASES).
 PhaseHook = Callable[[str, float], None]
 # submit to claim; claim to hand-off (images read, render planned); the worker's time beyond render and
-# encode (messages, probe); moving the file into storage; writing COMPLETED.
+# encode (the hand-off itself, messages, probe); moving the file into storage; writing COMPLETED.
 PHASES = ("claim", "prepare", "worker", "commit", "status")
 
 
@@ -68,7 +68,7 @@ class Running:
     deadline: float
     shape: Shape
     claimed: float
-    handed: float = 0.0
+    handed: float
 
 
 class Dispatcher:
@@ -249,20 +249,13 @@ class Dispatcher:
             log.exception("preparing job %s failed", job_id)
             self._fail(job_id, attempt, f"the job could not be prepared: {exc}")
             return True
+        self._on_phase("prepare", time.monotonic() - claimed)
         self._executor.submit(slot, task)
-        self._handed(task.seq, claimed)
         with self.db.read() as session:
             # A cancel that came while the images were read found nothing to stop yet.
             if jobs.status_of(session, job_id) == jobs.CANCELLED:
                 self._executor.cancel(task.seq)
         return True
-
-    def _handed(self, seq: int, claimed: float) -> None:
-        with self._lock:
-            running = self._running.get(seq)
-        if running is not None:
-            running.handed = time.monotonic()
-            self._on_phase("prepare", running.handed - claimed)
 
     def _prepare(
         self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float, claimed: float
@@ -302,6 +295,7 @@ class Dispatcher:
                 deadline=time.monotonic() + self.settings.job_timeout_s,
                 shape=Shape.of(spec),
                 claimed=claimed,
+                handed=time.monotonic(),
             )
             self._running[running.seq] = running
         return m.RenderTask(running.seq, job_id, plan, str(staged), first, last, references)

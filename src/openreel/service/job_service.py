@@ -31,12 +31,11 @@ class EngineUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Submitted:
-    """The job as the submission left it (a worker may have claimed it since)."""
+    """The job as the submission left it (a worker may have claimed it since); ``created`` is False
+    for the replay of an Idempotency-Key."""
 
-    job_id: str
-    status: str
-    created: bool
     job: Job
+    created: bool
 
 
 def _image_fields(spec: VideoSpec) -> list[tuple[str, str | None]]:
@@ -107,12 +106,9 @@ def take_images(
 
 
 def _fetched_upload(svc: Services, account_id: str, url: str, base_url: str) -> str:
-    """The link of a new upload holding the image at ``url``."""
+    """The link of a new upload holding the image at ``url`` (``fetch`` refuses anything else)."""
     data = fetch(url, svc.settings, max_bytes=svc.settings.max_upload_image_bytes)
-    upload = store_upload(svc, account_id, io.BytesIO(data), base_url)
-    if upload["kind"] != "image":
-        raise InputError(f"{url} is not an image ({upload['contentType']})")
-    return str(upload["url"])
+    return str(store_upload(svc, account_id, io.BytesIO(data), base_url)["url"])
 
 
 def check_webhook_target(svc: Services, details: Details, path: str, url: str) -> None:
@@ -169,7 +165,7 @@ def submit_job(
         with svc.db.read() as session:
             job = jobs.replayed(session, key.account_id, idempotency_key, request_hash(echo))
             if job is not None:
-                return Submitted(job.id, job.status, created=False, job=job)
+                return Submitted(job, created=False)
     if prepare is not None:
         spec = prepare(spec)
     new = jobs.NewJob(
@@ -187,7 +183,7 @@ def submit_job(
         try:
             with svc.db.session() as session:
                 job, created = jobs.submit(session, key, new, max_active=svc.settings.max_concurrent_jobs)
-                result = Submitted(job.id, job.status, created, job)
+                result = Submitted(job, created)
             break
         except IntegrityError:
             # Two first uses of one Idempotency-Key raced on PostgreSQL; the second read finds the winner.

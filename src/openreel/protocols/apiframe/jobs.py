@@ -103,7 +103,8 @@ def list_jobs(
         )
         models = jobs.account_models(session, key.account_id) if include_models == "true" else None
         standings = Standings.of_server(svc, session, page)
-        shown = [_present(svc, request, job, standings.of(job)) for job in page]
+        base_url = svc.base_url(str(request.base_url))
+        shown = [svc.presenter.job(job, base_url, standings.of(job)) for job in page]
     body: dict[str, Any] = {
         "jobs": shown,
         "nextCursor": encode_cursor(page[-1]) if has_more and page else None,

@@ -114,5 +114,5 @@ def generate_video(
         raise ApiError(429, message, headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_S)}) from exc
     headers = {} if submitted.created else {"Idempotent-Replayed": "true"}
     return JSONResponse(
-        {"jobId": submitted.job_id, "status": submitted.status}, status_code=202, headers=headers
+        {"jobId": submitted.job.id, "status": submitted.job.status}, status_code=202, headers=headers
     )

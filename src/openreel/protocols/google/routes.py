@@ -139,7 +139,7 @@ def _predict(
         raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
     base_url = svc.base_url(str(request.base_url))
-    submitted, job = submission.submit(
+    submitted = submission.submit(
         svc,
         key,
         predict.spec,
@@ -150,6 +150,7 @@ def _predict(
         refusal=refusal,
     )
     headers = None if submitted.created else {"Idempotent-Replayed": "true"}
+    job = submitted.job
     return _operation_reply(svc, request, job, operation_name(form, model, job.id), form, headers)
 
 

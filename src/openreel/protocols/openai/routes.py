@@ -198,7 +198,7 @@ def _create(
         raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
     base_url = svc.base_url(str(request.base_url))
     create = parse_create(svc, key.account_id, fields, base_url)
-    submitted, job = submission.submit(
+    submitted = submission.submit(
         svc,
         key,
         create.spec,
@@ -211,7 +211,7 @@ def _create(
     headers = {"openai-poll-after-ms": POLL_AFTER_MS}
     if not submitted.created:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(video_object(job), headers=headers)
+    return JSONResponse(video_object(submitted.job), headers=headers)
 
 
 def _own_job(svc: Services, key: ApiKey, raw_id: str) -> Job:
