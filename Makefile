@@ -1,9 +1,10 @@
 # Two commands: `make serve` runs the service on its embedded defaults, `make test` runs every check.
-# The test set-up adds the test tools, google-genai 2.x beside the venv (its 2.x and 3.x clients are
-# both tested), Lightricks' reference pipelines for the parity tests (without their dependencies:
-# torchaudio and an older torch, which must not replace ours), Debian's chromium for the Studio's
-# browser test and jq for the README's curl example; the tests also need the local PostgreSQL server
-# (started here if it is installed but down).
+# The service takes Lightricks' prompt-enhancement instructions from their ltx-core (without its
+# dependencies: an older torch, which must not replace ours). The test set-up adds the test tools,
+# google-genai 2.x beside the venv (its 2.x and 3.x clients are both tested), Lightricks' reference
+# pipelines for the parity tests (without their dependencies either: torchaudio among them), Debian's
+# chromium for the Studio's browser test and jq for the README's curl example; the tests also need the
+# local PostgreSQL server (started here if it is installed but down).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,13 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[server,engine]'
+	$(BIN)/python -m pip install --quiet --no-deps ltx-core==1.0.0
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
 	@echo "openreel: adding the test tools (Ray, the official clients, Playwright), about 3 minutes"
 	$(BIN)/python -m pip install --quiet -e '.[server,engine,ray,s3,test]'
 	$(BIN)/python -m pip install --quiet --target $(VENV)/genai2 'google-genai==2.34.0'
-	$(BIN)/python -m pip install --quiet --no-deps ltx-core==1.0.0 ltx-pipelines==1.0.0
+	$(BIN)/python -m pip install --quiet --no-deps ltx-pipelines==1.0.0
 	command -v chromium >/dev/null && command -v jq >/dev/null || { apt-get update -q && apt-get install -y -q chromium jq; }
 	touch $@
 

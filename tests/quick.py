@@ -41,6 +41,7 @@ class QuickEngine:
     grid_scale = 1.0
     random_weights = True  # no model at all: every surface must say the output is not one
     reference_error = "the quick test engine renders no reference images"
+    enhance_error = None
     transformer_blocks = None
     version = VERSION
 
@@ -76,7 +77,9 @@ class QuickEngine:
         if plan.generate_audio:
             t = np.arange(plan.duration_s * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
             audio = np.stack([0.1 * np.sin(2 * np.pi * (220 + plan.seed % 220) * t)] * 2)
-        return Clip(frames, audio, SAMPLE_RATE)
+        # Its "enhancement" only marks the prompt, with the seed: the real one is tests/engine's business.
+        enhanced = f"{plan.prompt} [enhanced with seed {plan.seed}]" if plan.enhance_prompt else None
+        return Clip(frames, audio, SAMPLE_RATE, prompt=enhanced)
 
 
 class QuickExecutor:

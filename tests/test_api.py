@@ -13,12 +13,13 @@ import pytest
 from PIL import Image
 
 from databases import DIALECTS
-from quick import FAIL
+from quick import FAIL, QuickEngine
 from support import (
     LONG,
     SERVER_ENV,
     LiveServer,
     assert_contract,
+    balance,
     cli,
     mid_render,
     quick_server,
@@ -73,6 +74,53 @@ def test_me_and_models(server: LiveServer) -> None:
     assert httpx.get(server.url + "/v2/models?modality=sound").status_code == 400
     front = httpx.get(server.url + "/")  # a browser opening the server lands on the Studio
     assert (front.status_code, front.headers["location"]) == (307, "/studio")
+
+
+def test_an_enhanced_prompt_is_rendered_and_shown(server: LiveServer) -> None:
+    key = server.new_key(credits=20)
+    body = {**FAST_4S, "veoParams": {"duration": 4, "seed": 5, "enhance_prompt": True}}
+    with server.client(key) as client:
+        job = wait_for(client, client.post("/v2/videos/generate", json=body).json()["jobId"])
+        plain = wait_for(client, client.post("/v2/videos/generate", json=FAST_4S).json()["jobId"])
+    assert_contract(job, "Job")
+    # The quick engine's rewrite only marks the prompt: the real one is the engine tests'.
+    assert job["result"]["enhancedPrompt"] == "a lighthouse at dusk [enhanced with seed 5]"
+    assert job["input"]["veoParams"]["enhance_prompt"] is True
+    assert "gibberish" in job["result"]["notice"]
+    assert plain["result"]["enhancedPrompt"] is None and "gibberish" not in plain["result"]["notice"]
+
+
+def test_workers_that_cannot_enhance_refuse_it_and_google_defaults_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(QuickEngine, "enhance_error", "no instructions on this worker")
+    vertex = "/v1beta1/publishers/google/models/veo-3.1-fast-generate-001:predictLongRunning"
+    with quick_server(tmp_path, SERVER_ENV) as server:
+        key = server.new_key(credits=20)
+        with server.client(key) as client:
+            body = {**FAST_4S, "veoParams": {"duration": 4, "enhance_prompt": True}}
+            refused = client.post("/v2/videos/generate", json=body)
+            fast = client.get("/v2/models").json()["models"][0]
+            google = client.post(
+                vertex,
+                json={"instances": [{"prompt": "a red ball"}], "parameters": {"durationSeconds": 4}},
+                headers={"x-goog-api-key": key},
+            )
+            job = wait_for(client, google.json()["name"].rsplit("/", 1)[1])
+            asked = client.post(
+                vertex,
+                json={"instances": [{"prompt": "x"}], "parameters": {"enhancePrompt": True}},
+                headers={"x-goog-api-key": key},
+            )
+        left = balance(server, key)
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "prompt enhancement cannot be served: no instructions on this worker"
+    assert fast["promptEnhancementUnavailable"] == (
+        "Prompt enhancement is off on this server: no instructions on this worker"
+    )
+    assert job["status"] == "COMPLETED" and job["result"]["enhancedPrompt"] is None
+    assert (asked.status_code, asked.json()["error"]["status"]) == (503, "UNAVAILABLE")
+    assert left == 20 - job["creditCost"]
 
 
 @pytest.mark.parametrize(

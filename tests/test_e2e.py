@@ -102,12 +102,10 @@ def test_text_to_video_4s_720p_with_audio(server: LiveServer) -> None:
 
 
 def test_portrait_without_audio_and_same_seed_is_identical(server: LiveServer) -> None:
+    """With the prompt enhanced too: the worker's Gemma writes the same rewrite for the same seed."""
     key = server.new_key(credits=20)
-    body = {
-        "prompt": "waves",
-        "model": "veo-3.1-fast",
-        "veoParams": {"duration": 4, "aspect_ratio": "9:16", "generate_audio": False, "seed": 11},
-    }
+    params = {"duration": 4, "aspect_ratio": "9:16", "generate_audio": False, "seed": 11}
+    body = {"prompt": "waves", "model": "veo-3.1-fast", "veoParams": {**params, "enhance_prompt": True}}
     with server.client(key) as client:
         ids = [client.post("/v2/videos/generate", json=body).json()["jobId"] for _ in range(2)]
         jobs = [wait_for(client, i) for i in ids]
@@ -118,6 +116,9 @@ def test_portrait_without_audio_and_same_seed_is_identical(server: LiveServer) -
     assert (decoded["width"], decoded["height"], decoded["frames"]) == (720, 1280, 96)
     assert decoded["audio"] is None and jobs[0]["result"]["hasAudio"] is False
     assert np.array_equal(decode(clips[1])["first"], decoded["first"])
+    rewrites = [j["result"]["enhancedPrompt"] for j in jobs]
+    assert rewrites[0] and rewrites[0] != "waves" and rewrites[1] == rewrites[0]
+    assert "gibberish" in jobs[0]["result"]["notice"]
 
 
 @pytest.fixture

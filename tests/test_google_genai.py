@@ -56,7 +56,9 @@ def test_vertex_form_text_and_image_to_video(server: LiveServer) -> None:
     text_op = client.models.generate_videos(
         model=VERTEX_MODEL,
         source=types.GenerateVideosSource(prompt="a lighthouse at dusk, waves crashing"),
-        config=types.GenerateVideosConfig(duration_seconds=4, aspect_ratio="16:9", seed=11),
+        config=types.GenerateVideosConfig(
+            duration_seconds=4, aspect_ratio="16:9", seed=11, enhance_prompt=False
+        ),
     )
     image_op = client.models.generate_videos(
         model="veo-3.1-fast-generate-preview",
@@ -73,9 +75,10 @@ def test_vertex_form_text_and_image_to_video(server: LiveServer) -> None:
     charged = price(server, "veo-3.1-fast", "4s-audio") + price(server, "veo-3.1-fast", "4s")
     assert balance(server, key) == 100 - charged
 
-    clips = {}
+    clips, rewrites = {}, {}
     for name, op in (("text", text_op), ("image", image_op)):
         op = wait_done(client, op)
+        rewrites[name] = op.metadata.get("enhancedPrompt")
         assert op.error is None, op.error
         assert op.metadata["state"] == "COMPLETED" and op.metadata["progressPercent"] == 100
         video = op.response.generated_videos[0].video
@@ -86,6 +89,9 @@ def test_vertex_form_text_and_image_to_video(server: LiveServer) -> None:
         clips[name] = mp4_summary(download.content)
     assert clips["text"] == {"size": (1280, 720), "frames": 96, "fps": 24.0, "audio": True}
     assert clips["image"] == {"size": (720, 1280), "frames": 96, "fps": 24.0, "audio": False}
+    # Google enhances prompts unless told not to (the quick engine's rewrite only marks the prompt).
+    assert rewrites["text"] is None
+    assert rewrites["image"].startswith("the field sways in the wind [enhanced with seed ")
     # The inline image reached the job (stored as an upload, fetched by the renderer).
     image_input = job_input(server, key, image_op.name.rsplit("/", 1)[1])
     assert image_input["inlineImagesSha256"]["image"] == hashlib.sha256(frame).hexdigest()
@@ -117,7 +123,6 @@ def test_google_rules_are_client_errors_and_cost_nothing(server: LiveServer) -> 
     b64 = base64.b64encode(png(32, 32, (1, 2, 3))).decode()
     cases: list[tuple[dict[str, Any], dict[str, Any], str]] = [
         ({}, {"sampleCount": 2}, "parameters.sampleCount: only 1 video"),
-        ({}, {"enhancePrompt": True}, "parameters.enhancePrompt: prompt enhancement is not available"),
         ({}, {"personGeneration": "allow_adult"}, "parameters.personGeneration"),
         ({}, {"storageUri": "gs://bucket/out/"}, "parameters.storageUri"),
         ({}, {"fps": 30}, "parameters.fps: only 24 fps"),

@@ -91,6 +91,8 @@ def _downloaded(client: Client, job: JobOut, out: Path) -> None:
         f"{result.durationSeconds} s, {'with' if result.hasAudio else 'no'} audio, seed {result.seed}, "
         f"{job.creditCost} credits"
     )
+    if result.enhancedPrompt is not None:
+        say(f"rendered the enhanced prompt: {result.enhancedPrompt}")
     if result.notice:
         say(result.notice, style="yellow")
 
@@ -138,6 +140,10 @@ def generate(
         int | None, typer.Option(help="Seed for a repeatable result.", show_default="random")
     ] = None,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Generate a silent video.")] = False,
+    enhance_prompt: Annotated[
+        bool,
+        typer.Option("--enhance-prompt", help="Let the model's Gemma rewrite the prompt in detail first."),
+    ] = False,
     server: Annotated[
         str | None,
         typer.Option(
@@ -163,6 +169,7 @@ def generate(
         "negative_prompt": negative_prompt,
         "seed": seed,
         "generate_audio": False if no_audio else None,
+        "enhance_prompt": True if enhance_prompt else None,
     }
     files = {"image": image, "last_frame": last_frame, "reference_images": reference or []}
     if server is not None:

@@ -32,6 +32,8 @@ class VideoSpec:
     image: str | None
     last_frame: str | None
     reference_images: list[str]
+    # Rewrite the prompt with the model's own Gemma before rendering (jobs stored before it have none).
+    enhance_prompt: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,4 +224,5 @@ def _resolve_params(
         image=params.get("image"),
         last_frame=params.get("last_frame"),
         reference_images=references,
+        enhance_prompt=bool(params.get("enhance_prompt")),
     )

@@ -31,6 +31,8 @@ class Clip:
     sample_rate: int
     # What the render did, recorded from the calls made (engine/trace.py); None for engines without one.
     recipe: dict[str, Any] | None = None
+    # The prompt rendered in place of the plan's when it asked for enhancement; None: the plan's own.
+    prompt: str | None = None
 
 
 class Cancelled(Exception):
@@ -48,6 +50,7 @@ class VideoEngine(Protocol):
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
     random_weights: bool  # True: every surface must say the output is noise from random weights
     reference_error: str | None  # why references cannot be rendered; None: they can
+    enhance_error: str | None  # why prompts cannot be enhanced (engine/enhance.py); None: they can
     # The loaded transformer's depth, which recipes.recipe takes (the STG block may lack); None: unknown.
     transformer_blocks: int | None
 

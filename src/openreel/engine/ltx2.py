@@ -31,6 +31,7 @@ from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf
 
 from openreel.engine import recipes
 from openreel.engine.base import Clip, StepCallback
+from openreel.engine.enhance import PromptEnhancer
 from openreel.engine.fp8 import native_matmul, quantize_blocks
 from openreel.engine.lora import FusedLora
 from openreel.engine.nag import NAGState, install
@@ -234,6 +235,8 @@ class LTX2Engine:
         self.prompts = PromptEncoder(
             self.pipe, torch.device(device), prompt_cache_size, offload=offload_text_encoder
         )
+        self.enhancer = PromptEnhancer(self.pipe, torch.device(device), self.version, self.prompts.on_device)
+        self.enhance_error = self.enhancer.error
         self.sample_rate = int(self.pipe.vocoder.config.output_sampling_rate)
         self.nag = NAGState()
         install(self.pipe, self.nag)
@@ -391,7 +394,10 @@ class LTX2Engine:
             capture=self._recorded is not None,
         )
         with self._lock, torch.inference_mode(), self._tracing(trace):
-            video, audio = self._denoise(plan, recipe, first_frame, last_frame, references, on_step)
+            prompt = plan.prompt
+            if plan.enhance_prompt:
+                prompt = self.enhancer(prompt, plan.seed, first_frame)
+            video, audio = self._denoise(plan, prompt, recipe, first_frame, last_frame, references, on_step)
             frames = frames_to_output(
                 self._decode_video(video)[0, :, : plan.num_frames], plan.width, plan.height
             )
@@ -401,18 +407,21 @@ class LTX2Engine:
             audio=None if wave is None else audio_to_output(wave, plan.duration_s * self.sample_rate),
             sample_rate=self.sample_rate,
             recipe=trace.summary(),
+            prompt=prompt if plan.enhance_prompt else None,
         )
 
     def _denoise(
         self,
         plan: RenderPlan,
+        prompt: str,
         recipe: Recipe,
         first_frame: PIL.Image.Image | None,
         last_frame: PIL.Image.Image | None,
         references: Sequence[PIL.Image.Image],
         on_step: StepCallback,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The recipe's stages in turn; returns the last stage's (denormalized) video and audio latents."""
+        """The recipe's stages in turn, on ``prompt`` (the plan's, or its enhanced rewrite); returns the last
+        stage's (denormalized) video and audio latents."""
         conditions = []
         if first_frame is not None:
             conditions.append(Condition(conditioning_pixels(first_frame, recipe.image_crf), index=0, crf=0))
@@ -421,7 +430,7 @@ class LTX2Engine:
             conditions.append(
                 Condition(pixels, index=-1, crf=0, kind="last_frame", pixel_frame=plan.last_frame_index)
             )
-        positive = self.prompts(plan.prompt)
+        positive = self.prompts(prompt)
         generator = torch.Generator(self.device).manual_seed(plan.seed)
         total = sum(len(stage.sigmas) for stage in recipe.stages)
         done = 0

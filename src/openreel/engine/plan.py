@@ -41,6 +41,8 @@ class RenderPlan:
     has_first_frame: bool
     has_last_frame: bool
     reference_count: int = 0
+    # Rewrite the prompt with the resident Gemma before encoding it (engine/enhance.py).
+    enhance_prompt: bool = False
     fps: int = FPS
 
     def stage_size(self, half: bool) -> tuple[int, int]:
@@ -124,6 +126,7 @@ def plan_render(
     has_first_frame: bool,
     has_last_frame: bool,
     reference_count: int = 0,
+    enhance_prompt: bool = False,
     grid_scale: float = 1.0,
 ) -> RenderPlan:
     width, height = output_size(resolution, aspect_ratio)
@@ -144,4 +147,5 @@ def plan_render(
         has_first_frame=has_first_frame,
         has_last_frame=has_last_frame,
         reference_count=reference_count,
+        enhance_prompt=enhance_prompt,
     )

@@ -104,15 +104,23 @@ class PromptEncoder:
             self._entries.move_to_end(prompt)
         return tuple(t.to(self._device, copy=True) for t in cached)  # type: ignore[return-value]
 
+    @contextmanager
+    def on_device(self, module: torch.nn.Module) -> Iterator[None]:
+        """``module`` (Gemma, or LTX-2.5's separate prompt enhancer) runnable on the device meanwhile: where
+        it already is without offload, else visiting whole or streaming layer by layer (``placement``)."""
+        if not self._offload:
+            yield
+            return
+        size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        # What the driver has free, and what PyTorch holds cached but unused (it reuses that first).
+        cached = torch.cuda.memory_reserved(self._device) - torch.cuda.memory_allocated(self._device)
+        how = placement(torch.cuda.mem_get_info(self._device)[0] + cached, size)
+        with (visiting if how == "visit" else streaming)(module, self._device):
+            yield
+
     @torch.inference_mode()
     def _encode(self, prompt: str) -> Encoding:
         encoder = self._pipe.text_encoder
         dtype = next(encoder.parameters()).dtype
-        if not self._offload:
-            return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)
-        size = sum(t.numel() * t.element_size() for t in (*encoder.parameters(), *encoder.buffers()))
-        # What the driver has free, and what PyTorch holds cached but unused (it reuses that first).
-        cached = torch.cuda.memory_reserved(self._device) - torch.cuda.memory_allocated(self._device)
-        how = placement(torch.cuda.mem_get_info(self._device)[0] + cached, size)
-        with (visiting if how == "visit" else streaming)(encoder, self._device):
+        with self.on_device(encoder):
             return self._pipe._get_gemma_prompt_embeds(prompt, device=self._device, dtype=dtype)

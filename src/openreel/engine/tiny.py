@@ -38,21 +38,35 @@ if TYPE_CHECKING:
 TINY_SEED = 0
 TINY_LAYERS = 2
 _SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
+_TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
+# Gemma 3's image tokens (its tokenizer's boi, eoi and image tokens), which prompt enhancement's processor
+# places around a first frame.
+_IMAGE_TOKENS = {
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_token": "<image_soft_token>",
+}
 # In every finished checkpoint; the rename in save_tiny_checkpoint makes it appear with the rest.
 _MARKER = "model_index.json"
 
 
 def build_tokenizer() -> GemmaTokenizer:
-    """Gemma tokenizer made in code: five specials plus the 256 byte-fallback pieces.
+    """Gemma tokenizer made in code: Gemma 3's special, turn and image tokens plus the 256 byte-fallback
+    pieces, with Gemma 3's chat format (prompt enhancement's).
 
     Byte fallback makes every UTF-8 prompt tokenize to real, prompt-dependent ids without a download.
     """
     from transformers import GemmaTokenizer
 
-    vocab = {tok: i for i, tok in enumerate(_SPECIAL_TOKENS)}
+    from openreel.engine.enhance import GEMMA3_CHAT_TEMPLATE
+
+    vocab = {tok: i for i, tok in enumerate((*_SPECIAL_TOKENS, *_TURN_TOKENS, *_IMAGE_TOKENS.values()))}
     for byte in range(256):
         vocab[f"<0x{byte:02X}>"] = len(vocab)
-    return GemmaTokenizer(vocab=vocab, merges=[])
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], extra_special_tokens=_IMAGE_TOKENS)
+    tokenizer.add_tokens(list(_TURN_TOKENS), special_tokens=True)
+    tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_tiny_pipeline(num_layers: int = TINY_LAYERS) -> LTX2Pipeline:
@@ -128,10 +142,11 @@ def _build_components(num_layers: int) -> LTX2Pipeline:
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
+    tokenizer = build_tokenizer()
     text_encoder = Gemma3ForConditionalGeneration(
         Gemma3Config(
             text_config={
-                "vocab_size": len(_SPECIAL_TOKENS) + 256,
+                "vocab_size": len(tokenizer),
                 "hidden_size": 32,
                 "intermediate_size": 64,
                 "num_hidden_layers": 2,
@@ -150,6 +165,9 @@ def _build_components(num_layers: int) -> LTX2Pipeline:
                 "patch_size": 14,
             },
             mm_tokens_per_image=4,
+            boi_token_index=tokenizer.boi_token_id,
+            eoi_token_index=tokenizer.eoi_token_id,
+            image_token_index=tokenizer.image_token_id,
         )
     ).eval()
     # heads x head_dim of each connector must equal the Gemma hidden size (32).
@@ -230,7 +248,7 @@ def _build_components(num_layers: int) -> LTX2Pipeline:
         vae=vae,
         audio_vae=audio_vae,
         text_encoder=text_encoder,
-        tokenizer=build_tokenizer(),
+        tokenizer=tokenizer,
         connectors=connectors,
         transformer=transformer,
         vocoder=vocoder,

@@ -29,6 +29,8 @@ class EngineState:
     reference_images: bool = False
     # A loaded worker's reason it cannot use the configured adapter (missing there, does not fit).
     reference_error: str | None = None
+    # Why the loaded workers cannot enhance prompts; None: they can (or none has loaded yet).
+    enhance_error: str | None = None
     # The loaded checkpoint's generation, and the recipe kinds it cannot run with the reason.
     version: str | None = None
     recipe_errors: dict[str, str] = field(default_factory=dict)
@@ -52,6 +54,7 @@ class EngineState:
             random_weights=ready.random_weights,
             grid_scale=ready.grid_scale,
             reference_error=ready.reference_error if self.reference_images else None,
+            enhance_error=ready.enhance_error,
             version=ready.version,
             recipe_errors=ready.recipe_errors,
             transformer_blocks=ready.transformer_blocks,

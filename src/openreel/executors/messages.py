@@ -32,6 +32,8 @@ class EngineReady:
     random_weights: bool
     # Why this worker cannot render reference images although an adapter is configured; None: it can.
     reference_error: str | None = None
+    # Why this worker cannot enhance prompts (engine/enhance.py); None: it can.
+    enhance_error: str | None = None
     # The checkpoint's LTX-2 generation, and why it cannot run a recipe kind (missing ones can).
     version: str | None = None
     recipe_errors: dict[str, str] = field(default_factory=dict)
@@ -47,6 +49,7 @@ class EngineReady:
             engine.grid_scale,
             engine.random_weights,
             engine.reference_error,
+            engine.enhance_error,
             engine.version,
             errors,
             engine.transformer_blocks,

@@ -65,9 +65,11 @@ def render_task(
         output.unlink(missing_ok=True)
         traceback.print_exc()
         return m.Failed(task.seq, f"generation failed: {type(exc).__name__}: {exc}")
+    enhanced = {"enhancedPrompt": clip.prompt} if clip.prompt is not None else {}
     return m.Done(
         task.seq,
         {
+            **enhanced,
             "width": info.width,
             "height": info.height,
             "fps": task.plan.fps,

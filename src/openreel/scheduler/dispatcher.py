@@ -278,6 +278,7 @@ class Dispatcher:
             has_first_frame=first is not None,
             has_last_frame=last is not None,
             reference_count=len(references),
+            enhance_prompt=spec.enhance_prompt,
             grid_scale=grid_scale,
         )
         key = f"results/{job_id}/{attempt}.mp4"

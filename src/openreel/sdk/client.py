@@ -63,6 +63,7 @@ class _Calls:
         reference_images: list[str] | None,
         negative_prompt: str | None,
         generate_audio: bool | None,
+        enhance_prompt: bool | None,
         webhook_url: str | None,
         webhook_events: list[str] | None,
         idempotency_key: str | None,
@@ -78,6 +79,7 @@ class _Calls:
             reference_images=reference_images,
             negative_prompt=negative_prompt,
             generate_audio=generate_audio,
+            enhance_prompt=enhance_prompt,
         )
         if params:
             body["veoParams"] = params
@@ -235,6 +237,7 @@ class Client:
         reference_images: list[str] | None = None,
         negative_prompt: str | None = None,
         generate_audio: bool | None = None,
+        enhance_prompt: bool | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         idempotency_key: str | None = None,
@@ -373,6 +376,7 @@ class AsyncClient:
         reference_images: list[str] | None = None,
         negative_prompt: str | None = None,
         generate_audio: bool | None = None,
+        enhance_prompt: bool | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         idempotency_key: str | None = None,

@@ -161,6 +161,8 @@ def submit_job(
         raise EngineUnavailable(f"{spec.model} cannot be served: {reason}")
     if spec.reference_images and engine.reference_error:
         raise EngineUnavailable(f"reference_images cannot be served: {engine.reference_error}")
+    if spec.enhance_prompt and engine.enhance_error:
+        raise EngineUnavailable(f"prompt enhancement cannot be served: {engine.enhance_error}")
     if idempotency_key is not None:
         with svc.db.read() as session:
             job = jobs.replayed(session, key.account_id, idempotency_key, request_hash(echo))

@@ -60,6 +60,11 @@ def _entry(
         "acceptsGenerateAudio": model.accepts_audio_flag,
         "acceptsReferenceImages": references_unavailable is None,
         "referenceImagesUnavailable": references_unavailable,
+        "promptEnhancementUnavailable": (
+            f"Prompt enhancement is off on this server: {engine.enhance_error}"
+            if engine.enhance_error
+            else None
+        ),
         "prices": model.prices,
         "engine": {
             "name": engine.name,

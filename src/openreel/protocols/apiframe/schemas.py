@@ -26,6 +26,11 @@ class VeoParams(Strict):
     negative_prompt: Annotated[str, Field(max_length=MAX_NEGATIVE_PROMPT)] | None = None
     last_frame: str | None = None
     reference_images: Annotated[list[str], Field(max_length=MAX_REFERENCES)] | None = None
+    enhance_prompt: bool | None = Field(
+        default=None,
+        description="openreel: rewrite the prompt with the model's own Gemma before rendering (default "
+        "false); the result's enhancedPrompt is what was rendered.",
+    )
 
 
 class GenerateVideoRequest(Strict):
@@ -81,6 +86,9 @@ class VideoResult(BaseModel):
     seed: int
     notice: str | None = None
     recipe: RecipeTrace | None = None
+    enhancedPrompt: str | None = Field(
+        default=None, description="The prompt rendered, when the request asked for enhancement (openreel)."
+    )
 
 
 class JobOut(BaseModel):
@@ -219,6 +227,9 @@ class ModelEntry(BaseModel):
     acceptsReferenceImages: bool
     referenceImagesUnavailable: str | None = Field(
         default=None, description="Why this model cannot take reference_images on this server; null: it can."
+    )
+    promptEnhancementUnavailable: str | None = Field(
+        default=None, description="Why this server cannot take veoParams.enhance_prompt; null: it can."
     )
     prices: dict[str, int]
     engine: EngineInfo

@@ -29,10 +29,13 @@ Both take the same body. How each field is treated (nothing is silently ignored)
   cheaper Apiframe variant.
 - ``negativePrompt`` (at most 2000 characters) and ``seed`` (0 to 2^32-1) are honoured; unlike
   Google's, the same seed and request give the same clip.
-- Accepted only with the value openreel does anyway: ``sampleCount`` 1, ``enhancePrompt`` false
-  (prompts are used verbatim), ``personGeneration`` allow_all (there is no person filter, so
-  allow_adult / dont_allow cannot be honoured), ``fps`` 24, ``compressionQuality`` OPTIMIZED,
-  ``resizeMode`` crop (images are scaled to cover and centre-cropped).
+- ``enhancePrompt``: **default true**, Google's default: the model's own Gemma rewrites the prompt before
+  rendering (``engine/enhance.py``), seeded by the request's seed; the finished operation's
+  ``metadata.enhancedPrompt`` is what was rendered. Where the workers cannot enhance, the default is
+  false and an explicit true is refused (503).
+- Accepted only with the value openreel does anyway: ``sampleCount`` 1, ``personGeneration`` allow_all
+  (there is no person filter, so allow_adult / dont_allow cannot be honoured), ``fps`` 24,
+  ``compressionQuality`` OPTIMIZED, ``resizeMode`` crop (images are scaled to cover and centre-cropped).
 - Refused: ``storageUri`` (no Cloud Storage), ``pubsubTopic`` (no Pub/Sub), ``webhookConfig`` (our
   webhooks are Apiframe-shaped and signed, not Google's Standard Webhooks events; the Apiframe
   API's ``webhookUrl`` offers them).
@@ -337,12 +340,6 @@ def _unsupported(details: Details, p: GoogleParameters, body: PredictRequest) ->
             "parameters.sampleCount",
             f"only 1 video per request is supported (got {p.sample_count}); send separate requests",
         )
-    if p.enhance_prompt:
-        details.add(
-            "parameters.enhancePrompt",
-            "prompt enhancement is not available: prompts are used verbatim (so seeds reproduce); "
-            "omit enhancePrompt or set it to false",
-        )
     if p.person_generation is not None:
         value = p.person_generation.lower()
         if value in ("allow_adult", "dont_allow"):
@@ -450,6 +447,8 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
         given["negative_prompt"] = p.negative_prompt
     if p.seed is not None:
         given["seed"] = p.seed
+    if p.enhance_prompt is not None:
+        given["enhance_prompt"] = p.enhance_prompt
     if p.generate_audio is not None:
         given["generate_audio"] = p.generate_audio
         if not model.accepts_audio_flag and p.generate_audio != model.audio:
@@ -483,6 +482,8 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
 
     params = dict(given)
     params["duration"] = duration
+    # Google enhances unless told not to; a server whose workers cannot does not, unless told to.
+    params.setdefault("enhance_prompt", svc.dispatcher.engine.enhance_error is None)
     if not model.accepts_audio_flag:
         params.pop("generate_audio", None)
     if inst.image is not None:
@@ -628,6 +629,8 @@ def operation(
         )
         if result.get("notice"):
             metadata["notice"] = result["notice"]
+        if result.get("enhancedPrompt") is not None:
+            metadata["enhancedPrompt"] = result["enhancedPrompt"]
         if form == "gemini":
             video = {"uri": file_uri(base_url, version, job.id), "encoding": "video/mp4"}
             body["response"] = {

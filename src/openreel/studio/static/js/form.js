@@ -25,6 +25,7 @@ export class GenerateForm {
     this.seed = $("seed");
     this.audio = $("generate-audio");
     this.negative = $("negative-prompt");
+    this.enhance = $("enhance-prompt");
     this.button = $("generate");
 
     this.model.addEventListener("change", () => this.onModelChange());
@@ -105,8 +106,18 @@ export class GenerateForm {
           ? `${model.label} generates silent video.`
           : "";
     this.updateReferenceInput();
+    this.updateEnhanceInput(model);
     for (const name of ["duration", "generate_audio", "aspect_ratio", "resolution"]) this.clearError(name);
     this.updatePrice();
+  }
+
+  /** Enhancement off, with the server's reason, where its workers cannot enhance. */
+  updateEnhanceInput(model) {
+    const why = model.promptEnhancementUnavailable;
+    this.enhance.disabled = Boolean(why);
+    if (why) this.enhance.checked = false;
+    $("enhance-help").textContent =
+      why || "The model's own Gemma rewrites the prompt in detail first; the job shows what it rendered.";
   }
 
   price() {
@@ -300,6 +311,7 @@ export class GenerateForm {
     if (this.audioMode(model) === "choice") params.generate_audio = this.audio.checked;
     const negative = this.negative.value.trim();
     if (negative) params.negative_prompt = negative;
+    if (this.enhance.checked) params.enhance_prompt = true;
     const [image] = await this.urls("image");
     const [lastFrame] = await this.urls("last_frame");
     const references = await this.urls("reference_images");
@@ -326,6 +338,7 @@ export class GenerateForm {
     this.seed.value = params.seed ?? "";
     this.audio.checked = params.generate_audio ?? model.audio;
     this.negative.value = params.negative_prompt || "";
+    this.enhance.checked = Boolean(params.enhance_prompt) && !this.enhance.disabled;
     const short = jobId ? jobId.slice(0, 8) : "an earlier job";
     for (const slot of SLOTS) {
       this.releaseAll(slot);

@@ -215,6 +215,9 @@ export class JobPanel {
       el("dt", {}, "Cost"), el("dd", {}, credits(job.creditCost ?? 0)),
     );
     if (params.aspect_ratio) meta.append(el("dt", {}, "Aspect"), el("dd", {}, params.aspect_ratio));
+    if (result.enhancedPrompt) {
+      meta.append(el("dt", {}, "Rendered prompt"), el("dd", { id: "job-enhanced-prompt" }, result.enhancedPrompt));
+    }
     const seed = result.seed;
     return [
       result.notice ? el("div", { class: "alert alert-warn", id: "job-notice", role: "note" }, result.notice) : null,
