@@ -5,8 +5,9 @@ pixels: those are the engine tests' business (tests/engine) and the end-to-end t
 a live server). The quick engine paints each frame one grey level (the first and last frame are the
 keyframe images when given) with a quiet tone, reports every denoising step of the plan's recipe (one per
 ``step_s``), and so goes through the real render task, muxer and probe in about a second; a prompt that
-starts with ``FAIL`` fails it. The executor runs it on threads of the server's own process: no worker
-process, no torch.
+starts with ``FAIL`` fails it, one that holds ``fail_seed(n)`` fails the render of seed n. Its tone's
+pitch follows the seed, so samples of one request differ. The executor runs it on threads of the
+server's own process: no worker process, no torch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ SAMPLE_RATE = 16_000  # the tiny engine's vocoder rate
 # A prompt starting with this fails the render after its first step, as a model that runs out of memory
 # would: for the tests of what a failed render costs and shows.
 FAIL = "[quick engine: fail]"
+
+
+def fail_seed(seed: int) -> str:
+    """In a prompt, fails only the render with this seed (one sample of several)."""
+    return f"[quick engine: fail seed {seed}]"
+
+
 VERSION: recipes.Version = "2.0"  # the tiny checkpoint's generation
 
 
@@ -65,7 +73,7 @@ class QuickEngine:
         for step in range(1, total + 1):
             time.sleep(self.step_s)
             on_step(step, total)
-            if plan.prompt.startswith(FAIL):
+            if plan.prompt.startswith(FAIL) or fail_seed(plan.seed) in plan.prompt:
                 raise RuntimeError("the render failed on request")
         frames = np.empty((plan.num_frames, plan.height, plan.width, 3), dtype=np.uint8)
         frames[:] = np.linspace(16, 235, plan.num_frames, dtype=np.uint8)[:, None, None, None]
@@ -127,18 +135,19 @@ class QuickExecutor:
         thread.start()
 
     def _run(self, slot: str, task: m.RenderTask) -> None:
-        output = Path(task.output_path)
+        outputs = [Path(path) for path in task.output_paths]
         outcome = render_task(
             self._engine,
             task,
-            output,
+            outputs,
             x264_preset=self._preset,
             report=lambda percent: self._send(m.Progress(task.seq, percent)),
             cancelled=lambda: task.seq in self._stopped,
         )
         if task.seq in self._aborted:
             # Killed, as far as the dispatcher knows: nothing of it may surface.
-            output.unlink(missing_ok=True)
+            for output in outputs:
+                output.unlink(missing_ok=True)
             self._free(task.seq)
         self._send(outcome)
 

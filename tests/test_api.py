@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from databases import DIALECTS
-from quick import FAIL, QuickEngine
+from quick import FAIL, QuickEngine, fail_seed
 from support import (
     LONG,
     SERVER_ENV,
@@ -22,6 +22,8 @@ from support import (
     balance,
     cli,
     mid_render,
+    mp4_summary,
+    price,
     quick_server,
     running_server,
     wait_for,
@@ -65,6 +67,7 @@ def test_me_and_models(server: LiveServer) -> None:
     fast = catalog["models"][0]
     assert fast["prices"] == {"4s": 3, "4s-audio": 5, "6s": 4, "6s-audio": 6, "8s": 5, "8s-audio": 8}
     assert (fast["costMin"], fast["costMax"]) == (3, 8)
+    assert fast["maxSampleCount"] == 4 and fast["promptEnhancementUnavailable"] is None
     lite = catalog["models"][2]
     assert (fast["acceptsGenerateAudio"], lite["acceptsGenerateAudio"]) == (True, False)
     assert not any(m["acceptsReferenceImages"] for m in catalog["models"])
@@ -88,6 +91,35 @@ def test_an_enhanced_prompt_is_rendered_and_shown(server: LiveServer) -> None:
     assert job["input"]["veoParams"]["enhance_prompt"] is True
     assert "gibberish" in job["result"]["notice"]
     assert plain["result"]["enhancedPrompt"] is None and "gibberish" not in plain["result"]["notice"]
+
+
+def test_samples_are_rendered_each_with_its_seed_and_a_failed_one_refunded(server: LiveServer) -> None:
+    key = server.new_key(credits=50)
+    unit = price(server, "veo-3.1-fast", "4s-audio")
+    prompt = f"a lighthouse at dusk {fail_seed(6)}"
+    body = {
+        "prompt": prompt,
+        "model": "veo-3.1-fast",
+        "veoParams": {"duration": 4, "seed": 5, "sample_count": 3},
+    }
+    with server.client(key) as client:
+        accepted = client.post("/v2/videos/generate", json=body).json()
+        charged = balance(server, key)
+        job = wait_for(client, accepted["jobId"])
+    assert charged == 50 - 3 * unit  # each sample charged on acceptance
+    assert_contract(job, "Job")
+    assert job["status"] == "COMPLETED" and job["creditCost"] == 2 * unit
+    assert balance(server, key) == 50 - 2 * unit  # the failed one refunded
+    videos = job["result"]["videos"]
+    assert [v["seed"] for v in videos] == [5, 6, 7]
+    assert "failed on request" in videos[1]["error"] and videos[1]["videoUrl"] is None
+    assert job["result"]["videoUrl"] == videos[0]["videoUrl"] and job["result"]["seed"] == 5
+    clips = [httpx.get(videos[i]["videoUrl"], timeout=30).content for i in (0, 2)]
+    assert clips[0] != clips[1]  # the quick engine's tone follows the seed
+    assert all(mp4_summary(clip)["frames"] == 96 for clip in clips)
+    with server.client(key) as client:
+        assert client.delete(f"/v2/jobs/{job['id']}").status_code == 200
+    assert all(httpx.get(videos[i]["videoUrl"], timeout=30).status_code == 404 for i in (0, 2))
 
 
 def test_workers_that_cannot_enhance_refuse_it_and_google_defaults_it_off(

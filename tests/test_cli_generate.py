@@ -44,13 +44,18 @@ def test_against_a_server_uploading_a_local_image(server: LiveServer, tmp_path: 
         "--no-audio",
         "--seed",
         "5",
+        "--samples",
+        "2",
         "--out",
         str(out),
         env={"OPENREEL_API_KEY": key},
     )
     assert run.returncode == 0, run.stderr + run.stdout
-    assert "wrote" in run.stdout and "seed 5" in run.stdout and "3 credits" in run.stdout
-    assert mp4_summary(out.read_bytes()) == {"size": (720, 1280), "frames": 96, "fps": 24.0, "audio": False}
+    assert "wrote" in run.stdout and "seed 5" in run.stdout and "seed 6" in run.stdout
+    assert "6 credits" in run.stdout  # two samples of 3
+    silent_portrait = {"size": (720, 1280), "frames": 96, "fps": 24.0, "audio": False}
+    assert mp4_summary(out.read_bytes()) == silent_portrait
+    assert mp4_summary((tmp_path / "clip-2.mp4").read_bytes()) == silent_portrait
     with server.client(key) as client:
         job = client.get("/v2/jobs").json()["jobs"][0]
     assert job["input"]["veoParams"]["image"].startswith(server.url + "/v2/files/uploads/")

@@ -99,6 +99,54 @@ def test_vertex_form_text_and_image_to_video(server: LiveServer) -> None:
     assert balance(server, key) == 100 - charged
 
 
+def test_sample_count_gives_that_many_videos_each_seeded_and_charged(server: LiveServer) -> None:
+    key = server.new_key(credits=100)
+    client = vertex(server, key)
+    op = client.models.generate_videos(
+        model=VERTEX_MODEL,
+        source=types.GenerateVideosSource(prompt="a kite over the dunes"),
+        config=types.GenerateVideosConfig(
+            duration_seconds=4, number_of_videos=3, seed=11, enhance_prompt=False
+        ),
+    )
+    unit = price(server, "veo-3.1-fast", "4s-audio")
+    assert balance(server, key) == 100 - 3 * unit
+    op = wait_done(client, op)
+    assert [s["seed"] for s in op.metadata["samples"]] == [11, 12, 13]
+    clips = [httpx.get(v.video.uri, timeout=60).content for v in op.response.generated_videos]
+    assert len(clips) == 3 and len(set(clips)) == 3
+    assert op.metadata["creditCost"] == 3 * unit
+
+    # The Gemini form lists each as a file of the operation.
+    headers = {"x-goog-api-key": key}
+    gemini = httpx.post(
+        f"{server.url}/v1beta/models/veo-3.1-fast-generate-preview:predictLongRunning",
+        json={"instances": [{"prompt": "a kite"}], "parameters": {"durationSeconds": 4, "sampleCount": 2}},
+        headers=headers,
+    ).json()
+    deadline = time.monotonic() + 60
+    while not gemini.get("done"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+        gemini = httpx.get(f"{server.url}/v1beta/{gemini['name']}", headers=headers).json()
+    files = [s["video"]["uri"] for s in gemini["response"]["generateVideoResponse"]["generatedSamples"]]
+    op_id = gemini["name"].rsplit("/", 1)[1]
+    assert [uri.split("/files/")[1] for uri in files] == [
+        f"{op_id}:download?alt=media",
+        f"{op_id}-1:download?alt=media",
+    ]
+    second = httpx.get(f"{server.url}/v1beta/files/{op_id}-1:download?alt=media", headers=headers)
+    assert (
+        second.status_code == 200
+        and second.content == httpx.get(gemini["metadata"]["samples"][1]["videoUrl"]).content
+    )
+    missing = httpx.get(f"{server.url}/v1beta/files/{op_id}-2:download?alt=media", headers=headers)
+    assert missing.status_code == 404 and "no such sample" in missing.json()["error"]["message"]
+    stranger = {"x-goog-api-key": server.new_key(credits=1)}
+    theirs = httpx.get(f"{server.url}/v1beta/files/{op_id}-1:download?alt=media", headers=stranger)
+    assert theirs.status_code == 404 and "not found" in theirs.json()["error"]["message"].lower()
+
+
 def test_google_rules_are_client_errors_and_cost_nothing(server: LiveServer) -> None:
     key = server.new_key(credits=50)
     client = vertex(server, key)
@@ -122,7 +170,7 @@ def test_google_rules_are_client_errors_and_cost_nothing(server: LiveServer) -> 
 
     b64 = base64.b64encode(png(32, 32, (1, 2, 3))).decode()
     cases: list[tuple[dict[str, Any], dict[str, Any], str]] = [
-        ({}, {"sampleCount": 2}, "parameters.sampleCount: only 1 video"),
+        ({}, {"sampleCount": 5}, "parameters.sampleCount: must be between 1 and 4"),
         ({}, {"personGeneration": "allow_adult"}, "parameters.personGeneration"),
         ({}, {"storageUri": "gs://bucket/out/"}, "parameters.storageUri"),
         ({}, {"fps": 30}, "parameters.fps: only 24 fps"),

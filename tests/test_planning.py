@@ -128,6 +128,14 @@ def test_rules_per_model() -> None:
     assert spec is not None and spec.negative_prompt is None
 
 
+def test_samples_are_one_to_four_each_seeded_one_up() -> None:
+    assert resolve()[0].sample_count == 1  # type: ignore[union-attr]
+    for count in (0, 5, -1):
+        assert resolve(sample_count=count)[1]["veoParams.sample_count"] == ["must be between 1 and 4"]
+    spec, _ = resolve(sample_count=3, seed=MAX_SEED - 1)
+    assert spec is not None and spec.seeds == [MAX_SEED - 1, MAX_SEED, 0]  # round the 32-bit range
+
+
 def test_each_id_names_its_recipe_and_every_size_has_two_stages() -> None:
     kinds = {model_id: spec.recipe for model_id, spec in CATALOG.models.items()}
     assert kinds == {

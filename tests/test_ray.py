@@ -30,6 +30,8 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}
+# Two videos from one job: both come back from the actor's machine.
+PAIR = {**FAST, "veoParams": {**FAST["veoParams"], "sample_count": 2}}
 
 # Ports Ray's components take by default (the dashboard agent's is in the ephemeral range): a head on
 # one of them fails to start.
@@ -141,7 +143,7 @@ def test_two_nodes_share_jobs_cancel_and_a_node_lost_mid_job_loses_nothing(
         head_id, node_id = raylet_node_id(processes[0]), raylet_node_id(node)
         key = server.new_key(credits=1000)
         with server.client(key) as client:
-            first = [client.post("/v2/videos/generate", json=FAST).json()["jobId"] for _ in range(2)]
+            first = [client.post("/v2/videos/generate", json=body).json()["jobId"] for body in (FAST, PAIR)]
             assert all(wait_for(client, j, timeout=300)["status"] == "COMPLETED" for j in first)
             assert {node_of(workers_of(server)[j][0]) for j in first} == {head_id, node_id}
 
@@ -176,7 +178,9 @@ def test_two_nodes_share_jobs_cancel_and_a_node_lost_mid_job_loses_nothing(
             assert rows[victim][1] == 2 and node_of(rows[victim][0]) == head_id
             assert sorted(attempts for _, attempts, _ in rows.values()) == [1, 1, 1, 1, 1, 2]
             for job in final.values():
-                assert httpx.get(job["result"]["videoUrl"], timeout=30).status_code == 200
+                for video in job["result"]["videos"]:
+                    assert httpx.get(video["videoUrl"], timeout=30).status_code == 200
+            assert len(final[first[1]]["result"]["videos"]) == 2
             spent = sum(job["creditCost"] for job in final.values())
             assert client.get("/v2/me").json()["team"]["credits"] == 1000 - spent
 
@@ -187,7 +191,7 @@ def test_two_nodes_share_jobs_cancel_and_a_node_lost_mid_job_loses_nothing(
     db.dispose()
     assert (charges, refunds) == (6, 1)
     assert not list((server.data_dir / "files").rglob("*.part"))
-    assert len(list((server.data_dir / "files" / "results").rglob("*.mp4"))) == 5
+    assert len(list((server.data_dir / "files" / "results").rglob("*.mp4"))) == 6
     for data_dir in ("head", "node"):
         assert (tmp_path / data_dir / "models" / TINY_CHECKPOINT_DIR).is_dir(), (
             f"the actors cached weights in the {data_dir}'s data dir"

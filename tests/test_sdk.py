@@ -48,7 +48,9 @@ def test_generate_wait_download(server: LiveServer, tmp_path: Path) -> None:
         assert job.status == "COMPLETED" and job.result is not None and job.result.seed == 3
         path = client.download(job, tmp_path / "out.mp4")
         url = re.sub(r"sig=[^&]+", "sig=" + "0" * 64, job.result.videoUrl)
-        forged = job.model_copy(update={"result": job.result.model_copy(update={"videoUrl": url})})
+        video = job.result.videos[0].model_copy(update={"videoUrl": url})
+        forged_result = job.result.model_copy(update={"videoUrl": url, "videos": [video]})
+        forged = job.model_copy(update={"result": forged_result})
         with pytest.raises(
             AuthenticationError, match="download failed: Invalid link: its signature does not"
         ):

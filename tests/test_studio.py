@@ -221,6 +221,34 @@ def test_generate_with_first_frame_plays_the_video(
     assert studio.errors == []
 
 
+def test_several_videos_and_an_enhanced_prompt(studio: Studio, server: LiveServer, tmp_path: Path) -> None:
+    key = server.new_key(credits=40)
+    page = studio.page
+    studio.signed_in(key)
+    prompt = unique("a paper boat on a pond")
+    studio.fill(prompt, "veo-3.1-fast", 4)
+    page.get_by_label("Seed").fill("21")
+    expect(page.locator("#price-value")).to_have_text("5 credits")
+    page.get_by_label("Videos").select_option("2")
+    expect(page.locator("#price-value")).to_have_text("10 credits")  # each video is charged
+    page.get_by_label("Enhance prompt").check()
+    page.get_by_role("button", name="Generate").click()
+
+    samples = page.locator("#job-samples")
+    expect(samples).to_contain_text("Play video 1 (seed 21)", timeout=60_000)
+    expect(samples).to_contain_text("Play video 2 (seed 22)")
+    first = page.locator("#job-video").get_attribute("src")
+    page.get_by_role("button", name="Play video 2 (seed 22)").click()
+    expect(page.locator("#job-video")).not_to_have_attribute("src", first or "")
+    expect(page.locator("#job-enhanced-prompt")).to_have_text(f"{prompt} [enhanced with seed 21]")
+    expect(studio.balance).to_have_text("30")
+    with server.client(key) as client:
+        [job] = client.get("/v2/jobs").json()["jobs"]
+    assert job["input"]["veoParams"]["sample_count"] == 2 and job["input"]["veoParams"]["enhance_prompt"]
+    studio.screenshot(tmp_path, "studio-samples.png")
+    assert studio.errors == []
+
+
 def test_errors_are_shown_where_the_user_looks(studio: Studio, server: LiveServer, tmp_path: Path) -> None:
     page = studio.page
     studio.open()

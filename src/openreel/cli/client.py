@@ -13,6 +13,7 @@ import typer
 
 from openreel.cli.local import DataDir, settings_of
 from openreel.cli.terminal import Typer, columns, fail, say
+from openreel.domain.limits import MAX_SAMPLES
 from openreel.sdk.client import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
@@ -82,15 +83,26 @@ def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
         return client.wait_for(job_id, timeout=timeout, on_progress=show, backoff=Backoff(0.25, 1.5, 1.0))
 
 
+def sample_path(out: Path, index: int) -> Path:
+    """Where the video of sample ``index`` goes: ``out`` for the first, ``out``-2, -3, ... beside it."""
+    return out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+
+
 def _downloaded(client: Client, job: JobOut, out: Path) -> None:
-    client.download(job, out)
+    from openreel.protocols.apiframe.schemas import SampleVideo
+
     result = job.result
     assert result is not None
-    say(
-        f"wrote {out} ({out.stat().st_size} bytes): {result.width}x{result.height}, "
-        f"{result.durationSeconds} s, {'with' if result.hasAudio else 'no'} audio, seed {result.seed}, "
-        f"{job.creditCost} credits"
-    )
+    for index, video in enumerate(result.videos or [SampleVideo.model_validate(result.model_dump())]):
+        if video.videoUrl is None:
+            say(f"video {index + 1} (seed {video.seed}) failed, refunded: {video.error}", style="yellow")
+            continue
+        path = client.download(job, sample_path(out, index), sample=index)
+        say(
+            f"wrote {path} ({path.stat().st_size} bytes): {video.width}x{video.height}, "
+            f"{video.durationSeconds} s, {'with' if video.hasAudio else 'no'} audio, seed {video.seed}"
+        )
+    say(f"{job.creditCost} credits")
     if result.enhancedPrompt is not None:
         say(f"rendered the enhanced prompt: {result.enhancedPrompt}")
     if result.notice:
@@ -140,6 +152,14 @@ def generate(
         int | None, typer.Option(help="Seed for a repeatable result.", show_default="random")
     ] = None,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Generate a silent video.")] = False,
+    samples: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_SAMPLES,
+            help="Videos to render, seeded seed, seed + 1, ..., each charged; written as OUT, OUT-2, ...",
+        ),
+    ] = 1,
     enhance_prompt: Annotated[
         bool,
         typer.Option("--enhance-prompt", help="Let the model's Gemma rewrite the prompt in detail first."),
@@ -154,7 +174,7 @@ def generate(
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Generate one video and write it to a file.
+    """Generate a video (or several: --samples) and write it to a file.
 
     It shows the queue position and progress while it waits. With --server it uses that server;
     without, it runs the service in this process on the local data directory and its engine (a local
@@ -170,6 +190,7 @@ def generate(
         "seed": seed,
         "generate_audio": False if no_audio else None,
         "enhance_prompt": True if enhance_prompt else None,
+        "sample_count": samples if samples > 1 else None,
     }
     files = {"image": image, "last_frame": last_frame, "reference_images": reference or []}
     if server is not None:
@@ -184,7 +205,7 @@ def generate(
     price = 0
     if spec is not None:
         variant = spec.variant(duration or spec.default_duration, spec.audio and not no_audio)
-        price = spec.prices.get(variant, max(spec.prices.values()))
+        price = spec.prices.get(variant, max(spec.prices.values())) * samples
     key = local_key(settings, price)
     logging.basicConfig(level=logging.WARNING)
     say(f"starting openreel in this process (engine {settings.engine}, data in {settings.data_dir})")

@@ -4,4 +4,5 @@ MAX_PROMPT = 4000
 MAX_NEGATIVE_PROMPT = 2000
 MAX_REFERENCES = 3
 MAX_SEED = 2**32 - 1
+MAX_SAMPLES = 4  # videos per request (Vertex's sampleCount)
 MAX_IDEMPOTENCY_KEY = 255

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from openreel.domain.catalog import Catalog, ModelSpec
-from openreel.domain.limits import MAX_SEED
+from openreel.domain.limits import MAX_SAMPLES, MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,13 @@ class VideoSpec:
     reference_images: list[str]
     # Rewrite the prompt with the model's own Gemma before rendering (jobs stored before it have none).
     enhance_prompt: bool = False
+    # Videos rendered for the request, seeded seed, seed + 1, ... (``seeds``), each charged.
+    sample_count: int = 1
+
+    @property
+    def seeds(self) -> list[int]:
+        """Each sample's seed: the next one up, wrapping round the 32-bit range."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.sample_count)]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +218,12 @@ def _resolve_params(
             "reference_images or ask the operator to enable it",
         )
 
+    sample_count = params.get("sample_count")
+    if sample_count is None:
+        sample_count = 1
+    elif not 1 <= sample_count <= MAX_SAMPLES:
+        details.add(p + "sample_count", f"must be between 1 and {MAX_SAMPLES}")
+
     negative = params.get("negative_prompt")
     return VideoSpec(
         model=model.id,
@@ -225,4 +238,5 @@ def _resolve_params(
         last_frame=params.get("last_frame"),
         reference_images=references,
         enhance_prompt=bool(params.get("enhance_prompt")),
+        sample_count=int(sample_count),
     )

@@ -16,10 +16,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RenderTask:
+    """``plans``: one per sample of the request, the same render with its own seed, rendered in turn;
+    sample ``i`` is written to ``output_paths[i]``."""
+
     seq: int
     job_id: str
-    plan: RenderPlan
-    output_path: str
+    plans: tuple[RenderPlan, ...]
+    output_paths: tuple[str, ...]
     first_frame: Image.Image | None = None
     last_frame: Image.Image | None = None
     references: tuple[Image.Image, ...] = ()
@@ -73,8 +76,8 @@ class Done:
     media: dict[str, Any] = field(default_factory=dict)
     # Wall seconds of each part of the render on the worker: "render" (the engine), "encode" (the MP4).
     seconds: dict[str, float] = field(default_factory=dict)
-    # The MP4 itself, from workers on other machines; local workers write task.output_path instead.
-    video: bytes | None = None
+    # The MP4s by sample, from workers on other machines; local workers write task.output_paths instead.
+    videos: dict[int, bytes] | None = None
 
 
 @dataclass(frozen=True)

@@ -84,17 +84,18 @@ class RenderActor:
         engine = self._engine
         assert engine is not None, "the server only sends tasks to actors that loaded"
         with tempfile.TemporaryDirectory(prefix="openreel-") as tmp:
-            output = Path(tmp) / "clip.mp4"
+            outputs = [Path(tmp) / f"clip-{i}.mp4" for i in range(len(task.plans))]
             outcome = render_task(
                 engine,
                 task,
-                output,
+                outputs,
                 x264_preset=self._x264_preset,
                 report=lambda percent: self._progress.__setitem__(task.seq, percent),
                 cancelled=lambda: task.seq in self._cancelled,
             )
             if isinstance(outcome, m.Done):
-                outcome = replace(outcome, video=output.read_bytes())
+                videos = {i: path.read_bytes() for i, path in enumerate(outputs) if path.is_file()}
+                outcome = replace(outcome, videos=videos)
         with self._lock:
             self._progress.pop(task.seq, None)
             self._cancelled.discard(task.seq)
@@ -115,7 +116,7 @@ class _Actor:
     node_id: str = ""
     ready: bool = False
     seq: int | None = None
-    output: str = ""
+    outputs: tuple[str, ...] = ()
     progress_pending: bool = False
     heard: float = 0.0
 
@@ -176,7 +177,7 @@ class RayExecutor:
 
     def submit(self, slot: str, task: m.RenderTask) -> None:
         actor = next(a for a in self._actors.values() if a.name == slot)
-        actor.seq, actor.output, actor.heard = task.seq, task.output_path, time.monotonic()
+        actor.seq, actor.outputs, actor.heard = task.seq, task.output_paths, time.monotonic()
         self._refs[actor.handle.render.remote(task)] = ("render", actor.number, task.seq)
 
     def cancel(self, seq: int) -> None:
@@ -279,9 +280,10 @@ class RayExecutor:
         log.info("%s: engine %s ready", actor.name, loaded.name)
 
     def _delivered(self, actor: _Actor, outcome: m.Outcome) -> m.TaskEvent:
-        if isinstance(outcome, m.Done) and outcome.video is not None:
-            Path(actor.output).write_bytes(outcome.video)
-            return dataclasses.replace(outcome, video=None)
+        if isinstance(outcome, m.Done) and outcome.videos is not None:
+            for index, video in outcome.videos.items():
+                Path(actor.outputs[index]).write_bytes(video)
+            return dataclasses.replace(outcome, videos=None)
         return outcome
 
     def _failed(self, error: str) -> None:

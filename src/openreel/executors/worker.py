@@ -73,7 +73,7 @@ def run_worker(
         outcome = render_task(
             engine,
             task,
-            Path(task.output_path),
+            [Path(path) for path in task.output_paths],
             x264_preset=x264_preset,
             report=partial(_report, conn, task.seq),
             cancelled=partial(_is_cancelled, cancel_seq, task.seq),

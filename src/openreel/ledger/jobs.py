@@ -2,7 +2,8 @@
 
 Every transition is a compare-and-set on (status, attempt), so a late message from a worker that
 was cancelled, timed out or replaced can never overwrite a newer state, and only the transaction
-that moves a job to FAILED or CANCELLED writes its refund: exactly once.
+that moves a job out of its active states writes its refund (all of it for FAILED or CANCELLED, the
+failed samples' share for COMPLETED): at most once.
 """
 
 from __future__ import annotations
@@ -279,14 +280,29 @@ def set_progress(session: Session, job_id: str, attempt: int, progress: int) -> 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def complete(session: Session, job_id: str, attempt: int, result: dict[str, Any]) -> bool:
+def complete(
+    session: Session, job_id: str, attempt: int, result: dict[str, Any], failed_samples: int = 0
+) -> bool:
+    """COMPLETED with ``result``; the samples that failed (some rendered) are refunded, their share of
+    the charge, in the same transaction, and the result says how much (``creditsRefunded``)."""
+    job = session.get(Job, job_id) if failed_samples else None
+    refund = job.credit_cost // int(job.spec.get("sample_count", 1)) * failed_samples if job else 0
     outcome = session.execute(
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)))
-        .values(status=COMPLETED, progress=100, result=result, error=None, completed_at=utcnow())
+        .values(
+            status=COMPLETED,
+            progress=100,
+            result={**result, "creditsRefunded": refund} if refund else result,
+            error=None,
+            completed_at=utcnow(),
+        )
         .execution_options(synchronize_session=False)
     )
-    return bool(outcome.rowcount)  # type: ignore[attr-defined]
+    won = bool(outcome.rowcount)  # type: ignore[attr-defined]
+    if won and job is not None and refund:
+        credits.refund(session, job.account_id, job_id, refund, note=f"{failed_samples} sample(s) failed")
+    return won
 
 
 def end_with_refund(

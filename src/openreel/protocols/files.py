@@ -23,7 +23,7 @@ from openreel.service.views import iso
 
 router = APIRouter(tags=["Files"])
 
-RESULTS = "results/"  # results/<job id>/<attempt>.mp4; every other key is an upload
+RESULTS = "results/"  # results/<job id>/<attempt>.mp4 (further samples .<n>.mp4); others are uploads
 
 
 def result_disposition(job_id: str) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -62,9 +62,9 @@ class Running:
     job_id: str
     model: str
     attempt: int
-    seed: int
-    staged: str
-    key: str
+    # Per sample: where its worker writes the MP4, and its key in storage.
+    staged: tuple[str, ...]
+    keys: tuple[str, ...]
     deadline: float
     shape: Shape
     claimed: float
@@ -159,7 +159,8 @@ class Dispatcher:
         for running in list(self._running.values()):
             if time.monotonic() > running.deadline:
                 self._executor.abort(running.seq)
-                self._finish_failed(running, f"generation timed out after {self.settings.job_timeout_s} s")
+                limit = self.settings.job_timeout_s * len(running.keys)
+                self._finish_failed(running, f"generation timed out after {limit} s")
         if self._wake.is_set() or time.monotonic() >= self._next_claim:
             self._wake.clear()
             self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
@@ -210,8 +211,10 @@ class Dispatcher:
             now = time.monotonic()
             self._on_phase("worker", max(now - running.handed - sum(event.seconds.values()), 0.0))
             self.render_times.observe(running.shape, now - running.claimed)
+            made = sum("error" not in sample for sample in event.media["samples"])
+            per_video = {part: seconds / made for part, seconds in event.seconds.items()}
             try:  # before the job reads COMPLETED, so whoever sees it completed sees its render counted
-                self._on_rendered(running.model, event.seconds, event.media.get("recipe") or {})
+                self._on_rendered(running.model, per_video, event.media.get("recipe") or {})
             except Exception:
                 log.exception("recording the render of job %s failed", running.job_id)
             self._finish_done(running, event.media)
@@ -281,8 +284,11 @@ class Dispatcher:
             enhance_prompt=spec.enhance_prompt,
             grid_scale=grid_scale,
         )
-        key = f"results/{job_id}/{attempt}.mp4"
-        staged = self.storage.staging_path(key)
+        keys = tuple(
+            f"results/{job_id}/{attempt}.mp4" if i == 0 else f"results/{job_id}/{attempt}.{i}.mp4"
+            for i in range(spec.sample_count)
+        )
+        staged = tuple(str(self.storage.staging_path(key)) for key in keys)
         with self._lock:
             self._seq += 1
             running = Running(
@@ -290,16 +296,16 @@ class Dispatcher:
                 job_id=job_id,
                 model=spec.model,
                 attempt=attempt,
-                seed=spec.seed,
-                staged=str(staged),
-                key=key,
-                deadline=time.monotonic() + self.settings.job_timeout_s,
+                staged=staged,
+                keys=keys,
+                deadline=time.monotonic() + self.settings.job_timeout_s * spec.sample_count,
                 shape=Shape.of(spec),
                 claimed=claimed,
                 handed=time.monotonic(),
             )
             self._running[running.seq] = running
-        return m.RenderTask(running.seq, job_id, plan, str(staged), first, last, references)
+        plans = tuple(replace(plan, seed=seed) for seed in spec.seeds)
+        return m.RenderTask(running.seq, job_id, plans, staged, first, last, references)
 
     @overload
     def _image(self, url: str) -> Image.Image: ...
@@ -310,25 +316,40 @@ class Dispatcher:
             return None
         return load_image(url, settings=self.settings, signer=self.signer, storage=self.storage)
 
-    def _finish_done(self, running: Running, media: dict[str, object]) -> None:
+    def _finish_done(self, running: Running, media: dict[str, Any]) -> None:
+        """The samples rendered move into storage; the job's result names each, and the first one made
+        is also the result's own video (what a one-video client reads)."""
         started = time.monotonic()
-        self.storage.commit(Path(running.staged), running.key)
-        committed = time.monotonic()
-        self._on_phase("commit", committed - started)
-        result = {
-            "key": running.key,
-            "checkpoint": self.settings.checkpoint,
-            "seed": running.seed,
-            "randomWeights": self.engine.random_weights,
-            **media,
-        }
-        with self.db.session() as session:
-            won = jobs.complete(session, running.job_id, running.attempt, result)
-            if won:
-                self._on_job_event(session, running.job_id, "completed")
-        self._on_phase("status", time.monotonic() - committed)
-        if not won:
-            self.storage.delete(running.key)
+        samples = [dict(sample) for sample in media["samples"]]
+        made: list[dict[str, Any]] = []
+        won = False
+        try:
+            for sample, staged, key in zip(samples, running.staged, running.keys, strict=True):
+                if "error" not in sample:
+                    self.storage.commit(Path(staged), key)
+                    sample["key"] = key
+                    made.append(sample)
+            committed = time.monotonic()
+            self._on_phase("commit", committed - started)
+            result = {
+                **media,
+                "key": made[0]["key"],
+                "checkpoint": self.settings.checkpoint,
+                "randomWeights": self.engine.random_weights,
+                "samples": samples,
+            }
+            with self.db.session() as session:
+                won = jobs.complete(
+                    session, running.job_id, running.attempt, result, failed_samples=len(samples) - len(made)
+                )
+                if won:
+                    self._on_job_event(session, running.job_id, "completed")
+            self._on_phase("status", time.monotonic() - committed)
+        finally:
+            # A lost race, or a commit or write that failed (the job is then retried): no job names them.
+            if not won:
+                for sample in made:
+                    self.storage.delete(sample["key"])
         self._clear(running)
 
     def _fail(self, job_id: str, attempt: int, error: str) -> None:
@@ -341,7 +362,8 @@ class Dispatcher:
         self._clear(running)
 
     def _clear(self, running: Running) -> None:
-        Path(running.staged).unlink(missing_ok=True)
+        for staged in running.staged:
+            Path(staged).unlink(missing_ok=True)
         with self._lock:
             self._running.pop(running.seq, None)
 

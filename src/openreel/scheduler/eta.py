@@ -31,15 +31,18 @@ class Shape:
     duration: int
     generate_audio: bool
     conditioned: bool
+    samples: int = 1
 
     @classmethod
     def of(cls, spec: VideoSpec) -> Shape:
         conditioned = bool(spec.image or spec.last_frame or spec.reference_images)
-        return cls(spec.model, spec.resolution, spec.duration, spec.generate_audio, conditioned)
+        return cls(
+            spec.model, spec.resolution, spec.duration, spec.generate_audio, conditioned, spec.sample_count
+        )
 
     @property
     def work(self) -> float:
-        return float(PIXELS.get(self.resolution, PIXELS["720p"]) * self.duration)
+        return float(PIXELS.get(self.resolution, PIXELS["720p"]) * self.duration * self.samples)
 
 
 class RenderTimes:

@@ -64,6 +64,7 @@ class _Calls:
         negative_prompt: str | None,
         generate_audio: bool | None,
         enhance_prompt: bool | None,
+        sample_count: int | None,
         webhook_url: str | None,
         webhook_events: list[str] | None,
         idempotency_key: str | None,
@@ -80,6 +81,7 @@ class _Calls:
             negative_prompt=negative_prompt,
             generate_audio=generate_audio,
             enhance_prompt=enhance_prompt,
+            sample_count=sample_count,
         )
         if params:
             body["veoParams"] = params
@@ -148,11 +150,19 @@ def _settle(job: JobOut) -> JobOut:
     return job
 
 
-def _download_paths(job: JobOut, destination: str | Path) -> tuple[Path, Path]:
+def _download_paths(job: JobOut, destination: str | Path, sample: int) -> tuple[str, Path, Path]:
+    """(URL, target, temporary path) of the job's video ``sample`` (an index into ``result.videos``; a
+    server from before samples lists none, and has the one video)."""
     if job.result is None:
         raise ValueError(f"job {job.id} has no video (status {job.status})")
+    videos = job.result.videos
+    url = videos[sample].videoUrl if 0 <= sample < len(videos) else None
+    if not videos and sample == 0:
+        url = job.result.videoUrl
+    if url is None:
+        raise ValueError(f"job {job.id} has no video {sample}: see its result.videos")
     target = Path(destination)
-    return target, target.with_name(f".{target.name}.part")
+    return url, target, target.with_name(f".{target.name}.part")
 
 
 def _download_error(response: httpx.Response) -> Exception:
@@ -238,6 +248,7 @@ class Client:
         negative_prompt: str | None = None,
         generate_audio: bool | None = None,
         enhance_prompt: bool | None = None,
+        sample_count: int | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         idempotency_key: str | None = None,
@@ -306,15 +317,13 @@ class Client:
                 raise WaitTimeout(job, timeout)
             time.sleep(delay)
 
-    def download(self, job: JobOut | str, destination: str | Path) -> Path:
-        """Stream a COMPLETED job's MP4 to ``destination`` (written under a temporary name first)."""
+    def download(self, job: JobOut | str, destination: str | Path, sample: int = 0) -> Path:
+        """Stream a COMPLETED job's MP4 to ``destination`` (written under a temporary name first);
+        ``sample``: which video of a request for several (``result.videos``)."""
         job = self.get_job(job) if isinstance(job, str) else job
-        target, partial = _download_paths(job, destination)
+        url, target, partial = _download_paths(job, destination, sample)
         try:
-            with (
-                network_errors(job.result.videoUrl),  # type: ignore[union-attr]
-                self._http.stream("GET", job.result.videoUrl) as response,  # type: ignore[union-attr]
-            ):
+            with network_errors(url), self._http.stream("GET", url) as response:
                 if response.is_error:
                     response.read()
                     raise _download_error(response)
@@ -377,6 +386,7 @@ class AsyncClient:
         negative_prompt: str | None = None,
         generate_audio: bool | None = None,
         enhance_prompt: bool | None = None,
+        sample_count: int | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         idempotency_key: str | None = None,
@@ -424,12 +434,12 @@ class AsyncClient:
     async def upload(self, file: str | Path | bytes, *, filename: str | None = None) -> UploadOut:
         return await self._run(_Calls.upload(file, filename))
 
-    async def download(self, job: JobOut | str, destination: str | Path) -> Path:
+    async def download(self, job: JobOut | str, destination: str | Path, sample: int = 0) -> Path:
         job = await self.get_job(job) if isinstance(job, str) else job
-        target, partial = _download_paths(job, destination)
+        url, target, partial = _download_paths(job, destination, sample)
         try:
-            with network_errors(job.result.videoUrl):  # type: ignore[union-attr]
-                async with self._http.stream("GET", job.result.videoUrl) as response:  # type: ignore[union-attr]
+            with network_errors(url):
+                async with self._http.stream("GET", url) as response:
                     if response.is_error:
                         await response.aread()
                         raise _download_error(response)

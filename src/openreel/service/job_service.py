@@ -22,6 +22,7 @@ from openreel.ledger.tables import ApiKey, Job
 from openreel.netguard import BlockedURL, Unresolved, pin_url
 from openreel.service.services import Services
 from openreel.service.uploads import UploadRejected, store_upload
+from openreel.service.views import result_keys
 from openreel.storage.images import InputError, fetch
 
 
@@ -174,7 +175,7 @@ def submit_job(
         model=spec.model,
         input=echo,
         spec=spec.to_json(),
-        cost=model.price(spec.duration, spec.generate_audio),
+        cost=model.price(spec.duration, spec.generate_audio) * spec.sample_count,
         idempotency_key=idempotency_key,
         request_hash=request_hash(echo),
         webhook_url=webhook_url,
@@ -235,9 +236,9 @@ def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | Non
                 svc.webhooks.enqueue(session, job_id, "failed")
             session.refresh(job)
         jobs.delete(session, job)
-        result_key = job.result["key"] if job.result else None
+        keys = result_keys(job.result)
     if cancelled:
         svc.dispatcher.cancel(job_id)
-    if result_key:
-        svc.storage.delete(result_key)
+    for key in keys:
+        svc.storage.delete(key)
     return Ended(job, cancelled)

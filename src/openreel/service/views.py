@@ -18,6 +18,18 @@ RANDOM_WEIGHTS_NOTICE = (
 RANDOM_ENHANCEMENT_NOTICE = " The enhanced prompt is gibberish, written by the same random weights."
 
 
+def stored_samples(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A completed job's samples, made (with their ``key``) or failed (with their ``error``); a job from
+    before samples has its one video in the result itself."""
+    samples: list[dict[str, Any]] = result.get("samples", [result])
+    return samples
+
+
+def result_keys(result: dict[str, Any] | None) -> list[str]:
+    """The stored videos of a job's result."""
+    return [s["key"] for s in stored_samples(result) if "key" in s] if result else []
+
+
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -39,9 +51,22 @@ class Presenter:
         self.url_ttl_s = url_ttl_s
 
     def result(self, job: Job, base_url: str) -> dict[str, Any] | None:
+        """The first video made as the result itself; ``videos``: every sample, made or failed."""
         if job.status != jobs.COMPLETED or not job.result:
             return None
         r = job.result
+        return {
+            **self._video(r, base_url),
+            "notice": self.notice(r),
+            "recipe": r.get("recipe"),
+            "enhancedPrompt": r.get("enhancedPrompt"),
+            "videos": [
+                {"seed": s["seed"], "error": s["error"]} if "error" in s else self._video(s, base_url)
+                for s in stored_samples(r)
+            ],
+        }
+
+    def _video(self, r: dict[str, Any], base_url: str) -> dict[str, Any]:
         return {
             "videoUrl": self.storage.signed_url(r["key"], self.url_ttl_s)
             or self.signer.url(base_url, r["key"], self.url_ttl_s),
@@ -51,10 +76,14 @@ class Presenter:
             "fps": r["fps"],
             "hasAudio": r["hasAudio"],
             "seed": r["seed"],
-            "notice": self.notice(r),
-            "recipe": r.get("recipe"),
-            "enhancedPrompt": r.get("enhancedPrompt"),
         }
+
+    @staticmethod
+    def charged(job: Job) -> int:
+        """What the job costs its account now: nothing once refunded, less the samples that failed."""
+        if job.status in (jobs.FAILED, jobs.CANCELLED):
+            return 0
+        return job.credit_cost - int((job.result or {}).get("creditsRefunded", 0))
 
     @staticmethod
     def notice(result: dict[str, Any]) -> str | None:
@@ -77,7 +106,7 @@ class Presenter:
             "progress": job.progress,
             "result": self.result(job, base_url),
             "error": job.error,
-            "creditCost": job.credit_cost if job.status not in (jobs.FAILED, jobs.CANCELLED) else 0,
+            "creditCost": self.charged(job),
             "webhookStatus": job.webhook_status,
             "webhookError": job.webhook_error,
             "createdAt": iso(job.created_at),

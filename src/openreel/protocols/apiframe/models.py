@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 
 from openreel.domain.catalog import ModelSpec
+from openreel.domain.limits import MAX_SAMPLES
 from openreel.engine import recipes
 from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter
 from openreel.executors.base import EngineState
@@ -60,6 +61,7 @@ def _entry(
         "acceptsGenerateAudio": model.accepts_audio_flag,
         "acceptsReferenceImages": references_unavailable is None,
         "referenceImagesUnavailable": references_unavailable,
+        "maxSampleCount": MAX_SAMPLES,
         "promptEnhancementUnavailable": (
             f"Prompt enhancement is off on this server: {engine.enhance_error}"
             if engine.enhance_error

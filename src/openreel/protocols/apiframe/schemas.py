@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES
+from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES, MAX_SAMPLES
 
 WebhookEvent = Literal["progress", "completed", "failed"]
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
@@ -30,6 +30,11 @@ class VeoParams(Strict):
         default=None,
         description="openreel: rewrite the prompt with the model's own Gemma before rendering (default "
         "false); the result's enhancedPrompt is what was rendered.",
+    )
+    sample_count: int | None = Field(
+        default=None,
+        description=f"openreel: how many videos to render, 1 to {MAX_SAMPLES} (default 1), seeded seed, "
+        "seed + 1, ...; each is charged, and each that fails is refunded. The result's videos lists them.",
     )
 
 
@@ -76,6 +81,19 @@ class RecipeTrace(BaseModel):
     peakGpuBytes: int | None
 
 
+class SampleVideo(BaseModel):
+    """One video of a request's samples; a sample that failed has only its seed and error."""
+
+    seed: int
+    videoUrl: str | None = None
+    width: int | None = None
+    height: int | None = None
+    durationSeconds: float | None = None
+    fps: int | None = None
+    hasAudio: bool | None = None
+    error: str | None = None
+
+
 class VideoResult(BaseModel):
     videoUrl: str
     width: int
@@ -88,6 +106,11 @@ class VideoResult(BaseModel):
     recipe: RecipeTrace | None = None
     enhancedPrompt: str | None = Field(
         default=None, description="The prompt rendered, when the request asked for enhancement (openreel)."
+    )
+    videos: list[SampleVideo] = Field(
+        default_factory=list,
+        description="Every sample of the request (veoParams.sample_count), made or failed; the result's own "
+        "video is the first one made (openreel).",
     )
 
 
@@ -227,6 +250,9 @@ class ModelEntry(BaseModel):
     acceptsReferenceImages: bool
     referenceImagesUnavailable: str | None = Field(
         default=None, description="Why this model cannot take reference_images on this server; null: it can."
+    )
+    maxSampleCount: int = Field(
+        description="The most videos one request may ask for (veoParams.sample_count)."
     )
     promptEnhancementUnavailable: str | None = Field(
         default=None, description="Why this server cannot take veoParams.enhance_prompt; null: it can."

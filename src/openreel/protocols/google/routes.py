@@ -43,6 +43,7 @@ from openreel.protocols.google.wire import (
     GoogleError,
     Operation,
     PredictRequest,
+    file_sample,
     invalid,
     materialize,
     on_validation,
@@ -55,6 +56,7 @@ from openreel.protocols.google.wire import (
 from openreel.service import job_service
 from openreel.service.services import AuthError, Services, authenticate
 from openreel.service.standing import Standings
+from openreel.service.views import stored_samples
 
 router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation))
 
@@ -229,10 +231,12 @@ def gemini_cancel(model: str, op_id: str, svc: ServicesDep, key: GoogleKey) -> d
 def gemini_download(
     file_id: str, svc: ServicesDep, key: GoogleKey, alt: Annotated[str | None, Query()] = None
 ) -> Response:
-    """The file id is the operation id; HTTP Range is supported."""
+    """The file id is the operation id, with ``-<n>`` for a request's further samples; HTTP Range is
+    supported."""
     if alt not in (None, "media"):
         raise GoogleError(400, f"alt={alt!r} is not supported here; use alt=media")
-    job = _own_job(svc, key, file_id, f"File {file_id}")
+    op_id, sample = file_sample(file_id)
+    job = _own_job(svc, key, op_id, f"File {file_id}")
     if job.status in jobs.ACTIVE:
         raise GoogleError(
             400,
@@ -242,8 +246,11 @@ def gemini_download(
     if job.status != jobs.COMPLETED or not job.result:
         raise GoogleError(404, f"File {file_id} has no video: its operation ended {job.status}.")
     # Streamed, never redirected: the SDK re-sends its API key to wherever a redirect points.
-    disposition = result_disposition(job.id)
-    response = svc.storage.serve(job.result["key"], "video/mp4", redirect=False, disposition=disposition)
+    disposition = result_disposition(job.id + (f"-{sample}" if sample else ""))
+    stored = stored_samples(job.result)
+    if sample >= len(stored) or "key" not in stored[sample]:
+        raise GoogleError(404, f"File {file_id} has no video: its operation made no such sample.")
+    response = svc.storage.serve(stored[sample]["key"], "video/mp4", redirect=False, disposition=disposition)
     if response is None:
         raise GoogleError(404, f"File {file_id} has expired or was deleted.")
     return sandboxed(response)

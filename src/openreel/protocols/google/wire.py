@@ -33,7 +33,10 @@ Both take the same body. How each field is treated (nothing is silently ignored)
   rendering (``engine/enhance.py``), seeded by the request's seed; the finished operation's
   ``metadata.enhancedPrompt`` is what was rendered. Where the workers cannot enhance, the default is
   false and an explicit true is refused (503).
-- Accepted only with the value openreel does anyway: ``sampleCount`` 1, ``personGeneration`` allow_all
+- ``sampleCount``: 1 to 4 videos, seeded ``seed``, ``seed + 1``, ...; each charged, each that fails
+  refunded; the finished operation lists every video made (its ``metadata.samples`` also the seeds and
+  any failures).
+- Accepted only with the value openreel does anyway: ``personGeneration`` allow_all
   (there is no person filter, so allow_adult / dont_allow cannot be honoured), ``fps`` 24,
   ``compressionQuality`` OPTIMIZED, ``resizeMode`` crop (images are scaled to cover and centre-cropped).
 - Refused: ``storageUri`` (no Cloud Storage), ``pubsubTopic`` (no Pub/Sub), ``webhookConfig`` (our
@@ -282,6 +285,7 @@ _APIFRAME_PATHS = {
     "veoParams.image": "instances[0].image",
     "veoParams.last_frame": "instances[0].lastFrame",
     "veoParams.reference_images": "instances[0].referenceImages",
+    "veoParams.sample_count": "parameters.sampleCount",
 }
 
 
@@ -335,11 +339,6 @@ def _labels(details: Details, labels: dict[str, str]) -> None:
 
 def _unsupported(details: Details, p: GoogleParameters, body: PredictRequest) -> None:
     """Fields openreel cannot honour, unless they ask for what it does anyway."""
-    if p.sample_count is not None and p.sample_count != 1:
-        details.add(
-            "parameters.sampleCount",
-            f"only 1 video per request is supported (got {p.sample_count}); send separate requests",
-        )
     if p.person_generation is not None:
         value = p.person_generation.lower()
         if value in ("allow_adult", "dont_allow"):
@@ -449,6 +448,8 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
         given["seed"] = p.seed
     if p.enhance_prompt is not None:
         given["enhance_prompt"] = p.enhance_prompt
+    if p.sample_count is not None:
+        given["sample_count"] = p.sample_count
     if p.generate_audio is not None:
         given["generate_audio"] = p.generate_audio
         if not model.accepts_audio_flag and p.generate_audio != model.audio:
@@ -581,12 +582,18 @@ def operation_id(name: str) -> str | None:
     return match["id"] if match else None
 
 
-def file_uri(base_url: str, version: str, job_id: str) -> str:
-    """Google's download uri; always https, because the SDK reads the file id only from https uris."""
+def file_uri(base_url: str, version: str, job_id: str, sample: int = 0) -> str:
+    """Google's download uri of a job's video (``sample``: which of the request's samples); always https,
+    because the SDK reads the file id only from https uris."""
     parts = urlsplit(base_url)
-    return (
-        f"https://{parts.netloc}{parts.path.rstrip('/')}/{version}/files/{hex_id(job_id)}:download?alt=media"
-    )
+    file_id = hex_id(job_id) + (f"-{sample}" if sample else "")
+    return f"https://{parts.netloc}{parts.path.rstrip('/')}/{version}/files/{file_id}:download?alt=media"
+
+
+def file_sample(file_id: str) -> tuple[str, int]:
+    """(operation id, sample index) of a file id as ``file_uri`` writes it."""
+    operation, _, sample = file_id.partition("-")
+    return (operation, int(sample)) if sample.isdecimal() and len(operation) == 32 else (file_id, 0)
 
 
 def operation(
@@ -604,7 +611,7 @@ def operation(
         "state": job.status,
         "progressPercent": job.progress,
         "model": job.model,
-        "creditCost": job.credit_cost if job.status not in (jobs.FAILED, jobs.CANCELLED) else 0,
+        "creditCost": svc.presenter.charged(job),
         "createTime": iso(job.created_at),
     }
     if standing.position is not None:
@@ -631,17 +638,23 @@ def operation(
             metadata["notice"] = result["notice"]
         if result.get("enhancedPrompt") is not None:
             metadata["enhancedPrompt"] = result["enhancedPrompt"]
+        samples = result.get("videos", [])
+        metadata["samples"] = samples
+        made = [(i, sample) for i, sample in enumerate(samples) if "error" not in sample]
         if form == "gemini":
-            video = {"uri": file_uri(base_url, version, job.id), "encoding": "video/mp4"}
+            generated = [
+                {"video": {"uri": file_uri(base_url, version, job.id, i), "encoding": "video/mp4"}}
+                for i, _ in made
+            ]
             body["response"] = {
                 "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
-                "generateVideoResponse": {"generatedSamples": [{"video": video}]},
+                "generateVideoResponse": {"generatedSamples": generated},
             }
         else:
             body["response"] = {
                 "@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse",
                 "raiMediaFilteredCount": 0,
-                "videos": [{"gcsUri": result.get("videoUrl"), "mimeType": "video/mp4"}],
+                "videos": [{"gcsUri": sample["videoUrl"], "mimeType": "video/mp4"} for _, sample in made],
             }
     elif job.status == jobs.FAILED:
         body["error"] = {"code": RPC_INTERNAL, "message": job.error or "The video generation failed."}

@@ -26,10 +26,11 @@ export class GenerateForm {
     this.audio = $("generate-audio");
     this.negative = $("negative-prompt");
     this.enhance = $("enhance-prompt");
+    this.samples = $("sample-count");
     this.button = $("generate");
 
     this.model.addEventListener("change", () => this.onModelChange());
-    for (const input of [this.duration, this.audio, this.aspect, this.resolution]) {
+    for (const input of [this.duration, this.audio, this.aspect, this.resolution, this.samples]) {
       input.addEventListener("change", () => this.refresh());
     }
     this.prompt.addEventListener("input", () => {
@@ -72,6 +73,7 @@ export class GenerateForm {
     keep(this.duration, model.durations, model.defaultDuration, (d) => `${d} s`);
     keep(this.aspect, model.aspectRatios, model.aspectRatios[0], (a) => a);
     keep(this.resolution, model.resolutions, model.resolutions[0]);
+    keep(this.samples, Array.from({ length: model.maxSampleCount || 1 }, (_, i) => i + 1), 1);
     const help = [model.description];
     if (model.engine && !model.engine.ready) help.push("Its engine is not ready yet.");
     $("model-help").textContent = help.join(" ");
@@ -124,7 +126,7 @@ export class GenerateForm {
     const model = this.current();
     if (!model) return null;
     const key = `${this.duration.value}s${this.audioOn() ? "-audio" : ""}`;
-    return key in model.prices ? model.prices[key] : null;
+    return key in model.prices ? model.prices[key] * Number(this.samples.value) : null;
   }
 
   setBalance(balance) {
@@ -312,6 +314,7 @@ export class GenerateForm {
     const negative = this.negative.value.trim();
     if (negative) params.negative_prompt = negative;
     if (this.enhance.checked) params.enhance_prompt = true;
+    if (Number(this.samples.value) > 1) params.sample_count = Number(this.samples.value);
     const [image] = await this.urls("image");
     const [lastFrame] = await this.urls("last_frame");
     const references = await this.urls("reference_images");
@@ -339,6 +342,7 @@ export class GenerateForm {
     this.audio.checked = params.generate_audio ?? model.audio;
     this.negative.value = params.negative_prompt || "";
     this.enhance.checked = Boolean(params.enhance_prompt) && !this.enhance.disabled;
+    this.samples.value = String(params.sample_count || 1);
     const short = jobId ? jobId.slice(0, 8) : "an earlier job";
     for (const slot of SLOTS) {
       this.releaseAll(slot);

@@ -145,6 +145,8 @@ export class History {
       params.image ? "first frame" : null,
       params.last_frame ? "last frame" : null,
       params.reference_images ? `${params.reference_images.length} reference image(s)` : null,
+      params.sample_count > 1 ? `${params.sample_count} videos` : null,
+      params.enhance_prompt ? "enhanced prompt" : null,
     ];
     return bits.filter(Boolean).join(" · ");
   }

@@ -219,9 +219,11 @@ export class JobPanel {
       meta.append(el("dt", {}, "Rendered prompt"), el("dd", { id: "job-enhanced-prompt" }, result.enhancedPrompt));
     }
     const seed = result.seed;
+    const videos = result.videos || [];
     return [
       result.notice ? el("div", { class: "alert alert-warn", id: "job-notice", role: "note" }, result.notice) : null,
       el("div", { class: "player" }, video),
+      videos.length > 1 ? this.renderSamples(job, videos, video) : null,
       el(
         "div",
         { class: "actions" },
@@ -230,5 +232,27 @@ export class JobPanel {
       ),
       meta,
     ];
+  }
+
+  /** Every video of a request with several samples: play any one in the player, or see why it failed. */
+  renderSamples(job, videos, player) {
+    return el(
+      "ol",
+      { class: "samples", id: "job-samples", "aria-label": "Videos of this request" },
+      ...videos.map((sample, i) =>
+        el(
+          "li",
+          {},
+          sample.error
+            ? el("span", { class: "muted" }, `Video ${i + 1} (seed ${sample.seed}) failed and was refunded: ${sample.error}`)
+            : el(
+                "button",
+                { type: "button", class: "btn btn-secondary btn-small", onclick: () => { player.src = sample.videoUrl; player.play(); } },
+                `Play video ${i + 1} (seed ${sample.seed})`,
+              ),
+          sample.error ? null : el("a", { class: "btn btn-small", href: sample.videoUrl, download: `openreel-${job.id.slice(0, 8)}-${i + 1}.mp4` }, "Download"),
+        ),
+      ),
+    );
   }
 }
