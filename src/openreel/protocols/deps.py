@@ -11,7 +11,9 @@ from openreel.protocols.errors import ApiError
 from openreel.service.services import AuthError, Services, authenticate
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """Async, so FastAPI calls it on the event loop: a plain function would cost every request a hop
+    to its thread pool and back."""
     return request.app.state.services
 
 

@@ -58,7 +58,9 @@ def _present(svc: Services, request: Request, job: Job, standing: Standing) -> d
     response_model=JobOut,
     responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
-def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
+async def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
+    """Polled every second or two by every waiting client: the read (two indexed queries) runs on the
+    event loop, which costs it less than a hop to a worker thread and back (docs/architecture.md)."""
     with svc.db.read() as session:
         job = jobs.get_for_account(session, key.account_id, _job_id(job_id))
         if job is None:

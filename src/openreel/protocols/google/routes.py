@@ -187,7 +187,7 @@ def gemini_predict(
 
 @router.get("/v1beta/models/{model}/operations/{op_id}", summary="Gemini: get an operation", **_PREDICT_DOC)
 @router.get("/v1/models/{model}/operations/{op_id}", summary="Gemini (v1): get an operation", **_PREDICT_DOC)
-def gemini_operation(
+async def gemini_operation(
     model: str, op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
     job = _own_job(svc, key, op_id, f"Operation models/{model}/operations/{op_id}")
@@ -196,7 +196,9 @@ def gemini_operation(
 
 @router.get("/v1beta/operations/{op_id}", summary="Gemini: get an operation (short name)", **_PREDICT_DOC)
 @router.get("/v1/operations/{op_id}", summary="Gemini (v1): get an operation (short name)", **_PREDICT_DOC)
-def gemini_operation_short(op_id: str, request: Request, svc: ServicesDep, key: GoogleKey) -> JSONResponse:
+async def gemini_operation_short(
+    op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
+) -> JSONResponse:
     job = _own_job(svc, key, op_id, f"Operation operations/{op_id}")
     return _operation_reply(svc, request, job, f"operations/{op_id}", "gemini")
 
@@ -288,7 +290,7 @@ def vertex_predict(
     summary="Vertex (v1): get an operation",
     **_PREDICT_DOC,
 )
-def vertex_fetch(
+async def vertex_fetch(
     model: str, body: FetchPredictOperationRequest, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
     """The finished video is ``response.videos[0].gcsUri``: a signed link, fetched without a key."""

@@ -257,7 +257,7 @@ def list_videos(
 
 
 @router.get("/v1/videos/{video_id}", response_model=VideoObject, responses=ERROR_RESPONSES)
-def retrieve_video(video_id: str, svc: ServicesDep, key: OpenAIKey) -> JSONResponse:
+async def retrieve_video(video_id: str, svc: ServicesDep, key: OpenAIKey) -> JSONResponse:
     job = _own_job(svc, key, video_id)
     headers = {"openai-poll-after-ms": POLL_AFTER_MS} if job.status in jobs.ACTIVE else None
     return JSONResponse(video_object(job), headers=headers)
