@@ -48,12 +48,12 @@ def dispatcher(tmp_path: Path) -> Iterator[tuple[Dispatcher, FakeExecutor, Datab
     db.dispose()
 
 
-def queue(db: Database, spec: dict[str, object]) -> tuple[str, str]:
+def queue(db: Database, spec: dict[str, object], cost: int = 5) -> tuple[str, str]:
     with db.session() as session:
         made = accounts.create_key(session, name="t", initial_credits=10)
         key = session.get(ApiKey, made.key_id)
         assert key is not None
-        new = jobs.NewJob("veo-3.1-fast", {"prompt": "p"}, spec, 5, None, None, None, None)
+        new = jobs.NewJob("veo-3.1-fast", {"prompt": "p"}, spec, cost, None, None, None, None)
         return jobs.submit(session, key, new)[0].id, key.account_id
 
 
@@ -95,3 +95,59 @@ def test_a_job_that_cannot_be_prepared_fails_at_once_with_a_refund(
         assert failed.error is not None and reason in failed.error, failed.error
         assert credits.balance(session, account) == 10
     assert [task.job_id for task in fake.submitted] == [good]
+
+
+def _rendered(task: m.RenderTask, failed: set[int]) -> m.Done:
+    """What a worker reports for ``task``, its samples written but those in ``failed``."""
+    samples: list[dict[str, object]] = []
+    for index, (plan, path) in enumerate(zip(task.plans, task.output_paths, strict=True)):
+        if index in failed:
+            samples.append({"seed": plan.seed, "error": "generation failed: out of memory"})
+        else:
+            Path(path).write_bytes(b"mp4")
+            samples.append({"seed": plan.seed, "width": 1280, "height": 720, "fps": 24})
+    made = next(sample for sample in samples if "error" not in sample)
+    return m.Done(task.seq, {**made, "durationSeconds": 4.0, "hasAudio": False, "samples": samples})
+
+
+def test_samples_that_fail_are_refunded_when_the_job_completes(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+) -> None:
+    loop, fake, db = dispatcher
+    job_id, account = queue(db, {**GOOD, "sample_count": 3, "seed": 2**32 - 1}, cost=9)
+    assert loop._dispatch_next()
+    [task] = fake.submitted
+    assert [plan.seed for plan in task.plans] == [2**32 - 1, 0, 1] and len(set(task.output_paths)) == 3
+    loop._handle(_rendered(task, failed={0}))
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == jobs.COMPLETED and job.result is not None
+        assert credits.balance(session, account) == 10 - 9 + 3  # one sample's share back
+        assert job.result["creditsRefunded"] == 3 and job.result["seed"] == 0
+        keys = [sample.get("key") for sample in job.result["samples"]]
+    assert keys == [None, f"results/{job_id}/1.1.mp4", f"results/{job_id}/1.2.mp4"]
+    assert all(loop.storage.exists(key) for key in keys[1:])
+
+
+def test_a_commit_that_fails_leaves_no_stored_sample(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job is left to its lease (and retried): no stored file may outlive that unnamed."""
+    loop, fake, db = dispatcher
+    job_id, _ = queue(db, {**GOOD, "sample_count": 2}, cost=6)
+    assert loop._dispatch_next()
+    [task] = fake.submitted
+    commit = loop.storage.commit
+
+    def second_fails(staged: Path, key: str) -> None:
+        if key.endswith(".1.mp4"):
+            raise OSError("disk full")
+        commit(staged, key)
+
+    monkeypatch.setattr(loop.storage, "commit", second_fails)
+    with pytest.raises(OSError):
+        loop._handle(_rendered(task, failed=set()))
+    assert not loop.storage.exists(f"results/{job_id}/1.mp4")
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == jobs.PROCESSING
