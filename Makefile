@@ -10,6 +10,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TEST_PROCESSES ?= $$(( $$(nproc --all) + 1 ))
 
 .PHONY: serve test bench
 
@@ -38,7 +39,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $$(( $$(nproc) + 1 )) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/job_latency.py

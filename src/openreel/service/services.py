@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import anyio.to_thread
 
 from openreel.domain.catalog import Catalog
 from openreel.ledger.db import Database
@@ -17,6 +21,8 @@ from openreel.service.webhooks import WebhookSender
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,6 +42,11 @@ class Services:
     # someone else's server, so slow hosts must not take all of them.
     fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))
 
+    @property
+    def local_reads(self) -> bool:
+        """Whether reading a job touches only this machine: SQLite and result files on its disk."""
+        return self.settings.storage == "local" and self.db.engine.dialect.name == "sqlite"
+
     def base_url(self, request_base_url: str) -> str:
         """Where links in answers point: the configured public URL, else the base the request came to."""
         return (self.settings.public_url or request_base_url).rstrip("/")
@@ -53,6 +64,15 @@ class AuthError(Exception):
     @property
     def headers(self) -> dict[str, str] | None:
         return {"Retry-After": self.retry_after} if self.retry_after else None
+
+
+async def polled(svc: Services, read: Callable[[], T]) -> T:
+    """A read that clients poll (one job). Where it touches only this machine it runs on the event loop,
+    which costs it less than the hop to a worker thread and back (BENCHMARKS.md); a database or object
+    store across the network is read from a thread, so a slow one never stalls the loop."""
+    if svc.local_reads:
+        return read()
+    return await anyio.to_thread.run_sync(read)
 
 
 async def authenticate(svc: Services, raw_key: str | None) -> ApiKey:

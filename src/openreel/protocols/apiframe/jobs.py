@@ -17,7 +17,7 @@ from openreel.protocols.apiframe.schemas import ErrorBody, JobList, JobOut, JobS
 from openreel.protocols.deps import KeyDep, ServicesDep
 from openreel.protocols.errors import ApiError, validation_error
 from openreel.service import job_service
-from openreel.service.services import Services
+from openreel.service.services import Services, polled
 from openreel.service.standing import Standings
 from openreel.service.views import Standing
 
@@ -59,14 +59,17 @@ def _present(svc: Services, request: Request, job: Job, standing: Standing) -> d
     responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
 async def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
-    """Polled every second or two by every waiting client: the read (two indexed queries) runs on the
-    event loop, which costs it less than a hop to a worker thread and back (docs/architecture.md)."""
-    with svc.db.read() as session:
-        job = jobs.get_for_account(session, key.account_id, _job_id(job_id))
-        if job is None:
-            raise ApiError(404, NOT_FOUND)
-        standing = Standings.of_server(svc, session, [job]).of(job)
-    return _present(svc, request, job, standing)
+    """Polled every second or two by every waiting client (``polled``)."""
+
+    def read() -> dict[str, Any]:
+        with svc.db.read() as session:
+            job = jobs.get_for_account(session, key.account_id, _job_id(job_id))
+            if job is None:
+                raise ApiError(404, NOT_FOUND)
+            standing = Standings.of_server(svc, session, [job]).of(job)
+        return _present(svc, request, job, standing)
+
+    return await polled(svc, read)
 
 
 @router.get(

@@ -23,6 +23,7 @@ a submission replayable exactly as on the Apiframe API. Request mapping, refusal
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Security
@@ -54,7 +55,7 @@ from openreel.protocols.google.wire import (
     refusal,
 )
 from openreel.service import job_service
-from openreel.service.services import AuthError, Services, authenticate
+from openreel.service.services import AuthError, Services, authenticate, polled
 from openreel.service.standing import Standings
 from openreel.service.views import stored_samples
 
@@ -126,6 +127,13 @@ def _operation_reply(
     return JSONResponse(body, headers=headers)
 
 
+def _read_operation(
+    svc: Services, request: Request, key: ApiKey, op_id: str, name: str, form: Form
+) -> JSONResponse:
+    """The account's operation ``name`` as it stands (what clients poll)."""
+    return _operation_reply(svc, request, _own_job(svc, key, op_id, f"Operation {name}"), name, form)
+
+
 def _predict(
     svc: Services,
     request: Request,
@@ -190,8 +198,8 @@ def gemini_predict(
 async def gemini_operation(
     model: str, op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
-    job = _own_job(svc, key, op_id, f"Operation models/{model}/operations/{op_id}")
-    return _operation_reply(svc, request, job, f"models/{model}/operations/{op_id}", "gemini")
+    name = f"models/{model}/operations/{op_id}"
+    return await polled(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
 
 
 @router.get("/v1beta/operations/{op_id}", summary="Gemini: get an operation (short name)", **_PREDICT_DOC)
@@ -199,8 +207,8 @@ async def gemini_operation(
 async def gemini_operation_short(
     op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
-    job = _own_job(svc, key, op_id, f"Operation operations/{op_id}")
-    return _operation_reply(svc, request, job, f"operations/{op_id}", "gemini")
+    name = f"operations/{op_id}"
+    return await polled(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
 
 
 @router.post(
@@ -301,8 +309,8 @@ async def vertex_fetch(
     op_id = operation_id(body.operation_name)
     if op_id is None:
         raise GoogleError(400, f"operationName {body.operation_name!r} is not an operation name")
-    job = _own_job(svc, key, op_id, f"Operation {body.operation_name}")
-    return _operation_reply(svc, request, job, body.operation_name, "vertex")
+    name = body.operation_name
+    return await polled(svc, partial(_read_operation, svc, request, key, op_id, name, "vertex"))
 
 
 @router.post(

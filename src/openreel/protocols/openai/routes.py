@@ -51,7 +51,7 @@ from openreel.protocols.openai.wire import (
 )
 from openreel.protocols.openai.wire import video_id as openai_id
 from openreel.service import job_service
-from openreel.service.services import AuthError, Services, authenticate
+from openreel.service.services import AuthError, Services, authenticate, polled
 
 router = APIRouter(tags=["OpenAI videos"], route_class=shaped_routes.shaped_route(on_validation))
 
@@ -258,9 +258,12 @@ def list_videos(
 
 @router.get("/v1/videos/{video_id}", response_model=VideoObject, responses=ERROR_RESPONSES)
 async def retrieve_video(video_id: str, svc: ServicesDep, key: OpenAIKey) -> JSONResponse:
-    job = _own_job(svc, key, video_id)
-    headers = {"openai-poll-after-ms": POLL_AFTER_MS} if job.status in jobs.ACTIVE else None
-    return JSONResponse(video_object(job), headers=headers)
+    def read() -> JSONResponse:
+        job = _own_job(svc, key, video_id)
+        headers = {"openai-poll-after-ms": POLL_AFTER_MS} if job.status in jobs.ACTIVE else None
+        return JSONResponse(video_object(job), headers=headers)
+
+    return await polled(svc, read)
 
 
 @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=ERROR_RESPONSES)
