@@ -9,7 +9,8 @@ restored as on the real checkpoint. ``--reduced`` cuts every stack to one layer 
 renders a small clip, so the same code proves itself on a CPU: its figures say nothing about the model.
 
 ``--runs`` is the ordered list of renders, each ``WHAT:RESOLUTION:SECONDS`` with audio, where WHAT is a
-recipe (``fast``: the fast ids, ``quality``: veo-3.1), optionally ``+image`` (a first frame), or
+recipe (``fast``: the fast ids, ``quality``: veo-3.1), optionally ``+image`` (a first frame) and
+``+enhance`` (the prompt rewritten by Gemma first, up to 512 sampled tokens), or
 ``diffusers``: the fast recipe as a user would write it with diffusers' own pipelines (stage 1, the
 latent upsampler, stage 2, decode, ``encode_video``), the text encoder on the GPU. The entry ``fp8``
 quantizes the transformer blocks for the renders after it (one way: bf16 renders go first). The first
@@ -64,6 +65,7 @@ COLUMNS = [
     "output",
     "frames",
     "text s",
+    "enhance s",
     "stage1 s",
     "upsample s",
     "stage2 s",
@@ -74,7 +76,7 @@ COLUMNS = [
     "total s",
     "peak GiB",
 ]
-STAGE_KEYS = ("text", "stage1", "upsample", "stage2", "vae", "audio", "other", "mux")
+STAGE_KEYS = ("text", "enhance", "stage1", "upsample", "stage2", "vae", "audio", "other", "mux")
 LORA_RANK = 384  # ltx-2-19b-distilled-lora-384, ltx-2.3-22b-distilled-lora-384
 
 
@@ -213,10 +215,11 @@ class Run:
     image: bool
     resolution: str
     duration: int
+    enhance: bool = False  # the prompt rewritten by Gemma first (engine/enhance.py)
 
     @property
     def label(self) -> str:
-        return self.what + ("+image" if self.image else "")
+        return self.what + ("+image" if self.image else "") + ("+enhance" if self.enhance else "")
 
 
 SWITCHES = ("fp8", "compile")
@@ -230,16 +233,18 @@ def parse_runs(text: str) -> list[Run | str]:
             runs.append(entry)
             continue
         what, resolution, duration = entry.split(":") if entry.count(":") == 2 else ("", "", "")
-        kind, _, image = what.partition("+")
+        kind, *extras = what.split("+")
         if (
             kind not in (*RECIPE_KINDS, "diffusers")
-            or image not in ("", "image")
-            or (image and kind == "diffusers")
+            or extras not in ([], ["image"], ["enhance"], ["image", "enhance"])
+            or (extras and kind == "diffusers")
             or resolution not in RESOLUTIONS
             or not duration.isdigit()
         ):
-            raise SystemExit(f"--runs: {entry!r} is not RECIPE[+image]:RES:SECONDS or diffusers:RES:SECONDS")
-        runs.append(Run(kind, bool(image), resolution, int(duration)))
+            raise SystemExit(
+                f"--runs: {entry!r} is not RECIPE[+image][+enhance]:RES:SECONDS or diffusers:RES:SECONDS"
+            )
+        runs.append(Run(kind, "image" in extras, resolution, int(duration), "enhance" in extras))
     for switch in SWITCHES:
         after = runs[runs.index(switch) + 1 :] if switch in runs else []
         if switch in after or any(isinstance(r, Run) and r.what == "diffusers" for r in after):
@@ -259,6 +264,7 @@ def plan_for(run: Run, reduced: bool, index: int) -> RenderPlan:
         recipe="fast" if run.what == "diffusers" else run.what,  # type: ignore[arg-type]
         has_first_frame=run.image,
         has_last_frame=False,
+        enhance_prompt=run.enhance,
         grid_scale=0.125 if reduced else 1.0,
     )
 
@@ -366,6 +372,7 @@ class Bench:
         with (
             self.stages.wrapped(engine, "_sample", "stage{n}"),
             self.stages.wrapped(engine.prompts, "_encode", "text"),
+            self.stages.wrapped(engine.enhancer, "rewrite", "enhance"),
             self.stages.wrapped(engine, "_decode_video", "vae"),
             self.stages.wrapped(engine, "_decode_audio", "audio"),
         ):

@@ -48,7 +48,7 @@ def test_the_rewrite_is_rendered_and_repeats_for_a_seed(tiny_engine, tiny_plan, 
     assert again.prompt == clip.prompt and np.array_equal(again.frames, clip.frames)
     verbatim = tiny_engine.render(tiny_plan(prompt=clip.prompt), None, None, _noop)
     assert verbatim.prompt is None and np.array_equal(verbatim.frames, clip.frames)
-    assert tiny_engine.enhancer(plan.prompt, plan.seed + 1, None) != clip.prompt
+    assert tiny_engine.enhancer.rewrite(plan.prompt, plan.seed + 1, None) != clip.prompt
 
 
 def test_image_to_video_enhancement_reads_the_first_frame(tiny_engine, tiny_plan, monkeypatch) -> None:
@@ -67,7 +67,7 @@ def test_without_lightricks_instructions_enhancement_is_off_and_says_how_to_add_
     enhancer = PromptEnhancer(tiny_engine.pipe, torch.device("cpu"), "2.0", tiny_engine.prompts.on_device)
     assert enhancer.error is not None and "pip install --no-deps ltx-core" in enhancer.error
     with pytest.raises(EnhancementUnavailable):
-        enhancer("a fox", 1, None)
+        enhancer.rewrite("a fox", 1, None)
     # An LTX-2.5 checkpoint enhances with its own prompt_enhancer (the tiny one has none), never its
     # text encoder.
     lacking = PromptEnhancer(tiny_engine.pipe, torch.device("cpu"), "2.5", tiny_engine.prompts.on_device)

@@ -162,14 +162,14 @@ class PromptEnhancer:
                     self._template = GEMMA3_CHAT_TEMPLATE
             elif self._processor is None:
                 raise EnhancementUnavailable("this checkpoint's prompt_enhancer comes without its processor")
-        except (EnhancementUnavailable, AttributeError) as exc:
-            self.error = (
-                str(exc)
-                if isinstance(exc, EnhancementUnavailable)
-                else (f"this checkpoint's tokenizer lacks Gemma's image tokens ({exc})")
-            )
+        except EnhancementUnavailable as exc:
+            self.error = str(exc)
+        except AttributeError as exc:
+            self.error = f"this checkpoint's tokenizer lacks Gemma's image tokens ({exc})"
+        except ImportError as exc:  # an older transformers, without Gemma 3's PIL image processor
+            self.error = f"this worker's transformers cannot build Gemma 3's processor ({exc})"
 
-    def __call__(self, prompt: str, seed: int, image: PIL.Image.Image | None) -> str:
+    def rewrite(self, prompt: str, seed: int, image: PIL.Image.Image | None) -> str:
         """The rewritten prompt (read with the first frame, when given); a blank rewrite keeps ``prompt``."""
         if self.error is not None:
             raise EnhancementUnavailable(self.error)

@@ -396,7 +396,7 @@ class LTX2Engine:
         with self._lock, torch.inference_mode(), self._tracing(trace):
             prompt = plan.prompt
             if plan.enhance_prompt:
-                prompt = self.enhancer(prompt, plan.seed, first_frame)
+                prompt = self.enhancer.rewrite(prompt, plan.seed, first_frame)
             video, audio = self._denoise(plan, prompt, recipe, first_frame, last_frame, references, on_step)
             frames = frames_to_output(
                 self._decode_video(video)[0, :, : plan.num_frames], plan.width, plan.height
