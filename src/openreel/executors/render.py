@@ -71,7 +71,8 @@ def render_task(
                 progress((index * total + step) * STEPS_SHARE // max(total * count, 1))
 
             def encoding(index: int = index) -> None:
-                progress(ENCODING if index == count - 1 else (index + 1) * STEPS_SHARE // count)
+                if index == count - 1:  # an earlier sample's steps already said how far the task is
+                    progress(ENCODING)
 
             sample, spent = _sample(
                 engine, task, plan, output, Steps(on_step, encoding, cancelled), x264_preset
