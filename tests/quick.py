@@ -66,6 +66,7 @@ class QuickEngine:
         last_frame: Image.Image | None,
         on_step: StepCallback,
         references: Sequence[Image.Image] = (),
+        lead: np.ndarray | None = None,
     ) -> Clip:
         if references:
             raise RuntimeError(self.reference_error)
@@ -83,7 +84,7 @@ class QuickEngine:
                 frames[index] = np.asarray(image.convert("RGB").resize(size))
         audio = None
         if plan.generate_audio:
-            t = np.arange(plan.duration_s * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+            t = np.arange(plan.audio_samples(SAMPLE_RATE), dtype=np.float32) / SAMPLE_RATE
             audio = np.stack([0.1 * np.sin(2 * np.pi * (220 + plan.seed % 220) * t)] * 2)
         # Its "enhancement" only marks the prompt, with the seed: the real one is tests/engine's business.
         enhanced = f"{plan.prompt} [enhanced with seed {plan.seed}]" if plan.enhance_prompt else None

@@ -22,6 +22,8 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
+from openreel.engine.mux import probe_mp4
+
 from support import LiveServer, balance, mp4_summary, png, price
 
 pytestmark = pytest.mark.live
@@ -282,6 +284,15 @@ video = op.response.generated_videos[0].video
 data = client.files.download(file=video)
 with open(out, "wb") as f:
     f.write(data)
+op = client.models.generate_videos(
+    model="veo-3.1-fast-generate-preview", prompt="the tide comes in", video=video
+)
+while not op.done:
+    assert time.monotonic() < deadline + 150, "extension not done"
+    time.sleep(0.3)
+    op = client.operations.get(op)
+with open(out + ".extended.mp4", "wb") as f:
+    f.write(client.files.download(file=op.response.generated_videos[0].video))
 try:
     client.models.generate_videos(
         model="veo-3.1-fast-generate-preview",
@@ -316,5 +327,57 @@ def test_gemini_form_with_genai_2(server: LiveServer, tmp_path: Path) -> None:
     assert report["error"]["code"] == 400 and "1080p requires durationSeconds 8" in report["error"]["message"]
     # The Gemini API always makes audio: the default here too, charged as such.
     assert mp4_summary(out.read_bytes()) == {"size": (1280, 720), "frames": 96, "fps": 24.0, "audio": True}
-    assert balance(server, key) == 20 - price(server, "veo-3.1-fast", "4s-audio")
+    # Extended with the video object the first operation gave: 7 s more, the same size, sound throughout.
+    extended = probe_mp4(Path(f"{out}.extended.mp4"))
+    assert (extended.width, extended.height, extended.fps, extended.frame_count) == (1280, 720, 24, 264)
+    assert extended.audio_duration_s == pytest.approx(11, abs=0.01)
+    charged = price(server, "veo-3.1-fast", "4s-audio") + 7 * price(server, "veo-3.1-fast", "extend-1s-audio")
+    assert balance(server, key) == 20 - charged
     assert job_input(server, key, op_id)["via"] == "google-gemini"
+
+
+def test_vertex_extends_an_earlier_video_of_the_account_only(server: LiveServer) -> None:
+    key = server.new_key(credits=100)
+    client = vertex(server, key)
+    first = wait_done(
+        client,
+        client.models.generate_videos(
+            model=VERTEX_MODEL,
+            source=types.GenerateVideosSource(prompt="a kite over the dunes"),
+            config=types.GenerateVideosConfig(duration_seconds=4, aspect_ratio="9:16", enhance_prompt=False),
+        ),
+    )
+    video = first.response.generated_videos[0].video
+    extended = wait_done(
+        client,
+        client.models.generate_videos(
+            model=VERTEX_MODEL,
+            source=types.GenerateVideosSource(prompt="the kite climbs", video=video),
+            config=types.GenerateVideosConfig(enhance_prompt=False),
+        ),
+    )
+    assert extended.error is None, extended.error
+    clip = httpx.get(extended.response.generated_videos[0].video.uri, timeout=60).content
+    assert mp4_summary(clip) == {"size": (720, 1280), "frames": 264, "fps": 24.0, "audio": True}
+    op_id = first.name.rsplit("/", 1)[1]
+    assert extended.metadata["extendedFrom"]["jobId"].replace("-", "") == op_id
+
+    refusals = [
+        (vertex(server, server.new_key(credits=100)), types.GenerateVideosConfig(), "not found"),
+        (client, types.GenerateVideosConfig(duration_seconds=6), "must be 8 (or absent) with video"),
+        (client, types.GenerateVideosConfig(resolution="1080p"), "720p"),
+    ]
+    for who, config, words in refusals:
+        with pytest.raises(errors.ClientError) as caught:
+            who.models.generate_videos(
+                model=VERTEX_MODEL,
+                source=types.GenerateVideosSource(prompt="more", video=video),
+                config=config,
+            )
+        assert caught.value.code == 400 and words in caught.value.message, caught.value.message
+    inline = types.Video(video_bytes=clip, mime_type="video/mp4")
+    with pytest.raises(errors.ClientError) as caught:
+        client.models.generate_videos(
+            model=VERTEX_MODEL, source=types.GenerateVideosSource(prompt="more", video=inline)
+        )
+    assert "only videos this server generated can be extended" in caught.value.message

@@ -128,7 +128,7 @@ def test_keyframes_are_encoded_at_each_stage_and_the_last_sits_on_the_last_outpu
     # 1920x1080 on the quarter grid: 480x270 rounded up to /64, stage 1 at half that.
     assert sizes == [plan.stage_size(True), plan.stage_size(False)] == [(256, 160), (512, 320)]
     expected = [
-        {"kind": kind, "stage": stage, "width": w, "height": h, "pixelFrame": frame}
+        {"kind": kind, "stage": stage, "width": w, "height": h, "pixelFrame": frame, "frames": 1}
         for stage, (w, h) in enumerate(sizes)
         for kind, frame in (("image", 0), ("last_frame", 95))
     ]

@@ -120,7 +120,10 @@ def test_the_sheet_is_looped_over_every_frame_of_stage_one(ref_engine, tiny_plan
     assert plain == [half] * 8 + [4 * half] * 3
     assert ref == [2 * half] * 8 + [4 * half] * 3
     sheet = [c for c in clip[0].recipe["conditions"] if c["kind"] == "reference"]
-    assert sheet == [{"kind": "reference", "stage": 0, "width": 160, "height": 96, "pixelFrame": None}]
+    frames = tiny_plan().gen_frames  # the sheet is played as a video as long as the render
+    assert sheet == [
+        {"kind": "reference", "stage": 0, "width": 160, "height": 96, "pixelFrame": None, "frames": frames}
+    ]
 
 
 def test_references_with_keyframes_and_in_two_stages(ref_engine, tiny_plan) -> None:

@@ -7,6 +7,9 @@ lite sits one notch under fast. The recipes themselves are in ``engine/recipes.p
 Lightricks' distilled recipe, the quality ids their dev two-stage recipe; lite runs the distilled one
 too (the distilled weights were trained for one schedule, so a cheaper id cannot honestly run a
 shorter one), and veo-2 the quality recipe with its sound dropped.
+
+Extension is priced per second added (``extend-1s`` and ``extend-1s-audio``, in the same table):
+Veo 3.1 and 3.1 Fast extend, as Google's do, at about their own per-second price; lite and veo-2 do not.
 """
 
 from __future__ import annotations
@@ -34,29 +37,48 @@ class ModelSpec:
     resolutions: tuple[str, ...] = ("720p", "1080p")
     aspect_ratios: tuple[str, ...] = ("16:9", "9:16")
 
-    def variant(self, duration: int, generate_audio: bool) -> str:
-        return f"{duration}s-audio" if generate_audio else f"{duration}s"
+    def variant(self, duration: int, generate_audio: bool, *, extend: bool = False) -> str:
+        """The price table's key: a clip of ``duration`` s, or (``extend``) one second added to a clip."""
+        seconds = 1 if extend else duration
+        return ("extend-" if extend else "") + (f"{seconds}s-audio" if generate_audio else f"{seconds}s")
 
-    def price(self, duration: int, generate_audio: bool) -> int:
-        return self.prices[self.variant(duration, generate_audio)]
+    def price(self, duration: int, generate_audio: bool, *, extend: bool = False) -> int:
+        """Credits for one video: a clip of ``duration`` s, or ``duration`` s added to one (``extend``)."""
+        per = self.prices[self.variant(duration, generate_audio, extend=extend)]
+        return per * duration if extend else per
+
+    @property
+    def extends(self) -> bool:
+        return any(key.startswith("extend-") for key in self.prices)
+
+    @property
+    def clip_prices(self) -> dict[str, int]:
+        """The prices of whole clips, without the per-second extension prices."""
+        return {k: v for k, v in self.prices.items() if not k.startswith("extend-")}
 
 
-def _veo3_prices(a: int, b: int, c: int, d: int, e: int, f: int) -> dict[str, int]:
-    return {"4s": a, "4s-audio": b, "6s": c, "6s-audio": d, "8s": e, "8s-audio": f}
+def _veo3_prices(
+    a: int, b: int, c: int, d: int, e: int, f: int, *, extend: tuple[int, int] | None = None
+) -> dict[str, int]:
+    """Clip prices by duration, and optionally the price of a second added silent and with audio."""
+    prices = {"4s": a, "4s-audio": b, "6s": c, "6s-audio": d, "8s": e, "8s-audio": f}
+    if extend is not None:
+        prices |= {"extend-1s": extend[0], "extend-1s-audio": extend[1]}
+    return prices
 
 
 _VEO_31_FAST = ModelSpec(
     id="veo-3.1-fast",
     label="Veo 3.1 Fast",
     description="Fast video with synchronized audio, first/last frame control.",
-    prices=_veo3_prices(3, 5, 4, 6, 5, 8),
+    prices=_veo3_prices(3, 5, 4, 6, 5, 8, extend=(1, 1)),
     recipe="fast",
 )
 _VEO_31 = ModelSpec(
     id="veo-3.1",
     label="Veo 3.1",
     description="Higher quality video with synchronized audio (dev weights, full guidance).",
-    prices=_veo3_prices(5, 10, 8, 15, 10, 20),
+    prices=_veo3_prices(5, 10, 8, 15, 10, 20, extend=(2, 3)),
     recipe="quality",
 )
 

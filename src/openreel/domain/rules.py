@@ -16,7 +16,22 @@ from urllib.parse import urlsplit
 import httpx
 
 from openreel.domain.catalog import Catalog, ModelSpec
-from openreel.domain.limits import MAX_SAMPLES, MAX_SEED
+from openreel.domain.limits import EXTEND_SECONDS, MAX_SAMPLES, MAX_SEED
+
+EXTEND_RESOLUTION = "720p"  # Google's rule: extension is 720p only
+
+
+@dataclass(frozen=True)
+class Extension:
+    """The clip a request continues: one video (``video``, an index into ``result.videos``) of a finished
+    job of the same account. The service fills in ``key`` and ``frames`` from that job's result."""
+
+    job_id: str
+    video: int = 0
+    # The aspect ratio the request named, if any: it must be the clip's own.
+    asked_aspect_ratio: str | None = None
+    key: str | None = None
+    frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,8 @@ class VideoSpec:
     enhance_prompt: bool = False
     # Videos rendered for the request, seeded seed, seed + 1, ... (``seeds``), each charged.
     sample_count: int = 1
+    # Continue this clip by ``duration`` seconds instead of making a new one; the result is both, joined.
+    extend: Extension | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -47,7 +64,8 @@ class VideoSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VideoSpec:
-        return cls(**data)
+        extend = data.get("extend")
+        return cls(**{**data, "extend": Extension(**extend) if extend else None})
 
 
 class Details(dict[str, list[str]]):
@@ -169,8 +187,11 @@ def _resolve_params(
     image_hint: str,
 ) -> VideoSpec:
     p = "veoParams."
+    extend = _extension(model, params, details)
     duration = params.get("duration")
-    if duration is None:
+    if extend is not None:
+        duration = EXTEND_SECONDS
+    elif duration is None:
         duration = model.default_duration
     elif duration not in model.durations:
         details.add(p + "duration", f"must be one of {', '.join(map(str, model.durations))} for {model.id}")
@@ -239,4 +260,34 @@ def _resolve_params(
         reference_images=references,
         enhance_prompt=bool(params.get("enhance_prompt")),
         sample_count=int(sample_count),
+        extend=extend,
     )
+
+
+def _extension(model: ModelSpec, params: dict[str, Any], details: Details) -> Extension | None:
+    """The clip to continue, with the rules that hold without looking at it (the service checks the rest):
+    a model that extends, 720p, a length the extension sets itself, no keyframes or references."""
+    job_id = params.get("extend_job_id")
+    video = params.get("extend_video")
+    p = "veoParams."
+    if job_id is None:
+        if video is not None:
+            details.add(p + "extend_video", "needs veoParams.extend_job_id (the job whose video it picks)")
+        return None
+    if not model.extends:
+        extending = [m for m in ("veo-3.1-fast", "veo-3.1") if m != model.id]
+        details.add(p + "extend_job_id", f"{model.id} does not extend clips; use {' or '.join(extending)}")
+    if params.get("duration") is not None:
+        details.add(p + "duration", f"an extension adds {EXTEND_SECONDS} s to the clip; leave duration out")
+    if (params.get("resolution") or EXTEND_RESOLUTION) != EXTEND_RESOLUTION:
+        details.add(
+            p + "resolution", f"an extension is {EXTEND_RESOLUTION}, the size of the clip it continues"
+        )
+    for field in ("image", "last_frame", "reference_images"):
+        if params.get(field):
+            details.add(
+                p + field, "cannot be combined with an extension (it continues the clip's last frames)"
+            )
+    if video is not None and video < 0:
+        details.add(p + "extend_video", "must be 0 or more (an index into the job's result.videos)")
+    return Extension(job_id=str(job_id), video=int(video or 0), asked_aspect_ratio=params.get("aspect_ratio"))

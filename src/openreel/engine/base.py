@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 class Clip:
     """Exactly what was promised: ``frames`` is uint8 (plan.num_frames, plan.height, plan.width, 3).
 
-    ``audio`` is float32 (channels, plan.duration_s * sample_rate) or None when the request asked for
-    no audio, so the muxer never has to trim or guess.
+    ``audio`` is float32 (channels, plan.audio_samples(sample_rate)) or None when the request asked for
+    no audio, so the muxer never has to trim or guess. An extension's sound starts with its lead's (what
+    the join cross-fades over); a plain clip's is exactly as long as its frames.
     """
 
     frames: np.ndarray
@@ -44,7 +45,8 @@ StepCallback = Callable[[int, int], None]
 
 class VideoEngine(Protocol):
     """A loaded model. ``render`` blocks; ``on_step(i, total)`` (1-based) reports progress and may cancel.
-    ``references`` (at most 3) guide the look of the video; an engine without the means refuses them."""
+    ``references`` (at most 3) guide the look of the video; an engine without the means refuses them.
+    ``lead``: uint8 (plan.lead_frames, h, w, 3), the last frames of the clip an extension continues."""
 
     name: str
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
@@ -70,4 +72,5 @@ class VideoEngine(Protocol):
         last_frame: PIL.Image.Image | None,
         on_step: StepCallback,
         references: Sequence[PIL.Image.Image] = (),
+        lead: np.ndarray | None = None,
     ) -> Clip: ...

@@ -373,12 +373,20 @@ class LTX2Engine:
         last_frame: PIL.Image.Image | None,
         on_step: StepCallback,
         references: Sequence[PIL.Image.Image] = (),
+        lead: np.ndarray | None = None,
     ) -> Clip:
         """Every stage of the plan's recipe, then decode and cut to the plan's exact frames and samples.
         ``Cancelled`` (raised by ``on_step``) propagates."""
-        given = (first_frame is not None, last_frame is not None, len(references))
-        if (plan.has_first_frame, plan.has_last_frame, plan.reference_count) != given:
-            raise ValueError("the plan's keyframe flags and reference_count must match the images passed")
+        given = (
+            first_frame is not None,
+            last_frame is not None,
+            len(references),
+            0 if lead is None else len(lead),
+        )
+        if (plan.has_first_frame, plan.has_last_frame, plan.reference_count, plan.lead_frames) != given:
+            raise ValueError(
+                "the plan's keyframe flags, reference_count and lead_frames must match what is passed"
+            )
         error = self.unavailable(plan.recipe)
         if error is None and references and self.references is None:
             error = self.reference_error
@@ -397,14 +405,15 @@ class LTX2Engine:
             prompt = plan.prompt
             if plan.enhance_prompt:
                 prompt = self.enhancer.rewrite(prompt, plan.seed, first_frame)
-            video, audio = self._denoise(plan, prompt, recipe, first_frame, last_frame, references, on_step)
-            frames = frames_to_output(
-                self._decode_video(video)[0, :, : plan.num_frames], plan.width, plan.height
+            video, audio = self._denoise(
+                plan, prompt, recipe, first_frame, last_frame, references, lead, on_step
             )
+            output = slice(plan.lead_frames, plan.lead_frames + plan.num_frames)
+            frames = frames_to_output(self._decode_video(video)[0, :, output], plan.width, plan.height)
             wave = self._decode_audio(audio) if plan.generate_audio else None
         return Clip(
             frames=frames,
-            audio=None if wave is None else audio_to_output(wave, plan.duration_s * self.sample_rate),
+            audio=None if wave is None else audio_to_output(wave, plan.audio_samples(self.sample_rate)),
             sample_rate=self.sample_rate,
             recipe=trace.summary(),
             prompt=prompt if plan.enhance_prompt else None,
@@ -418,11 +427,16 @@ class LTX2Engine:
         first_frame: PIL.Image.Image | None,
         last_frame: PIL.Image.Image | None,
         references: Sequence[PIL.Image.Image],
+        lead: np.ndarray | None,
         on_step: StepCallback,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The recipe's stages in turn, on ``prompt`` (the plan's, or its enhanced rewrite); returns the last
-        stage's (denormalized) video and audio latents."""
+        stage's (denormalized) video and audio latents. An extension's lead replaces the first latent
+        frames, clean and never denoised (Lightricks' prefix conditioning); like any video condition it is
+        not re-compressed."""
         conditions = []
+        if lead is not None:
+            conditions.append(Condition(lead, index=0, crf=0, kind="extend"))
         if first_frame is not None:
             conditions.append(Condition(conditioning_pixels(first_frame, recipe.image_crf), index=0, crf=0))
         if last_frame is not None:
@@ -579,9 +593,9 @@ class LTX2Engine:
         self.pipe.transformer.register_forward_pre_hook(before, with_kwargs=True)
         self.pipe.transformer.register_forward_hook(after, with_kwargs=True)
 
-    def _on_condition(self, kind: str, width: int, height: int, pixel_frame: int | None) -> None:
+    def _on_condition(self, kind: str, width: int, height: int, pixel_frame: int | None, frames: int) -> None:
         if self._trace is not None:
-            self._trace.condition(kind, width, height, pixel_frame)
+            self._trace.condition(kind, width, height, pixel_frame, frames)
 
     def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Denormalized latents -> (batch, 3, frames, h, w) in [-1, 1], in upstream's decoding tiles. Only

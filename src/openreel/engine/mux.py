@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import chain
 from pathlib import Path
 
 import av
@@ -61,23 +63,29 @@ def _encoder_options(codec: str, preset: str, crf: int) -> dict[str, object]:
     raise ValueError(f"encoder must be one of {ENCODERS}, got {codec!r}")
 
 
-def _encode(clip: Clip, fps: int, target: Path, codec: str, preset: str, crf: int) -> None:
-    frames = clip.frames
-    options = _encoder_options(codec, preset, crf)
+def _encode(
+    frames: Iterable[np.ndarray],
+    size: tuple[int, int],
+    audio: np.ndarray | None,
+    sample_rate: int,
+    fps: int,
+    target: Path,
+    options: tuple[str, str, int],
+) -> None:
+    codec, preset, crf = options
     with av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         video = container.add_stream(codec, rate=fps)
         assert isinstance(video, av.VideoStream)
-        video.width = frames.shape[2]
-        video.height = frames.shape[1]
+        video.width, video.height = size
         video.pix_fmt = "yuv420p"
         video.time_base = Fraction(1, fps)
-        video.options = options
+        video.options = _encoder_options(codec, preset, crf)
         audio_stream = None
-        if clip.audio is not None:
-            audio_stream = container.add_stream("aac", rate=clip.sample_rate)
-            audio_stream.layout = _LAYOUTS[clip.audio.shape[0]]
+        if audio is not None:
+            audio_stream = container.add_stream("aac", rate=sample_rate)
+            audio_stream.layout = _LAYOUTS[audio.shape[0]]
             audio_stream.bit_rate = AUDIO_BITRATE
-            audio_stream.time_base = Fraction(1, clip.sample_rate)
+            audio_stream.time_base = Fraction(1, sample_rate)
 
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -85,14 +93,14 @@ def _encode(clip: Clip, fps: int, target: Path, codec: str, preset: str, crf: in
             container.mux(video.encode(frame))
         container.mux(video.encode())
 
-        if audio_stream is not None and clip.audio is not None:
-            wave = np.ascontiguousarray(clip.audio, dtype=np.float32)
+        if audio_stream is not None and audio is not None:
+            wave = np.ascontiguousarray(audio, dtype=np.float32)
             layout = _LAYOUTS[wave.shape[0]]
             for start in range(0, wave.shape[1], AAC_FRAME):
                 chunk = av.AudioFrame.from_ndarray(
                     np.ascontiguousarray(wave[:, start : start + AAC_FRAME]), format="fltp", layout=layout
                 )
-                chunk.sample_rate = clip.sample_rate
+                chunk.sample_rate = sample_rate
                 chunk.pts = start
                 container.mux(audio_stream.encode(chunk))
             container.mux(audio_stream.encode())
@@ -104,20 +112,32 @@ CRF = 19
 
 
 def write_mp4(
-    clip: Clip, fps: int, path: Path, *, preset: str, codec: str = "libx264", crf: int = CRF
+    clip: Clip,
+    fps: int,
+    path: Path,
+    *,
+    preset: str,
+    codec: str = "libx264",
+    crf: int = CRF,
+    before: Iterable[np.ndarray] = (),
+    audio: np.ndarray | None = None,
 ) -> None:
     """Write ``clip`` as H.264 (yuv420p) + AAC MP4 at ``path``, atomically.
 
     Encodes into a hidden sibling and ``os.replace``s it over ``path``; on any error the sibling is
     removed, so ``path`` is either absent, untouched, or complete. No audio stream when clip.audio is None.
+    A join (``join.py``) puts the frames of the clip it continues ``before`` the clip's, streamed, and
+    gives the whole sound as ``audio``.
     """
     _check(clip)
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    size = (clip.frames.shape[2], clip.frames.shape[1])
+    sound = clip.audio if audio is None else audio
     try:
-        _encode(clip, fps, tmp, codec, preset, crf)
+        _encode(chain(before, clip.frames), size, sound, clip.sample_rate, fps, tmp, (codec, preset, crf))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

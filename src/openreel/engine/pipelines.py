@@ -4,7 +4,9 @@ diffusers reads ``LTX2VideoCondition.index`` as a latent index and places a keyf
 ``(index - 1) * 8 + 1``: the last latent (``index=-1``) lands 8 frames before the end. Lightricks'
 ``VideoConditionByKeyframeIndex`` takes a pixel ``frame_idx``; a ``Condition`` carries one, and only the
 keyframe's time coordinates move: it is still encoded and appended as extra tokens as upstream does.
-Each condition actually encoded is reported to ``on_condition`` (the render trace).
+Each condition actually encoded is reported to ``on_condition`` (the render trace). A condition of several
+frames at index 0 (an extension's lead) replaces the first latent frames, as Lightricks' prefix conditioning
+does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from diffusers import LTX2ConditionPipeline
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2InContextPipeline
 
-ConditionReport = Callable[[str, int, int, int | None], None]  # kind, width, height, pixel frame
+# kind, width, height, the pixel frame it starts at, how many pixel frames it holds
+ConditionReport = Callable[[str, int, int, int | None, int], None]
 
 
 @dataclass
@@ -34,6 +37,7 @@ class PixelFrameKeyframes:
 
     on_condition: ConditionReport | None = None
     vae_spatial_compression_ratio: int
+    vae_temporal_compression_ratio: int
     _keyframes: list[Condition]
 
     def preprocess_conditions(self, conditions: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -45,7 +49,7 @@ class PixelFrameKeyframes:
         self._keyframes = [c for c, index in zip(given, indices, strict=True) if index != 0]
         for condition, pixels, index in zip(given, frames, indices, strict=True):
             if index == 0 and self.on_condition is not None:
-                self.on_condition(condition.kind, pixels.shape[-1], pixels.shape[-2], 0)
+                self.on_condition(condition.kind, pixels.shape[-1], pixels.shape[-2], 0, pixels.shape[2])
         return out
 
     def _prepare_keyframe_coords(
@@ -66,6 +70,7 @@ class PixelFrameKeyframes:
                 keyframe_latent_width * scale,
                 keyframe_latent_height * scale,
                 condition.pixel_frame,
+                (keyframe_latent_num_frames - 1) * self.vae_temporal_compression_ratio + 1,
             )
         return super()._prepare_keyframe_coords(  # type: ignore[misc]
             keyframe_latent_num_frames=keyframe_latent_num_frames,
@@ -90,6 +95,6 @@ class ReferencePipeline(PixelFrameKeyframes, LTX2InContextPipeline):
     ) -> Any:
         factor = kwargs.get("reference_downscale_factor", args[1] if len(args) > 1 else 1)
         if self.on_condition is not None:
-            for _ in reference_conditions:
-                self.on_condition("reference", width // factor, height // factor, None)
+            for condition in reference_conditions:
+                self.on_condition("reference", width // factor, height // factor, None, len(condition.frames))
         return super()._encode_reference_conditions(reference_conditions, height, width, *args, **kwargs)

@@ -6,6 +6,9 @@ at half the grid, on LTX-2's /32 grid), while the contract promises exactly 96/1
 duration is a multiple of 8) on a grid rounded up to 64 (1280x768, 1920x1088), and the result is
 centre-cropped. Engines that denoise on a reduced grid (the CPU ``tiny`` engine) pass a ``grid_scale``
 below 1, and their frames are scaled to cover the output; the output size never changes.
+
+An extension generates the last ``LEAD_FRAMES`` of the clip it continues again, pinned to the clip's own
+frames, and then the frames it adds: 57 + 7 s of 24 fps = 225 frames, already of the form 8k+1.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ LATENT_SPATIAL = 32
 # Two stages: the full grid is twice the stage-1 grid, which is on LTX-2's /32 latent grid.
 GRID = 2 * LATENT_SPATIAL
 
+TEMPORAL = 8  # LTX-2's VAE: one latent frame per 8 pixel frames, after a first one of its own
 RESOLUTIONS: dict[str, tuple[int, int]] = {"720p": (1280, 720), "1080p": (1920, 1080)}
+# Frames of a clip an extension is conditioned on: Lightricks' extension recipe conditions on 8 latent
+# frames, (8 - 1) * 8 + 1 = 57 pixel frames (packages/ltx-trainer/configs/video_extend_lora.yaml,
+# ``temporal_boundary: 8``).
+LEAD_FRAMES = 57
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,17 @@ class RenderPlan:
     reference_count: int = 0
     # Rewrite the prompt with the resident Gemma before encoding it (engine/enhance.py).
     enhance_prompt: bool = False
+    # Frames of an earlier clip the render starts with (an extension); its output follows them.
+    lead_frames: int = 0
     fps: int = FPS
 
     def stage_size(self, half: bool) -> tuple[int, int]:
         """(width, height) a stage denoises at: the full grid, or half of it for stage 1."""
         return (self.gen_width // 2, self.gen_height // 2) if half else (self.gen_width, self.gen_height)
+
+    def audio_samples(self, rate: int) -> int:
+        """Samples of the render's sound: its output's, after the lead's (which a join cross-fades over)."""
+        return round((self.lead_frames + self.num_frames) * rate / self.fps)
 
     @property
     def last_frame_index(self) -> int:
@@ -127,10 +141,14 @@ def plan_render(
     has_last_frame: bool,
     reference_count: int = 0,
     enhance_prompt: bool = False,
+    lead_frames: int = 0,
     grid_scale: float = 1.0,
 ) -> RenderPlan:
     width, height = output_size(resolution, aspect_ratio)
     num_frames = duration_s * FPS
+    # The smallest 8k+1 frames holding the lead and the output (one frame more than a plain clip's).
+    gen_frames = lead_frames + num_frames
+    gen_frames += -(gen_frames - 1) % TEMPORAL
     return RenderPlan(
         prompt=prompt,
         negative_prompt=negative_prompt or None,
@@ -141,11 +159,12 @@ def plan_render(
         num_frames=num_frames,
         gen_width=grid_side(width, grid_scale),
         gen_height=grid_side(height, grid_scale),
-        gen_frames=num_frames + 1,
+        gen_frames=gen_frames,
         recipe=recipe,
         generate_audio=generate_audio,
         has_first_frame=has_first_frame,
         has_last_frame=has_last_frame,
         reference_count=reference_count,
         enhance_prompt=enhance_prompt,
+        lead_frames=lead_frames,
     )

@@ -70,7 +70,7 @@ class Trace:
             call.positions = kwargs["video_coords"][0].detach().float().cpu()
         self.calls.append(call)
 
-    def condition(self, kind: str, width: int, height: int, pixel_frame: int | None) -> None:
+    def condition(self, kind: str, width: int, height: int, pixel_frame: int | None, frames: int) -> None:
         self.conditions.append(
             {
                 "kind": kind,
@@ -78,6 +78,7 @@ class Trace:
                 "width": width,
                 "height": height,
                 "pixelFrame": pixel_frame,
+                "frames": frames,
             }
         )
 

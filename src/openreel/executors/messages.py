@@ -15,6 +15,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Continued:
+    """The clip an extension continues: its MP4, and which job's video it is (the result says so)."""
+
+    job_id: str
+    video: int
+    mp4: bytes
+
+
+@dataclass(frozen=True)
 class RenderTask:
     """``plans``: one per sample of the request, the same render with its own seed, rendered in turn;
     sample ``i`` is written to ``output_paths[i]``."""
@@ -26,6 +35,7 @@ class RenderTask:
     first_frame: Image.Image | None = None
     last_frame: Image.Image | None = None
     references: tuple[Image.Image, ...] = ()
+    extends: Continued | None = None
 
 
 @dataclass(frozen=True)

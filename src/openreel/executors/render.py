@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from openreel.executors import messages as m
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from openreel.engine.base import VideoEngine
     from openreel.engine.plan import RenderPlan
 
@@ -44,8 +46,10 @@ def render_task(
 ) -> m.Outcome:
     """Each sample of the task in turn, into ``outputs``. A sample that fails leaves no file and is
     reported in ``media["samples"]`` with its error; the task fails only when every sample did. A prompt
-    to enhance is rewritten once, for the first sample, and every later one renders that rewrite."""
+    to enhance is rewritten once, for the first sample, and every later one renders that rewrite. An
+    extension's samples all continue the same lead, read once."""
     from openreel.engine.base import Cancelled
+    from openreel.engine.join import last_frames
 
     last = -1
     count = len(task.plans)
@@ -61,6 +65,11 @@ def render_task(
     rewritten: str | None = None
     first_made: dict[str, Any] | None = None
     try:
+        lead = last_frames(task.extends.mp4, task.plans[0].lead_frames) if task.extends else None
+    except Exception as exc:
+        traceback.print_exc()
+        return m.Failed(task.seq, f"the clip to extend could not be read: {type(exc).__name__}: {exc}")
+    try:
         for index, (plan, output) in enumerate(zip(task.plans, outputs, strict=True)):
             if rewritten is not None:
                 plan = replace(plan, prompt=rewritten, enhance_prompt=False)
@@ -75,12 +84,14 @@ def render_task(
                     progress(ENCODING)
 
             sample, spent = _sample(
-                engine, task, plan, output, Steps(on_step, encoding, cancelled), x264_preset
+                engine, task, plan, lead, output, Steps(on_step, encoding, cancelled), x264_preset
             )
             rewritten = sample.get("enhancedPrompt", rewritten)
             if first_made is None and "error" not in sample:
                 first_made = sample
-            samples.append({k: v for k, v in sample.items() if k not in ("recipe", "enhancedPrompt")})
+            samples.append(
+                {k: v for k, v in sample.items() if k not in ("recipe", "enhancedPrompt", "extendedFrom")}
+            )
             for part, took in spent.items():
                 seconds[part] += took
     except Cancelled:
@@ -96,25 +107,37 @@ def _sample(
     engine: VideoEngine,
     task: m.RenderTask,
     plan: RenderPlan,
+    lead: np.ndarray | None,
     output: Path,
     steps: Steps,
     x264_preset: str,
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """One sample rendered and encoded: what it is, or why it failed, and the seconds each part took.
-    ``Cancelled`` propagates."""
+    """One sample rendered and encoded (an extension joined to its clip): what it is, or why it failed,
+    and the seconds each part took. ``Cancelled`` propagates."""
     from openreel.engine.base import Cancelled
+    from openreel.engine.join import write_joined_mp4
     from openreel.engine.mux import probe_mp4, write_mp4
 
     try:
         started = time.perf_counter()
         clip = engine.render(
-            plan, task.first_frame, task.last_frame, steps.on_step, references=task.references
+            plan, task.first_frame, task.last_frame, steps.on_step, references=task.references, lead=lead
         )
         if steps.cancelled():
             raise Cancelled()
         steps.encoding()
         rendered = time.perf_counter()
-        write_mp4(clip, plan.fps, output, preset=x264_preset)
+        if task.extends is None:
+            write_mp4(clip, plan.fps, output, preset=x264_preset)
+        else:
+            write_joined_mp4(
+                task.extends.mp4,
+                clip,
+                lead_frames=plan.lead_frames,
+                fps=plan.fps,
+                path=output,
+                preset=x264_preset,
+            )
         seconds = {"render": rendered - started, "encode": time.perf_counter() - rendered}
         info = probe_mp4(output)
     except Cancelled:
@@ -124,8 +147,17 @@ def _sample(
         traceback.print_exc()
         return {"seed": plan.seed, "error": f"generation failed: {type(exc).__name__}: {exc}"}, {}
     enhanced = {"enhancedPrompt": clip.prompt} if clip.prompt is not None else {}
+    extended = {}
+    if task.extends is not None:
+        extended["extendedFrom"] = {
+            "jobId": task.extends.job_id,
+            "video": task.extends.video,
+            "secondsAdded": plan.duration_s,
+            "leadFrames": plan.lead_frames,
+        }
     return {
         **enhanced,
+        **extended,
         "seed": plan.seed,
         "width": info.width,
         "height": info.height,

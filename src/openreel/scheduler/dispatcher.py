@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import Catalog
 from openreel.domain.rules import VideoSpec
-from openreel.engine.plan import plan_render
+from openreel.engine.plan import LEAD_FRAMES, plan_render
 from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor
@@ -269,6 +269,7 @@ class Dispatcher:
         first = self._image(spec.image)
         last = self._image(spec.last_frame)
         references = tuple(self._image(url) for url in spec.reference_images)
+        extends = self._continued(spec)
         plan = plan_render(
             prompt=spec.prompt,
             negative_prompt=spec.negative_prompt,
@@ -282,6 +283,7 @@ class Dispatcher:
             has_last_frame=last is not None,
             reference_count=len(references),
             enhance_prompt=spec.enhance_prompt,
+            lead_frames=LEAD_FRAMES if extends else 0,
             grid_scale=grid_scale,
         )
         keys = tuple(
@@ -305,7 +307,21 @@ class Dispatcher:
             )
             self._running[running.seq] = running
         plans = tuple(replace(plan, seed=seed) for seed in spec.seeds)
-        return m.RenderTask(running.seq, job_id, plans, staged, first, last, references)
+        return m.RenderTask(running.seq, job_id, plans, staged, first, last, references, extends)
+
+    def _continued(self, spec: VideoSpec) -> m.Continued | None:
+        """The clip an extension continues, read from storage (the service found it at submit)."""
+        ext = spec.extend
+        if ext is None:
+            return None
+        assert ext.key is not None
+        try:
+            mp4 = self.storage.read_bytes(ext.key)
+        except FileNotFoundError:
+            raise InputError(
+                f"the video to extend (job {ext.job_id}) was deleted or expired before the job started"
+            ) from None
+        return m.Continued(ext.job_id, ext.video, mp4)
 
     @overload
     def _image(self, url: str) -> Image.Image: ...

@@ -20,6 +20,7 @@ from openreel.domain.rules import Details, VideoSpec
 from openreel.ledger import jobs, uploads
 from openreel.ledger.tables import ApiKey, Job
 from openreel.netguard import BlockedURL, Unresolved, pin_url
+from openreel.service.extension import take_source
 from openreel.service.services import Services
 from openreel.service.uploads import UploadRejected, store_upload
 from openreel.service.views import result_keys
@@ -144,8 +145,8 @@ def submit_job(
     webhook_url: str | None = None,
     webhook_events: list[str] | None = None,
 ) -> Submitted:
-    """Charge and queue. Raises EngineUnavailable, InsufficientCredits, IdempotencyConflict or
-    TooManyActiveJobs, and whatever ``prepare`` raises.
+    """Charge and queue. Raises EngineUnavailable, InsufficientCredits, IdempotencyConflict,
+    TooManyActiveJobs or SourceRejected (an extension's clip), and whatever ``prepare`` raises.
 
     ``prepare`` stores the request's files (inline images, fetched URLs) and returns the spec that
     names them; it runs only for a job that will be made, not for a replay of an Idempotency-Key.
@@ -169,13 +170,16 @@ def submit_job(
             job = jobs.replayed(session, key.account_id, idempotency_key, request_hash(echo))
             if job is not None:
                 return Submitted(job, created=False)
+    if spec.extend is not None:
+        spec = take_source(svc, key.account_id, spec)
     if prepare is not None:
         spec = prepare(spec)
+    price = model.price(spec.duration, spec.generate_audio, extend=spec.extend is not None)
     new = jobs.NewJob(
         model=spec.model,
         input=echo,
         spec=spec.to_json(),
-        cost=model.price(spec.duration, spec.generate_audio) * spec.sample_count,
+        cost=price * spec.sample_count,
         idempotency_key=idempotency_key,
         request_hash=request_hash(echo),
         webhook_url=webhook_url,

@@ -60,6 +60,7 @@ class Presenter:
             "notice": self.notice(r),
             "recipe": r.get("recipe"),
             "enhancedPrompt": r.get("enhancedPrompt"),
+            "extendedFrom": r.get("extendedFrom"),
             "videos": [
                 {"seed": s["seed"], "error": s["error"]} if "error" in s else self._video(s, base_url)
                 for s in stored_samples(r)

@@ -6,7 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES, MAX_SAMPLES
+from openreel.domain.limits import (
+    EXTEND_SECONDS,
+    MAX_EXTEND_SOURCE_S,
+    MAX_NEGATIVE_PROMPT,
+    MAX_PROMPT,
+    MAX_REFERENCES,
+    MAX_SAMPLES,
+)
 
 WebhookEvent = Literal["progress", "completed", "failed"]
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
@@ -36,6 +43,16 @@ class VeoParams(Strict):
         description=f"openreel: how many videos to render, 1 to {MAX_SAMPLES} (default 1), seeded seed, "
         "seed + 1, ...; each is charged, and each that fails is refunded. The result's videos lists them.",
     )
+    extend_job_id: str | None = Field(
+        default=None,
+        description=f"openreel: continue the video of this completed job (720p, at most "
+        f"{MAX_EXTEND_SOURCE_S} s) by {EXTEND_SECONDS} s instead of making a new clip; the result is the "
+        "whole clip, joined. Priced per second added (the model's extend-1s prices). Not with duration, "
+        "image, last_frame or reference_images.",
+    )
+    extend_video: int | None = Field(
+        default=None, description="openreel: which of that job's result.videos to continue (default 0)."
+    )
 
 
 class GenerateVideoRequest(Strict):
@@ -64,11 +81,15 @@ class StageTrace(BaseModel):
 
 
 class ConditionTrace(BaseModel):
-    kind: Literal["image", "last_frame", "reference"]
+    kind: Literal["image", "last_frame", "reference", "extend"]
     stage: int
     width: int
     height: int
     pixelFrame: int | None
+    frames: int | None = Field(
+        default=None,
+        description="Pixel frames the condition holds (an extension's lead: the clip's last 57).",
+    )
 
 
 class RecipeTrace(BaseModel):
@@ -94,6 +115,13 @@ class SampleVideo(BaseModel):
     error: str | None = None
 
 
+class ExtendedFrom(BaseModel):
+    jobId: str = Field(description="The job whose video this one continues.")
+    video: int = Field(description="Which of that job's videos.")
+    secondsAdded: int
+    leadFrames: int = Field(description="The clip's last frames the new segment was conditioned on.")
+
+
 class VideoResult(BaseModel):
     videoUrl: str
     width: int
@@ -111,6 +139,9 @@ class VideoResult(BaseModel):
         default_factory=list,
         description="Every sample of the request (veoParams.sample_count), made or failed; the result's own "
         "video is the first one made (openreel).",
+    )
+    extendedFrom: ExtendedFrom | None = Field(
+        default=None, description="The clip this video continues, for an extension (openreel)."
     )
 
 

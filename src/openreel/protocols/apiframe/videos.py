@@ -19,6 +19,7 @@ from openreel.protocols.apiframe.schemas import (
 )
 from openreel.protocols.deps import KeyDep, ServicesDep
 from openreel.protocols.errors import ApiError, validation_error
+from openreel.service.extension import SourceRejected
 from openreel.service.job_service import (
     EngineUnavailable,
     check_idempotency_key,
@@ -101,6 +102,8 @@ def generate_video(
             webhook_url=body.webhookUrl,
             webhook_events=list(body.webhookEvents) if body.webhookEvents else None,
         )
+    except SourceRejected as exc:
+        raise validation_error(Details({"veoParams.extend_job_id": [str(exc)]})) from exc
     except EngineUnavailable as exc:
         raise ApiError(503, str(exc)) from exc
     except InsufficientCredits as exc:

@@ -55,6 +55,7 @@ from openreel.protocols.google.wire import (
     refusal,
 )
 from openreel.service import job_service
+from openreel.service.extension import SourceRejected
 from openreel.service.services import AuthError, Services, authenticate, polled
 from openreel.service.standing import Standings
 from openreel.service.views import stored_samples
@@ -149,16 +150,19 @@ def _predict(
         raise invalid(details)
     predict = parse_predict(svc, model, body, form=form)
     base_url = svc.base_url(str(request.base_url))
-    submitted = submission.submit(
-        svc,
-        key,
-        predict.spec,
-        echo=predict.echo,
-        idem=idem,
-        base_url=base_url,
-        prepare=lambda _: materialize(svc, key.account_id, base_url, predict),
-        refusal=refusal,
-    )
+    try:
+        submitted = submission.submit(
+            svc,
+            key,
+            predict.spec,
+            echo=predict.echo,
+            idem=idem,
+            base_url=base_url,
+            prepare=lambda spec: materialize(svc, key.account_id, base_url, predict, spec),
+            refusal=refusal,
+        )
+    except SourceRejected as exc:
+        raise invalid(Details({"instances[0].video": [str(exc)]})) from exc
     headers = None if submitted.created else {"Idempotent-Replayed": "true"}
     job = submitted.job
     return _operation_reply(svc, request, job, operation_name(form, model, job.id), form, headers)

@@ -19,7 +19,11 @@ Both take the same body. How each field is treated (nothing is silently ignored)
 - ``referenceImages``: at most 3, ``referenceType`` asset, not with image/lastFrame/video, 8 s only
   (Google's rules); stored as uploads and rendered like Apiframe's ``reference_images`` (a reference
   sheet through the IC-LoRA adapter), or refused like them when no adapter is configured.
-- ``video`` (extension) and ``mask`` (editing): refused.
+- ``video`` (extension): the video of one of the account's own earlier operations, as its response gave it
+  (Gemini: ``uri``, the file link; Vertex: ``gcsUri``, the signed link): the clip continued by 7 s and
+  returned joined, 720p, at most 141 s in (docs/api.md, "Extending a clip"). ``durationSeconds`` must be
+  8 or absent (Google's rule); inline video bytes are refused (only videos this server made extend, as
+  Google extends only Veo's). ``mask`` (editing): refused.
 - ``durationSeconds``: 4, 6, 8 (veo-2: 5 to 8). **Default 8 for every model**, Google's default
   (Apiframe's veo-2 default is 5).
 - ``aspectRatio``: 16:9 (default) or 9:16. ``resolution``: 720p (default) or 1080p; 1080p needs
@@ -57,6 +61,7 @@ another account's operation is NOT_FOUND. A finished operation repeats ``name`` 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -66,7 +71,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool
 from pydantic.alias_generators import to_camel
 
-from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES
+from openreel.domain.limits import EXTEND_SECONDS, MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
@@ -197,12 +202,24 @@ class GoogleReferenceImage(_Wire):
     reference_type: str | None = None
 
 
+class GoogleVideo(_Wire):
+    """A video: a link (Gemini ``uri``, Vertex ``gcsUri``) or inline bytes (Gemini ``encodedVideo``,
+    Vertex ``bytesBase64Encoded``) with its type (``encoding`` / ``mimeType``)."""
+
+    uri: str | None = None
+    gcs_uri: str | None = None
+    encoded_video: str | None = None
+    bytes_base64_encoded: str | None = None
+    encoding: str | None = None
+    mime_type: str | None = None
+
+
 class GoogleInstance(_Wire):
     prompt: str | None = None
     image: GoogleMedia | None = None
     last_frame: GoogleMedia | None = None
     reference_images: list[GoogleReferenceImage] | None = None
-    video: dict[str, Any] | None = None
+    video: GoogleVideo | None = None
     mask: dict[str, Any] | None = None
 
 
@@ -286,7 +303,39 @@ _APIFRAME_PATHS = {
     "veoParams.last_frame": "instances[0].lastFrame",
     "veoParams.reference_images": "instances[0].referenceImages",
     "veoParams.sample_count": "parameters.sampleCount",
+    "veoParams.extend_job_id": "instances[0].video",
+    "veoParams.extend_video": "instances[0].video",
 }
+# Where this server's links to a job's video name it: a Gemini file (``files/<op>[-<n>]``) or a stored
+# result (``results/<job>/<attempt>[.<n>].mp4``, in a signed link of this server or of S3).
+_OWN_VIDEO = re.compile(
+    r"/files/(?P<file>[0-9a-f]{32}(?:-\d+)?)(?::download)?$|/results/(?P<job>[0-9a-f-]{36})/\d+(?:\.(?P<n>\d+))?\.mp4$"
+)
+
+
+def _continued(details: Details, video: GoogleVideo) -> tuple[str, int] | None:
+    """(job id, which of its videos) that ``video`` links to; never fetched, the account's jobs decide."""
+    link = video.uri or video.gcs_uri
+    if link is None:
+        inline = video.encoded_video is not None or video.bytes_base64_encoded is not None
+        details.add(
+            "instances[0].video",
+            "only videos this server generated can be extended: pass the video of an earlier operation "
+            "(its uri or gcsUri)" + ("; inline video bytes are not taken" if inline else ""),
+        )
+        return None
+    match = _OWN_VIDEO.search(urlsplit(link).path)
+    if match is None:
+        details.add(
+            "instances[0].video",
+            f"{link!r} is not a video of this server; pass the video of an earlier operation as its "
+            "response gave it",
+        )
+        return None
+    if match["file"]:
+        operation, sample = file_sample(match["file"])
+        return str(uuid.UUID(operation)), sample
+    return match["job"], int(match["n"] or 0)
 
 
 def _google_path(path: str) -> str:
@@ -420,8 +469,7 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
             details.add(path + ".image", "is required")
         elif (inline := _inline(details, path + ".image", ref.image, limit)) is not None:
             references.append(inline)
-    if inst.video is not None:
-        details.add("instances[0].video", "video extension is not supported by this server")
+    continued = _continued(details, inst.video) if inst.video is not None else None
     if inst.mask is not None:
         details.add("instances[0].mask", "masked editing (insert, remove, outpaint) is not supported")
 
@@ -483,6 +531,16 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
 
     params = dict(given)
     params["duration"] = duration
+    if inst.video is not None:
+        # An extension's length is its own; Google takes only its default 8 with one.
+        if params.pop("duration") != GOOGLE_DEFAULT_DURATION:
+            details.add(
+                "parameters.durationSeconds",
+                f"must be {GOOGLE_DEFAULT_DURATION} (or absent) with video: an extension adds "
+                f"{EXTEND_SECONDS} s to the clip",
+            )
+        if continued is not None:
+            params["extend_job_id"], params["extend_video"] = continued
     # Google enhances unless told not to; a server whose workers cannot does not, unless told to.
     params.setdefault("enhance_prompt", svc.dispatcher.engine.enhance_error is None)
     if not model.accepts_audio_flag:
@@ -525,15 +583,18 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
     return Predict(spec, echo, image, last_frame, references)
 
 
-def materialize(svc: Services, account_id: str, base_url: str, predict: Predict) -> VideoSpec:
-    """Store the inline images as uploads of the account and put their signed URLs in the spec."""
+def materialize(
+    svc: Services, account_id: str, base_url: str, predict: Predict, spec: VideoSpec
+) -> VideoSpec:
+    """Store the inline images as uploads of the account and put their signed URLs in ``spec`` (the
+    request's, as ``submit_job`` has it by now)."""
     try:
         image = predict.image.store(svc, account_id, base_url) if predict.image else None
         last = predict.last_frame.store(svc, account_id, base_url) if predict.last_frame else None
         refs = [img.store(svc, account_id, base_url) for img in predict.references]
     except UploadRejected as exc:
         raise GoogleError(400, f"instances[0]: {exc}") from exc
-    return replace(predict.spec, image=image, last_frame=last, reference_images=refs)
+    return replace(spec, image=image, last_frame=last, reference_images=refs)
 
 
 def refusal(exc: Exception) -> GoogleError:
@@ -636,8 +697,9 @@ def operation(
         )
         if result.get("notice"):
             metadata["notice"] = result["notice"]
-        if result.get("enhancedPrompt") is not None:
-            metadata["enhancedPrompt"] = result["enhancedPrompt"]
+        for extra in ("enhancedPrompt", "extendedFrom"):
+            if result.get(extra) is not None:
+                metadata[extra] = result[extra]
         samples = result.get("videos", [])
         metadata["samples"] = samples
         made = [(i, sample) for i, sample in enumerate(samples) if "error" not in sample]

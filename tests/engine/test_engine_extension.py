@@ -1,0 +1,116 @@
+"""Extension on the tiny engine and the join: the clip's last frames pinned at the start of the render,
+the trace that says which frames conditioned what, and the MP4 that joins the two with a cross-fade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from openreel.engine.base import Clip
+from openreel.engine.join import JOIN_FADE_S, joined_sound, last_frames, write_joined_mp4
+from openreel.engine.mux import probe_mp4, write_mp4
+from openreel.engine.plan import LEAD_FRAMES
+
+
+def _noop(i: int, total: int) -> None:
+    pass
+
+
+def test_the_lead_is_pinned_clean_through_every_call_and_the_output_follows_it(
+    tiny_engine, tiny_plan
+) -> None:
+    plan = tiny_plan(lead_frames=LEAD_FRAMES)  # 57 + 24 = 81 frames, 11 latent frames
+    assert plan.gen_frames == 81
+    lead = np.random.default_rng(0).integers(0, 256, (LEAD_FRAMES, 180, 320, 3), dtype=np.uint8)
+    with tiny_engine.recording() as traces:
+        clip = tiny_engine.render(plan, None, None, _noop, lead=lead)
+    assert clip.frames.shape == (24, 720, 1280, 3)
+    assert clip.audio is not None and clip.audio.shape[1] == round(81 / 24 * clip.sample_rate)
+    stages = clip.recipe["stages"]
+    assert [c for c in clip.recipe["conditions"] if c["kind"] == "extend"] == [
+        {
+            "kind": "extend",
+            "stage": i,
+            "width": s["width"],
+            "height": s["height"],
+            "pixelFrame": 0,
+            "frames": 57,
+        }
+        for i, s in enumerate(stages)
+    ]
+    # The lead's 8 latent frames ((57 - 1) / 8 + 1) never move: timestep 0 in every call of every stage,
+    # while every other token is at the step's sigma.
+    lead_latents = (LEAD_FRAMES - 1) // 8 + 1
+    calls = traces[0].calls
+    assert calls
+    for call in calls:
+        frames, height, width = call.grid
+        assert call.timesteps is not None
+        per_frame = call.timesteps[: frames * height * width].reshape(frames, height * width)
+        assert bool((per_frame[:lead_latents] == 0).all())
+        assert torch_close(per_frame[lead_latents:], float(call.sigma))
+
+
+def torch_close(values: Any, sigma: float) -> bool:
+    return bool(((values - sigma).abs() < 1e-4).all())
+
+
+def test_a_plan_without_its_lead_is_refused(tiny_engine, tiny_plan) -> None:
+    with pytest.raises(ValueError, match="lead_frames"):
+        tiny_engine.render(tiny_plan(lead_frames=LEAD_FRAMES), None, None, _noop)
+
+
+def test_the_sound_is_the_clip_s_then_cross_faded_then_the_extension_s() -> None:
+    rate, fps = 1000, 25  # 40 samples a frame
+    before = np.full((2, 4000), 0.5, np.float32)  # 100 frames
+    after = np.full((2, 1000 + 2000), -0.25, np.float32)  # 25 lead frames, then 50 new ones
+    sound = joined_sound(
+        before, after, rate=rate, channels=2, before_frames=100, lead_frames=25, added_frames=50, fps=fps
+    )
+    assert sound is not None and sound.shape == (2, 4000 + 2000)
+    fade = int(JOIN_FADE_S * rate)
+    assert np.all(sound[:, : 4000 - fade] == 0.5)  # untouched before the fade
+    assert np.all(sound[:, 4000:] == -0.25)  # the extension's own after the join
+    mixed = sound[0, 4000 - fade : 4000]
+    # Equal power: the clip's gain falls as the extension's rises, never a gap or a doubled level.
+    x = (np.arange(fade) + 0.5) / fade
+    assert np.allclose(mixed, 0.5 * np.cos(np.pi / 2 * x) - 0.25 * np.sin(np.pi / 2 * x), atol=1e-6)
+    silent = joined_sound(
+        None, None, rate=rate, channels=2, before_frames=1, lead_frames=1, added_frames=1, fps=1
+    )
+    assert silent is None
+
+
+def test_a_silent_side_is_silence_in_the_joined_sound() -> None:
+    after = np.ones((1, 300), np.float32)
+    sound = joined_sound(
+        None, after, rate=100, channels=1, before_frames=10, lead_frames=1, added_frames=2, fps=1
+    )
+    assert sound is not None and sound.shape == (1, 1200)
+    assert np.all(sound[:, : 1000 - 50] == 0) and np.all(sound[:, 1000:] == 1)
+
+
+def test_the_joined_mp4_holds_the_clip_then_the_new_frames(tmp_path: Path) -> None:
+    rate = 16_000
+    levels = np.linspace(20, 230, 72).astype(np.uint8)
+    frames = np.broadcast_to(levels[:, None, None, None], (72, 64, 96, 3)).copy()
+    tone = 0.2 * np.sin(np.arange(3 * rate) * 2 * np.pi * 440 / rate).astype(np.float32)
+    source = tmp_path / "source.mp4"
+    write_mp4(Clip(frames, np.stack([tone, tone]), rate), 24, source, preset="ultrafast")
+    mp4 = source.read_bytes()
+    tail = last_frames(mp4, LEAD_FRAMES)
+    assert tail.shape == (LEAD_FRAMES, 64, 96, 3)
+    assert np.abs(tail[:, 0, 0, 0].astype(int) - levels[-LEAD_FRAMES:]).max() <= 3
+
+    new = np.full((48, 64, 96, 3), 128, np.uint8)
+    lead_and_new = np.zeros((2, round((LEAD_FRAMES + 48) / 24 * rate)), np.float32)
+    out = tmp_path / "joined.mp4"
+    write_joined_mp4(
+        mp4, Clip(new, lead_and_new, rate), lead_frames=LEAD_FRAMES, fps=24, path=out, preset="ultrafast"
+    )
+    info = probe_mp4(out)
+    assert (info.frame_count, info.width, info.height, info.has_audio) == (120, 96, 64, True)
+    assert info.audio_duration_s == pytest.approx(5.0, abs=0.01)
