@@ -65,10 +65,16 @@ def test_me_and_models(server: LiveServer) -> None:
     ids = [m["id"] for m in catalog["models"]]
     assert ids == ["veo-3.1-fast", "veo-3.1", "veo-3.1-lite", "veo-3", "veo-3-fast", "veo-2"]
     fast = catalog["models"][0]
-    assert fast["prices"] == {"4s": 3, "4s-audio": 5, "6s": 4, "6s-audio": 6, "8s": 5, "8s-audio": 8}
-    assert (fast["costMin"], fast["costMax"]) == (3, 8)
+    assert fast["prices"] == {
+        **{"4s": 3, "4s-audio": 5, "6s": 4, "6s-audio": 6, "8s": 5, "8s-audio": 8},
+        **{"extend-1s": 1, "extend-1s-audio": 1},  # per second added to a clip
+    }
+    assert (fast["costMin"], fast["costMax"]) == (3, 8)  # a whole clip's
     assert fast["maxSampleCount"] == 4 and fast["promptEnhancementUnavailable"] is None
     lite = catalog["models"][2]
+    extending = [m["id"] for m in catalog["models"] if m["extends"]]
+    assert extending == ["veo-3.1-fast", "veo-3.1", "veo-3", "veo-3-fast"]
+    assert (fast["extendSeconds"], fast["maxExtendSourceSeconds"]) == (7, 141)
     assert (fast["acceptsGenerateAudio"], lite["acceptsGenerateAudio"]) == (True, False)
     assert not any(m["acceptsReferenceImages"] for m in catalog["models"])
     assert fast["engine"]["randomWeights"] is True and fast["engine"]["ready"] is True

@@ -57,6 +57,11 @@ def test_generate_wait_download(server: LiveServer, tmp_path: Path) -> None:
             client.download(forged, tmp_path / "forged.mp4")
         assert not (tmp_path / "forged.mp4").exists()
         assert client.me().team.credits == 27
+        longer = client.wait_for(client.generate("more sky", extend_job_id=job.id, seed=4).jobId)
+        assert longer.result is not None and longer.result.extendedFrom is not None
+        assert longer.result.extendedFrom.jobId == job.id and longer.result.durationSeconds == 11
+        client.delete(longer.id)
+        assert client.me().team.credits == 27 - 7  # 7 s at 1 credit a second, silent or not
         assert [j.id for j in client.iter_jobs()] == [job.id]
         assert client.models().models[0].id == "veo-3.1-fast"
         client.delete(job.id)

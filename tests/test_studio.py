@@ -221,7 +221,9 @@ def test_generate_with_first_frame_plays_the_video(
     assert studio.errors == []
 
 
-def test_several_videos_and_an_enhanced_prompt(studio: Studio, server: LiveServer, tmp_path: Path) -> None:
+def test_several_videos_an_enhanced_prompt_and_extending_one(
+    studio: Studio, server: LiveServer, tmp_path: Path
+) -> None:
     key = server.new_key(credits=40)
     page = studio.page
     studio.signed_in(key)
@@ -246,6 +248,34 @@ def test_several_videos_and_an_enhanced_prompt(studio: Studio, server: LiveServe
         [job] = client.get("/v2/jobs").json()["jobs"]
     assert job["input"]["veoParams"]["sample_count"] == 2 and job["input"]["veoParams"]["enhance_prompt"]
     studio.screenshot(tmp_path, "studio-samples.png")
+
+    # Extend the video playing (the second): the form locks what the clip sets and prices 7 s added.
+    page.get_by_role("button", name="Extend").click()
+    banner = page.locator("#extend-banner")
+    expect(banner).to_contain_text(f"Extending job {job['id'][:8]} (video 2): 4.0 s → 11.0 s")
+    expect(page.get_by_label("Duration")).to_be_disabled()
+    expect(page.get_by_label("First frame")).to_be_disabled()
+    page.get_by_label("Videos", exact=True).select_option("1")
+    expect(page.locator("#price-value")).to_have_text("7 credits")
+    page.get_by_label("Prompt", exact=True).fill(unique("the boat drifts under a bridge"))
+    studio.screenshot(tmp_path, "studio-extending.png")
+    page.get_by_role("button", name="Generate").click()
+    expect(banner).to_be_hidden()
+    expect(page.locator("#job-meta")).to_contain_text("11.0 s at 24 fps", timeout=60_000)
+    expect(page.locator("#job-extends")).to_have_text(f"job {job['id'][:8]} (video 2), 7 s added")
+    expect(studio.history_entry("the boat drifts")).to_contain_text(f"+7 s to job {job['id'][:8]} (video 2)")
+    expect(studio.balance).to_have_text("23")
+    with server.client(key) as client:
+        extended = client.get("/v2/jobs").json()["jobs"][0]
+    assert extended["input"]["veoParams"] == {
+        "extend_job_id": job["id"],
+        "extend_video": 1,
+        "seed": 21,
+        "generate_audio": True,
+        "enhance_prompt": True,
+    }
+    assert extended["result"]["extendedFrom"]["video"] == 1
+    studio.screenshot(tmp_path, "studio-extended.png")
     assert studio.errors == []
 
 

@@ -65,6 +65,8 @@ class _Calls:
         generate_audio: bool | None,
         enhance_prompt: bool | None,
         sample_count: int | None,
+        extend_job_id: str | None,
+        extend_video: int | None,
         webhook_url: str | None,
         webhook_events: list[str] | None,
         idempotency_key: str | None,
@@ -82,6 +84,8 @@ class _Calls:
             generate_audio=generate_audio,
             enhance_prompt=enhance_prompt,
             sample_count=sample_count,
+            extend_job_id=extend_job_id,
+            extend_video=extend_video,
         )
         if params:
             body["veoParams"] = params
@@ -249,11 +253,14 @@ class Client:
         generate_audio: bool | None = None,
         enhance_prompt: bool | None = None,
         sample_count: int | None = None,
+        extend_job_id: str | None = None,
+        extend_video: int | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         idempotency_key: str | None = None,
     ) -> JobAccepted:
-        """Submit a job; image parameters take URLs (``upload()`` turns a local file into one)."""
+        """Submit a job; image parameters take URLs (``upload()`` turns a local file into one).
+        ``extend_job_id`` continues that finished job's video (``extend_video``: which one) by 7 s."""
         options = {k: v for k, v in locals().items() if k not in ("self", "prompt")}
         return self._run(_Calls.generate(prompt, **options))
 
@@ -387,6 +394,8 @@ class AsyncClient:
         generate_audio: bool | None = None,
         enhance_prompt: bool | None = None,
         sample_count: int | None = None,
+        extend_job_id: str | None = None,
+        extend_video: int | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         idempotency_key: str | None = None,

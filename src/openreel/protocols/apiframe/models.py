@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 
 from openreel.domain.catalog import ModelSpec
-from openreel.domain.limits import MAX_SAMPLES
+from openreel.domain.limits import EXTEND_SECONDS, MAX_EXTEND_SOURCE_S, MAX_SAMPLES
 from openreel.engine import recipes
 from openreel.engine.weights import Adapter, Checkpoint, locate, locate_adapter
 from openreel.executors.base import EngineState
@@ -62,6 +62,9 @@ def _entry(
         "acceptsReferenceImages": references_unavailable is None,
         "referenceImagesUnavailable": references_unavailable,
         "maxSampleCount": MAX_SAMPLES,
+        "extends": model.extends,
+        "extendSeconds": EXTEND_SECONDS,
+        "maxExtendSourceSeconds": MAX_EXTEND_SOURCE_S,
         "promptEnhancementUnavailable": (
             f"Prompt enhancement is off on this server: {engine.enhance_error}"
             if engine.enhance_error

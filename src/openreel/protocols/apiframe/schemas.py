@@ -288,6 +288,9 @@ class ModelEntry(BaseModel):
     promptEnhancementUnavailable: str | None = Field(
         default=None, description="Why this server cannot take veoParams.enhance_prompt; null: it can."
     )
+    extends: bool = Field(description="Whether the model continues clips (veoParams.extend_job_id).")
+    extendSeconds: int = Field(description="Seconds an extension adds, priced per second (extend-1s).")
+    maxExtendSourceSeconds: int = Field(description="The longest clip an extension continues.")
     prices: dict[str, int]
     engine: EngineInfo
 

@@ -21,6 +21,21 @@ const panel = new JobPanel(api, {
     form.clearError("seed");
     form.seed.focus();
   },
+  canExtend: (job) => {
+    const extending = form.models.filter((m) => m.extends);
+    const r = job.result;
+    if (!extending.length) return "No model on this server extends clips.";
+    if (Math.min(r.width, r.height) !== 720) return "Only 720p clips can be extended.";
+    if (r.durationSeconds > extending[0].maxExtendSourceSeconds) {
+      return `Only clips up to ${extending[0].maxExtendSourceSeconds} s can be extended.`;
+    }
+    return null;
+  },
+  onExtend: (job, video) => {
+    form.extend(job, video);
+    $("prompt").focus();
+    $("generate-form").scrollIntoView({ behavior: "smooth", block: "start" });
+  },
 });
 const history = new History(api, {
   onOpen: (job) => {
@@ -179,6 +194,7 @@ $("generate-form").addEventListener("submit", async (event) => {
     const body = await form.body();
     form.setBusy(true, "Submitting…");
     const accepted = await api.generate(body);
+    form.stopExtending();
     panel.track(accepted.jobId);
     history.reload();
     refreshBalance();

@@ -28,6 +28,8 @@ export class GenerateForm {
     this.enhance = $("enhance-prompt");
     this.samples = $("sample-count");
     this.button = $("generate");
+    this.extending = null; // {jobId, video, seconds}: the clip the next request continues
+    $("extend-stop").addEventListener("click", () => this.stopExtending());
 
     this.model.addEventListener("change", () => this.onModelChange());
     for (const input of [this.duration, this.audio, this.aspect, this.resolution, this.samples]) {
@@ -110,7 +112,7 @@ export class GenerateForm {
     this.updateReferenceInput();
     this.updateEnhanceInput(model);
     for (const name of ["duration", "generate_audio", "aspect_ratio", "resolution"]) this.clearError(name);
-    this.updatePrice();
+    this.updateExtension();
   }
 
   /** Enhancement off, with the server's reason, where its workers cannot enhance. */
@@ -125,9 +127,56 @@ export class GenerateForm {
   price() {
     const model = this.current();
     if (!model) return null;
-    const key = `${this.duration.value}s${this.audioOn() ? "-audio" : ""}`;
-    return key in model.prices ? model.prices[key] * Number(this.samples.value) : null;
+    const audio = this.audioOn() ? "-audio" : "";
+    const [key, seconds] = this.extending ? [`extend-1s${audio}`, model.extendSeconds] : [`${this.duration.value}s${audio}`, 1];
+    return key in model.prices ? model.prices[key] * seconds * Number(this.samples.value) : null;
   }
+
+  // ---- extension -------------------------------------------------------------------------------
+
+  /** The next request continues video ``video`` of a finished ``job``; what it sets itself is locked. */
+  extend(job, video) {
+    this.clearErrors();
+    this.extending = { jobId: job.id, video, seconds: Number(job.result.durationSeconds) };
+    if (this.byId.get(job.model)?.extends) this.model.value = job.model;
+    else {
+      const extending = this.models.find((m) => m.extends);
+      if (extending) this.model.value = extending.id;
+    }
+    this.onModelChange();
+    for (const slot of SLOTS) {
+      this.releaseAll(slot);
+      this.renderThumbs(slot);
+    }
+    setText($("form-note"), "");
+    this.updateExtension();
+  }
+
+  stopExtending() {
+    this.extending = null;
+    this.clearError("extend_job_id");
+    this.updateExtension();
+  }
+
+  updateExtension() {
+    const ext = this.extending;
+    const model = this.current();
+    $("extend-banner").hidden = !ext;
+    for (const input of [this.duration, this.aspect, this.resolution, $("first-frame"), $("last-frame")]) {
+      input.disabled = Boolean(ext);
+    }
+    this.updateReferenceInput();
+    if (ext) {
+      const added = model?.extendSeconds ?? 7;
+      const which = ext.video ? ` (video ${ext.video + 1})` : "";
+      const length = ext.seconds === null ? `${added} s more` : `${ext.seconds.toFixed(1)} s → ${(ext.seconds + added).toFixed(1)} s`;
+      $("extend-text").textContent =
+        `Extending job ${ext.jobId.slice(0, 8)}${which}: ${length}. ` +
+        "Describe what happens next; the clip's last frames carry on into it, at its size.";
+    }
+    this.updatePrice();
+  }
+
 
   setBalance(balance) {
     this.balance = balance;
@@ -242,7 +291,8 @@ export class GenerateForm {
   updateReferenceInput() {
     const unavailable = this.current()?.referenceImagesUnavailable;
     setText($("reference-help"), unavailable);
-    $("reference-images").disabled = Boolean(unavailable) || this.slots.reference_images.length >= MAX_REFERENCES;
+    $("reference-images").disabled =
+      Boolean(unavailable) || Boolean(this.extending) || this.slots.reference_images.length >= MAX_REFERENCES;
     const conflict = this.referenceConflict();
     if (conflict) this.setError("reference_images", [conflict]);
   }
@@ -296,6 +346,12 @@ export class GenerateForm {
       this.setError("reference_images", [conflict]);
       ok = false;
     }
+    const model = this.current();
+    if (this.extending && model && !model.extends) {
+      const extending = this.models.filter((m) => m.extends).map((m) => m.label);
+      this.setError("model", [`${model.label} does not extend clips; pick ${extending.join(" or ")}.`]);
+      ok = false;
+    }
     if (!ok) this.setFormError("Please fix the marked fields.");
     return ok;
   }
@@ -303,11 +359,10 @@ export class GenerateForm {
   /** The POST /v2/videos/generate body. Throws FieldError when an image is not uploaded. */
   async body() {
     const model = this.current();
-    const params = {
-      duration: Number(this.duration.value),
-      aspect_ratio: this.aspect.value,
-      resolution: this.resolution.value,
-    };
+    const ext = this.extending;
+    const params = ext
+      ? { extend_job_id: ext.jobId, ...(ext.video ? { extend_video: ext.video } : {}) }
+      : { duration: Number(this.duration.value), aspect_ratio: this.aspect.value, resolution: this.resolution.value };
     const seed = this.seed.value.trim();
     if (seed) params.seed = Number(seed);
     if (this.audioMode(model) === "choice") params.generate_audio = this.audio.checked;
@@ -329,6 +384,7 @@ export class GenerateForm {
     if (!input) return;
     const params = input.veoParams || {};
     this.clearErrors();
+    this.extending = null;
     if (this.byId.has(input.model)) this.model.value = input.model;
     this.onModelChange();
     const model = this.current();
@@ -343,6 +399,7 @@ export class GenerateForm {
     this.negative.value = params.negative_prompt || "";
     this.enhance.checked = Boolean(params.enhance_prompt) && !this.enhance.disabled;
     this.samples.value = String(params.sample_count || 1);
+    if (params.extend_job_id) this.extending = { jobId: params.extend_job_id, video: params.extend_video || 0, seconds: null };
     const short = jobId ? jobId.slice(0, 8) : "an earlier job";
     for (const slot of SLOTS) {
       this.releaseAll(slot);
@@ -364,6 +421,7 @@ export class GenerateForm {
 
   reset() {
     this.clearErrors();
+    this.extending = null;
     this.form.reset();
     // reset() picks each select's first option; let the model's own defaults apply instead
     for (const select of [this.duration, this.aspect, this.resolution]) select.value = "";

@@ -131,14 +131,16 @@ export class History {
     const input = job.input || {};
     const params = input.veoParams || {};
     const model = this.hooks.model(input.model || job.model);
+    const extends_ = params.extend_job_id;
     const duration = params.duration ?? (model ? model.defaultDuration : null);
     let audio = params.generate_audio ?? (model ? model.audio : null);
     if (job.result) audio = job.result.hasAudio;
+    const shape = extends_
+      ? [`+${model ? model.extendSeconds : 7} s to job ${extends_.slice(0, 8)}${params.extend_video ? ` (video ${params.extend_video + 1})` : ""}`]
+      : [duration !== null ? `${duration} s` : null, params.aspect_ratio || "16:9", params.resolution || "720p"];
     const bits = [
       input.model || job.model,
-      duration !== null ? `${duration} s` : null,
-      params.aspect_ratio || "16:9",
-      params.resolution || "720p",
+      ...shape,
       audio === null ? null : audio ? "audio" : "silent",
       params.seed !== undefined ? `seed ${params.seed}` : job.result ? `seed ${job.result.seed}` : null,
       params.negative_prompt ? "negative prompt" : null,

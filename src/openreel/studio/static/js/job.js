@@ -9,6 +9,8 @@ export class JobPanel {
    * hooks.onUpdate(job): every fresh copy of the job (for the history list)
    * hooks.onFinished(job): once, when a tracked job reaches a final status
    * hooks.onUseSeed(seed): the user wants this seed in the form
+   * hooks.canExtend(job): why the job's clip cannot be extended, or null
+   * hooks.onExtend(job, video): the user wants to continue video ``video`` of the job
    */
   constructor(api, hooks) {
     this.api = api;
@@ -215,11 +217,19 @@ export class JobPanel {
       el("dt", {}, "Cost"), el("dd", {}, credits(job.creditCost ?? 0)),
     );
     if (params.aspect_ratio) meta.append(el("dt", {}, "Aspect"), el("dd", {}, params.aspect_ratio));
+    const from = result.extendedFrom;
+    if (from) {
+      const which = from.video ? ` (video ${from.video + 1})` : "";
+      meta.append(el("dt", {}, "Extends"), el("dd", { id: "job-extends" }, `job ${from.jobId.slice(0, 8)}${which}, ${from.secondsAdded} s added`));
+    }
     if (result.enhancedPrompt) {
       meta.append(el("dt", {}, "Rendered prompt"), el("dd", { id: "job-enhanced-prompt" }, result.enhancedPrompt));
     }
     const seed = result.seed;
     const videos = result.videos || [];
+    // The player starts on the first video made; a sample's Play button makes it the one to extend.
+    this.playing = Math.max(0, videos.findIndex((v) => !v.error));
+    const cannotExtend = this.hooks.canExtend(job);
     return [
       result.notice ? el("div", { class: "alert alert-warn", id: "job-notice", role: "note" }, result.notice) : null,
       el("div", { class: "player" }, video),
@@ -229,7 +239,20 @@ export class JobPanel {
         { class: "actions" },
         el("a", { class: "btn btn-primary", id: "job-download", href: result.videoUrl, download: `openreel-${job.id.slice(0, 8)}.mp4` }, "Download MP4"),
         el("button", { type: "button", class: "btn btn-secondary", onclick: () => this.hooks.onUseSeed(seed) }, "Use this seed"),
+        el(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-secondary",
+            id: "job-extend",
+            disabled: Boolean(cannotExtend),
+            title: cannotExtend || "Continue this clip by a few seconds",
+            onclick: () => this.hooks.onExtend(job, this.playing),
+          },
+          "Extend",
+        ),
       ),
+      cannotExtend ? el("p", { class: "help", id: "job-extend-help" }, cannotExtend) : null,
       meta,
     ];
   }
@@ -247,7 +270,15 @@ export class JobPanel {
             ? el("span", { class: "muted" }, `Video ${i + 1} (seed ${sample.seed}) failed and was refunded: ${sample.error}`)
             : el(
                 "button",
-                { type: "button", class: "btn btn-secondary btn-small", onclick: () => { player.src = sample.videoUrl; player.play(); } },
+                {
+                  type: "button",
+                  class: "btn btn-secondary btn-small",
+                  onclick: () => {
+                    this.playing = i;
+                    player.src = sample.videoUrl;
+                    player.play();
+                  },
+                },
                 `Play video ${i + 1} (seed ${sample.seed})`,
               ),
           sample.error ? null : el("a", { class: "btn btn-small", href: sample.videoUrl, download: `openreel-${job.id.slice(0, 8)}-${i + 1}.mp4` }, "Download"),
