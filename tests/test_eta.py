@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from openreel.domain.rules import VideoSpec
+from openreel.domain.rules import Extension, VideoSpec
 from openreel.scheduler.eta import RenderTimes, Shape, queued_eta, time_left
 
 
@@ -17,6 +17,10 @@ def test_a_shape_is_what_the_render_time_depends_on() -> None:
     spec = VideoSpec("veo-3.1-fast", "p", 4, "9:16", "720p", False, 7, None, "http://x/a.png", None, [])
     assert Shape.of(spec) == Shape("veo-3.1-fast", "720p", 4, generate_audio=False, conditioned=True)
     assert Shape.of(spec) == Shape.of(VideoSpec(**{**spec.to_json(), "seed": 8, "aspect_ratio": "16:9"}))
+    extension = VideoSpec(
+        "veo-3.1-fast", "p", 7, "16:9", "720p", True, 7, None, None, None, [], extend=Extension("j")
+    )
+    assert Shape.of(extension).extends and not Shape.of(spec).extends
 
 
 def test_render_times_follow_the_newest_renders_of_each_shape() -> None:
@@ -36,6 +40,9 @@ def test_an_unrendered_shape_is_scaled_from_the_models_others_by_pixels_and_seco
     assert times.estimate(shape("720p", 8)) == pytest.approx(20.0)
     assert times.estimate(shape("1080p", 4)) == pytest.approx(22.5)
     assert times.estimate(shape(model="veo-3.1")) is None
+    # An extension of 7 s renders the clip's last 57 frames (2.375 s) again as well.
+    longer = Shape("veo-3.1-fast", "720p", 7, generate_audio=True, conditioned=False, extends=True)
+    assert times.estimate(longer) == pytest.approx(10.0 * (7 + 57 / 24) / 4)
 
 
 def test_a_running_job_uses_the_estimate_until_its_own_pace_is_known() -> None:

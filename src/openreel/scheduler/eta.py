@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from openreel.domain.rules import VideoSpec
+from openreel.engine.plan import FPS, LEAD_FRAMES
 
 # Weight of the newest render in the moving average: recent enough to follow a warm-up or a slower
 # card, smooth enough that one odd render does not swing every estimate.
@@ -32,17 +33,26 @@ class Shape:
     generate_audio: bool
     conditioned: bool
     samples: int = 1
+    # An extension also renders the clip's last frames again (and joins the two).
+    extends: bool = False
 
     @classmethod
     def of(cls, spec: VideoSpec) -> Shape:
         conditioned = bool(spec.image or spec.last_frame or spec.reference_images)
         return cls(
-            spec.model, spec.resolution, spec.duration, spec.generate_audio, conditioned, spec.sample_count
+            spec.model,
+            spec.resolution,
+            spec.duration,
+            spec.generate_audio,
+            conditioned,
+            spec.sample_count,
+            spec.extend is not None,
         )
 
     @property
     def work(self) -> float:
-        return float(PIXELS.get(self.resolution, PIXELS["720p"]) * self.duration * self.samples)
+        seconds = self.duration + (LEAD_FRAMES / FPS if self.extends else 0)
+        return PIXELS.get(self.resolution, PIXELS["720p"]) * seconds * self.samples
 
 
 class RenderTimes:
