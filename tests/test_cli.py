@@ -1,20 +1,25 @@
-"""The operator's commands, run as a user would run them."""
+"""The operator's commands, run as a user would run them, and the help every command prints."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import typer
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from openreel.cli import app
+from openreel.settings import Settings
 
 from support import cli
 
-pytestmark = pytest.mark.live
 
-
+@pytest.mark.live
 def test_keys_and_credits(tmp_path: Path) -> None:
     data = tmp_path / "data"
     out = cli(data, "keys", "create", "--name", "alice", "--credits", "7")
@@ -28,6 +33,7 @@ def test_keys_and_credits(tmp_path: Path) -> None:
     assert "balance: 0" in cli(data, "credits", "show", other)
 
 
+@pytest.mark.live
 def test_an_operator_manages_keys_and_credits_by_account_id(tmp_path: Path) -> None:
     runner, data = CliRunner(), ["--data-dir", str(tmp_path / "data")]
 
@@ -53,3 +59,79 @@ def test_an_operator_manages_keys_and_credits_by_account_id(tmp_path: Path) -> N
     missing = run("credits", "grant", "no-such-account", "1", code=1)
     assert missing.strip() == "No account or key with id no-such-account."
     assert run("keys", "revoke", "nope", code=1).strip() == "No key with id nope."
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("accounts", "list"),
+        ("credits", "grant", "some-account", "5"),
+        ("generate", "x", "-o", "x.mp4"),
+        ("serve",),
+    ],
+)
+def test_a_database_out_of_reach_is_one_line_not_a_traceback(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    url = "postgresql+psycopg://openreel:secret@127.0.0.1:1/openreel"  # nothing listens on port 1
+    out = subprocess.run(
+        [sys.executable, "-m", "openreel", *command, "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OPENREEL_DATABASE_URL": url},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr and not out.stderr, out.stderr
+    [line] = out.stdout.splitlines()
+    # Which database (its password hidden) and the driver's reason.
+    assert line.startswith(
+        "Cannot open the database postgresql+psycopg://openreel:***@127.0.0.1:1/openreel: "
+    )
+    assert "port 1 failed" in line and "secret" not in line
+
+
+def _commands(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command's words under the ``openreel`` group, sub-commands of sub-groups included."""
+    if not isinstance(command, TyperGroup):
+        return [path]
+    return [found for name, sub in command.commands.items() for found in _commands(sub, (*path, name))]
+
+
+def _help(*command: str) -> str:
+    out = CliRunner().invoke(app, [*command, "--help"], prog_name="openreel")
+    assert out.exit_code == 0, out.output
+    return " ".join(out.output.split())  # unwrapped: a default may fall across two lines
+
+
+def test_serve_shows_the_defaults_of_the_settings() -> None:
+    shown = _help("serve")
+    for option, field in [
+        ("--host HOST", "host"),
+        ("--port PORT", "port"),
+        ("--data-dir DIR", "data_dir"),
+        ("--engine ENGINE", "engine"),
+        ("--executor EXECUTOR", "executor"),
+        ("--workers WORKERS", "workers"),
+    ]:
+        described = shown.split(option + " ", 1)[1].split(" --", 1)[0]
+        assert f"[default: ({Settings.model_fields[field].default})]" in described, (option, described)
+
+
+@pytest.mark.parametrize("command", _commands(typer.main.get_command(app)), ids=" ".join)
+def test_help_names_values_in_words_not_python_types(command: tuple[str, ...]) -> None:
+    shown = _help(*command)
+    assert not re.search(r"<[a-z][a-z ,|\[\]]*>", shown), shown  # Typer's <str>, <list[str]>, <int range>
+    assert "{" not in shown.split(" Options: ")[0], shown  # Typer's {prompt} in the usage line
+
+
+def test_generate_names_its_values() -> None:
+    shown = _help("generate")
+    assert (
+        "Usage: openreel generate [OPTIONS] PROMPT" in shown
+        and "Arguments: PROMPT What the video shows." in shown
+    )
+    for option in ("--reference FILE|URL", "--server URL", "--aspect-ratio RATIO", "--no-audio Generate"):
+        assert option in shown, option

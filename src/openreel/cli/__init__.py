@@ -55,18 +55,18 @@ _EXTRAS = {
 
 
 def main() -> None:
-    """The console entry point: a command that needs an extra this install lacks says which, in one line."""
+    """The console entry point: a command that needs a module this install lacks says which, in one line
+    (and which extra brings it, for the package's own)."""
     try:
         app()
     except ModuleNotFoundError as exc:
         extra = _EXTRAS.get((exc.name or "").split(".")[0])
-        if extra is None:
-            raise
-        console.print(
-            f"this command needs openreel[{extra}] ({exc.name} is not installed): "
-            f"pip install 'openreel[{'server,engine' if extra in ('server', 'engine') else extra}]'",
-            style="red",
-            markup=False,
-            soft_wrap=True,
-        )
+        if extra is None:  # not one the extras bring: a database driver named by the URL, say
+            message = f"this command needs the Python module {exc.name}, which is not installed"
+        else:
+            message = (
+                f"this command needs openreel[{extra}] ({exc.name} is not installed): "
+                f"pip install 'openreel[{'server,engine' if extra in ('server', 'engine') else extra}]'"
+            )
+        console.print(message, style="red", markup=False, soft_wrap=True)
         raise SystemExit(1) from None

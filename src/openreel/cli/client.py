@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from openreel.cli.local import DataDir, settings_of
+from openreel.cli.local import DataDir, opening_database, settings_of
 from openreel.cli.terminal import Typer, columns, fail, say
 from openreel.domain.limits import MAX_SAMPLES
 from openreel.sdk.client import DEFAULT_BASE_URL
@@ -26,7 +26,12 @@ SERVER_ENV = "OPENREEL_BASE_URL"
 KEY_ENV = "OPENREEL_API_KEY"
 Server = Annotated[
     str,
-    typer.Option(envvar=SERVER_ENV, show_envvar=True, help=f"Base URL of the server (key from {KEY_ENV})."),
+    typer.Option(
+        envvar=SERVER_ENV,
+        show_envvar=True,
+        metavar="URL",
+        help=f"Base URL of the server (key from {KEY_ENV}).",
+    ),
 ]
 JobId = Annotated[str, typer.Argument(help="The job's id.")]
 
@@ -142,10 +147,15 @@ def generate(
     ] = None,
     aspect_ratio: Annotated[str | None, typer.Option(help="16:9 or 9:16.", show_default="16:9")] = None,
     resolution: Annotated[str | None, typer.Option(help="720p or 1080p.", show_default="720p")] = None,
-    image: Annotated[str | None, typer.Option(help="First frame: a file or an http(s) URL.")] = None,
-    last_frame: Annotated[str | None, typer.Option(help="Last frame: a file or an http(s) URL.")] = None,
+    image: Annotated[
+        str | None, typer.Option(metavar="FILE|URL", help="First frame: a file or an http(s) URL.")
+    ] = None,
+    last_frame: Annotated[
+        str | None, typer.Option(metavar="FILE|URL", help="Last frame: a file or an http(s) URL.")
+    ] = None,
     reference: Annotated[
-        list[str] | None, typer.Option(help="Reference image: a file or an http(s) URL; up to 3 times.")
+        list[str] | None,
+        typer.Option(metavar="FILE|URL", help="Reference image: a file or an http(s) URL; up to 3 times."),
     ] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
     seed: Annotated[
@@ -169,6 +179,7 @@ def generate(
         typer.Option(
             envvar=SERVER_ENV,
             show_envvar=True,
+            metavar="URL",
             help=f"Base URL of a running server (key from {KEY_ENV}); without it the service runs here.",
         ),
     ] = None,
@@ -206,7 +217,8 @@ def generate(
     if spec is not None:
         variant = spec.variant(duration or spec.default_duration, spec.audio and not no_audio)
         price = spec.prices.get(variant, max(spec.prices.values())) * samples
-    key = local_key(settings, price)
+    with opening_database(settings):
+        key = local_key(settings, price)
     logging.basicConfig(level=logging.WARNING)
     say(f"starting openreel in this process (engine {settings.engine}, data in {settings.data_dir})")
     with embedded_server(settings) as url:

@@ -7,33 +7,51 @@ from typing import Annotated, get_args
 
 import typer
 
-from openreel.cli.local import DataDir, settings_of
+from openreel.cli.local import DataDir, default, opening_database, settings_of
 from openreel.cli.terminal import say
 from openreel.engine import ENGINES
 from openreel.settings import ExecutorName
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (OPENREEL_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (OPENREEL_PORT).")] = None,
+    host: Annotated[
+        str | None, typer.Option(show_default=default("host"), help="Bind address (OPENREEL_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(show_default=default("port"), help="Port (OPENREEL_PORT).")
+    ] = None,
     data_dir: DataDir = None,
     engine: Annotated[
-        str | None, typer.Option(help=f"Engine: {', '.join(ENGINES)} (OPENREEL_ENGINE).")
+        str | None,
+        typer.Option(show_default=default("engine"), help=f"Engine: {', '.join(ENGINES)} (OPENREEL_ENGINE)."),
     ] = None,
     executor: Annotated[
-        str | None, typer.Option(help=f"Executor: {', '.join(get_args(ExecutorName))} (OPENREEL_EXECUTOR).")
+        str | None,
+        typer.Option(
+            show_default=default("executor"),
+            help=f"Executor: {', '.join(get_args(ExecutorName))} (OPENREEL_EXECUTOR).",
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker slots here, one per GPU (OPENREEL_WORKERS).")
+        int | None,
+        typer.Option(
+            show_default=default("workers"), help="Worker slots here, one per GPU (OPENREEL_WORKERS)."
+        ),
     ] = None,
     ray_address: Annotated[
-        str | None, typer.Option(help="Ray cluster to drive, host:port (OPENREEL_RAY_ADDRESS).")
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            show_default="a private cluster",
+            help="Ray cluster to drive (OPENREEL_RAY_ADDRESS).",
+        ),
     ] = None,
 ) -> None:
     """Run the API server and its workers."""
     import uvicorn
 
     from openreel.app import create_app
+    from openreel.ledger.db import migrate
 
     settings = settings_of(
         data_dir,
@@ -44,14 +62,18 @@ def serve(
         workers=workers,
         ray_address=ray_address,
     )
+    # Here rather than only at the app's start-up, where a database out of reach is a page of log.
+    with opening_database(settings) as url:
+        migrate(url)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 def worker(
-    address: Annotated[str, typer.Option(help="The Ray head to join, host:port.")],
+    address: Annotated[str, typer.Option(metavar="HOST:PORT", help="The Ray head to join.")],
     slots: Annotated[
-        int | None, typer.Option(min=1, help="Jobs this node renders at once (default: one per GPU, else 1).")
+        int | None,
+        typer.Option(min=1, show_default="one per GPU, else 1", help="Jobs this node renders at once."),
     ] = None,
     data_dir: DataDir = None,
 ) -> None:

@@ -8,29 +8,67 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 console = Console()
 
 
 class _Command(TyperCommand):
-    """Usage lines name arguments as ``PROMPT`` rather than Typer's ``{prompt}``."""
+    """Values named as a person reads them, ``--data-dir DIR`` and ``PROMPT``, rather than Typer's
+    ``<path>`` and ``{prompt}``; an option that sets its own metavar (``URL``) keeps it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is not None or param.name is None:
+                continue
+            if isinstance(param, TyperArgument):
+                param.metavar = param.name.upper()
+            elif isinstance(param, TyperOption) and not param.is_flag:
+                param.metavar = param.name.rsplit("_", 1)[-1].upper()  # the value's noun: RATIO, DIR
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
-                name = param.display_name_raw.upper() + ("..." if param.nargs != 1 else "")
+                name = _argument(param)
                 pieces.append(name if param.required else f"[{name}]")
         return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """Typer's sections, with each argument under its usage name and no ``<str>`` beside it."""
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(param, TyperArgument):
+                arguments.append((_argument(param), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+def _argument(param: TyperArgument) -> str:
+    return param.display_name_raw + ("..." if param.nargs != 1 else "")
 
 
 class Typer(typer.Typer):
     """Help in click's plain layout: defaults and environment variables shown, no ``<bool>`` on flags,
-    sentences rewrapped whole rather than broken where the source line ended."""
+    sentences rewrapped whole rather than broken where the source line ended. An exception no command
+    turned into a line is Python's plain traceback, not Rich's page of frames."""
 
     def __init__(self, help: str) -> None:
-        super().__init__(help=help, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+        super().__init__(
+            help=help,
+            no_args_is_help=True,
+            add_completion=False,
+            rich_markup_mode=None,
+            pretty_exceptions_enable=False,
+        )
 
     def command(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("cls", _Command)
