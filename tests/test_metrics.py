@@ -1,17 +1,28 @@
-"""``/metrics`` as Prometheus reads it: it parses, and its counters move when a job ends."""
+"""``/metrics`` as Prometheus reads it: it parses, its counters and gauges move as jobs queue and end, and
+it answers clients elsewhere only when the operator opens it."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from openreel.app import create_app
 from openreel.scheduler.dispatcher import PHASES
+from openreel.service import metrics
 from openreel.service.metrics import LEDGER_CACHE_S
+from openreel.settings import Settings
 
-from support import LiveServer, wait_for
+from quick import FAIL, QuickExecutor
+from support import SERVER_ENV, LiveServer, quick_server, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -82,3 +93,78 @@ def test_a_client_forwarded_by_a_proxy_is_refused(server: LiveServer, header: di
     forwarded = httpx.get(f"{server.url}/metrics", headers=header)
     assert forwarded.status_code == 403
     assert "OPENREEL_METRICS_PUBLIC" in forwarded.json()["error"]
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[str]:
+    """A loopback receiver that takes every delivery (204); yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_failed_job_moves_the_queue_gauge_the_failed_counter_and_the_webhook_deliveries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every scrape reads the ledger, so the gauge can be read while the jobs wait (the cache has its test).
+    monkeypatch.setattr(metrics, "LEDGER_CACHE_S", 0.0)
+    failed = ("openreel_jobs_total", (("model", "veo-3.1-fast"), ("outcome", "failed")))
+    queued = ("openreel_jobs_active", (("state", "queued"),))
+    running = ("openreel_jobs_active", (("state", "running"),))
+    delivered = ("openreel_webhook_deliveries", (("state", "delivered"),))
+    # A server of its own, with one worker slot and steps slow enough to hold it: the counts are exact.
+    with webhook_receiver() as url, quick_server(tmp_path, SERVER_ENV, step_s=0.2) as server:
+        before = scrape(server)
+        assert (before[queued], before[running], before.get(failed, 0)) == (0, 0, 0)
+        with server.client(server.new_key()) as client:
+            # The quality recipe's 43 steps keep the only slot busy for 9 s, so the failing job queues.
+            holder = client.post("/v2/videos/generate", json={"prompt": "hold", "model": "veo-3.1"})
+            doomed = client.post(
+                "/v2/videos/generate",
+                json={
+                    "prompt": FAIL,
+                    "model": "veo-3.1-fast",
+                    "veoParams": {"duration": 4},
+                    "webhookUrl": url,
+                },
+            )
+            waiting = scrape(server)
+            assert waiting[queued] + waiting[running] == 2 and waiting[queued] >= 1, waiting
+            client.post(f"/v2/jobs/{holder.json()['jobId']}/cancel").raise_for_status()
+            assert wait_for(client, doomed.json()["jobId"])["status"] == "FAILED"
+        after = scrape_when_moved(server, before, delivered)
+    assert after[failed] == 1
+    assert (after[queued], after[running]) == (0, 0)
+    assert after[delivered] == before[delivered] + 1
+
+
+@pytest.mark.parametrize("public", ["0", "1"])
+def test_metrics_public_serves_a_client_on_another_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public: str
+) -> None:
+    monkeypatch.setenv("OPENREEL_METRICS_PUBLIC", public)
+    settings = Settings(data_dir=tmp_path / "data")
+    with TestClient(create_app(settings, QuickExecutor(settings)), client=("203.0.113.9", 40000)) as remote:
+        response = remote.get("/metrics")
+    if public == "1":
+        assert response.status_code == 200, response.text
+        assert any(
+            family.name == "openreel_jobs_active" for family in text_string_to_metric_families(response.text)
+        )
+    else:
+        assert response.status_code == 403
+        assert "OPENREEL_METRICS_PUBLIC" in response.json()["error"]
