@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from openreel.engine import recipes
-from openreel.engine.base import Clip, StepCallback
+from openreel.engine.base import Clip, Lead, StepCallback
 from openreel.engine.plan import RenderPlan
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState
@@ -66,7 +66,7 @@ class QuickEngine:
         last_frame: Image.Image | None,
         on_step: StepCallback,
         references: Sequence[Image.Image] = (),
-        lead: np.ndarray | None = None,
+        lead: Lead | None = None,
     ) -> Clip:
         if references:
             raise RuntimeError(self.reference_error)

@@ -29,7 +29,7 @@ def generate(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def test_against_a_server_uploading_a_local_image(server: LiveServer, tmp_path: Path) -> None:
     picture = tmp_path / "first.png"
     Image.new("RGB", (200, 400), (10, 120, 10)).save(picture)
-    key = server.new_key(credits=10)
+    key = server.new_key(credits=20)
     out = tmp_path / "clip.mp4"
     run = generate(
         "a green tower",
@@ -59,6 +59,20 @@ def test_against_a_server_uploading_a_local_image(server: LiveServer, tmp_path: 
     with server.client(key) as client:
         job = client.get("/v2/jobs").json()["jobs"][0]
     assert job["input"]["veoParams"]["image"].startswith(server.url + "/v2/files/uploads/")
+    # The second video continued by 7 s, with sound from there on.
+    longer = tmp_path / "longer.mp4"
+    env = {"OPENREEL_API_KEY": key, "OPENREEL_BASE_URL": server.url}
+    run = generate(
+        "the tower sways", "--extend", job["id"], "--extend-video", "1", "-o", str(longer), env=env
+    )
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert "7 credits" in run.stdout
+    assert mp4_summary(longer.read_bytes()) == {
+        "size": (720, 1280),
+        "frames": 264,
+        "fps": 24.0,
+        "audio": True,
+    }
 
 
 def test_errors_are_shown_and_nothing_is_written(server: LiveServer, tmp_path: Path) -> None:

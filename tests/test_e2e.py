@@ -101,6 +101,30 @@ def test_text_to_video_4s_720p_with_audio(server: LiveServer) -> None:
     assert httpx.get(tampered, timeout=30).status_code == 403
 
 
+def test_the_tiny_engine_extends_a_clip_in_its_worker(live_sqlite_server: LiveServer) -> None:
+    server = live_sqlite_server
+    key = server.new_key(credits=30)
+    body = {"prompt": "waves on a beach at night", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
+    with server.client(key) as client:
+        first = wait_for(client, client.post("/v2/videos/generate", json=body).json()["jobId"])
+        more = {
+            "prompt": "the tide comes in",
+            "model": "veo-3.1-fast",
+            "veoParams": {"extend_job_id": first["id"]},
+        }
+        longer = wait_for(client, client.post("/v2/videos/generate", json=more).json()["jobId"], timeout=300)
+    assert longer["status"] == "COMPLETED", longer
+    # Rendered from the clip's last 57 frames and their sound, both pinned at every stage.
+    kinds = sorted((c["kind"], c["stage"], c["frames"]) for c in longer["result"]["recipe"]["conditions"])
+    assert kinds == [("extend", 0, 57), ("extend", 1, 57), ("extend_audio", 0, 59), ("extend_audio", 1, 59)]
+    old = decode(httpx.get(first["result"]["videoUrl"], timeout=30).content)
+    new = decode(httpx.get(longer["result"]["videoUrl"], timeout=30).content)
+    assert (new["width"], new["height"], new["frames"], new["fps"]) == (1280, 720, 264, 24.0)
+    assert abs(new["audio"]["seconds"] - 11.0) < 0.05  # sound as long as the video
+    # The clip comes first, encoded once more.
+    assert np.abs(new["first"].astype(int) - old["first"].astype(int)).mean() < 3
+
+
 def test_portrait_without_audio_and_same_seed_is_identical(server: LiveServer) -> None:
     """With the prompt enhanced too: the worker's Gemma writes the same rewrite for the same seed."""
     key = server.new_key(credits=20)

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from openreel.engine.base import Clip
+from openreel.engine.base import Clip, Lead
 from openreel.engine.join import JOIN_FADE_S, joined_sound, last_frames, write_joined_mp4
+from openreel.engine.lead import AudioLead
 from openreel.engine.mux import probe_mp4, write_mp4
 from openreel.engine.plan import LEAD_FRAMES
 
@@ -19,18 +21,37 @@ def _noop(i: int, total: int) -> None:
     pass
 
 
+def _lead(rate: int = 44_100) -> Lead:
+    """57 frames of noise, and 57 / 24 s of a 330 Hz tone at a rate the audio VAE does not use."""
+    frames = np.random.default_rng(0).integers(0, 256, (LEAD_FRAMES, 180, 320, 3), dtype=np.uint8)
+    t = np.arange(round(LEAD_FRAMES / 24 * rate)) / rate
+    return Lead(frames, np.stack([0.3 * np.sin(2 * np.pi * 330 * t)] * 2).astype(np.float32), rate)
+
+
 def test_the_lead_is_pinned_clean_through_every_call_and_the_output_follows_it(
     tiny_engine, tiny_plan
 ) -> None:
     plan = tiny_plan(lead_frames=LEAD_FRAMES)  # 57 + 24 = 81 frames, 11 latent frames
     assert plan.gen_frames == 81
-    lead = np.random.default_rng(0).integers(0, 256, (LEAD_FRAMES, 180, 320, 3), dtype=np.uint8)
-    with tiny_engine.recording() as traces:
-        clip = tiny_engine.render(plan, None, None, _noop, lead=lead)
+    lead = _lead()
+    given: list[torch.Tensor] = []  # what the transformer is given for the sound's first tokens
+    hook = tiny_engine.pipe.transformer.register_forward_hook(
+        lambda module, args, kwargs, out: given.append(kwargs["audio_hidden_states"][:, :59].clone()),
+        with_kwargs=True,
+    )
+    try:
+        with tiny_engine.recording() as traces:
+            clip = tiny_engine.render(plan, None, None, _noop, lead=lead)
+    finally:
+        hook.remove()
     assert clip.frames.shape == (24, 720, 1280, 3)
     assert clip.audio is not None and clip.audio.shape[1] == round(81 / 24 * clip.sample_rate)
-    stages = clip.recipe["stages"]
-    assert [c for c in clip.recipe["conditions"] if c["kind"] == "extend"] == [
+    # The trace: the 57 frames at pixel frame 0 of each stage, and 59 tokens of sound (25 a second, those
+    # wholly inside 57 / 24 s).
+    extend = [
+        {"kind": "extend_audio", "stage": i, "width": 0, "height": 0, "pixelFrame": 0, "frames": 59}
+        for i in range(2)
+    ] + [
         {
             "kind": "extend",
             "stage": i,
@@ -39,28 +60,41 @@ def test_the_lead_is_pinned_clean_through_every_call_and_the_output_follows_it(
             "pixelFrame": 0,
             "frames": 57,
         }
-        for i, s in enumerate(stages)
+        for i, s in enumerate(clip.recipe["stages"])
     ]
-    # The lead's 8 latent frames ((57 - 1) / 8 + 1) never move: timestep 0 in every call of every stage,
-    # while every other token is at the step's sigma.
+    conditions = clip.recipe["conditions"]
+    assert sorted(conditions, key=lambda c: (c["kind"], c["stage"])) == sorted(
+        extend, key=lambda c: (c["kind"], c["stage"])
+    )
+    # The lead's 8 latent frames ((57 - 1) / 8 + 1) and 59 sound tokens never move: timestep 0 in every
+    # call of every stage, while every other token is at the step's sigma.
     lead_latents = (LEAD_FRAMES - 1) // 8 + 1
     calls = traces[0].calls
     assert calls
     for call in calls:
         frames, height, width = call.grid
-        assert call.timesteps is not None
+        assert call.timesteps is not None and call.audio_timesteps is not None
         per_frame = call.timesteps[: frames * height * width].reshape(frames, height * width)
         assert bool((per_frame[:lead_latents] == 0).all())
-        assert torch_close(per_frame[lead_latents:], float(call.sigma))
+        assert _at(per_frame[lead_latents:], float(call.sigma))
+        assert bool((call.audio_timesteps[:59] == 0).all())
+        assert _at(call.audio_timesteps[59:], float(call.sigma))
+    # ... and those tokens are the clip's own sound, encoded, in every row of every call.
+    with torch.inference_mode():
+        own = AudioLead(tiny_engine.pipe, lead.audio, lead.sample_rate, LEAD_FRAMES / 24, "cpu").clean[0]
+    assert len(given) == len(calls)
+    assert all(torch.allclose(rows, own.expand_as(rows)) for rows in given)
 
 
-def torch_close(values: Any, sigma: float) -> bool:
+def _at(values: Any, sigma: float) -> bool:
     return bool(((values - sigma).abs() < 1e-4).all())
 
 
 def test_a_plan_without_its_lead_is_refused(tiny_engine, tiny_plan) -> None:
     with pytest.raises(ValueError, match="lead_frames"):
         tiny_engine.render(tiny_plan(lead_frames=LEAD_FRAMES), None, None, _noop)
+    with pytest.raises(ValueError, match="lead_frames"):
+        tiny_engine.render(tiny_plan(), None, None, _noop, lead=_lead())
 
 
 def test_the_sound_is_the_clip_s_then_cross_faded_then_the_extension_s() -> None:

@@ -13,7 +13,7 @@ import typer
 
 from openreel.cli.local import DataDir, opening_database, settings_of
 from openreel.cli.terminal import Typer, columns, fail, say
-from openreel.domain.limits import MAX_SAMPLES
+from openreel.domain.limits import EXTEND_SECONDS, MAX_SAMPLES
 from openreel.sdk.client import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
@@ -174,6 +174,17 @@ def generate(
         bool,
         typer.Option("--enhance-prompt", help="Let the model's Gemma rewrite the prompt in detail first."),
     ] = False,
+    extend: Annotated[
+        str | None,
+        typer.Option(
+            metavar="JOB_ID",
+            help=f"Continue this finished job's 720p video by {EXTEND_SECONDS} s instead; the MP4 is "
+            "both, joined.",
+        ),
+    ] = None,
+    extend_video: Annotated[
+        int, typer.Option(min=0, metavar="N", help="With --extend: which of the job's videos (0: the first).")
+    ] = 0,
     server: Annotated[
         str | None,
         typer.Option(
@@ -202,6 +213,8 @@ def generate(
         "generate_audio": False if no_audio else None,
         "enhance_prompt": True if enhance_prompt else None,
         "sample_count": samples if samples > 1 else None,
+        "extend_job_id": extend,
+        "extend_video": extend_video if extend and extend_video else None,
     }
     files = {"image": image, "last_frame": last_frame, "reference_images": reference or []}
     if server is not None:
@@ -215,8 +228,10 @@ def generate(
     spec = load_catalog(settings.prices_file).get(model)
     price = 0
     if spec is not None:
-        variant = spec.variant(duration or spec.default_duration, spec.audio and not no_audio)
-        price = spec.prices.get(variant, max(spec.prices.values())) * samples
+        audio = spec.audio and not no_audio
+        seconds = EXTEND_SECONDS if extend else duration or spec.default_duration
+        variant = spec.variant(seconds, audio, extend=bool(extend))
+        price = spec.prices.get(variant, max(spec.prices.values())) * (seconds if extend else 1) * samples
     with opening_database(settings):
         key = local_key(settings, price)
     logging.basicConfig(level=logging.WARNING)

@@ -32,7 +32,7 @@ ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 # v7: Gemma 3's turn and image tokens and chat format (prompt enhancement); v6: 2 transformer blocks (v5
 # had 30); v4: the real layout (dev weights, a distilled LoRA, the
 # upsampler). A new name per change, so caches built before it are not taken as current.
-TINY_CHECKPOINT_DIR = "tiny-ltx2-v7"
+TINY_CHECKPOINT_DIR = "tiny-ltx2-v8"
 T = TypeVar("T")
 
 

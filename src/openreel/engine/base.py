@@ -36,6 +36,16 @@ class Clip:
     prompt: str | None = None
 
 
+@dataclass(frozen=True)
+class Lead:
+    """The end of the clip an extension continues: its last ``frames``, uint8 (n, h, w, 3), and its sound
+    over them, float32 (channels, samples) at ``sample_rate`` (None: the clip is silent)."""
+
+    frames: np.ndarray
+    audio: np.ndarray | None
+    sample_rate: int
+
+
 class Cancelled(Exception):
     """Raised from the step callback to abandon a render at the next denoising step."""
 
@@ -46,7 +56,7 @@ StepCallback = Callable[[int, int], None]
 class VideoEngine(Protocol):
     """A loaded model. ``render`` blocks; ``on_step(i, total)`` (1-based) reports progress and may cancel.
     ``references`` (at most 3) guide the look of the video; an engine without the means refuses them.
-    ``lead``: uint8 (plan.lead_frames, h, w, 3), the last frames of the clip an extension continues."""
+    ``lead``: the end of the clip an extension continues (plan.lead_frames of its frames, and its sound)."""
 
     name: str
     grid_scale: float  # passed to plan_render: the tiny engine denoises on a quarter-size grid
@@ -72,5 +82,5 @@ class VideoEngine(Protocol):
         last_frame: PIL.Image.Image | None,
         on_step: StepCallback,
         references: Sequence[PIL.Image.Image] = (),
-        lead: np.ndarray | None = None,
+        lead: Lead | None = None,
     ) -> Clip: ...

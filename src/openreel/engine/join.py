@@ -1,11 +1,10 @@
 """An extension joined to the clip it continues: one MP4, the clip's frames and then the new ones.
 
-The new segment was rendered with the clip's last ``LEAD_FRAMES`` pinned at its start (plan.py), so its
-first new frame follows the clip's last one. The diffusers pipelines keep one timestep for all audio
-tokens, so the clip's sound cannot be pinned the same way; instead the segment's own sound over the lead
-(made with the lead's frames, in sync with them) is cross-faded in over the last ``JOIN_FADE_S`` before
-the join, at equal power, and carries on after it. The clip's frames are decoded and encoded again,
-streamed, never all in memory.
+The new segment was rendered from the clip's last ``LEAD_FRAMES`` and their sound, both pinned at its
+start (plan.py, lead.py), so its first new frame and its sound carry on from the clip's. The clip's own
+sound is kept up to the join and cross-faded, at equal power, into the segment's over the last
+``JOIN_FADE_S`` before it: over the lead the segment's sound is the clip's, through the audio VAE, so
+the switch is not heard. The clip's frames are decoded and encoded again, streamed, never all in memory.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from openreel.engine.base import Clip
+from openreel.engine.base import Clip, Lead
 from openreel.engine.mux import write_mp4
 
-# openreel's choice, long enough not to click, short enough that the two takes are not heard together.
+# openreel's choice: long enough that the switch from the clip's sound to the segment's does not click.
 JOIN_FADE_S = 0.5
 
 
@@ -54,20 +53,40 @@ def last_frames(mp4: bytes, count: int) -> np.ndarray:
     return np.stack(tail)
 
 
-def sound_of(mp4: bytes, rate: int, channels: int) -> np.ndarray | None:
-    """The clip's sound as float32 (channels, samples) at ``rate``; None: it has none."""
+def sound_of(mp4: bytes) -> tuple[np.ndarray, int] | None:
+    """The clip's sound as float32 (channels, samples) and its rate; None: it has none."""
     with av.open(io.BytesIO(mp4), mode="r") as container:
         if not container.streams.audio:
             return None
-        layout = "mono" if channels == 1 else "stereo"
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        chunks = [
-            out.to_ndarray() for frame in container.decode(audio=0) for out in resampler.resample(frame)
-        ]
-        chunks += [out.to_ndarray() for out in resampler.resample(None)]
+        rate = container.streams.audio[0].codec_context.sample_rate
+        chunks = [frame.to_ndarray() for frame in container.decode(audio=0)]
+    return (np.concatenate(chunks, axis=1).astype(np.float32), rate) if chunks else None
+
+
+def resampled(wave: np.ndarray, rate: int, to_rate: int, channels: int) -> np.ndarray:
+    """``wave`` (channels, samples) at ``rate`` as float32 (``channels``, samples) at ``to_rate``
+    (FFmpeg's resampler; mono is spread to both sides, stereo averaged to one)."""
+    layouts = {1: "mono", 2: "stereo"}
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(wave, dtype=np.float32), format="fltp", layout=layouts[len(wave)]
+    )
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="fltp", layout=layouts[channels], rate=to_rate)
+    chunks = [out.to_ndarray() for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray() for out in resampler.resample(None)]
     return (
         np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((channels, 0), np.float32)
     )
+
+
+def lead_of(mp4: bytes, frames: int, fps: int) -> Lead:
+    """The clip's last ``frames`` frames, and its sound over them."""
+    sound = sound_of(mp4)
+    if sound is None:
+        return Lead(last_frames(mp4, frames), None, 0)
+    wave, rate = sound
+    end = round(frame_count(mp4) * rate / fps)
+    return Lead(last_frames(mp4, frames), wave[:, max(0, end - round(frames * rate / fps)) : end], rate)
 
 
 def joined_sound(
@@ -109,8 +128,9 @@ def write_joined_mp4(mp4: bytes, clip: Clip, *, lead_frames: int, fps: int, path
     """The clip in ``mp4`` followed by ``clip`` (the extension's new frames), as one MP4 at ``path``."""
     before_frames = frame_count(mp4)
     channels = clip.audio.shape[0] if clip.audio is not None else 2
+    source = sound_of(mp4)
     sound = joined_sound(
-        sound_of(mp4, clip.sample_rate, channels),
+        None if source is None else resampled(source[0], source[1], clip.sample_rate, channels),
         clip.audio,
         rate=clip.sample_rate,
         channels=channels,

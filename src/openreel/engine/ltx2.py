@@ -30,9 +30,10 @@ from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceConditio
 from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf
 
 from openreel.engine import recipes
-from openreel.engine.base import Clip, StepCallback
+from openreel.engine.base import Clip, Lead, StepCallback
 from openreel.engine.enhance import PromptEnhancer
 from openreel.engine.fp8 import native_matmul, quantize_blocks
+from openreel.engine.lead import AudioLead
 from openreel.engine.lora import FusedLora
 from openreel.engine.nag import NAGState, install
 from openreel.engine.pipelines import Condition, KeyframePipeline, ReferencePipeline
@@ -242,6 +243,8 @@ class LTX2Engine:
         install(self.pipe, self.nag)
         self._trace: Trace | None = None
         self._recorded: list[Trace] | None = None
+        self._pinned: AudioLead | None = None
+        self.pipe.transformer.register_forward_pre_hook(self._pin_audio, with_kwargs=True)
         self._install_trace_hooks()
         pipelines = [self.pipe, *([self.references] if self.references else [])]
         for p in (*pipelines, *([upsampler] if upsampler else [])):
@@ -373,7 +376,7 @@ class LTX2Engine:
         last_frame: PIL.Image.Image | None,
         on_step: StepCallback,
         references: Sequence[PIL.Image.Image] = (),
-        lead: np.ndarray | None = None,
+        lead: Lead | None = None,
     ) -> Clip:
         """Every stage of the plan's recipe, then decode and cut to the plan's exact frames and samples.
         ``Cancelled`` (raised by ``on_step``) propagates."""
@@ -381,7 +384,7 @@ class LTX2Engine:
             first_frame is not None,
             last_frame is not None,
             len(references),
-            0 if lead is None else len(lead),
+            0 if lead is None else len(lead.frames),
         )
         if (plan.has_first_frame, plan.has_last_frame, plan.reference_count, plan.lead_frames) != given:
             raise ValueError(
@@ -427,16 +430,20 @@ class LTX2Engine:
         first_frame: PIL.Image.Image | None,
         last_frame: PIL.Image.Image | None,
         references: Sequence[PIL.Image.Image],
-        lead: np.ndarray | None,
+        lead: Lead | None,
         on_step: StepCallback,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The recipe's stages in turn, on ``prompt`` (the plan's, or its enhanced rewrite); returns the last
         stage's (denormalized) video and audio latents. An extension's lead replaces the first latent
         frames, clean and never denoised (Lightricks' prefix conditioning); like any video condition it is
-        not re-compressed."""
+        not re-compressed; its sound is pinned in the audio tokens (``lead.py``)."""
         conditions = []
+        pinned = None
         if lead is not None:
-            conditions.append(Condition(lead, index=0, crf=0, kind="extend"))
+            conditions.append(Condition(lead.frames, index=0, crf=0, kind="extend"))
+            if lead.audio is not None and plan.generate_audio:
+                seconds = plan.lead_frames / plan.fps
+                pinned = AudioLead(self.pipe, lead.audio, lead.sample_rate, seconds, self.device)
         if first_frame is not None:
             conditions.append(Condition(conditioning_pixels(first_frame, recipe.image_crf), index=0, crf=0))
         if last_frame is not None:
@@ -492,8 +499,12 @@ class LTX2Engine:
             if stage.negative == "cfg":
                 negative = self.prompts(plan.negative_prompt or recipes.DEFAULT_NEGATIVE_PROMPT)
                 kwargs["negative_prompt_embeds"], kwargs["negative_prompt_attention_mask"] = negative
-            with self._negative_attention(stage, recipe, plan.negative_prompt):
+            if pinned is not None:
+                self._trace.condition("extend_audio", 0, 0, 0, pinned.tokens)
+            with self._negative_attention(stage, recipe, plan.negative_prompt), self._pinning(pinned):
                 video, audio = self._sample(kwargs, references if previous is None else ())
+            if pinned is not None:
+                audio = pinned.restore(audio)
             done += len(stage.sigmas)
             previous = stage
         assert video is not None and audio is not None
@@ -549,6 +560,17 @@ class LTX2Engine:
             yield
         finally:
             self.nag.clear()
+
+    @contextmanager
+    def _pinning(self, pinned: AudioLead | None) -> Iterator[None]:
+        self._pinned = pinned
+        try:
+            yield
+        finally:
+            self._pinned = None
+
+    def _pin_audio(self, module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+        return None if self._pinned is None else (args, self._pinned.pin(kwargs))
 
     @contextmanager
     def recording(self) -> Iterator[list[Trace]]:

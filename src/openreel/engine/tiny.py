@@ -209,7 +209,9 @@ def _build_components(num_layers: int) -> LTX2Pipeline:
     audio_vae = AutoencoderKLLTX2Audio(
         base_channels=4,
         output_channels=2,
-        ch_mult=(1,),
+        # Two levels below the first, as the real (1, 2, 4): the encoder compresses the mel 4 times in time
+        # and bins, the latent grid the pipelines assume (an extension encodes the clip's sound).
+        ch_mult=(1, 1, 1),
         num_res_blocks=1,
         attn_resolutions=None,
         in_channels=2,

@@ -26,6 +26,7 @@ class Call:
     nag: bool
     timesteps: torch.Tensor | None = None  # per video token, first batch row (capture only)
     positions: torch.Tensor | None = None  # (3, tokens, 2), first batch row (capture only)
+    audio_timesteps: torch.Tensor | None = None  # per audio token, first batch row (capture only)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Trace:
             timestep = kwargs["timestep"]
             call.timesteps = timestep[0].detach().float().cpu() / self.timestep_scale
             call.positions = kwargs["video_coords"][0].detach().float().cpu()
+            audio = kwargs["audio_timestep"].reshape(hidden.shape[0], -1)[0].detach().float().cpu()
+            call.audio_timesteps = audio.expand(kwargs["audio_hidden_states"].shape[1]) / self.timestep_scale
         self.calls.append(call)
 
     def condition(self, kind: str, width: int, height: int, pixel_frame: int | None, frames: int) -> None:

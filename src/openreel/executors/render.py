@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 from openreel.executors import messages as m
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from openreel.engine.base import VideoEngine
+    from openreel.engine.base import Lead, VideoEngine
     from openreel.engine.plan import RenderPlan
 
 STEPS_SHARE = 90
@@ -49,7 +47,7 @@ def render_task(
     to enhance is rewritten once, for the first sample, and every later one renders that rewrite. An
     extension's samples all continue the same lead, read once."""
     from openreel.engine.base import Cancelled
-    from openreel.engine.join import last_frames
+    from openreel.engine.join import lead_of
 
     last = -1
     count = len(task.plans)
@@ -65,7 +63,8 @@ def render_task(
     rewritten: str | None = None
     first_made: dict[str, Any] | None = None
     try:
-        lead = last_frames(task.extends.mp4, task.plans[0].lead_frames) if task.extends else None
+        first = task.plans[0]
+        lead = lead_of(task.extends.mp4, first.lead_frames, first.fps) if task.extends else None
     except Exception as exc:
         traceback.print_exc()
         return m.Failed(task.seq, f"the clip to extend could not be read: {type(exc).__name__}: {exc}")
@@ -107,7 +106,7 @@ def _sample(
     engine: VideoEngine,
     task: m.RenderTask,
     plan: RenderPlan,
-    lead: np.ndarray | None,
+    lead: Lead | None,
     output: Path,
     steps: Steps,
     x264_preset: str,

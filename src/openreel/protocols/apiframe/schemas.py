@@ -81,7 +81,7 @@ class StageTrace(BaseModel):
 
 
 class ConditionTrace(BaseModel):
-    kind: Literal["image", "last_frame", "reference", "extend"]
+    kind: Literal["image", "last_frame", "reference", "extend", "extend_audio"]
     stage: int
     width: int
     height: int
