@@ -136,6 +136,64 @@ def test_samples_are_one_to_four_each_seeded_one_up() -> None:
     assert spec is not None and spec.seeds == [MAX_SEED - 1, MAX_SEED, 0]  # round the 32-bit range
 
 
+LONG = "p" * 4001
+REFS = ["https://a/b.png"] * 4
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt", "params", "path", "words"),
+    [
+        ("veo-3.1-fast", LONG, {}, "prompt", "must be at most 4000 characters"),
+        ("veo-3.1-fast", "  ", {}, "prompt", "must not be blank"),
+        ("veo-3.1-fast", "p", {"negative_prompt": "n" * 2001}, "veoParams.negative_prompt", "at most 2000"),
+        (
+            "veo-3.1-fast",
+            "p",
+            {"reference_images": REFS},
+            "veoParams.reference_images",
+            "at most 3 reference",
+        ),
+        ("veo-3.1-fast", "p", {"extend_job_id": "j", "duration": 8}, "veoParams.duration", "adds 7 s"),
+        ("veo-3.1-fast", "p", {"extend_job_id": "j", "resolution": "1080p"}, "veoParams.resolution", "720p"),
+        (
+            "veo-3.1-fast",
+            "p",
+            {"extend_job_id": "j", "last_frame": "https://a/b.png"},
+            "veoParams.last_frame",
+            "cannot",
+        ),
+        (
+            "veo-3.1-fast",
+            "p",
+            {"extend_job_id": "j", "extend_video": -1},
+            "veoParams.extend_video",
+            "0 or more",
+        ),
+        ("veo-3.1-fast", "p", {"extend_video": 1}, "veoParams.extend_video", "needs veoParams.extend_job_id"),
+        ("veo-3.1-lite", "p", {"extend_job_id": "j"}, "veoParams.extend_job_id", "does not extend clips"),
+        ("veo-2", "p", {"extend_job_id": "j"}, "veoParams.extend_job_id", "does not extend clips"),
+    ],
+)
+def test_every_protocol_s_shared_rules_are_the_domain_s(
+    model: str, prompt: str, params: dict[str, object], path: str, words: str
+) -> None:
+    spec, details = resolve_video_request(
+        model_id=model, prompt=prompt, params=params, catalog=CATALOG, reference_images_supported=True
+    )
+    assert spec is None and any(words in message for message in details[path]), details
+
+
+def test_an_extension_adds_seven_seconds_at_720p_and_keeps_what_it_was_asked() -> None:
+    spec, details = resolve(extend_job_id="j", extend_video=2, aspect_ratio="9:16", seed=3, sample_count=2)
+    assert not details and spec is not None and spec.extend is not None
+    assert (spec.duration, spec.resolution, spec.seeds) == (7, "720p", [3, 4])
+    assert (spec.extend.job_id, spec.extend.video, spec.extend.asked_aspect_ratio) == ("j", 2, "9:16")
+    assert spec.extend.key is None  # the service finds the clip
+    assert type(spec).from_json(spec.to_json()) == spec
+    fast = CATALOG.get("veo-3.1-fast")
+    assert fast is not None and fast.price(7, True, extend=True) == 7 and fast.price(8, True) == 8
+
+
 def test_each_id_names_its_recipe_and_every_size_has_two_stages() -> None:
     kinds = {model_id: spec.recipe for model_id, spec in CATALOG.models.items()}
     assert kinds == {

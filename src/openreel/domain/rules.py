@@ -1,7 +1,8 @@
-"""Model-specific rules for a video request, after the wire schema has parsed it. Pure: no I/O.
+"""The rules of a video request, for every wire protocol, after its schema has parsed it. Pure: no I/O.
 
 Every field of ``veoParams`` is either resolved into the job spec or refused here with a message
-keyed by its JSON path, so nothing a user sends is silently ignored.
+keyed by its Apiframe JSON path (each protocol renames the paths to its own), so nothing a user sends is
+silently ignored and no protocol keeps a rule of its own for what they share: lengths, counts, ranges.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from openreel.domain.catalog import Catalog, ModelSpec
-from openreel.domain.limits import EXTEND_SECONDS, MAX_SAMPLES, MAX_SEED
+from openreel.domain.limits import (
+    EXTEND_SECONDS,
+    MAX_NEGATIVE_PROMPT,
+    MAX_PROMPT,
+    MAX_REFERENCES,
+    MAX_SAMPLES,
+    MAX_SEED,
+)
 
 EXTEND_RESOLUTION = "720p"  # Google's rule: extension is 720p only
 
@@ -172,8 +180,13 @@ def resolve_video_request(
         return None, details
     if not prompt.strip():
         details.add("prompt", "must not be blank")
+    elif len(prompt) > MAX_PROMPT:
+        details.add("prompt", f"must be at most {MAX_PROMPT} characters")
     check_text(details, "prompt", prompt)
-    check_text(details, "veoParams.negative_prompt", params.get("negative_prompt"))
+    negative = params.get("negative_prompt")
+    if negative is not None and len(negative) > MAX_NEGATIVE_PROMPT:
+        details.add("veoParams.negative_prompt", f"must be at most {MAX_NEGATIVE_PROMPT} characters")
+    check_text(details, "veoParams.negative_prompt", negative)
     spec = _resolve_params(model, prompt, params, details, reference_images_supported, image_hint)
     return (spec if not details else None), details
 
@@ -227,6 +240,8 @@ def _resolve_params(
             check_url(details, p + field, params[field], hint=image_hint)
 
     references = list(params.get("reference_images") or [])
+    if len(references) > MAX_REFERENCES:
+        details.add(p + "reference_images", f"at most {MAX_REFERENCES} reference images")
     for i, url in enumerate(references):
         check_url(details, f"{p}reference_images.{i}", url, hint=image_hint)
     if references and not model.accepts_reference_images:

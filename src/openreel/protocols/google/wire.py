@@ -12,7 +12,8 @@ Two forms share this module (exact requests in the shared notes, ``client-wire.m
 
 Both take the same body. How each field is treated (nothing is silently ignored):
 
-- ``instances[0].prompt``: the prompt, 1 to 4000 characters (required, also with an image).
+- ``instances[0].prompt``: the prompt (required, also with an image; its length and the other limits
+  every protocol shares are the domain's, ``domain/rules.py``).
 - ``image`` / ``lastFrame``: inline ``bytesBase64Encoded`` (type sniffed from the bytes; a given
   ``mimeType`` must be an image type) becomes an upload of the account, whose signed URL goes into
   the job; ``gcsUri`` is refused. ``lastFrame`` requires ``image`` (Google's rule).
@@ -31,7 +32,7 @@ Both take the same body. How each field is treated (nothing is silently ignored)
 - ``generateAudio``: default true on Veo 3.x (the Gemini API always makes audio), false on veo-2;
   veo-3.1-lite always has audio, so only true is accepted there. A silent clip is charged the
   cheaper Apiframe variant.
-- ``negativePrompt`` (at most 2000 characters) and ``seed`` (0 to 2^32-1) are honoured; unlike
+- ``negativePrompt`` and ``seed`` are honoured; unlike
   Google's, the same seed and request give the same clip.
 - ``enhancePrompt``: **default true**, Google's default: the model's own Gemma rewrites the prompt before
   rendering (``engine/enhance.py``), seeded by the request's seed; the finished operation's
@@ -71,7 +72,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool
 from pydantic.alias_generators import to_camel
 
-from openreel.domain.limits import EXTEND_SECONDS, MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_REFERENCES
+from openreel.domain.limits import EXTEND_SECONDS
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
@@ -454,8 +455,6 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
     limit = svc.settings.max_upload_image_bytes
 
     prompt = inst.prompt or ""
-    if len(prompt) > MAX_PROMPT:
-        details.add("instances[0].prompt", f"must be at most {MAX_PROMPT} characters")
     image = _inline(details, "instances[0].image", inst.image, limit)
     last_frame = _inline(details, "instances[0].lastFrame", inst.last_frame, limit)
     references: list[InlineImage] = []
@@ -489,8 +488,6 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
         else:
             given["resolution"] = p.resolution
     if p.negative_prompt is not None:
-        if len(p.negative_prompt) > MAX_NEGATIVE_PROMPT:
-            details.add("parameters.negativePrompt", f"must be at most {MAX_NEGATIVE_PROMPT} characters")
         given["negative_prompt"] = p.negative_prompt
     if p.seed is not None:
         given["seed"] = p.seed
@@ -519,8 +516,6 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
     if inst.reference_images:
         if inst.image is not None or inst.last_frame is not None or inst.video is not None:
             details.add("instances[0].referenceImages", "cannot be combined with image, lastFrame or video")
-        if len(inst.reference_images) > MAX_REFERENCES:
-            details.add("instances[0].referenceImages", f"at most {MAX_REFERENCES} reference images")
         if duration != 8:
             details.add("instances[0].referenceImages", f"require durationSeconds 8; got {duration}")
     if given.get("resolution") == "1080p":

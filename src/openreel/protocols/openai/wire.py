@@ -4,7 +4,7 @@ parameters, the video object, list pages and errors.
 Create (``POST /v1/videos``) takes multipart/form-data (what the ``openai`` SDK always sends, with
 ``input_reference`` as a file part), urlencoded, or JSON:
 
-- ``prompt``: required, 1 to 4000 characters.
+- ``prompt``: required (its length is the domain's rule, as on every protocol).
 - ``model``: a catalog id (veo-3.1-fast, veo-3.1, veo-3.1-lite, veo-3, veo-3-fast, veo-2) or a
   Google Veo id; **default veo-3.1-fast**. Sora ids (``sora-2``, ``sora-2-pro``, ...) are refused
   with the list of ours: mapping them would put a different model behind a name users know.
@@ -42,7 +42,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from openreel.domain.limits import MAX_NEGATIVE_PROMPT, MAX_PROMPT
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
@@ -348,8 +347,6 @@ def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_ur
     if not isinstance(prompt, str):
         details.add("prompt", "must be a string")
         prompt = ""
-    elif len(prompt) > MAX_PROMPT:
-        details.add("prompt", f"must be at most {MAX_PROMPT} characters")
 
     default_seconds = DEFAULT_SECONDS if DEFAULT_SECONDS in model.durations else min(model.durations)
     duration = default_seconds
@@ -376,8 +373,8 @@ def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_ur
             given["seed"] = seed
     if fields.get("negative_prompt") is not None:
         negative = fields["negative_prompt"]
-        if not isinstance(negative, str) or len(negative) > MAX_NEGATIVE_PROMPT:
-            details.add("negative_prompt", f"must be a string of at most {MAX_NEGATIVE_PROMPT} characters")
+        if not isinstance(negative, str):
+            details.add("negative_prompt", "must be a string")
         else:
             given["negative_prompt"] = negative
     if fields.get("generate_audio") is not None:
