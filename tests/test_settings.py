@@ -25,6 +25,30 @@ def test_s3_storage_without_a_bucket_is_refused_when_the_settings_are_built() ->
     assert Settings(storage="s3", s3_bucket="clips").s3_bucket == "clips"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("port", 70000),
+        ("job_timeout_s", 0),
+        ("max_attempts", 0),
+        ("upload_ttl_s", -5),
+        ("webhook_attempts", 0),
+        ("rate_limit_burst", -1),
+        ("max_concurrent_jobs", 0),
+        ("fetch_timeout_s", 0),
+    ],
+)
+def test_values_no_service_could_run_with_are_refused(field: str, value: int) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_ray_address_without_the_ray_executor_is_refused() -> None:
+    with pytest.raises(ValidationError, match="OPENREEL_EXECUTOR=ray"):
+        Settings(ray_address="10.0.0.1:6379")
+    assert Settings(executor="ray", ray_address="10.0.0.1:6379").ray_address == "10.0.0.1:6379"
+
+
 def test_the_cli_says_which_setting_is_wrong_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = CliRunner().invoke(app, ["serve", "--engine", "ltx", "--data-dir", str(tmp_path)])
     assert out.exit_code == 2

@@ -45,21 +45,21 @@ class Settings(BaseSettings):
         description="IC-LoRA for reference_images: .safetensors path or org/name[@rev][:file]; off if unset.",
     )
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=0, le=65535)
     public_url: str | None = Field(default=None, description="Base of absolute URLs; the request's if unset.")
     secret_key: str | None = Field(default=None, description="Signs file URLs; kept in data_dir if unset.")
-    result_url_ttl_s: int = 24 * 3600
-    upload_ttl_s: int = 2 * 3600
-    max_upload_image_bytes: int = 25 * 1024 * 1024
-    max_upload_video_bytes: int = 50 * 1024 * 1024
+    result_url_ttl_s: int = Field(default=24 * 3600, gt=0)
+    upload_ttl_s: int = Field(default=2 * 3600, gt=0)
+    max_upload_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_upload_video_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     max_json_body_bytes: int | None = Field(
         default=None,
         ge=0,
         description="Cap on JSON bodies; unset: room for the inline base64 images a route takes (3 at most).",
     )
-    fetch_timeout_s: float = 20.0
-    fetch_max_redirects: int = 3
-    max_image_pixels: int = 40_000_000
+    fetch_timeout_s: float = Field(default=20.0, gt=0)
+    fetch_max_redirects: int = Field(default=3, ge=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
     allow_private_urls: bool = Field(default=False, description="Let image/webhook URLs reach private hosts.")
     metrics_public: bool = Field(
         default=False, description="Serve /metrics to every client; by default only to direct loopback ones."
@@ -70,11 +70,15 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, description="Worker slots on this machine: one per GPU.")
     ray_address: str | None = Field(default=None, description="Ray cluster to drive; a private one if unset.")
     lease_ttl_s: float = Field(default=30.0, gt=0, description="Retry a running job silent this long.")
-    job_timeout_s: int = 3600
-    max_attempts: int = 2
-    max_concurrent_jobs: int = Field(default=8, description="Active (queued or running) jobs per account.")
-    rate_limit_per_minute: int = Field(default=1200, description="Requests per account per minute; 0: off.")
-    rate_limit_burst: int = Field(default=200, description="Requests an account may make at once.")
+    job_timeout_s: int = Field(default=3600, gt=0)
+    max_attempts: int = Field(default=2, ge=1)
+    max_concurrent_jobs: int = Field(
+        default=8, ge=1, description="Active (queued or running) jobs per account."
+    )
+    rate_limit_per_minute: int = Field(
+        default=1200, ge=0, description="Requests per account per minute; 0: off."
+    )
+    rate_limit_burst: int = Field(default=200, ge=1, description="Requests an account may make at once.")
     key_cache_s: float = Field(
         default=10.0,
         ge=0,
@@ -98,8 +102,8 @@ class Settings(BaseSettings):
         default=4, ge=0, description="Prompts whose text encodings a worker keeps."
     )
     x264_preset: X264Preset = "veryfast"
-    webhook_timeout_s: float = 10.0
-    webhook_attempts: int = 5
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_attempts: int = Field(default=5, ge=1)
 
     @field_validator("checkpoint", "reference_adapter", "distilled_lora", "upsampler")
     @classmethod
@@ -122,6 +126,8 @@ class Settings(BaseSettings):
         """Settings that only make sense together, refused at start-up rather than on first use."""
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("storage s3 needs a bucket: set OPENREEL_S3_BUCKET")
+        if self.ray_address and self.executor != "ray":
+            raise ValueError("a Ray address is for the ray executor: set OPENREEL_EXECUTOR=ray, or unset it")
         return self
 
     def engine_options(self) -> EngineOptions:
