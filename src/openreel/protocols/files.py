@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from openreel.ledger import uploads
 from openreel.protocols.deps import ServicesDep
 from openreel.protocols.errors import ApiError
 from openreel.service.services import Services
 from openreel.service.views import iso
+from openreel.storage.base import LocalFile, Redirect, Stream
 
 router = APIRouter(tags=["Files"])
 
@@ -31,9 +32,26 @@ def result_disposition(job_id: str) -> str:
     return f'inline; filename="openreel-{job_id}.mp4"'
 
 
-def sandboxed(response: Response) -> Response:
-    """A served file never runs as a page of this origin, whatever a browser makes of it."""
-    response.headers["Content-Security-Policy"] = "sandbox"
+def stored_file(
+    svc: Services, key: str, media_type: str, *, redirect: bool, disposition: str | None
+) -> Response | None:
+    """The stored object as a response (None: it is gone) that never runs as a page of this origin,
+    whatever a browser makes of it. ``redirect``: to the backend's own signed link where it has one."""
+    served = svc.storage.serve(key, media_type, redirect=redirect, disposition=disposition)
+    headers = {"Cache-Control": "private, max-age=3600", "Content-Security-Policy": "sandbox"}
+    if disposition:
+        headers["Content-Disposition"] = disposition
+    response: Response
+    match served:
+        case None:
+            return None
+        case LocalFile(path):
+            response = FileResponse(path, media_type=media_type, headers=headers)
+        case Redirect(url):
+            response = RedirectResponse(url, status_code=307, headers={"Content-Security-Policy": "sandbox"})
+        case Stream(chunks, length):
+            headers["Content-Length"] = str(length)
+            response = StreamingResponse(chunks, media_type=media_type, headers=headers)
     return response
 
 
@@ -72,7 +90,7 @@ def get_file(key: str, svc: ServicesDep, exp: str | None = None, sig: str | None
     if verdict == "expired":
         raise ApiError(410, _expired(key, int(exp or 0)))
     media_type, disposition = _presentation(svc, key)
-    response = svc.storage.serve(key, media_type, redirect=True, disposition=disposition)
+    response = stored_file(svc, key, media_type, redirect=True, disposition=disposition)
     if response is None:
         raise ApiError(404, "File not found")
-    return sandboxed(response)
+    return response

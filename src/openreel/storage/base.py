@@ -1,16 +1,42 @@
 """The storage interface: where uploads and results live, whatever the backend.
 
 Writers produce files locally (a worker renders into a staging path, an upload is spooled to one)
-and ``commit`` moves them into place atomically; readers either get a response to send (``serve``)
+and ``commit`` moves them into place atomically; readers get where the bytes are (``serve``: a local
+file, a link of the backend's own, or a stream), which the protocols turn into their HTTP response,
 or, where the backend can sign its own links (S3), a URL to hand out directly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from starlette.responses import Response
+
+@dataclass(frozen=True)
+class LocalFile:
+    """On this machine's disk: sent from there (HTTP Range included)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """At a link the backend signed itself, which answers with the given type and disposition."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Read from the backend chunk by chunk."""
+
+    chunks: Iterator[bytes]
+    length: int
+
+
+Served = LocalFile | Redirect | Stream
 
 
 class Storage(Protocol):
@@ -36,10 +62,9 @@ class Storage(Protocol):
 
     def serve(
         self, key: str, media_type: str, *, redirect: bool, disposition: str | None = None
-    ) -> Response | None:
-        """A response with the object (Range supported where the backend allows), or None if gone.
-        ``redirect`` allows answering with a redirect to a signed backend URL instead of the bytes;
-        ``media_type`` and ``disposition`` (a Content-Disposition) hold there too."""
+    ) -> Served | None:
+        """Where to send the object from, or None if gone. ``redirect`` allows a link the backend signs
+        instead of the bytes; ``media_type`` and ``disposition`` (a Content-Disposition) hold there too."""
         ...
 
     def remove_partials(self) -> int:

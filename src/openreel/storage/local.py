@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from starlette.responses import FileResponse, Response
+from openreel.storage.base import LocalFile
 
 
 class LocalStorage:
@@ -44,17 +44,12 @@ class LocalStorage:
 
     def serve(
         self, key: str, media_type: str, *, redirect: bool, disposition: str | None = None
-    ) -> Response | None:
+    ) -> LocalFile | None:
         try:
             path = self.path(key)
         except ValueError:
             return None
-        if not path.is_file():
-            return None
-        headers = {"Cache-Control": "private, max-age=3600"}
-        if disposition:
-            headers["Content-Disposition"] = disposition
-        return FileResponse(path, media_type=media_type, headers=headers)
+        return LocalFile(path) if path.is_file() else None
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

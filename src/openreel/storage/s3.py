@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from openreel.storage.base import Redirect, Stream
 
 CHUNK = 1024 * 1024
 
@@ -95,7 +95,7 @@ class S3Storage:
 
     def serve(
         self, key: str, media_type: str, *, redirect: bool, disposition: str | None = None
-    ) -> Response | None:
+    ) -> Redirect | Stream | None:
         head = self._head(key)
         if head is None:
             return None
@@ -104,8 +104,7 @@ class S3Storage:
             params = {"Bucket": self.bucket, "Key": self._key(key), "ResponseContentType": media_type}
             if disposition:
                 params["ResponseContentDisposition"] = disposition
-            url = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=300)
-            return RedirectResponse(url, status_code=307)
+            return Redirect(self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=300))
         body = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
 
         def chunks() -> Iterator[bytes]:
@@ -114,10 +113,7 @@ class S3Storage:
             finally:
                 body.close()
 
-        headers = {"Content-Length": str(head["ContentLength"]), "Cache-Control": "private, max-age=3600"}
-        if disposition:
-            headers["Content-Disposition"] = disposition
-        return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+        return Stream(chunks(), int(head["ContentLength"]))
 
     def remove_partials(self) -> int:
         stale = list(self.spool.glob(".*.part"))

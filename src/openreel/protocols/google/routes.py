@@ -36,7 +36,7 @@ from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
 from openreel.protocols import job_ids, shaped_routes, submission
 from openreel.protocols.deps import ServicesDep
-from openreel.protocols.files import result_disposition, sandboxed
+from openreel.protocols.files import result_disposition, stored_file
 from openreel.protocols.google.wire import (
     ERROR_RESPONSES,
     FetchPredictOperationRequest,
@@ -264,10 +264,10 @@ def gemini_download(
     stored = stored_samples(job.result)
     if sample >= len(stored) or "key" not in stored[sample]:
         raise GoogleError(404, f"File {file_id} has no video: its operation made no such sample.")
-    response = svc.storage.serve(stored[sample]["key"], "video/mp4", redirect=False, disposition=disposition)
+    response = stored_file(svc, stored[sample]["key"], "video/mp4", redirect=False, disposition=disposition)
     if response is None:
         raise GoogleError(404, f"File {file_id} has expired or was deleted.")
-    return sandboxed(response)
+    return response
 
 
 @router.post(

@@ -31,7 +31,7 @@ from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
 from openreel.protocols import shaped_routes, submission
 from openreel.protocols.deps import ServicesDep
-from openreel.protocols.files import result_disposition, sandboxed
+from openreel.protocols.files import result_disposition, stored_file
 from openreel.protocols.openai.wire import (
     ERROR_RESPONSES,
     FIELDS,
@@ -304,12 +304,12 @@ def download_video(
     if job.status != jobs.COMPLETED or not job.result:
         raise OpenAIError(400, f"Video {video_id} has no content: it failed.", code="video_failed")
     disposition = result_disposition(job.id)
-    response = svc.storage.serve(job.result["key"], "video/mp4", redirect=False, disposition=disposition)
+    response = stored_file(svc, job.result["key"], "video/mp4", redirect=False, disposition=disposition)
     if response is None:
         raise OpenAIError(
             404, f"The content of video {video_id} has expired or was deleted.", code="not_found"
         )
-    return sandboxed(response)
+    return response
 
 
 @router.api_route(
