@@ -1,63 +1,6 @@
-"""Google's Veo wire protocol: the ``predictLongRunning`` request, Google's rules, operations, errors.
-
-Two forms share this module (exact requests in the shared notes, ``client-wire.md``):
-
-- **Gemini** (google-genai 2.x, ``Client(api_key=K)``): ``POST /v1beta/models/{m}:predictLongRunning``,
-  ``GET /v1beta/{operation name}``, the video at ``response.generateVideoResponse.generatedSamples
-  [0].video.uri`` in Google's own form ``https://<host>/v1beta/files/<id>:download?alt=media`` (the
-  SDK's ``files.download`` takes the id from an https uri and fetches it from its base URL).
-- **Vertex** (google-genai 3.x, ``Client(enterprise=True, api_key=K)``): ``POST /v1beta1/publishers/
-  google/models/{m}:predictLongRunning`` and ``:fetchPredictOperation``; the video at
-  ``response.videos[0].gcsUri``, a signed http(s) link the user fetches directly.
-
-Both take the same body. How each field is treated (nothing is silently ignored):
-
-- ``instances[0].prompt``: the prompt (required, also with an image; its length and the other limits
-  every protocol shares are the domain's, ``domain/rules.py``).
-- ``image`` / ``lastFrame``: inline ``bytesBase64Encoded`` (type sniffed from the bytes; a given
-  ``mimeType`` must be an image type) becomes an upload of the account, whose signed URL goes into
-  the job; ``gcsUri`` is refused. ``lastFrame`` requires ``image`` (Google's rule).
-- ``referenceImages``: at most 3, ``referenceType`` asset, not with image/lastFrame/video, 8 s only
-  (Google's rules); stored as uploads and rendered like Apiframe's ``reference_images`` (a reference
-  sheet through the IC-LoRA adapter), or refused like them when no adapter is configured.
-- ``video`` (extension): the video of one of the account's own earlier operations, as its response gave it
-  (Gemini: ``uri``, the file link; Vertex: ``gcsUri``, the signed link): the clip continued by 7 s and
-  returned joined, 720p, at most 141 s in (docs/api.md, "Extending a clip"). ``durationSeconds`` must be
-  8 or absent (Google's rule); inline video bytes are refused (only videos this server made extend, as
-  Google extends only Veo's). ``mask`` (editing): refused.
-- ``durationSeconds``: 4, 6, 8 (veo-2: 5 to 8). **Default 8 for every model**, Google's default
-  (Apiframe's veo-2 default is 5).
-- ``aspectRatio``: 16:9 (default) or 9:16. ``resolution``: 720p (default) or 1080p; 1080p needs
-  8 s (Google's rule); veo-2 is 720p only (Google's); 4k is refused.
-- ``generateAudio``: default true on Veo 3.x (the Gemini API always makes audio), false on veo-2;
-  veo-3.1-lite always has audio, so only true is accepted there. A silent clip is charged the
-  cheaper Apiframe variant.
-- ``negativePrompt`` and ``seed`` are honoured; unlike
-  Google's, the same seed and request give the same clip.
-- ``enhancePrompt``: **default true**, Google's default: the model's own Gemma rewrites the prompt before
-  rendering (``engine/enhance.py``), seeded by the request's seed; the finished operation's
-  ``metadata.enhancedPrompt`` is what was rendered. Where the workers cannot enhance, the default is
-  false and an explicit true is refused (503).
-- ``sampleCount``: 1 to 4 videos, seeded ``seed``, ``seed + 1``, ...; each charged, each that fails
-  refunded; the finished operation lists every video made (its ``metadata.samples`` also the seeds and
-  any failures).
-- Accepted only with the value openreel does anyway: ``personGeneration`` allow_all
-  (there is no person filter, so allow_adult / dont_allow cannot be honoured), ``fps`` 24,
-  ``compressionQuality`` OPTIMIZED, ``resizeMode`` crop (images are scaled to cover and centre-cropped).
-- Refused: ``storageUri`` (no Cloud Storage), ``pubsubTopic`` (no Pub/Sub), ``webhookConfig`` (our
-  webhooks are Apiframe-shaped and signed, not Google's Standard Webhooks events; the Apiframe
-  API's ``webhookUrl`` offers them).
-- ``labels`` are kept with the job (its ``input`` in the Apiframe API): at most 64; Google's
-  character rules for keys and values (at most 63 letters, digits, _ or -).
-
-Errors are Google's ``{"error": {"code", "message", "status", "details"}}``. A request with several
-problems names them all in ``message`` (``path: reason; ...``) and in a ``google.rpc.BadRequest``
-``fieldViolations`` detail. Short of credits is **429 RESOURCE_EXHAUSTED** (what Google answers when
-prepaid credits run out; an ``ErrorInfo`` detail with reason ``INSUFFICIENT_CREDITS`` carries the
-numbers); nothing is charged for any refused request. Operations are the job ids (32 hex digits);
-another account's operation is NOT_FOUND. A finished operation repeats ``name`` and carries either
-``response`` or ``error`` (FAILED: code 13 INTERNAL, CANCELLED: code 1 CANCELLED).
-"""
+"""Google's Veo wire protocol: the ``predictLongRunning`` request, Google's rules, operations, errors, in
+its Gemini and Vertex forms, as docs/google.md describes them (exact requests in the shared notes,
+``client-wire.md``)."""
 
 from __future__ import annotations
 

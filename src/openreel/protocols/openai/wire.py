@@ -1,35 +1,5 @@
-"""OpenAI's videos API (``/v1/videos``, the shape LiteLLM, vLLM-Omni and SGLang copy): the create
-parameters, the video object, list pages and errors.
-
-Create (``POST /v1/videos``) takes multipart/form-data (what the ``openai`` SDK always sends, with
-``input_reference`` as a file part), urlencoded, or JSON:
-
-- ``prompt``: required (its length is the domain's rule, as on every protocol).
-- ``model``: a catalog id (veo-3.1-fast, veo-3.1, veo-3.1-lite, veo-3, veo-3-fast, veo-2) or a
-  Google Veo id; **default veo-3.1-fast**. Sora ids (``sora-2``, ``sora-2-pro``, ...) are refused
-  with the list of ours: mapping them would put a different model behind a name users know.
-- ``seconds``: "4", "6", "8" (veo-2: "5" to "8"), an integer too; **default the model's shortest**
-  (4 s; veo-2 5 s), as OpenAI defaults to 4 s.
-- ``size``: 1280x720, 720x1280, 1920x1080, 1080x1920 (aspect ratio and resolution); **default
-  720x1280**, OpenAI's default. Sora's 1024x1792 / 1792x1024 and any other size are refused.
-- ``input_reference``: the first frame: a file part (type sniffed from the bytes), or in JSON
-  ``{"image_url": "https://..." | "data:image/...;base64,..."}`` or ``{"file_id": "<an openreel
-  upload id, from POST /v2/uploads>"}``.
-- ``seed``, ``negative_prompt``, ``generate_audio``: openreel extensions with the Apiframe meaning
-  (a seed reproduces a clip; a silent clip costs less).
-
-Anything else is a 400 ``unknown_parameter``. Audio: Veo 3.x presets make synchronized audio (as
-Sora 2 does) unless ``generate_audio`` is false.
-
-The video object is OpenAI's: ``id`` (``video_`` + the job id's 32 hex digits; jobs made through
-the Apiframe or Google surfaces are listed too), ``object`` "video", ``model`` (our catalog id),
-``status`` queued / in_progress / completed / failed (a cancelled job reads failed with error code
-``cancelled``), ``progress``, ``created_at``, ``completed_at``, ``expires_at`` (null: results are
-kept until deleted), ``seconds`` (a string), ``size``, ``prompt``, ``remixed_from_video_id`` (null),
-``error`` ``{code, message}``. Errors are ``{"error": {"message", "type", "param", "code"}}``; a
-4xx other than a rate limit carries ``x-should-retry: false`` so the SDK's default retries never
-repeat a refused request. Short of credits is 429 ``insufficient_quota``, as OpenAI answers.
-"""
+"""OpenAI's videos API (``/v1/videos``): the create parameters, the video object, list pages and errors,
+as docs/openai.md describes them."""
 
 from __future__ import annotations
 
