@@ -361,6 +361,9 @@ def test_vertex_extends_an_earlier_video_of_the_account_only(server: LiveServer)
     assert mp4_summary(clip) == {"size": (720, 1280), "frames": 264, "fps": 24.0, "audio": True}
     op_id = first.name.rsplit("/", 1)[1]
     assert extended.metadata["extendedFrom"]["jobId"].replace("-", "") == op_id
+    # The job's input says what it extends (and so does the hash an Idempotency-Key replay is checked by).
+    echoed = job_input(server, key, extended.name.rsplit("/", 1)[1])["veoParams"]
+    assert (echoed["extend_job_id"].replace("-", ""), echoed["extend_video"]) == (op_id, 0)
 
     refusals = [
         (vertex(server, server.new_key(credits=100)), types.GenerateVideosConfig(), "not found"),

@@ -137,6 +137,7 @@ def test_samples_are_one_to_four_each_seeded_one_up() -> None:
 
 
 LONG = "p" * 4001
+JOB = "0b5f1d4e-7a4c-4a0e-9d8e-2f6a1b3c4d5e"
 REFS = ["https://a/b.png"] * 4
 
 
@@ -153,25 +154,26 @@ REFS = ["https://a/b.png"] * 4
             "veoParams.reference_images",
             "at most 3 reference",
         ),
-        ("veo-3.1-fast", "p", {"extend_job_id": "j", "duration": 8}, "veoParams.duration", "adds 7 s"),
-        ("veo-3.1-fast", "p", {"extend_job_id": "j", "resolution": "1080p"}, "veoParams.resolution", "720p"),
+        ("veo-3.1-fast", "p", {"extend_job_id": JOB, "duration": 8}, "veoParams.duration", "adds 7 s"),
+        ("veo-3.1-fast", "p", {"extend_job_id": JOB, "resolution": "1080p"}, "veoParams.resolution", "720p"),
         (
             "veo-3.1-fast",
             "p",
-            {"extend_job_id": "j", "last_frame": "https://a/b.png"},
+            {"extend_job_id": JOB, "last_frame": "https://a/b.png"},
             "veoParams.last_frame",
             "cannot",
         ),
         (
             "veo-3.1-fast",
             "p",
-            {"extend_job_id": "j", "extend_video": -1},
+            {"extend_job_id": JOB, "extend_video": -1},
             "veoParams.extend_video",
             "0 or more",
         ),
         ("veo-3.1-fast", "p", {"extend_video": 1}, "veoParams.extend_video", "needs veoParams.extend_job_id"),
-        ("veo-3.1-lite", "p", {"extend_job_id": "j"}, "veoParams.extend_job_id", "does not extend clips"),
-        ("veo-2", "p", {"extend_job_id": "j"}, "veoParams.extend_job_id", "does not extend clips"),
+        ("veo-3.1-fast", "p", {"extend_job_id": "../jobs"}, "veoParams.extend_job_id", "must be a job id"),
+        ("veo-3.1-lite", "p", {"extend_job_id": JOB}, "veoParams.extend_job_id", "does not extend clips"),
+        ("veo-2", "p", {"extend_job_id": JOB}, "veoParams.extend_job_id", "does not extend clips"),
     ],
 )
 def test_every_protocol_s_shared_rules_are_the_domain_s(
@@ -184,10 +186,12 @@ def test_every_protocol_s_shared_rules_are_the_domain_s(
 
 
 def test_an_extension_adds_seven_seconds_at_720p_and_keeps_what_it_was_asked() -> None:
-    spec, details = resolve(extend_job_id="j", extend_video=2, aspect_ratio="9:16", seed=3, sample_count=2)
+    spec, details = resolve(
+        extend_job_id=JOB.upper(), extend_video=2, aspect_ratio="9:16", seed=3, sample_count=2
+    )
     assert not details and spec is not None and spec.extend is not None
     assert (spec.duration, spec.resolution, spec.seeds) == (7, "720p", [3, 4])
-    assert (spec.extend.job_id, spec.extend.video, spec.extend.asked_aspect_ratio) == ("j", 2, "9:16")
+    assert (spec.extend.job_id, spec.extend.video, spec.extend.asked_aspect_ratio) == (JOB, 2, "9:16")
     assert spec.extend.key is None  # the service finds the clip
     assert type(spec).from_json(spec.to_json()) == spec
     fast = CATALOG.get("veo-3.1-fast")

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from openreel.engine.base import Clip, Lead
-from openreel.engine.join import JOIN_FADE_S, joined_sound, last_frames, write_joined_mp4
+from openreel.engine.join import JOIN_FADE_S, joined_sound, last_frames, resampled, write_joined_mp4
 from openreel.engine.lead import AudioLead
+from openreel.engine.ltx2 import frames_to_output, lead_on_grid
 from openreel.engine.mux import probe_mp4, write_mp4
+from openreel.engine.pipelines import Condition
 from openreel.engine.plan import LEAD_FRAMES
 
 
@@ -21,9 +23,17 @@ def _noop(i: int, total: int) -> None:
     pass
 
 
+def _coordinates(width: int, height: int) -> np.ndarray:
+    """A frame whose red and green say where each pixel is."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 / (width - 1), y * 255 / (height - 1), np.full_like(x, 128.0)], -1).astype(
+        np.uint8
+    )
+
+
 def _lead(rate: int = 44_100) -> Lead:
-    """57 frames of noise, and 57 / 24 s of a 330 Hz tone at a rate the audio VAE does not use."""
-    frames = np.random.default_rng(0).integers(0, 256, (LEAD_FRAMES, 180, 320, 3), dtype=np.uint8)
+    """57 frames of the output's size, and 57 / 24 s of a 330 Hz tone at a rate the audio VAE does not use."""
+    frames = np.broadcast_to(_coordinates(1280, 720), (LEAD_FRAMES, 720, 1280, 3))
     t = np.arange(round(LEAD_FRAMES / 24 * rate)) / rate
     return Lead(frames, np.stack([0.3 * np.sin(2 * np.pi * 330 * t)] * 2).astype(np.float32), rate)
 
@@ -86,6 +96,53 @@ def test_the_lead_is_pinned_clean_through_every_call_and_the_output_follows_it(
     assert all(torch.allclose(rows, own.expand_as(rows)) for rows in given)
 
 
+@pytest.mark.parametrize("aspect_ratio", ["16:9", "9:16"])
+def test_the_lead_reaches_the_grid_where_the_output_takes_it_back(
+    tiny_engine, tiny_plan, aspect_ratio
+) -> None:
+    """The pipelines scale a condition to cover the grid (1280x768 for 720p) and the output is the grid's
+    middle 720 rows: padded to the grid's aspect first, the lead comes back pixel for pixel, where given
+    as it is it would come back zoomed in by 768 / 720 (up to 40 px off at the edges)."""
+    plan = tiny_plan(lead_frames=LEAD_FRAMES, aspect_ratio=aspect_ratio)
+    frame = _coordinates(plan.width, plan.height)
+    errors = []
+    for frames in (lead_on_grid(frame[None], plan), frame[None]):
+        pixels, *_ = tiny_engine.pipe.preprocess_conditions(
+            [Condition(frames, index=0, crf=0)],
+            plan.gen_height,
+            plan.gen_width,
+            plan.gen_frames,
+            torch.device("cpu"),
+        )
+        back = frames_to_output(pixels[0][0].float(), plan.width, plan.height)[0]
+        errors.append(int(np.abs(back.astype(int) - frame.astype(int)).max()))
+    assert errors[0] <= 1 < 8 <= errors[1]
+
+
+def test_an_extension_s_prompt_is_enhanced_reading_the_clip_s_last_frame(
+    tiny_engine, tiny_plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        tiny_engine.enhancer,
+        "rewrite",
+        lambda prompt, seed, image: seen.append(image) or f"{prompt}, enhanced",
+    )
+    lead = _lead()
+    clip = tiny_engine.render(
+        tiny_plan(lead_frames=LEAD_FRAMES, enhance_prompt=True), None, None, _noop, lead=lead
+    )
+    assert clip.prompt == "a red fox running through fresh snow, enhanced"
+    assert np.array_equal(np.asarray(seen[0]), lead.frames[-1])
+
+
+def test_a_lead_not_of_the_output_s_size_is_refused(tiny_engine, tiny_plan) -> None:
+    lead = _lead()
+    small = Lead(lead.frames[:, :180, :320], lead.audio, lead.sample_rate)
+    with pytest.raises(ValueError, match="1280x720"):
+        tiny_engine.render(tiny_plan(lead_frames=LEAD_FRAMES), None, None, _noop, lead=small)
+
+
 def _at(values: Any, sigma: float) -> bool:
     return bool(((values - sigma).abs() < 1e-4).all())
 
@@ -109,9 +166,21 @@ def test_the_sound_is_the_clip_s_then_cross_faded_then_the_extension_s() -> None
     assert np.all(sound[:, : 4000 - fade] == 0.5)  # untouched before the fade
     assert np.all(sound[:, 4000:] == -0.25)  # the extension's own after the join
     mixed = sound[0, 4000 - fade : 4000]
-    # Equal power: the clip's gain falls as the extension's rises, never a gap or a doubled level.
-    x = (np.arange(fade) + 0.5) / fade
-    assert np.allclose(mixed, 0.5 * np.cos(np.pi / 2 * x) - 0.25 * np.sin(np.pi / 2 * x), atol=1e-6)
+    # Raised cosine: the two gains sum to one, so one sound on both sides (the clip's, and the clip's
+    # through the audio VAE) keeps its level through the fade.
+    gain = np.sin(np.pi / 2 * (np.arange(fade) + 0.5) / fade) ** 2
+    assert np.allclose(mixed, 0.5 * (1 - gain) - 0.25 * gain, atol=1e-6)
+    same = joined_sound(
+        before,
+        before[:, 3000:],
+        rate=rate,
+        channels=2,
+        before_frames=100,
+        lead_frames=25,
+        added_frames=0,
+        fps=fps,
+    )
+    assert same is not None and np.allclose(same, 0.5, atol=1e-6)
     silent = joined_sound(
         None, None, rate=rate, channels=2, before_frames=1, lead_frames=1, added_frames=1, fps=1
     )
@@ -125,6 +194,19 @@ def test_a_silent_side_is_silence_in_the_joined_sound() -> None:
     )
     assert sound is not None and sound.shape == (1, 1200)
     assert np.all(sound[:, : 1000 - 50] == 0) and np.all(sound[:, 1000:] == 1)
+    # A silent extension of a clip with sound leaves the clip's sound whole, to its last sample.
+    kept = joined_sound(
+        after, None, rate=100, channels=1, before_frames=3, lead_frames=1, added_frames=2, fps=1
+    )
+    assert kept is not None and np.all(kept[:, :300] == 1) and np.all(kept[:, 300:] == 0)
+
+
+def test_mono_and_stereo_meet_at_the_same_level() -> None:
+    tone = 0.5 * np.sin(np.arange(4800) * 2 * np.pi * 440 / 48_000).astype(np.float32)
+    stereo = resampled(tone[None], 48_000, 16_000, 2)
+    mono = resampled(np.stack([tone, tone]), 48_000, 16_000, 1)
+    for wave in (stereo[0], stereo[1], mono[0]):
+        assert abs(np.abs(wave[200:-200]).max() - 0.5) < 0.02
 
 
 def test_the_joined_mp4_holds_the_clip_then_the_new_frames(tmp_path: Path) -> None:

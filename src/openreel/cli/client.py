@@ -202,6 +202,10 @@ def generate(
     without, it runs the service in this process on the local data directory and its engine (a local
     run pays itself the job's credits).
     """
+    if extend_video and not extend:
+        fail(
+            "--extend-video picks one of the videos of the job given with --extend; give --extend JOB_ID too"
+        )
     request: dict[str, Any] = {
         "prompt": prompt,
         "model": model,
@@ -228,10 +232,11 @@ def generate(
     spec = load_catalog(settings.prices_file).get(model)
     price = 0
     if spec is not None:
-        audio = spec.audio and not no_audio
         seconds = EXTEND_SECONDS if extend else duration or spec.default_duration
-        variant = spec.variant(seconds, audio, extend=bool(extend))
-        price = spec.prices.get(variant, max(spec.prices.values())) * (seconds if extend else 1) * samples
+        try:
+            price = spec.price(seconds, spec.audio and not no_audio, extend=bool(extend)) * samples
+        except KeyError:  # a request the server will refuse: enough credits to hear why
+            price = max(spec.prices.values()) * samples
     with opening_database(settings):
         key = local_key(settings, price)
     logging.basicConfig(level=logging.WARNING)

@@ -49,7 +49,8 @@ class ModelSpec:
 
     @property
     def extends(self) -> bool:
-        return any(key.startswith("extend-") for key in self.prices)
+        """Whether the table prices a second added, with sound and without (a prices file may add both)."""
+        return {"extend-1s", "extend-1s-audio"} <= self.prices.keys()
 
     @property
     def clip_prices(self) -> dict[str, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,14 +33,13 @@ EXTEND_RESOLUTION = "720p"  # Google's rule: extension is 720p only
 @dataclass(frozen=True)
 class Extension:
     """The clip a request continues: one video (``video``, an index into ``result.videos``) of a finished
-    job of the same account. The service fills in ``key`` and ``frames`` from that job's result."""
+    job of the same account. The service fills in ``key``, where that video is stored."""
 
     job_id: str
     video: int = 0
     # The aspect ratio the request named, if any: it must be the clip's own.
     asked_aspect_ratio: str | None = None
     key: str | None = None
-    frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,8 @@ def resolve_video_request(
     if negative is not None and len(negative) > MAX_NEGATIVE_PROMPT:
         details.add("veoParams.negative_prompt", f"must be at most {MAX_NEGATIVE_PROMPT} characters")
     check_text(details, "veoParams.negative_prompt", negative)
-    spec = _resolve_params(model, prompt, params, details, reference_images_supported, image_hint)
+    extending = [m.id for m in catalog.models.values() if m.extends]
+    spec = _resolve_params(model, prompt, params, details, reference_images_supported, image_hint, extending)
     return (spec if not details else None), details
 
 
@@ -198,9 +199,10 @@ def _resolve_params(
     details: Details,
     refs_supported: bool,
     image_hint: str,
+    extending: list[str],
 ) -> VideoSpec:
     p = "veoParams."
-    extend = _extension(model, params, details)
+    extend = _extension(model, params, details, extending)
     duration = params.get("duration")
     if extend is not None:
         duration = EXTEND_SECONDS
@@ -279,7 +281,9 @@ def _resolve_params(
     )
 
 
-def _extension(model: ModelSpec, params: dict[str, Any], details: Details) -> Extension | None:
+def _extension(
+    model: ModelSpec, params: dict[str, Any], details: Details, extending: list[str]
+) -> Extension | None:
     """The clip to continue, with the rules that hold without looking at it (the service checks the rest):
     a model that extends, 720p, a length the extension sets itself, no keyframes or references."""
     job_id = params.get("extend_job_id")
@@ -290,8 +294,11 @@ def _extension(model: ModelSpec, params: dict[str, Any], details: Details) -> Ex
             details.add(p + "extend_video", "needs veoParams.extend_job_id (the job whose video it picks)")
         return None
     if not model.extends:
-        extending = [m for m in ("veo-3.1-fast", "veo-3.1") if m != model.id]
         details.add(p + "extend_job_id", f"{model.id} does not extend clips; use {' or '.join(extending)}")
+    try:
+        job_id = str(uuid.UUID(str(job_id)))
+    except ValueError:
+        details.add(p + "extend_job_id", "must be a job id (the jobId a submission returned)")
     if params.get("duration") is not None:
         details.add(p + "duration", f"an extension adds {EXTEND_SECONDS} s to the clip; leave duration out")
     if (params.get("resolution") or EXTEND_RESOLUTION) != EXTEND_RESOLUTION:

@@ -64,14 +64,16 @@ def sound_of(mp4: bytes) -> tuple[np.ndarray, int] | None:
 
 
 def resampled(wave: np.ndarray, rate: int, to_rate: int, channels: int) -> np.ndarray:
-    """``wave`` (channels, samples) at ``rate`` as float32 (``channels``, samples) at ``to_rate``
-    (FFmpeg's resampler; mono is spread to both sides, stereo averaged to one)."""
-    layouts = {1: "mono", 2: "stereo"}
+    """``wave`` (channels, samples) at ``rate`` as float32 (``channels``, samples) at ``to_rate``: mono
+    copied to both sides or stereo averaged to one here, at the same level, then FFmpeg's resampler."""
+    if len(wave) != channels:
+        wave = np.repeat(wave, channels, axis=0) if len(wave) == 1 else wave.mean(axis=0, keepdims=True)
+    layout = {1: "mono", 2: "stereo"}[channels]
     frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(wave, dtype=np.float32), format="fltp", layout=layouts[len(wave)]
+        np.ascontiguousarray(wave, dtype=np.float32), format="fltp", layout=layout
     )
     frame.sample_rate = rate
-    resampler = av.AudioResampler(format="fltp", layout=layouts[channels], rate=to_rate)
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=to_rate)
     chunks = [out.to_ndarray() for out in resampler.resample(frame)]
     chunks += [out.to_ndarray() for out in resampler.resample(None)]
     return (
@@ -117,10 +119,12 @@ def joined_sound(
     segment = np.zeros((channels, lead + added), np.float32)
     if after is not None:
         segment[:, : after.shape[1]] = after[:, : lead + added]
-    fade = min(round(JOIN_FADE_S * rate), lead, join)
-    x = (np.arange(fade, dtype=np.float32) + 0.5) / fade
-    out_gain, in_gain = np.cos(np.pi / 2 * x), np.sin(np.pi / 2 * x)
-    head[:, join - fade :] = head[:, join - fade :] * out_gain + segment[:, lead - fade : lead] * in_gain
+    if after is not None:  # a silent extension leaves the clip's sound as it was
+        fade = min(round(JOIN_FADE_S * rate), lead, join)
+        in_gain = np.sin(np.pi / 2 * (np.arange(fade, dtype=np.float32) + 0.5) / fade) ** 2
+        head[:, join - fade :] = (
+            head[:, join - fade :] * (1 - in_gain) + segment[:, lead - fade : lead] * in_gain
+        )
     return np.concatenate([head, segment[:, lead:]], axis=1)
 
 

@@ -73,9 +73,8 @@ class AudioLead:
         timestep = kwargs["audio_timestep"]
         per_token = timestep.reshape(-1, 1).expand(-1, hidden.shape[1]).clone()
         per_token[:, : self.tokens] = 0
-        # The sigma the prompt modulation and the cross-modal attention take stays the step's.
-        sigma = kwargs.get("audio_sigma")
-        return {**kwargs, "audio_hidden_states": hidden, "audio_timestep": per_token, "audio_sigma": sigma}
+        # audio_sigma, which the prompt modulation and the cross-modal attention take, stays the step's.
+        return {**kwargs, "audio_hidden_states": hidden, "audio_timestep": per_token}
 
     def restore(self, audio: torch.Tensor) -> torch.Tensor:
         """A stage's audio latents (1, C, L, M) with the lead's put back as encoded."""

@@ -131,6 +131,17 @@ def conditioning_pixels(image: PIL.Image.Image, crf: int) -> np.ndarray:
     return apply_image_conditioning_crf(np.asarray(image.convert("RGB")), crf)
 
 
+def lead_on_grid(frames: np.ndarray, plan: RenderPlan) -> np.ndarray:
+    """An extension's lead (frames of the output's size) padded, centred, to the grid's aspect, reflected
+    at the edges: the pipelines scale a condition to cover the grid, and ``frames_to_output`` maps the
+    grid back by covering the output and cropping, so the lead comes out where it was, unscaled (given
+    as it is, it would be scaled to cover the grid and come out zoomed in)."""
+    width, height = cover_size((plan.gen_width, plan.gen_height), (plan.width, plan.height))
+    left, top, _, _ = center_crop_box((width, height), (plan.width, plan.height))
+    pad = ((0, 0), (top, height - plan.height - top), (left, width - plan.width - left), (0, 0))
+    return np.pad(frames, pad, mode="reflect")
+
+
 def frames_to_output(video: torch.Tensor, width: int, height: int) -> np.ndarray:
     """Decoded video (3, F, h, w) in [-1, 1], on any device -> uint8 (F, height, width, 3) on the host.
 
@@ -390,6 +401,8 @@ class LTX2Engine:
             raise ValueError(
                 "the plan's keyframe flags, reference_count and lead_frames must match what is passed"
             )
+        if lead is not None and lead.frames.shape[1:3] != (plan.height, plan.width):
+            raise ValueError(f"the lead's frames must be the output's {plan.width}x{plan.height}")
         error = self.unavailable(plan.recipe)
         if error is None and references and self.references is None:
             error = self.reference_error
@@ -407,7 +420,9 @@ class LTX2Engine:
         with self._lock, torch.inference_mode(), self._tracing(trace):
             prompt = plan.prompt
             if plan.enhance_prompt:
-                prompt = self.enhancer.rewrite(prompt, plan.seed, first_frame)
+                # An extension's rewrite reads the clip's last frame, as image-to-video reads its first.
+                seen = PIL.Image.fromarray(lead.frames[-1]) if lead is not None else first_frame
+                prompt = self.enhancer.rewrite(prompt, plan.seed, seen)
             video, audio = self._denoise(
                 plan, prompt, recipe, first_frame, last_frame, references, lead, on_step
             )
@@ -440,7 +455,7 @@ class LTX2Engine:
         conditions = []
         pinned = None
         if lead is not None:
-            conditions.append(Condition(lead.frames, index=0, crf=0, kind="extend"))
+            conditions.append(Condition(lead_on_grid(lead.frames, plan), index=0, crf=0, kind="extend"))
             if lead.audio is not None and plan.generate_audio:
                 seconds = plan.lead_frames / plan.fps
                 pinned = AudioLead(self.pipe, lead.audio, lead.sample_rate, seconds, self.device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from openreel.domain.limits import EXTEND_SECONDS, MAX_EXTEND_SOURCE_S
-from openreel.domain.rules import VideoSpec
+from openreel.domain.rules import EXTEND_RESOLUTION, VideoSpec
 from openreel.engine.plan import FPS, LEAD_FRAMES, RESOLUTIONS
 from openreel.ledger import jobs
 from openreel.service.services import Services
@@ -18,7 +18,7 @@ class SourceRejected(Exception):
 
 
 def take_source(svc: Services, account_id: str, spec: VideoSpec) -> VideoSpec:
-    """``spec`` with its extension's video located (storage key, frame count) and its aspect ratio the
+    """``spec`` with its extension's video located (its storage key) and its aspect ratio the
     clip's own. Only a video this server made for the same account can be continued, as Google continues
     only Veo's own."""
     ext = spec.extend
@@ -43,7 +43,7 @@ def take_source(svc: Services, account_id: str, spec: VideoSpec) -> VideoSpec:
         )
     if not svc.storage.exists(video["key"]):
         raise SourceRejected(f"the video of job {ext.job_id} has expired from storage and cannot be extended")
-    long_side, short_side = RESOLUTIONS["720p"]
+    long_side, short_side = RESOLUTIONS[EXTEND_RESOLUTION]
     size = (video["width"], video["height"])
     if size not in ((long_side, short_side), (short_side, long_side)) or video["fps"] != FPS:
         raise SourceRejected(
@@ -64,4 +64,4 @@ def take_source(svc: Services, account_id: str, spec: VideoSpec) -> VideoSpec:
             f"the video is {ratio} and an extension keeps its aspect ratio; leave aspect_ratio out or "
             f"ask {ratio}"
         )
-    return replace(spec, aspect_ratio=ratio, extend=replace(ext, key=video["key"], frames=frames))
+    return replace(spec, aspect_ratio=ratio, extend=replace(ext, key=video["key"]))

@@ -88,7 +88,8 @@ class ConditionTrace(BaseModel):
     pixelFrame: int | None
     frames: int | None = Field(
         default=None,
-        description="Pixel frames the condition holds (an extension's lead: the clip's last 57).",
+        description="How much the condition holds: pixel frames (an extension's lead: the clip's last 57), "
+        "or for extend_audio the audio latent frames of the clip's sound (25 a second).",
     )
 
 

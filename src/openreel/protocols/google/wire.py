@@ -416,6 +416,10 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
         details.add("instances[0].mask", "masked editing (insert, remove, outpaint) is not supported")
 
     given: dict[str, Any] = {}
+    if (
+        continued is not None
+    ):  # in the echo too: the job's input and its Idempotency-Key hash say what it extends
+        given["extend_job_id"], given["extend_video"] = continued
     if p.duration_seconds is not None:
         given["duration"] = p.duration_seconds
     duration = given.get("duration", GOOGLE_DEFAULT_DURATION)
@@ -469,16 +473,13 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
 
     params = dict(given)
     params["duration"] = duration
-    if inst.video is not None:
-        # An extension's length is its own; Google takes only its default 8 with one.
-        if params.pop("duration") != GOOGLE_DEFAULT_DURATION:
-            details.add(
-                "parameters.durationSeconds",
-                f"must be {GOOGLE_DEFAULT_DURATION} (or absent) with video: an extension adds "
-                f"{EXTEND_SECONDS} s to the clip",
-            )
-        if continued is not None:
-            params["extend_job_id"], params["extend_video"] = continued
+    # An extension's length is its own; Google takes only its default 8 with one.
+    if inst.video is not None and params.pop("duration") != GOOGLE_DEFAULT_DURATION:
+        details.add(
+            "parameters.durationSeconds",
+            f"must be {GOOGLE_DEFAULT_DURATION} (or absent) with video: an extension adds "
+            f"{EXTEND_SECONDS} s to the clip",
+        )
     # Google enhances unless told not to; a server whose workers cannot does not, unless told to.
     params.setdefault("enhance_prompt", svc.dispatcher.engine.enhance_error is None)
     if not model.accepts_audio_flag:
