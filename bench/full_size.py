@@ -10,7 +10,8 @@ renders a small clip, so the same code proves itself on a CPU: its figures say n
 
 ``--runs`` is the ordered list of renders, each ``WHAT:RESOLUTION:SECONDS`` with audio, where WHAT is a
 recipe (``fast``: the fast ids, ``quality``: veo-3.1), optionally ``+image`` (a first frame) and
-``+enhance`` (the prompt rewritten by Gemma first, up to 512 sampled tokens), or
+``+enhance`` (the prompt rewritten by Gemma first, up to 512 sampled tokens), or ``+extend`` (720p, 7 s
+added to an 8 s clip: its last 57 frames and their sound read, pinned, and the two joined), or
 ``diffusers``: the fast recipe as a user would write it with diffusers' own pipelines (stage 1, the
 latent upsampler, stage 2, decode, ``encode_video``), the text encoder on the GPU. The entry ``fp8``
 quantizes the transformer blocks for the renders after it (one way: bf16 renders go first). The first
@@ -22,6 +23,7 @@ pays the compilation.
     python bench/full_size.py                                  # GPU: the default run list
     python bench/full_size.py --runs fast:720p:8,diffusers:720p:8,fp8,fast:720p:8
     python bench/full_size.py --runs fast:720p:8,compile,fast:720p:8,fast:720p:8
+    python bench/full_size.py --runs fast:720p:8,fast+extend:720p:7
     python bench/full_size.py --reduced                        # CPU smoke run of the default list
 """
 
@@ -42,12 +44,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from openreel.domain.limits import EXTEND_SECONDS
+from openreel.domain.rules import EXTEND_RESOLUTION
 from openreel.engine import recipes
+from openreel.engine.base import Clip
 from openreel.engine.fp8 import native_matmul, quantize_blocks
+from openreel.engine.join import lead_of, write_joined_mp4
 from openreel.engine.lora import FusedLora
 from openreel.engine.ltx2 import LTX2Engine, guidance_kwargs
 from openreel.engine.mux import write_mp4
-from openreel.engine.plan import RESOLUTIONS, RenderPlan, plan_render
+from openreel.engine.plan import LEAD_FRAMES, RESOLUTIONS, RenderPlan, plan_render
 from openreel.engine.recipes import RECIPE_KINDS, Stage
 from openreel.engine.text import visiting
 from openreel.engine.tiny import build_tokenizer
@@ -66,6 +72,7 @@ COLUMNS = [
     "frames",
     "text s",
     "enhance s",
+    "lead s",
     "stage1 s",
     "upsample s",
     "stage2 s",
@@ -76,7 +83,7 @@ COLUMNS = [
     "total s",
     "peak GiB",
 ]
-STAGE_KEYS = ("text", "enhance", "stage1", "upsample", "stage2", "vae", "audio", "other", "mux")
+STAGE_KEYS = ("text", "enhance", "lead", "stage1", "upsample", "stage2", "vae", "audio", "other", "mux")
 LORA_RANK = 384  # ltx-2-19b-distilled-lora-384, ltx-2.3-22b-distilled-lora-384
 
 
@@ -216,10 +223,12 @@ class Run:
     resolution: str
     duration: int
     enhance: bool = False  # the prompt rewritten by Gemma first (engine/enhance.py)
+    extend: bool = False  # 7 s added to a clip (engine/join.py, engine/lead.py)
 
     @property
     def label(self) -> str:
-        return self.what + ("+image" if self.image else "") + ("+enhance" if self.enhance else "")
+        extras = ("+image", self.image), ("+extend", self.extend), ("+enhance", self.enhance)
+        return self.what + "".join(name for name, on in extras if on)
 
 
 SWITCHES = ("fp8", "compile")
@@ -234,17 +243,21 @@ def parse_runs(text: str) -> list[Run | str]:
             continue
         what, resolution, duration = entry.split(":") if entry.count(":") == 2 else ("", "", "")
         kind, *extras = what.split("+")
+        extend = "extend" in extras
         if (
             kind not in (*RECIPE_KINDS, "diffusers")
-            or extras not in ([], ["image"], ["enhance"], ["image", "enhance"])
+            or extras
+            not in ([], ["image"], ["enhance"], ["image", "enhance"], ["extend"], ["extend", "enhance"])
             or (extras and kind == "diffusers")
             or resolution not in RESOLUTIONS
             or not duration.isdigit()
+            or (extend and (resolution, int(duration)) != (EXTEND_RESOLUTION, EXTEND_SECONDS))
         ):
             raise SystemExit(
-                f"--runs: {entry!r} is not RECIPE[+image][+enhance]:RES:SECONDS or diffusers:RES:SECONDS"
+                f"--runs: {entry!r} is not RECIPE[+image][+enhance]:RES:SECONDS, "
+                "RECIPE+extend[+enhance]:720p:7 or diffusers:RES:SECONDS"
             )
-        runs.append(Run(kind, "image" in extras, resolution, int(duration), "enhance" in extras))
+        runs.append(Run(kind, "image" in extras, resolution, int(duration), "enhance" in extras, extend))
     for switch in SWITCHES:
         after = runs[runs.index(switch) + 1 :] if switch in runs else []
         if switch in after or any(isinstance(r, Run) and r.what == "diffusers" for r in after):
@@ -265,6 +278,7 @@ def plan_for(run: Run, reduced: bool, index: int) -> RenderPlan:
         has_first_frame=run.image,
         has_last_frame=False,
         enhance_prompt=run.enhance,
+        lead_frames=LEAD_FRAMES if run.extend else 0,
         grid_scale=0.125 if reduced else 1.0,
     )
 
@@ -327,6 +341,7 @@ class Bench:
         self.engine, self.pipe, self.upsampler, self.device, self.args = engine, pipe, upsampler, device, args
         self.cuda = device.startswith("cuda")
         self.compiled = False
+        self.clip: bytes | None = None  # what the extension runs continue
         self.stages = Stages(device)
         self.stages.module(upsampler.latent_upsampler, "upsample")
         pipe.set_progress_bar_config(disable=True)
@@ -384,9 +399,40 @@ class Bench:
         image = (
             PIL.Image.new("RGB", (plan.width, plan.height), (200, 120, 40)) if plan.has_first_frame else None
         )
-        clip = self.engine.render(plan, image, None, lambda *_: None)
+        source = self.source(plan) if plan.lead_frames else None
+        lead = None
+        if source is not None:
+            with self.stages.stage("lead"):
+                lead = lead_of(source, plan.lead_frames, plan.fps)
+        clip = self.engine.render(plan, image, None, lambda *_: None, lead=lead)
         with tempfile.TemporaryDirectory() as tmp, self.stages.stage("mux"):
-            write_mp4(clip, plan.fps, Path(tmp) / "clip.mp4", preset="ultrafast")
+            out = Path(tmp) / "clip.mp4"
+            if source is None:
+                write_mp4(clip, plan.fps, out, preset="ultrafast")
+            else:
+                write_joined_mp4(
+                    source, clip, lead_frames=plan.lead_frames, fps=plan.fps, path=out, preset="ultrafast"
+                )
+
+    def source(self, plan: RenderPlan) -> bytes:
+        """An 8 s clip of the plan's size with sound, the one every extension run continues (made once)."""
+        if self.clip is None:
+            frames = np.broadcast_to(
+                np.linspace(0, 255, 8 * plan.fps, dtype=np.uint8)[:, None, None, None],
+                (8 * plan.fps, plan.height, plan.width, 3),
+            )
+            rate = 48_000
+            tone = 0.2 * np.sin(np.arange(8 * rate) * 2 * np.pi * 220 / rate).astype(np.float32)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "source.mp4"
+                write_mp4(
+                    Clip(np.ascontiguousarray(frames), np.stack([tone, tone]), rate),
+                    plan.fps,
+                    path,
+                    preset="ultrafast",
+                )
+                self.clip = path.read_bytes()
+        return self.clip
 
     @contextmanager
     def diffusers_placed(self) -> Iterator[None]:

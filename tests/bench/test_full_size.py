@@ -18,6 +18,9 @@ def test_runs_parse_in_order_with_the_precision_switch() -> None:
         Run("quality", False, "720p", 8),
     ]
     assert [r.label for r in runs if isinstance(r, Run)] == ["fast", "diffusers", "fast+image", "quality"]
+    extension = parse_runs("fast+extend+enhance:720p:7")
+    assert extension == [Run("fast", False, "720p", 7, enhance=True, extend=True)]
+    assert extension[0].label == "fast+extend+enhance"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -28,6 +31,9 @@ def test_runs_parse_in_order_with_the_precision_switch() -> None:
         "turbo:720p:8",  # no such recipe
         "fast+last:720p:8",  # only +image
         "diffusers+image:720p:8",  # the baseline is text-to-video
+        "fast+extend:1080p:7",  # an extension is 720p
+        "fast+extend:720p:8",  # and adds 7 s
+        "fast+image+extend:720p:7",  # from the clip's frames, not an image
         "fp8,fast:720p:8,fp8",  # quantizing is one way
         "fp8,diffusers:720p:8",  # the baseline runs bf16
     ],
