@@ -62,8 +62,8 @@ CONFIGS = Path(__file__).with_name("ltx2-configs.json")
 # Most wanted first, so a run cut short still answers the main questions.
 DEFAULT_RUNS = (
     "fast:720p:4,fast:720p:8,fast:1080p:8,diffusers:720p:8,fast+image:720p:8,fast+image:1080p:8,"
-    "diffusers:1080p:8,fast:1080p:4,fp8,fast:720p:8,fast:1080p:8,fast+image:720p:8,fast+image:1080p:8,"
-    "quality:720p:8"
+    "diffusers:1080p:8,fast+extend:720p:7,fast:1080p:4,fp8,fast:720p:8,fast:1080p:8,fast+image:720p:8,"
+    "fast+image:1080p:8,fast+extend:720p:7,quality:720p:8"
 )
 COLUMNS = [
     "run",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +29,7 @@ from moto import mock_aws
 
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
+from openreel.protocols.files import stored_file
 from openreel.protocols.guards import body_limit
 from openreel.settings import Settings
 from openreel.storage.s3 import S3Storage
@@ -305,10 +307,16 @@ def test_s3_links_carry_the_type_and_disposition(tmp_path: Path) -> None:
         staged = storage.staging_path("uploads/u.png")
         staged.write_bytes(png(4, 4))
         storage.commit(staged, "uploads/u.png")
-        redirect = storage.serve("uploads/u.png", "image/png", redirect=True, disposition="attachment")
-        streamed = storage.serve("uploads/u.png", "image/png", redirect=False, disposition="attachment")
-    assert redirect is not None and streamed is not None
+        # The responses the protocols make of what the storage says (only its storage is read).
+        svc = SimpleNamespace(storage=storage)
+        redirect = stored_file(svc, "uploads/u.png", "image/png", redirect=True, disposition="attachment")
+        streamed = stored_file(svc, "uploads/u.png", "image/png", redirect=False, disposition="attachment")
+        gone = stored_file(svc, "uploads/none.png", "image/png", redirect=False, disposition=None)
+    assert redirect is not None and streamed is not None and gone is None
+    assert redirect.status_code == 307 and redirect.headers["content-security-policy"] == "sandbox"
     query = parse_qs(urlsplit(redirect.headers["location"]).query)
     assert query["response-content-type"] == ["image/png"]
     assert query["response-content-disposition"] == ["attachment"]
     assert streamed.headers["content-disposition"] == "attachment"
+    assert streamed.headers["content-length"] == str(len(png(4, 4)))
+    assert streamed.headers["content-security-policy"] == "sandbox"

@@ -15,8 +15,8 @@ from openreel import __version__
 from openreel.domain.catalog import load_catalog
 from openreel.executors.base import Executor
 from openreel.ledger.db import Database, migrate
-from openreel.protocols import errors, files, metrics_route
-from openreel.protocols.apiframe import account, jobs, models, uploads, videos
+from openreel.protocols import metrics_route
+from openreel.protocols.apiframe import account, errors, files, jobs, models, uploads, videos
 from openreel.protocols.google import routes as google
 from openreel.protocols.guards import BodyGuard, NoSniff
 from openreel.protocols.openai import routes as openai_videos

@@ -6,8 +6,8 @@ import ipaddress
 
 from fastapi import APIRouter, Request, Response
 
+from openreel.protocols.apiframe.errors import ApiError
 from openreel.protocols.deps import ServicesDep
-from openreel.protocols.errors import ApiError
 from openreel.service.metrics import CONTENT_TYPE
 
 router = APIRouter(include_in_schema=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
-from openreel.protocols.errors import ApiError
+from openreel.protocols.apiframe.errors import ApiError
 
 STATIC = (Path(__file__).parent / "static").resolve()
 # The page and its modules change with the server; always revalidate (cheap: ETag/Last-Modified).

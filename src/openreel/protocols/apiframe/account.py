@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from openreel.ledger import credits
 from openreel.ledger.tables import Account
+from openreel.protocols.apiframe.auth import KeyDep
 from openreel.protocols.apiframe.schemas import ErrorBody, Me
-from openreel.protocols.deps import KeyDep, ServicesDep
+from openreel.protocols.deps import ServicesDep
 
 router = APIRouter(tags=["Account"])
 

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Query, Request
 from openreel.domain.rules import Details, check_text
 from openreel.ledger import jobs
 from openreel.ledger.tables import Job
+from openreel.protocols.apiframe.auth import KeyDep
+from openreel.protocols.apiframe.errors import ApiError, validation_error
 from openreel.protocols.apiframe.schemas import ErrorBody, JobList, JobOut, JobStatus
-from openreel.protocols.deps import KeyDep, ServicesDep
-from openreel.protocols.errors import ApiError, validation_error
+from openreel.protocols.deps import ServicesDep
 from openreel.service import job_service
 from openreel.service.services import Services, polled
 from openreel.service.standing import Standings

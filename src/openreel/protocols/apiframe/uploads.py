@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from openreel.protocols.apiframe.auth import KeyDep
+from openreel.protocols.apiframe.errors import validation_error
 from openreel.protocols.apiframe.schemas import ErrorBody, UploadOut
-from openreel.protocols.deps import KeyDep, ServicesDep
-from openreel.protocols.errors import validation_error
+from openreel.protocols.deps import ServicesDep
 from openreel.service.uploads import UploadRejected, store_upload
 
 router = APIRouter(tags=["Uploads"])

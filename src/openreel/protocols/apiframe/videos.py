@@ -11,14 +11,15 @@ from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 from openreel.domain.rules import Details, VideoSpec, check_strings, check_url, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
+from openreel.protocols.apiframe.auth import KeyDep
+from openreel.protocols.apiframe.errors import ApiError, validation_error
 from openreel.protocols.apiframe.schemas import (
     ErrorBody,
     GenerateVideoRequest,
     InsufficientCreditsBody,
     JobAccepted,
 )
-from openreel.protocols.deps import KeyDep, ServicesDep
-from openreel.protocols.errors import ApiError, validation_error
+from openreel.protocols.deps import ServicesDep
 from openreel.service.extension import SourceRejected
 from openreel.service.job_service import (
     EngineUnavailable,
