@@ -26,84 +26,161 @@ X264Preset = Literal[
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENREEL_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("openreel-data"), description="Database, uploads and results.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
-    engine: EngineName = Field(
-        default="tiny", description="tiny (random weights, CPU) or ltx2 (real checkpoint)."
+    data_dir: Path = Field(
+        default=Path("openreel-data"),
+        description="database, uploads, results, signing secret, tiny weights",
     )
-    checkpoint: str | None = Field(default=None, description="ltx2 engine: HF repo id or local directory.")
+    engine: EngineName = Field(
+        default="tiny", description="`tiny` (CPU, random weights) or `ltx2` (a real checkpoint)"
+    )
+    checkpoint: str | None = Field(
+        default=None,
+        description="for `ltx2`: an HF repo id (`org/name` or `org/name@revision`) or a local diffusers "
+        "directory",
+    )
     distilled_lora: str | None = Field(
         default=None,
-        description="ltx2: the distilled LoRA, if not beside the checkpoint: file or org/name[@rev]:file.",
+        description="for `ltx2` dev weights: the distilled LoRA, a local `.safetensors` or "
+        "`org/name[@revision]:file.safetensors`; unset: the one beside the checkpoint",
     )
     upsampler: str | None = Field(
         default=None,
-        description="ltx2: the x2 latent upsampler, if not in latent_upsampler/: folder or org/name[:sub].",
+        description="for `ltx2`: the x2 latent upsampler, a local folder or "
+        "`org/name[@revision][:subfolder]`; unset: the checkpoint's `latent_upsampler/`",
     )
     reference_adapter: str | None = Field(
         default=None,
-        description="IC-LoRA for reference_images: .safetensors path or org/name[@rev][:file]; off if unset.",
+        description="the IC-LoRA serving `reference_images`: a local `.safetensors`, or "
+        "`org/name[@revision][:file.safetensors]` on the hub; unset: references are a 400",
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    public_url: str | None = Field(default=None, description="Base of absolute URLs; the request's if unset.")
-    secret_key: str | None = Field(default=None, description="Signs file URLs; kept in data_dir if unset.")
-    result_url_ttl_s: int = Field(default=24 * 3600, gt=0)
-    upload_ttl_s: int = Field(default=2 * 3600, gt=0)
-    max_upload_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
-    max_upload_video_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
-    max_json_body_bytes: int | None = Field(
+    host: str = Field(default="127.0.0.1", description="where `serve` listens (also `--host`)")
+    port: int = Field(default=8000, ge=0, le=65535, description="the port `serve` listens on (also `--port`)")
+    public_url: str | None = Field(
+        default=None, description="the base of absolute URLs behind a proxy; unset: the request's own"
+    )
+    database_url: str | None = Field(
         default=None,
-        ge=0,
-        description="Cap on JSON bodies; unset: room for the inline base64 images a route takes (3 at most).",
-    )
-    fetch_timeout_s: float = Field(default=20.0, gt=0)
-    fetch_max_redirects: int = Field(default=3, ge=0)
-    max_image_pixels: int = Field(default=40_000_000, gt=0)
-    allow_private_urls: bool = Field(default=False, description="Let image/webhook URLs reach private hosts.")
-    metrics_public: bool = Field(
-        default=False, description="Serve /metrics to every client; by default only to direct loopback ones."
-    )
-    executor: ExecutorName = Field(
-        default="local", description="local (worker processes) or ray (a Ray cluster)."
-    )
-    workers: int = Field(default=1, ge=1, description="Worker slots on this machine: one per GPU.")
-    ray_address: str | None = Field(default=None, description="Ray cluster to drive; a private one if unset.")
-    lease_ttl_s: float = Field(default=30.0, gt=0, description="Retry a running job silent this long.")
-    job_timeout_s: int = Field(default=3600, gt=0)
-    max_attempts: int = Field(default=2, ge=1)
-    max_concurrent_jobs: int = Field(
-        default=8, ge=1, description="Active (queued or running) jobs per account."
+        description="a SQLAlchemy URL, e.g. `postgresql+psycopg://user@host/db`; unset: SQLite in the "
+        "data dir",
     )
     rate_limit_per_minute: int = Field(
-        default=1200, ge=0, description="Requests per account per minute; 0: off."
+        default=1200, ge=0, description="requests per account a minute (a token bucket); 0 turns it off"
     )
-    rate_limit_burst: int = Field(default=200, ge=1, description="Requests an account may make at once.")
+    rate_limit_burst: int = Field(default=200, ge=1, description="requests an account may make at once")
     key_cache_s: float = Field(
         default=10.0,
         ge=0,
-        description="Hold API keys in memory this long: a key revoked elsewhere works here until then.",
+        description="seconds a server holds an API key it has read, so polling costs no key lookup; a key "
+        "revoked with `openreel keys revoke` stops working on a running server within this time (0: read "
+        "the key on every request)",
     )
-    prices_file: Path | None = None
-    storage: StorageName = Field(default="local", description="local (files in data_dir) or s3.")
-    s3_bucket: str | None = None
-    s3_prefix: str = ""
-    s3_endpoint_url: str | None = Field(default=None, description="For S3-compatible servers.")
-    s3_region: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
+    max_concurrent_jobs: int = Field(
+        default=8, ge=1, description="queued plus running jobs per account; more is a 429 with `Retry-After`"
+    )
+    secret_key: str | None = Field(
+        default=None, description="signs file links; unset: one generated into the data dir"
+    )
+    result_url_ttl_s: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="lifetime of a result link (a fresh one comes with every job read)",
+    )
+    upload_ttl_s: int = Field(
+        default=2 * 3600, gt=0, description="lifetime of an upload; expired uploads are deleted"
+    )
+    max_upload_image_bytes: int = Field(
+        default=25 * 1024 * 1024, gt=0, description="the largest image uploaded or fetched"
+    )
+    max_upload_video_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="the largest video uploaded"
+    )
+    max_json_body_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="caps every request body that is not multipart; unset, a body may carry 1 MiB plus the "
+        "base64 images its route takes inline (three of the image limit on Google's predict, 101 MiB by "
+        "default; one on OpenAI's create; none elsewhere). A multipart body may carry the upload limit "
+        "plus 1 MiB. More is a 413; without a valid API key no body is read at all ([limits](limits.md))",
+    )
+    allow_private_urls: bool = Field(
+        default=False, description="let image and webhook URLs reach private addresses (development)"
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="serve `/metrics` to every client, not only to ones on this machine that no proxy "
+        "forwarded ([scrape config](operations.md))",
+    )
+    fetch_timeout_s: float = Field(default=20.0, gt=0, description="seconds to fetch a request's image")
+    fetch_max_redirects: int = Field(default=3, ge=0, description="redirects followed fetching an image")
+    max_image_pixels: int = Field(
+        default=40_000_000, gt=0, description="the most pixels an image may decode to"
+    )
+    webhook_attempts: int = Field(default=5, ge=1, description="webhook delivery tries (exponential backoff)")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="seconds a webhook try may take")
+    executor: ExecutorName = Field(
+        default="local",
+        description="`local` (worker processes on this machine) or `ray` (a Ray cluster); also `--executor`",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="worker slots on this machine, one per GPU (each worker sees only its GPU); also "
+        "`--workers`",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="the Ray head (`host:port`) a `ray` server drives; unset: a private one-machine Ray "
+        "cluster with `OPENREEL_WORKERS` slots",
+    )
+    lease_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a running job is leased for this long and renewed every third of it while its worker "
+        "answers; an expired lease is re-queued",
+    )
+    job_timeout_s: int = Field(
+        default=3600,
+        gt=0,
+        description="per video of the job: a render running longer is killed and its job failed and refunded",
+    )
+    max_attempts: int = Field(
+        default=2, ge=1, description="tries of a job whose worker died or whose server stopped mid-render"
+    )
     precision: Literal["bf16", "fp8"] = Field(
-        default="bf16", description="fp8: float8 weights, half the memory."
+        default="bf16",
+        description="`fp8` stores the transformer blocks' attention and feed-forward weights in float8 "
+        "(multiplied in float8 on Hopper, upcast elsewhere): about half the transformer",
     )
     offload: Literal["none", "model", "sequential"] = Field(
-        default="none", description="Weights wait in CPU RAM."
+        default="none",
+        description="`model` or `sequential`: weights wait in CPU memory and move to the GPU per model or "
+        "per layer (needs CUDA; slower)",
     )
     prompt_cache_size: int = Field(
-        default=4, ge=0, description="Prompts whose text encodings a worker keeps."
+        default=4,
+        ge=0,
+        description="prompts whose text-encoder output a worker keeps (in CPU memory, ~0.4 GB each on the "
+        "real model); 0 turns it off",
     )
-    x264_preset: X264Preset = "veryfast"
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
-    webhook_attempts: int = Field(default=5, ge=1)
+    x264_preset: X264Preset = Field(default="veryfast", description="libx264 preset of the MP4 writer")
+    prices_file: Path | None = Field(
+        default=None, description="JSON price overrides ([credits](api.md#credits))"
+    )
+    storage: StorageName = Field(
+        default="local", description="`local` (files in the data dir, served by the API) or `s3`"
+    )
+    s3_bucket: str | None = Field(
+        default=None,
+        description="the S3 bucket (or any S3-compatible store's); results are handed out as presigned URLs "
+        "(Range served by the store)",
+    )
+    s3_prefix: str = Field(default="", description="a key prefix inside the bucket")
+    s3_endpoint_url: str | None = Field(default=None, description="the endpoint of an S3-compatible store")
+    s3_region: str | None = Field(default=None, description="the bucket's region")
+    s3_access_key_id: str | None = Field(default=None, description="S3 credentials; unset: boto3's own chain")
+    s3_secret_access_key: str | None = Field(
+        default=None, description="S3 credentials; unset: boto3's own chain"
+    )
 
     @field_validator("checkpoint", "reference_adapter", "distilled_lora", "upsampler")
     @classmethod
@@ -168,3 +245,28 @@ class Settings(BaseSettings):
             tmp.chmod(0o600)
             tmp.replace(path)
         return path.read_text().strip().encode()
+
+
+def _shown(name: str, value: object) -> str:
+    """A default as docs/configuration.md shows it."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) and name.endswith("_bytes"):
+        return f"{value // 2**20} MiB"
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"`{value}`"
+
+
+def configuration_table() -> str:
+    """docs/configuration.md's table, from the fields themselves (``python -m openreel.settings``)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `OPENREEL_{name.upper()}` | {_shown(name, field.default)} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(configuration_table(), end="")
