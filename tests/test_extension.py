@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from quick import FAIL, fail_seed
 from support import LiveServer, assert_contract, balance, mp4_summary, price, wait_for
 
 FIRST = {"prompt": "a lighthouse at dusk", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "seed": 5}}
@@ -117,3 +118,26 @@ def test_only_a_720p_clip_can_be_extended(server: LiveServer) -> None:
         refused = _extend(client, big["id"])
     assert refused.status_code == 400
     assert "only 720p videos" in refused.json()["details"]["veoParams.extend_job_id"][0]
+
+
+def test_only_a_video_that_was_made_can_be_extended(server: LiveServer) -> None:
+    key = server.new_key(credits=100)
+    failed = {**FIRST, "prompt": f"{FAIL} a storm"}
+    halves = {
+        **FIRST,
+        "prompt": f"a storm {fail_seed(6)}",
+        "veoParams": {"duration": 4, "seed": 5, "sample_count": 2},
+    }
+    with server.client(key) as client:
+        broken = wait_for(client, client.post("/v2/videos/generate", json=failed).json()["jobId"])
+        half = wait_for(client, client.post("/v2/videos/generate", json=halves).json()["jobId"])
+        refused = {
+            "failed job": _extend(client, broken["id"]),
+            "failed sample": _extend(client, half["id"], extend_video=1),
+        }
+        made = _extend(client, half["id"], extend_video=0)
+    assert broken["status"] == "FAILED" and half["status"] == "COMPLETED"
+    messages = {what: r.json()["details"]["veoParams.extend_job_id"][0] for what, r in refused.items()}
+    assert "is FAILED; only a completed job's video can be extended" in messages["failed job"]
+    assert "video 1 of job" in messages["failed sample"] and "failed to render" in messages["failed sample"]
+    assert made.status_code == 202
