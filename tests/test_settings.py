@@ -43,10 +43,14 @@ def test_values_no_service_could_run_with_are_refused(field: str, value: int) ->
         Settings(**{field: value})  # type: ignore[arg-type]
 
 
-def test_a_ray_address_without_the_ray_executor_is_refused() -> None:
-    with pytest.raises(ValidationError, match="OPENREEL_EXECUTOR=ray"):
-        Settings(ray_address="10.0.0.1:6379")
-    assert Settings(executor="ray", ray_address="10.0.0.1:6379").ray_address == "10.0.0.1:6379"
+def test_half_a_pair_of_s3_credentials_is_refused() -> None:
+    with pytest.raises(ValidationError, match="OPENREEL_S3_SECRET_ACCESS_KEY"):
+        Settings(storage="s3", s3_bucket="clips", s3_access_key_id="AKIA")
+    both = Settings(storage="s3", s3_bucket="clips", s3_access_key_id="AKIA", s3_secret_access_key="s")
+    assert (
+        both.s3_secret_access_key == "s"
+        and Settings(storage="s3", s3_bucket="clips").s3_access_key_id is None
+    )
 
 
 def test_the_cli_says_which_setting_is_wrong_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         default=2 * 3600, gt=0, description="lifetime of an upload; expired uploads are deleted"
     )
     max_upload_image_bytes: int = Field(
-        default=25 * 1024 * 1024, gt=0, description="the largest image uploaded or fetched"
+        default=25 * 1024 * 1024, gt=0, description="the largest image uploaded, sent inline or fetched"
     )
     max_upload_video_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="the largest video uploaded"
@@ -113,7 +113,10 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(default=20.0, gt=0, description="seconds to fetch a request's image")
     fetch_max_redirects: int = Field(default=3, ge=0, description="redirects followed fetching an image")
     max_image_pixels: int = Field(
-        default=40_000_000, gt=0, description="the most pixels an image may decode to"
+        default=40_000_000,
+        gt=0,
+        description="the most pixels an image may decode to, checked when its job starts (a larger one "
+        "fails the job, refunded)",
     )
     webhook_attempts: int = Field(default=5, ge=1, description="webhook delivery tries (exponential backoff)")
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="seconds a webhook try may take")
@@ -177,9 +180,13 @@ class Settings(BaseSettings):
     s3_prefix: str = Field(default="", description="a key prefix inside the bucket")
     s3_endpoint_url: str | None = Field(default=None, description="the endpoint of an S3-compatible store")
     s3_region: str | None = Field(default=None, description="the bucket's region")
-    s3_access_key_id: str | None = Field(default=None, description="S3 credentials; unset: boto3's own chain")
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="S3 credentials, with the secret below (both or neither); unset: boto3's own chain "
+        "(environment, profile, instance role: the way to temporary credentials)",
+    )
     s3_secret_access_key: str | None = Field(
-        default=None, description="S3 credentials; unset: boto3's own chain"
+        default=None, description="the secret of `OPENREEL_S3_ACCESS_KEY_ID`"
     )
 
     @field_validator("checkpoint", "reference_adapter", "distilled_lora", "upsampler")
@@ -203,8 +210,11 @@ class Settings(BaseSettings):
         """Settings that only make sense together, refused at start-up rather than on first use."""
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("storage s3 needs a bucket: set OPENREEL_S3_BUCKET")
-        if self.ray_address and self.executor != "ray":
-            raise ValueError("a Ray address is for the ray executor: set OPENREEL_EXECUTOR=ray, or unset it")
+        if self.storage == "s3" and (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "S3 credentials come in pairs: set both OPENREEL_S3_ACCESS_KEY_ID and "
+                "OPENREEL_S3_SECRET_ACCESS_KEY, or neither (boto3's own chain)"
+            )
         return self
 
     def engine_options(self) -> EngineOptions:

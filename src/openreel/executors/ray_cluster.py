@@ -68,10 +68,11 @@ class RenderActor:
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
         self._node = ray.get_runtime_context().get_node_id()
-        # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there.
-        cache_dir = Settings().data_dir.resolve() / "models"
         self._engine: VideoEngine | None = None
         try:
+            # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there; settings
+            # this node cannot build fail the engine's load, reported to the server, like any other.
+            cache_dir = Settings().data_dir.resolve() / "models"
             self._engine = load_engine(options, cache_dir=cache_dir)
             self._loaded: m.EngineReady | m.EngineFailed = m.EngineReady.of(self._engine)
         except Exception as exc:

@@ -4,6 +4,8 @@ running script with the API's origin)."""
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from openreel.service.services import Services
@@ -37,4 +39,6 @@ def stored_file(
         case Stream(chunks, length):
             headers["Content-Length"] = str(length)
             response = StreamingResponse(chunks, media_type=media_type, headers=headers)
+        case _:
+            assert_never(served)
     return response
