@@ -194,6 +194,14 @@ def test_google_rules_are_client_errors_and_cost_nothing(server: LiveServer) -> 
             "IC-LoRA",
         ),
         ({"prompt": " "}, {}, "instances[0].prompt: must not be blank"),
+        # The limits every protocol shares are the domain's, said on Google's paths.
+        ({"prompt": "p" * 4001}, {}, "instances[0].prompt: must be at most 4000 characters"),
+        ({}, {"negativePrompt": "n" * 2001}, "parameters.negativePrompt: must be at most 2000 characters"),
+        (
+            {"referenceImages": [{"image": {"bytesBase64Encoded": b64}, "referenceType": "asset"}] * 4},
+            {"durationSeconds": 8},
+            "instances[0].referenceImages: at most 3 reference images",
+        ),
     ]
     with httpx.Client(base_url=server.url, headers={"x-goog-api-key": key}, timeout=30) as http:
         for instance, parameters, fragment in cases:

@@ -97,6 +97,7 @@ def test_refusals_are_bad_requests_and_cost_nothing(server: LiveServer) -> None:
         ({"model": "veo-2", "seconds": "4"}, "seconds", "5, 6, 7, 8"),
         ({"input_reference": ("notes.txt", b"just some text", "text/plain")}, "input_reference", "PNG"),
         ({"extra_body": {"style": "anime"}}, "style", "Unknown parameter"),
+        ({"extra_body": {"negative_prompt": "n" * 2001}}, "negative_prompt", "at most 2000 characters"),
     ]
     for args, param, fragment in cases:
         with pytest.raises(openai.BadRequestError) as refused:
@@ -104,6 +105,9 @@ def test_refusals_are_bad_requests_and_cost_nothing(server: LiveServer) -> None:
         assert refused.value.param == param, (args, refused.value.body)
         assert fragment in refused.value.message, (args, refused.value.message)
         assert refused.value.response.headers["x-should-retry"] == "false"
+    with pytest.raises(openai.BadRequestError) as long_prompt:
+        client.videos.create(prompt="p" * 4001)
+    assert long_prompt.value.param == "prompt" and "at most 4000 characters" in long_prompt.value.message
     with pytest.raises(openai.BadRequestError) as variant:
         client.videos.download_content("video_" + "0" * 32, variant="thumbnail")
     assert variant.value.param == "variant"
