@@ -3,11 +3,7 @@ it answers clients elsewhere only when the operator opens it."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -22,7 +18,7 @@ from openreel.service.metrics import LEDGER_CACHE_S
 from openreel.settings import Settings
 
 from quick import FAIL, QuickExecutor
-from support import SERVER_ENV, LiveServer, quick_server, wait_for
+from support import SERVER_ENV, LiveServer, Receiver, quick_server, serving, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -95,28 +91,6 @@ def test_a_client_forwarded_by_a_proxy_is_refused(server: LiveServer, header: di
     assert "OPENREEL_METRICS_PUBLIC" in forwarded.json()["error"]
 
 
-@contextmanager
-def webhook_receiver() -> Iterator[str]:
-    """A loopback receiver that takes every delivery (204); yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def test_a_failed_job_moves_the_queue_gauge_the_failed_counter_and_the_webhook_deliveries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,7 +101,7 @@ def test_a_failed_job_moves_the_queue_gauge_the_failed_counter_and_the_webhook_d
     running = ("openreel_jobs_active", (("state", "running"),))
     delivered = ("openreel_webhook_deliveries", (("state", "delivered"),))
     # A server of its own, with one worker slot and steps slow enough to hold it: the counts are exact.
-    with webhook_receiver() as url, quick_server(tmp_path, SERVER_ENV, step_s=0.2) as server:
+    with serving(Receiver()) as url, quick_server(tmp_path, SERVER_ENV, step_s=0.2) as server:
         before = scrape(server)
         assert (before[queued], before[running], before.get(failed, 0)) == (0, 0, 0)
         with server.client(server.new_key()) as client:

@@ -10,8 +10,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,52 +29,7 @@ from openreel.storage.local import LocalStorage
 from openreel.storage.signing import Signer
 
 from databases import DIALECTS, throwaway_database
-from support import LiveServer, running_server, wait_for
-
-
-class Receiver:
-    def __init__(self, failures: int = 0, failure_status: int = 500) -> None:
-        self.failures = failures
-        self.failure_status = failure_status
-        self.calls: list[tuple[dict[str, str], bytes]] = []
-        self.arrivals: list[tuple[float, str]] = []  # (monotonic time, jobId) of each request
-        self.hang = False  # never answer (until the test ends)
-        self.gate: threading.Event | None = None  # once failures are spent, answer only when set
-        self.released = threading.Event()
-
-
-@contextmanager
-def serving(state: Receiver) -> Iterator[str]:
-    """A loopback HTTP receiver acting out ``state``; yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.arrivals.append((time.monotonic(), json.loads(body)["jobId"]))
-            state.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            if state.hang:
-                state.released.wait(30)
-                return
-            failing = state.failures > 0
-            state.failures -= 1
-            if not failing and state.gate is not None:
-                state.gate.wait(30)
-            self.send_response(state.failure_status if failing else 204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-    finally:
-        state.released.set()
-        if state.gate is not None:
-            state.gate.set()
-        httpd.shutdown()
-        httpd.server_close()
+from support import LiveServer, Receiver, running_server, serving, wait_for
 
 
 @pytest.fixture
