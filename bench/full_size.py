@@ -49,7 +49,7 @@ from openreel.domain.rules import EXTEND_RESOLUTION
 from openreel.engine import recipes
 from openreel.engine.base import Clip
 from openreel.engine.fp8 import native_matmul, quantize_blocks
-from openreel.engine.join import lead_of, write_joined_mp4
+from openreel.engine.join import lead_of, read_source, write_joined_mp4
 from openreel.engine.lora import FusedLora
 from openreel.engine.ltx2 import LTX2Engine, guidance_kwargs
 from openreel.engine.mux import write_mp4
@@ -399,10 +399,10 @@ class Bench:
         image = (
             PIL.Image.new("RGB", (plan.width, plan.height), (200, 120, 40)) if plan.has_first_frame else None
         )
-        source = self.source(plan) if plan.lead_frames else None
-        lead = None
-        if source is not None:
-            with self.stages.stage("lead"):
+        source, lead = None, None
+        if plan.lead_frames:
+            with self.stages.stage("lead"):  # as a worker reads it, once per task
+                source = read_source(self.source(plan))
                 lead = lead_of(source, plan.lead_frames, plan.fps)
         clip = self.engine.render(plan, image, None, lambda *_: None, lead=lead)
         with tempfile.TemporaryDirectory() as tmp, self.stages.stage("mux"):

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from openreel.engine.base import Clip, Lead
-from openreel.engine.join import JOIN_FADE_S, joined_sound, last_frames, resampled, write_joined_mp4
+from openreel.engine.join import (
+    JOIN_FADE_S,
+    joined_sound,
+    last_frames,
+    read_source,
+    resampled,
+    write_joined_mp4,
+)
 from openreel.engine.lead import AudioLead
 from openreel.engine.ltx2 import frames_to_output, lead_on_grid
 from openreel.engine.mux import probe_mp4, write_mp4
@@ -216,7 +223,8 @@ def test_the_joined_mp4_holds_the_clip_then_the_new_frames(tmp_path: Path) -> No
     tone = 0.2 * np.sin(np.arange(3 * rate) * 2 * np.pi * 440 / rate).astype(np.float32)
     source = tmp_path / "source.mp4"
     write_mp4(Clip(frames, np.stack([tone, tone]), rate), 24, source, preset="ultrafast")
-    mp4 = source.read_bytes()
+    mp4 = read_source(source.read_bytes())
+    assert (mp4.frames, mp4.sample_rate, mp4.sound is not None) == (72, rate, True)
     tail = last_frames(mp4, LEAD_FRAMES)
     assert tail.shape == (LEAD_FRAMES, 64, 96, 3)
     assert np.abs(tail[:, 0, 0, 0].astype(int) - levels[-LEAD_FRAMES:]).max() <= 3

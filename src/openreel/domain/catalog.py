@@ -121,6 +121,11 @@ class Catalog:
     def ids(self) -> list[str]:
         return list(self.models)
 
+    @property
+    def extending(self) -> list[str]:
+        """The ids that continue clips."""
+        return [m.id for m in self.models.values() if m.extends]
+
 
 def load_catalog(prices_file: Path | None = None) -> Catalog:
     """The default table, with prices replaced from a JSON file ``{"model-id": {"4s": 3, ...}}``."""

@@ -187,8 +187,7 @@ def resolve_video_request(
     if negative is not None and len(negative) > MAX_NEGATIVE_PROMPT:
         details.add("veoParams.negative_prompt", f"must be at most {MAX_NEGATIVE_PROMPT} characters")
     check_text(details, "veoParams.negative_prompt", negative)
-    extending = [m.id for m in catalog.models.values() if m.extends]
-    spec = _resolve_params(model, prompt, params, details, reference_images_supported, image_hint, extending)
+    spec = _resolve_params(model, prompt, params, details, reference_images_supported, image_hint, catalog)
     return (spec if not details else None), details
 
 
@@ -199,10 +198,10 @@ def _resolve_params(
     details: Details,
     refs_supported: bool,
     image_hint: str,
-    extending: list[str],
+    catalog: Catalog,
 ) -> VideoSpec:
     p = "veoParams."
-    extend = _extension(model, params, details, extending)
+    extend = _extension(model, params, details, catalog)
     duration = params.get("duration")
     if extend is not None:
         duration = EXTEND_SECONDS
@@ -282,7 +281,7 @@ def _resolve_params(
 
 
 def _extension(
-    model: ModelSpec, params: dict[str, Any], details: Details, extending: list[str]
+    model: ModelSpec, params: dict[str, Any], details: Details, catalog: Catalog
 ) -> Extension | None:
     """The clip to continue, with the rules that hold without looking at it (the service checks the rest):
     a model that extends, 720p, a length the extension sets itself, no keyframes or references."""
@@ -294,7 +293,9 @@ def _extension(
             details.add(p + "extend_video", "needs veoParams.extend_job_id (the job whose video it picks)")
         return None
     if not model.extends:
-        details.add(p + "extend_job_id", f"{model.id} does not extend clips; use {' or '.join(extending)}")
+        details.add(
+            p + "extend_job_id", f"{model.id} does not extend clips; use {' or '.join(catalog.extending)}"
+        )
     try:
         job_id = str(uuid.UUID(str(job_id)))
     except ValueError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -31,36 +32,42 @@ def frames_of(mp4: bytes) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
-def frame_count(mp4: bytes) -> int:
-    """The clip's frames, counted as its packets (one per frame in MP4), without decoding them."""
+@dataclass(frozen=True)
+class Source:
+    """The clip an extension continues, read once for all the task's samples: its MP4, its frames counted
+    as the container's packets (one per frame in MP4, no decoding), and its sound (None: silent)."""
+
+    mp4: bytes
+    frames: int
+    sound: np.ndarray | None
+    sample_rate: int
+
+
+def read_source(mp4: bytes) -> Source:
     with av.open(io.BytesIO(mp4), mode="r") as container:
-        return sum(1 for packet in container.demux(video=0) if packet.size)
+        frames = sum(1 for packet in container.demux(video=0) if packet.size)
+    with av.open(io.BytesIO(mp4), mode="r") as container:
+        if not container.streams.audio:
+            return Source(mp4, frames, None, 0)
+        rate = container.streams.audio[0].codec_context.sample_rate
+        chunks = [frame.to_ndarray() for frame in container.decode(audio=0)]
+    sound = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else None
+    return Source(mp4, frames, sound, rate)
 
 
-def last_frames(mp4: bytes, count: int) -> np.ndarray:
+def last_frames(source: Source, count: int) -> np.ndarray:
     """The clip's last ``count`` frames, uint8 (count, height, width, 3): decoded from the keyframe
     before them, not from the start of a long clip."""
-    total = frame_count(mp4)
-    with av.open(io.BytesIO(mp4), mode="r") as container:
+    with av.open(io.BytesIO(source.mp4), mode="r") as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
-        if rate and stream.time_base and total > count:
-            start = (total - count) / rate
+        if rate and stream.time_base and source.frames > count:
+            start = (source.frames - count) / rate
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
         tail = deque((f.to_ndarray(format="rgb24") for f in container.decode(stream)), maxlen=count)
     if len(tail) < count:
         raise ValueError(f"the clip to extend has {len(tail)} frames; its last {count} are needed")
     return np.stack(tail)
-
-
-def sound_of(mp4: bytes) -> tuple[np.ndarray, int] | None:
-    """The clip's sound as float32 (channels, samples) and its rate; None: it has none."""
-    with av.open(io.BytesIO(mp4), mode="r") as container:
-        if not container.streams.audio:
-            return None
-        rate = container.streams.audio[0].codec_context.sample_rate
-        chunks = [frame.to_ndarray() for frame in container.decode(audio=0)]
-    return (np.concatenate(chunks, axis=1).astype(np.float32), rate) if chunks else None
 
 
 def resampled(wave: np.ndarray, rate: int, to_rate: int, channels: int) -> np.ndarray:
@@ -81,14 +88,15 @@ def resampled(wave: np.ndarray, rate: int, to_rate: int, channels: int) -> np.nd
     )
 
 
-def lead_of(mp4: bytes, frames: int, fps: int) -> Lead:
+def lead_of(source: Source, frames: int, fps: int) -> Lead:
     """The clip's last ``frames`` frames, and its sound over them."""
-    sound = sound_of(mp4)
-    if sound is None:
-        return Lead(last_frames(mp4, frames), None, 0)
-    wave, rate = sound
-    end = round(frame_count(mp4) * rate / fps)
-    return Lead(last_frames(mp4, frames), wave[:, max(0, end - round(frames * rate / fps)) : end], rate)
+    if source.sound is None:
+        return Lead(last_frames(source, frames), None, 0)
+    rate = source.sample_rate
+    end = round(source.frames * rate / fps)
+    return Lead(
+        last_frames(source, frames), source.sound[:, max(0, end - round(frames * rate / fps)) : end], rate
+    )
 
 
 def joined_sound(
@@ -117,9 +125,8 @@ def joined_sound(
         kept = min(join, before.shape[1])
         head[:, :kept] = before[:, :kept]
     segment = np.zeros((channels, lead + added), np.float32)
-    if after is not None:
+    if after is not None:  # a silent extension leaves the clip's sound as it was: no fade
         segment[:, : after.shape[1]] = after[:, : lead + added]
-    if after is not None:  # a silent extension leaves the clip's sound as it was
         fade = min(round(JOIN_FADE_S * rate), lead, join)
         in_gain = np.sin(np.pi / 2 * (np.arange(fade, dtype=np.float32) + 0.5) / fade) ** 2
         head[:, join - fade :] = (
@@ -128,19 +135,20 @@ def joined_sound(
     return np.concatenate([head, segment[:, lead:]], axis=1)
 
 
-def write_joined_mp4(mp4: bytes, clip: Clip, *, lead_frames: int, fps: int, path: Path, preset: str) -> None:
-    """The clip in ``mp4`` followed by ``clip`` (the extension's new frames), as one MP4 at ``path``."""
-    before_frames = frame_count(mp4)
+def write_joined_mp4(
+    source: Source, clip: Clip, *, lead_frames: int, fps: int, path: Path, preset: str
+) -> None:
+    """The clip ``source`` followed by ``clip`` (the extension's new frames), as one MP4 at ``path``."""
     channels = clip.audio.shape[0] if clip.audio is not None else 2
-    source = sound_of(mp4)
+    before = source.sound
     sound = joined_sound(
-        None if source is None else resampled(source[0], source[1], clip.sample_rate, channels),
+        None if before is None else resampled(before, source.sample_rate, clip.sample_rate, channels),
         clip.audio,
         rate=clip.sample_rate,
         channels=channels,
-        before_frames=before_frames,
+        before_frames=source.frames,
         lead_frames=lead_frames,
         added_frames=len(clip.frames),
         fps=fps,
     )
-    write_mp4(clip, fps, path, preset=preset, before=frames_of(mp4), audio=sound)
+    write_mp4(clip, fps, path, preset=preset, before=frames_of(source.mp4), audio=sound)

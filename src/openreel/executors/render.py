@@ -18,6 +18,7 @@ from openreel.executors import messages as m
 
 if TYPE_CHECKING:
     from openreel.engine.base import Lead, VideoEngine
+    from openreel.engine.join import Source
     from openreel.engine.plan import RenderPlan
 
 STEPS_SHARE = 90
@@ -47,7 +48,7 @@ def render_task(
     to enhance is rewritten once, for the first sample, and every later one renders that rewrite. An
     extension's samples all continue the same lead, read once."""
     from openreel.engine.base import Cancelled
-    from openreel.engine.join import lead_of
+    from openreel.engine.join import lead_of, read_source
 
     last = -1
     count = len(task.plans)
@@ -64,7 +65,8 @@ def render_task(
     first_made: dict[str, Any] | None = None
     try:
         first = task.plans[0]
-        lead = lead_of(task.extends.mp4, first.lead_frames, first.fps) if task.extends else None
+        source = read_source(task.extends.mp4) if task.extends else None
+        lead = lead_of(source, first.lead_frames, first.fps) if source else None
     except Exception as exc:
         traceback.print_exc()
         return m.Failed(task.seq, f"the clip to extend could not be read: {type(exc).__name__}: {exc}")
@@ -83,7 +85,7 @@ def render_task(
                     progress(ENCODING)
 
             sample, spent = _sample(
-                engine, task, plan, lead, output, Steps(on_step, encoding, cancelled), x264_preset
+                engine, task, plan, (source, lead), output, Steps(on_step, encoding, cancelled), x264_preset
             )
             rewritten = sample.get("enhancedPrompt", rewritten)
             if first_made is None and "error" not in sample:
@@ -106,17 +108,19 @@ def _sample(
     engine: VideoEngine,
     task: m.RenderTask,
     plan: RenderPlan,
-    lead: Lead | None,
+    extends: tuple[Source | None, Lead | None],
     output: Path,
     steps: Steps,
     x264_preset: str,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """One sample rendered and encoded (an extension joined to its clip): what it is, or why it failed,
-    and the seconds each part took. ``Cancelled`` propagates."""
+    and the seconds each part took. ``extends``: the clip continued and its lead, read once per task.
+    ``Cancelled`` propagates."""
     from openreel.engine.base import Cancelled
     from openreel.engine.join import write_joined_mp4
     from openreel.engine.mux import probe_mp4, write_mp4
 
+    source, lead = extends
     try:
         started = time.perf_counter()
         clip = engine.render(
@@ -126,11 +130,11 @@ def _sample(
             raise Cancelled()
         steps.encoding()
         rendered = time.perf_counter()
-        if task.extends is None:
+        if source is None:
             write_mp4(clip, plan.fps, output, preset=x264_preset)
         else:
             write_joined_mp4(
-                task.extends.mp4,
+                source,
                 clip,
                 lead_frames=plan.lead_frames,
                 fps=plan.fps,

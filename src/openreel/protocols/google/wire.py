@@ -5,7 +5,6 @@ its Gemini and Vertex forms, as docs/google.md describes them (exact requests in
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -21,7 +20,7 @@ from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
 from openreel.ledger.tables import Job
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
-from openreel.protocols.job_ids import hex_id
+from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import GOOGLE_MODEL_EXAMPLES, catalog_model_id
 from openreel.protocols.shaped_routes import SEND_JSON, WireError, unread_body
 from openreel.service.job_service import EngineUnavailable
@@ -278,7 +277,9 @@ def _continued(details: Details, video: GoogleVideo) -> tuple[str, int] | None:
         return None
     if match["file"]:
         operation, sample = file_sample(match["file"])
-        return str(uuid.UUID(operation)), sample
+        job_id = parse_job_id(operation)
+        assert job_id is not None  # the pattern takes 32 hex digits only
+        return job_id, sample
     return match["job"], int(match["n"] or 0)
 
 
