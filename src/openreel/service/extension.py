@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from openreel.domain.limits import EXTEND_SECONDS, MAX_EXTEND_SOURCE_S
 from openreel.domain.rules import EXTEND_RESOLUTION, VideoSpec
-from openreel.engine.plan import FPS, LEAD_FRAMES, RESOLUTIONS
+from openreel.engine.plan import FPS, LEAD_FRAMES, output_size
 from openreel.ledger import jobs
 from openreel.service.services import Services
 from openreel.service.views import stored_samples
@@ -43,9 +43,9 @@ def take_source(svc: Services, account_id: str, spec: VideoSpec) -> VideoSpec:
         )
     if not svc.storage.exists(video["key"]):
         raise SourceRejected(f"the video of job {ext.job_id} has expired from storage and cannot be extended")
-    long_side, short_side = RESOLUTIONS[EXTEND_RESOLUTION]
     size = (video["width"], video["height"])
-    if size not in ((long_side, short_side), (short_side, long_side)) or video["fps"] != FPS:
+    ratio = {output_size(EXTEND_RESOLUTION, r): r for r in ("16:9", "9:16")}.get(size)
+    if ratio is None or video["fps"] != FPS:
         raise SourceRejected(
             f"only 720p videos at {FPS} fps can be extended (Google's rule); this one is "
             f"{size[0]}x{size[1]} at {video['fps']} fps"
@@ -58,7 +58,6 @@ def take_source(svc: Services, account_id: str, spec: VideoSpec) -> VideoSpec:
         )
     if frames < LEAD_FRAMES:
         raise SourceRejected(f"the video has {frames} frames; an extension continues its last {LEAD_FRAMES}")
-    ratio = "16:9" if size[0] > size[1] else "9:16"
     if ext.asked_aspect_ratio not in (None, ratio):
         raise SourceRejected(
             f"the video is {ratio} and an extension keeps its aspect ratio; leave aspect_ratio out or "
