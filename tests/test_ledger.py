@@ -149,6 +149,41 @@ def test_idempotency_replay_and_conflict(db: Database) -> None:
     assert balance(db, key.account_id) == 15
 
 
+def test_a_batch_checks_each_submission_against_what_the_earlier_ones_left(db: Database) -> None:
+    key, other = new_key(db, 12), new_key(db, 5)
+    batch = [
+        (key, job(idem="a", prompt="1")),
+        (key, job(idem="a", prompt="1")),  # the first one's replay, in the same transaction
+        (key, job(idem="a", prompt="2")),  # that key with another body
+        (other, job(cost=5)),
+        (key, job()),
+        (key, job()),  # 12 - 5 - 5 leaves 2: refused alone
+        (other, job(cost=1)),  # the other account is at 0
+    ]
+    with db.session() as session:
+        outcomes = jobs.submit_many(session, batch)
+    first, replay = outcomes[0], outcomes[1]
+    assert isinstance(first, tuple) and first[1]
+    assert isinstance(replay, tuple) and replay == (first[0], False)
+    assert isinstance(outcomes[2], jobs.IdempotencyConflict)
+    assert isinstance(outcomes[3], tuple) and isinstance(outcomes[4], tuple)
+    assert isinstance(outcomes[5], credits.InsufficientCredits) and outcomes[5].available == 2
+    assert isinstance(outcomes[6], credits.InsufficientCredits) and outcomes[6].available == 0
+    assert (balance(db, key.account_id), balance(db, other.account_id)) == (2, 0)
+    with db.session() as session:
+        assert len(session.scalars(select(Job)).all()) == 3
+
+
+def test_a_batch_counts_its_own_jobs_against_the_active_cap(db: Database) -> None:
+    key = new_key(db, 100)
+    with db.session() as session:
+        jobs.submit(session, key, job())
+    with db.session() as session:
+        outcomes = jobs.submit_many(session, [(key, job()) for _ in range(3)], max_active=3)
+    assert [type(o).__name__ for o in outcomes] == ["tuple", "tuple", "TooManyActiveJobs"]
+    assert balance(db, key.account_id) == 85
+
+
 def test_stale_attempts_cannot_write(db: Database) -> None:
     key = new_key(db, 20)
     with db.session() as session:

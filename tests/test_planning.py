@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import json
 from itertools import product
 from pathlib import Path
@@ -194,6 +196,7 @@ def test_an_extension_adds_seven_seconds_at_720p_and_keeps_what_it_was_asked() -
     assert (spec.extend.job_id, spec.extend.video, spec.extend.asked_aspect_ratio) == (JOB, 2, "9:16")
     assert spec.extend.key is None  # the service finds the clip
     assert type(spec).from_json(spec.to_json()) == spec
+    assert spec.to_json() == asdict(spec)  # to_json is asdict, only faster
     fast = CATALOG.get("veo-3.1-fast")
     assert fast is not None and fast.price(7, True, extend=True) == 7 and fast.price(8, True) == 8
 

@@ -21,6 +21,7 @@ from openreel.protocols.google import routes as google
 from openreel.protocols.guards import BodyGuard, NoSniff
 from openreel.protocols.openai import routes as openai_videos
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.job_service import admissions
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
 from openreel.service.ratelimit import RateLimiter
@@ -60,7 +61,18 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     keys = KeyCache(db, settings.key_cache_s)
     return Services(
-        settings, db, storage, signer, catalog, dispatcher, presenter, webhooks, keys, limiter, metrics
+        settings,
+        db,
+        storage,
+        signer,
+        catalog,
+        dispatcher,
+        presenter,
+        webhooks,
+        keys,
+        limiter,
+        metrics,
+        admissions(db, settings.max_concurrent_jobs),
     )
 
 

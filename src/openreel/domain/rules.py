@@ -11,7 +11,7 @@ import re
 import secrets
 import unicodedata
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,7 +68,11 @@ class VideoSpec:
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.sample_count)]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # What ``asdict`` gives, without its deep copy of every value (a tenth of a submission's time).
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["reference_images"] = list(self.reference_images)
+        data["extend"] = asdict(self.extend) if self.extend else None
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VideoSpec:

@@ -3,7 +3,11 @@ the balance is always the sum of the entries and reading it costs one row, howev
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from openreel.ledger.tables import Account, CreditEntry
@@ -16,50 +20,71 @@ class InsufficientCredits(Exception):
         self.available = available
 
 
-def lock_account(session: Session, account_id: str) -> Account:
-    """Serialise balance checks per account (FOR UPDATE on PostgreSQL; SQLite is already serial)."""
-    query = select(Account).where(Account.id == account_id).with_for_update()
-    return session.scalars(query.execution_options(populate_existing=True)).one()
+def lock_balances(session: Session, account_ids: Iterable[str]) -> dict[str, int]:
+    """The accounts' balances, locked until the transaction ends (FOR UPDATE on PostgreSQL, taken in one
+    order so that two transactions locking the same accounts cannot deadlock; SQLite is already serial)."""
+    query = select(Account.id, Account.balance).where(Account.id.in_(sorted(set(account_ids))))
+    rows = session.execute(query.order_by(Account.id).with_for_update()).tuples()
+    return {account_id: balance for account_id, balance in rows}
 
 
 def balance(session: Session, account_id: str) -> int:
     return int(session.scalar(select(Account.balance).where(Account.id == account_id)) or 0)
 
 
-def _post(session: Session, entry: CreditEntry) -> CreditEntry:
-    """Add the entry and move the balance by its amount, in SQL, so concurrent posts all count; an
-    account already loaded in the session reads its balance again at its next use."""
-    session.add(entry)
-    session.execute(
-        update(Account)
-        .where(Account.id == entry.account_id)
-        .values(balance=Account.balance + entry.amount)
-        .execution_options(synchronize_session=False)
-    )
-    loaded = session.identity_map.get(session.identity_key(Account, entry.account_id))
-    if loaded is not None:
-        session.expire(loaded, ["balance"])
-    return entry
+def _entry(
+    account_id: str, amount: int, kind: str, job_id: str | None = None, note: str | None = None
+) -> dict[str, Any]:
+    return {"account_id": account_id, "amount": amount, "kind": kind, "job_id": job_id, "note": note}
 
 
-def grant(session: Session, account_id: str, amount: int, note: str | None = None) -> CreditEntry:
+def _post(session: Session, *entries: dict[str, Any]) -> None:
+    """Insert the entries (CreditEntry's columns) and move each account's balance by their sum, in SQL,
+    so concurrent posts all count; an account already loaded in the session reads its balance again at
+    its next use. Bulk inserts: a charge is part of every submission."""
+    if not entries:
+        return
+    session.execute(insert(CreditEntry), list(entries))
+    moves: dict[str, int] = defaultdict(int)
+    for entry in entries:
+        moves[entry["account_id"]] += entry["amount"]
+    for account_id, amount in moves.items():
+        session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(balance=Account.balance + amount)
+            .execution_options(synchronize_session=False)
+        )
+        loaded = session.identity_map.get(session.identity_key(Account, account_id))
+        if loaded is not None:
+            session.expire(loaded, ["balance"])
+
+
+def grant(session: Session, account_id: str, amount: int, note: str | None = None) -> None:
     if amount <= 0:
         raise ValueError("a grant must be a positive number of credits")
-    return _post(session, CreditEntry(account_id=account_id, amount=amount, kind="grant", note=note))
+    _post(session, _entry(account_id, amount, "grant", note=note))
 
 
-def charge(session: Session, account: Account, job_id: str, amount: int) -> None:
-    """``account`` as ``lock_account`` returned it, in this transaction."""
-    if account.balance < amount:
-        raise InsufficientCredits(amount, account.balance)
-    _post(session, CreditEntry(account_id=account.id, amount=-amount, kind="charge", job_id=job_id))
+def charge(session: Session, charges: Iterable[tuple[str, str, int]]) -> None:
+    """Post (account id, job id, amount) charges whose balances the caller checked under
+    ``lock_balances`` in this transaction."""
+    _post(
+        session,
+        *(
+            {"account_id": a, "amount": -n, "kind": "charge", "job_id": j, "note": None}
+            for a, j, n in charges
+        ),
+    )
 
 
 def refund(session: Session, account_id: str, job_id: str, amount: int, note: str) -> None:
     """Called only by the terminal compare-and-set winner; the unique (job, kind) key backs that up."""
     if amount:
-        entry = CreditEntry(account_id=account_id, amount=amount, kind="refund", job_id=job_id, note=note)
-        _post(session, entry)
+        _post(
+            session,
+            {"account_id": account_id, "amount": amount, "kind": "refund", "job_id": job_id, "note": note},
+        )
 
 
 def entries(session: Session, account_id: str) -> list[CreditEntry]:

@@ -8,6 +8,7 @@ failed samples' share for COMPLETED): at most once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,11 +17,12 @@ from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_, 
 from sqlalchemy.orm import Session
 
 from openreel.ledger import credits
-from openreel.ledger.tables import ApiKey, Job, utcnow
+from openreel.ledger.tables import ApiKey, Job, new_id, utcnow
 
 QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED = "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"
 ACTIVE = (QUEUED, PROCESSING)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+CONFLICT = "Idempotency-Key was already used with a different request body"
 
 
 class IdempotencyConflict(Exception):
@@ -49,29 +51,69 @@ class NewJob:
 
 
 def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = None) -> tuple[Job, bool]:
-    """Insert the job and its charge in one transaction; returns (job, created).
+    """Insert the job and its charge in one transaction; returns (job, created)."""
+    outcome = submit_many(session, [(key, new)], max_active)[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    An Idempotency-Key replays its job for 24 hours; after that the key is free for a new job. The
-    cap on active jobs is checked under the account lock, so concurrent submissions cannot pass it.
+
+Admitted = tuple[Job, bool] | credits.InsufficientCredits | TooManyActiveJobs | IdempotencyConflict
+
+
+def submit_many(
+    session: Session, requests: Sequence[tuple[ApiKey, NewJob]], max_active: int | None = None
+) -> list[Admitted]:
+    """Insert the jobs and their charges in one transaction, in order: each request's (job, created)
+    or the refusal that is its alone (the others still go in).
+
+    An Idempotency-Key replays its job for 24 hours, a request earlier in the same call included; after
+    that the key is free for a new job. The balance and the cap on active jobs are checked under the
+    accounts' locks, so concurrent submissions cannot pass them.
     """
-    account = credits.lock_account(session, key.account_id)
-    if new.idempotency_key is not None:
-        existing = replayed(session, key.account_id, new.idempotency_key, new.request_hash)
-        if existing is not None:
-            return existing, False
-        stale = _holder(session, key.account_id, new.idempotency_key)
-        if stale is not None:
-            stale.idempotency_key = None
-            session.flush()
-    if max_active is not None:
-        active = session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.account_id == key.account_id, Job.status.in_(ACTIVE))
-        )
-        if (active or 0) >= max_active:
-            raise TooManyActiveJobs(int(active or 0), max_active)
-    job = Job(
+    balances = credits.lock_balances(session, (key.account_id for key, _ in requests))
+    active = _active_counts(session, balances) if max_active is not None else {}
+    made: dict[tuple[str, str], Job] = {}
+    outcomes: list[Admitted] = []
+    for key, new in requests:
+        account_id = key.account_id
+        try:
+            if new.idempotency_key is not None:
+                earlier = made.get((account_id, new.idempotency_key))
+                existing = earlier or replayed(session, account_id, new.idempotency_key, new.request_hash)
+                if existing is not None:
+                    if existing.request_hash != new.request_hash:
+                        raise IdempotencyConflict(CONFLICT)
+                    outcomes.append((existing, False))
+                    continue
+                stale = _holder(session, account_id, new.idempotency_key)
+                if stale is not None:
+                    stale.idempotency_key = None
+                    session.flush()
+            if max_active is not None and active.get(account_id, 0) >= max_active:
+                raise TooManyActiveJobs(active.get(account_id, 0), max_active)
+            if balances[account_id] < new.cost:
+                raise credits.InsufficientCredits(new.cost, balances[account_id])
+        except (IdempotencyConflict, TooManyActiveJobs, credits.InsufficientCredits) as refusal:
+            outcomes.append(refusal)
+            continue
+        balances[account_id] -= new.cost
+        active[account_id] = active.get(account_id, 0) + 1
+        job = _new_job(key, new)
+        if new.idempotency_key is not None:
+            made[(account_id, new.idempotency_key)] = job
+        outcomes.append((job, True))
+    created = [outcome[0] for outcome in outcomes if isinstance(outcome, tuple) and outcome[1]]
+    session.add_all(created)
+    session.flush()  # the jobs before their charges, which refer to them
+    credits.charge(session, ((job.account_id, job.id, job.credit_cost) for job in created))
+    session.flush()
+    return outcomes
+
+
+def _new_job(key: ApiKey, new: NewJob) -> Job:
+    return Job(
+        id=new_id(),
         account_id=key.account_id,
         api_key_id=key.id,
         model=new.model,
@@ -87,10 +129,15 @@ def submit(session: Session, key: ApiKey, new: NewJob, max_active: int | None = 
         base_url=new.base_url,
         webhook_status="pending" if new.webhook_url else None,
     )
-    session.add(job)
-    session.flush()
-    credits.charge(session, account, job.id, new.cost)
-    return job, True
+
+
+def _active_counts(session: Session, account_ids: Iterable[str]) -> dict[str, int]:
+    query = (
+        select(Job.account_id, func.count())
+        .where(Job.account_id.in_(list(account_ids)), Job.status.in_(ACTIVE))
+        .group_by(Job.account_id)
+    )
+    return {account_id: int(count) for account_id, count in session.execute(query).tuples()}
 
 
 def _holder(session: Session, account_id: str, idempotency_key: str) -> Job | None:
@@ -106,7 +153,7 @@ def replayed(session: Session, account_id: str, idempotency_key: str, request_ha
     if existing is None or utcnow() - existing.created_at > IDEMPOTENCY_WINDOW:
         return None
     if existing.request_hash != request_hash:
-        raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
+        raise IdempotencyConflict(CONFLICT)
     if existing.deleted_at is not None:
         raise IdempotencyConflict(
             "Idempotency-Key was used for a job that has since been deleted; use a new key"

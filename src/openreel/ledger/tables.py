@@ -104,6 +104,7 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "idempotency_key", name="uq_jobs_account_idempotency"),
         Index("ix_jobs_account_created", "account_id", "created_at", "id"),
+        Index("ix_jobs_account_status", "account_id", "status"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )

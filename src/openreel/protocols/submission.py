@@ -17,7 +17,7 @@ from openreel.service.services import Services
 REFUSALS = (EngineUnavailable, InsufficientCredits, jobs.IdempotencyConflict, jobs.TooManyActiveJobs)
 
 
-def submit(
+async def submit(
     svc: Services,
     key: ApiKey,
     spec: VideoSpec,
@@ -25,13 +25,13 @@ def submit(
     echo: dict[str, Any],
     idem: str | None,
     base_url: str,
-    prepare: Callable[[VideoSpec], VideoSpec],
+    prepare: Callable[[VideoSpec], VideoSpec] | None,
     refusal: Callable[[Exception], WireError],
 ) -> Submitted:
     """``submit_job`` with its refusals shaped by the surface's ``refusal``. Its job is as submitted, so
     a create answers "queued" even when a worker has already taken the job."""
     try:
-        submitted = submit_job(
+        submitted = await submit_job(
             svc, key, spec, echo=echo, base_url=base_url, prepare=prepare, idempotency_key=idem
         )
     except REFUSALS as exc:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from openreel.domain.rules import Details, VideoSpec
 from openreel.ledger import jobs, uploads
+from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job
 from openreel.netguard import BlockedURL, Unresolved, pin_url
 from openreel.service.extension import take_source
-from openreel.service.services import Services
+from openreel.service.group_commit import GroupCommit
+from openreel.service.services import Admissions, Services, on_loop_if_local
 from openreel.service.uploads import UploadRejected, store_upload
 from openreel.service.views import result_keys
 from openreel.storage.images import InputError, fetch
@@ -133,7 +136,7 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def submit_job(
+async def submit_job(
     svc: Services,
     key: ApiKey,
     spec: VideoSpec,
@@ -148,9 +151,45 @@ def submit_job(
     """Charge and queue. Raises EngineUnavailable, InsufficientCredits, IdempotencyConflict,
     TooManyActiveJobs or SourceRejected (an extension's clip), and whatever ``prepare`` raises.
 
-    ``prepare`` stores the request's files (inline images, fetched URLs) and returns the spec that
-    names them; it runs only for a job that will be made, not for a replay of an Idempotency-Key.
+    ``prepare``, given where the request has files to store or fetch or anything else that may wait,
+    returns the spec that names them; it runs only for a job that will be made, not for a replay of an
+    Idempotency-Key. It and an extension's clip are read in a worker thread; a plain request touching
+    only this machine is checked on the event loop (``on_loop_if_local``). The charge goes in with the
+    submissions that arrive with it (``group_commit``).
     """
+    webhook = (webhook_url, webhook_events)
+    admission = partial(_admission, svc, key, spec, echo, base_url, prepare, idempotency_key, webhook)
+    offload = prepare is not None or spec.extend is not None
+    ready = await on_loop_if_local(svc, admission, offload=offload)
+    if isinstance(ready, Submitted):
+        return ready
+    for attempt in range(2):
+        try:
+            outcome = await svc.admissions((key, ready))
+            break
+        except IntegrityError:
+            # Two first uses of one Idempotency-Key raced on PostgreSQL; the second read finds the winner.
+            if attempt or idempotency_key is None:
+                raise
+    if isinstance(outcome, Exception):
+        raise outcome
+    submitted = Submitted(*outcome)
+    if submitted.created:
+        svc.dispatcher.wake()
+    return submitted
+
+
+def _admission(
+    svc: Services,
+    key: ApiKey,
+    spec: VideoSpec,
+    echo: dict[str, Any],
+    base_url: str,
+    prepare: Callable[[VideoSpec], VideoSpec] | None,
+    idempotency_key: str | None,
+    webhook: tuple[str | None, list[str] | None],
+) -> Submitted | jobs.NewJob:
+    """The job to charge and queue, or the replay of an Idempotency-Key."""
     engine = svc.dispatcher.engine
     if engine.error:
         raise EngineUnavailable(f"The {engine.name} engine is unavailable: {engine.error}")
@@ -175,30 +214,28 @@ def submit_job(
     if prepare is not None:
         spec = prepare(spec)
     price = model.price(spec.duration, spec.generate_audio, extend=spec.extend is not None)
-    new = jobs.NewJob(
+    return jobs.NewJob(
         model=spec.model,
         input=echo,
         spec=spec.to_json(),
         cost=price * spec.sample_count,
         idempotency_key=idempotency_key,
         request_hash=request_hash(echo),
-        webhook_url=webhook_url,
-        webhook_events=webhook_events,
+        webhook_url=webhook[0],
+        webhook_events=webhook[1],
         base_url=base_url,
     )
-    for attempt in range(2):
-        try:
-            with svc.db.session() as session:
-                job, created = jobs.submit(session, key, new, max_active=svc.settings.max_concurrent_jobs)
-                result = Submitted(job, created)
-            break
-        except IntegrityError:
-            # Two first uses of one Idempotency-Key raced on PostgreSQL; the second read finds the winner.
-            if attempt or idempotency_key is None:
-                raise
-    if result.created:
-        svc.dispatcher.wake()
-    return result
+
+
+def admissions(db: Database, max_active: int | None) -> Admissions:
+    """Submissions charged and queued a group per transaction (``group_commit``): on the event loop
+    for SQLite, in a thread for a database across the network."""
+
+    def run(batch: Sequence[tuple[ApiKey, jobs.NewJob]]) -> list[jobs.Admitted]:
+        with db.session() as session:
+            return jobs.submit_many(session, batch, max_active)
+
+    return GroupCommit(run, in_thread=db.engine.dialect.name != "sqlite")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ import anyio.to_thread
 
 from openreel.domain.catalog import Catalog
 from openreel.ledger.db import Database
+from openreel.ledger.jobs import Admitted, NewJob
 from openreel.ledger.tables import ApiKey
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.service.group_commit import GroupCommit
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
 from openreel.service.ratelimit import RateLimiter, retry_after_header
@@ -23,6 +25,7 @@ from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
 
 T = TypeVar("T")
+Admissions = GroupCommit[tuple[ApiKey, NewJob], Admitted]
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Services:
     keys: KeyCache
     limiter: RateLimiter
     metrics: Metrics
+    admissions: Admissions
     # Requests fetching image URLs at submit at once: each holds a request thread while it waits on
     # someone else's server, so slow hosts must not take all of them.
     fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))
@@ -66,13 +70,14 @@ class AuthError(Exception):
         return {"Retry-After": self.retry_after} if self.retry_after else None
 
 
-async def polled(svc: Services, read: Callable[[], T]) -> T:
-    """A read that clients poll (one job). Where it touches only this machine it runs on the event loop,
-    which costs it less than the hop to a worker thread and back (BENCHMARKS.md); a database or object
-    store across the network is read from a thread, so a slow one never stalls the loop."""
-    if svc.local_reads:
-        return read()
-    return await anyio.to_thread.run_sync(read)
+async def on_loop_if_local(svc: Services, work: Callable[[], T], *, offload: bool = False) -> T:
+    """Work that touches only this machine (SQLite, result files on its disk) runs on the event loop,
+    which costs it less than the hop to a worker thread and back (BENCHMARKS.md): the reads that
+    clients poll, a plain submission. A database or object store across the network, and ``offload``
+    work (files to store or fetch), run in a thread, so a slow one never stalls the loop."""
+    if svc.local_reads and not offload:
+        return work()
+    return await anyio.to_thread.run_sync(work)
 
 
 async def authenticate(svc: Services, raw_key: str | None) -> ApiKey:

@@ -18,7 +18,7 @@ from openreel.protocols.apiframe.errors import ApiError, validation_error
 from openreel.protocols.apiframe.schemas import ErrorBody, JobList, JobOut, JobStatus
 from openreel.protocols.deps import ServicesDep
 from openreel.service import job_service
-from openreel.service.services import Services, polled
+from openreel.service.services import Services, on_loop_if_local
 from openreel.service.standing import Standings
 from openreel.service.views import Standing
 
@@ -60,7 +60,7 @@ def _present(svc: Services, request: Request, job: Job, standing: Standing) -> d
     responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
 async def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
-    """Polled every second or two by every waiting client (``polled``)."""
+    """Polled every second or two by every waiting client (``on_loop_if_local``)."""
 
     def read() -> dict[str, Any]:
         with svc.db.read() as session:
@@ -70,7 +70,7 @@ async def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) 
             standing = Standings.of_server(svc, session, [job]).of(job)
         return _present(svc, request, job, standing)
 
-    return await polled(svc, read)
+    return await on_loop_if_local(svc, read)
 
 
 @router.get(

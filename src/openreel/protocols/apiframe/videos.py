@@ -53,7 +53,7 @@ LOCAL_FILE_HINT = (
         503: {"model": ErrorBody},
     },
 )
-def generate_video(
+async def generate_video(
     body: GenerateVideoRequest,
     request: Request,
     svc: ServicesDep,
@@ -78,27 +78,31 @@ def generate_video(
         check_url(details, "webhookUrl", body.webhookUrl)
     if body.webhookEvents is not None and body.webhookUrl is None:
         details.add("webhookEvents", "needs webhookUrl")
-    if not details and body.webhookUrl is not None:
-        check_webhook_target(svc, details, "webhookUrl", body.webhookUrl)
     if details or spec is None:
         raise validation_error(details)
     base_url = svc.base_url(str(request.base_url))
+    webhook_url = body.webhookUrl
 
     def prepare(spec: VideoSpec) -> VideoSpec:
+        """Resolves the webhook's host and fetches or checks the images: each may wait."""
         problems = Details()
-        spec = take_images(svc, key.account_id, spec, base_url, problems)
+        if webhook_url is not None:
+            check_webhook_target(svc, problems, "webhookUrl", webhook_url)
+        if not problems:
+            spec = take_images(svc, key.account_id, spec, base_url, problems)
         if problems:
             raise validation_error(problems)
         return spec
 
+    waits = webhook_url is not None or spec.image or spec.last_frame or spec.reference_images
     try:
-        submitted = submit_job(
+        submitted = await submit_job(
             svc,
             key,
             spec,
             echo=echo,
             base_url=base_url,
-            prepare=prepare,
+            prepare=prepare if waits else None,
             idempotency_key=idempotency_key,
             webhook_url=body.webhookUrl,
             webhook_events=list(body.webhookEvents) if body.webhookEvents else None,

@@ -31,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
 from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
-from openreel.domain.rules import Details, check_text
+from openreel.domain.rules import Details, VideoSpec, check_text
 from openreel.ledger import jobs
 from openreel.ledger.tables import ApiKey, Job
 from openreel.protocols import job_ids, shaped_routes, submission
@@ -56,7 +56,7 @@ from openreel.protocols.google.wire import (
 )
 from openreel.service import job_service
 from openreel.service.extension import SourceRejected
-from openreel.service.services import AuthError, Services, authenticate, polled
+from openreel.service.services import AuthError, Services, authenticate, on_loop_if_local
 from openreel.service.standing import Standings
 from openreel.service.views import stored_samples
 
@@ -135,7 +135,7 @@ def _read_operation(
     return _operation_reply(svc, request, _own_job(svc, key, op_id, f"Operation {name}"), name, form)
 
 
-def _predict(
+async def _predict(
     svc: Services,
     request: Request,
     key: ApiKey,
@@ -148,24 +148,34 @@ def _predict(
     job_service.check_idempotency_key(details, "Idempotency-Key", idem)
     if details:
         raise invalid(details)
-    predict = parse_predict(svc, model, body, form=form)
+    inline = any(i.image or i.last_frame or i.reference_images for i in body.instances)
+    parse = partial(parse_predict, svc, model, body, form=form)
+    predict = await on_loop_if_local(svc, parse, offload=inline)  # decoding images takes a while
     base_url = svc.base_url(str(request.base_url))
+    files = predict.image or predict.last_frame or predict.references
+
+    def prepare(spec: VideoSpec) -> VideoSpec:
+        return materialize(svc, key.account_id, base_url, predict, spec)
+
     try:
-        submitted = submission.submit(
+        submitted = await submission.submit(
             svc,
             key,
             predict.spec,
             echo=predict.echo,
             idem=idem,
             base_url=base_url,
-            prepare=lambda spec: materialize(svc, key.account_id, base_url, predict, spec),
+            prepare=(lambda spec: materialize(svc, key.account_id, base_url, predict, spec))
+            if files
+            else None,
             refusal=refusal,
         )
     except SourceRejected as exc:
         raise invalid(Details({"instances[0].video": [str(exc)]})) from exc
     headers = None if submitted.created else {"Idempotent-Replayed": "true"}
     job = submitted.job
-    return _operation_reply(svc, request, job, operation_name(form, model, job.id), form, headers)
+    name = operation_name(form, model, job.id)
+    return await on_loop_if_local(svc, partial(_operation_reply, svc, request, job, name, form, headers))
 
 
 def _cancel(svc: Services, key: ApiKey, op_id: str) -> dict[str, Any]:
@@ -185,7 +195,7 @@ _PREDICT_DOC: dict[str, Any] = {"response_model": Operation, "responses": ERROR_
 
 @router.post("/v1beta/models/{model}:predictLongRunning", summary="Gemini: generate a video", **_PREDICT_DOC)
 @router.post("/v1/models/{model}:predictLongRunning", summary="Gemini (v1): generate a video", **_PREDICT_DOC)
-def gemini_predict(
+async def gemini_predict(
     model: str,
     body: PredictRequest,
     request: Request,
@@ -194,7 +204,7 @@ def gemini_predict(
     idem: IdempotencyKey = None,
 ) -> JSONResponse:
     """Validates, charges and queues; the reply is the operation to poll (``done`` false)."""
-    return _predict(svc, request, key, model, body, idem, "gemini")
+    return await _predict(svc, request, key, model, body, idem, "gemini")
 
 
 @router.get("/v1beta/models/{model}/operations/{op_id}", summary="Gemini: get an operation", **_PREDICT_DOC)
@@ -203,7 +213,7 @@ async def gemini_operation(
     model: str, op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
     name = f"models/{model}/operations/{op_id}"
-    return await polled(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
+    return await on_loop_if_local(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
 
 
 @router.get("/v1beta/operations/{op_id}", summary="Gemini: get an operation (short name)", **_PREDICT_DOC)
@@ -212,7 +222,7 @@ async def gemini_operation_short(
     op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
     name = f"operations/{op_id}"
-    return await polled(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
+    return await on_loop_if_local(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
 
 
 @router.post(
@@ -280,7 +290,7 @@ def gemini_download(
     summary="Vertex (v1): generate a video",
     **_PREDICT_DOC,
 )
-def vertex_predict(
+async def vertex_predict(
     model: str,
     body: PredictRequest,
     request: Request,
@@ -289,7 +299,7 @@ def vertex_predict(
     idem: IdempotencyKey = None,
 ) -> JSONResponse:
     """Validates, charges and queues; the reply is the operation to poll with fetchPredictOperation."""
-    return _predict(svc, request, key, model, body, idem, "vertex")
+    return await _predict(svc, request, key, model, body, idem, "vertex")
 
 
 @router.post(
@@ -314,7 +324,7 @@ async def vertex_fetch(
     if op_id is None:
         raise GoogleError(400, f"operationName {body.operation_name!r} is not an operation name")
     name = body.operation_name
-    return await polled(svc, partial(_read_operation, svc, request, key, op_id, name, "vertex"))
+    return await on_loop_if_local(svc, partial(_read_operation, svc, request, key, op_id, name, "vertex"))
 
 
 @router.post(

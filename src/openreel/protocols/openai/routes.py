@@ -16,10 +16,10 @@ the SDK's automatic retries of a create. Remix, edits, extensions and characters
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Security
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import UploadFile
@@ -51,7 +51,7 @@ from openreel.protocols.openai.wire import (
 )
 from openreel.protocols.openai.wire import video_id as openai_id
 from openreel.service import job_service
-from openreel.service.services import AuthError, Services, authenticate, polled
+from openreel.service.services import AuthError, Services, authenticate, on_loop_if_local
 
 router = APIRouter(tags=["OpenAI videos"], route_class=shaped_routes.shaped_route(on_validation))
 
@@ -189,7 +189,7 @@ async def _read_fields(request: Request, limit: int) -> dict[str, Any]:
     return fields
 
 
-def _create(
+async def _create(
     svc: Services, request: Request, key: ApiKey, fields: dict[str, Any], idem: str | None
 ) -> JSONResponse:
     details = Details()
@@ -197,15 +197,17 @@ def _create(
     if details:
         raise OpenAIError(400, details["Idempotency-Key"][0], param="Idempotency-Key", code="invalid_value")
     base_url = svc.base_url(str(request.base_url))
-    create = parse_create(svc, key.account_id, fields, base_url)
-    submitted = submission.submit(
+    image = fields.get("input_reference") is not None  # an upload to look up or a file to read
+    parse = partial(parse_create, svc, key.account_id, fields, base_url)
+    create = await on_loop_if_local(svc, parse, offload=image)
+    submitted = await submission.submit(
         svc,
         key,
         create.spec,
         echo=create.echo,
         idem=idem,
         base_url=base_url,
-        prepare=lambda _: materialize(svc, key.account_id, base_url, create),
+        prepare=(lambda _: materialize(svc, key.account_id, base_url, create)) if image else None,
         refusal=refusal,
     )
     headers = {"openai-poll-after-ms": POLL_AFTER_MS}
@@ -231,7 +233,7 @@ async def create_video(
 ) -> JSONResponse:
     """Validates, charges and queues; the reply is the video object (``queued``)."""
     fields = await _read_fields(request, svc.settings.max_upload_image_bytes)
-    return await run_in_threadpool(_create, svc, request, key, fields, idem)
+    return await _create(svc, request, key, fields, idem)
 
 
 @router.get("/v1/videos", response_model=VideoList, responses=ERROR_RESPONSES)
@@ -263,7 +265,7 @@ async def retrieve_video(video_id: str, svc: ServicesDep, key: OpenAIKey) -> JSO
         headers = {"openai-poll-after-ms": POLL_AFTER_MS} if job.status in jobs.ACTIVE else None
         return JSONResponse(video_object(job), headers=headers)
 
-    return await polled(svc, read)
+    return await on_loop_if_local(svc, read)
 
 
 @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=ERROR_RESPONSES)

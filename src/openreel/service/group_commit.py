@@ -1,0 +1,65 @@
+"""Group commit: the submissions that arrive together share one transaction.
+
+A database takes one writer at a time, and most of a submission's cost was its own transaction (lock,
+checks, inserts, commit: 0.8 ms on SQLite for one job, 0.16 ms a job in a batch of 16; a few round
+trips on PostgreSQL). The requests that reach this point while the loop is busy wait here and go in as
+one batch, on the next turn of the event loop (no timer: a request alone goes in at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import anyio.to_thread
+
+I = TypeVar("I")  # noqa: E741 - the item, beside its result R
+R = TypeVar("R")
+
+
+@dataclass
+class GroupCommit(Generic[I, R]):
+    """``run`` takes a batch and returns one outcome per item, in order. Should it raise, the batch's
+    items run again one by one, so that what fails one of them is that one's error alone. With
+    ``in_thread`` a batch runs in a worker thread (a database across the network), else on the event
+    loop (SQLite: a thread's hops and the GIL handovers around it cost more than the batch)."""
+
+    run: Callable[[Sequence[I]], Sequence[R]]
+    in_thread: bool
+    _pending: list[tuple[I, asyncio.Future[R]]] = field(default_factory=list)
+    _draining: bool = False
+
+    async def __call__(self, item: I) -> R:
+        outcome: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, outcome))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await outcome
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._settle(batch)
+        finally:
+            self._draining = False
+
+    async def _settle(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            results = await anyio.to_thread.run_sync(self.run, items) if self.in_thread else self.run(items)
+        except Exception as error:
+            if len(batch) > 1:
+                for one in batch:
+                    await self._settle([one])
+                return
+            _, outcome = batch[0]
+            if not outcome.done():
+                outcome.set_exception(error)
+            return
+        for (_, outcome), result in zip(batch, results, strict=True):
+            if not outcome.done():  # its request may have been cancelled (the client went away)
+                outcome.set_result(result)

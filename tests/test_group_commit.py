@@ -1,0 +1,78 @@
+"""Group commit: submissions that arrive together share a batch; one's failure stays its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from openreel.service.group_commit import GroupCommit
+
+
+class Recorder:
+    """Doubles each item; raises for the batches that hold a poisoned item."""
+
+    def __init__(self, poison: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[int] = set()
+        self.poison = poison
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.threads.add(threading.get_ident())
+        if self.poison in items:
+            raise ValueError(f"item {self.poison} is bad")
+        return [2 * item for item in items]
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_requests_arriving_together_share_one_batch_and_get_their_own_results(in_thread: bool) -> None:
+    run = Recorder()
+    commit = GroupCommit(run, in_thread=in_thread)
+
+    async def main() -> tuple[list[int], int]:
+        first = await asyncio.gather(*(commit(i) for i in range(5)))
+        alone = await commit(7)
+        return first, alone
+
+    first, alone = asyncio.run(main())
+    assert first == [0, 2, 4, 6, 8] and alone == 14
+    assert run.batches == [[0, 1, 2, 3, 4], [7]]
+    assert (threading.get_ident() in run.threads) is not in_thread
+
+
+def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
+    gate = threading.Event()
+    run = Recorder()
+
+    def slow(items: Sequence[int]) -> list[int]:
+        gate.wait(5)
+        return run(items)
+
+    commit = GroupCommit(slow, in_thread=True)
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(commit(1))
+        await asyncio.sleep(0.05)  # the first batch is running in its thread
+        later = [asyncio.ensure_future(commit(i)) for i in (2, 3)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(first, *later)
+
+    assert asyncio.run(main()) == [2, 4, 6]
+    assert run.batches == [[1], [2, 3]]
+
+
+def test_a_failing_batch_is_retried_one_by_one_so_only_the_bad_item_fails() -> None:
+    run = Recorder(poison=2)
+    commit = GroupCommit(run, in_thread=False)
+
+    async def main() -> list[int | BaseException]:
+        return await asyncio.gather(*(commit(i) for i in range(4)), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:2] == [0, 2] and outcomes[3] == 6
+    assert isinstance(outcomes[2], ValueError) and str(outcomes[2]) == "item 2 is bad"
+    assert run.batches == [[0, 1, 2, 3], [0], [1], [2], [3]]
