@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -15,6 +16,8 @@ from sqlalchemy import select, update
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, Upload, utcnow
+from openreel.service import queue_order
+from openreel.service.queue_order import QueueOrder
 from openreel.storage.local import LocalStorage
 
 from databases import DIALECTS, throwaway_database
@@ -397,3 +400,42 @@ def test_queue_positions_and_pages_follow_creation_time_then_id(db: Database) ->
             after = (page[-1].created_at, page[-1].id)
     assert positions == {j: i + 1 for i, j in enumerate(queue)}
     assert pages == queue[::-1]
+    with db.read() as session:
+        assert jobs.queued_ids(session) == queue
+
+
+def test_the_queue_order_is_read_once_until_a_job_leaves_the_queue_or_a_second_passes(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key(db, 100)
+    with db.session() as session:
+        made = [jobs.submit(session, key, job(prompt=str(i)))[0].id for i in range(3)]
+    dispatcher = SimpleNamespace(queue_version=0)
+    order = QueueOrder(dispatcher)  # type: ignore[arg-type]
+    reads: list[int] = []
+    real_queued_ids = jobs.queued_ids
+    monkeypatch.setattr(jobs, "queued_ids", lambda session: reads.append(1) or real_queued_ids(session))
+
+    def places() -> dict[str, int]:
+        with db.read() as session:
+            return order.places(session, [session.get_one(Job, j) for j in made])
+
+    assert places() == {made[0]: 1, made[1]: 2, made[2]: 3} and places() == places()
+    assert len(reads) == 1  # the polls of one moment share one read
+    with db.session() as session:
+        made.append(jobs.submit(session, key, job(prompt="new"))[0].id)
+    assert places()[made[3]] == 4 and len(reads) == 1  # a newer job is counted, exactly
+    with db.session() as session:
+        assert jobs.claim_next(session, "me", LEASE) is not None
+    # Claimed by another server: this one learns within a second (a newer job is counted at once).
+    assert places() == {made[1]: 2, made[2]: 3, made[3]: 3}
+    dispatcher.queue_version += 1  # this server's dispatcher took it
+    assert places() == {made[1]: 1, made[2]: 2, made[3]: 3} and len(reads) == 2
+    with db.session() as session:
+        jobs.end_with_refund(session, made[1], jobs.CANCELLED, None)
+    order.changed()
+    assert places() == {made[2]: 1, made[3]: 2} and len(reads) == 3
+    with db.session() as session:
+        assert jobs.claim_next(session, "other", LEASE) is not None
+    monkeypatch.setattr(queue_order, "MAX_AGE_S", 0.0)
+    assert places() == {made[3]: 1} and len(reads) == 4

@@ -24,6 +24,7 @@ from openreel.scheduler.dispatcher import Dispatcher
 from openreel.service.job_service import admissions
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
+from openreel.service.queue_order import QueueOrder
 from openreel.service.ratelimit import RateLimiter
 from openreel.service.services import Services
 from openreel.service.views import RANDOM_WEIGHTS_NOTICE, Presenter
@@ -73,6 +74,7 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
         limiter,
         metrics,
         admissions(db, settings.max_concurrent_jobs),
+        QueueOrder(dispatcher),
     )
 
 

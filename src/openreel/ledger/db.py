@@ -68,10 +68,12 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
-        )
-        self._writer = _Writer() if self.engine.dialect.name == "sqlite" else None
+        # PostgreSQL reads in autocommit: under its READ COMMITTED each statement has its own snapshot
+        # anyway, and a read then costs one round trip a statement, without a BEGIN and a ROLLBACK.
+        sqlite = self.engine.dialect.name == "sqlite"
+        reads = {READ_ONLY: True} if sqlite else {"isolation_level": "AUTOCOMMIT"}
+        self._read_sessions = sessionmaker(self.engine.execution_options(**reads), expire_on_commit=False)
+        self._writer = _Writer() if sqlite else None
 
     @contextmanager
     def session(self) -> Iterator[Session]:

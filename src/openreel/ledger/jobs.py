@@ -223,6 +223,11 @@ def queue_positions(session: Session, shown: list[Job]) -> dict[str, int]:
     return {job_id: int(n) for job_id, n in rows}
 
 
+def queued_ids(session: Session) -> list[str]:
+    """Every queued job, in the order the dispatcher takes them."""
+    return list(session.scalars(select(Job.id).where(Job.status == QUEUED).order_by(Job.created_at, Job.id)))
+
+
 def running(session: Session) -> list[tuple[dict[str, Any], datetime | None, int]]:
     """Every running job's spec, start and progress, for the wait of the queued ones."""
     rows = session.execute(select(Job.spec, Job.started_at, Job.progress).where(Job.status == PROCESSING))

@@ -95,6 +95,9 @@ class Dispatcher:
         self._on_phase = on_phase or (lambda _phase, _seconds: None)
         self._executor = executor if executor is not None else make_executor(settings)
         self.render_times = RenderTimes()
+        # Bumped whenever this dispatcher takes jobs out of the queue or puts them back, so that a
+        # snapshot of the queue's order (service/standing.py) knows it is out of date.
+        self.queue_version = 0
         self._running: dict[int, Running] = {}
         self._seq = 0
         self._next_sweep = 0.0
@@ -195,6 +198,7 @@ class Dispatcher:
                 log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
                 self._executor.abort(running.seq)
                 self._clear(running)
+        self.queue_version += bool(requeued)
         if requeued or failed:
             log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
             self._wake.set()
@@ -237,6 +241,7 @@ class Dispatcher:
                 return False
             job_id, attempt, raw_spec, created = job.id, job.attempts, job.spec, job.created_at
             self._on_job_event(session, job_id, "progress")
+        self.queue_version += 1
         claimed = time.monotonic()
         self._on_phase("claim", max((utcnow() - created).total_seconds(), 0.0))
         if slot is None:
@@ -387,6 +392,7 @@ class Dispatcher:
         if running.attempt < self.settings.max_attempts:
             with self.db.session() as session:
                 jobs.requeue(session, running.job_id, running.attempt)
+            self.queue_version += 1
             log.warning("job %s re-queued: %s", running.job_id, reason)
             self._clear(running)
             self._wake.set()

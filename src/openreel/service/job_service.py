@@ -257,6 +257,7 @@ def cancel(svc: Services, account_id: str, job_id: str, reason: str) -> Ended | 
         if cancelled:
             svc.webhooks.enqueue(session, job_id, "failed")
     if cancelled:
+        svc.queue.changed()
         svc.dispatcher.cancel(job_id)
     return Ended(job, cancelled)
 
@@ -279,6 +280,7 @@ def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | Non
         jobs.delete(session, job)
         keys = result_keys(job.result)
     if cancelled:
+        svc.queue.changed()
         svc.dispatcher.cancel(job_id)
     for key in keys:
         svc.storage.delete(key)

@@ -17,6 +17,7 @@ from openreel.scheduler.dispatcher import Dispatcher
 from openreel.service.group_commit import GroupCommit
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
+from openreel.service.queue_order import QueueOrder
 from openreel.service.ratelimit import RateLimiter, retry_after_header
 from openreel.service.views import Presenter
 from openreel.service.webhooks import WebhookSender
@@ -42,6 +43,7 @@ class Services:
     limiter: RateLimiter
     metrics: Metrics
     admissions: Admissions
+    queue: QueueOrder
     # Requests fetching image URLs at submit at once: each holds a request thread while it waits on
     # someone else's server, so slow hosts must not take all of them.
     fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))

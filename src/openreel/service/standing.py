@@ -11,6 +11,7 @@ from openreel.domain.rules import VideoSpec
 from openreel.ledger import jobs
 from openreel.ledger.tables import Job, utcnow
 from openreel.scheduler.eta import RenderTimes, Shape, queued_eta, time_left
+from openreel.service.queue_order import QueueOrder
 from openreel.service.services import Services
 from openreel.service.views import Standing
 
@@ -18,8 +19,11 @@ from openreel.service.views import Standing
 class Standings:
     """For the jobs one reply shows: their queue places and the running jobs are each read once."""
 
-    def __init__(self, session: Session, times: RenderTimes, slots: int, shown: list[Job]) -> None:
+    def __init__(
+        self, session: Session, queue: QueueOrder, times: RenderTimes, slots: int, shown: list[Job]
+    ) -> None:
         self.session = session
+        self.queue = queue
         self.times = times
         self.slots = slots
         self.shown = shown
@@ -27,11 +31,11 @@ class Standings:
 
     @classmethod
     def of_server(cls, svc: Services, session: Session, shown: list[Job]) -> Standings:
-        return cls(session, svc.dispatcher.render_times, svc.dispatcher.engine.slots, shown)
+        return cls(session, svc.queue, svc.dispatcher.render_times, svc.dispatcher.engine.slots, shown)
 
     @cached_property
     def _positions(self) -> dict[str, int]:
-        return jobs.queue_positions(self.session, self.shown)
+        return self.queue.places(self.session, self.shown)
 
     def _left(self, spec: dict[str, object], started: datetime | None, progress: int) -> float | None:
         estimate = self.times.estimate(Shape.of(VideoSpec.from_json(spec)))

@@ -1,0 +1,55 @@
+"""The queue's order, read once and shared by every reply that numbers queued jobs while it holds.
+
+Counting the jobs ahead of one costs a read of every index entry before it (0.36 ms at place 3,000 on
+SQLite), and a hosted API's clients poll their jobs every second or two: with 10,000 queued, a server
+spent its polls counting. Here one read of the queue's order serves them all until this server's
+dispatcher takes or returns a job, a job is cancelled here, or a second has passed (another server's
+dispatcher, sharing the database, takes jobs too). A job queued since then is counted as before, which
+is exact: new jobs join the back, and nothing ahead of them moves but by those changes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from openreel.ledger import jobs
+from openreel.ledger.tables import Job
+from openreel.scheduler.dispatcher import Dispatcher
+
+MAX_AGE_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Order:
+    version: tuple[int, int]
+    read_at: float
+    places: dict[str, int] = field(default_factory=dict)
+
+
+class QueueOrder:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._changes = 0
+        self._order: _Order | None = None
+
+    def changed(self) -> None:
+        """A job left the queue other than through this server's dispatcher (a cancel)."""
+        self._changes += 1
+
+    def places(self, session: Session, shown: list[Job]) -> dict[str, int]:
+        """1-based places in the queue of those of ``shown`` that are QUEUED (as read in ``session``)."""
+        queued = [job for job in shown if job.status == jobs.QUEUED]
+        if not queued:
+            return {}
+        version = (self._dispatcher.queue_version, self._changes)
+        order = self._order
+        if order is None or order.version != version or time.monotonic() - order.read_at > MAX_AGE_S:
+            read_at = time.monotonic()
+            places = {job_id: place for place, job_id in enumerate(jobs.queued_ids(session), 1)}
+            order = self._order = _Order(version, read_at, places)
+        found = {job.id: order.places[job.id] for job in queued if job.id in order.places}
+        newer = [job for job in queued if job.id not in order.places]
+        return found | (jobs.queue_positions(session, newer) if newer else {})
