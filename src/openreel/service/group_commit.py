@@ -29,14 +29,13 @@ class GroupCommit(Generic[I, R]):
     run: Callable[[Sequence[I]], Sequence[R]]
     in_thread: bool
     _pending: list[tuple[I, asyncio.Future[R]]] = field(default_factory=list)
-    _draining: bool = False
+    _draining: asyncio.Task[None] | None = None
 
     async def __call__(self, item: I) -> R:
         outcome: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, outcome))
-        if not self._draining:
-            self._draining = True
-            asyncio.get_running_loop().create_task(self._drain())
+        if self._draining is None:  # the loop holds tasks weakly: this reference keeps it running
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
         return await outcome
 
     async def _drain(self) -> None:
@@ -45,7 +44,7 @@ class GroupCommit(Generic[I, R]):
                 batch, self._pending = self._pending, []
                 await self._settle(batch)
         finally:
-            self._draining = False
+            self._draining = None
 
     async def _settle(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
