@@ -41,15 +41,17 @@ def test_concurrent_submissions_with_repeated_idempotency_keys(busy_server: Live
 
     def submit(item: tuple[str, str]) -> tuple[str, str, int, str]:
         key, idem = item
-        response = httpx.post(
-            busy_server.url + "/v2/videos/generate",
-            json=body,
-            timeout=120,
-            headers={"X-API-Key": key, "Idempotency-Key": idem},
+        response = http.post(
+            "/v2/videos/generate", json=body, headers={"X-API-Key": key, "Idempotency-Key": idem}
         )
         return key, idem, response.status_code, response.json().get("jobId", "")
 
-    with ThreadPoolExecutor(max_workers=32) as pool:
+    # One client shared by the threads (its 32 connections reused), as a client library would send them.
+    limits = httpx.Limits(max_connections=32)
+    with (
+        httpx.Client(base_url=busy_server.url, timeout=120, limits=limits) as http,
+        ThreadPoolExecutor(32) as pool,
+    ):
         outcomes = list(pool.map(submit, requests))
     assert len(outcomes) == ACCOUNTS * (UNIQUE_PER_ACCOUNT + REPEATS_PER_ACCOUNT) == 300
     assert {status for _, _, status, _ in outcomes} == {202}
