@@ -113,6 +113,17 @@ class LiveServer:
         models = self.data_dir / "models" / TINY_CHECKPOINT_DIR
         if self.engine == "tiny" and not models.exists():
             shutil.copytree(tiny_checkpoint(), models)
+        for _ in range(3):
+            self._launch()
+            if self._ready(timeout):
+                return
+            if "address already in use" not in self.log():
+                raise AssertionError(f"server exited:\n{self.log()}")
+            # Another test's server took the port between free_port() and the bind: another port.
+            self.port = free_port()
+        raise AssertionError(f"no free port for the server:\n{self.log()}")
+
+    def _launch(self) -> None:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -132,14 +143,20 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
         )
+
+    def _ready(self, timeout: float) -> bool:
+        """Whether the server came up (False: its process exited); whatever else answers on the port
+        in the meantime (the port taken by another test) is not it."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"server exited:\n{self.log()}"
+            if self.process.poll() is not None:
+                return False
             try:
                 health = httpx.get(self.url + "/healthz", timeout=2).json()
                 if health["engineReady"] or health["engineError"]:
-                    return
-            except httpx.HTTPError:
+                    return True
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"server not ready:\n{self.log()}")

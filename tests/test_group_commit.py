@@ -65,9 +65,9 @@ def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
     assert run.batches == [[1], [2, 3]]
 
 
-def test_a_failing_batch_is_retried_one_by_one_so_only_the_bad_item_fails() -> None:
+def test_a_batch_failing_by_one_item_is_retried_one_by_one_so_only_that_item_fails() -> None:
     run = Recorder(poison=2)
-    commit = GroupCommit(run, in_thread=False)
+    commit = GroupCommit(run, in_thread=False, alone=(ValueError,))
 
     async def main() -> list[int | BaseException]:
         return await asyncio.gather(*(commit(i) for i in range(4)), return_exceptions=True)
@@ -76,3 +76,14 @@ def test_a_failing_batch_is_retried_one_by_one_so_only_the_bad_item_fails() -> N
     assert outcomes[:2] == [0, 2] and outcomes[3] == 6
     assert isinstance(outcomes[2], ValueError) and str(outcomes[2]) == "item 2 is bad"
     assert run.batches == [[0, 1, 2, 3], [0], [1], [2], [3]]
+
+
+def test_an_error_that_is_no_one_items_fails_the_whole_batch_without_a_retry() -> None:
+    run = Recorder(poison=2)
+    commit = GroupCommit(run, in_thread=True, alone=(KeyError,))  # a ValueError is not one item's
+
+    async def main() -> list[int | BaseException]:
+        return await asyncio.gather(*(commit(i) for i in range(3)), return_exceptions=True)
+
+    assert [str(outcome) for outcome in asyncio.run(main())] == ["item 2 is bad"] * 3
+    assert run.batches == [[0, 1, 2]]

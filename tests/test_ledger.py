@@ -429,11 +429,14 @@ def test_the_queue_order_is_read_once_until_a_job_leaves_the_queue_or_a_second_p
         assert jobs.claim_next(session, "me", LEASE) is not None
     # Claimed by another server: this one learns within a second (a newer job is counted at once).
     assert places() == {made[1]: 2, made[2]: 3, made[3]: 3}
-    dispatcher.queue_version += 1  # this server's dispatcher took it
+    dispatcher.queue_version += 1  # this server's dispatcher is taking it: places are counted meanwhile
+    assert places() == {made[1]: 1, made[2]: 2, made[3]: 3} and len(reads) == 1
+    dispatcher.queue_version += 1  # and has taken it
     assert places() == {made[1]: 1, made[2]: 2, made[3]: 3} and len(reads) == 2
-    with db.session() as session:
-        jobs.end_with_refund(session, made[1], jobs.CANCELLED, None)
-    order.changed()
+    with order.changing():
+        with db.session() as session:
+            jobs.end_with_refund(session, made[1], jobs.CANCELLED, None)
+        assert places() == {made[2]: 1, made[3]: 2} and len(reads) == 2
     assert places() == {made[2]: 1, made[3]: 2} and len(reads) == 3
     with db.session() as session:
         assert jobs.claim_next(session, "other", LEASE) is not None

@@ -69,22 +69,13 @@ def grant(session: Session, account_id: str, amount: int, note: str | None = Non
 def charge(session: Session, charges: Iterable[tuple[str, str, int]]) -> None:
     """Post (account id, job id, amount) charges whose balances the caller checked under
     ``lock_balances`` in this transaction."""
-    _post(
-        session,
-        *(
-            {"account_id": a, "amount": -n, "kind": "charge", "job_id": j, "note": None}
-            for a, j, n in charges
-        ),
-    )
+    _post(session, *(_entry(account_id, -amount, "charge", job_id) for account_id, job_id, amount in charges))
 
 
 def refund(session: Session, account_id: str, job_id: str, amount: int, note: str) -> None:
     """Called only by the terminal compare-and-set winner; the unique (job, kind) key backs that up."""
     if amount:
-        _post(
-            session,
-            {"account_id": account_id, "amount": amount, "kind": "refund", "job_id": job_id, "note": note},
-        )
+        _post(session, _entry(account_id, amount, "refund", job_id, note))
 
 
 def entries(session: Session, account_id: str) -> list[CreditEntry]:

@@ -86,10 +86,6 @@ def submit_many(
                         raise IdempotencyConflict(CONFLICT)
                     outcomes.append((existing, False))
                     continue
-                stale = _holder(session, account_id, new.idempotency_key)
-                if stale is not None:
-                    stale.idempotency_key = None
-                    session.flush()
             if max_active is not None and active.get(account_id, 0) >= max_active:
                 raise TooManyActiveJobs(active.get(account_id, 0), max_active)
             if balances[account_id] < new.cost:
@@ -97,6 +93,11 @@ def submit_many(
         except (IdempotencyConflict, TooManyActiveJobs, credits.InsufficientCredits) as refusal:
             outcomes.append(refusal)
             continue
+        if new.idempotency_key is not None:  # a job of the key older than its window lets it go
+            stale = _holder(session, account_id, new.idempotency_key)
+            if stale is not None:
+                stale.idempotency_key = None
+                session.flush()
         balances[account_id] -= new.cost
         active[account_id] = active.get(account_id, 0) + 1
         job = _new_job(key, new)

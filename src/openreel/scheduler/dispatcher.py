@@ -16,7 +16,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, overload
@@ -95,8 +96,9 @@ class Dispatcher:
         self._on_phase = on_phase or (lambda _phase, _seconds: None)
         self._executor = executor if executor is not None else make_executor(settings)
         self.render_times = RenderTimes()
-        # Bumped whenever this dispatcher takes jobs out of the queue or puts them back, so that a
-        # snapshot of the queue's order (service/standing.py) knows it is out of date.
+        # Odd while this dispatcher may be taking jobs out of the queue or putting them back, and one more
+        # once it has, so that a snapshot of the queue's order (service/queue_order.py) knows when it
+        # cannot be kept and when it is out of date.
         self.queue_version = 0
         self._running: dict[int, Running] = {}
         self._seq = 0
@@ -171,6 +173,14 @@ class Dispatcher:
             while not self._stop.is_set() and self._dispatch_next():
                 self._keep_leases_when_due()
 
+    @contextmanager
+    def _moving_queue(self) -> Iterator[None]:
+        self.queue_version += 1
+        try:
+            yield
+        finally:
+            self.queue_version += 1
+
     def _poll(self) -> list[m.TaskEvent]:
         """The workers' events. With no job running, a submission's ``wake`` ends the wait at once: the
         executor's own wait would hold a new job up to ``POLL_S`` from its claim."""
@@ -188,7 +198,7 @@ class Dispatcher:
         """Renew the leases of jobs whose workers answer, let go of lost ones, and reap expired leases."""
         alive = self._executor.responsive()
         held = [(r.job_id, r.attempt) for r in self._running.values() if r.seq in alive]
-        with self.db.session() as session:
+        with self._moving_queue(), self.db.session() as session:
             lost = jobs.renew_leases(session, self.owner, held, self.settings.lease_ttl_s) if held else set()
             requeued, failed = jobs.reap_expired(session, self.settings.max_attempts)
             for job_id in failed:
@@ -198,7 +208,6 @@ class Dispatcher:
                 log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
                 self._executor.abort(running.seq)
                 self._clear(running)
-        self.queue_version += bool(requeued)
         if requeued or failed:
             log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
             self._wake.set()
@@ -235,13 +244,12 @@ class Dispatcher:
         slot = self._executor.free_slot()
         if slot is None and engine.error is None:
             return False
-        with self.db.session() as session:
+        with self._moving_queue(), self.db.session() as session:
             job = jobs.claim_next(session, self.owner, self.settings.lease_ttl_s, worker=slot)
             if job is None:
                 return False
             job_id, attempt, raw_spec, created = job.id, job.attempts, job.spec, job.created_at
             self._on_job_event(session, job_id, "progress")
-        self.queue_version += 1
         claimed = time.monotonic()
         self._on_phase("claim", max((utcnow() - created).total_seconds(), 0.0))
         if slot is None:
@@ -390,9 +398,8 @@ class Dispatcher:
 
     def _lost(self, running: Running, reason: str) -> None:
         if running.attempt < self.settings.max_attempts:
-            with self.db.session() as session:
+            with self._moving_queue(), self.db.session() as session:
                 jobs.requeue(session, running.job_id, running.attempt)
-            self.queue_version += 1
             log.warning("job %s re-queued: %s", running.job_id, reason)
             self._clear(running)
             self._wake.set()

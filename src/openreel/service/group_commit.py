@@ -21,13 +21,15 @@ R = TypeVar("R")
 
 @dataclass
 class GroupCommit(Generic[I, R]):
-    """``run`` takes a batch and returns one outcome per item, in order. Should it raise, the batch's
-    items run again one by one, so that what fails one of them is that one's error alone. With
-    ``in_thread`` a batch runs in a worker thread (a database across the network), else on the event
-    loop (SQLite: a thread's hops and the GIL handovers around it cost more than the batch)."""
+    """``run`` takes a batch and returns one outcome per item, in order. Should it raise one of the
+    ``alone`` errors (one item's doing: a constraint it broke), the batch's items run again one by one,
+    so that it is that item's error alone; any other error (the database unreachable, locked) is every
+    item's. With ``in_thread`` a batch runs in a worker thread (a database across the network), else on
+    the event loop (SQLite: a thread's hops and the GIL handovers around it cost more than the batch)."""
 
     run: Callable[[Sequence[I]], Sequence[R]]
     in_thread: bool
+    alone: tuple[type[Exception], ...] = ()
     _pending: list[tuple[I, asyncio.Future[R]]] = field(default_factory=list)
     _draining: asyncio.Task[None] | None = None
 
@@ -39,10 +41,17 @@ class GroupCommit(Generic[I, R]):
         return await outcome
 
     async def _drain(self) -> None:
+        batch: list[tuple[I, asyncio.Future[R]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 await self._settle(batch)
+        except BaseException as error:  # cancelled at shutdown, or a bug here: nobody is left waiting
+            for _, outcome in batch + self._pending:
+                if not outcome.done():
+                    outcome.set_exception(error)
+            self._pending = []
+            raise
         finally:
             self._draining = None
 
@@ -51,13 +60,13 @@ class GroupCommit(Generic[I, R]):
         try:
             results = await anyio.to_thread.run_sync(self.run, items) if self.in_thread else self.run(items)
         except Exception as error:
-            if len(batch) > 1:
+            if len(batch) > 1 and isinstance(error, self.alone):
                 for one in batch:
                     await self._settle([one])
                 return
-            _, outcome = batch[0]
-            if not outcome.done():
-                outcome.set_exception(error)
+            for _, outcome in batch:
+                if not outcome.done():
+                    outcome.set_exception(error)
             return
         for (_, outcome), result in zip(batch, results, strict=True):
             if not outcome.done():  # its request may have been cancelled (the client went away)

@@ -235,7 +235,9 @@ def admissions(db: Database, max_active: int | None) -> Admissions:
         with db.session() as session:
             return jobs.submit_many(session, batch, max_active)
 
-    return GroupCommit(run, in_thread=db.engine.dialect.name != "sqlite")
+    # A first use of an Idempotency-Key racing another server's (PostgreSQL) breaks the unique key: that
+    # request's alone, which submit_job retries.
+    return GroupCommit(run, in_thread=db.engine.dialect.name != "sqlite", alone=(IntegrityError,))
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ class Ended:
 def cancel(svc: Services, account_id: str, job_id: str, reason: str) -> Ended | None:
     """Cancel a queued or running job with a full refund; None if the account has no such job.
     ``cancelled`` is False when the job had already ended (then nothing changes)."""
-    with svc.db.session() as session:
+    with svc.queue.changing(), svc.db.session() as session:
         job = jobs.get_for_account(session, account_id, job_id)
         if job is None:
             return None
@@ -257,7 +259,6 @@ def cancel(svc: Services, account_id: str, job_id: str, reason: str) -> Ended | 
         if cancelled:
             svc.webhooks.enqueue(session, job_id, "failed")
     if cancelled:
-        svc.queue.changed()
         svc.dispatcher.cancel(job_id)
     return Ended(job, cancelled)
 
@@ -265,7 +266,7 @@ def cancel(svc: Services, account_id: str, job_id: str, reason: str) -> Ended | 
 def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | None) -> Ended | None:
     """Remove a job from the account. An active one is first cancelled (and refunded) when a
     ``cancel_reason`` is given, else ``jobs.JobActive`` is raised."""
-    with svc.db.session() as session:
+    with svc.queue.changing(), svc.db.session() as session:
         job = jobs.get_for_account(session, account_id, job_id)
         if job is None:
             return None
@@ -280,7 +281,6 @@ def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | Non
         jobs.delete(session, job)
         keys = result_keys(job.result)
     if cancelled:
-        svc.queue.changed()
         svc.dispatcher.cancel(job_id)
     for key in keys:
         svc.storage.delete(key)

@@ -4,14 +4,18 @@ Counting the jobs ahead of one costs a read of every index entry before it (0.36
 SQLite), and a hosted API's clients poll their jobs every second or two: with 10,000 queued, a server
 spent its polls counting. Here one read of the queue's order serves them all until this server's
 dispatcher takes or returns a job, a job is cancelled here, or a second has passed (another server's
-dispatcher, sharing the database, takes jobs too). A job queued since then is counted as before, which
-is exact: new jobs join the back, and nothing ahead of them moves but by those changes.
+dispatcher, sharing the database, takes jobs too: its changes show within that second). A job queued
+since the read is counted as before: new jobs join the back. While a change of this server's may be
+committing, places are counted and nothing is kept.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -26,25 +30,40 @@ MAX_AGE_S = 1.0
 class _Order:
     version: tuple[int, int]
     read_at: float
-    places: dict[str, int] = field(default_factory=dict)
+    places: dict[str, int]
 
 
 class QueueOrder:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
-        self._changes = 0
+        self._lock = threading.Lock()
+        self._changing = 0
+        self._generation = 0
         self._order: _Order | None = None
 
-    def changed(self) -> None:
-        """A job left the queue other than through this server's dispatcher (a cancel)."""
-        self._changes += 1
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Around a transaction that may take jobs out of the queue other than through this server's
+        dispatcher (a cancel, a delete)."""
+        with self._lock:
+            self._changing += 1
+            self._generation += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._generation += 1
+                self._changing -= 1
 
     def places(self, session: Session, shown: list[Job]) -> dict[str, int]:
         """1-based places in the queue of those of ``shown`` that are QUEUED (as read in ``session``)."""
         queued = [job for job in shown if job.status == jobs.QUEUED]
         if not queued:
             return {}
-        version = (self._dispatcher.queue_version, self._changes)
+        dispatched = self._dispatcher.queue_version
+        version = (dispatched, self._generation)
+        if dispatched % 2 or self._changing:
+            return jobs.queue_positions(session, queued)
         order = self._order
         if order is None or order.version != version or time.monotonic() - order.read_at > MAX_AGE_S:
             read_at = time.monotonic()

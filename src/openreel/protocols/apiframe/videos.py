@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
@@ -78,23 +79,20 @@ async def generate_video(
         check_url(details, "webhookUrl", body.webhookUrl)
     if body.webhookEvents is not None and body.webhookUrl is None:
         details.add("webhookEvents", "needs webhookUrl")
+    if not details and body.webhookUrl is not None:  # resolving its host may wait: not on the loop
+        await anyio.to_thread.run_sync(check_webhook_target, svc, details, "webhookUrl", body.webhookUrl)
     if details or spec is None:
         raise validation_error(details)
     base_url = svc.base_url(str(request.base_url))
-    webhook_url = body.webhookUrl
 
     def prepare(spec: VideoSpec) -> VideoSpec:
-        """Resolves the webhook's host and fetches or checks the images: each may wait."""
         problems = Details()
-        if webhook_url is not None:
-            check_webhook_target(svc, problems, "webhookUrl", webhook_url)
-        if not problems:
-            spec = take_images(svc, key.account_id, spec, base_url, problems)
+        spec = take_images(svc, key.account_id, spec, base_url, problems)
         if problems:
             raise validation_error(problems)
         return spec
 
-    waits = webhook_url is not None or spec.image or spec.last_frame or spec.reference_images
+    images = spec.image or spec.last_frame or spec.reference_images
     try:
         submitted = await submit_job(
             svc,
@@ -102,7 +100,7 @@ async def generate_video(
             spec,
             echo=echo,
             base_url=base_url,
-            prepare=prepare if waits else None,
+            prepare=prepare if images else None,
             idempotency_key=idempotency_key,
             webhook_url=body.webhookUrl,
             webhook_events=list(body.webhookEvents) if body.webhookEvents else None,

@@ -165,9 +165,7 @@ async def _predict(
             echo=predict.echo,
             idem=idem,
             base_url=base_url,
-            prepare=(lambda spec: materialize(svc, key.account_id, base_url, predict, spec))
-            if files
-            else None,
+            prepare=prepare if files else None,
             refusal=refusal,
         )
     except SourceRejected as exc:

@@ -15,8 +15,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_jobs_account_status", "jobs", ["account_id", "status"])
+    # Built without blocking the table's writes on PostgreSQL, where a jobs table may be large.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_jobs_account_status", "jobs", ["account_id", "status"], postgresql_concurrently=True
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_jobs_account_status", table_name="jobs")
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_jobs_account_status", table_name="jobs", postgresql_concurrently=True)
