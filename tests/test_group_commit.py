@@ -6,8 +6,6 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
-import pytest
-
 from openreel.service.group_commit import GroupCommit
 
 
@@ -27,10 +25,9 @@ class Recorder:
         return [2 * item for item in items]
 
 
-@pytest.mark.parametrize("in_thread", [False, True])
-def test_requests_arriving_together_share_one_batch_and_get_their_own_results(in_thread: bool) -> None:
+def test_requests_arriving_together_share_one_batch_and_get_their_own_results() -> None:
     run = Recorder()
-    commit = GroupCommit(run, in_thread=in_thread)
+    commit = GroupCommit(run)
 
     async def main() -> tuple[list[int], int]:
         first = await asyncio.gather(*(commit(i) for i in range(5)))
@@ -40,7 +37,7 @@ def test_requests_arriving_together_share_one_batch_and_get_their_own_results(in
     first, alone = asyncio.run(main())
     assert first == [0, 2, 4, 6, 8] and alone == 14
     assert run.batches == [[0, 1, 2, 3, 4], [7]]
-    assert (threading.get_ident() in run.threads) is not in_thread
+    assert threading.get_ident() not in run.threads  # a slow database holds up no other request
 
 
 def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
@@ -51,7 +48,7 @@ def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
         gate.wait(5)
         return run(items)
 
-    commit = GroupCommit(slow, in_thread=True)
+    commit = GroupCommit(slow)
 
     async def main() -> list[int]:
         first = asyncio.ensure_future(commit(1))
@@ -67,7 +64,7 @@ def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
 
 def test_a_batch_failing_by_one_item_is_retried_one_by_one_so_only_that_item_fails() -> None:
     run = Recorder(poison=2)
-    commit = GroupCommit(run, in_thread=False, alone=(ValueError,))
+    commit = GroupCommit(run, alone=(ValueError,))
 
     async def main() -> list[int | BaseException]:
         return await asyncio.gather(*(commit(i) for i in range(4)), return_exceptions=True)
@@ -80,7 +77,7 @@ def test_a_batch_failing_by_one_item_is_retried_one_by_one_so_only_that_item_fai
 
 def test_an_error_that_is_no_one_items_fails_the_whole_batch_without_a_retry() -> None:
     run = Recorder(poison=2)
-    commit = GroupCommit(run, in_thread=True, alone=(KeyError,))  # a ValueError is not one item's
+    commit = GroupCommit(run, alone=(KeyError,))  # a ValueError is not one item's
 
     async def main() -> list[int | BaseException]:
         return await asyncio.gather(*(commit(i) for i in range(3)), return_exceptions=True)

@@ -228,8 +228,7 @@ def _admission(
 
 
 def admissions(db: Database, max_active: int | None) -> Admissions:
-    """Submissions charged and queued a group per transaction (``group_commit``): on the event loop
-    for SQLite, in a thread for a database across the network."""
+    """Submissions charged and queued a group per transaction (``group_commit``)."""
 
     def run(batch: Sequence[tuple[ApiKey, jobs.NewJob]]) -> list[jobs.Admitted]:
         with db.session() as session:
@@ -237,7 +236,7 @@ def admissions(db: Database, max_active: int | None) -> Admissions:
 
     # A first use of an Idempotency-Key racing another server's (PostgreSQL) breaks the unique key: that
     # request's alone, which submit_job retries.
-    return GroupCommit(run, in_thread=db.engine.dialect.name != "sqlite", alone=(IntegrityError,))
+    return GroupCommit(run, alone=(IntegrityError,))
 
 
 @dataclass(frozen=True)
