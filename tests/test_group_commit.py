@@ -84,3 +84,29 @@ def test_an_error_that_is_no_one_items_fails_the_whole_batch_without_a_retry() -
 
     assert [str(outcome) for outcome in asyncio.run(main())] == ["item 2 is bad"] * 3
     assert run.batches == [[0, 1, 2]]
+
+
+def test_a_drain_that_stops_leaves_nobody_waiting() -> None:
+    gate = threading.Event()
+
+    def stuck(items: Sequence[int]) -> list[int]:
+        gate.wait(5)
+        return list(items)
+
+    commit = GroupCommit(stuck)
+
+    async def main() -> list[int | BaseException]:
+        first = asyncio.ensure_future(commit(1))
+        await asyncio.sleep(0.05)  # the first batch is running
+        later = asyncio.ensure_future(commit(2))
+        await asyncio.sleep(0)
+        assert commit._draining is not None
+        commit._draining.cancel()  # as at shutdown
+        try:
+            return await asyncio.gather(first, later, return_exceptions=True)
+        finally:
+            gate.set()
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes), outcomes
+    assert commit._draining is None
