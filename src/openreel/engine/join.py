@@ -44,13 +44,16 @@ class Source:
 
 
 def read_source(mp4: bytes) -> Source:
+    """One pass over the container: the video's packets counted, the sound decoded."""
     with av.open(io.BytesIO(mp4), mode="r") as container:
-        frames = sum(1 for packet in container.demux(video=0) if packet.size)
-    with av.open(io.BytesIO(mp4), mode="r") as container:
-        if not container.streams.audio:
-            return Source(mp4, frames, None, 0)
-        rate = container.streams.audio[0].codec_context.sample_rate
-        chunks = [frame.to_ndarray() for frame in container.decode(audio=0)]
+        audio = container.streams.audio[0] if container.streams.audio else None
+        frames, chunks = 0, []
+        for packet in container.demux(*container.streams.video[:1], *([audio] if audio else [])):
+            if packet.stream.type == "video":
+                frames += bool(packet.size)
+            elif audio is not None:
+                chunks += [frame.to_ndarray() for frame in audio.decode(packet)]
+        rate = audio.codec_context.sample_rate if audio else 0
     sound = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else None
     return Source(mp4, frames, sound, rate)
 
@@ -90,13 +93,12 @@ def resampled(wave: np.ndarray, rate: int, to_rate: int, channels: int) -> np.nd
 
 def lead_of(source: Source, frames: int, fps: int) -> Lead:
     """The clip's last ``frames`` frames, and its sound over them."""
+    pictures = last_frames(source, frames)
     if source.sound is None:
-        return Lead(last_frames(source, frames), None, 0)
+        return Lead(pictures, None, 0)
     rate = source.sample_rate
     end = round(source.frames * rate / fps)
-    return Lead(
-        last_frames(source, frames), source.sound[:, max(0, end - round(frames * rate / fps)) : end], rate
-    )
+    return Lead(pictures, source.sound[:, max(0, end - round(frames * rate / fps)) : end], rate)
 
 
 def joined_sound(
