@@ -265,8 +265,10 @@ def _shown(name: str, value: object) -> str:
         return "on" if value else "off"
     if isinstance(value, int) and name.endswith("_bytes"):
         return f"{value // 2**20} MiB"
-    if isinstance(value, int | float):
-        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return str(value)
     return f"`{value}`"
 
 

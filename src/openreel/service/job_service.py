@@ -153,14 +153,17 @@ async def submit_job(
 
     ``prepare``, given where the request has files to store or fetch or anything else that may wait,
     returns the spec that names them; it runs only for a job that will be made, not for a replay of an
-    Idempotency-Key. It and an extension's clip are read in a worker thread; a plain request touching
-    only this machine is checked on the event loop (``on_loop_if_local``). The charge goes in with the
-    submissions that arrive with it (``group_commit``).
+    Idempotency-Key. It and an extension's clip are read in a worker thread, the replay of an
+    Idempotency-Key where the database is (``on_loop_if_local``); a request with none of these is checked
+    on the event loop. The charge goes in with the submissions that arrive with it (``group_commit``).
     """
     webhook = (webhook_url, webhook_events)
     admission = partial(_admission, svc, key, spec, echo, base_url, prepare, idempotency_key, webhook)
-    offload = prepare is not None or spec.extend is not None
-    ready = await on_loop_if_local(svc, admission, offload=offload)
+    waits = prepare is not None or spec.extend is not None
+    if waits or idempotency_key is not None:
+        ready = await on_loop_if_local(svc, admission, offload=waits)
+    else:  # nothing but checks and a price
+        ready = admission()
     if isinstance(ready, Submitted):
         return ready
     for attempt in range(2):

@@ -26,6 +26,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Security
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
@@ -150,7 +151,7 @@ async def _predict(
         raise invalid(details)
     inline = any(i.image or i.last_frame or i.reference_images for i in body.instances)
     parse = partial(parse_predict, svc, model, body, form=form)
-    predict = await on_loop_if_local(svc, parse, offload=inline)  # decoding images takes a while
+    predict = await anyio.to_thread.run_sync(parse) if inline else parse()  # decoding images takes a while
     base_url = svc.base_url(str(request.base_url))
     files = predict.image or predict.last_frame or predict.references
 

@@ -417,9 +417,8 @@ def parse_predict(svc: Services, requested_model: str, body: PredictRequest, *, 
         details.add("instances[0].mask", "masked editing (insert, remove, outpaint) is not supported")
 
     given: dict[str, Any] = {}
-    if (
-        continued is not None
-    ):  # in the echo too: the job's input and its Idempotency-Key hash say what it extends
+    # In the echo too: the job's input and its Idempotency-Key hash say what it extends.
+    if continued is not None:
         given["extend_job_id"], given["extend_video"] = continued
     if p.duration_seconds is not None:
         given["duration"] = p.duration_seconds

@@ -19,6 +19,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Security
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -199,7 +200,7 @@ async def _create(
     base_url = svc.base_url(str(request.base_url))
     image = fields.get("input_reference") is not None  # an upload to look up or a file to read
     parse = partial(parse_create, svc, key.account_id, fields, base_url)
-    create = await on_loop_if_local(svc, parse, offload=image)
+    create = await anyio.to_thread.run_sync(parse) if image else parse()
     submitted = await submission.submit(
         svc,
         key,
