@@ -21,6 +21,7 @@ from openreel.protocols.google import routes as google
 from openreel.protocols.guards import BodyGuard, NoSniff
 from openreel.protocols.openai import routes as openai_videos
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.scheduler.housekeeping import Housekeeper
 from openreel.service.job_service import admissions
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
@@ -75,6 +76,7 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
         metrics,
         admissions(db, settings.max_concurrent_jobs),
         QueueOrder(dispatcher),
+        Housekeeper(db, storage),
     )
 
 
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = build_services(settings, executor)
+        svc.housekeeper.start()
         svc.webhooks.start()
         svc.dispatcher.start()
         app.state.services = svc
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             yield
         finally:
             svc.dispatcher.stop()
+            svc.housekeeper.stop()
             svc.webhooks.close()
             svc.db.dispose()
 

@@ -1,11 +1,11 @@
 """The dispatcher: a server thread that feeds the executor's workers and is the only writer of job outcomes.
 
-It claims the oldest queued job for each idle worker slot, leasing it, reads its images, plans the
-render and hands it over; then it turns the workers' events into ledger transitions. While a worker
-answers, the dispatcher renews its job's lease; a lease that runs out (this server or that worker is
-gone) is reaped by whichever server sees it first: re-queued, or failed with a refund after
-``max_attempts``. A worker that dies or overruns ``job_timeout_s`` is replaced, so no job is stuck and
-the server never goes down with a render.
+It claims the oldest queued job for each idle worker slot, leasing it, has it prepared (preparation.py:
+images read, render planned) and hands it over; then it turns the workers' events into ledger
+transitions. While a worker answers, the dispatcher renews its job's lease; a lease that runs out (this
+server or that worker is gone) is reaped by whichever server sees it first: re-queued, or failed with a
+refund after ``max_attempts``. A worker that dies or overruns ``job_timeout_s`` is replaced, so no job is
+stuck and the server never goes down with a render.
 """
 
 from __future__ import annotations
@@ -18,31 +18,29 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
-from PIL import Image
 from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import Catalog
 from openreel.domain.rules import VideoSpec
-from openreel.engine.plan import LEAD_FRAMES, plan_render
 from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor
-from openreel.ledger import jobs, uploads
+from openreel.ledger import jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.scheduler.eta import RenderTimes, Shape
+from openreel.scheduler.preparation import Preparer
 from openreel.settings import Settings
 from openreel.storage.base import Storage
-from openreel.storage.images import InputError, load_image
+from openreel.storage.images import InputError
 from openreel.storage.signing import Signer
 
 log = logging.getLogger("openreel.dispatcher")
 
-SWEEP_INTERVAL_S = 60.0
 CLAIM_INTERVAL_S = 0.5
 POLL_S = 0.1
 
@@ -88,8 +86,7 @@ class Dispatcher:
         self.settings = settings
         self.db = db
         self.storage = storage
-        self.signer = signer
-        self.catalog = catalog
+        self.preparer = Preparer(settings, storage, signer, catalog)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_job_event = on_job_event or (lambda _session, _job, _event: None)
         self._on_rendered = on_rendered or (lambda _model, _seconds, _trace: None)
@@ -102,7 +99,6 @@ class Dispatcher:
         self.queue_version = 0
         self._running: dict[int, Running] = {}
         self._seq = 0
-        self._next_sweep = 0.0
         self._next_lease_check = 0.0
         self._next_claim = 0.0
         self._lock = threading.Lock()
@@ -115,9 +111,6 @@ class Dispatcher:
         return self._executor.engine
 
     def start(self) -> None:
-        removed = self.storage.remove_partials()
-        if removed:
-            log.warning("removed %d half-written file(s) left by the last shutdown", removed)
         self._executor.start()
         self._thread.start()
 
@@ -146,11 +139,6 @@ class Dispatcher:
                 time.sleep(1)
 
     def _tick(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_INTERVAL_S
-            with self.db.session() as session:
-                uploads.sweep_expired(session, self.storage, utcnow())
         for event in self._poll():
             try:
                 self._handle(event)
@@ -276,34 +264,7 @@ class Dispatcher:
     def _prepare(
         self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float, claimed: float
     ) -> m.RenderTask:
-        model = self.catalog.get(spec.model)
-        if model is None:
-            raise InputError(f"model {spec.model} is no longer in the catalog")
-        first = self._image(spec.image)
-        last = self._image(spec.last_frame)
-        references = tuple(self._image(url) for url in spec.reference_images)
-        extends = self._continued(spec)
-        plan = plan_render(
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            seed=spec.seed,
-            duration_s=spec.duration,
-            resolution=spec.resolution,
-            aspect_ratio=spec.aspect_ratio,
-            generate_audio=spec.generate_audio,
-            recipe=model.recipe,
-            has_first_frame=first is not None,
-            has_last_frame=last is not None,
-            reference_count=len(references),
-            enhance_prompt=spec.enhance_prompt,
-            lead_frames=LEAD_FRAMES if extends else 0,
-            grid_scale=grid_scale,
-        )
-        keys = tuple(
-            f"results/{job_id}/{attempt}.mp4" if i == 0 else f"results/{job_id}/{attempt}.{i}.mp4"
-            for i in range(spec.sample_count)
-        )
-        staged = tuple(str(self.storage.staging_path(key)) for key in keys)
+        ready = self.preparer.prepare(job_id, attempt, spec, grid_scale)
         with self._lock:
             self._seq += 1
             running = Running(
@@ -311,39 +272,24 @@ class Dispatcher:
                 job_id=job_id,
                 model=spec.model,
                 attempt=attempt,
-                staged=staged,
-                keys=keys,
+                staged=ready.staged,
+                keys=ready.keys,
                 deadline=time.monotonic() + self.settings.job_timeout_s * spec.sample_count,
                 shape=Shape.of(spec),
                 claimed=claimed,
                 handed=time.monotonic(),
             )
             self._running[running.seq] = running
-        plans = tuple(replace(plan, seed=seed) for seed in spec.seeds)
-        return m.RenderTask(running.seq, job_id, plans, staged, first, last, references, extends)
-
-    def _continued(self, spec: VideoSpec) -> m.Continued | None:
-        """The clip an extension continues, read from storage (the service found it at submit)."""
-        ext = spec.extend
-        if ext is None:
-            return None
-        assert ext.key is not None
-        try:
-            mp4 = self.storage.read_bytes(ext.key)
-        except FileNotFoundError:
-            raise InputError(
-                f"the video to extend (job {ext.job_id}) was deleted or expired before the job started"
-            ) from None
-        return m.Continued(ext.job_id, ext.video, mp4)
-
-    @overload
-    def _image(self, url: str) -> Image.Image: ...
-    @overload
-    def _image(self, url: None) -> None: ...
-    def _image(self, url: str | None) -> Image.Image | None:
-        if url is None:
-            return None
-        return load_image(url, settings=self.settings, signer=self.signer, storage=self.storage)
+        return m.RenderTask(
+            running.seq,
+            job_id,
+            ready.plans,
+            ready.staged,
+            ready.first,
+            ready.last,
+            ready.references,
+            ready.extends,
+        )
 
     def _finish_done(self, running: Running, media: dict[str, Any]) -> None:
         """The samples rendered move into storage; the job's result names each, and the first one made

@@ -14,6 +14,7 @@ from openreel.ledger.db import Database
 from openreel.ledger.jobs import Admitted, NewJob
 from openreel.ledger.tables import ApiKey
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.scheduler.housekeeping import Housekeeper
 from openreel.service.group_commit import GroupCommit
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
@@ -44,6 +45,7 @@ class Services:
     metrics: Metrics
     admissions: Admissions
     queue: QueueOrder
+    housekeeper: Housekeeper
     # Requests fetching image URLs at submit at once: each holds a request thread while it waits on
     # someone else's server, so slow hosts must not take all of them.
     fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))

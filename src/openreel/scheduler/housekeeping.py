@@ -1,0 +1,50 @@
+"""Housekeeping: files nobody will ask for any more, removed on a thread of its own so that a slow disk or
+object store never holds up a claim or a job's outcome."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from openreel.ledger import uploads
+from openreel.ledger.db import Database
+from openreel.ledger.tables import utcnow
+from openreel.storage.base import Storage
+
+log = logging.getLogger("openreel.housekeeping")
+
+SWEEP_INTERVAL_S = 60.0
+
+
+class Housekeeper:
+    def __init__(self, db: Database, storage: Storage, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        self.db = db
+        self.storage = storage
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="openreel-housekeeping", daemon=True)
+
+    def start(self) -> None:
+        """Half-written results of the last shutdown go first, before any worker writes new ones."""
+        removed = self.storage.remove_partials()
+        if removed:
+            log.warning("removed %d half-written file(s) left by the last shutdown", removed)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def sweep(self) -> int:
+        """Expired uploads, their rows and their files."""
+        with self.db.session() as session:
+            return uploads.sweep_expired(session, self.storage, utcnow())
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweeping expired uploads failed")
+            self._stop.wait(self.interval_s)
