@@ -1,17 +1,58 @@
 """The housekeeping thread: half-written results of the last shutdown removed before anything else runs,
-expired uploads swept on its own thread, and a stop that ends it."""
+expired uploads swept on its own thread round after round, a stop that ends it; and a server whose start
+fails part-way leaves none of its threads behind."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+
+from openreel.app import create_app
+from openreel.executors.base import EngineState
 from openreel.ledger import accounts
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Upload, utcnow
 from openreel.scheduler.housekeeping import Housekeeper
+from openreel.settings import Settings
 from openreel.storage.local import LocalStorage
+
+
+def expired_upload(db: Database, storage: LocalStorage, name: str) -> str:
+    key = f"uploads/{name}.png"
+    staged = storage.staging_path(key)
+    staged.write_bytes(b"x")
+    storage.commit(staged, key)
+    with db.session() as session:
+        made = session.get(ApiKey, accounts.create_key(session, name="t").key_id)
+        assert made is not None
+        session.add(
+            Upload(
+                account_id=made.account_id,
+                kind="image",
+                content_type="image/png",
+                byte_size=1,
+                storage_key=key,
+                expires_at=utcnow() - timedelta(seconds=1),
+            )
+        )
+    return key
+
+
+def swept(db: Database, storage: LocalStorage, key: str, timeout: float = 10) -> None:
+    """Until the upload's file and row are both gone (the row goes when the sweep commits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.read() as session:
+            rows = session.query(Upload).filter(Upload.storage_key == key).count()
+        if rows == 0 and not storage.exists(key):
+            return
+        assert time.monotonic() < deadline, f"{key} was never swept"
+        time.sleep(0.02)
 
 
 def test_partials_go_at_start_and_expired_uploads_on_the_thread(tmp_path: Path) -> None:
@@ -21,33 +62,49 @@ def test_partials_go_at_start_and_expired_uploads_on_the_thread(tmp_path: Path) 
     storage = LocalStorage(tmp_path / "files")
     half = storage.staging_path("results/j/1.mp4")
     half.write_bytes(b"half a video")
-    staged = storage.staging_path("uploads/old.png")
-    staged.write_bytes(b"x")
-    storage.commit(staged, "uploads/old.png")
-    with db.session() as session:
-        key = session.get(ApiKey, accounts.create_key(session, name="t").key_id)
-        assert key is not None
-        session.add(
-            Upload(
-                account_id=key.account_id,
-                kind="image",
-                content_type="image/png",
-                byte_size=1,
-                storage_key="uploads/old.png",
-                expires_at=utcnow() - timedelta(seconds=1),
-            )
-        )
+    first = expired_upload(db, storage, "first")
     keeper = Housekeeper(db, storage, interval_s=0.05)
     try:
         keeper.start()
         assert not half.exists()
-        deadline = time.monotonic() + 10
-        while storage.exists("uploads/old.png"):
-            assert time.monotonic() < deadline, "the expired upload was never swept"
-            time.sleep(0.02)
-        with db.read() as session:
-            assert session.query(Upload).count() == 0
+        swept(db, storage, first)
+        later = expired_upload(db, storage, "later")  # a later round sweeps it too
+        swept(db, storage, later)
     finally:
         keeper.stop()
         db.dispose()
     assert not keeper._thread.is_alive()
+
+
+class Unstartable:
+    """An executor whose workers cannot start."""
+
+    engine = EngineState(name="broken", ready=False, slots=1)
+
+    def start(self) -> None:
+        raise RuntimeError("no workers today")
+
+
+def server_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("openreel-")}
+
+
+def test_a_server_cleans_up_at_start_and_stops_what_started_when_its_start_fails(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    url = settings.resolved_database_url()
+    settings.data_dir.mkdir()
+    migrate(url)
+    db = Database(url)
+    storage = LocalStorage(settings.data_dir / "files")
+    half = storage.staging_path("results/j/1.mp4")
+    key = expired_upload(db, storage, "old")
+    before = server_threads()
+    app = create_app(settings, Unstartable())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="no workers today"), TestClient(app):
+        pass
+    try:
+        assert not half.exists()
+        swept(db, storage, key)
+    finally:
+        db.dispose()
+    assert server_threads() == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -87,22 +87,21 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = build_services(settings, executor)
-        svc.housekeeper.start()
-        svc.webhooks.start()
-        svc.dispatcher.start()
-        app.state.services = svc
-        log.info(
-            "openreel %s: engine=%s, data in %s", __version__, settings.engine, settings.data_dir.resolve()
-        )
-        if settings.engine == "tiny":
-            log.warning(RANDOM_WEIGHTS_NOTICE)
-        try:
+        # Whatever started is stopped, also when a later part fails to start; in reverse order.
+        with ExitStack() as running:
+            running.callback(svc.db.dispose)
+            svc.housekeeper.start()
+            running.callback(svc.housekeeper.stop)
+            svc.webhooks.start()
+            running.callback(svc.webhooks.close)
+            svc.dispatcher.start()
+            running.callback(svc.dispatcher.stop)
+            app.state.services = svc
+            data = settings.data_dir.resolve()
+            log.info("openreel %s: engine=%s, data in %s", __version__, settings.engine, data)
+            if settings.engine == "tiny":
+                log.warning(RANDOM_WEIGHTS_NOTICE)
             yield
-        finally:
-            svc.dispatcher.stop()
-            svc.housekeeper.stop()
-            svc.webhooks.close()
-            svc.db.dispose()
 
     app = FastAPIOffline(
         title="openreel",

@@ -1,5 +1,5 @@
-"""Housekeeping: files nobody will ask for any more, removed on a thread of its own so that a slow disk or
-object store never holds up a claim or a job's outcome."""
+"""Housekeeping: files nobody will ask for any more, removed on a thread of its own rather than between the
+dispatcher's claims (on SQLite a sweep still holds the one write turn while it deletes)."""
 
 from __future__ import annotations
 
