@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from openreel.embedded import embedded_server
 from openreel.engine import TINY_CHECKPOINT_DIR
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
+from openreel.ledger.tables import Upload
 from openreel.settings import Settings
+from openreel.storage.base import Storage
 
 from quick import QuickExecutor
 
@@ -78,6 +81,26 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     )
     assert out.returncode == 0, out.stderr + out.stdout
     return out.stdout
+
+
+def stored_upload(db: Database, storage: Storage, account_id: str, name: str, expires_at: datetime) -> str:
+    """An uploaded image of the account, its file in storage and its row in the ledger; its key."""
+    key = f"uploads/{name}.png"
+    staged = storage.staging_path(key)
+    staged.write_bytes(b"x")
+    storage.commit(staged, key)
+    with db.session() as session:
+        session.add(
+            Upload(
+                account_id=account_id,
+                kind="image",
+                content_type="image/png",
+                byte_size=1,
+                storage_key=key,
+                expires_at=expires_at,
+            )
+        )
+    return key
 
 
 @functools.cache

@@ -16,31 +16,18 @@ from openreel.app import create_app
 from openreel.executors.base import EngineState
 from openreel.ledger import accounts
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import ApiKey, Upload, utcnow
+from openreel.ledger.tables import Upload, utcnow
 from openreel.scheduler.housekeeping import Housekeeper
 from openreel.settings import Settings
 from openreel.storage.local import LocalStorage
 
+from support import stored_upload
+
 
 def expired_upload(db: Database, storage: LocalStorage, name: str) -> str:
-    key = f"uploads/{name}.png"
-    staged = storage.staging_path(key)
-    staged.write_bytes(b"x")
-    storage.commit(staged, key)
     with db.session() as session:
-        made = session.get(ApiKey, accounts.create_key(session, name="t").key_id)
-        assert made is not None
-        session.add(
-            Upload(
-                account_id=made.account_id,
-                kind="image",
-                content_type="image/png",
-                byte_size=1,
-                storage_key=key,
-                expires_at=utcnow() - timedelta(seconds=1),
-            )
-        )
-    return key
+        account_id = accounts.create_key(session, name="t").account_id
+    return stored_upload(db, storage, account_id, name, utcnow() - timedelta(seconds=1))
 
 
 def swept(db: Database, storage: LocalStorage, key: str, timeout: float = 10) -> None:

@@ -15,12 +15,13 @@ from sqlalchemy import select, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, Upload, utcnow
+from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, utcnow
 from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
 from openreel.storage.local import LocalStorage
 
 from databases import DIALECTS, throwaway_database
+from support import stored_upload
 
 LEASE = 30.0
 
@@ -318,20 +319,7 @@ def test_expired_uploads_are_swept_with_their_files(db: Database, tmp_path: Path
     now = utcnow()
     names = (("old", now - timedelta(seconds=1)), ("new", now + timedelta(hours=1)), ("queued", now))
     for name, expires in names:
-        staged = storage.staging_path(f"uploads/{name}.png")
-        staged.write_bytes(b"x")
-        storage.commit(staged, f"uploads/{name}.png")
-        with db.session() as session:
-            session.add(
-                Upload(
-                    account_id=key.account_id,
-                    kind="image",
-                    content_type="image/png",
-                    byte_size=1,
-                    storage_key=f"uploads/{name}.png",
-                    expires_at=expires,
-                )
-            )
+        stored_upload(db, storage, key.account_id, name, expires)
     waiting = jobs.NewJob(
         "veo-3.1-fast",
         {},

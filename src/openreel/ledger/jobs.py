@@ -108,7 +108,6 @@ def submit_many(
     session.add_all(created)
     session.flush()  # the jobs before their charges, which refer to them
     credits.charge(session, ((job.account_id, job.id, job.credit_cost) for job in created))
-    session.flush()
     return outcomes
 
 
