@@ -132,7 +132,9 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 300) -> None:
+        """Until the engine is loaded (or has failed): minutes when several processes import torch at
+        once on a loaded 2-core machine (a Ray cluster's actor took over 120 s on one)."""
         models = self.data_dir / "models" / TINY_CHECKPOINT_DIR
         if self.engine == "tiny" and not models.exists():
             shutil.copytree(tiny_checkpoint(), models)

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from openreel.domain.signatures import sign, verify_webhook
 from openreel.ledger import accounts, jobs
@@ -314,6 +314,29 @@ def test_rows_for_a_full_target_do_not_hide_the_rows_behind_them(
         while outbox.rows()[patient].status != "delivered":
             assert time.monotonic() - started < outbox.settings.webhook_timeout_s / 2, "the row stayed hidden"
             time.sleep(0.02)
+
+
+def test_an_idle_outbox_reads_every_few_seconds_and_still_retries_on_time(tmp_path: Path) -> None:
+    """Between events the outbox neither writes nor polls: one read every two seconds (for rows other
+    servers wrote), yet a retry goes out when it falls due, not at the next idle read."""
+    box = Outbox(tmp_path)
+    statements: list[str] = []
+    event.listen(box.db.engine, "before_cursor_execute", lambda *call: statements.append(call[2]))
+    flaky = Receiver(failures=1)
+    try:
+        with serving(flaky) as url:
+            job_id = box.job(box.account(), url)
+            box.sender.start()
+            assert box.settle()[job_id].attempts == 2
+            statements.clear()
+            time.sleep(3)
+            idle = list(statements)
+    finally:
+        box.sender.close()
+        box.db.dispose()
+    (first, _), (second, _) = flaky.arrivals
+    assert webhooks.FIRST_RETRY_S <= second - first < webhooks.FIRST_RETRY_S + 0.8
+    assert 1 <= len(idle) <= 2 and all(sql.lstrip().startswith("SELECT") for sql in idle), idle
 
 
 def test_webhook_error_shows_the_last_failed_try(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ digest of the submitting API key: exactly what the ledger stores, so no secret i
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import queue
@@ -57,6 +58,10 @@ PER_ACCOUNT = 2
 PER_TARGET = 4
 SCAN = 200  # due rows read at a time
 PAGES = 10  # pages of due rows looked at per pass; more wait for the next pass
+BUSY_PASS_S = 0.5  # the next pass when a pass left due rows unread
+# With nothing due, a pass waits for a wake (an event enqueued, a try ended) or this process's next
+# retry; this bounds the wait for rows it cannot know of (another server's, or left by a stopped one).
+IDLE_PASS_S = 2.0
 PERMANENT_STATUSES = frozenset({410})
 MAX_ERROR_CHARS = 300
 
@@ -122,9 +127,10 @@ class WebhookSender:
         self._in_flight = 0
         self._per_account: Counter[str] = Counter()
         self._per_target: Counter[str] = Counter()
+        self._retries: list[float] = []  # heap of the monotonic times this process's retries fall due
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._work: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()  # None: stop
         self._thread = threading.Thread(target=self._loop, name="openreel-webhooks", daemon=True)
         # Daemon threads, not a ThreadPoolExecutor (whose threads the interpreter joins at exit): a
         # receiver that keeps a try alive must never keep the server from stopping.
@@ -147,6 +153,8 @@ class WebhookSender:
         finished stay ``sending`` and go back to ``pending`` at the next start."""
         self._stop.set()
         self._wake.set()
+        for _ in self._workers:
+            self._work.put(None)
         deadline = time.monotonic() + self.settings.webhook_timeout_s + 5
         for thread in (self._thread, *self._workers):
             if thread.is_alive():
@@ -182,23 +190,40 @@ class WebhookSender:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            unread = True
             try:
-                self._dispatch()
+                unread = self._dispatch()
             except Exception:
                 log.exception("webhook dispatch failed")
-            self._wake.wait(0.5)
+            self._wake.wait(BUSY_PASS_S if unread else self._until_next_retry())
 
-    def _dispatch(self) -> None:
-        """Claim the due rows that fit the bounds, in id order, and hand each to a worker.
+    def _until_next_retry(self) -> float:
+        """Seconds to the next retry this process scheduled, at most ``IDLE_PASS_S``."""
+        now = time.monotonic()
+        with self._lock:
+            while self._retries and self._retries[0] <= now:
+                heapq.heappop(self._retries)
+            due = self._retries[0] if self._retries else now + IDLE_PASS_S
+        return min(due - now, IDLE_PASS_S)
+
+    def _retry_in(self, seconds: float) -> None:
+        with self._lock:
+            heapq.heappush(self._retries, time.monotonic() + seconds)
+        self._wake.set()
+
+    def _dispatch(self) -> bool:
+        """Claim the due rows that fit the bounds, in id order, and hand each to a worker; whether due
+        rows were left unread (the pass ended at its page limit).
 
         Accounts already at their bound are left out of the query, so that one account's backlog
-        cannot fill the scan and hide other accounts' rows.
+        cannot fill the scan and hide other accounts' rows. Rows left for want of a free worker or
+        bound wait for a try to end, which wakes the loop.
         """
         with self._lock:
             free = WORKERS - self._in_flight
             full_accounts = [account for account, n in self._per_account.items() if n >= PER_ACCOUNT]
         if free <= 0:
-            return
+            return False
         earlier = aliased(WebhookDelivery)
         unfinished_before = exists().where(
             earlier.job_id == WebhookDelivery.job_id,
@@ -226,17 +251,19 @@ class WebhookSender:
             .order_by(WebhookDelivery.id)
             .limit(SCAN)
         )
-        claimed: list[Delivery] = []
+        reserved: list[Delivery] = []
+        unread = False
         try:
-            with self.db.session() as session:
+            # Read without the write lock, so an idle pass never holds up a writer; the claim writes.
+            with self.db.read() as session:
                 after = 0
                 # Pages by id, so that rows for targets already at their bound (filtered here, not in
                 # SQL) cannot hide the rows behind them.
-                for _ in range(PAGES):
+                for page in range(PAGES):
                     due = session.execute(due_rows.where(WebhookDelivery.id > after)).all()
                     for row_id, job_id, event, url, body, key_hash, account_id in due:
                         after = row_id
-                        if len(claimed) == free:
+                        if len(reserved) == free:
                             break
                         delivery = Delivery(
                             id=row_id,
@@ -248,25 +275,37 @@ class WebhookSender:
                             account_id=account_id,
                             target=target_of(url),
                         )
-                        if self._stop.is_set() or not self._reserve(delivery):
-                            continue
-                        claimed.append(delivery)
-                        taken = session.connection().execute(
-                            update(WebhookDelivery)
-                            .where(WebhookDelivery.id == row_id, WebhookDelivery.status == "pending")
-                            .values(status="sending")
-                        )
-                        if not taken.rowcount:
-                            claimed.pop()
-                            self._release(delivery)
-                    if len(claimed) == free or len(due) < SCAN:
+                        if not self._stop.is_set() and self._reserve(delivery):
+                            reserved.append(delivery)
+                    if len(reserved) == free or len(due) < SCAN:
                         break
+                    unread = page == PAGES - 1
+            taken = self._claim(reserved) if reserved else set()
         except BaseException:
-            for delivery in claimed:
+            for delivery in reserved:
                 self._release(delivery)
             raise
-        for delivery in claimed:
-            self._work.put(delivery)
+        for delivery in reserved:
+            if delivery.id in taken:
+                self._work.put(delivery)
+            else:
+                self._release(delivery)
+        return unread
+
+    def _claim(self, reserved: list[Delivery]) -> set[int]:
+        """The ids of the rows marked ``sending`` here: those still pending (another server may have
+        taken one since it was read)."""
+        with self.db.session() as session:
+            connection = session.connection()
+            return {
+                delivery.id
+                for delivery in reserved
+                if connection.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status == "pending")
+                    .values(status="sending")
+                ).rowcount
+            }
 
     def _reserve(self, delivery: Delivery) -> bool:
         with self._lock:
@@ -292,11 +331,7 @@ class WebhookSender:
         self._wake.set()
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                delivery = self._work.get(timeout=0.5)
-            except queue.Empty:
-                continue
+        while (delivery := self._work.get()) is not None:
             self._deliver(delivery)
 
     def _deliver(self, delivery: Delivery) -> None:
@@ -323,6 +358,7 @@ class WebhookSender:
                         status="pending", next_attempt_at=utcnow() + timedelta(seconds=UNRECORDED_RETRY_S)
                     )
                 )
+            self._retry_in(UNRECORDED_RETRY_S)
         except Exception:
             log.exception("webhook row %d stays sending until the next start", delivery.id)
 
@@ -374,6 +410,7 @@ class WebhookSender:
                 row.status = "pending"
                 delay = min(FIRST_RETRY_S * 2 ** (row.attempts - 1), MAX_RETRY_S)
                 row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+                self._retry_in(delay)
                 log.warning("webhook %s for job %s: %s (try %d)", event, job_id, error, row.attempts)
             if event != "progress":
                 job = session.get(Job, job_id)
