@@ -2,8 +2,9 @@
 
 The API server (every thread of it) is pinned to one core; wrk and the server's render worker to another,
 so the figures are the API's own. Each route is loaded for ``--seconds`` with ``--connections`` open
-connections: submit (POST /v2/videos/generate, every request a new job), job read (GET /v2/jobs/{id})
-and job list (GET /v2/jobs), on SQLite and on PostgreSQL; then ``--clients`` clients (1,000) each poll
+connections: submit (POST /v2/videos/generate, every request a new job), job read (GET /v2/jobs/{id}),
+the same job read as a google-genai client polls it (GET /v1beta/.../operations/{id}) and job list
+(GET /v2/jobs), on SQLite and on PostgreSQL; then ``--clients`` clients (1,000) each poll
 a job every ``--poll-interval`` seconds (1), the load a hosted API's users make. The bare endpoint is a
 FastAPI route that returns a small JSON object, served by uvicorn the same way (its access log on, as
 the server's is).
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +180,13 @@ def api(dialect: str, args: argparse.Namespace) -> list[Result]:
                     client.post("/v2/videos/generate", json=SUBMIT)
             results = [
                 wrk(f"job read ({dialect})", f"{server.url}/v2/jobs/{job_id}", args, headers),
+                wrk(
+                    f"Google operation read ({dialect})",
+                    f"{server.url}/v1beta/models/veo-3.1-fast-generate-preview/operations/"
+                    + uuid.UUID(job_id).hex,
+                    args,
+                    {"x-goog-api-key": key},
+                ),
                 wrk(f"job list ({dialect})", f"{server.url}/v2/jobs?limit=20", args, headers),
                 wrk(
                     f"submit ({dialect})",

@@ -30,6 +30,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Security
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
+from sqlalchemy.orm import Session
 
 from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 from openreel.domain.rules import Details, VideoSpec, check_text
@@ -101,22 +102,23 @@ def _version(request: Request) -> str:
     return request.url.path.lstrip("/").split("/", 1)[0]
 
 
-def _own_job(svc: Services, key: ApiKey, op_id: str | None, what: str) -> Job:
+def _own_job(session: Session, key: ApiKey, op_id: str | None, what: str) -> Job:
     job_id = job_ids.parse_job_id(op_id) if op_id else None
-    job = None
-    if job_id is not None:
-        with svc.db.read() as session:
-            job = jobs.get_for_account(session, key.account_id, job_id)
+    job = jobs.get_for_account(session, key.account_id, job_id) if job_id is not None else None
     if job is None:
         raise GoogleError(404, f"{what} not found.")
     return job
 
 
 def _operation_reply(
-    svc: Services, request: Request, job: Job, name: str, form: Form, headers: dict[str, str] | None = None
+    svc: Services,
+    request: Request,
+    session: Session,
+    job: Job,
+    name: str,
+    form: Form,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    with svc.db.read() as session:
-        standing = Standings.of_server(svc, session, [job]).of(job)
     body = operation(
         svc,
         job,
@@ -124,16 +126,26 @@ def _operation_reply(
         form=form,
         base_url=svc.base_url(str(request.base_url)),
         version=_version(request),
-        standing=standing,
+        standing=Standings.of_server(svc, session, [job]).of(job),
     )
     return JSONResponse(body, headers=headers)
+
+
+def _submitted_operation(
+    svc: Services, request: Request, job: Job, name: str, form: Form, headers: dict[str, str] | None
+) -> JSONResponse:
+    with svc.db.read() as session:
+        return _operation_reply(svc, request, session, job, name, form, headers)
 
 
 def _read_operation(
     svc: Services, request: Request, key: ApiKey, op_id: str, name: str, form: Form
 ) -> JSONResponse:
-    """The account's operation ``name`` as it stands (what clients poll)."""
-    return _operation_reply(svc, request, _own_job(svc, key, op_id, f"Operation {name}"), name, form)
+    """The account's operation ``name`` as it stands (what clients poll): the job and its place in the
+    queue in one read."""
+    with svc.db.read() as session:
+        job = _own_job(session, key, op_id, f"Operation {name}")
+        return _operation_reply(svc, request, session, job, name, form)
 
 
 async def _predict(
@@ -174,7 +186,8 @@ async def _predict(
     headers = None if submitted.created else {"Idempotent-Replayed": "true"}
     job = submitted.job
     name = operation_name(form, model, job.id)
-    return await on_loop_if_local(svc, partial(_operation_reply, svc, request, job, name, form, headers))
+    reply = partial(_submitted_operation, svc, request, job, name, form, headers)
+    return await on_loop_if_local(svc, reply)
 
 
 def _cancel(svc: Services, key: ApiKey, op_id: str) -> dict[str, Any]:
@@ -259,7 +272,8 @@ def gemini_download(
     if alt not in (None, "media"):
         raise GoogleError(400, f"alt={alt!r} is not supported here; use alt=media")
     op_id, sample = file_sample(file_id)
-    job = _own_job(svc, key, op_id, f"File {file_id}")
+    with svc.db.read() as session:
+        job = _own_job(session, key, op_id, f"File {file_id}")
     if job.status in jobs.ACTIVE:
         raise GoogleError(
             400,
