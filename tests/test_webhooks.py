@@ -176,8 +176,11 @@ class Outbox:
         with self.db.session() as session:
             return accounts.create_key(session, name="test")
 
-    def job(self, key: accounts.NewKey, url: str, event: str = "failed", **fields: Any) -> str:
-        """A finished job of ``key``'s account with ``event`` in the outbox for ``url``."""
+    def job(
+        self, key: accounts.NewKey, url: str, event: str = "failed", hold_s: float = 0.0, **fields: Any
+    ) -> str:
+        """A finished job of ``key``'s account with ``event`` in the outbox for ``url``, committed
+        ``hold_s`` after it was queued."""
         values: dict[str, Any] = {"status": jobs.FAILED, "error": "boom", **fields}
         with self.db.session() as session:
             job = Job(
@@ -195,6 +198,7 @@ class Outbox:
             session.add(job)
             session.flush()
             self.sender.enqueue(session, job.id, event)
+            time.sleep(hold_s)
             return job.id
 
     def restart(self) -> None:
@@ -337,6 +341,25 @@ def test_an_idle_outbox_reads_every_few_seconds_and_still_retries_on_time(tmp_pa
     (first, _), (second, _) = flaky.arrivals
     assert webhooks.FIRST_RETRY_S <= second - first < webhooks.FIRST_RETRY_S + 0.8
     assert 1 <= len(idle) <= 2 and all(sql.lstrip().startswith("SELECT") for sql in idle), idle
+
+
+def test_an_event_goes_out_as_soon_as_its_transaction_commits(tmp_path: Path) -> None:
+    """Not at the idle outbox's next read: the sender is woken by the commit, not by the enqueue (whose
+    row a pass made before the commit cannot see)."""
+    box = Outbox(tmp_path)
+    state = Receiver()
+    try:
+        with serving(state) as url:
+            box.sender.start()
+            key = box.account()
+            for _ in range(2):
+                box.job(key, url, hold_s=0.5)
+                committed = time.monotonic()
+                box.settle()
+                assert state.arrivals[-1][0] - committed < 1.0
+    finally:
+        box.sender.close()
+        box.db.dispose()
 
 
 def test_webhook_error_shows_the_last_failed_try(tmp_path: Path) -> None:

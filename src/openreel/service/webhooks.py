@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import exists, select, update
+from sqlalchemy.event import listen
 from sqlalchemy.orm import Session, aliased
 
 from openreel.domain.signatures import sign
@@ -177,6 +178,10 @@ class WebhookSender:
         base_url = (self.settings.public_url or job.base_url or self.base_url).rstrip("/")
         body = json.dumps(payload(event, job, self.presenter, base_url))
         session.add(WebhookDelivery(job_id=job_id, event=event, url=job.webhook_url, body=body))
+        # Woken once the row is committed: a pass before that cannot see it, and the next is seconds away.
+        listen(session, "after_commit", self._woken, once=True)
+
+    def _woken(self, _session: Session) -> None:
         self._wake.set()
 
     def _progress_due(self, job_id: str, progress: int) -> bool:
