@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy import event, select, update
 from openreel.domain.signatures import sign, verify_webhook
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import Job, WebhookDelivery
+from openreel.ledger.tables import Job, WebhookDelivery, utcnow
 from openreel.service import webhooks
 from openreel.service.views import Presenter
 from openreel.service.webhooks import WebhookSender
@@ -360,6 +361,35 @@ def test_an_event_goes_out_as_soon_as_its_transaction_commits(tmp_path: Path) ->
     finally:
         box.sender.close()
         box.db.dispose()
+
+
+def test_a_row_another_server_tried_since_it_was_read_waits_for_that_retry(tmp_path: Path) -> None:
+    """Between a pass's read and its claim another server may try the row, fail and schedule its retry
+    (the row pending again): the claim leaves it to that retry rather than send it at once."""
+
+    class Raced(WebhookSender):
+        def _claim(self, reserved: list[webhooks.Delivery]) -> set[int]:
+            with self.db.session() as session:  # the other server's failed try, written meanwhile
+                session.execute(
+                    update(WebhookDelivery).values(
+                        attempts=WebhookDelivery.attempts + 1, next_attempt_at=utcnow() + timedelta(minutes=1)
+                    )
+                )
+            return super()._claim(reserved)
+
+    box = Outbox(tmp_path)
+    box.sender = Raced(box.settings, box.db, box.presenter)
+    state = Receiver()
+    try:
+        with serving(state) as url:
+            job_id = box.job(box.account(), url)
+            box.sender.start()
+            time.sleep(1)
+            row = box.rows()[job_id]
+    finally:
+        box.sender.close()
+        box.db.dispose()
+    assert state.calls == [] and (row.status, row.attempts) == ("pending", 1)
 
 
 def test_webhook_error_shows_the_last_failed_try(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -96,6 +97,7 @@ class Delivery:
     digest: bytes
     account_id: str
     target: str
+    attempts: int  # as read: the claim takes the row only if no other server has tried it since
 
 
 def target_of(url: str) -> str:
@@ -154,12 +156,13 @@ class WebhookSender:
         finished stay ``sending`` and go back to ``pending`` at the next start."""
         self._stop.set()
         self._wake.set()
-        for _ in self._workers:
-            self._work.put(None)
         deadline = time.monotonic() + self.settings.webhook_timeout_s + 5
-        for thread in (self._thread, *self._workers):
-            if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        for _ in self._workers:  # behind whatever the last pass claimed
+            self._work.put(None)
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
 
     def enqueue(self, session: Session, job_id: str, event: str) -> None:
         """Add the event to the outbox inside the caller's transaction, if the job asked for it."""
@@ -179,7 +182,8 @@ class WebhookSender:
         body = json.dumps(payload(event, job, self.presenter, base_url))
         session.add(WebhookDelivery(job_id=job_id, event=event, url=job.webhook_url, body=body))
         # Woken once the row is committed: a pass before that cannot see it, and the next is seconds away.
-        listen(session, "after_commit", self._woken, once=True)
+        # Registered once per session however many events it adds (SQLAlchemy keys it by the listener).
+        listen(session, "after_commit", self._woken)
 
     def _woken(self, _session: Session) -> None:
         self._wake.set()
@@ -195,21 +199,22 @@ class WebhookSender:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            started = time.monotonic()
             unread = True
             try:
                 unread = self._dispatch()
             except Exception:
                 log.exception("webhook dispatch failed")
-            self._wake.wait(BUSY_PASS_S if unread else self._until_next_retry())
+            self._wake.wait(BUSY_PASS_S if unread else self._until_next_retry(started))
 
-    def _until_next_retry(self) -> float:
-        """Seconds to the next retry this process scheduled, at most ``IDLE_PASS_S``."""
-        now = time.monotonic()
+    def _until_next_retry(self, started: float) -> float:
+        """Seconds to the next retry this process scheduled that the pass begun at ``started`` could not
+        take (one that fell due during it included), at most ``IDLE_PASS_S``."""
         with self._lock:
-            while self._retries and self._retries[0] <= now:
+            while self._retries and self._retries[0] <= started:
                 heapq.heappop(self._retries)
-            due = self._retries[0] if self._retries else now + IDLE_PASS_S
-        return min(due - now, IDLE_PASS_S)
+            due = self._retries[0] if self._retries else math.inf
+        return max(0.0, min(due - time.monotonic(), IDLE_PASS_S))
 
     def _retry_in(self, seconds: float) -> None:
         with self._lock:
@@ -242,6 +247,7 @@ class WebhookSender:
                 WebhookDelivery.event,
                 WebhookDelivery.url,
                 WebhookDelivery.body,
+                WebhookDelivery.attempts,
                 ApiKey.key_hash,
                 Job.account_id,
             )
@@ -266,7 +272,7 @@ class WebhookSender:
                 # SQL) cannot hide the rows behind them.
                 for page in range(PAGES):
                     due = session.execute(due_rows.where(WebhookDelivery.id > after)).all()
-                    for row_id, job_id, event, url, body, key_hash, account_id in due:
+                    for row_id, job_id, event, url, body, attempts, key_hash, account_id in due:
                         after = row_id
                         if len(reserved) == free:
                             break
@@ -279,6 +285,7 @@ class WebhookSender:
                             digest=bytes.fromhex(key_hash),
                             account_id=account_id,
                             target=target_of(url),
+                            attempts=attempts,
                         )
                         if not self._stop.is_set() and self._reserve(delivery):
                             reserved.append(delivery)
@@ -298,8 +305,8 @@ class WebhookSender:
         return unread
 
     def _claim(self, reserved: list[Delivery]) -> set[int]:
-        """The ids of the rows marked ``sending`` here: those still pending (another server may have
-        taken one since it was read)."""
+        """The ids of the rows marked ``sending`` here: those still pending and untried since they were
+        read (another server may have tried one since, and scheduled its retry)."""
         with self.db.session() as session:
             connection = session.connection()
             return {
@@ -307,7 +314,11 @@ class WebhookSender:
                 for delivery in reserved
                 if connection.execute(
                     update(WebhookDelivery)
-                    .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status == "pending")
+                    .where(
+                        WebhookDelivery.id == delivery.id,
+                        WebhookDelivery.status == "pending",
+                        WebhookDelivery.attempts == delivery.attempts,
+                    )
                     .values(status="sending")
                 ).rowcount
             }
@@ -342,7 +353,9 @@ class WebhookSender:
     def _deliver(self, delivery: Delivery) -> None:
         """One try of one row; whatever goes wrong is recorded on that row and nowhere else."""
         try:
-            self._record(delivery, *self._attempt(delivery))
+            retry_s = self._record(delivery, *self._attempt(delivery))
+            if retry_s is not None:
+                self._retry_in(retry_s)
         except Exception:
             log.exception(
                 "webhook %s for job %s: the try could not be recorded", delivery.event, delivery.job_id
@@ -396,12 +409,14 @@ class WebhookSender:
         ) as response:
             return response.status_code
 
-    def _record(self, delivery: Delivery, error: str | None, permanent: bool) -> None:
+    def _record(self, delivery: Delivery, error: str | None, permanent: bool) -> float | None:
+        """Write the try's outcome; the seconds until the retry it scheduled, if it did."""
         event, job_id = delivery.event, delivery.job_id
+        retry_s = None
         with self.db.session() as session:
             row = session.get(WebhookDelivery, delivery.id)
             if row is None:
-                return
+                return None
             row.attempts += 1
             row.last_error = error
             if error is None:
@@ -413,9 +428,8 @@ class WebhookSender:
                 log.warning("webhook %s for job %s failed for good: %s", event, job_id, error)
             else:
                 row.status = "pending"
-                delay = min(FIRST_RETRY_S * 2 ** (row.attempts - 1), MAX_RETRY_S)
-                row.next_attempt_at = utcnow() + timedelta(seconds=delay)
-                self._retry_in(delay)
+                retry_s = min(FIRST_RETRY_S * 2 ** (row.attempts - 1), MAX_RETRY_S)
+                row.next_attempt_at = utcnow() + timedelta(seconds=retry_s)
                 log.warning("webhook %s for job %s: %s (try %d)", event, job_id, error, row.attempts)
             if event != "progress":
                 job = session.get(Job, job_id)
@@ -426,6 +440,7 @@ class WebhookSender:
                 if row.status in ("delivered", "failed"):
                     with self._lock:
                         self._last_progress.pop(job_id, None)
+        return retry_s
 
     @staticmethod
     def _superseded(session: Session, row: WebhookDelivery) -> bool:
