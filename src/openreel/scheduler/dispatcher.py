@@ -264,32 +264,23 @@ class Dispatcher:
     def _prepare(
         self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float, claimed: float
     ) -> m.RenderTask:
-        ready = self.preparer.prepare(job_id, attempt, spec, grid_scale)
-        with self._lock:
-            self._seq += 1
-            running = Running(
-                seq=self._seq,
-                job_id=job_id,
-                model=spec.model,
-                attempt=attempt,
-                staged=ready.staged,
-                keys=ready.keys,
-                deadline=time.monotonic() + self.settings.job_timeout_s * spec.sample_count,
-                shape=Shape.of(spec),
-                claimed=claimed,
-                handed=time.monotonic(),
-            )
-            self._running[running.seq] = running
-        return m.RenderTask(
-            running.seq,
-            job_id,
-            ready.plans,
-            ready.staged,
-            ready.first,
-            ready.last,
-            ready.references,
-            ready.extends,
+        self._seq += 1  # only this thread numbers tasks
+        task, keys = self.preparer.prepare(self._seq, job_id, attempt, spec, grid_scale)
+        running = Running(
+            seq=task.seq,
+            job_id=job_id,
+            model=spec.model,
+            attempt=attempt,
+            staged=task.output_paths,
+            keys=keys,
+            deadline=time.monotonic() + self.settings.job_timeout_s * spec.sample_count,
+            shape=Shape.of(spec),
+            claimed=claimed,
+            handed=time.monotonic(),
         )
+        with self._lock:
+            self._running[task.seq] = running
+        return task
 
     def _finish_done(self, running: Running, media: dict[str, Any]) -> None:
         """The samples rendered move into storage; the job's result names each, and the first one made

@@ -3,31 +3,19 @@ render planned for the engine's grid, and where each of its videos will be writt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import overload
 
 from PIL import Image
 
 from openreel.domain.catalog import Catalog
 from openreel.domain.rules import VideoSpec
-from openreel.engine.plan import LEAD_FRAMES, RenderPlan, plan_render
+from openreel.engine.plan import LEAD_FRAMES, plan_render
 from openreel.executors import messages as m
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.images import InputError, load_image
 from openreel.storage.signing import Signer
-
-
-@dataclass(frozen=True)
-class Prepared:
-    # One plan per sample (its own seed), and per sample its key in storage and the file its worker writes.
-    plans: tuple[RenderPlan, ...]
-    keys: tuple[str, ...]
-    staged: tuple[str, ...]
-    first: Image.Image | None
-    last: Image.Image | None
-    references: tuple[Image.Image, ...]
-    extends: m.Continued | None
 
 
 class Preparer:
@@ -37,8 +25,11 @@ class Preparer:
         self.signer = signer
         self.catalog = catalog
 
-    def prepare(self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float) -> Prepared:
-        """``InputError``: the job cannot run as asked (an image gone or unreadable, its model withdrawn)."""
+    def prepare(
+        self, seq: int, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float
+    ) -> tuple[m.RenderTask, tuple[str, ...]]:
+        """The task, with one plan per sample (its own seed), and each sample's key in storage.
+        ``InputError``: the job cannot run as asked (an image gone or unreadable, its model withdrawn)."""
         model = self.catalog.get(spec.model)
         if model is None:
             raise InputError(f"model {spec.model} is no longer in the catalog")
@@ -66,15 +57,9 @@ class Preparer:
             f"results/{job_id}/{attempt}.mp4" if i == 0 else f"results/{job_id}/{attempt}.{i}.mp4"
             for i in range(spec.sample_count)
         )
-        return Prepared(
-            plans=tuple(replace(plan, seed=seed) for seed in spec.seeds),
-            keys=keys,
-            staged=tuple(str(self.storage.staging_path(key)) for key in keys),
-            first=first,
-            last=last,
-            references=references,
-            extends=extends,
-        )
+        staged = tuple(str(self.storage.staging_path(key)) for key in keys)
+        plans = tuple(replace(plan, seed=seed) for seed in spec.seeds)
+        return m.RenderTask(seq, job_id, plans, staged, first, last, references, extends), keys
 
     def _continued(self, spec: VideoSpec) -> m.Continued | None:
         """The clip an extension continues, read from storage (the service found it at submit)."""
