@@ -248,14 +248,14 @@ def test_a_poison_url_fails_alone_and_strands_no_one(outbox: Outbox, receiver: t
         bad = [outbox.job(poisoned, poison) for poison in POISON]  # the lowest ids: first in line
         return bad, [outbox.job(key, url) for key in good for _ in range(2)]
 
-    def check(bad: list[str], fine: list[str]) -> None:
+    def check(bad: list[str], fine: list[str], tries: int = 1) -> None:
         rows, found = outbox.settle(), outbox.jobs()
         for job_id in fine:
-            assert rows[job_id].status == "delivered" and rows[job_id].attempts == 1
+            assert rows[job_id].status == "delivered" and rows[job_id].attempts == tries
             assert found[job_id].webhook_status == "delivered" and found[job_id].webhook_error is None
         for job_id in bad:
             row = rows[job_id]
-            assert row.status == "failed" and row.attempts == 1 and row.last_error, row.last_error
+            assert row.status == "failed" and row.attempts == tries and row.last_error, row.last_error
             assert found[job_id].webhook_status == "failed"
             assert found[job_id].webhook_error == row.last_error
 
@@ -264,15 +264,18 @@ def test_a_poison_url_fails_alone_and_strands_no_one(outbox: Outbox, receiver: t
     check(*first)
     assert {json.loads(body)["jobId"] for _, body in state.calls} == set(first[1])
 
-    # The same batch caught mid-flight by a crash of the old sender: the next one sends it all.
+    # The same batch caught mid-flight by a crash of the old sender, its claims since lapsed: the next
+    # one sends it all (the crashed tries counted).
     outbox.sender.close()
     second = batch()
     with outbox.db.session() as session:
         session.execute(
-            update(WebhookDelivery).where(WebhookDelivery.status == "pending").values(status="sending")
+            update(WebhookDelivery)
+            .where(WebhookDelivery.status == "pending")
+            .values(status="sending", attempts=1, next_attempt_at=utcnow() - timedelta(seconds=1))
         )
     outbox.restart()
-    check(*second)
+    check(*second, tries=2)
 
 
 def test_a_receiver_that_never_answers_delays_no_other_account(outbox: Outbox) -> None:
@@ -390,6 +393,54 @@ def test_a_row_another_server_tried_since_it_was_read_waits_for_that_retry(tmp_p
         box.sender.close()
         box.db.dispose()
     assert state.calls == [] and (row.status, row.attempts) == ("pending", 1)
+
+
+def test_a_row_another_server_is_sending_waits_for_its_claim_to_lapse(tmp_path: Path) -> None:
+    """Several servers share the outbox: a row claimed by a live one is not sent again by another (one
+    starting included) until that claim lapses, as it would if its server had died mid-try."""
+    box = Outbox(tmp_path)
+    state = Receiver()
+    try:
+        with serving(state) as url:
+            job_id = box.job(box.account(), url)
+            lapses = utcnow() + timedelta(seconds=1.5)
+            with box.db.session() as session:
+                session.execute(
+                    update(WebhookDelivery).values(status="sending", attempts=1, next_attempt_at=lapses)
+                )
+            box.sender.start()
+            time.sleep(1)
+            assert state.calls == [], "sent while another server's claim held"
+            row = box.settle()[job_id]
+    finally:
+        box.sender.close()
+        box.db.dispose()
+    assert (row.status, row.attempts, len(state.calls)) == ("delivered", 2, 1)
+
+
+def test_a_try_that_outlives_its_claim_leaves_the_row_to_its_new_claimant(tmp_path: Path) -> None:
+    """The other server that took the row once the claim lapsed records the outcome, not this one."""
+    box = Outbox(tmp_path)
+    state = Receiver()
+    state.gate = threading.Event()
+    try:
+        with serving(state) as url:
+            job_id = box.job(box.account(), url)
+            box.sender.start()
+            deadline = time.monotonic() + 15
+            while not state.calls:
+                assert time.monotonic() < deadline, "never tried"
+                time.sleep(0.02)
+            later = utcnow() + timedelta(minutes=1)
+            with box.db.session() as session:  # the claim lapsed and another server took the row
+                session.execute(update(WebhookDelivery).values(attempts=2, next_attempt_at=later))
+            state.gate.set()
+            time.sleep(1)
+            row = box.rows()[job_id]
+    finally:
+        box.sender.close()
+        box.db.dispose()
+    assert (row.status, row.attempts, row.last_error) == ("sending", 2, None)
 
 
 def test_webhook_error_shows_the_last_failed_try(tmp_path: Path) -> None:

@@ -8,13 +8,15 @@ Progress events are sent at most once per 10 points.
 
 Deliveries run on a small thread pool, so one receiver that hangs costs only its own tries: at most
 ``PER_ACCOUNT`` deliveries of one account and ``PER_TARGET`` to one host:port are in flight at once,
-and a row is claimed (``sending``) only when a worker takes it. A job's events go out in order: a row
-waits while an earlier row of its job is unfinished. Every error of a try (building the request,
-resolving, connecting, the answer) counts against that delivery alone. Network errors, DNS failures
-and every status but 2xx and 410 are retried with exponential backoff; a URL that does not parse, a
-refused target (private address, wrong scheme) and ``410 Gone`` fail at once, as retrying cannot
-help. A progress event that fails once a later event of its job is queued is given up: the later one
-says more.
+and a row is claimed (``sending``) only when a worker takes it. A claim is a lease: it lasts one try's
+timeout and a margin, so a row whose server stopped or died mid-try is taken again by any server once
+the claim has lapsed, while a row another live server is sending is never sent twice. A job's events
+go out in order: a row waits while an earlier row of its job is unfinished. Every error of a try
+(building the request, resolving, connecting, the answer) counts against that delivery alone.
+Network errors, DNS failures and every status but 2xx and 410 are retried with exponential backoff;
+a URL that does not parse, a refused target (private address, wrong scheme) and ``410 Gone`` fail at
+once, as retrying cannot help. A progress event that fails once a later event of its job is queued
+is given up: the later one says more.
 
 ``X-Webhook-Signature: sha256=<hex>`` is the HMAC-SHA256 of the raw body keyed with the raw SHA-256
 digest of the submitting API key: exactly what the ledger stores, so no secret is kept in clear.
@@ -55,6 +57,8 @@ PROGRESS_STEP = 10
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 300.0
 UNRECORDED_RETRY_S = 30.0  # a try whose outcome the ledger could not take is made again after this
+# A claim lasts one try's timeout (netguard bounds the whole try) and this, then the row is due again.
+CLAIM_MARGIN_S = 10.0
 WORKERS = 8
 PER_ACCOUNT = 2
 PER_TARGET = 4
@@ -97,7 +101,7 @@ class Delivery:
     digest: bytes
     account_id: str
     target: str
-    attempts: int  # as read: the claim takes the row only if no other server has tried it since
+    attempts: int  # tries begun, as read: the claim takes the row only if no other server has since
 
 
 def target_of(url: str) -> str:
@@ -143,17 +147,13 @@ class WebhookSender:
         ]
 
     def start(self) -> None:
-        with self.db.session() as session:
-            session.execute(
-                update(WebhookDelivery).where(WebhookDelivery.status == "sending").values(status="pending")
-            )
         self._thread.start()
         for worker in self._workers:
             worker.start()
 
     def close(self) -> None:
         """Stop taking rows and give the tries under way one timeout to end; rows claimed but not
-        finished stay ``sending`` and go back to ``pending`` at the next start."""
+        finished stay ``sending`` until their claim lapses, then any server takes them."""
         self._stop.set()
         self._wake.set()
         deadline = time.monotonic() + self.settings.webhook_timeout_s + 5
@@ -254,7 +254,8 @@ class WebhookSender:
             .join(Job, Job.id == WebhookDelivery.job_id)
             .join(ApiKey, ApiKey.id == Job.api_key_id)
             .where(
-                WebhookDelivery.status == "pending",
+                # A sending row whose claim lapsed is due again (its server stopped or died mid-try).
+                WebhookDelivery.status.in_(("pending", "sending")),
                 WebhookDelivery.next_attempt_at <= utcnow(),
                 ~unfinished_before,
                 Job.account_id.not_in(full_accounts),
@@ -305,8 +306,10 @@ class WebhookSender:
         return unread
 
     def _claim(self, reserved: list[Delivery]) -> set[int]:
-        """The ids of the rows marked ``sending`` here: those still pending and untried since they were
-        read (another server may have tried one since, and scheduled its retry)."""
+        """The ids of the rows claimed here: those no server has claimed since they were read (every
+        claim counts a try begun, so ``attempts`` tells). The claim lasts until ``next_attempt_at``."""
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.webhook_timeout_s + CLAIM_MARGIN_S)
         with self.db.session() as session:
             connection = session.connection()
             return {
@@ -316,10 +319,12 @@ class WebhookSender:
                     update(WebhookDelivery)
                     .where(
                         WebhookDelivery.id == delivery.id,
-                        WebhookDelivery.status == "pending",
                         WebhookDelivery.attempts == delivery.attempts,
+                        # Still due: not finished, nor rescheduled by a try whose claim had lapsed.
+                        WebhookDelivery.status.in_(("pending", "sending")),
+                        WebhookDelivery.next_attempt_at <= now,
                     )
-                    .values(status="sending")
+                    .values(status="sending", attempts=delivery.attempts + 1, next_attempt_at=until)
                 ).rowcount
             }
 
@@ -371,14 +376,23 @@ class WebhookSender:
             with self.db.session() as session:
                 session.execute(
                     update(WebhookDelivery)
-                    .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status == "sending")
+                    .where(*self._still_ours(delivery))
                     .values(
                         status="pending", next_attempt_at=utcnow() + timedelta(seconds=UNRECORDED_RETRY_S)
                     )
                 )
             self._retry_in(UNRECORDED_RETRY_S)
         except Exception:
-            log.exception("webhook row %d stays sending until the next start", delivery.id)
+            log.exception("webhook row %d stays sending until its claim lapses", delivery.id)
+
+    @staticmethod
+    def _still_ours(delivery: Delivery) -> tuple[Any, ...]:
+        """Where the row is still under this claim: sending, and claimed by no one since."""
+        return (
+            WebhookDelivery.id == delivery.id,
+            WebhookDelivery.status == "sending",
+            WebhookDelivery.attempts == delivery.attempts + 1,
+        )
 
     def _attempt(self, delivery: Delivery) -> tuple[str | None, bool]:
         """(None, False) when the receiver took it, else why not and whether retrying is pointless."""
@@ -414,10 +428,11 @@ class WebhookSender:
         event, job_id = delivery.event, delivery.job_id
         retry_s = None
         with self.db.session() as session:
-            row = session.get(WebhookDelivery, delivery.id)
+            row = session.scalar(select(WebhookDelivery).where(*self._still_ours(delivery)).with_for_update())
             if row is None:
+                # The claim lapsed and another server took the row: its try is the one recorded.
+                log.warning("webhook %s for job %s: claim lapsed before the try ended", event, job_id)
                 return None
-            row.attempts += 1
             row.last_error = error
             if error is None:
                 row.status = "delivered"
