@@ -3,6 +3,8 @@ prepare, without a worker process in the way."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +21,23 @@ from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.storage.signing import Signer
 
+LEASE_S = 0.9
+
 
 class FakeExecutor:
-    """One idle slot; tasks handed to it are kept, never run."""
+    """One slot; tasks handed to it are kept, never run, and its worker answers while ``answering``."""
 
     def __init__(self) -> None:
         self.engine = EngineState(name="fake", ready=True, slots=1)
         self.submitted: list[m.RenderTask] = []
+        self.aborted: list[int] = []
+        self.answering = True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
     def free_slot(self) -> int | None:
         return None if self.submitted else 0
@@ -33,10 +45,23 @@ class FakeExecutor:
     def submit(self, slot: int, task: m.RenderTask) -> None:
         self.submitted.append(task)
 
+    def poll(self, timeout: float) -> list[m.TaskEvent]:
+        time.sleep(timeout)
+        return []
+
+    def responsive(self) -> set[int]:
+        return {task.seq for task in self.submitted if self.answering}
+
+    def cancel(self, seq: int) -> None:
+        pass
+
+    def abort(self, seq: int) -> None:
+        self.aborted.append(seq)
+
 
 @pytest.fixture
 def dispatcher(tmp_path: Path) -> Iterator[tuple[Dispatcher, FakeExecutor, Database]]:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, lease_ttl_s=LEASE_S)
     url = settings.resolved_database_url()
     migrate(url)
     db = Database(url)
@@ -155,3 +180,73 @@ def test_a_commit_that_fails_leaves_no_stored_sample(
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == jobs.PROCESSING
+
+
+def test_leases_hold_while_the_dispatcher_is_busy_and_lapse_when_the_worker_stops_answering(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's lease is renewed on a thread of its own: while the dispatcher reads its images for longer
+    than a lease lasts (a slow S3), and while its worker answers; not once the worker has gone silent."""
+    loop, fake, db = dispatcher
+    job_id, _ = queue(db, GOOD)
+    reading, read = threading.Event(), threading.Event()
+    prepare = loop.preparer.prepare
+
+    def slow_images(*args: object, **kwargs: object) -> tuple[m.RenderTask, tuple[str, ...]]:
+        reading.set()
+        read.wait(30)
+        return prepare(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop.preparer, "prepare", slow_images)
+
+    def reaped() -> tuple[list[str], list[str]]:
+        """What another server's reaper takes now."""
+        with db.session() as session:
+            return jobs.reap_expired(session, max_attempts=3)
+
+    def status() -> str:
+        with db.read() as session:
+            return session.get_one(Job, job_id).status
+
+    loop.start()
+    try:
+        assert reading.wait(30)
+        time.sleep(3 * LEASE_S)
+        assert reaped() == ([], []) and status() == jobs.PROCESSING  # held while its images are read
+        read.set()
+        while not fake.submitted:
+            time.sleep(0.02)
+        time.sleep(3 * LEASE_S)
+        assert reaped() == ([], []) and status() == jobs.PROCESSING  # held while its worker answers
+        fake.answering = False
+        deadline = time.monotonic() + 10 * LEASE_S
+        while status() != jobs.QUEUED:  # the lease lapsed and a reaper (this server's) re-queued it
+            assert time.monotonic() < deadline, "the lease of a silent worker's job was kept"
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+
+
+def test_a_job_another_server_took_is_abandoned_here(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+) -> None:
+    loop, fake, db = dispatcher
+    job_id, _ = queue(db, GOOD)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not fake.submitted:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with db.session() as session:  # its lease ran out and another server claimed the job again
+            job = session.get_one(Job, job_id)
+            job.lease_owner, job.attempts = "another-server", job.attempts + 1
+        deadline = time.monotonic() + 10 * LEASE_S
+        while not fake.aborted:
+            assert time.monotonic() < deadline, "the job was kept here"
+            time.sleep(0.02)
+    finally:
+        loop.stop()
+    assert fake.aborted == [fake.submitted[0].seq]
+    with db.read() as session:
+        assert session.get_one(Job, job_id).lease_owner == "another-server"

@@ -6,7 +6,6 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,6 +15,7 @@ from sqlalchemy import select, update
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, utcnow
+from openreel.scheduler.queue_moves import QueueMoves
 from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
 from openreel.storage.local import LocalStorage
@@ -398,8 +398,8 @@ def test_the_queue_order_is_read_once_until_a_job_leaves_the_queue_or_a_second_p
     key = new_key(db, 100)
     with db.session() as session:
         made = [jobs.submit(session, key, job(prompt=str(i)))[0].id for i in range(3)]
-    dispatcher = SimpleNamespace(queue_version=0)
-    order = QueueOrder(dispatcher)  # type: ignore[arg-type]
+    moves = QueueMoves()
+    order = QueueOrder(moves)
     reads: list[int] = []
     real_queued_ids = jobs.queued_ids
     monkeypatch.setattr(jobs, "queued_ids", lambda session: reads.append(1) or real_queued_ids(session))
@@ -417,9 +417,9 @@ def test_the_queue_order_is_read_once_until_a_job_leaves_the_queue_or_a_second_p
         assert jobs.claim_next(session, "me", LEASE) is not None
     # Claimed by another server: this one learns within a second (a newer job is counted at once).
     assert places() == {made[1]: 2, made[2]: 3, made[3]: 3}
-    dispatcher.queue_version += 1  # this server's dispatcher is taking it: places are counted meanwhile
-    assert places() == {made[1]: 1, made[2]: 2, made[3]: 3} and len(reads) == 1
-    dispatcher.queue_version += 1  # and has taken it
+    with moves.moving():  # this server's dispatcher is taking it: places are counted meanwhile
+        assert places() == {made[1]: 1, made[2]: 2, made[3]: 3} and len(reads) == 1
+    # and has taken it
     assert places() == {made[1]: 1, made[2]: 2, made[3]: 3} and len(reads) == 2
     with order.changing():
         with db.session() as session:

@@ -75,7 +75,7 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
         limiter,
         metrics,
         admissions(db, settings.max_concurrent_jobs),
-        QueueOrder(dispatcher),
+        QueueOrder(dispatcher.queue),
         Housekeeper(db, storage),
     )
 

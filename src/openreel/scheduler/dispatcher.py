@@ -2,10 +2,10 @@
 
 It claims the oldest queued job for each idle worker slot, leasing it, has it prepared (preparation.py:
 images read, render planned) and hands it over; then it turns the workers' events into ledger
-transitions. While a worker answers, the dispatcher renews its job's lease; a lease that runs out (this
-server or that worker is gone) is reaped by whichever server sees it first: re-queued, or failed with a
-refund after ``max_attempts``. A worker that dies or overruns ``job_timeout_s`` is replaced, so no job is
-stuck and the server never goes down with a render.
+transitions. While a worker answers, its job's lease is renewed (leases.py, on a thread of its own); a
+lease that runs out (this server or that worker is gone) is reaped by whichever server sees it first:
+re-queued, or failed with a refund after ``max_attempts``. A worker that dies or overruns
+``job_timeout_s`` is replaced, so no job is stuck and the server never goes down with a render.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from openreel.ledger import jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.scheduler.eta import RenderTimes, Shape
+from openreel.scheduler.leases import Held, LeaseKeeper
 from openreel.scheduler.preparation import Preparer
+from openreel.scheduler.queue_moves import QueueMoves
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.images import InputError
@@ -93,16 +95,24 @@ class Dispatcher:
         self._on_phase = on_phase or (lambda _phase, _seconds: None)
         self._executor = executor if executor is not None else make_executor(settings)
         self.render_times = RenderTimes()
-        # Odd while this dispatcher may be taking jobs out of the queue or putting them back, and one more
-        # once it has, so that a snapshot of the queue's order (service/queue_order.py) knows when it
-        # cannot be kept and when it is out of date.
-        self.queue_version = 0
+        self.queue = QueueMoves()
         self._running: dict[int, Running] = {}
+        # The job claimed and being prepared, or whose files are being committed: no worker answers
+        # for it, and its lease must hold all the same.
+        self._in_hand: Held | None = None
         self._seq = 0
-        self._next_lease_check = 0.0
         self._next_claim = 0.0
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self.leases = LeaseKeeper(
+            db,
+            self.owner,
+            settings.lease_ttl_s,
+            settings.max_attempts,
+            self.queue,
+            on_job_event=self._on_job_event,
+            on_change=self._wake.set,
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openreel-dispatcher", daemon=True)
 
@@ -112,12 +122,14 @@ class Dispatcher:
 
     def start(self) -> None:
         self._executor.start()
+        self.leases.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(10)
+        self.leases.stop()
         self._executor.stop()
 
     def wake(self) -> None:
@@ -148,7 +160,8 @@ class Dispatcher:
                 running = self._running.get(event.seq)
                 if running is not None and not isinstance(event, m.Progress):
                     self._clear(running)
-        self._keep_leases_when_due()
+        self._abandon_lost()
+        self._hold()
         for running in list(self._running.values()):
             if time.monotonic() > running.deadline:
                 self._executor.abort(running.seq)
@@ -157,17 +170,8 @@ class Dispatcher:
         if self._wake.is_set() or time.monotonic() >= self._next_claim:
             self._wake.clear()
             self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
-            # Reading a job's images may take a while (S3): keep the other jobs' leases alive meanwhile.
             while not self._stop.is_set() and self._dispatch_next():
-                self._keep_leases_when_due()
-
-    @contextmanager
-    def _moving_queue(self) -> Iterator[None]:
-        self.queue_version += 1
-        try:
-            yield
-        finally:
-            self.queue_version += 1
+                self._hold()
 
     def _poll(self) -> list[m.TaskEvent]:
         """The workers' events. With no job running, a submission's ``wake`` ends the wait at once: the
@@ -177,28 +181,19 @@ class Dispatcher:
         self._wake.wait(POLL_S)
         return self._executor.poll(0)
 
-    def _keep_leases_when_due(self) -> None:
-        if time.monotonic() >= self._next_lease_check:
-            self._next_lease_check = time.monotonic() + self.settings.lease_ttl_s / 3
-            self._keep_leases()
-
-    def _keep_leases(self) -> None:
-        """Renew the leases of jobs whose workers answer, let go of lost ones, and reap expired leases."""
+    def _hold(self) -> None:
+        """Tell the lease keeper which leases to renew: the jobs whose workers answer, and the one in hand."""
         alive = self._executor.responsive()
         held = [(r.job_id, r.attempt) for r in self._running.values() if r.seq in alive]
-        with self._moving_queue(), self.db.session() as session:
-            lost = jobs.renew_leases(session, self.owner, held, self.settings.lease_ttl_s) if held else set()
-            requeued, failed = jobs.reap_expired(session, self.settings.max_attempts)
-            for job_id in failed:
-                self._on_job_event(session, job_id, "failed")
+        self.leases.hold(held + ([self._in_hand] if self._in_hand else []))
+
+    def _abandon_lost(self) -> None:
+        lost = set(self.leases.take_lost())
         for running in list(self._running.values()):
-            if running.job_id in lost:
+            if (running.job_id, running.attempt) in lost:
                 log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
                 self._executor.abort(running.seq)
                 self._clear(running)
-        if requeued or failed:
-            log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
-            self._wake.set()
 
     def _handle(self, event: m.TaskEvent) -> None:
         running = self._running.get(event.seq)
@@ -218,7 +213,8 @@ class Dispatcher:
                 self._on_rendered(running.model, per_video, event.media.get("recipe") or {})
             except Exception:
                 log.exception("recording the render of job %s failed", running.job_id)
-            self._finish_done(running, event.media)
+            with self._in_hand_while(running.job_id, running.attempt):
+                self._finish_done(running, event.media)
         elif isinstance(event, m.Failed):
             self._finish_failed(running, event.error)
         elif isinstance(event, m.Cancelled):
@@ -232,7 +228,7 @@ class Dispatcher:
         slot = self._executor.free_slot()
         if slot is None and engine.error is None:
             return False
-        with self._moving_queue(), self.db.session() as session:
+        with self.queue.moving(), self.db.session() as session:
             job = jobs.claim_next(session, self.owner, self.settings.lease_ttl_s, worker=slot)
             if job is None:
                 return False
@@ -244,7 +240,10 @@ class Dispatcher:
             self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
             return True
         try:
-            task = self._prepare(job_id, attempt, VideoSpec.from_json(raw_spec), engine.grid_scale, claimed)
+            with self._in_hand_while(job_id, attempt):
+                task = self._prepare(
+                    job_id, attempt, VideoSpec.from_json(raw_spec), engine.grid_scale, claimed
+                )
         except InputError as exc:
             self._fail(job_id, attempt, str(exc))
             return True
@@ -260,6 +259,17 @@ class Dispatcher:
             if jobs.status_of(session, job_id) == jobs.CANCELLED:
                 self._executor.cancel(task.seq)
         return True
+
+    @contextmanager
+    def _in_hand_while(self, job_id: str, attempt: int) -> Iterator[None]:
+        """While this thread works on a job no worker answers for (reading its images, committing its
+        files), its lease is held all the same."""
+        self._in_hand = (job_id, attempt)
+        self._hold()
+        try:
+            yield
+        finally:
+            self._in_hand = None
 
     def _prepare(
         self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float, claimed: float
@@ -335,7 +345,7 @@ class Dispatcher:
 
     def _lost(self, running: Running, reason: str) -> None:
         if running.attempt < self.settings.max_attempts:
-            with self._moving_queue(), self.db.session() as session:
+            with self.queue.moving(), self.db.session() as session:
                 jobs.requeue(session, running.job_id, running.attempt)
             log.warning("job %s re-queued: %s", running.job_id, reason)
             self._clear(running)

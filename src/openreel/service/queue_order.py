@@ -11,58 +11,44 @@ committing, places are counted and nothing is kept.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from openreel.ledger import jobs
 from openreel.ledger.tables import Job
-from openreel.scheduler.dispatcher import Dispatcher
+from openreel.scheduler.queue_moves import QueueMoves
 
 MAX_AGE_S = 1.0
 
 
 @dataclass(frozen=True)
 class _Order:
-    version: tuple[int, int]
+    version: int
     read_at: float
     places: dict[str, int]
 
 
 class QueueOrder:
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self._dispatcher = dispatcher
-        self._lock = threading.Lock()
-        self._changing = 0
-        self._generation = 0
+    def __init__(self, moves: QueueMoves) -> None:
+        """``moves``: this server's changes to the queue (its dispatcher's, and its cancels and deletes)."""
+        self._moves = moves
         self._order: _Order | None = None
 
-    @contextmanager
-    def changing(self) -> Iterator[None]:
+    def changing(self) -> AbstractContextManager[None]:
         """Around a transaction that may take jobs out of the queue other than through this server's
         dispatcher (a cancel, a delete)."""
-        with self._lock:
-            self._changing += 1
-            self._generation += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._generation += 1
-                self._changing -= 1
+        return self._moves.moving()
 
     def places(self, session: Session, shown: list[Job]) -> dict[str, int]:
         """1-based places in the queue of those of ``shown`` that are QUEUED (as read in ``session``)."""
         queued = [job for job in shown if job.status == jobs.QUEUED]
         if not queued:
             return {}
-        dispatched = self._dispatcher.queue_version
-        version = (dispatched, self._generation)
-        if dispatched % 2 or self._changing:
+        version, under_way = self._moves.state()
+        if under_way:
             return jobs.queue_positions(session, queued)
         order = self._order
         if order is None or order.version != version or time.monotonic() - order.read_at > MAX_AGE_S:

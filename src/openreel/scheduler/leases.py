@@ -1,0 +1,96 @@
+"""Leases, kept on a thread of their own: the dispatcher's thread reads a job's images, commits its files
+and writes outcomes, any of which may take a while (S3, a busy database), and a healthy job's lease must
+not run out meanwhile, nor an expired one wait to be reaped.
+
+The dispatcher says which of its jobs to hold (those whose workers answer, and the one it has in hand);
+this thread renews their leases every third of ``lease_ttl_s``, reaps the expired leases of any server,
+and hands back the jobs another server took, for the dispatcher to abandon on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from openreel.ledger import jobs
+from openreel.ledger.db import Database
+from openreel.scheduler.queue_moves import QueueMoves
+
+log = logging.getLogger("openreel.leases")
+
+# A job held: (job id, attempt).
+Held = tuple[str, int]
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        db: Database,
+        owner: str,
+        lease_ttl_s: float,
+        max_attempts: int,
+        queue: QueueMoves,
+        on_job_event: Callable[[Session, str, str], None],
+        on_change: Callable[[], None],
+    ) -> None:
+        """``on_job_event`` runs inside the transaction that failed a reaped job; ``on_change`` after a
+        round that re-queued, failed or lost jobs."""
+        self.db = db
+        self.owner = owner
+        self.lease_ttl_s = lease_ttl_s
+        self.max_attempts = max_attempts
+        self._queue = queue
+        self._on_job_event = on_job_event
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._held: list[Held] = []
+        self._lost: list[Held] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="openreel-leases", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def hold(self, held: list[Held]) -> None:
+        """The jobs whose leases to renew from now on."""
+        with self._lock:
+            self._held = held
+
+    def take_lost(self) -> list[Held]:
+        """The held jobs another server has taken since the last call."""
+        with self._lock:
+            lost, self._lost = self._lost, []
+        return lost
+
+    def keep(self) -> None:
+        """One round: renew, reap, and note what was lost."""
+        with self._lock:
+            held = list(self._held)
+        with self._queue.moving(), self.db.session() as session:
+            lost = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else set()
+            requeued, failed = jobs.reap_expired(session, self.max_attempts)
+            for job_id in failed:
+                self._on_job_event(session, job_id, "failed")
+        if lost:
+            with self._lock:
+                self._lost += [(job_id, attempt) for job_id, attempt in held if job_id in lost]
+        if requeued or failed:
+            log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
+        if lost or requeued or failed:
+            self._on_change()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.keep()
+            except Exception:
+                log.exception("keeping leases failed")
+            self._stop.wait(self.lease_ttl_s / 3)
