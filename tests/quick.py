@@ -124,9 +124,9 @@ class QuickExecutor:
         for thread in self._threads:
             thread.join(30)
 
-    def free_slot(self) -> str | None:
+    def free_slots(self) -> list[str]:
         with self._lock:
-            return next((name for name, seq in self._slots.items() if seq is None), None)
+            return [name for name, seq in self._slots.items() if seq is None]
 
     def submit(self, slot: str, task: m.RenderTask) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,12 @@ LEASE_S = 0.9
 
 
 class FakeExecutor:
-    """One slot; tasks handed to it are kept, never run, and its worker answers while ``answering``."""
+    """``slots`` slots; a task handed to one keeps it (it never runs), and its worker answers while
+    ``answering``."""
 
-    def __init__(self) -> None:
-        self.engine = EngineState(name="fake", ready=True, slots=1)
+    def __init__(self, slots: int = 1) -> None:
+        self.engine = EngineState(name="fake", ready=True, slots=slots)
+        self.slots: dict[str, m.RenderTask | None] = {f"fake-{i}": None for i in range(slots)}
         self.submitted: list[m.RenderTask] = []
         self.aborted: list[int] = []
         self.answering = True
@@ -39,10 +42,12 @@ class FakeExecutor:
     def stop(self) -> None:
         pass
 
-    def free_slot(self) -> int | None:
-        return None if self.submitted else 0
+    def free_slots(self) -> list[str]:
+        return [name for name, task in self.slots.items() if task is None]
 
-    def submit(self, slot: int, task: m.RenderTask) -> None:
+    def submit(self, slot: str, task: m.RenderTask) -> None:
+        assert self.slots[slot] is None, f"{slot} is busy"
+        self.slots[slot] = task
         self.submitted.append(task)
 
     def poll(self, timeout: float) -> list[m.TaskEvent]:
@@ -59,18 +64,35 @@ class FakeExecutor:
         self.aborted.append(seq)
 
 
-@pytest.fixture
-def dispatcher(tmp_path: Path) -> Iterator[tuple[Dispatcher, FakeExecutor, Database]]:
+@contextmanager
+def dispatching(tmp_path: Path, slots: int = 1) -> Iterator[tuple[Dispatcher, FakeExecutor, Database]]:
     settings = Settings(data_dir=tmp_path, lease_ttl_s=LEASE_S)
     url = settings.resolved_database_url()
     migrate(url)
     db = Database(url)
-    fake = FakeExecutor()
+    fake = FakeExecutor(slots)
     dispatcher = Dispatcher(
         settings, db, make_storage(settings), Signer(b"s"), load_catalog(None), executor=fake
     )
-    yield dispatcher, fake, db
-    db.dispose()
+    try:
+        yield dispatcher, fake, db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def dispatcher(tmp_path: Path) -> Iterator[tuple[Dispatcher, FakeExecutor, Database]]:
+    with dispatching(tmp_path) as made:
+        yield made
+
+
+def dispatch(loop: Dispatcher) -> None:
+    """What the dispatcher's loop does with the queue until it settles: claim a job for each idle slot,
+    prepare it (on a thread of its own) and hand it over."""
+    while loop._dispatch_next() or loop._preparing:
+        for preparing in list(loop._preparing.values()):
+            preparing.prepared.exception(timeout=30)
+        loop._hand_over()
 
 
 def queue(db: Database, spec: dict[str, object], cost: int = 5) -> tuple[str, str]:
@@ -113,7 +135,7 @@ def test_a_job_that_cannot_be_prepared_fails_at_once_with_a_refund(
     loop, fake, db = dispatcher
     bad, account = queue(db, spec)
     good, _ = queue(db, GOOD)
-    assert loop._dispatch_next() and loop._dispatch_next()
+    dispatch(loop)
     with db.session() as session:
         failed = session.get(Job, bad)
         assert failed is not None and failed.status == jobs.FAILED
@@ -140,7 +162,7 @@ def test_samples_that_fail_are_refunded_when_the_job_completes(
 ) -> None:
     loop, fake, db = dispatcher
     job_id, account = queue(db, {**GOOD, "sample_count": 3, "seed": 2**32 - 1}, cost=9)
-    assert loop._dispatch_next()
+    dispatch(loop)
     [task] = fake.submitted
     assert [plan.seed for plan in task.plans] == [2**32 - 1, 0, 1] and len(set(task.output_paths)) == 3
     loop._handle(_rendered(task, failed={0}))
@@ -161,7 +183,7 @@ def test_a_commit_that_fails_leaves_no_stored_sample(
     """The job is left to its lease (and retried): no stored file may outlive that unnamed."""
     loop, fake, db = dispatcher
     job_id, _ = queue(db, {**GOOD, "sample_count": 2}, cost=6)
-    assert loop._dispatch_next()
+    dispatch(loop)
     [task] = fake.submitted
     commit = loop.storage.commit
     committed: list[str] = []
@@ -250,3 +272,33 @@ def test_a_job_another_server_took_is_abandoned_here(
     assert fake.aborted == [fake.submitted[0].seq]
     with db.read() as session:
         assert session.get_one(Job, job_id).lease_owner == "another-server"
+
+
+def test_a_job_whose_images_are_slow_to_read_holds_up_no_other_slot(tmp_path: Path) -> None:
+    with dispatching(tmp_path, slots=2) as (loop, fake, db):
+        slow, _ = queue(db, {**GOOD, "prompt": "slow"})
+        quick, _ = queue(db, GOOD)
+        read = threading.Event()
+        prepare = loop.preparer.prepare
+
+        def slow_images(seq: int, job_id: str, *args: object) -> tuple[m.RenderTask, tuple[str, ...]]:
+            if job_id == slow:
+                read.wait(30)
+            return prepare(seq, job_id, *args)  # type: ignore[arg-type]
+
+        loop.preparer.prepare = slow_images  # type: ignore[method-assign]
+        loop.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not fake.submitted:
+                assert time.monotonic() < deadline, "the quick job waited on the slow one"
+                time.sleep(0.02)
+            assert [task.job_id for task in fake.submitted] == [quick]
+            read.set()
+            while len(fake.submitted) < 2:
+                assert time.monotonic() < deadline, "the slow job was never handed over"
+                time.sleep(0.02)
+        finally:
+            loop.stop()
+        assert [task.job_id for task in fake.submitted] == [quick, slow]
+        assert fake.free_slots() == []  # each on a slot of its own

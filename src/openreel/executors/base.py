@@ -69,8 +69,8 @@ class Executor(Protocol):
 
     def stop(self) -> None: ...
 
-    def free_slot(self) -> str | None:
-        """The name of a loaded, idle worker slot, or None."""
+    def free_slots(self) -> list[str]:
+        """The names of the loaded, idle worker slots."""
         ...
 
     def submit(self, slot: str, task: m.RenderTask) -> None: ...

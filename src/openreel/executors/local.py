@@ -139,10 +139,10 @@ class LocalExecutor:
         for slot in self._slots:
             slot.worker.stop()
 
-    def free_slot(self) -> str | None:
+    def free_slots(self) -> list[str]:
         if self._state.error is not None:
-            return None
-        return next((s.name for s in self._slots if s.ready and s.seq is None), None)
+            return []
+        return [s.name for s in self._slots if s.ready and s.seq is None]
 
     def submit(self, slot: str, task: m.RenderTask) -> None:
         chosen = next(s for s in self._slots if s.name == slot)

@@ -171,10 +171,10 @@ class RayExecutor:
             ray.kill(actor.handle)
         ray.shutdown()
 
-    def free_slot(self) -> str | None:
+    def free_slots(self) -> list[str]:
         if self._state.error is not None:
-            return None
-        return next((a.name for a in self._actors.values() if a.ready and a.seq is None), None)
+            return []
+        return [a.name for a in self._actors.values() if a.ready and a.seq is None]
 
     def submit(self, slot: str, task: m.RenderTask) -> None:
         actor = next(a for a in self._actors.values() if a.name == slot)

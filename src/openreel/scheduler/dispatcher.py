@@ -1,11 +1,12 @@
 """The dispatcher: a server thread that feeds the executor's workers and is the only writer of job outcomes.
 
-It claims the oldest queued job for each idle worker slot, leasing it, has it prepared (preparation.py:
-images read, render planned) and hands it over; then it turns the workers' events into ledger
-transitions. While a worker answers, its job's lease is renewed (leases.py, on a thread of its own); a
-lease that runs out (this server or that worker is gone) is reaped by whichever server sees it first:
-re-queued, or failed with a refund after ``max_attempts``. A worker that dies or overruns
-``job_timeout_s`` is replaced, so no job is stuck and the server never goes down with a render.
+It claims the oldest queued job for each idle worker slot, leasing it, has it prepared on a thread of its
+own (preparation.py: images read, render planned; a slow read must not hold up the other slots' jobs)
+and hands it over; then it turns the workers' events into ledger transitions. While a worker answers,
+its job's lease is renewed (leases.py, on a thread of its own); a lease that runs out (this server or
+that worker is gone) is reaped by whichever server sees it first: re-queued, or failed with a refund
+after ``max_attempts``. A worker that dies or overruns ``job_timeout_s`` is replaced, so no job is stuck
+and the server never goes down with a render.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,20 @@ PhaseHook = Callable[[str, float], None]
 # submit to claim; claim to hand-off (images read, render planned); the worker's time beyond render and
 # encode (the hand-off itself, messages, probe); moving the file into storage; writing COMPLETED.
 PHASES = ("claim", "prepare", "worker", "commit", "status")
+
+
+@dataclass
+class Preparing:
+    """A claimed job whose task is being prepared, or waits, prepared, for a slot."""
+
+    seq: int
+    job_id: str
+    attempt: int
+    raw_spec: Any  # as the ledger keeps it
+    slot: str  # kept for it; another if this one went away meanwhile (its worker died)
+    claimed: float
+    # The task, each sample's key in storage, and the spec read.
+    prepared: Future[tuple[m.RenderTask, tuple[str, ...], VideoSpec]] = field(default_factory=Future)
 
 
 @dataclass
@@ -97,9 +112,9 @@ class Dispatcher:
         self.render_times = RenderTimes()
         self.queue = QueueMoves()
         self._running: dict[int, Running] = {}
-        # The job claimed and being prepared, or whose files are being committed: no worker answers
-        # for it, and its lease must hold all the same.
-        self._in_hand: Held | None = None
+        self._preparing: dict[int, Preparing] = {}  # in the order claimed
+        # The job whose files are being committed: no worker answers for it, and its lease must hold.
+        self._committing: Held | None = None
         self._seq = 0
         self._next_claim = 0.0
         self._lock = threading.Lock()
@@ -167,6 +182,7 @@ class Dispatcher:
                 self._executor.abort(running.seq)
                 limit = self.settings.job_timeout_s * len(running.keys)
                 self._finish_failed(running, f"generation timed out after {limit} s")
+        self._hand_over()
         if self._wake.is_set() or time.monotonic() >= self._next_claim:
             self._wake.clear()
             self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
@@ -182,10 +198,12 @@ class Dispatcher:
         return self._executor.poll(0)
 
     def _hold(self) -> None:
-        """Tell the lease keeper which leases to renew: the jobs whose workers answer, and the one in hand."""
+        """Tell the lease keeper which leases to renew: the jobs whose workers answer, those being
+        prepared, and the one whose files are being committed."""
         alive = self._executor.responsive()
         held = [(r.job_id, r.attempt) for r in self._running.values() if r.seq in alive]
-        self.leases.hold(held + ([self._in_hand] if self._in_hand else []))
+        held += [(p.job_id, p.attempt) for p in self._preparing.values()]
+        self.leases.hold(held + ([self._committing] if self._committing else []))
 
     def _abandon_lost(self) -> None:
         lost = set(self.leases.take_lost())
@@ -213,8 +231,12 @@ class Dispatcher:
                 self._on_rendered(running.model, per_video, event.media.get("recipe") or {})
             except Exception:
                 log.exception("recording the render of job %s failed", running.job_id)
-            with self._in_hand_while(running.job_id, running.attempt):
+            self._committing = (running.job_id, running.attempt)
+            self._hold()
+            try:
                 self._finish_done(running, event.media)
+            finally:
+                self._committing = None
         elif isinstance(event, m.Failed):
             self._finish_failed(running, event.error)
         elif isinstance(event, m.Cancelled):
@@ -222,75 +244,103 @@ class Dispatcher:
         elif isinstance(event, m.Lost):
             self._lost(running, event.reason)
 
+    def _idle_slots(self) -> list[str]:
+        """Idle slots not kept for a job being prepared."""
+        kept = {p.slot for p in self._preparing.values()}
+        return [slot for slot in self._executor.free_slots() if slot not in kept]
+
     def _dispatch_next(self) -> bool:
-        """Start the oldest queued job on an idle slot; with a failed engine, fail it with a refund."""
+        """Claim the oldest queued job for an idle slot and start preparing it; with a failed engine, fail
+        it with a refund."""
         engine = self._executor.engine
-        slot = self._executor.free_slot()
-        if slot is None and engine.error is None:
+        idle = self._idle_slots()
+        if not idle and engine.error is None:
             return False
+        slot = idle[0] if idle else None
         with self.queue.moving(), self.db.session() as session:
             job = jobs.claim_next(session, self.owner, self.settings.lease_ttl_s, worker=slot)
             if job is None:
                 return False
             job_id, attempt, raw_spec, created = job.id, job.attempts, job.spec, job.created_at
             self._on_job_event(session, job_id, "progress")
-        claimed = time.monotonic()
         self._on_phase("claim", max((utcnow() - created).total_seconds(), 0.0))
         if slot is None:
             self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
             return True
-        try:
-            with self._in_hand_while(job_id, attempt):
-                task = self._prepare(
-                    job_id, attempt, VideoSpec.from_json(raw_spec), engine.grid_scale, claimed
-                )
-        except InputError as exc:
-            self._fail(job_id, attempt, str(exc))
-            return True
-        except Exception as exc:
-            # One job's bad data must not stop the loop or wait for its lease: it fails now, refunded.
-            log.exception("preparing job %s failed", job_id)
-            self._fail(job_id, attempt, f"the job could not be prepared: {exc}")
-            return True
-        self._on_phase("prepare", time.monotonic() - claimed)
-        self._executor.submit(slot, task)
-        with self.db.read() as session:
-            # A cancel that came while the images were read found nothing to stop yet.
-            if jobs.status_of(session, job_id) == jobs.CANCELLED:
-                self._executor.cancel(task.seq)
+        self._seq += 1  # only this thread numbers tasks
+        preparing = Preparing(self._seq, job_id, attempt, raw_spec, slot, time.monotonic())
+        self._preparing[preparing.seq] = preparing
+        preparing.prepared.add_done_callback(lambda _: self._wake.set())
+        # A daemon thread, not a pool's (which the interpreter joins at exit): a read that hangs must
+        # never keep the server from stopping. Its job's lease is held meanwhile, and lapses if it stops.
+        threading.Thread(
+            target=self._prepare, args=(preparing, engine.grid_scale), name="openreel-prepare", daemon=True
+        ).start()
         return True
 
-    @contextmanager
-    def _in_hand_while(self, job_id: str, attempt: int) -> Iterator[None]:
-        """While this thread works on a job no worker answers for (reading its images, committing its
-        files), its lease is held all the same."""
-        self._in_hand = (job_id, attempt)
-        self._hold()
+    def _prepare(self, preparing: Preparing, grid_scale: float) -> None:
+        """On the preparing thread."""
         try:
-            yield
-        finally:
-            self._in_hand = None
+            spec = VideoSpec.from_json(preparing.raw_spec)
+            task, keys = self.preparer.prepare(
+                preparing.seq, preparing.job_id, preparing.attempt, spec, grid_scale
+            )
+        except Exception as exc:
+            preparing.prepared.set_exception(exc)
+        else:
+            preparing.prepared.set_result((task, keys, spec))
 
-    def _prepare(
-        self, job_id: str, attempt: int, spec: VideoSpec, grid_scale: float, claimed: float
-    ) -> m.RenderTask:
-        self._seq += 1  # only this thread numbers tasks
-        task, keys = self.preparer.prepare(self._seq, job_id, attempt, spec, grid_scale)
+    def _hand_over(self) -> None:
+        """Give the prepared tasks to their slots, in the order their jobs were claimed, and fail those
+        that could not be prepared. A task whose slot went away meanwhile takes another idle one, or waits."""
+        for preparing in [p for p in self._preparing.values() if p.prepared.done()]:
+            job_id, attempt = preparing.job_id, preparing.attempt
+            error = preparing.prepared.exception()
+            if error is not None:
+                del self._preparing[preparing.seq]
+                if isinstance(error, InputError):
+                    self._fail(job_id, attempt, str(error))
+                else:
+                    # One job's bad data must not wait for its lease: it fails now, refunded.
+                    log.error("preparing job %s failed", job_id, exc_info=error)
+                    self._fail(job_id, attempt, f"the job could not be prepared: {error}")
+                continue
+            if preparing.slot not in self._executor.free_slots():
+                idle = self._idle_slots()
+                engine = self._executor.engine
+                if not idle and engine.error is None:
+                    continue
+                if not idle:
+                    del self._preparing[preparing.seq]
+                    self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
+                    continue
+                preparing.slot = idle[0]
+            del self._preparing[preparing.seq]
+            self._start(preparing)
+
+    def _start(self, preparing: Preparing) -> None:
+        task, keys, spec = preparing.prepared.result()
+        now = time.monotonic()
         running = Running(
             seq=task.seq,
-            job_id=job_id,
+            job_id=task.job_id,
             model=spec.model,
-            attempt=attempt,
+            attempt=preparing.attempt,
             staged=task.output_paths,
             keys=keys,
-            deadline=time.monotonic() + self.settings.job_timeout_s * spec.sample_count,
+            deadline=now + self.settings.job_timeout_s * spec.sample_count,
             shape=Shape.of(spec),
-            claimed=claimed,
-            handed=time.monotonic(),
+            claimed=preparing.claimed,
+            handed=now,
         )
         with self._lock:
             self._running[task.seq] = running
-        return task
+        self._on_phase("prepare", now - preparing.claimed)
+        self._executor.submit(preparing.slot, task)
+        with self.db.read() as session:
+            # A cancel that came while the images were read found nothing to stop yet.
+            if jobs.status_of(session, task.job_id) == jobs.CANCELLED:
+                self._executor.cancel(task.seq)
 
     def _finish_done(self, running: Running, media: dict[str, Any]) -> None:
         """The samples rendered move into storage; the job's result names each, and the first one made
