@@ -17,12 +17,13 @@ from openreel.executors.base import EngineState
 from openreel.ledger import accounts, credits, jobs
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Job
+from openreel.scheduler import dispatcher as dispatcher_module
 from openreel.scheduler.dispatcher import Dispatcher
 from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.storage.signing import Signer
 
-LEASE_S = 0.9
+LEASE_S = 1.5  # renewed every 0.5 s
 
 
 class FakeExecutor:
@@ -236,7 +237,9 @@ def test_leases_hold_while_the_dispatcher_is_busy_and_lapse_when_the_worker_stop
         time.sleep(3 * LEASE_S)
         assert reaped() == ([], []) and status() == jobs.PROCESSING  # held while its images are read
         read.set()
+        deadline = time.monotonic() + 30
         while not fake.submitted:
+            assert time.monotonic() < deadline, "never handed over"
             time.sleep(0.02)
         time.sleep(3 * LEASE_S)
         assert reaped() == ([], []) and status() == jobs.PROCESSING  # held while its worker answers
@@ -302,3 +305,67 @@ def test_a_job_whose_images_are_slow_to_read_holds_up_no_other_slot(tmp_path: Pa
             loop.stop()
         assert [task.job_id for task in fake.submitted] == [quick, slow]
         assert fake.free_slots() == []  # each on a slot of its own
+
+
+def blocked_preparer(loop: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Reading any job's images now waits until the event returned is set."""
+    read = threading.Event()
+    prepare = loop.preparer.prepare
+
+    def slow_images(*args: object) -> tuple[m.RenderTask, tuple[str, ...]]:
+        read.wait(30)
+        return prepare(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop.preparer, "prepare", slow_images)
+    return read
+
+
+def test_a_job_another_server_took_while_it_was_prepared_is_not_started(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, fake, db = dispatcher
+    job_id, _ = queue(db, GOOD)
+    read = blocked_preparer(loop, monkeypatch)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not loop._preparing:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with db.session() as session:  # its lease ran out and another server claimed the job again
+            job = session.get_one(Job, job_id)
+            job.lease_owner, job.attempts = "another-server", job.attempts + 1
+        while loop._preparing:
+            assert time.monotonic() < deadline, "the job was kept here"
+            time.sleep(0.02)
+        read.set()
+        time.sleep(0.5)
+    finally:
+        loop.stop()
+    assert fake.submitted == [] and fake.free_slots() == ["fake-0"]
+
+
+def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_refund(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, fake, db = dispatcher
+    job_id, account = queue(db, GOOD)
+    monkeypatch.setattr(dispatcher_module, "PREPARE_LIMIT_S", 0.2)
+    read = blocked_preparer(loop, monkeypatch)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with db.read() as session:
+                job = session.get_one(Job, job_id)
+                if job.status == jobs.FAILED:
+                    break
+            assert time.monotonic() < deadline, f"{job.status} after {job.attempts} attempts"
+            time.sleep(0.05)
+    finally:
+        read.set()
+        loop.stop()
+    assert job.attempts == loop.settings.max_attempts and fake.submitted == []
+    assert job.error is not None and "took over 0 s to prepare; no attempts left" in job.error
+    with db.read() as session:
+        assert credits.balance(session, account) == 10

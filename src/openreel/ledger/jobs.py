@@ -296,8 +296,10 @@ def claim_next(session: Session, owner: str, lease_s: float, worker: str | None 
     return job
 
 
-def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], lease_s: float) -> set[str]:
-    """Extend the leases ``owner`` holds on (job id, attempt); returns the job ids taken from it
+def renew_leases(
+    session: Session, owner: str, held: list[tuple[str, int]], lease_s: float
+) -> set[tuple[str, int]]:
+    """Extend the leases ``owner`` holds on (job id, attempt); returns those of them taken from it
     (re-queued by a reaper, or running as a newer attempt or for another owner). A job that merely
     ended (cancelled, say) is not among them: its worker is told in other ways."""
     until = utcnow() + timedelta(seconds=lease_s)
@@ -313,7 +315,7 @@ def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], leas
             continue
         job = session.get(Job, job_id)
         if job is not None and job.status in ACTIVE:
-            lost.add(job_id)
+            lost.add((job_id, attempt))
     return lost
 
 

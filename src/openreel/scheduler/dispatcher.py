@@ -1,4 +1,4 @@
-"""The dispatcher: a server thread that feeds the executor's workers and is the only writer of job outcomes.
+"""The dispatcher: a server thread that feeds the executor's workers and writes what their renders came to.
 
 It claims the oldest queued job for each idle worker slot, leasing it, has it prepared on a thread of its
 own (preparation.py: images read, render planned; a slow read must not hold up the other slots' jobs)
@@ -46,6 +46,9 @@ log = logging.getLogger("openreel.dispatcher")
 
 CLAIM_INTERVAL_S = 0.5
 POLL_S = 0.1
+PREPARED_POLL_S = 0.01  # the executor's wait while a job being prepared may be ready for its slot
+# Reading a job's images and planning it, well beyond storage's own timeouts: then the job is tried again.
+PREPARE_LIMIT_S = 300.0
 
 # Called inside the transaction that changed the job: (session, job id, event).
 JobEventHook = Callable[[Session, str, str], None]
@@ -193,7 +196,7 @@ class Dispatcher:
         """The workers' events. With no job running, a submission's ``wake`` ends the wait at once: the
         executor's own wait would hold a new job up to ``POLL_S`` from its claim."""
         if self._running:
-            return self._executor.poll(POLL_S)
+            return self._executor.poll(PREPARED_POLL_S if self._preparing else POLL_S)
         self._wake.wait(POLL_S)
         return self._executor.poll(0)
 
@@ -207,6 +210,12 @@ class Dispatcher:
 
     def _abandon_lost(self) -> None:
         lost = set(self.leases.take_lost())
+        for preparing in list(self._preparing.values()):
+            if (preparing.job_id, preparing.attempt) in lost:
+                log.warning(
+                    "job %s: lease lost to another dispatcher while it was prepared", preparing.job_id
+                )
+                del self._preparing[preparing.seq]
         for running in list(self._running.values()):
             if (running.job_id, running.attempt) in lost:
                 log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
@@ -293,8 +302,13 @@ class Dispatcher:
     def _hand_over(self) -> None:
         """Give the prepared tasks to their slots, in the order their jobs were claimed, and fail those
         that could not be prepared. A task whose slot went away meanwhile takes another idle one, or waits."""
-        for preparing in [p for p in self._preparing.values() if p.prepared.done()]:
+        for preparing in list(self._preparing.values()):
             job_id, attempt = preparing.job_id, preparing.attempt
+            if not preparing.prepared.done():
+                if time.monotonic() - preparing.claimed > PREPARE_LIMIT_S:
+                    del self._preparing[preparing.seq]  # its thread's outcome, if any, is dropped
+                    self._retry_or_fail(job_id, attempt, f"it took over {PREPARE_LIMIT_S:.0f} s to prepare")
+                continue
             error = preparing.prepared.exception()
             if error is not None:
                 del self._preparing[preparing.seq]
@@ -394,11 +408,14 @@ class Dispatcher:
             self._running.pop(running.seq, None)
 
     def _lost(self, running: Running, reason: str) -> None:
-        if running.attempt < self.settings.max_attempts:
+        self._retry_or_fail(running.job_id, running.attempt, reason)
+        self._clear(running)
+
+    def _retry_or_fail(self, job_id: str, attempt: int, reason: str) -> None:
+        if attempt < self.settings.max_attempts:
             with self.queue.moving(), self.db.session() as session:
-                jobs.requeue(session, running.job_id, running.attempt)
-            log.warning("job %s re-queued: %s", running.job_id, reason)
-            self._clear(running)
+                jobs.requeue(session, job_id, attempt)
+            log.warning("job %s re-queued: %s", job_id, reason)
             self._wake.set()
         else:
-            self._finish_failed(running, f"{reason}; no attempts left")
+            self._fail(job_id, attempt, f"{reason}; no attempts left")

@@ -1,16 +1,19 @@
-"""Leases, kept on a thread of their own: the dispatcher's thread reads a job's images, commits its files
-and writes outcomes, any of which may take a while (S3, a busy database), and a healthy job's lease must
-not run out meanwhile, nor an expired one wait to be reaped.
+"""Leases, kept on a thread of their own: the dispatcher's thread commits a job's files and writes its
+outcomes, which may take a while (S3, a busy database), and a healthy job's lease must not run out
+meanwhile, nor an expired one wait to be reaped.
 
-The dispatcher says which of its jobs to hold (those whose workers answer, and the one it has in hand);
-this thread renews their leases every third of ``lease_ttl_s``, reaps the expired leases of any server,
-and hands back the jobs another server took, for the dispatcher to abandon on its own thread.
+The dispatcher says which of its jobs to hold (those whose workers answer, those being prepared, the one
+whose files it is committing); this thread renews their leases every third of ``lease_ttl_s``, reaps the
+expired leases of any server (re-queued, or failed with a refund after the last attempt), and hands back
+the jobs another server took, for the dispatcher to abandon on its own thread. A dispatcher that has not
+said what to hold for ``STALE_AFTER_S`` is stuck: its jobs are let go, for a server that works to take.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -23,6 +26,8 @@ log = logging.getLogger("openreel.leases")
 
 # A job held: (job id, attempt).
 Held = tuple[str, int]
+STALE_AFTER_S = 600.0
+RETRY_S = 1.0  # after a round that failed (the database busy, say): leases must not lapse for it
 
 
 class LeaseKeeper:
@@ -47,6 +52,7 @@ class LeaseKeeper:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._held: list[Held] = []
+        self._held_at = time.monotonic()
         self._lost: list[Held] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openreel-leases", daemon=True)
@@ -62,7 +68,7 @@ class LeaseKeeper:
     def hold(self, held: list[Held]) -> None:
         """The jobs whose leases to renew from now on."""
         with self._lock:
-            self._held = held
+            self._held, self._held_at = held, time.monotonic()
 
     def take_lost(self) -> list[Held]:
         """The held jobs another server has taken since the last call."""
@@ -73,7 +79,12 @@ class LeaseKeeper:
     def keep(self) -> None:
         """One round: renew, reap, and note what was lost."""
         with self._lock:
-            held = list(self._held)
+            stale = time.monotonic() - self._held_at > STALE_AFTER_S
+            held = [] if stale else list(self._held)
+        if stale:
+            log.error(
+                "the dispatcher has said nothing for %.0f s: its jobs' leases are let go", STALE_AFTER_S
+            )
         with self._queue.moving(), self.db.session() as session:
             lost = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else set()
             requeued, failed = jobs.reap_expired(session, self.max_attempts)
@@ -81,7 +92,7 @@ class LeaseKeeper:
                 self._on_job_event(session, job_id, "failed")
         if lost:
             with self._lock:
-                self._lost += [(job_id, attempt) for job_id, attempt in held if job_id in lost]
+                self._lost += lost
         if requeued or failed:
             log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
         if lost or requeued or failed:
@@ -89,8 +100,10 @@ class LeaseKeeper:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            wait = self.lease_ttl_s / 3
             try:
                 self.keep()
             except Exception:
                 log.exception("keeping leases failed")
-            self._stop.wait(self.lease_ttl_s / 3)
+                wait = min(wait, RETRY_S)
+            self._stop.wait(wait)

@@ -10,8 +10,9 @@ Deliveries run on a small thread pool, so one receiver that hangs costs only its
 ``PER_ACCOUNT`` deliveries of one account and ``PER_TARGET`` to one host:port are in flight at once,
 and a row is claimed (``sending``) only when a worker takes it. A claim is a lease: it lasts one try's
 timeout and a margin, so a row whose server stopped or died mid-try is taken again by any server once
-the claim has lapsed, while a row another live server is sending is never sent twice. A job's events
-go out in order: a row waits while an earlier row of its job is unfinished. Every error of a try
+the claim has lapsed, while no other server sends a row under a live claim (servers' clocks agreeing
+within the margin; delivery is at least once: a try that outlives its claim may be made again by
+another server). A server never tries a row it is still trying. A job's events go out in order: a row waits while an earlier row of its job is unfinished. Every error of a try
 (building the request, resolving, connecting, the answer) counts against that delivery alone.
 Network errors, DNS failures and every status but 2xx and 410 are retried with exponential backoff;
 a URL that does not parse, a refused target (private address, wrong scheme) and ``410 Gone`` fail at
@@ -57,7 +58,8 @@ PROGRESS_STEP = 10
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 300.0
 UNRECORDED_RETRY_S = 30.0  # a try whose outcome the ledger could not take is made again after this
-# A claim lasts one try's timeout (netguard bounds the whole try) and this, then the row is due again.
+# A claim lasts one try's timeout and this (resolving the host, a receiver that answers slowly byte by
+# byte), then the row is due again.
 CLAIM_MARGIN_S = 10.0
 WORKERS = 8
 PER_ACCOUNT = 2
@@ -131,7 +133,7 @@ class WebhookSender:
         self.base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
         self._last_progress: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._in_flight: set[int] = set()  # the ids of the rows being tried here
         self._per_account: Counter[str] = Counter()
         self._per_target: Counter[str] = Counter()
         self._retries: list[float] = []  # heap of the monotonic times this process's retries fall due
@@ -230,7 +232,7 @@ class WebhookSender:
         bound wait for a try to end, which wakes the loop.
         """
         with self._lock:
-            free = WORKERS - self._in_flight
+            free = WORKERS - len(self._in_flight)
             full_accounts = [account for account, n in self._per_account.items() if n >= PER_ACCOUNT]
         if free <= 0:
             return False
@@ -331,18 +333,19 @@ class WebhookSender:
     def _reserve(self, delivery: Delivery) -> bool:
         with self._lock:
             if (
-                self._per_account[delivery.account_id] >= PER_ACCOUNT
+                delivery.id in self._in_flight
+                or self._per_account[delivery.account_id] >= PER_ACCOUNT
                 or self._per_target[delivery.target] >= PER_TARGET
             ):
                 return False
             self._per_account[delivery.account_id] += 1
             self._per_target[delivery.target] += 1
-            self._in_flight += 1
+            self._in_flight.add(delivery.id)
             return True
 
     def _release(self, delivery: Delivery) -> None:
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight.discard(delivery.id)
             self._per_account[delivery.account_id] -= 1
             self._per_target[delivery.target] -= 1
             if self._per_account[delivery.account_id] <= 0:
