@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from openreel.ledger import accounts, credits, jobs
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Job
 from openreel.scheduler import dispatcher as dispatcher_module
+from openreel.scheduler import leases
 from openreel.scheduler.dispatcher import Dispatcher
 from openreel.settings import Settings
 from openreel.storage import make_storage
@@ -369,3 +371,54 @@ def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_
     assert job.error is not None and "took over 0 s to prepare; no attempts left" in job.error
     with db.read() as session:
         assert credits.balance(session, account) == 10
+
+
+@pytest.mark.parametrize("engine_fails", [False, True], ids=["worker replaced", "engine failed"])
+def test_a_job_whose_slot_went_away_while_it_was_prepared_takes_another_or_fails_with_a_refund(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch, engine_fails: bool
+) -> None:
+    loop, fake, db = dispatcher
+    job_id, account = queue(db, GOOD)
+    read = blocked_preparer(loop, monkeypatch)
+    assert loop._dispatch_next()
+    if engine_fails:
+        fake.slots = {}
+        fake.engine = replace(fake.engine, error="out of memory")
+    else:  # its worker died and was replaced: the slot has a new name
+        fake.slots = {"fake-0-again": None}
+    read.set()
+    dispatch(loop)
+    with db.read() as session:
+        job = session.get_one(Job, job_id)
+        balance = credits.balance(session, account)
+    if engine_fails:
+        assert job.status == jobs.FAILED and job.error is not None and "out of memory" in job.error
+        assert balance == 10 and fake.submitted == []
+    else:
+        assert job.status == jobs.PROCESSING and fake.slots["fake-0-again"] is fake.submitted[0]
+
+
+def test_a_stuck_dispatchers_jobs_are_let_go(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease keeper renews what the dispatcher last said to hold, but not forever."""
+    loop, _fake, db = dispatcher
+    job_id, _ = queue(db, GOOD)
+    with db.session() as session:
+        claimed = jobs.claim_next(session, loop.owner, LEASE_S)
+        assert claimed is not None and claimed.id == job_id
+    monkeypatch.setattr(leases, "STALE_AFTER_S", 2 * LEASE_S)
+    loop.leases.hold([(job_id, 1)])  # and then the dispatcher says nothing more
+    loop.leases.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with db.read() as session:
+                job = session.get_one(Job, job_id)
+            if job.status == jobs.QUEUED:
+                break
+            assert time.monotonic() < deadline, "the lease was renewed for good"
+            time.sleep(0.05)
+    finally:
+        loop.leases.stop()
+    assert job.attempts == 1  # re-queued by the reaper, after its lease had been renewed a while
