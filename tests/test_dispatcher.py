@@ -3,6 +3,7 @@ prepare, without a worker process in the way."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ class FakeExecutor:
         self.submitted: list[m.RenderTask] = []
         self.aborted: list[int] = []
         self.answering = True
+        self.events: list[m.TaskEvent] = []
 
     def start(self) -> None:
         pass
@@ -55,7 +57,15 @@ class FakeExecutor:
 
     def poll(self, timeout: float) -> list[m.TaskEvent]:
         time.sleep(timeout)
-        return []
+        events, self.events = self.events, []
+        return events
+
+    def report(self, event: m.TaskEvent) -> None:
+        """The outcome of a task its worker sends: the slot is free again."""
+        self.slots = {
+            name: None if task and task.seq == event.seq else task for name, task in self.slots.items()
+        }
+        self.events.append(event)
 
     def responsive(self) -> set[int]:
         return {task.seq for task in self.submitted if self.answering}
@@ -147,6 +157,13 @@ def test_a_job_that_cannot_be_prepared_fails_at_once_with_a_refund(
     assert [task.job_id for task in fake.submitted] == [good]
 
 
+def finish(loop: Dispatcher, done: m.Done) -> None:
+    """What the dispatcher does with a render's outcome: its files committed, on a thread of their own."""
+    loop._handle(done)
+    for _running, thread in list(loop._finishing.values()):
+        thread.join(30)
+
+
 def _rendered(task: m.RenderTask, failed: set[int]) -> m.Done:
     """What a worker reports for ``task``, its samples written but those in ``failed``."""
     samples: list[dict[str, object]] = []
@@ -168,7 +185,7 @@ def test_samples_that_fail_are_refunded_when_the_job_completes(
     dispatch(loop)
     [task] = fake.submitted
     assert [plan.seed for plan in task.plans] == [2**32 - 1, 0, 1] and len(set(task.output_paths)) == 3
-    loop._handle(_rendered(task, failed={0}))
+    finish(loop, _rendered(task, failed={0}))
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == jobs.COMPLETED and job.result is not None
@@ -181,7 +198,9 @@ def test_samples_that_fail_are_refunded_when_the_job_completes(
 
 
 def test_a_commit_that_fails_leaves_no_stored_sample(
-    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The job is left to its lease (and retried): no stored file may outlive that unnamed."""
     loop, fake, db = dispatcher
@@ -198,8 +217,9 @@ def test_a_commit_that_fails_leaves_no_stored_sample(
         committed.append(key)
 
     monkeypatch.setattr(loop.storage, "commit", second_fails)
-    with pytest.raises(OSError):
-        loop._handle(_rendered(task, failed=set()))
+    with caplog.at_level(logging.ERROR, "openreel.dispatcher"):
+        finish(loop, _rendered(task, failed=set()))
+    assert "disk full" in caplog.text
     assert committed == [f"results/{job_id}/1.mp4"]  # the first was stored, then taken out again
     assert not loop.storage.exists(f"results/{job_id}/1.mp4")
     with db.session() as session:
@@ -422,3 +442,44 @@ def test_a_stuck_dispatchers_jobs_are_let_go(
     finally:
         loop.leases.stop()
     assert job.attempts == 1  # re-queued by the reaper, after its lease had been renewed a while
+
+
+def test_a_slow_upload_of_one_render_holds_up_no_other_job(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, fake, db = dispatcher
+    first, _ = queue(db, GOOD)
+    second, _ = queue(db, {**GOOD, "prompt": "second"})
+    uploading, uploaded = threading.Event(), threading.Event()
+    commit = loop.storage.commit
+
+    def slow_upload(staged: Path, key: str) -> None:
+        uploading.set()
+        uploaded.wait(30)
+        commit(staged, key)
+
+    monkeypatch.setattr(loop.storage, "commit", slow_upload)
+
+    def status(job_id: str) -> str:
+        with db.read() as session:
+            return session.get_one(Job, job_id).status
+
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not fake.submitted:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        fake.report(_rendered(fake.submitted[0], failed=set()))
+        assert uploading.wait(30)
+        while len(fake.submitted) < 2:
+            assert time.monotonic() < deadline, "the next job waited for the upload"
+            time.sleep(0.02)
+        assert fake.submitted[1].job_id == second and status(first) == jobs.PROCESSING
+        uploaded.set()
+        while status(first) != jobs.COMPLETED:
+            assert time.monotonic() < deadline, "the upload never completed its job"
+            time.sleep(0.02)
+    finally:
+        uploaded.set()
+        loop.stop()

@@ -1,8 +1,9 @@
 """The dispatcher: a server thread that feeds the executor's workers and writes what their renders came to.
 
 It claims the oldest queued job for each idle worker slot, leasing it, has it prepared on a thread of its
-own (preparation.py: images read, render planned; a slow read must not hold up the other slots' jobs)
-and hands it over; then it turns the workers' events into ledger transitions. While a worker answers,
+own (preparation.py: images read, render planned) and hands it over; then it turns the workers' events
+into ledger transitions, a finished render's files committed to storage on a thread of its own too: a
+slow read or upload (S3) must not hold up the other slots' jobs. While a worker answers,
 its job's lease is renewed (leases.py, on a thread of its own); a lease that runs out (this server or
 that worker is gone) is reaped by whichever server sees it first: re-queued, or failed with a refund
 after ``max_attempts``. A worker that dies or overruns ``job_timeout_s`` is replaced, so no job is stuck
@@ -34,7 +35,7 @@ from openreel.ledger import jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.scheduler.eta import RenderTimes, Shape
-from openreel.scheduler.leases import Held, LeaseKeeper
+from openreel.scheduler.leases import LeaseKeeper
 from openreel.scheduler.preparation import Preparer
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.settings import Settings
@@ -116,8 +117,8 @@ class Dispatcher:
         self.queue = QueueMoves()
         self._running: dict[int, Running] = {}
         self._preparing: dict[int, Preparing] = {}  # in the order claimed
-        # The job whose files are being committed: no worker answers for it, and its lease must hold.
-        self._committing: Held | None = None
+        # Rendered jobs whose files are being committed (no worker answers for them; their leases hold).
+        self._finishing: dict[int, tuple[Running, threading.Thread]] = {}
         self._seq = 0
         self._next_claim = 0.0
         self._lock = threading.Lock()
@@ -147,6 +148,9 @@ class Dispatcher:
         self._stop.set()
         self._wake.set()
         self._thread.join(10)
+        deadline = time.monotonic() + 10
+        for _running, finishing in list(self._finishing.values()):  # a file half-way into storage
+            finishing.join(max(0.0, deadline - time.monotonic()))
         self.leases.stop()
         self._executor.stop()
 
@@ -178,6 +182,7 @@ class Dispatcher:
                 running = self._running.get(event.seq)
                 if running is not None and not isinstance(event, m.Progress):
                     self._clear(running)
+        self._collect_finished()
         self._abandon_lost()
         self._hold()
         for running in list(self._running.values()):
@@ -206,7 +211,8 @@ class Dispatcher:
         alive = self._executor.responsive()
         held = [(r.job_id, r.attempt) for r in self._running.values() if r.seq in alive]
         held += [(p.job_id, p.attempt) for p in self._preparing.values()]
-        self.leases.hold(held + ([self._committing] if self._committing else []))
+        held += [(r.job_id, r.attempt) for r, _finishing in self._finishing.values()]
+        self.leases.hold(held)
 
     def _abandon_lost(self) -> None:
         lost = set(self.leases.take_lost())
@@ -240,12 +246,7 @@ class Dispatcher:
                 self._on_rendered(running.model, per_video, event.media.get("recipe") or {})
             except Exception:
                 log.exception("recording the render of job %s failed", running.job_id)
-            self._committing = (running.job_id, running.attempt)
-            self._hold()
-            try:
-                self._finish_done(running, event.media)
-            finally:
-                self._committing = None
+            self._finish(running, event.media)
         elif isinstance(event, m.Failed):
             self._finish_failed(running, event.error)
         elif isinstance(event, m.Cancelled):
@@ -355,6 +356,32 @@ class Dispatcher:
             # A cancel that came while the images were read found nothing to stop yet.
             if jobs.status_of(session, task.job_id) == jobs.CANCELLED:
                 self._executor.cancel(task.seq)
+
+    def _finish(self, running: Running, media: dict[str, Any]) -> None:
+        """Commit the render on a thread of its own; its job is no longer one a worker runs."""
+        with self._lock:
+            del self._running[running.seq]
+        thread = threading.Thread(
+            target=self._finish_in_thread, args=(running, media), name="openreel-finish", daemon=True
+        )
+        self._finishing[running.seq] = (running, thread)
+        self._hold()
+        thread.start()
+
+    def _finish_in_thread(self, running: Running, media: dict[str, Any]) -> None:
+        try:
+            self._finish_done(running, media)
+        except Exception:
+            # The job stays PROCESSING: its lease runs out and the reaper retries it.
+            log.exception("finishing job %s failed; the job's lease will bring it back", running.job_id)
+            self._clear(running)
+        finally:
+            self._wake.set()
+
+    def _collect_finished(self) -> None:
+        for seq, (_running, thread) in list(self._finishing.items()):
+            if not thread.is_alive():
+                del self._finishing[seq]
 
     def _finish_done(self, running: Running, media: dict[str, Any]) -> None:
         """The samples rendered move into storage; the job's result names each, and the first one made
