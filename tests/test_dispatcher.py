@@ -4,6 +4,7 @@ prepare, without a worker process in the way."""
 from __future__ import annotations
 
 import logging
+import queue as queues
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ class FakeExecutor:
         self.submitted: list[m.RenderTask] = []
         self.aborted: list[int] = []
         self.answering = True
-        self.events: list[m.TaskEvent] = []
+        self.events: queues.SimpleQueue[m.TaskEvent] = queues.SimpleQueue()
 
     def start(self) -> None:
         pass
@@ -57,7 +58,9 @@ class FakeExecutor:
 
     def poll(self, timeout: float) -> list[m.TaskEvent]:
         time.sleep(timeout)
-        events, self.events = self.events, []
+        events = []
+        while not self.events.empty():
+            events.append(self.events.get())
         return events
 
     def report(self, event: m.TaskEvent) -> None:
@@ -65,7 +68,7 @@ class FakeExecutor:
         self.slots = {
             name: None if task and task.seq == event.seq else task for name, task in self.slots.items()
         }
-        self.events.append(event)
+        self.events.put(event)
 
     def responsive(self) -> set[int]:
         return {task.seq for task in self.submitted if self.answering}
@@ -234,40 +237,29 @@ def test_leases_hold_while_the_dispatcher_is_busy_and_lapse_when_the_worker_stop
     than a lease lasts (a slow S3), and while its worker answers; not once the worker has gone silent."""
     loop, fake, db = dispatcher
     job_id, _ = queue(db, GOOD)
-    reading, read = threading.Event(), threading.Event()
-    prepare = loop.preparer.prepare
-
-    def slow_images(*args: object, **kwargs: object) -> tuple[m.RenderTask, tuple[str, ...]]:
-        reading.set()
-        read.wait(30)
-        return prepare(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(loop.preparer, "prepare", slow_images)
-
-    def reaped() -> tuple[list[str], list[str]]:
-        """What another server's reaper takes now."""
-        with db.session() as session:
-            return jobs.reap_expired(session, max_attempts=3)
-
-    def status() -> str:
-        with db.read() as session:
-            return session.get_one(Job, job_id).status
-
+    read = blocked_preparer(loop, monkeypatch)
     loop.start()
     try:
-        assert reading.wait(30)
+        deadline = time.monotonic() + 30
+        while not loop._preparing:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         time.sleep(3 * LEASE_S)
-        assert reaped() == ([], []) and status() == jobs.PROCESSING  # held while its images are read
+        assert (
+            reaped(db) == ([], []) and status(db, job_id) == jobs.PROCESSING
+        )  # held while its images are read
         read.set()
         deadline = time.monotonic() + 30
         while not fake.submitted:
             assert time.monotonic() < deadline, "never handed over"
             time.sleep(0.02)
         time.sleep(3 * LEASE_S)
-        assert reaped() == ([], []) and status() == jobs.PROCESSING  # held while its worker answers
+        assert (
+            reaped(db) == ([], []) and status(db, job_id) == jobs.PROCESSING
+        )  # held while its worker answers
         fake.answering = False
         deadline = time.monotonic() + 10 * LEASE_S
-        while status() != jobs.QUEUED:  # the lease lapsed and a reaper (this server's) re-queued it
+        while status(db, job_id) != jobs.QUEUED:  # the lease lapsed and a reaper (this server's) re-queued it
             assert time.monotonic() < deadline, "the lease of a silent worker's job was kept"
             time.sleep(0.05)
     finally:
@@ -329,6 +321,12 @@ def test_a_job_whose_images_are_slow_to_read_holds_up_no_other_slot(tmp_path: Pa
         assert fake.free_slots() == []  # each on a slot of its own
 
 
+def reaped(db: Database) -> tuple[list[str], list[str]]:
+    """What another server's reaper takes now."""
+    with db.session() as session:
+        return jobs.reap_expired(session, max_attempts=3)
+
+
 def blocked_preparer(loop: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Reading any job's images now waits until the event returned is set."""
     read = threading.Event()
@@ -388,7 +386,7 @@ def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_
         read.set()
         loop.stop()
     assert job.attempts == loop.settings.max_attempts and fake.submitted == []
-    assert job.error is not None and "took over 0 s to prepare; no attempts left" in job.error
+    assert job.error is not None and "was not started within 0 s; no attempts left" in job.error
     with db.read() as session:
         assert credits.balance(session, account) == 10
 
@@ -427,10 +425,12 @@ def test_a_stuck_dispatchers_jobs_are_let_go(
     with db.session() as session:
         claimed = jobs.claim_next(session, loop.owner, LEASE_S)
         assert claimed is not None and claimed.id == job_id
-    monkeypatch.setattr(leases, "STALE_AFTER_S", 2 * LEASE_S)
+    monkeypatch.setattr(leases, "STALE_AFTER_S", 4 * LEASE_S)
     loop.leases.hold([(job_id, 1)])  # and then the dispatcher says nothing more
     loop.leases.start()
     try:
+        time.sleep(2 * LEASE_S)
+        assert reaped(db) == ([], [])  # renewed so far
         deadline = time.monotonic() + 30
         while True:
             with db.read() as session:
@@ -441,15 +441,12 @@ def test_a_stuck_dispatchers_jobs_are_let_go(
             time.sleep(0.05)
     finally:
         loop.leases.stop()
-    assert job.attempts == 1  # re-queued by the reaper, after its lease had been renewed a while
+    assert job.attempts == 1
 
 
-def test_a_slow_upload_of_one_render_holds_up_no_other_job(
-    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    loop, fake, db = dispatcher
-    first, _ = queue(db, GOOD)
-    second, _ = queue(db, {**GOOD, "prompt": "second"})
+def hung_upload(loop: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Committing any file to storage now waits until the second event returned is set; the first is set
+    once one has begun."""
     uploading, uploaded = threading.Event(), threading.Event()
     commit = loop.storage.commit
 
@@ -459,27 +456,69 @@ def test_a_slow_upload_of_one_render_holds_up_no_other_job(
         commit(staged, key)
 
     monkeypatch.setattr(loop.storage, "commit", slow_upload)
+    return uploading, uploaded
 
-    def status(job_id: str) -> str:
-        with db.read() as session:
-            return session.get_one(Job, job_id).status
 
+def status(db: Database, job_id: str) -> str:
+    with db.read() as session:
+        return session.get_one(Job, job_id).status
+
+
+def handed_over(fake: FakeExecutor, count: int, why: str) -> None:
+    deadline = time.monotonic() + 30
+    while len(fake.submitted) < count:
+        assert time.monotonic() < deadline, why
+        time.sleep(0.02)
+
+
+def test_a_slow_upload_holds_up_no_other_job_until_more_wait_than_there_are_slots(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, fake, db = dispatcher
+    made = [queue(db, {**GOOD, "prompt": str(i)})[0] for i in range(3)]
+    uploading, uploaded = hung_upload(loop, monkeypatch)
     loop.start()
     try:
-        deadline = time.monotonic() + 30
-        while not fake.submitted:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        handed_over(fake, 1, "never handed over")
         fake.report(_rendered(fake.submitted[0], failed=set()))
         assert uploading.wait(30)
-        while len(fake.submitted) < 2:
-            assert time.monotonic() < deadline, "the next job waited for the upload"
-            time.sleep(0.02)
-        assert fake.submitted[1].job_id == second and status(first) == jobs.PROCESSING
+        handed_over(fake, 2, "the next job waited for the upload")
+        assert fake.submitted[1].job_id == made[1] and status(db, made[0]) == jobs.PROCESSING
+        fake.report(_rendered(fake.submitted[1], failed=set()))
+        time.sleep(1)  # two renders wait for storage, on one slot: no third is started meanwhile
+        assert len(fake.submitted) == 2 and status(db, made[2]) == jobs.QUEUED
         uploaded.set()
-        while status(first) != jobs.COMPLETED:
-            assert time.monotonic() < deadline, "the upload never completed its job"
+        handed_over(fake, 3, "the third job was never started")
+        deadline = time.monotonic() + 30
+        while status(db, made[0]) != jobs.COMPLETED or status(db, made[1]) != jobs.COMPLETED:
+            assert time.monotonic() < deadline, "the uploads never completed their jobs"
             time.sleep(0.02)
     finally:
         uploaded.set()
         loop.stop()
+
+
+def test_a_render_whose_upload_hangs_is_let_go_and_tried_again(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its lease lapses and the job runs again; the late upload of the first attempt names nothing."""
+    loop, fake, db = dispatcher
+    job_id, _ = queue(db, GOOD)
+    monkeypatch.setattr(dispatcher_module, "FINISH_LIMIT_S", 0.2)
+    uploading, uploaded = hung_upload(loop, monkeypatch)
+    loop.start()
+    try:
+        handed_over(fake, 1, "never handed over")
+        fake.report(_rendered(fake.submitted[0], failed=set()))
+        assert uploading.wait(30)
+        handed_over(fake, 2, "the job was not tried again")
+        assert fake.submitted[1].job_id == job_id
+        uploaded.set()
+        time.sleep(0.5)
+    finally:
+        uploaded.set()
+        loop.stop()
+    with db.read() as session:
+        job = session.get_one(Job, job_id)
+    assert (job.status, job.attempts) == (jobs.PROCESSING, 2)
+    assert not loop.storage.exists(f"results/{job_id}/1.mp4")

@@ -47,9 +47,10 @@ log = logging.getLogger("openreel.dispatcher")
 
 CLAIM_INTERVAL_S = 0.5
 POLL_S = 0.1
-PREPARED_POLL_S = 0.01  # the executor's wait while a job being prepared may be ready for its slot
-# Reading a job's images and planning it, well beyond storage's own timeouts: then the job is tried again.
+# From claim to a worker (images read, render planned, a slot free), and from a render's outcome to its
+# files in storage, well beyond storage's own timeouts: then the job is let go, to be tried again.
 PREPARE_LIMIT_S = 300.0
+FINISH_LIMIT_S = 600.0
 
 # Called inside the transaction that changed the job: (session, job id, event).
 JobEventHook = Callable[[Session, str, str], None]
@@ -89,6 +90,7 @@ class Running:
     shape: Shape
     claimed: float
     handed: float
+    finished: float = 0.0  # when its outcome came, once it has
 
 
 class Dispatcher:
@@ -198,10 +200,10 @@ class Dispatcher:
                 self._hold()
 
     def _poll(self) -> list[m.TaskEvent]:
-        """The workers' events. With no job running, a submission's ``wake`` ends the wait at once: the
-        executor's own wait would hold a new job up to ``POLL_S`` from its claim."""
+        """The workers' events. With no job running, a ``wake`` (a submission, a job prepared) ends the
+        wait at once: the executor's own wait would hold a new job up to ``POLL_S``."""
         if self._running:
-            return self._executor.poll(PREPARED_POLL_S if self._preparing else POLL_S)
+            return self._executor.poll(POLL_S)
         self._wake.wait(POLL_S)
         return self._executor.poll(0)
 
@@ -255,7 +257,10 @@ class Dispatcher:
             self._lost(running, event.reason)
 
     def _idle_slots(self) -> list[str]:
-        """Idle slots not kept for a job being prepared."""
+        """Idle slots not kept for a job being prepared; none while more renders than there are slots
+        wait for their files to reach storage (a slow upload must not pile up renders)."""
+        if len(self._finishing) > self._executor.engine.slots:
+            return []
         kept = {p.slot for p in self._preparing.values()}
         return [slot for slot in self._executor.free_slots() if slot not in kept]
 
@@ -305,10 +310,12 @@ class Dispatcher:
         that could not be prepared. A task whose slot went away meanwhile takes another idle one, or waits."""
         for preparing in list(self._preparing.values()):
             job_id, attempt = preparing.job_id, preparing.attempt
+            if time.monotonic() - preparing.claimed > PREPARE_LIMIT_S:
+                # Its read hangs, or no slot has come free for it: another server may have one.
+                del self._preparing[preparing.seq]  # its thread's outcome, if any, is dropped
+                self._retry_or_fail(job_id, attempt, f"it was not started within {PREPARE_LIMIT_S:.0f} s")
+                continue
             if not preparing.prepared.done():
-                if time.monotonic() - preparing.claimed > PREPARE_LIMIT_S:
-                    del self._preparing[preparing.seq]  # its thread's outcome, if any, is dropped
-                    self._retry_or_fail(job_id, attempt, f"it took over {PREPARE_LIMIT_S:.0f} s to prepare")
                 continue
             error = preparing.prepared.exception()
             if error is not None:
@@ -361,6 +368,7 @@ class Dispatcher:
         """Commit the render on a thread of its own; its job is no longer one a worker runs."""
         with self._lock:
             del self._running[running.seq]
+        running.finished = time.monotonic()
         thread = threading.Thread(
             target=self._finish_in_thread, args=(running, media), name="openreel-finish", daemon=True
         )
@@ -379,8 +387,14 @@ class Dispatcher:
             self._wake.set()
 
     def _collect_finished(self) -> None:
-        for seq, (_running, thread) in list(self._finishing.items()):
+        for seq, (running, thread) in list(self._finishing.items()):
             if not thread.is_alive():
+                del self._finishing[seq]
+            elif time.monotonic() - running.finished > FINISH_LIMIT_S:
+                # Its lease lapses and the job is tried again; a late write of this attempt changes nothing.
+                log.error(
+                    "job %s: its files took over %.0f s to commit; let go", running.job_id, FINISH_LIMIT_S
+                )
                 del self._finishing[seq]
 
     def _finish_done(self, running: Running, media: dict[str, Any]) -> None:
@@ -406,11 +420,12 @@ class Dispatcher:
                 "samples": samples,
             }
             with self.db.session() as session:
-                won = jobs.complete(
+                completed = jobs.complete(
                     session, running.job_id, running.attempt, result, failed_samples=len(samples) - len(made)
                 )
-                if won:
+                if completed:
                     self._on_job_event(session, running.job_id, "completed")
+            won = completed  # only once the transaction committed
             self._on_phase("status", time.monotonic() - committed)
         finally:
             # A lost race, or a commit or write that failed (the job is then retried): no job names them.
