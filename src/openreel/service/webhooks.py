@@ -11,10 +11,10 @@ Deliveries run on a small thread pool, so one receiver that hangs costs only its
 and a row is claimed (``sending``) only when a worker takes it. A claim is a lease: it lasts one try's
 timeout and a margin, so a row whose server stopped or died mid-try is taken again by any server once
 the claim has lapsed, while no other server sends a row under a live claim (servers' clocks agreeing
-within the margin; delivery is at least once: a try that outlives its claim may be made again by
-another server). A server never tries a row it is still trying. A job's events go out in order: a
-row waits while an earlier row of its job is unfinished. Every error of a try (building the request,
-resolving, connecting, the answer) counts against that delivery alone.
+within the margin; delivery is at least once: a try that outlives its claim, or that a stopped server
+cut short, is made again, its last included). A server never tries a row it is still trying. A job's
+events go out in order: a row waits while an earlier row of its job is unfinished. Every error of a
+try (building the request, resolving, connecting, the answer) counts against that delivery alone.
 Network errors, DNS failures and every status but 2xx and 410 are retried with exponential backoff;
 a URL that does not parse, a refused target (private address, wrong scheme) and ``410 Gone`` fail at
 once, as retrying cannot help. A progress event that fails once a later event of its job is queued
