@@ -7,7 +7,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import pytest
 
+from openreel.ledger.db import Database
 from openreel.service.services import on_loop_if_local
 
 
@@ -18,5 +20,25 @@ def test_work_runs_on_the_event_loop_only_where_it_touches_this_machine_alone() 
         return ran_on == threading.get_ident()
 
     assert anyio.run(on_the_loop, True, False)
-    assert not anyio.run(on_the_loop, False, False)  # PostgreSQL or S3: a worker thread
+    assert not anyio.run(on_the_loop, False, False)  # a database on another host, or S3: a worker thread
     assert not anyio.run(on_the_loop, True, True)  # files to fetch or store
+
+
+@pytest.mark.parametrize(
+    ("url", "here"),
+    [
+        ("sqlite:////tmp/openreel.db", True),
+        ("postgresql+psycopg://openreel@127.0.0.1:5432/openreel", True),
+        ("postgresql+psycopg://openreel@localhost/openreel", True),
+        ("postgresql+psycopg://openreel@[::1]/openreel", True),
+        ("postgresql+psycopg:///openreel?host=/var/run/postgresql", True),  # a Unix socket
+        ("postgresql+psycopg://openreel@db.internal:5432/openreel", False),
+        ("postgresql+psycopg://openreel@10.0.0.5/openreel", False),
+    ],
+)
+def test_a_database_is_on_this_machine_when_reaching_it_crosses_no_network(url: str, here: bool) -> None:
+    db = Database(url)  # nothing is connected
+    try:
+        assert db.on_this_machine is here
+    finally:
+        db.dispose()

@@ -89,6 +89,13 @@ class Database:
         with self._read_sessions() as session, session.begin():
             yield session
 
+    @property
+    def on_this_machine(self) -> bool:
+        """Whether the database is a file or a server on this machine (a loopback host or a Unix
+        socket): reaching it crosses no network."""
+        url = self.engine.url
+        return url.get_backend_name() == "sqlite" or url.host in (None, "", "localhost", "127.0.0.1", "::1")
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -52,8 +52,9 @@ class Services:
 
     @property
     def local_reads(self) -> bool:
-        """Whether reading a job touches only this machine: SQLite and result files on its disk."""
-        return self.settings.storage == "local" and self.db.engine.dialect.name == "sqlite"
+        """Whether reading a job touches only this machine: its database (SQLite, or PostgreSQL on this
+        machine, whose reads wait on no lock) and result files on its disk."""
+        return self.settings.storage == "local" and self.db.on_this_machine
 
     def base_url(self, request_base_url: str) -> str:
         """Where links in answers point: the configured public URL, else the base the request came to."""
@@ -75,10 +76,10 @@ class AuthError(Exception):
 
 
 async def on_loop_if_local(svc: Services, work: Callable[[], T], *, offload: bool = False) -> T:
-    """Work that touches only this machine (SQLite, result files on its disk) runs on the event loop,
-    which costs it less than the hop to a worker thread and back (BENCHMARKS.md): the reads that
-    clients poll, an Idempotency-Key's replay. A database or object store across the network, and ``offload``
-    work (files to store or fetch), run in a thread, so a slow one never stalls the loop."""
+    """Work that touches only this machine (its database, result files on its disk) runs on the event
+    loop, which costs it less than the hop to a worker thread and back (BENCHMARKS.md): the reads that
+    clients poll, an Idempotency-Key's replay. A database or object store across the network, and
+    ``offload`` work (files to store or fetch), run in a thread, so a slow one never stalls the loop."""
     if svc.local_reads and not offload:
         return work()
     return await anyio.to_thread.run_sync(work)
