@@ -34,9 +34,14 @@ def test_work_runs_on_the_event_loop_only_where_it_touches_this_machine_alone() 
         ("postgresql+psycopg:///openreel?host=/var/run/postgresql", True),  # a Unix socket
         ("postgresql+psycopg://openreel@db.internal:5432/openreel", False),
         ("postgresql+psycopg://openreel@10.0.0.5/openreel", False),
+        ("postgresql+psycopg:///openreel?host=db.internal", False),  # libpq's own parameter
+        ("postgresql+psycopg:///openreel", False),  # with PGHOST=db.internal
     ],
 )
-def test_a_database_is_on_this_machine_when_reaching_it_crosses_no_network(url: str, here: bool) -> None:
+def test_a_database_is_on_this_machine_when_reaching_it_crosses_no_network(
+    url: str, here: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGHOST", "db.internal")
     db = Database(url)  # nothing is connected
     try:
         assert db.on_this_machine is here

@@ -12,6 +12,7 @@ try, which under load turns a few milliseconds of waiting into seconds.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -92,9 +93,14 @@ class Database:
     @property
     def on_this_machine(self) -> bool:
         """Whether the database is a file or a server on this machine (a loopback host or a Unix
-        socket): reaching it crosses no network."""
+        socket): reaching it crosses no network. Without a host in the URL, libpq takes the one of its
+        ``host`` parameter, else of ``PGHOST``, else its default socket."""
         url = self.engine.url
-        return url.get_backend_name() == "sqlite" or url.host in (None, "", "localhost", "127.0.0.1", "::1")
+        if url.get_backend_name() == "sqlite":
+            return True
+        named = url.query.get("host")
+        host = url.host or (named if isinstance(named, str) else None) or os.environ.get("PGHOST", "")
+        return host.startswith("/") or host in ("", "localhost", "127.0.0.1", "::1")
 
     def dispose(self) -> None:
         self.engine.dispose()
