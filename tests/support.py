@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -250,6 +250,14 @@ def worker_processes(server: LiveServer) -> list[psutil.Process]:
     assert server.process is not None
     children = psutil.Process(server.process.pid).children()
     return [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+
+
+def until(condition: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> None:
+    """Wait for ``condition``; fail saying ``what`` was awaited once ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
 
 
 def wait_for(

@@ -7,7 +7,7 @@ import logging
 import queue as queues
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +27,13 @@ from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.storage.signing import Signer
 
+from support import until
+
 LEASE_S = 1.5  # renewed every 0.5 s
+
+
+def soon(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    until(condition, timeout, what, every=0.02)
 
 
 class FakeExecutor:
@@ -163,8 +169,8 @@ def test_a_job_that_cannot_be_prepared_fails_at_once_with_a_refund(
 def finish(loop: Dispatcher, done: m.Done) -> None:
     """What the dispatcher does with a render's outcome: its files committed, on a thread of their own."""
     loop._handle(done)
-    for _running, thread in list(loop._finishing.values()):
-        thread.join(30)
+    for finishing in list(loop._finishing.values()):
+        finishing.thread.join(30)
 
 
 def _rendered(task: m.RenderTask, failed: set[int]) -> m.Done:
@@ -240,28 +246,20 @@ def test_leases_hold_while_the_dispatcher_is_busy_and_lapse_when_the_worker_stop
     read = blocked_preparer(loop, monkeypatch)
     loop.start()
     try:
-        deadline = time.monotonic() + 30
-        while not loop._preparing:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        soon(lambda: loop._preparing, "the job being prepared")
         time.sleep(3 * LEASE_S)
         assert (
             reaped(db) == ([], []) and status(db, job_id) == jobs.PROCESSING
         )  # held while its images are read
         read.set()
-        deadline = time.monotonic() + 30
-        while not fake.submitted:
-            assert time.monotonic() < deadline, "never handed over"
-            time.sleep(0.02)
+        handed_over(fake, 1, "the job handed over")
         time.sleep(3 * LEASE_S)
         assert (
             reaped(db) == ([], []) and status(db, job_id) == jobs.PROCESSING
         )  # held while its worker answers
         fake.answering = False
-        deadline = time.monotonic() + 10 * LEASE_S
-        while status(db, job_id) != jobs.QUEUED:  # the lease lapsed and a reaper (this server's) re-queued it
-            assert time.monotonic() < deadline, "the lease of a silent worker's job was kept"
-            time.sleep(0.05)
+        # The lease lapses and a reaper (this server's) re-queues the job.
+        soon(lambda: status(db, job_id) == jobs.QUEUED, "the silent worker's job let go", 10 * LEASE_S)
     finally:
         loop.stop()
 
@@ -273,17 +271,11 @@ def test_a_job_another_server_took_is_abandoned_here(
     job_id, _ = queue(db, GOOD)
     loop.start()
     try:
-        deadline = time.monotonic() + 30
-        while not fake.submitted:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        handed_over(fake, 1, "the job handed over")
         with db.session() as session:  # its lease ran out and another server claimed the job again
             job = session.get_one(Job, job_id)
             job.lease_owner, job.attempts = "another-server", job.attempts + 1
-        deadline = time.monotonic() + 10 * LEASE_S
-        while not fake.aborted:
-            assert time.monotonic() < deadline, "the job was kept here"
-            time.sleep(0.02)
+        soon(lambda: fake.aborted, "the job abandoned here", 10 * LEASE_S)
     finally:
         loop.stop()
     assert fake.aborted == [fake.submitted[0].seq]
@@ -306,15 +298,10 @@ def test_a_job_whose_images_are_slow_to_read_holds_up_no_other_slot(tmp_path: Pa
         loop.preparer.prepare = slow_images  # type: ignore[method-assign]
         loop.start()
         try:
-            deadline = time.monotonic() + 30
-            while not fake.submitted:
-                assert time.monotonic() < deadline, "the quick job waited on the slow one"
-                time.sleep(0.02)
+            handed_over(fake, 1, "the quick job, while the slow one is read")
             assert [task.job_id for task in fake.submitted] == [quick]
             read.set()
-            while len(fake.submitted) < 2:
-                assert time.monotonic() < deadline, "the slow job was never handed over"
-                time.sleep(0.02)
+            handed_over(fake, 2, "the slow job handed over")
         finally:
             loop.stop()
         assert [task.job_id for task in fake.submitted] == [quick, slow]
@@ -348,16 +335,11 @@ def test_a_job_another_server_took_while_it_was_prepared_is_not_started(
     read = blocked_preparer(loop, monkeypatch)
     loop.start()
     try:
-        deadline = time.monotonic() + 30
-        while not loop._preparing:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        soon(lambda: loop._preparing, "the job being prepared")
         with db.session() as session:  # its lease ran out and another server claimed the job again
             job = session.get_one(Job, job_id)
             job.lease_owner, job.attempts = "another-server", job.attempts + 1
-        while loop._preparing:
-            assert time.monotonic() < deadline, "the job was kept here"
-            time.sleep(0.02)
+        soon(lambda: not loop._preparing, "the job let go here")
         read.set()
         time.sleep(0.5)
     finally:
@@ -374,17 +356,12 @@ def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_
     read = blocked_preparer(loop, monkeypatch)
     loop.start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with db.read() as session:
-                job = session.get_one(Job, job_id)
-                if job.status == jobs.FAILED:
-                    break
-            assert time.monotonic() < deadline, f"{job.status} after {job.attempts} attempts"
-            time.sleep(0.05)
+        soon(lambda: status(db, job_id) == jobs.FAILED, "the job failed after its attempts")
     finally:
         read.set()
         loop.stop()
+    with db.read() as session:
+        job = session.get_one(Job, job_id)
     assert job.attempts == loop.settings.max_attempts and fake.submitted == []
     assert job.error is not None and "was not started within 0 s; no attempts left" in job.error
     with db.read() as session:
@@ -431,17 +408,11 @@ def test_a_stuck_dispatchers_jobs_are_let_go(
     try:
         time.sleep(2 * LEASE_S)
         assert reaped(db) == ([], [])  # renewed so far
-        deadline = time.monotonic() + 30
-        while True:
-            with db.read() as session:
-                job = session.get_one(Job, job_id)
-            if job.status == jobs.QUEUED:
-                break
-            assert time.monotonic() < deadline, "the lease was renewed for good"
-            time.sleep(0.05)
+        soon(lambda: status(db, job_id) == jobs.QUEUED, "the stuck dispatcher's job let go")
     finally:
         loop.leases.stop()
-    assert job.attempts == 1
+    with db.read() as session:
+        assert session.get_one(Job, job_id).attempts == 1
 
 
 def hung_upload(loop: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
@@ -464,11 +435,8 @@ def status(db: Database, job_id: str) -> str:
         return session.get_one(Job, job_id).status
 
 
-def handed_over(fake: FakeExecutor, count: int, why: str) -> None:
-    deadline = time.monotonic() + 30
-    while len(fake.submitted) < count:
-        assert time.monotonic() < deadline, why
-        time.sleep(0.02)
+def handed_over(fake: FakeExecutor, count: int, what: str) -> None:
+    soon(lambda: len(fake.submitted) >= count, what)
 
 
 def test_a_slow_upload_holds_up_no_other_job_until_more_wait_than_there_are_slots(
@@ -479,20 +447,20 @@ def test_a_slow_upload_holds_up_no_other_job_until_more_wait_than_there_are_slot
     uploading, uploaded = hung_upload(loop, monkeypatch)
     loop.start()
     try:
-        handed_over(fake, 1, "never handed over")
+        handed_over(fake, 1, "the job handed over")
         fake.report(_rendered(fake.submitted[0], failed=set()))
         assert uploading.wait(30)
-        handed_over(fake, 2, "the next job waited for the upload")
+        handed_over(fake, 2, "the next job, while the upload hangs")
         assert fake.submitted[1].job_id == made[1] and status(db, made[0]) == jobs.PROCESSING
         fake.report(_rendered(fake.submitted[1], failed=set()))
         time.sleep(1)  # two renders wait for storage, on one slot: no third is started meanwhile
         assert len(fake.submitted) == 2 and status(db, made[2]) == jobs.QUEUED
         uploaded.set()
-        handed_over(fake, 3, "the third job was never started")
-        deadline = time.monotonic() + 30
-        while status(db, made[0]) != jobs.COMPLETED or status(db, made[1]) != jobs.COMPLETED:
-            assert time.monotonic() < deadline, "the uploads never completed their jobs"
-            time.sleep(0.02)
+        handed_over(fake, 3, "the third job started")
+        soon(
+            lambda: {status(db, job_id) for job_id in made[:2]} == {jobs.COMPLETED},
+            "the uploads' jobs completed",
+        )
     finally:
         uploaded.set()
         loop.stop()
@@ -508,10 +476,10 @@ def test_a_render_whose_upload_hangs_is_let_go_and_tried_again(
     uploading, uploaded = hung_upload(loop, monkeypatch)
     loop.start()
     try:
-        handed_over(fake, 1, "never handed over")
+        handed_over(fake, 1, "the job handed over")
         fake.report(_rendered(fake.submitted[0], failed=set()))
         assert uploading.wait(30)
-        handed_over(fake, 2, "the job was not tried again")
+        handed_over(fake, 2, "the job tried again")
         assert fake.submitted[1].job_id == job_id
         uploaded.set()
         time.sleep(0.5)

@@ -10,8 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ from openreel.executors.ray_cluster import SLOT_RESOURCE, node_command
 from openreel.ledger.db import Database
 from openreel.ledger.tables import CreditEntry, Job
 
-from support import LONG, LiveServer, free_port, running_server, wait_for
+from support import LONG, LiveServer, free_port, running_server, until, wait_for
 
 # One worker runs this module: a Ray cluster competes for this machine's few CPUs.
 pytestmark = pytest.mark.xdist_group("ray")
@@ -63,13 +62,6 @@ def node_of(worker: str | None) -> str:
 
 def slots(server: LiveServer) -> int:
     return int(httpx.get(server.url + "/healthz").json()["workers"]["slots"])
-
-
-def until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def listening(port: int) -> bool:

@@ -30,7 +30,7 @@ from openreel.storage.local import LocalStorage
 from openreel.storage.signing import Signer
 
 from databases import DIALECTS, throwaway_database
-from support import LiveServer, Receiver, running_server, serving, wait_for
+from support import LiveServer, Receiver, running_server, serving, until, wait_for
 
 
 @pytest.fixture
@@ -427,17 +427,13 @@ def test_a_try_that_outlives_its_claim_leaves_the_row_to_its_new_claimant(tmp_pa
         with serving(state) as url:
             job_id = box.job(box.account(), url)
             box.sender.start()
-            deadline = time.monotonic() + 15
-            while not state.calls:
-                assert time.monotonic() < deadline, "never tried"
-                time.sleep(0.02)
+            until(lambda: state.calls, 15, "the first try", every=0.02)
             later = utcnow() + timedelta(minutes=1)
             with box.db.session() as session:  # the claim lapsed and another server took the row
                 session.execute(update(WebhookDelivery).values(attempts=2, next_attempt_at=later))
             state.gate.set()
-            while box.sender._in_flight:  # the try ended and its outcome was offered to the ledger
-                assert time.monotonic() < deadline, "the try never ended"
-                time.sleep(0.02)
+            # The try ended and its outcome was offered to the ledger.
+            until(lambda: not box.sender._in_flight, 15, "the try's end", every=0.02)
             row = box.rows()[job_id]
     finally:
         box.sender.close()

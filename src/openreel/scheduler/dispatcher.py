@@ -63,6 +63,11 @@ PhaseHook = Callable[[str, float], None]
 PHASES = ("claim", "prepare", "worker", "commit", "status")
 
 
+def unavailable(engine: EngineState) -> str:
+    """Why a job fails while the engine cannot load."""
+    return f"the {engine.name} engine is unavailable: {engine.error}"
+
+
 @dataclass
 class Preparing:
     """A claimed job whose task is being prepared, or waits, prepared, for a slot."""
@@ -90,7 +95,15 @@ class Running:
     shape: Shape
     claimed: float
     handed: float
-    finished: float = 0.0  # when its outcome came, once it has
+
+
+@dataclass
+class Finishing:
+    """A rendered job whose files are being committed to storage, on ``thread`` since ``since``."""
+
+    running: Running
+    thread: threading.Thread
+    since: float
 
 
 class Dispatcher:
@@ -120,7 +133,7 @@ class Dispatcher:
         self._running: dict[int, Running] = {}
         self._preparing: dict[int, Preparing] = {}  # in the order claimed
         # Rendered jobs whose files are being committed (no worker answers for them; their leases hold).
-        self._finishing: dict[int, tuple[Running, threading.Thread]] = {}
+        self._finishing: dict[int, Finishing] = {}
         self._seq = 0
         self._next_claim = 0.0
         self._lock = threading.Lock()
@@ -151,8 +164,8 @@ class Dispatcher:
         self._wake.set()
         self._thread.join(10)
         deadline = time.monotonic() + 10
-        for _running, finishing in list(self._finishing.values()):  # a file half-way into storage
-            finishing.join(max(0.0, deadline - time.monotonic()))
+        for finishing in list(self._finishing.values()):  # a file half-way into storage
+            finishing.thread.join(max(0.0, deadline - time.monotonic()))
         self.leases.stop()
         self._executor.stop()
 
@@ -209,11 +222,11 @@ class Dispatcher:
 
     def _hold(self) -> None:
         """Tell the lease keeper which leases to renew: the jobs whose workers answer, those being
-        prepared, and the one whose files are being committed."""
+        prepared, and those whose files are being committed."""
         alive = self._executor.responsive()
         held = [(r.job_id, r.attempt) for r in self._running.values() if r.seq in alive]
         held += [(p.job_id, p.attempt) for p in self._preparing.values()]
-        held += [(r.job_id, r.attempt) for r, _finishing in self._finishing.values()]
+        held += [(f.running.job_id, f.running.attempt) for f in self._finishing.values()]
         self.leases.hold(held)
 
     def _abandon_lost(self) -> None:
@@ -280,7 +293,7 @@ class Dispatcher:
             self._on_job_event(session, job_id, "progress")
         self._on_phase("claim", max((utcnow() - created).total_seconds(), 0.0))
         if slot is None:
-            self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
+            self._fail(job_id, attempt, unavailable(engine))
             return True
         self._seq += 1  # only this thread numbers tasks
         preparing = Preparing(self._seq, job_id, attempt, raw_spec, slot, time.monotonic())
@@ -334,7 +347,7 @@ class Dispatcher:
                     continue
                 if not idle:
                     del self._preparing[preparing.seq]
-                    self._fail(job_id, attempt, f"the {engine.name} engine is unavailable: {engine.error}")
+                    self._fail(job_id, attempt, unavailable(engine))
                     continue
                 preparing.slot = idle[0]
             del self._preparing[preparing.seq]
@@ -368,11 +381,10 @@ class Dispatcher:
         """Commit the render on a thread of its own; its job is no longer one a worker runs."""
         with self._lock:
             del self._running[running.seq]
-        running.finished = time.monotonic()
         thread = threading.Thread(
             target=self._finish_in_thread, args=(running, media), name="openreel-finish", daemon=True
         )
-        self._finishing[running.seq] = (running, thread)
+        self._finishing[running.seq] = Finishing(running, thread, time.monotonic())
         self._hold()
         thread.start()
 
@@ -387,14 +399,13 @@ class Dispatcher:
             self._wake.set()
 
     def _collect_finished(self) -> None:
-        for seq, (running, thread) in list(self._finishing.items()):
-            if not thread.is_alive():
+        for seq, finishing in list(self._finishing.items()):
+            if not finishing.thread.is_alive():
                 del self._finishing[seq]
-            elif time.monotonic() - running.finished > FINISH_LIMIT_S:
+            elif time.monotonic() - finishing.since > FINISH_LIMIT_S:
                 # Its lease lapses and the job is tried again; a late write of this attempt changes nothing.
-                log.error(
-                    "job %s: its files took over %.0f s to commit; let go", running.job_id, FINISH_LIMIT_S
-                )
+                job_id = finishing.running.job_id
+                log.error("job %s: its files took over %.0f s to commit; let go", job_id, FINISH_LIMIT_S)
                 del self._finishing[seq]
 
     def _finish_done(self, running: Running, media: dict[str, Any]) -> None:

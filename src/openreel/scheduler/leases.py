@@ -1,12 +1,13 @@
-"""Leases, kept on a thread of their own: the dispatcher's thread commits a job's files and writes its
-outcomes, which may take a while (S3, a busy database), and a healthy job's lease must not run out
-meanwhile, nor an expired one wait to be reaped.
+"""Leases, kept on a thread of their own: the dispatcher's thread writes outcomes and hands jobs over,
+which may take a while (a busy database), and a healthy job's lease must not run out meanwhile, nor an
+expired one wait to be reaped.
 
-The dispatcher says which of its jobs to hold (those whose workers answer, those being prepared, the one
-whose files it is committing); this thread renews their leases every third of ``lease_ttl_s``, reaps the
-expired leases of any server (re-queued, or failed with a refund after the last attempt), and hands back
-the jobs another server took, for the dispatcher to abandon on its own thread. A dispatcher that has not
-said what to hold for ``STALE_AFTER_S`` is stuck: its jobs are let go, for a server that works to take.
+The dispatcher says which of its jobs to hold (those whose workers answer, those being prepared, those
+whose files are being committed); this thread renews their leases every third of ``lease_ttl_s``, reaps
+the expired leases of any server (re-queued, or failed with a refund after the last attempt), and hands
+back the jobs another server took, for the dispatcher to abandon on its own thread. A dispatcher that
+has not said what to hold for ``STALE_AFTER_S`` is stuck: its jobs are let go, for a server that works
+to take.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ BUSY_PASS_S = 0.5  # the next pass when a pass left due rows unread
 # retry; this bounds the wait for rows it cannot know of (another server's, or left by a stopped one).
 IDLE_PASS_S = 2.0
 PERMANENT_STATUSES = frozenset({410})
+UNFINISHED = ("pending", "sending")
 MAX_ERROR_CHARS = 300
 
 
@@ -241,7 +242,7 @@ class WebhookSender:
         unfinished_before = exists().where(
             earlier.job_id == WebhookDelivery.job_id,
             earlier.id < WebhookDelivery.id,
-            earlier.status.in_(("pending", "sending")),
+            earlier.status.in_(UNFINISHED),
         )
         due_rows = (
             select(
@@ -258,7 +259,7 @@ class WebhookSender:
             .join(ApiKey, ApiKey.id == Job.api_key_id)
             .where(
                 # A sending row whose claim lapsed is due again (its server stopped or died mid-try).
-                WebhookDelivery.status.in_(("pending", "sending")),
+                WebhookDelivery.status.in_(UNFINISHED),
                 WebhookDelivery.next_attempt_at <= utcnow(),
                 ~unfinished_before,
                 Job.account_id.not_in(full_accounts),
@@ -324,7 +325,7 @@ class WebhookSender:
                         WebhookDelivery.id == delivery.id,
                         WebhookDelivery.attempts == delivery.attempts,
                         # Still due: not finished, nor rescheduled by a try whose claim had lapsed.
-                        WebhookDelivery.status.in_(("pending", "sending")),
+                        WebhookDelivery.status.in_(UNFINISHED),
                         WebhookDelivery.next_attempt_at <= now,
                     )
                     .values(status="sending", attempts=delivery.attempts + 1, next_attempt_at=until)
