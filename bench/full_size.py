@@ -16,13 +16,14 @@ added to an 8 s clip: its last 57 frames and their sound read, pinned, and the t
 latent upsampler, stage 2, decode, ``encode_video``), the text encoder on the GPU. The entry ``fp8``
 quantizes the transformer blocks for the renders after it (one way: bf16 renders go first). The first
 render of a process is cold (CUDA kernels load, the LoRA's dev weights are copied to host memory). The
-entry ``compile`` compiles the transformer blocks regionally (diffusers' ``compile_repeated_blocks``,
-``torch.compile``'s defaults) for the renders after it; the first render of each new shape after it
-pays the compilation.
+entry ``compile`` compiles the transformer blocks regionally as ``OPENREEL_COMPILE`` does
+(``engine/compiled.py``) for the renders after it; the first render of each new shape after it
+pays the compilation. ``recompile`` drops what ``torch.compile`` holds in memory, as a restarted worker
+would find it: the render after it compiles again from inductor's caches on disk.
 
     python bench/full_size.py                                  # GPU: the default run list
     python bench/full_size.py --runs fast:720p:8,diffusers:720p:8,fp8,fast:720p:8
-    python bench/full_size.py --runs fast:720p:8,compile,fast:720p:8,fast:720p:8
+    python bench/full_size.py --runs fast:720p:8,compile,fast:720p:8,fast:720p:8,recompile,fast:720p:8
     python bench/full_size.py --runs fast:720p:8,fast+extend:720p:7
     python bench/full_size.py --reduced                        # CPU smoke run of the default list
 """
@@ -231,7 +232,7 @@ class Run:
         return self.what + "".join(name for name, on in extras if on)
 
 
-SWITCHES = ("fp8", "compile")
+SWITCHES = ("fp8", "compile", "recompile")
 
 
 def parse_runs(text: str) -> list[Run | str]:
@@ -262,6 +263,8 @@ def parse_runs(text: str) -> list[Run | str]:
         after = runs[runs.index(switch) + 1 :] if switch in runs else []
         if switch in after or any(isinstance(r, Run) and r.what == "diffusers" for r in after):
             raise SystemExit(f"--runs: {switch} once, and the diffusers baseline before it (plain bf16)")
+    if "recompile" in runs and "compile" not in runs[: runs.index("recompile")]:
+        raise SystemExit("--runs: recompile after compile")
     return runs
 
 
@@ -340,7 +343,6 @@ class Bench:
     ) -> None:
         self.engine, self.pipe, self.upsampler, self.device, self.args = engine, pipe, upsampler, device, args
         self.cuda = device.startswith("cuda")
-        self.compiled = False
         self.clip: bytes | None = None  # what the extension runs continue
         self.stages = Stages(device)
         self.stages.module(upsampler.latent_upsampler, "upsample")
@@ -353,9 +355,12 @@ class Bench:
                 self.to_fp8(lora_file)
                 continue
             if run == "compile":
-                self.pipe.transformer.compile_repeated_blocks()
-                self.compiled = True
+                self.engine.compile()
                 print("compile: the transformer blocks compile at their first call", flush=True)
+                continue
+            if run == "recompile":
+                torch._dynamo.reset()
+                print("recompile: dynamo's code dropped as in a new process, inductor's disk cache kept")
                 continue
             assert isinstance(run, Run)
             baseline = run.what == "diffusers"
@@ -517,7 +522,7 @@ class Bench:
         t = self.stages.seconds
         # The rest: LoRA fused or restored, conditions encoded, frames to uint8 and the host, audio trimmed.
         t["other"] = total - sum(t.values())
-        precision = self.engine.precision + ("+compile" if self.compiled else "")
+        precision = self.engine.precision + ("+compile" if self.engine.compiled else "")
         cells = [run.label, precision, f"{plan.width}x{plan.height}", str(plan.gen_frames)]
         cells += [f"{t[k]:.2f}" if k in t else "-" for k in STAGE_KEYS]
         cells += [f"{total:.2f}", f"{peak / 2**30:.1f}" if peak else "-"]
@@ -526,7 +531,7 @@ class Bench:
             record = {
                 "run": run.label,
                 "precision": self.engine.precision,
-                "compiled": self.compiled,
+                "compiled": self.engine.compiled,
                 "resolution": run.resolution,
                 "seconds": run.duration,
                 "width": plan.width,

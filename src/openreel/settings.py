@@ -159,6 +159,13 @@ class Settings(BaseSettings):
         description="`model` or `sequential`: weights wait in CPU memory and move to the GPU per model or "
         "per layer (needs CUDA; slower)",
     )
+    compile: bool = Field(
+        default=False,
+        description="compile the transformer blocks with `torch.compile` (regionally, one graph for all of "
+        "them; CUDA, or a C++ compiler on a CPU): on an H200, fast 720p·8 s 16.3 → 12.3 s in bf16, 11.4 s "
+        "in fp8. A worker's first job pays the compilation (36 s more on the H200, 8 s with the cache a "
+        "previous run left in the data dir's `models/torch-compile`); not with `offload=sequential`",
+    )
     prompt_cache_size: int = Field(
         default=4,
         ge=0,
@@ -206,8 +213,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _storage_complete(self) -> Settings:
+    def _consistent(self) -> Settings:
         """Settings that only make sense together, refused at start-up rather than on first use."""
+        if self.compile and self.offload == "sequential":
+            raise ValueError(
+                "OPENREEL_COMPILE cannot go with OPENREEL_OFFLOAD=sequential (layers moved one by one under "
+                "the compiled blocks): use offload model or none"
+            )
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("storage s3 needs a bucket: set OPENREEL_S3_BUCKET")
         if self.storage == "s3" and (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
@@ -223,12 +235,13 @@ class Settings(BaseSettings):
         return EngineOptions(
             self.engine,
             self.checkpoint,
-            self.precision,
-            self.offload,
-            self.prompt_cache_size,
-            self.reference_adapter,
-            self.distilled_lora,
-            self.upsampler,
+            precision=self.precision,
+            offload=self.offload,
+            prompt_cache_size=self.prompt_cache_size,
+            compile=self.compile,
+            reference_adapter=self.reference_adapter,
+            distilled_lora=self.distilled_lora,
+            upsampler=self.upsampler,
         )
 
     def configured_checkpoint(self) -> Checkpoint | None:

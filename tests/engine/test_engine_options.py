@@ -1,8 +1,9 @@
 """Engine options on the tiny engine: the text-encoder cache and its placement, fp8 weights as upstream
-quantizes them, offload refusal."""
+quantizes them, compiled blocks, offload refusal."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from openreel.engine import EngineOptions, load_engine
+from openreel.engine import COMPILE_CACHE_DIR, EngineOptions, load_engine
+from openreel.engine.compiled import RECOMPILE_LIMIT
 from openreel.engine.fp8 import Fp8Linear
 from openreel.engine.text import ENCODING_MARGIN, placement, streaming, visiting
 from openreel.settings import Settings
@@ -138,3 +140,33 @@ def test_offload_needs_a_gpu_and_bad_modes_are_refused(tiny_engine_cache: Path) 
         Settings(precision="fp4")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         Settings(offload="disk")  # type: ignore[arg-type]
+
+
+def test_compiled_blocks_render_the_same_clip_and_cache_their_kernels(
+    tiny_engine_cache: Path, tiny_plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OPENREEL_COMPILE on the tiny engine: inductor's kernels, compiled on this CPU, give the eager
+    clip, and land beside the weights cache where a restarted worker finds them."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset below, restored after")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    plain = load_engine(EngineOptions("tiny"), cache_dir=tiny_engine_cache)
+    compiled = load_engine(
+        Settings(engine="tiny", compile=True).engine_options(), cache_dir=tiny_engine_cache
+    )
+    assert compiled.compiled and not plain.compiled
+    assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
+    plan = tiny_plan()
+    expected, got = plain.render(plan, None, None, _noop), compiled.render(plan, None, None, _noop)
+    block = compiled.pipe.transformer.transformer_blocks[0]
+    assert block._compiled_call_impl is not None
+    assert got.frames.shape == expected.frames.shape
+    assert np.abs(got.frames.astype(int) - expected.frames.astype(int)).max() <= 2
+    assert got.audio is not None and expected.audio is not None
+    assert np.allclose(got.audio, expected.audio, atol=1e-3)
+    cache = tiny_engine_cache / COMPILE_CACHE_DIR
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and any(cache.rglob("*.py"))
+
+
+def test_compiled_blocks_are_not_offloaded_layer_by_layer() -> None:
+    with pytest.raises(ValidationError, match="OPENREEL_COMPILE"):
+        Settings(compile=True, offload="sequential")

@@ -33,6 +33,8 @@ ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 # had 30); v4: the real layout (dev weights, a distilled LoRA, the
 # upsampler). A new name per change, so caches built before it are not taken as current.
 TINY_CHECKPOINT_DIR = "tiny-ltx2-v8"
+# Inductor's kernels and graphs of the compiled blocks, beside the weights cache: kept across restarts.
+COMPILE_CACHE_DIR = "torch-compile"
 T = TypeVar("T")
 
 
@@ -45,6 +47,7 @@ class EngineOptions:
     precision: str = "bf16"
     offload: str = "none"
     prompt_cache_size: int = 4
+    compile: bool = False
     # The IC-LoRA that serves reference_images (weights.Adapter syntax); None: references are refused.
     reference_adapter: str | None = None
     # The distilled LoRA (Adapter syntax) and x2 latent upsampler (Folder syntax) when they are not
@@ -132,4 +135,5 @@ def load_engine(options: EngineOptions, *, cache_dir: Path) -> VideoEngine:
         precision=options.precision,
         offload=options.offload,
         prompt_cache_size=options.prompt_cache_size,
+        compile_cache=Path(cache_dir) / COMPILE_CACHE_DIR if options.compile else None,
     )

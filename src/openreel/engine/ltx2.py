@@ -31,6 +31,7 @@ from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf
 
 from openreel.engine import recipes
 from openreel.engine.base import Clip, Lead, StepCallback
+from openreel.engine.compiled import compile_blocks
 from openreel.engine.enhance import PromptEnhancer
 from openreel.engine.fp8 import native_matmul, quantize_blocks
 from openreel.engine.lead import AudioLead
@@ -228,6 +229,7 @@ class LTX2Engine:
         # What the weights are stored in: float8 blocks, or the load dtype (float32 on a CPU).
         dtype = pipe.transformer.dtype
         self.precision = precision if precision == "fp8" else {torch.bfloat16: "bf16"}.get(dtype, "fp32")
+        self.compiled = False
         self.version = recipes.detect_version(
             dict(pipe.transformer.config),
             pipe.text_encoder.config.to_dict() if pipe.text_encoder is not None else None,
@@ -282,6 +284,7 @@ class LTX2Engine:
         precision: str = "bf16",
         offload: str = "none",
         prompt_cache_size: int = DEFAULT_PROMPT_CACHE,
+        compile_cache: Path | None = None,
     ) -> LTX2Engine:
         """Load a diffusers LTX-2 directory; bf16 on CUDA, float32 on CPU.
 
@@ -293,9 +296,15 @@ class LTX2Engine:
         (``fp8.py``). ``offload`` keeps weights in host memory and moves them to the GPU per model
         (``model``) or per layer (``sequential``); both need a CUDA GPU. Without it, on a GPU, the text
         encoder waits in host memory and visits the GPU only to encode a prompt (``text.py``).
+
+        ``compile_cache``: the transformer blocks are compiled (``compiled.py``), kept in that directory.
         """
         if precision not in PRECISIONS or offload not in OFFLOADS:
             raise ValueError(f"precision must be one of {PRECISIONS} and offload one of {OFFLOADS}")
+        if compile_cache is not None and offload == "sequential":
+            raise ValueError(
+                "compiled blocks cannot be offloaded layer by layer: use offload 'model' or 'none'"
+            )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if offload != "none" and not device.startswith("cuda"):
             raise ValueError(f"offload={offload!r} moves weights to a CUDA GPU per use; this worker has none")
@@ -365,7 +374,14 @@ class LTX2Engine:
             # the host copy of the dev weights it replaces (28 s for LTX-2 19B on an H200, BENCHMARKS.md).
             # Offloaded weights (accelerate's hooks) are left to the first render, as before.
             lora.fuse()
+        if compile_cache is not None:
+            engine.compile(compile_cache)
         return engine
+
+    def compile(self, cache_dir: Path | None = None) -> None:
+        """The transformer blocks compiled at their next call; every new shape compiles once."""
+        compile_blocks(self.pipe.transformer, cache_dir)
+        self.compiled = True
 
     def unavailable(self, kind: RecipeKind) -> str | None:
         """Why this engine cannot render a recipe, or None. Never an off-recipe fallback."""
