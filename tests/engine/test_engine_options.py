@@ -143,13 +143,13 @@ def test_offload_needs_a_gpu_and_bad_modes_are_refused(tiny_engine_cache: Path) 
 
 
 def test_compiled_blocks_render_the_same_clip_and_cache_their_kernels(
-    tiny_engine_cache: Path, tiny_plan, monkeypatch: pytest.MonkeyPatch
+    tiny_engine, tiny_engine_cache: Path, tiny_plan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OPENREEL_COMPILE on the tiny engine: inductor's kernels, compiled on this CPU, give the eager
     clip, and land beside the weights cache where a restarted worker finds them."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset below, restored after")
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
-    plain = load_engine(EngineOptions("tiny"), cache_dir=tiny_engine_cache)
+    plain = tiny_engine
     compiled = load_engine(
         Settings(engine="tiny", compile=True).engine_options(), cache_dir=tiny_engine_cache
     )
