@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from torch._dynamo.utils import counters
 
 from openreel.engine import COMPILE_CACHE_DIR, EngineOptions, load_engine
 from openreel.engine.compiled import RECOMPILE_LIMIT
@@ -142,29 +143,31 @@ def test_offload_needs_a_gpu_and_bad_modes_are_refused(tiny_engine_cache: Path) 
         Settings(offload="disk")  # type: ignore[arg-type]
 
 
-def test_compiled_blocks_render_the_same_clip_and_cache_their_kernels(
+def test_compiled_blocks_are_warmed_at_load_and_render_the_eager_clip_at_any_shape(
     tiny_engine, tiny_engine_cache: Path, tiny_plan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """OPENREEL_COMPILE on the tiny engine: inductor's kernels, compiled on this CPU, give the eager
-    clip, and land beside the weights cache where a restarted worker finds them."""
+    """OPENREEL_COMPILE on the tiny engine: inductor's kernels, compiled on this CPU while the engine
+    loads, land beside the weights cache where a restarted worker finds them; jobs of other shapes compile
+    nothing more and give the eager clip."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset below, restored after")
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
-    plain = tiny_engine
     compiled = load_engine(
         Settings(engine="tiny", compile=True).engine_options(), cache_dir=tiny_engine_cache
     )
-    assert compiled.compiled and not plain.compiled
+    assert compiled.compiled and not tiny_engine.compiled
     assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
-    plan = tiny_plan()
-    expected, got = plain.render(plan, None, None, _noop), compiled.render(plan, None, None, _noop)
-    block = compiled.pipe.transformer.transformer_blocks[0]
-    assert block._compiled_call_impl is not None
-    assert got.frames.shape == expected.frames.shape
-    assert np.abs(got.frames.astype(int) - expected.frames.astype(int)).max() <= 2
-    assert got.audio is not None and expected.audio is not None
-    assert np.allclose(got.audio, expected.audio, atol=1e-3)
+    assert compiled.pipe.transformer.transformer_blocks[0]._compiled_call_impl is not None
     cache = tiny_engine_cache / COMPILE_CACHE_DIR
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and any(cache.rglob("*.py"))
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    for plan in (tiny_plan(), tiny_plan(resolution="1080p", aspect_ratio="9:16", duration_s=2)):
+        expected, got = tiny_engine.render(plan, None, None, _noop), compiled.render(plan, None, None, _noop)
+        assert got.frames.shape == expected.frames.shape
+        assert np.abs(got.frames.astype(int) - expected.frames.astype(int)).max() <= 2
+        assert got.audio is not None and expected.audio is not None
+        assert np.allclose(got.audio, expected.audio, atol=1e-3)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_compiled_blocks_are_not_offloaded_layer_by_layer() -> None:

@@ -38,7 +38,7 @@ from openreel.engine.lead import AudioLead
 from openreel.engine.lora import FusedLora
 from openreel.engine.nag import NAGState, install
 from openreel.engine.pipelines import Condition, KeyframePipeline, ReferencePipeline
-from openreel.engine.plan import RenderPlan, center_crop_box, cover_size, sheet_layout
+from openreel.engine.plan import GRID, RenderPlan, center_crop_box, cover_size, plan_render, sheet_layout
 from openreel.engine.recipes import Recipe, RecipeKind, Stage
 from openreel.engine.text import PromptEncoder
 from openreel.engine.trace import Trace
@@ -50,6 +50,12 @@ _OUTPUT_CHUNK = 16
 PRECISIONS = ("bf16", "fp8")
 OFFLOADS = ("none", "model", "sequential")
 DEFAULT_PROMPT_CACHE = 4
+# What a compiled engine renders before its first job: the fast ids' recipe where it can run.
+WARM_UP_RECIPES: tuple[RecipeKind, ...] = ("fast", "quality")
+# Seconds and aspect ratio of each warm-up clip, on two grid cells to the short side: rendered in
+# moments, and no latent side of 1 in either stage (a size dynamo would compile a graph for alone).
+WARM_UP_CLIPS = ((2, "16:9"),)
+WARM_UP_GRID_SCALE = 2 * GRID / 720
 REFERENCE_ADAPTER = "reference"
 NO_REFERENCE_ADAPTER = (
     "reference images need an IC-LoRA adapter (OPENREEL_REFERENCE_ADAPTER), which this worker has not loaded"
@@ -78,6 +84,10 @@ def _build(cls: type[T], components: dict[str, Any]) -> T:
     in-context pipeline does not)."""
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in components.items() if k in accepted})
+
+
+def _no_progress(step: int, total: int) -> None:
+    pass
 
 
 def _perturbable(transformer: Any, blocks: tuple[int, ...]) -> None:
@@ -376,12 +386,36 @@ class LTX2Engine:
             lora.fuse()
         if compile_cache is not None:
             engine.compile(compile_cache)
+            engine.warm_up()
         return engine
 
     def compile(self, cache_dir: Path | None = None) -> None:
-        """The transformer blocks compiled at their next call; every new shape compiles once."""
+        """The transformer blocks compiled at their next call (``warm_up``)."""
         compile_blocks(self.pipe.transformer, cache_dir)
         self.compiled = True
+
+    def warm_up(self) -> None:
+        """Small clips through the compiled blocks before the first job, so that no client waits for the
+        compilation (36 s on an H200). Between the clips and their stages every token count changes:
+        dynamo's last graph takes any size, and jobs of every shape reuse it."""
+        kind = next((k for k in WARM_UP_RECIPES if self.unavailable(k) is None), None)
+        if kind is None:
+            return
+        for seconds, aspect_ratio in WARM_UP_CLIPS:
+            plan = plan_render(
+                prompt="warm-up",
+                negative_prompt=None,
+                seed=0,
+                duration_s=seconds,
+                resolution="720p",
+                aspect_ratio=aspect_ratio,
+                generate_audio=True,
+                recipe=kind,
+                has_first_frame=False,
+                has_last_frame=False,
+                grid_scale=WARM_UP_GRID_SCALE,
+            )
+            self.render(plan, None, None, _no_progress)
 
     def unavailable(self, kind: RecipeKind) -> str | None:
         """Why this engine cannot render a recipe, or None. Never an off-recipe fallback."""
