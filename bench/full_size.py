@@ -360,7 +360,10 @@ class Bench:
                 continue
             if run == "recompile":
                 torch._dynamo.reset()
-                print("recompile: dynamo's code dropped as in a new process, inductor's disk cache kept")
+                print(
+                    "recompile: dynamo's code dropped as in a new process, inductor's disk cache kept",
+                    flush=True,
+                )
                 continue
             assert isinstance(run, Run)
             baseline = run.what == "diffusers"

@@ -164,8 +164,8 @@ class Settings(BaseSettings):
         description="compile the transformer blocks with `torch.compile` (regionally, one graph for all of "
         "them and every clip shape; CUDA, or a C++ compiler on a CPU): on an H200, fast 720p·8 s 16.3 → "
         "12.3 s in bf16, 11.4 s in fp8. A worker compiles while it loads, before its first job (a first job "
-        "that compiled took 36 s more on an H200, 8 s more with the cache a previous run left in the data "
-        "dir's `models/torch-compile`); the quality recipe's first job compiles its own; not with "
+        "that compiled took 36 s more on an H200; inductor's cache is kept across restarts in the data dir's "
+        "`models/torch-compile`); the quality recipe's first job compiles its own; not with "
         "`offload=sequential`",
     )
     prompt_cache_size: int = Field(

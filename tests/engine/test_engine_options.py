@@ -11,9 +11,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 from torch._dynamo.utils import counters
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 from openreel.engine import COMPILE_CACHE_DIR, EngineOptions, load_engine
-from openreel.engine.compiled import RECOMPILE_LIMIT
+from openreel.engine.compiled import RECOMPILE_LIMIT, compile_blocks
 from openreel.engine.fp8 import Fp8Linear
 from openreel.engine.text import ENCODING_MARGIN, placement, streaming, visiting
 from openreel.settings import Settings
@@ -147,10 +148,11 @@ def test_compiled_blocks_are_warmed_at_load_and_render_the_eager_clip_at_any_sha
     tiny_engine, tiny_engine_cache: Path, tiny_plan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OPENREEL_COMPILE on the tiny engine: inductor's kernels, compiled on this CPU while the engine
-    loads, land beside the weights cache where a restarted worker finds them; jobs of other shapes compile
-    nothing more and give the eager clip."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset below, restored after")
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    loads, land beside the weights cache where a restarted worker finds them; jobs of other shapes and
+    prompts, with a negative prompt or without, compile nothing more and give the eager clip."""
+    # What importing diffusers leaves there: inductor's own default, which the worker replaces.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
     compiled = load_engine(
         Settings(engine="tiny", compile=True).engine_options(), cache_dir=tiny_engine_cache
     )
@@ -161,13 +163,34 @@ def test_compiled_blocks_are_warmed_at_load_and_render_the_eager_clip_at_any_sha
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and any(cache.rglob("*.py"))
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > 0
-    for plan in (tiny_plan(), tiny_plan(resolution="1080p", aspect_ratio="9:16", duration_s=2)):
+    plans = (
+        tiny_plan(),
+        tiny_plan(resolution="1080p", aspect_ratio="9:16", duration_s=2, negative_prompt="blurry"),
+        tiny_plan(prompt="an owl in the snow at night", negative_prompt="grain, noise and a washed-out sky"),
+    )
+    for plan in plans:
         expected, got = tiny_engine.render(plan, None, None, _noop), compiled.render(plan, None, None, _noop)
+        assert got.recipe == expected.recipe
         assert got.frames.shape == expected.frames.shape
         assert np.abs(got.frames.astype(int) - expected.frames.astype(int)).max() <= 2
         assert got.audio is not None and expected.audio is not None
         assert np.allclose(got.audio, expected.audio, atol=1e-3)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_an_operators_compile_cache_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Blocks:
+        compiled: dict[str, object] = {}
+
+        def compile_repeated_blocks(self, **options: object) -> None:
+            self.compiled = options
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "operator"))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    blocks = Blocks()
+    compile_blocks(blocks, tmp_path / "worker")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "operator")
+    assert blocks.compiled == {"dynamic": True} and torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
 
 
 def test_compiled_blocks_are_not_offloaded_layer_by_layer() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-# dynamo's default (8) was reached by one H200 worker's renders (stage sizes, fp8, the quality recipe's
-# batch of two; BENCHMARKS.md), after which the blocks ran uncompiled. Each variant of a block (its
+# dynamo's default (8) was reached by one bench process on an H200 (stage sizes, fp8, the quality
+# recipe's batch of two; BENCHMARKS.md), after which the blocks ran uncompiled. Each variant of a block (its
 # batch, perturbed attention, an adapter switched on) costs one compilation, once per process.
 RECOMPILE_LIMIT = 64
 

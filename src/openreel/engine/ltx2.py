@@ -52,10 +52,12 @@ OFFLOADS = ("none", "model", "sequential")
 DEFAULT_PROMPT_CACHE = 4
 # What a compiled engine renders before its first job: the fast ids' recipe where it can run.
 WARM_UP_RECIPES: tuple[RecipeKind, ...] = ("fast", "quality")
-# Seconds and aspect ratio of each warm-up clip, on two grid cells to the short side: rendered in
-# moments, and no latent side of 1 in either stage (a size dynamo would compile a graph for alone).
-WARM_UP_CLIPS = ((2, "16:9"),)
+# The warm-up clips: 2 s on two grid cells to the short side (rendered in moments, and no latent side of
+# 1 in either stage, a size dynamo would compile a graph for alone), without and with a negative prompt
+# (which the fast recipe's NAG steers by in other code).
+WARM_UP_SECONDS = 2
 WARM_UP_GRID_SCALE = 2 * GRID / 720
+WARM_UP_NEGATIVE_PROMPTS = (None, "warm-up")
 REFERENCE_ADAPTER = "reference"
 NO_REFERENCE_ADAPTER = (
     "reference images need an IC-LoRA adapter (OPENREEL_REFERENCE_ADAPTER), which this worker has not loaded"
@@ -396,19 +398,18 @@ class LTX2Engine:
 
     def warm_up(self) -> None:
         """Small clips through the compiled blocks before the first job, so that no client waits for the
-        compilation (36 s on an H200). Between the clips and their stages every token count changes:
-        dynamo's last graph takes any size, and jobs of every shape reuse it."""
+        compilation (36 s on an H200): the blocks' sizes are symbolic, so jobs of every shape reuse it."""
         kind = next((k for k in WARM_UP_RECIPES if self.unavailable(k) is None), None)
         if kind is None:
             return
-        for seconds, aspect_ratio in WARM_UP_CLIPS:
+        for negative_prompt in WARM_UP_NEGATIVE_PROMPTS:
             plan = plan_render(
                 prompt="warm-up",
-                negative_prompt=None,
+                negative_prompt=negative_prompt,
                 seed=0,
-                duration_s=seconds,
+                duration_s=WARM_UP_SECONDS,
                 resolution="720p",
-                aspect_ratio=aspect_ratio,
+                aspect_ratio="16:9",
                 generate_audio=True,
                 recipe=kind,
                 has_first_frame=False,
@@ -668,20 +669,14 @@ class LTX2Engine:
                 trace.peak_gpu_bytes = int(torch.cuda.max_memory_allocated(self.device))
 
     def _install_trace_hooks(self) -> None:
-        steered: list[int] = [0]
-
-        def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-            steered[0] = self.nag.steered
-
         blocks = self.pipe.transformer.transformer_blocks
 
         def after(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
             if self._trace is not None:
                 asked = kwargs.get("spatio_temporal_guidance_blocks") or ()
                 stg = any(b < len(blocks) and blocks[b].perturbed_attn for b in asked)
-                self._trace.transformer_call(kwargs, nag=self.nag.steered > steered[0], stg=stg)
+                self._trace.transformer_call(kwargs, nag=self.nag.steering and len(blocks) > 0, stg=stg)
 
-        self.pipe.transformer.register_forward_pre_hook(before, with_kwargs=True)
         self.pipe.transformer.register_forward_hook(after, with_kwargs=True)
 
     def _on_condition(self, kind: str, width: int, height: int, pixel_frame: int | None, frames: int) -> None:

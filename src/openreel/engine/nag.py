@@ -24,13 +24,19 @@ from openreel.engine.recipes import NAG
 
 @dataclass
 class NAGState:
-    """What the hooks share for one render: the negative context, and how many times it steered."""
+    """What the hooks share for one render: the negative context. (Nothing here changes during a
+    transformer call: the processors run inside compiled blocks, where a counter would be a new constant,
+    and a new graph, at every call.)"""
 
     nag: NAG | None = None
     negative: tuple[torch.Tensor, torch.Tensor] | None = None  # (text-encoder embeds, attention mask)
     split: int | None = None  # length of the positive half of the text context
-    steered: int = 0
     _inside: bool = field(default=False, repr=False)
+
+    @property
+    def steering(self) -> bool:
+        """The negative context is appended: every text cross-attention steers."""
+        return self.nag is not None and self.split is not None
 
     def clear(self) -> None:
         self.nag, self.negative, self.split = None, None, None
@@ -86,7 +92,6 @@ class NAGAttnProcessor:
             return out.flatten(2, 3).to(query.dtype)
 
         out = nag_combine(attend(slice(0, split)), attend(slice(split, None)), nag)
-        self.state.steered += 1
         if gate_logits is not None:
             gates = 2.0 * torch.sigmoid(gate_logits)
             out = (out.unflatten(2, (attn.heads, -1)) * gates.unsqueeze(-1)).flatten(2, 3)
