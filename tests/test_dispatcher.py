@@ -439,6 +439,13 @@ def handed_over(fake: FakeExecutor, count: int, what: str) -> None:
     soon(lambda: len(fake.submitted) >= count, what)
 
 
+def first_upload_hangs(fake: FakeExecutor, uploading: threading.Event) -> None:
+    """The first job handed over and rendered; its file's upload (``hung_upload``) under way."""
+    handed_over(fake, 1, "the job handed over")
+    fake.report(_rendered(fake.submitted[0], failed=set()))
+    assert uploading.wait(30)
+
+
 def test_a_slow_upload_holds_up_no_other_job_until_more_wait_than_there_are_slots(
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -447,9 +454,7 @@ def test_a_slow_upload_holds_up_no_other_job_until_more_wait_than_there_are_slot
     uploading, uploaded = hung_upload(loop, monkeypatch)
     loop.start()
     try:
-        handed_over(fake, 1, "the job handed over")
-        fake.report(_rendered(fake.submitted[0], failed=set()))
-        assert uploading.wait(30)
+        first_upload_hangs(fake, uploading)
         handed_over(fake, 2, "the next job, while the upload hangs")
         assert fake.submitted[1].job_id == made[1] and status(db, made[0]) == jobs.PROCESSING
         fake.report(_rendered(fake.submitted[1], failed=set()))
@@ -476,9 +481,7 @@ def test_a_render_whose_upload_hangs_is_let_go_and_tried_again(
     uploading, uploaded = hung_upload(loop, monkeypatch)
     loop.start()
     try:
-        handed_over(fake, 1, "the job handed over")
-        fake.report(_rendered(fake.submitted[0], failed=set()))
-        assert uploading.wait(30)
+        first_upload_hangs(fake, uploading)
         handed_over(fake, 2, "the job tried again")
         assert fake.submitted[1].job_id == job_id
         uploaded.set()

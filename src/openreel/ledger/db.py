@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,12 @@ class Database:
         with self._read_sessions() as session, session.begin():
             yield session
 
-    @property
+    @cached_property
     def on_this_machine(self) -> bool:
         """Whether the database is a file or a server on this machine (a loopback host or a Unix
         socket): reaching it crosses no network. Without a host in the URL, libpq takes the one of its
-        ``host`` parameter, else of ``PGHOST``, else its default socket."""
+        ``host`` parameter, else of ``PGHOST``, else its default socket. Worked out once: every job read
+        asks."""
         url = self.engine.url
         if url.get_backend_name() == "sqlite":
             return True
