@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, utcnow
+from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, JobRecord, new_id, utcnow
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
@@ -365,6 +365,31 @@ def test_active_job_cap_is_per_account_and_frees_up(db: Database) -> None:
     with db.session() as session:
         jobs.submit(session, key, job(prompt="4"), max_active=1)
     assert balance(db, key.account_id) == 45
+
+
+def test_a_job_read_as_a_row_shows_what_its_orm_instance_shows_to_its_own_account_only(
+    db: Database,
+) -> None:
+    key, other = new_key(db, 100), new_key(db, 100)
+    with db.session() as session:
+        made, _ = jobs.submit(session, key, job())
+        jobs.claim_next(session, "me", LEASE)
+        jobs.complete(session, made.id, 1, {"key": "results/x/1.mp4", "seed": 7})
+    shown = [name for name in dir(JobRecord) if not name.startswith("_")]
+    assert len(shown) == 16
+    with db.read() as session:
+        row = jobs.read_for_account(session, key.account_id, made.id)
+        orm = jobs.get_for_account(session, key.account_id, made.id)
+        assert row is not None and orm is not None
+        assert {name: getattr(row, name) for name in shown} == {name: getattr(orm, name) for name in shown}
+        assert row.status == jobs.COMPLETED and row.result == {"key": "results/x/1.mp4", "seed": 7}
+        assert row.created_at.tzinfo is not None
+        assert jobs.read_for_account(session, other.account_id, made.id) is None
+        assert jobs.read_for_account(session, key.account_id, new_id()) is None
+    with db.session() as session:
+        jobs.delete(session, session.get_one(Job, made.id))
+    with db.read() as session:
+        assert jobs.read_for_account(session, key.account_id, made.id) is None
 
 
 def test_queue_positions_and_pages_follow_creation_time_then_id(db: Database) -> None:

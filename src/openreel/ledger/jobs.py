@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from openreel.ledger import credits
-from openreel.ledger.tables import ApiKey, Job, new_id, utcnow
+from openreel.ledger.tables import ApiKey, Job, JobRecord, new_id, utcnow
 
 QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED = "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"
 ACTIVE = (QUEUED, PROCESSING)
@@ -166,11 +166,23 @@ class JobActive(Exception):
 
 
 def get_for_account(session: Session, account_id: str, job_id: str) -> Job | None:
-    """The account's job; another account's job, or a deleted one, reads as missing."""
+    """The account's job, to change; another account's job, or a deleted one, reads as missing."""
     job = session.get(Job, job_id)
-    if job is None or job.account_id != account_id or job.deleted_at is not None:
-        return None
-    return job
+    return job if _visible(job, account_id) else None
+
+
+def read_for_account(session: Session, account_id: str, job_id: str) -> JobRecord | None:
+    """The account's job, to show: its row, without an ORM instance (see ``JobRecord``)."""
+    job = session.connection().execute(_ONE_JOB, {"job_id": job_id}).one_or_none()
+    return job if _visible(job, account_id) else None
+
+
+# Built once: a polled read's statement is found in SQLAlchemy's compiled cache without being built again.
+_ONE_JOB = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))
+
+
+def _visible(job: JobRecord | None, account_id: str) -> bool:
+    return job is not None and job.account_id == account_id and job.deleted_at is None
 
 
 def delete(session: Session, job: Job) -> None:
@@ -194,7 +206,7 @@ def _before(created_at: datetime, job_id: str, *, later: bool = False) -> Column
     return row > bound if later else row < bound
 
 
-def queue_positions(session: Session, shown: list[Job]) -> dict[str, int]:
+def queue_positions(session: Session, shown: Sequence[JobRecord]) -> dict[str, int]:
     """1-based places in the global queue of those of ``shown`` that are QUEUED (as read in this
     transaction), numbered in one pass over the queue up to the last of them."""
     queued = [job for job in shown if job.status == QUEUED]
@@ -244,10 +256,10 @@ def list_jobs(
     search: str | None = None,
     after: tuple[datetime, str] | None = None,
     ascending: bool = False,
-) -> tuple[list[Job], bool]:
+) -> tuple[list[JobRecord], bool]:
     """A page ordered by (created_at, id), newest first unless ``ascending``, starting after the cursor;
-    returns (jobs, has_more)."""
-    query = select(Job).where(Job.account_id == account_id, Job.deleted_at.is_(None))
+    returns (jobs, has_more), as rows (see ``JobRecord``)."""
+    query = select(Job.__table__).where(Job.account_id == account_id, Job.deleted_at.is_(None))
     if status:
         query = query.where(Job.status == status)
     if model:
@@ -258,7 +270,7 @@ def list_jobs(
         created, job_id = after
         query = query.where(_before(created, job_id, later=ascending))
     order = (Job.created_at, Job.id) if ascending else (Job.created_at.desc(), Job.id.desc())
-    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    rows: list[JobRecord] = list(session.connection().execute(query.order_by(*order).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -138,6 +138,45 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class JobRecord(Protocol):
+    """A job as its readers see it: the ORM ``Job``, or a row of its table read without the ORM
+    (``jobs.read_for_account``, ``jobs.list_jobs``): building the ORM instance took over a quarter of a
+    polled read's time (BENCHMARKS.md)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def progress(self) -> int: ...
+    @property
+    def input(self) -> dict[str, Any]: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+    @property
+    def credit_cost(self) -> int: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def result(self) -> dict[str, Any] | None: ...
+    @property
+    def webhook_status(self) -> str | None: ...
+    @property
+    def webhook_error(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
 
 
 class Upload(Base):

@@ -24,7 +24,7 @@ def take_source(svc: Services, account_id: str, spec: VideoSpec) -> VideoSpec:
     ext = spec.extend
     assert ext is not None
     with svc.db.read() as session:
-        job = jobs.get_for_account(session, account_id, ext.job_id)
+        job = jobs.read_for_account(session, account_id, ext.job_id)
     if job is None:
         raise SourceRejected(f"job {ext.job_id} not found (only this account's own videos can be extended)")
     if job.status != jobs.COMPLETED or not job.result:

@@ -12,13 +12,14 @@ committing, places are counted and nothing is kept.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from openreel.ledger import jobs
-from openreel.ledger.tables import Job
+from openreel.ledger.tables import JobRecord
 from openreel.scheduler.queue_moves import QueueMoves
 
 MAX_AGE_S = 1.0
@@ -42,7 +43,7 @@ class QueueOrder:
         dispatcher (a cancel, a delete)."""
         return self._moves.moving()
 
-    def places(self, session: Session, shown: list[Job]) -> dict[str, int]:
+    def places(self, session: Session, shown: Sequence[JobRecord]) -> dict[str, int]:
         """1-based places in the queue of those of ``shown`` that are QUEUED (as read in ``session``)."""
         queued = [job for job in shown if job.status == jobs.QUEUED]
         if not queued:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from openreel.domain.rules import VideoSpec
 from openreel.ledger import jobs
-from openreel.ledger.tables import Job, utcnow
+from openreel.ledger.tables import JobRecord, utcnow
 from openreel.scheduler.eta import RenderTimes, Shape, queued_eta, time_left
 from openreel.service.queue_order import QueueOrder
 from openreel.service.services import Services
@@ -20,7 +21,7 @@ class Standings:
     """For the jobs one reply shows: their queue places and the running jobs are each read once."""
 
     def __init__(
-        self, session: Session, queue: QueueOrder, times: RenderTimes, slots: int, shown: list[Job]
+        self, session: Session, queue: QueueOrder, times: RenderTimes, slots: int, shown: Sequence[JobRecord]
     ) -> None:
         self.session = session
         self.queue = queue
@@ -30,7 +31,7 @@ class Standings:
         self.now = utcnow()
 
     @classmethod
-    def of_server(cls, svc: Services, session: Session, shown: list[Job]) -> Standings:
+    def of_server(cls, svc: Services, session: Session, shown: Sequence[JobRecord]) -> Standings:
         return cls(session, svc.queue, svc.dispatcher.render_times, svc.dispatcher.engine.slots, shown)
 
     @cached_property
@@ -46,7 +47,7 @@ class Standings:
     def _running_left(self) -> list[float | None]:
         return [self._left(*row) for row in jobs.running(self.session)]
 
-    def of(self, job: Job) -> Standing:
+    def of(self, job: JobRecord) -> Standing:
         if job.status == jobs.PROCESSING:
             return Standing(eta_s=_rounded(self._left(job.spec, job.started_at, job.progress)))
         position = self._positions.get(job.id)

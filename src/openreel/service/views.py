@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from openreel.ledger import jobs
-from openreel.ledger.tables import Job
+from openreel.ledger.tables import JobRecord
 from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
 
@@ -50,7 +50,7 @@ class Presenter:
         self.storage = storage
         self.url_ttl_s = url_ttl_s
 
-    def result(self, job: Job, base_url: str) -> dict[str, Any] | None:
+    def result(self, job: JobRecord, base_url: str) -> dict[str, Any] | None:
         """The first video made as the result itself; ``videos``: every sample, made or failed."""
         if job.status != jobs.COMPLETED or not job.result:
             return None
@@ -80,7 +80,7 @@ class Presenter:
         }
 
     @staticmethod
-    def charged(job: Job) -> int:
+    def charged(job: JobRecord) -> int:
         """What the job costs its account now: nothing once refunded, less the samples that failed."""
         if job.status in (jobs.FAILED, jobs.CANCELLED):
             return 0
@@ -92,12 +92,12 @@ class Presenter:
             return None
         return RANDOM_WEIGHTS_NOTICE + (RANDOM_ENHANCEMENT_NOTICE if "enhancedPrompt" in result else "")
 
-    def expired(self, job: Job) -> bool:
+    def expired(self, job: JobRecord) -> bool:
         return bool(
             job.status == jobs.COMPLETED and job.result and not self.storage.exists(job.result["key"])
         )
 
-    def job(self, job: Job, base_url: str, standing: Standing | None = None) -> dict[str, Any]:
+    def job(self, job: JobRecord, base_url: str, standing: Standing | None = None) -> dict[str, Any]:
         """``standing``: where an active job stands, for a reply (a webhook payload goes without)."""
         standing = standing or Standing()
         return {

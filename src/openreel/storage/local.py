@@ -14,13 +14,20 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._inside = str(self.root) + os.sep
+
+    def _file(self, key: str) -> str:
+        """The file behind a key; keys that would leave the root are refused. Worked out on the string
+        (the keys are the server's own; no link in the data directory is followed to check them): every
+        poll of a finished job asks whether its file still exists, and resolving the path through the
+        file system took 7 % of such a poll's time (BENCHMARKS.md)."""
+        file = os.path.normpath(os.path.join(self._inside, key))
+        if not file.startswith(self._inside):
+            raise ValueError(f"invalid storage key {key!r}")
+        return file
 
     def path(self, key: str) -> Path:
-        """The file behind a key; keys that would leave the root are refused."""
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise ValueError(f"invalid storage key {key!r}")
-        return path
+        return Path(self._file(key))
 
     def staging_path(self, key: str) -> Path:
         """A fresh temporary path next to the key's final place (same filesystem, so rename is atomic)."""
@@ -34,7 +41,7 @@ class LocalStorage:
         os.replace(staged, self.path(key))
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return os.path.isfile(self._file(key))
 
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()

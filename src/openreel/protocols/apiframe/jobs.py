@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 
 from openreel.domain.rules import Details, check_text
 from openreel.ledger import jobs
-from openreel.ledger.tables import Job
+from openreel.ledger.tables import JobRecord
 from openreel.protocols.apiframe.auth import KeyDep
 from openreel.protocols.apiframe.errors import ApiError, validation_error
 from openreel.protocols.apiframe.schemas import ErrorBody, JobList, JobOut, JobStatus
@@ -33,7 +33,7 @@ def _job_id(raw: str) -> str:
         raise ApiError(400, "Invalid job id: expected a UUID") from exc
 
 
-def encode_cursor(job: Job) -> str:
+def encode_cursor(job: JobRecord) -> str:
     raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -50,7 +50,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise validation_error({"cursor": ["Invalid cursor"]}) from exc
 
 
-def _present(svc: Services, request: Request, job: Job, standing: Standing) -> dict[str, Any]:
+def _present(svc: Services, request: Request, job: JobRecord, standing: Standing) -> dict[str, Any]:
     return svc.presenter.job(job, svc.base_url(str(request.base_url)), standing)
 
 
@@ -64,7 +64,7 @@ async def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) 
 
     def read() -> dict[str, Any]:
         with svc.db.read() as session:
-            job = jobs.get_for_account(session, key.account_id, _job_id(job_id))
+            job = jobs.read_for_account(session, key.account_id, _job_id(job_id))
             if job is None:
                 raise ApiError(404, NOT_FOUND)
             standing = Standings.of_server(svc, session, [job]).of(job)
@@ -135,7 +135,7 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> 
         status = ended.job.status
         raise ApiError(409, f"Job is already {status}; only QUEUED or PROCESSING jobs can be cancelled")
     with svc.db.read() as session:
-        fresh = session.get(Job, ended.job.id)
+        fresh = jobs.read_for_account(session, key.account_id, ended.job.id)
         assert fresh is not None
         standing = Standings.of_server(svc, session, [fresh]).of(fresh)
     return _present(svc, request, fresh, standing)

@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 from openreel.domain.rules import Details, VideoSpec, check_text
 from openreel.ledger import jobs
-from openreel.ledger.tables import ApiKey, Job
+from openreel.ledger.tables import ApiKey, Job, JobRecord
 from openreel.protocols import job_ids, shaped_routes, submission
-from openreel.protocols.deps import ServicesDep
+from openreel.protocols.deps import ServicesDep, services_of
 from openreel.protocols.files import result_disposition, stored_file
 from openreel.protocols.google.wire import (
     ERROR_RESPONSES,
@@ -69,12 +69,12 @@ _query_key = APIKeyQuery(name="key", auto_error=False, scheme_name="GoogleApiKey
 
 
 async def google_key(
-    svc: ServicesDep,
+    request: Request,
     header: Annotated[str | None, Security(_header_key)] = None,
     query: Annotated[str | None, Security(_query_key)] = None,
 ) -> ApiKey:
     try:
-        return await authenticate(svc, header or query)
+        return await authenticate(services_of(request), header or query)
     except AuthError as exc:
         if exc.status == 401 and not (header or query):
             message = "Missing API key: send an openreel key (afk_...) in the x-goog-api-key header."
@@ -102,9 +102,9 @@ def _version(request: Request) -> str:
     return request.url.path.lstrip("/").split("/", 1)[0]
 
 
-def _own_job(session: Session, key: ApiKey, op_id: str | None, what: str) -> Job:
+def _own_job(session: Session, key: ApiKey, op_id: str | None, what: str) -> JobRecord:
     job_id = job_ids.parse_job_id(op_id) if op_id else None
-    job = jobs.get_for_account(session, key.account_id, job_id) if job_id is not None else None
+    job = jobs.read_for_account(session, key.account_id, job_id) if job_id is not None else None
     if job is None:
         raise GoogleError(404, f"{what} not found.")
     return job
@@ -114,7 +114,7 @@ def _operation_reply(
     svc: Services,
     request: Request,
     session: Session,
-    job: Job,
+    job: JobRecord,
     name: str,
     form: Form,
     headers: dict[str, str] | None = None,

@@ -18,7 +18,7 @@ from openreel.domain.limits import EXTEND_SECONDS
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import Job
+from openreel.ledger.tables import JobRecord
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import GOOGLE_MODEL_EXAMPLES, catalog_model_id
@@ -598,7 +598,7 @@ def file_sample(file_id: str) -> tuple[str, int]:
 
 def operation(
     svc: Services,
-    job: Job,
+    job: JobRecord,
     name: str,
     *,
     form: Form,

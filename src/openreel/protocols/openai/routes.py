@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException
 from openreel.domain.limits import MAX_IDEMPOTENCY_KEY, MAX_NEGATIVE_PROMPT, MAX_PROMPT, MAX_SEED
 from openreel.domain.rules import Details
 from openreel.ledger import jobs
-from openreel.ledger.tables import ApiKey, Job
+from openreel.ledger.tables import ApiKey, JobRecord
 from openreel.protocols import shaped_routes, submission
-from openreel.protocols.deps import ServicesDep
+from openreel.protocols.deps import ServicesDep, services_of
 from openreel.protocols.files import result_disposition, stored_file
 from openreel.protocols.openai.wire import (
     ERROR_RESPONSES,
@@ -62,11 +62,11 @@ _bearer = HTTPBearer(
 
 
 async def openai_key(
-    svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
 ) -> ApiKey:
     raw = credentials.credentials if credentials else None
     try:
-        return await authenticate(svc, raw)
+        return await authenticate(services_of(request), raw)
     except AuthError as exc:
         if exc.status == 401 and not raw:
             raise OpenAIError(
@@ -217,12 +217,12 @@ async def _create(
     return JSONResponse(video_object(submitted.job), headers=headers)
 
 
-def _own_job(svc: Services, key: ApiKey, raw_id: str) -> Job:
+def _own_job(svc: Services, key: ApiKey, raw_id: str) -> JobRecord:
     job_id = parse_video_id(raw_id)
     job = None
     if job_id is not None:
         with svc.db.read() as session:
-            job = jobs.get_for_account(session, key.account_id, job_id)
+            job = jobs.read_for_account(session, key.account_id, job_id)
     if job is None:
         raise OpenAIError(404, f"Video with id '{raw_id}' not found.", param="video_id", code="not_found")
     return job

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from openreel.domain.rules import Details, VideoSpec, check_strings, resolve_video_request
 from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
-from openreel.ledger.tables import Job, Upload, utcnow
+from openreel.ledger.tables import JobRecord, Upload, utcnow
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import catalog_model_id
@@ -159,7 +159,7 @@ def size_of(spec: dict[str, Any]) -> str:
     return f"{spec.get('aspect_ratio')}@{spec.get('resolution')}"
 
 
-def video_object(job: Job) -> dict[str, Any]:
+def video_object(job: JobRecord) -> dict[str, Any]:
     spec = job.spec or {}
     error = None
     if job.status == jobs.FAILED:
@@ -452,13 +452,13 @@ def refusal(exc: Exception) -> OpenAIError:
 
 def list_page(
     svc: Services, account_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
-) -> tuple[list[Job], bool]:
+) -> tuple[list[JobRecord], bool]:
     """The account's videos by (created_at, id), ``order`` either way, starting after ``after``."""
     with svc.db.read() as session:
         cursor = None
         if after is not None:
             job_id = parse_video_id(after)
-            found = jobs.get_for_account(session, account_id, job_id) if job_id else None
+            found = jobs.read_for_account(session, account_id, job_id) if job_id else None
             if found is None:
                 raise OpenAIError(
                     400,
