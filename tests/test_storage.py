@@ -41,9 +41,11 @@ def test_a_link_is_forged_before_it_is_expired() -> None:
 
 def test_storage_refuses_escaping_keys_and_commits_atomically(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "files")
-    for bad in ("../x", "/etc/passwd", "a/../../x", ""):
+    for bad in ("../x", "/etc/passwd", "a/../../x", "", "a/..", "../files-beside/x"):
         with pytest.raises(ValueError):
             storage.path(bad)
+        with pytest.raises(ValueError):
+            storage.exists(bad)
     staged = storage.staging_path("results/j/1.mp4")
     staged.write_bytes(b"data")
     assert not storage.exists("results/j/1.mp4")

@@ -3,7 +3,6 @@ torn down at shutdown."""
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -102,9 +101,6 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             log.info("openreel %s: engine=%s, data in %s", __version__, settings.engine, data)
             if settings.engine == "tiny":
                 log.warning(RANDOM_WEIGHTS_NOTICE)
-            # What start-up built lives as long as the server: out of the collector's sight, a full
-            # collection no longer walks it (55 ms a time on a 2-core machine, every request waiting).
-            gc.freeze()
             yield
 
     app = FastAPIOffline(

@@ -14,7 +14,8 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._inside = str(self.root) + os.sep
+        self._root = str(self.root)
+        self._inside = os.path.join(self._root, "")
 
     def _file(self, key: str) -> str:
         """The file behind a key; keys that would leave the root are refused. Worked out on the string
@@ -22,7 +23,7 @@ class LocalStorage:
         poll of a finished job asks whether its file still exists, and resolving the path through the
         file system took 7 % of such a poll's time (BENCHMARKS.md)."""
         file = os.path.normpath(os.path.join(self._inside, key))
-        if not file.startswith(self._inside):
+        if file == self._root or not file.startswith(self._inside):
             raise ValueError(f"invalid storage key {key!r}")
         return file
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 
 from openreel.domain.rules import Details, check_text
 from openreel.ledger import jobs
-from openreel.ledger.tables import JobRecord
+from openreel.ledger.tables import Job, JobRecord
 from openreel.protocols.apiframe.auth import KeyDep
 from openreel.protocols.apiframe.errors import ApiError, validation_error
 from openreel.protocols.apiframe.schemas import ErrorBody, JobList, JobOut, JobStatus
@@ -135,7 +135,8 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> 
         status = ended.job.status
         raise ApiError(409, f"Job is already {status}; only QUEUED or PROCESSING jobs can be cancelled")
     with svc.db.read() as session:
-        fresh = jobs.read_for_account(session, key.account_id, ended.job.id)
+        # By id alone: the account may have deleted the job since it was cancelled.
+        fresh = session.get(Job, ended.job.id)
         assert fresh is not None
         standing = Standings.of_server(svc, session, [fresh]).of(fresh)
     return _present(svc, request, fresh, standing)
