@@ -165,6 +165,10 @@ class JobActive(Exception):
     """Only finished jobs can be deleted; cancel an active one first."""
 
 
+# Built once: a polled read's statement is found in SQLAlchemy's compiled cache without being built again.
+_ONE_JOB = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))
+
+
 def get_for_account(session: Session, account_id: str, job_id: str) -> Job | None:
     """The account's job, to change; another account's job, or a deleted one, reads as missing."""
     job = session.get(Job, job_id)
@@ -175,10 +179,6 @@ def read_for_account(session: Session, account_id: str, job_id: str) -> JobRecor
     """The account's job, to show: its row, without an ORM instance (see ``JobRecord``)."""
     job = session.connection().execute(_ONE_JOB, {"job_id": job_id}).one_or_none()
     return job if _visible(job, account_id) else None
-
-
-# Built once: a polled read's statement is found in SQLAlchemy's compiled cache without being built again.
-_ONE_JOB = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))
 
 
 def _visible(job: JobRecord | None, account_id: str) -> bool:
