@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from torch._dynamo.utils import counters
+from torch._dynamo.utils import compilation_time_metrics, counters
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 from openreel.engine import COMPILE_CACHE_DIR, EngineOptions, load_engine
@@ -153,11 +153,13 @@ def test_compiled_blocks_are_warmed_at_load_and_render_the_eager_clip_at_any_sha
     # What importing diffusers leaves there: inductor's own default, which the worker replaces.
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
+    monkeypatch.setattr(torch._dynamo.config, "specialize_float", False)
     compiled = load_engine(
         Settings(engine="tiny", compile=True).engine_options(), cache_dir=tiny_engine_cache
     )
     assert compiled.compiled and not tiny_engine.compiled
-    assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
+    assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT and torch._dynamo.config.specialize_float
+    assert "compile_attempt_1" not in compilation_time_metrics, "dynamo traced a graph twice"
     assert compiled.pipe.transformer.transformer_blocks[0]._compiled_call_impl is not None
     cache = tiny_engine_cache / COMPILE_CACHE_DIR
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and any(cache.rglob("*.py"))
@@ -187,10 +189,12 @@ def test_an_operators_compile_cache_is_kept(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "operator"))
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    monkeypatch.setattr(torch._dynamo.config, "specialize_float", False)
     blocks = Blocks()
     compile_blocks(blocks, tmp_path / "worker")
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "operator")
     assert blocks.compiled == {"dynamic": True} and torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
+    assert torch._dynamo.config.specialize_float
 
 
 def test_compiled_blocks_are_not_offloaded_layer_by_layer() -> None:

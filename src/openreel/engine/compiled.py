@@ -25,4 +25,9 @@ def compile_blocks(transformer: Any, cache_dir: Path | None) -> None:
     if cache_dir is not None and os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    # The blocks' float attributes (norm epsilons, dropout rates, NAG's scale, alpha and tau) are constants:
+    # traced as symbols (dynamo's default under ``dynamic=True``), they fail to become tensors and dynamo
+    # traces each graph twice, the second time with them specialized (the tiny engine's compilation took
+    # 71 s instead of 53 s on 2 CPU cores; BENCHMARKS.md).
+    torch._dynamo.config.specialize_float = True
     transformer.compile_repeated_blocks(dynamic=True)
