@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select, text, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger.db import Database, migrate
@@ -20,7 +21,7 @@ from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
 from openreel.storage.local import LocalStorage
 
-from databases import DIALECTS, throwaway_database
+from databases import ADMIN_URL, DIALECTS, throwaway_database
 from support import stored_upload
 
 LEASE = 30.0
@@ -67,6 +68,30 @@ def test_migrations_match_the_models(db: Database) -> None:
     with db.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
+
+
+def test_pooled_connections_the_server_closed_are_replaced_before_use(tmp_path: Path) -> None:
+    """A PostgreSQL restart (here: every backend of the database terminated) costs no request: the pool
+    hands out new connections, for reads and writes alike."""
+    with throwaway_database("postgresql", tmp_path) as url:
+        migrate(url)
+        database = Database(url)
+        try:
+            key = new_key(database, 10)
+            with database.read() as session:
+                assert credits.balance(session, key.account_id) == 10
+            admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                name = url.rsplit("/", 1)[1]
+                terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+                assert all(connection.execute(text(terminate), {"name": name}).scalars())
+            admin.dispose()
+            time.sleep(0.2)  # the backends' goodbyes on their way
+            with database.read() as session:
+                assert credits.balance(session, key.account_id) == 10
+            assert balance(database, key.account_id) == 10
+        finally:
+            database.dispose()
 
 
 def test_the_balance_migration_sums_the_existing_ledger(tmp_path: Path) -> None:
