@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,9 +10,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import create_engine, event, select, text, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
+from openreel.ledger import db as db_module
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, JobRecord, new_id, utcnow
 from openreel.scheduler.queue_moves import QueueMoves
@@ -70,26 +70,53 @@ def test_migrations_match_the_models(db: Database) -> None:
     assert diff == []
 
 
-def test_pooled_connections_the_server_closed_are_replaced_before_use(tmp_path: Path) -> None:
-    """A PostgreSQL restart (here: every backend of the database terminated) costs no request: the pool
-    hands out new connections, for reads and writes alike."""
+def _terminate_backends(url: str) -> None:
+    """Every backend of the database ended, as a restart of the server ends them (waiting for each)."""
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            terminate = "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = :name"
+            ended = connection.execute(text(terminate), {"name": url.rsplit("/", 1)[1]}).scalars().all()
+        assert ended and all(ended)
+    finally:
+        admin.dispose()
+
+
+def test_pooled_connections_the_server_closed_are_replaced_before_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL restart costs no request: the pool hands out new connections, for reads and writes.
+    A connection in use moments ago is checked without a round trip; one idle for long is pinged."""
     with throwaway_database("postgresql", tmp_path) as url:
         migrate(url)
         database = Database(url)
+        connects: list[object] = []
+        pings: list[object] = []
+        event.listen(database.engine, "connect", lambda connection, _record: connects.append(connection))
+        ping = database.engine.dialect.do_ping
+        monkeypatch.setattr(database.engine.dialect, "do_ping", lambda c: bool(pings.append(c)) or ping(c))
         try:
             key = new_key(database, 10)
+            for _ in range(5):
+                with database.read() as session:
+                    assert credits.balance(session, key.account_id) == 10
+            assert (len(connects), pings) == (1, [])
+
+            _terminate_backends(url)
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
-            admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                name = url.rsplit("/", 1)[1]
-                terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
-                assert all(connection.execute(text(terminate), {"name": name}).scalars())
-            admin.dispose()
-            time.sleep(0.2)  # the backends' goodbyes on their way
+            _terminate_backends(url)
+            assert balance(database, new_key(database, 5).account_id) == 5
+            assert len(connects) == 3
+
+            monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", 0.0)
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
-            assert balance(database, key.account_id) == 10
+            assert len(pings) == 1 and len(connects) == 3
+            _terminate_backends(url)  # found by the ping this time
+            with database.read() as session:
+                assert credits.balance(session, key.account_id) == 10
+            assert len(pings) == 2 and len(connects) == 4
         finally:
             database.dispose()
 

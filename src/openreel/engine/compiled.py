@@ -28,6 +28,7 @@ def compile_blocks(transformer: Any, cache_dir: Path | None) -> None:
     # The blocks' float attributes (norm epsilons, dropout rates, NAG's scale, alpha and tau) are constants:
     # traced as symbols (dynamo's default under ``dynamic=True``), they fail to become tensors and dynamo
     # traces each graph twice, the second time with them specialized (the tiny engine's compilation took
-    # 71 s instead of 53 s on 2 CPU cores; BENCHMARKS.md).
+    # 71 s instead of 53 s on 2 CPU cores; BENCHMARKS.md). Process-wide, and a float that varied from call
+    # to call would now cost a compilation per value: none reaches the blocks (timesteps come as tensors).
     torch._dynamo.config.specialize_float = True
     transformer.compile_repeated_blocks(dynamic=True)

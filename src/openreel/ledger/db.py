@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cached_property
@@ -23,12 +24,19 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "openreel_read_only"
 BUSY_TIMEOUT_S = 30
+# PostgreSQL drivers whose connections show their socket (``fileno()``): their pooled connections are
+# checked on it, others by ``pool_pre_ping``.
+SOCKET_CHECKED_DRIVERS = ("psycopg", "psycopg2")
+# Below the idle timeouts of NAT gateways and load balancers (minutes).
+PING_AFTER_IDLE_S = 30.0
+CHECKED_IN = "openreel_checked_in"
 
 
 def make_engine(url: str) -> Engine:
@@ -55,20 +63,33 @@ def make_engine(url: str) -> Engine:
             driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    if not url.startswith("postgresql"):
+    if make_url(url).get_dialect().driver not in SOCKET_CHECKED_DRIVERS:
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url)
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[CHECKED_IN] = time.monotonic()
+
     @event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        """A pooled connection the server has closed (restarted, ``pg_terminate_backend``, an idle
-        timeout) has its goodbye waiting to be read; a live one, idle, has nothing. Checked without a
-        round trip, unlike ``pool_pre_ping``, whose ``SELECT 1`` cost every request a second one; the
-        pool replaces a closed connection with a new one. A connection lost without a word (a network
-        cut) fails its first statement instead, and SQLAlchemy then renews the whole pool."""
-        poller = select.poll()  # not select(): a busy server's descriptors pass its limit of 1024
-        poller.register(dbapi_connection.fileno(), select.POLLIN)
-        if poller.poll(0):
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        """A connection idle for a while is pinged, as ``pool_pre_ping`` pings every one: a network
+        device may have dropped it without a word. One in use moments ago is not (the ping's round
+        trip cost every request a second one): a server that closed it (a restart,
+        ``pg_terminate_backend``, its ``idle_session_timeout``) left its last message waiting on the
+        socket, where a live idle connection has nothing (none LISTENs). Either way the pool replaces
+        a closed connection with a new one."""
+        checked_in = record.info.get(CHECKED_IN)
+        try:
+            if checked_in is not None and time.monotonic() - checked_in > PING_AFTER_IDLE_S:
+                engine.dialect.do_ping(dbapi_connection)
+                return
+            poller = select.poll()  # not select(): a busy server's descriptors pass its limit of 1024
+            poller.register(dbapi_connection.fileno(), select.POLLIN)
+            closed = bool(poller.poll(0))
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection lost: {error}") from error
+        if closed:
             raise exc.DisconnectionError("the database server closed this pooled connection")
 
     return engine
