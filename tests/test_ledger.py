@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy import event, select, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger import db as db_module
@@ -21,7 +21,7 @@ from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
 from openreel.storage.local import LocalStorage
 
-from databases import ADMIN_URL, DIALECTS, throwaway_database
+from databases import DIALECTS, end_connections, throwaway_database
 from support import stored_upload
 
 LEASE = 30.0
@@ -70,18 +70,6 @@ def test_migrations_match_the_models(db: Database) -> None:
     assert diff == []
 
 
-def _terminate_backends(url: str) -> None:
-    """Every backend of the database ended, as a restart of the server ends them (waiting for each)."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            terminate = "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = :name"
-            ended = connection.execute(text(terminate), {"name": url.rsplit("/", 1)[1]}).scalars().all()
-        assert ended and all(ended)
-    finally:
-        admin.dispose()
-
-
 def test_pooled_connections_the_server_closed_are_replaced_before_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,10 +90,10 @@ def test_pooled_connections_the_server_closed_are_replaced_before_use(
                     assert credits.balance(session, key.account_id) == 10
             assert (len(connects), pings) == (1, [])
 
-            _terminate_backends(url)
+            end_connections(url)
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
-            _terminate_backends(url)
+            end_connections(url)
             assert balance(database, new_key(database, 5).account_id) == 5
             assert len(connects) == 3
 
@@ -113,7 +101,7 @@ def test_pooled_connections_the_server_closed_are_replaced_before_use(
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
             assert len(pings) == 1 and len(connects) == 3
-            _terminate_backends(url)  # found by the ping this time
+            end_connections(url)  # found by the ping this time
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
             assert len(pings) == 2 and len(connects) == 4
