@@ -175,7 +175,9 @@ def test_compiled_blocks_are_warmed_at_load_and_render_the_eager_clip_at_any_sha
         expected, got = tiny_engine.render(plan, None, None, _noop), compiled.render(plan, None, None, _noop)
         assert got.recipe == expected.recipe
         assert got.frames.shape == expected.frames.shape
-        assert np.abs(got.frames.astype(int) - expected.frames.astype(int)).max() <= 2
+        # Frame by frame: a 1080p clip widened at once to int64 is gigabytes, and most of this test's time.
+        pairs = zip(got.frames, expected.frames, strict=True)
+        assert max(int(np.abs(g.astype(np.int16) - e).max()) for g, e in pairs) <= 2
         assert got.audio is not None and expected.audio is not None
         assert np.allclose(got.audio, expected.audio, atol=1e-3)
     assert counters["stats"]["unique_graphs"] == graphs
