@@ -8,6 +8,9 @@
 # than there are cores: the live ones wait on their servers part of the time (on 2 cores, 3 processes
 # took 351 s, 2 took 375 s and 4 took 372 s).
 PYTHON ?= python3
+# Bytecode is cached, whatever the environment says (this machine's turns it off): each test process,
+# server and worker would otherwise compile the package and pytest rewrite the tests' asserts again.
+unexport PYTHONDONTWRITEBYTECODE
 VENV ?= .venv
 BIN := $(VENV)/bin
 TEST_PROCESSES ?= $$(( $$(nproc --all) + 1 ))
