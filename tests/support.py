@@ -174,8 +174,8 @@ class LiveServer:
         in the meantime (the port taken by another test) is not it."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
-        # One client for every poll: each new one builds an SSL context (17 ms of CPU), which, three
-        # times a second for every server start, cost the suite 40 s of CPU.
+        # One client for every poll: each new one builds an SSL context (17 ms of CPU), three times a
+        # second for every server start (about 40 s of py-spy's samples over a run; BENCHMARKS.md).
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
