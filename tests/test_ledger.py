@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger import db as db_module
@@ -80,31 +80,60 @@ def test_pooled_connections_the_server_closed_are_replaced_before_use(
         database = Database(url)
         connects: list[object] = []
         pings: list[object] = []
-        event.listen(database.engine, "connect", lambda connection, _record: connects.append(connection))
-        ping = database.engine.dialect.do_ping
-        monkeypatch.setattr(database.engine.dialect, "do_ping", lambda c: bool(pings.append(c)) or ping(c))
+        for engine in (database.engine, database.read_engine):  # writes and reads: a pool each
+            event.listen(engine, "connect", lambda connection, _record: connects.append(connection))
+            ping = engine.dialect.do_ping
+            monkeypatch.setattr(
+                engine.dialect, "do_ping", lambda c, ping=ping: bool(pings.append(c)) or ping(c)
+            )
         try:
             key = new_key(database, 10)
             for _ in range(5):
                 with database.read() as session:
                     assert credits.balance(session, key.account_id) == 10
-            assert (len(connects), pings) == (1, [])
+            assert (len(connects), pings) == (2, [])
 
             end_connections(url)
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
             end_connections(url)
             assert balance(database, new_key(database, 5).account_id) == 5
-            assert len(connects) == 3
+            with database.read() as session:
+                assert credits.balance(session, key.account_id) == 10
+            assert len(connects) == 5
 
             monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", 0.0)
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
-            assert len(pings) == 1 and len(connects) == 3
+            assert len(pings) == 1 and len(connects) == 5
             end_connections(url)  # found by the ping this time
             with database.read() as session:
                 assert credits.balance(session, key.account_id) == 10
-            assert len(pings) == 2 and len(connects) == 4
+            assert len(pings) == 2 and len(connects) == 6
+        finally:
+            database.dispose()
+
+
+def test_postgresql_reads_run_in_autocommit_and_describe_their_columns_plainly(tmp_path: Path) -> None:
+    """Reads cost one round trip a statement (no BEGIN, no ROLLBACK), on connections that stay in
+    autocommit; writes are transactions. A result's columns are described by name and type code."""
+    with throwaway_database("postgresql", tmp_path) as url:
+        migrate(url)
+        database = Database(url)
+        try:
+            with database.read() as session:
+                connection = session.connection().connection.driver_connection
+                assert connection is not None and connection.autocommit
+                one = session.execute(text("SELECT 1 AS one, 'a' AS letter")).one()
+                assert (one.one, one.letter) == (1, "a")
+            with database.session() as session:
+                connection = session.connection().connection.driver_connection
+                assert connection is not None and not connection.autocommit
+                cursor = connection.execute("SELECT 1 AS one, 'a'::text AS letter")
+                assert cursor.description == [
+                    ("one", 23, None, None, None, None, None),  # int4
+                    ("letter", 25, None, None, None, None, None),  # text
+                ]
         finally:
             database.dispose()
 

@@ -39,7 +39,8 @@ PING_AFTER_IDLE_S = 30.0
 CHECKED_IN = "openreel_checked_in"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, autocommit: bool = False) -> Engine:
+    """SQLite's engine ignores ``autocommit``: its reads are told apart by ``READ_ONLY``."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
 
@@ -63,9 +64,19 @@ def make_engine(url: str) -> Engine:
             driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    if make_url(url).get_dialect().driver not in SOCKET_CHECKED_DRIVERS:
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url)
+    # Autocommit for a pool that only reads: set once per connection, where switching a connection in and
+    # out of it at every checkout cost a PostgreSQL read a fifth of its client CPU (bench/api_load.py).
+    options: dict[str, Any] = {}
+    if autocommit:
+        options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+    driver = make_url(url).get_dialect().driver
+    if driver == "psycopg":
+        from openreel.ledger.postgres_cursor import PlainDescriptionCursor
+
+        options["connect_args"] = {"cursor_factory": PlainDescriptionCursor}
+    if driver not in SOCKET_CHECKED_DRIVERS:
+        return create_engine(url, pool_pre_ping=True, **options)
+    engine = create_engine(url, **options)
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -108,11 +119,16 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # PostgreSQL reads in autocommit: under its READ COMMITTED each statement has its own snapshot
-        # anyway, and a read then costs one round trip a statement, without a BEGIN and a ROLLBACK.
         sqlite = self.engine.dialect.name == "sqlite"
-        reads = {READ_ONLY: True} if sqlite else {"isolation_level": "AUTOCOMMIT"}
-        self._read_sessions = sessionmaker(self.engine.execution_options(**reads), expire_on_commit=False)
+        # PostgreSQL reads in autocommit, on a pool of their own: under READ COMMITTED each statement has
+        # its own snapshot anyway, and a read then costs one round trip a statement, without a BEGIN and
+        # a ROLLBACK.
+        self.read_engine: Engine
+        if sqlite:
+            self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        else:
+            self.read_engine = make_engine(url, autocommit=True)
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self._writer = _Writer() if sqlite else None
 
     @contextmanager
@@ -144,6 +160,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
 
 class _Writer:
