@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import load_catalog
 from openreel.executors import messages as m
@@ -204,6 +205,47 @@ def test_samples_that_fail_are_refunded_when_the_job_completes(
         assert job.result["key"] == keys[1]  # the result's own video: the first one made
     assert keys == [None, f"results/{job_id}/1.1.mp4", f"results/{job_id}/1.2.mp4"]
     assert all(loop.storage.exists(key) for key in keys[1:])
+
+
+def test_a_fast_renders_progress_is_written_at_most_twice_a_second_newest_first(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write is a transaction: a render reporting every percent writes its first report at once,
+    then its newest at most every ``PROGRESS_WRITE_S``, and nothing it reported is left unwritten."""
+    loop, fake, db = dispatcher
+    job_id, account = queue(db, GOOD)
+    dispatch(loop)
+    [task] = fake.submitted
+    now = [time.monotonic()]
+    monkeypatch.setattr(dispatcher_module.time, "monotonic", lambda: now[0])
+    written: list[int] = []
+    set_progress = jobs.set_progress
+
+    def recorded(session: Session, job: str, attempt: int, progress: int) -> bool:
+        written.append(progress)
+        return set_progress(session, job, attempt, progress)
+
+    monkeypatch.setattr(jobs, "set_progress", recorded)
+
+    def report(*percents: int) -> None:
+        for percent in percents:
+            fake.events.put(m.Progress(task.seq, percent))
+        loop._tick()
+
+    report(1, 2)
+    report(3, 4, 5)
+    now[0] += dispatcher_module.PROGRESS_WRITE_S / 2
+    report(6)
+    assert written == [2]
+    now[0] += dispatcher_module.PROGRESS_WRITE_S / 2
+    report()  # no report since, yet the newest goes in when its time comes
+    assert written == [2, 6]
+    now[0] += dispatcher_module.PROGRESS_WRITE_S
+    report(4)  # older than what was written: nothing to write
+    assert written == [2, 6]
+    with db.read() as session:
+        job = jobs.read_for_account(session, account, job_id)
+        assert job is not None and job.progress == 6
 
 
 def test_a_commit_that_fails_leaves_no_stored_sample(

@@ -51,6 +51,10 @@ POLL_S = 0.1
 # files in storage, well beyond storage's own timeouts: then the job is let go, to be tried again.
 PREPARE_LIMIT_S = 300.0
 FINISH_LIMIT_S = 600.0
+# A job's progress goes to the ledger at most this often, the newest percent each time: every write is a
+# transaction (four round trips on PostgreSQL), and a fast render reports each percent (the tiny engine:
+# a hundred a second). Clients poll every second or two.
+PROGRESS_WRITE_S = 0.5
 
 # Called inside the transaction that changed the job: (session, job id, event).
 JobEventHook = Callable[[Session, str, str], None]
@@ -95,6 +99,9 @@ class Running:
     shape: Shape
     claimed: float
     handed: float
+    reported: int = 0  # the newest percent its worker reported
+    written: int = 0  # the percent last written to the ledger
+    written_at: float = float("-inf")
 
 
 @dataclass
@@ -195,8 +202,9 @@ class Dispatcher:
                 # The job stays PROCESSING without a worker: its lease runs out and the reaper retries it.
                 log.exception("handling %s failed; the job's lease will bring it back", event)
                 running = self._running.get(event.seq)
-                if running is not None and not isinstance(event, m.Progress):
+                if running is not None:
                     self._clear(running)
+        self._write_progress()
         self._collect_finished()
         self._abandon_lost()
         self._hold()
@@ -248,9 +256,7 @@ class Dispatcher:
         if running is None:
             return
         if isinstance(event, m.Progress):
-            with self.db.session() as session:
-                if jobs.set_progress(session, running.job_id, running.attempt, event.percent):
-                    self._on_job_event(session, running.job_id, "progress")
+            running.reported = max(running.reported, event.percent)
         elif isinstance(event, m.Done):
             now = time.monotonic()
             self._on_phase("worker", max(now - running.handed - sum(event.seconds.values()), 0.0))
@@ -268,6 +274,21 @@ class Dispatcher:
             self._clear(running)
         elif isinstance(event, m.Lost):
             self._lost(running, event.reason)
+
+    def _write_progress(self) -> None:
+        """The running jobs' newest progress, for each whose last write is ``PROGRESS_WRITE_S`` old."""
+        now = time.monotonic()
+        for running in list(self._running.values()):
+            if running.reported <= running.written or now - running.written_at < PROGRESS_WRITE_S:
+                continue
+            running.written_at = now
+            try:
+                with self.db.session() as session:
+                    if jobs.set_progress(session, running.job_id, running.attempt, running.reported):
+                        self._on_job_event(session, running.job_id, "progress")
+                running.written = running.reported
+            except Exception:
+                log.exception("writing the progress of job %s failed", running.job_id)
 
     def _idle_slots(self) -> list[str]:
         """Idle slots not kept for a job being prepared; none while more renders than there are slots
