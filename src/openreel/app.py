@@ -25,6 +25,7 @@ from openreel.scheduler.housekeeping import Housekeeper
 from openreel.service.job_service import admissions
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
+from openreel.service.polls import polls
 from openreel.service.queue_order import QueueOrder
 from openreel.service.ratelimit import RateLimiter
 from openreel.service.services import Services
@@ -62,6 +63,7 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
     )
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     keys = KeyCache(db, settings.key_cache_s)
+    queue = QueueOrder(dispatcher.queue)
     return Services(
         settings,
         db,
@@ -75,7 +77,8 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
         limiter,
         metrics,
         admissions(db, settings.max_concurrent_jobs),
-        QueueOrder(dispatcher.queue),
+        polls(db, queue, dispatcher),
+        queue,
         Housekeeper(db, storage),
     )
 

@@ -166,7 +166,7 @@ class JobActive(Exception):
 
 
 # Built once: a polled read's statement is found in SQLAlchemy's compiled cache without being built again.
-_ONE_JOB = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))
+_JOBS = select(Job.__table__).where(Job.__table__.c.id.in_(bindparam("job_ids", expanding=True)))
 
 
 def get_for_account(session: Session, account_id: str, job_id: str) -> Job | None:
@@ -177,8 +177,14 @@ def get_for_account(session: Session, account_id: str, job_id: str) -> Job | Non
 
 def read_for_account(session: Session, account_id: str, job_id: str) -> JobRecord | None:
     """The account's job, to show: its row, without an ORM instance (see ``JobRecord``)."""
-    job = session.connection().execute(_ONE_JOB, {"job_id": job_id}).one_or_none()
-    return job if _visible(job, account_id) else None
+    return read_for_accounts(session, [(account_id, job_id)])[0]
+
+
+def read_for_accounts(session: Session, asked: Sequence[tuple[str, str]]) -> list[JobRecord | None]:
+    """``read_for_account`` for each (account id, job id) in one statement, in order."""
+    ids = list({job_id for _, job_id in asked})
+    found = {job.id: job for job in session.connection().execute(_JOBS, {"job_ids": ids})}
+    return [job if _visible(job := found.get(job_id), account_id) else None for account_id, job_id in asked]
 
 
 def _visible(job: JobRecord | None, account_id: str) -> bool:

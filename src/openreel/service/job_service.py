@@ -22,8 +22,8 @@ from openreel.ledger import jobs, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job
 from openreel.netguard import BlockedURL, Unresolved, pin_url
+from openreel.service.batching import Batcher
 from openreel.service.extension import take_source
-from openreel.service.group_commit import GroupCommit
 from openreel.service.services import Admissions, Services, on_loop_if_local
 from openreel.service.uploads import UploadRejected, store_upload
 from openreel.service.views import result_keys
@@ -155,7 +155,7 @@ async def submit_job(
     returns the spec that names them; it runs only for a job that will be made, not for a replay of an
     Idempotency-Key. It and an extension's clip are read in a worker thread, the replay of an
     Idempotency-Key where the database is (``on_loop_if_local``); a request with none of these is checked
-    on the event loop. The charge goes in with the submissions that arrive with it (``group_commit``).
+    on the event loop. The charge goes in with the submissions that arrive with it (``batching``).
     """
     webhook = (webhook_url, webhook_events)
     admission = partial(_admission, svc, key, spec, echo, base_url, prepare, idempotency_key, webhook)
@@ -231,7 +231,7 @@ def _admission(
 
 
 def admissions(db: Database, max_active: int | None) -> Admissions:
-    """Submissions charged and queued a group per transaction (``group_commit``)."""
+    """Submissions charged and queued a group per transaction (``batching``)."""
 
     def run(batch: Sequence[tuple[ApiKey, jobs.NewJob]]) -> list[jobs.Admitted]:
         with db.session() as session:
@@ -239,7 +239,7 @@ def admissions(db: Database, max_active: int | None) -> Admissions:
 
     # A first use of an Idempotency-Key racing another server's (PostgreSQL) breaks the unique key: that
     # request's alone, which submit_job retries.
-    return GroupCommit(run, alone=(IntegrityError,))
+    return Batcher(run, alone=(IntegrityError,))
 
 
 @dataclass(frozen=True)

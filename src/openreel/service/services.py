@@ -15,9 +15,10 @@ from openreel.ledger.jobs import Admitted, NewJob
 from openreel.ledger.tables import ApiKey
 from openreel.scheduler.dispatcher import Dispatcher
 from openreel.scheduler.housekeeping import Housekeeper
-from openreel.service.group_commit import GroupCommit
+from openreel.service.batching import Batcher
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
+from openreel.service.polls import Polls
 from openreel.service.queue_order import QueueOrder
 from openreel.service.ratelimit import RateLimiter, retry_after_header
 from openreel.service.views import Presenter
@@ -27,7 +28,7 @@ from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
 
 T = TypeVar("T")
-Admissions = GroupCommit[tuple[ApiKey, NewJob], Admitted]
+Admissions = Batcher[tuple[ApiKey, NewJob], Admitted]
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Services:
     limiter: RateLimiter
     metrics: Metrics
     admissions: Admissions
+    polls: Polls
     queue: QueueOrder
     housekeeper: Housekeeper
     # Requests fetching image URLs at submit at once: each holds a request thread while it waits on

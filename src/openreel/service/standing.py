@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -13,8 +14,10 @@ from openreel.ledger import jobs
 from openreel.ledger.tables import JobRecord, utcnow
 from openreel.scheduler.eta import RenderTimes, Shape, queued_eta, time_left
 from openreel.service.queue_order import QueueOrder
-from openreel.service.services import Services
 from openreel.service.views import Standing
+
+if TYPE_CHECKING:  # the services hold the polls (polls.py), which work out standings
+    from openreel.service.services import Services
 
 
 class Standings:

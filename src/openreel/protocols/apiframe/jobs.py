@@ -6,6 +6,7 @@ import base64
 import json
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -60,17 +61,11 @@ def _present(svc: Services, request: Request, job: JobRecord, standing: Standing
     responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
 async def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
-    """Polled every second or two by every waiting client (``on_loop_if_local``)."""
-
-    def read() -> dict[str, Any]:
-        with svc.db.read() as session:
-            job = jobs.read_for_account(session, key.account_id, _job_id(job_id))
-            if job is None:
-                raise ApiError(404, NOT_FOUND)
-            standing = Standings.of_server(svc, session, [job]).of(job)
-        return _present(svc, request, job, standing)
-
-    return await on_loop_if_local(svc, read)
+    """Polled every second or two by every waiting client (``polls``)."""
+    polled = await svc.polls((key.account_id, _job_id(job_id)))
+    if polled is None:
+        raise ApiError(404, NOT_FOUND)
+    return await on_loop_if_local(svc, partial(_present, svc, request, polled.job, polled.standing))
 
 
 @router.get(

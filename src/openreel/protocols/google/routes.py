@@ -60,7 +60,7 @@ from openreel.service import job_service
 from openreel.service.extension import SourceRejected
 from openreel.service.services import AuthError, Services, authenticate, on_loop_if_local
 from openreel.service.standing import Standings
-from openreel.service.views import stored_samples
+from openreel.service.views import Standing, stored_samples
 
 router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation))
 
@@ -113,8 +113,8 @@ def _own_job(session: Session, key: ApiKey, op_id: str | None, what: str) -> Job
 def _operation_reply(
     svc: Services,
     request: Request,
-    session: Session,
     job: JobRecord,
+    standing: Standing,
     name: str,
     form: Form,
     headers: dict[str, str] | None = None,
@@ -126,7 +126,7 @@ def _operation_reply(
         form=form,
         base_url=svc.base_url(str(request.base_url)),
         version=_version(request),
-        standing=Standings.of_server(svc, session, [job]).of(job),
+        standing=standing,
     )
     return JSONResponse(body, headers=headers)
 
@@ -135,17 +135,20 @@ def _submitted_operation(
     svc: Services, request: Request, job: Job, name: str, form: Form, headers: dict[str, str] | None
 ) -> JSONResponse:
     with svc.db.read() as session:
-        return _operation_reply(svc, request, session, job, name, form, headers)
+        standing = Standings.of_server(svc, session, [job]).of(job)
+    return _operation_reply(svc, request, job, standing, name, form, headers)
 
 
-def _read_operation(
+async def _polled_operation(
     svc: Services, request: Request, key: ApiKey, op_id: str, name: str, form: Form
 ) -> JSONResponse:
-    """The account's operation ``name`` as it stands (what clients poll): the job and its place in the
-    queue in one read."""
-    with svc.db.read() as session:
-        job = _own_job(session, key, op_id, f"Operation {name}")
-        return _operation_reply(svc, request, session, job, name, form)
+    """The account's operation ``name`` as it stands: what clients poll (``polls``)."""
+    job_id = job_ids.parse_job_id(op_id)
+    polled = await svc.polls((key.account_id, job_id)) if job_id is not None else None
+    if polled is None:
+        raise GoogleError(404, f"Operation {name} not found.")
+    reply = partial(_operation_reply, svc, request, polled.job, polled.standing, name, form)
+    return await on_loop_if_local(svc, reply)
 
 
 async def _predict(
@@ -225,7 +228,7 @@ async def gemini_operation(
     model: str, op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
     name = f"models/{model}/operations/{op_id}"
-    return await on_loop_if_local(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
+    return await _polled_operation(svc, request, key, op_id, name, "gemini")
 
 
 @router.get("/v1beta/operations/{op_id}", summary="Gemini: get an operation (short name)", **_PREDICT_DOC)
@@ -234,7 +237,7 @@ async def gemini_operation_short(
     op_id: str, request: Request, svc: ServicesDep, key: GoogleKey
 ) -> JSONResponse:
     name = f"operations/{op_id}"
-    return await on_loop_if_local(svc, partial(_read_operation, svc, request, key, op_id, name, "gemini"))
+    return await _polled_operation(svc, request, key, op_id, name, "gemini")
 
 
 @router.post(
@@ -337,7 +340,7 @@ async def vertex_fetch(
     if op_id is None:
         raise GoogleError(400, f"operationName {body.operation_name!r} is not an operation name")
     name = body.operation_name
-    return await on_loop_if_local(svc, partial(_read_operation, svc, request, key, op_id, name, "vertex"))
+    return await _polled_operation(svc, request, key, op_id, name, "vertex")
 
 
 @router.post(

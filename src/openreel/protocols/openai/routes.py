@@ -52,7 +52,7 @@ from openreel.protocols.openai.wire import (
 )
 from openreel.protocols.openai.wire import video_id as openai_id
 from openreel.service import job_service
-from openreel.service.services import AuthError, Services, authenticate, on_loop_if_local
+from openreel.service.services import AuthError, Services, authenticate
 
 router = APIRouter(tags=["OpenAI videos"], route_class=shaped_routes.shaped_route(on_validation))
 
@@ -224,8 +224,12 @@ def _own_job(svc: Services, key: ApiKey, raw_id: str) -> JobRecord:
         with svc.db.read() as session:
             job = jobs.read_for_account(session, key.account_id, job_id)
     if job is None:
-        raise OpenAIError(404, f"Video with id '{raw_id}' not found.", param="video_id", code="not_found")
+        raise _not_found(raw_id)
     return job
+
+
+def _not_found(raw_id: str) -> OpenAIError:
+    return OpenAIError(404, f"Video with id '{raw_id}' not found.", param="video_id", code="not_found")
 
 
 @router.post("/v1/videos", response_model=VideoObject, responses=ERROR_RESPONSES, openapi_extra=_CREATE_BODY)
@@ -261,12 +265,14 @@ def list_videos(
 
 @router.get("/v1/videos/{video_id}", response_model=VideoObject, responses=ERROR_RESPONSES)
 async def retrieve_video(video_id: str, svc: ServicesDep, key: OpenAIKey) -> JSONResponse:
-    def read() -> JSONResponse:
-        job = _own_job(svc, key, video_id)
-        headers = {"openai-poll-after-ms": POLL_AFTER_MS} if job.status in jobs.ACTIVE else None
-        return JSONResponse(video_object(job), headers=headers)
-
-    return await on_loop_if_local(svc, read)
+    """What clients poll (``polls``)."""
+    job_id = parse_video_id(video_id)
+    polled = await svc.polls((key.account_id, job_id)) if job_id is not None else None
+    if polled is None:
+        raise _not_found(video_id)
+    job = polled.job
+    headers = {"openai-poll-after-ms": POLL_AFTER_MS} if job.status in jobs.ACTIVE else None
+    return JSONResponse(video_object(job), headers=headers)
 
 
 @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=ERROR_RESPONSES)
@@ -275,7 +281,7 @@ def delete_video(video_id: str, svc: ServicesDep, key: OpenAIKey) -> dict[str, A
     job = _own_job(svc, key, video_id)
     ended = job_service.delete(svc, key.account_id, job.id, "Deleted by the user before it finished")
     if ended is None:
-        raise OpenAIError(404, f"Video with id '{video_id}' not found.", param="video_id", code="not_found")
+        raise _not_found(video_id)
     return {"id": openai_id(job.id), "object": "video.deleted", "deleted": True}
 
 

@@ -1,4 +1,4 @@
-"""Group commit: submissions that arrive together share a batch; one's failure stays its own."""
+"""Batching: requests that arrive together share a batch; one's failure stays its own."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
-from openreel.service.group_commit import GroupCommit
+from openreel.service.batching import Batcher
 
 
 class Recorder:
@@ -27,7 +27,7 @@ class Recorder:
 
 def test_requests_arriving_together_share_one_batch_and_get_their_own_results() -> None:
     run = Recorder()
-    commit = GroupCommit(run)
+    commit = Batcher(run)
 
     async def main() -> tuple[list[int], int]:
         first = await asyncio.gather(*(commit(i) for i in range(5)))
@@ -40,6 +40,18 @@ def test_requests_arriving_together_share_one_batch_and_get_their_own_results() 
     assert threading.get_ident() not in run.threads  # a slow database holds up no other request
 
 
+def test_a_batch_on_the_loop_runs_in_the_loops_thread() -> None:
+    """Reads of a database on this machine: no hop to a worker thread and back."""
+    run = Recorder()
+    read = Batcher(run, on_loop=True)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(read(i) for i in range(3)))
+
+    assert asyncio.run(main()) == [0, 2, 4]
+    assert run.batches == [[0, 1, 2]] and run.threads == {threading.get_ident()}
+
+
 def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
     gate = threading.Event()
     run = Recorder()
@@ -48,7 +60,7 @@ def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
         gate.wait(5)
         return run(items)
 
-    commit = GroupCommit(slow)
+    commit = Batcher(slow)
 
     async def main() -> list[int]:
         first = asyncio.ensure_future(commit(1))
@@ -64,7 +76,7 @@ def test_arrivals_during_a_batch_go_in_the_next_one() -> None:
 
 def test_a_batch_failing_by_one_item_is_retried_one_by_one_so_only_that_item_fails() -> None:
     run = Recorder(poison=2)
-    commit = GroupCommit(run, alone=(ValueError,))
+    commit = Batcher(run, alone=(ValueError,))
 
     async def main() -> list[int | BaseException]:
         return await asyncio.gather(*(commit(i) for i in range(4)), return_exceptions=True)
@@ -77,7 +89,7 @@ def test_a_batch_failing_by_one_item_is_retried_one_by_one_so_only_that_item_fai
 
 def test_an_error_that_is_no_one_items_fails_the_whole_batch_without_a_retry() -> None:
     run = Recorder(poison=2)
-    commit = GroupCommit(run, alone=(KeyError,))  # a ValueError is not one item's
+    commit = Batcher(run, alone=(KeyError,))  # a ValueError is not one item's
 
     async def main() -> list[int | BaseException]:
         return await asyncio.gather(*(commit(i) for i in range(3)), return_exceptions=True)
@@ -93,7 +105,7 @@ def test_a_drain_that_stops_leaves_nobody_waiting() -> None:
         gate.wait(5)
         return list(items)
 
-    commit = GroupCommit(stuck)
+    commit = Batcher(stuck)
 
     async def main() -> list[int | BaseException]:
         first = asyncio.ensure_future(commit(1))

@@ -1,0 +1,93 @@
+"""Polls that arrive together are read in one statement, and each poller still sees only its own job."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from openreel.ledger import accounts, jobs
+from openreel.ledger.db import Database, migrate
+from openreel.ledger.tables import ApiKey, Job, new_id
+from openreel.scheduler.eta import RenderTimes
+from openreel.scheduler.queue_moves import QueueMoves
+from openreel.service.polls import Polled, polls
+from openreel.service.queue_order import QueueOrder
+
+from databases import DIALECTS, throwaway_database
+
+SPEC = {
+    "model": "veo-3.1-fast",
+    "prompt": "p",
+    "duration": 4,
+    "aspect_ratio": "16:9",
+    "resolution": "720p",
+    "generate_audio": False,
+    "seed": 1,
+    "negative_prompt": None,
+    "image": None,
+    "last_frame": None,
+    "reference_images": [],
+}
+
+
+@pytest.fixture(params=DIALECTS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with throwaway_database(request.param, tmp_path) as url:
+        migrate(url)
+        database = Database(url)
+        yield database
+        database.dispose()
+
+
+def submitted(db: Database) -> tuple[str, str]:
+    """A new account's queued job: (account id, job id)."""
+    with db.session() as session:
+        made = accounts.create_key(session, name="t", initial_credits=10)
+        key = session.get(ApiKey, made.key_id)
+        assert key is not None
+        new = jobs.NewJob("veo-3.1-fast", {"prompt": "p"}, SPEC, 5, None, None, None, None)
+        return key.account_id, jobs.submit(session, key, new)[0].id
+
+
+def test_polls_arriving_together_share_one_read_and_see_only_their_own_jobs(db: Database) -> None:
+    (alice, first), (bob, second) = submitted(db), submitted(db)
+    deleted_owner, deleted = submitted(db)
+    with db.session() as session:
+        row = session.get(Job, deleted)
+        assert row is not None
+        row.status, row.deleted_at = jobs.COMPLETED, row.created_at
+    dispatcher: Any = SimpleNamespace(render_times=RenderTimes(), engine=SimpleNamespace(slots=1))
+    read = polls(db, QueueOrder(QueueMoves()), dispatcher)
+    statements: list[str] = []
+    event.listen(db.read_engine, "before_cursor_execute", lambda *call: statements.append(call[2]))
+    asked = [
+        (alice, first),
+        (bob, first),  # another account's job
+        (bob, second),
+        (alice, first),  # the same poll twice in one batch
+        (alice, second),
+        (deleted_owner, deleted),  # deleted
+        (alice, new_id()),  # no such job
+    ]
+
+    async def together() -> list[Polled | None]:
+        return await asyncio.gather(*(read(one) for one in asked))
+
+    seen = asyncio.run(together())
+    assert [None if polled is None else polled.job.id for polled in seen] == [
+        first,
+        None,
+        second,
+        first,
+        None,
+        None,
+        None,
+    ]
+    assert [polled.standing.position for polled in seen if polled is not None] == [1, 2, 1]
+    assert len([s for s in statements if "IN (" in s.upper()]) == 1, statements
