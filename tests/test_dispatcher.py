@@ -64,17 +64,19 @@ class FakeExecutor:
         self.submitted.append(task)
 
     def poll(self, timeout: float) -> list[m.TaskEvent]:
+        """The events sent since; a task's outcome frees its slot as it is read, as a worker's does."""
         time.sleep(timeout)
         events = []
         while not self.events.empty():
-            events.append(self.events.get())
+            event = self.events.get()
+            if not isinstance(event, m.Progress):
+                held = self.slots.items()
+                self.slots = {name: None if task and task.seq == event.seq else task for name, task in held}
+            events.append(event)
         return events
 
     def report(self, event: m.TaskEvent) -> None:
-        """The outcome of a task its worker sends: the slot is free again."""
-        self.slots = {
-            name: None if task and task.seq == event.seq else task for name, task in self.slots.items()
-        }
+        """The outcome of a task its worker sends."""
         self.events.put(event)
 
     def responsive(self) -> set[int]:
