@@ -16,7 +16,7 @@ from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import ApiKey, Job, new_id
 from openreel.scheduler.eta import RenderTimes
 from openreel.scheduler.queue_moves import QueueMoves
-from openreel.service.polls import Polled, polls
+from openreel.service.polls import Poll, Polled, polls
 from openreel.service.queue_order import QueueOrder
 
 from databases import DIALECTS, throwaway_database
@@ -55,6 +55,16 @@ def submitted(db: Database) -> tuple[str, str]:
         return key.account_id, jobs.submit(session, key, new)[0].id
 
 
+def polled_together(db: Database, asked: list[Poll]) -> list[Polled | None]:
+    dispatcher: Any = SimpleNamespace(render_times=RenderTimes(), engine=SimpleNamespace(slots=1))
+    read = polls(db, QueueOrder(QueueMoves()), dispatcher)
+
+    async def together() -> list[Polled | None]:
+        return await asyncio.gather(*(read(one) for one in asked))
+
+    return asyncio.run(together())
+
+
 def test_polls_arriving_together_share_one_read_and_see_only_their_own_jobs(db: Database) -> None:
     (alice, first), (bob, second) = submitted(db), submitted(db)
     deleted_owner, deleted = submitted(db)
@@ -62,24 +72,19 @@ def test_polls_arriving_together_share_one_read_and_see_only_their_own_jobs(db: 
         row = session.get(Job, deleted)
         assert row is not None
         row.status, row.deleted_at = jobs.COMPLETED, row.created_at
-    dispatcher: Any = SimpleNamespace(render_times=RenderTimes(), engine=SimpleNamespace(slots=1))
-    read = polls(db, QueueOrder(QueueMoves()), dispatcher)
     statements: list[str] = []
     event.listen(db.read_engine, "before_cursor_execute", lambda *call: statements.append(call[2]))
     asked = [
-        (alice, first),
-        (bob, first),  # another account's job
-        (bob, second),
-        (alice, first),  # the same poll twice in one batch
-        (alice, second),
-        (deleted_owner, deleted),  # deleted
-        (alice, new_id()),  # no such job
+        Poll(alice, first),
+        Poll(bob, first),  # another account's job
+        Poll(bob, second),
+        Poll(alice, first),  # the same poll twice in one batch
+        Poll(alice, second),
+        Poll(deleted_owner, deleted),  # deleted
+        Poll(alice, new_id()),  # no such job
+        Poll(bob, second, standing=False),
     ]
-
-    async def together() -> list[Polled | None]:
-        return await asyncio.gather(*(read(one) for one in asked))
-
-    seen = asyncio.run(together())
+    seen = polled_together(db, asked)
     assert [None if polled is None else polled.job.id for polled in seen] == [
         first,
         None,
@@ -88,6 +93,24 @@ def test_polls_arriving_together_share_one_read_and_see_only_their_own_jobs(db: 
         None,
         None,
         None,
+        second,
     ]
-    assert [polled.standing.position for polled in seen if polled is not None] == [1, 2, 1]
+    positions = [polled.standing.position for polled in seen if polled is not None]
+    assert positions == [1, 2, 1, None]
     assert len([s for s in statements if "IN (" in s.upper()]) == 1, statements
+
+
+def test_a_job_whose_standing_cannot_be_worked_out_fails_no_other_poll(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (alice, first), (bob, second) = submitted(db), submitted(db)
+    with db.session() as session:
+        row = session.get(Job, first)
+        assert row is not None
+        row.spec = {**SPEC, "no_such_field": 1}  # written by a newer server, say
+    monkeypatch.setattr(jobs, "MAX_IDS_PER_STATEMENT", 1)  # and each poll its own statement
+    seen = polled_together(db, [Poll(alice, first), Poll(bob, second)])
+    assert [polled and (polled.job.id, polled.standing.position) for polled in seen] == [
+        (first, None),
+        (second, 2),
+    ]

@@ -160,7 +160,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        self.read_engine.dispose()
+        if self.read_engine.pool is not self.engine.pool:  # SQLite's reads share the pool
+            self.read_engine.dispose()
 
 
 class _Writer:

@@ -166,6 +166,7 @@ class JobActive(Exception):
 
 
 # Built once: a polled read's statement is found in SQLAlchemy's compiled cache without being built again.
+MAX_IDS_PER_STATEMENT = 500
 _JOBS = select(Job.__table__).where(Job.__table__.c.id.in_(bindparam("job_ids", expanding=True)))
 
 
@@ -181,9 +182,13 @@ def read_for_account(session: Session, account_id: str, job_id: str) -> JobRecor
 
 
 def read_for_accounts(session: Session, asked: Sequence[tuple[str, str]]) -> list[JobRecord | None]:
-    """``read_for_account`` for each (account id, job id) in one statement, in order."""
+    """``read_for_account`` for each (account id, job id), in order: one statement for up to
+    ``MAX_IDS_PER_STATEMENT`` jobs (SQLite before 3.32 takes 999 parameters a statement)."""
     ids = list({job_id for _, job_id in asked})
-    found = {job.id: job for job in session.connection().execute(_JOBS, {"job_ids": ids})}
+    found: dict[str, JobRecord] = {}
+    for start in range(0, len(ids), MAX_IDS_PER_STATEMENT):
+        chunk = ids[start : start + MAX_IDS_PER_STATEMENT]
+        found |= {job.id: job for job in session.connection().execute(_JOBS, {"job_ids": chunk})}
     return [job if _visible(job := found.get(job_id), account_id) else None for account_id, job_id in asked]
 
 
@@ -219,8 +224,8 @@ def queue_positions(session: Session, shown: Sequence[JobRecord]) -> dict[str, i
     if not queued:
         return {}
     if len(queued) == 1:
-        # One job (a poll): counting the jobs ahead reads only index entries, a seventh of the time of
-        # numbering them (0.36 against 2.5 ms at place 3,000 on SQLite).
+        # One job (a poll alone in its batch): counting the jobs ahead reads only index entries, a
+        # seventh of the time of numbering them (0.36 against 2.5 ms at place 3,000 on SQLite).
         only = queued[0]
         count = session.scalar(
             select(func.count())

@@ -79,9 +79,10 @@ class AuthError(Exception):
 
 async def on_loop_if_local(svc: Services, work: Callable[[], T], *, offload: bool = False) -> T:
     """Work that touches only this machine (its database, result files on its disk) runs on the event
-    loop, which costs it less than the hop to a worker thread and back (BENCHMARKS.md): the reads that
-    clients poll, an Idempotency-Key's replay. A database or object store across the network, and
-    ``offload`` work (files to store or fetch), run in a thread, so a slow one never stalls the loop."""
+    loop, which costs it less than the hop to a worker thread and back (BENCHMARKS.md): a polled job
+    presented (its links, whether its file is still stored), an Idempotency-Key's replay. A database or
+    object store across the network, and ``offload`` work (files to store or fetch), run in a thread, so a
+    slow one never stalls the loop."""
     if svc.local_reads and not offload:
         return work()
     return await anyio.to_thread.run_sync(work)

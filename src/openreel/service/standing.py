@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from openreel.domain.rules import VideoSpec
 from openreel.ledger import jobs
 from openreel.ledger.tables import JobRecord, utcnow
+from openreel.scheduler.dispatcher import Dispatcher
 from openreel.scheduler.eta import RenderTimes, Shape, queued_eta, time_left
 from openreel.service.queue_order import QueueOrder
 from openreel.service.views import Standing
@@ -35,7 +36,13 @@ class Standings:
 
     @classmethod
     def of_server(cls, svc: Services, session: Session, shown: Sequence[JobRecord]) -> Standings:
-        return cls(session, svc.queue, svc.dispatcher.render_times, svc.dispatcher.engine.slots, shown)
+        return cls.of_dispatcher(session, svc.queue, svc.dispatcher, shown)
+
+    @classmethod
+    def of_dispatcher(
+        cls, session: Session, queue: QueueOrder, dispatcher: Dispatcher, shown: Sequence[JobRecord]
+    ) -> Standings:
+        return cls(session, queue, dispatcher.render_times, dispatcher.engine.slots, shown)
 
     @cached_property
     def _positions(self) -> dict[str, int]:

@@ -19,6 +19,7 @@ from openreel.protocols.apiframe.errors import ApiError, validation_error
 from openreel.protocols.apiframe.schemas import ErrorBody, JobList, JobOut, JobStatus
 from openreel.protocols.deps import ServicesDep
 from openreel.service import job_service
+from openreel.service.polls import Poll
 from openreel.service.services import Services, on_loop_if_local
 from openreel.service.standing import Standings
 from openreel.service.views import Standing
@@ -62,7 +63,7 @@ def _present(svc: Services, request: Request, job: JobRecord, standing: Standing
 )
 async def get_job(job_id: str, request: Request, svc: ServicesDep, key: KeyDep) -> dict[str, Any]:
     """Polled every second or two by every waiting client (``polls``)."""
-    polled = await svc.polls((key.account_id, _job_id(job_id)))
+    polled = await svc.polls(Poll(key.account_id, _job_id(job_id)))
     if polled is None:
         raise ApiError(404, NOT_FOUND)
     return await on_loop_if_local(svc, partial(_present, svc, request, polled.job, polled.standing))

@@ -58,6 +58,7 @@ from openreel.protocols.google.wire import (
 )
 from openreel.service import job_service
 from openreel.service.extension import SourceRejected
+from openreel.service.polls import Poll
 from openreel.service.services import AuthError, Services, authenticate, on_loop_if_local
 from openreel.service.standing import Standings
 from openreel.service.views import Standing, stored_samples
@@ -144,7 +145,7 @@ async def _polled_operation(
 ) -> JSONResponse:
     """The account's operation ``name`` as it stands: what clients poll (``polls``)."""
     job_id = job_ids.parse_job_id(op_id)
-    polled = await svc.polls((key.account_id, job_id)) if job_id is not None else None
+    polled = await svc.polls(Poll(key.account_id, job_id)) if job_id is not None else None
     if polled is None:
         raise GoogleError(404, f"Operation {name} not found.")
     reply = partial(_operation_reply, svc, request, polled.job, polled.standing, name, form)

@@ -52,6 +52,7 @@ from openreel.protocols.openai.wire import (
 )
 from openreel.protocols.openai.wire import video_id as openai_id
 from openreel.service import job_service
+from openreel.service.polls import Poll
 from openreel.service.services import AuthError, Services, authenticate
 
 router = APIRouter(tags=["OpenAI videos"], route_class=shaped_routes.shaped_route(on_validation))
@@ -267,7 +268,7 @@ def list_videos(
 async def retrieve_video(video_id: str, svc: ServicesDep, key: OpenAIKey) -> JSONResponse:
     """What clients poll (``polls``)."""
     job_id = parse_video_id(video_id)
-    polled = await svc.polls((key.account_id, job_id)) if job_id is not None else None
+    polled = await svc.polls(Poll(key.account_id, job_id, standing=False)) if job_id is not None else None
     if polled is None:
         raise _not_found(video_id)
     job = polled.job
