@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from databases import throwaway_database
+from openreel.ledger.db import Database, migrate
+
+from databases import DIALECTS, throwaway_database
 from support import SERVER_ENV, LiveServer, quick_server, running_server
 
 # The suite runs several processes at once on a few cores (the test process, servers, their workers): torch's
@@ -58,3 +61,13 @@ def live_postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         running_server(root, {**SERVER_ENV, "OPENREEL_DATABASE_URL": url}) as live,
     ):
         yield live
+
+
+@pytest.fixture(params=DIALECTS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated throwaway database of each dialect, for tests of the ledger and the services on it."""
+    with throwaway_database(request.param, tmp_path) as url:
+        migrate(url)
+        database = Database(url)
+        yield database
+        database.dispose()

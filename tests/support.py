@@ -31,9 +31,9 @@ from referencing.jsonschema import DRAFT202012
 
 from openreel.embedded import embedded_server
 from openreel.engine import TINY_CHECKPOINT_DIR
-from openreel.ledger import accounts
+from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
-from openreel.ledger.tables import Upload
+from openreel.ledger.tables import ApiKey, Upload
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 
@@ -49,6 +49,20 @@ SERVER_ENV = {
     "OPENREEL_ALLOW_PRIVATE_URLS": "1",
     "OPENREEL_MAX_UPLOAD_IMAGE_BYTES": str(2 * 1024 * 1024),
     "OPENREEL_X264_PRESET": "ultrafast",
+}
+# A stored job spec that plans: 4 s of 720p, no images (the dispatcher's and the polls' tests).
+SPEC: dict[str, object] = {
+    "model": "veo-3.1-fast",
+    "prompt": "p",
+    "duration": 4,
+    "aspect_ratio": "16:9",
+    "resolution": "720p",
+    "generate_audio": False,
+    "seed": 1,
+    "negative_prompt": None,
+    "image": None,
+    "last_frame": None,
+    "reference_images": [],
 }
 CONTRACT = json.loads((Path(__file__).parent / "contract" / "apiframe-v2-openapi.json").read_text())
 _REGISTRY = Registry().with_resource("urn:contract", Resource(contents=CONTRACT, specification=DRAFT202012))
@@ -81,6 +95,16 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     )
     assert out.returncode == 0, out.stderr + out.stdout
     return out.stdout
+
+
+def queued(db: Database, spec: dict[str, object], cost: int = 5) -> tuple[str, str]:
+    """A new account's job, queued through the ledger: (job id, account id)."""
+    with db.session() as session:
+        made = accounts.create_key(session, name="t", initial_credits=10)
+        key = session.get(ApiKey, made.key_id)
+        assert key is not None
+        new = jobs.NewJob("veo-3.1-fast", {"prompt": "p"}, spec, cost, None, None, None, None)
+        return jobs.submit(session, key, new)[0].id, key.account_id
 
 
 def stored_upload(db: Database, storage: Storage, account_id: str, name: str, expires_at: datetime) -> str:

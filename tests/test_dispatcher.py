@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from openreel.domain.catalog import load_catalog
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState
-from openreel.ledger import accounts, credits, jobs
+from openreel.ledger import credits, jobs
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import ApiKey, Job
+from openreel.ledger.tables import Job
 from openreel.scheduler import dispatcher as dispatcher_module
 from openreel.scheduler import leases
 from openreel.scheduler.dispatcher import Dispatcher
@@ -28,7 +28,7 @@ from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.storage.signing import Signer
 
-from support import until
+from support import SPEC, queued, until
 
 LEASE_S = 1.5  # renewed every 0.5 s
 
@@ -120,36 +120,12 @@ def dispatch(loop: Dispatcher) -> None:
         loop._hand_over()
 
 
-def queue(db: Database, spec: dict[str, object], cost: int = 5) -> tuple[str, str]:
-    with db.session() as session:
-        made = accounts.create_key(session, name="t", initial_credits=10)
-        key = session.get(ApiKey, made.key_id)
-        assert key is not None
-        new = jobs.NewJob("veo-3.1-fast", {"prompt": "p"}, spec, cost, None, None, None, None)
-        return jobs.submit(session, key, new)[0].id, key.account_id
-
-
-GOOD = {
-    "model": "veo-3.1-fast",
-    "prompt": "p",
-    "duration": 4,
-    "aspect_ratio": "16:9",
-    "resolution": "720p",
-    "generate_audio": False,
-    "seed": 1,
-    "negative_prompt": None,
-    "image": None,
-    "last_frame": None,
-    "reference_images": [],
-}
-
-
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [
         ({"model": "veo-3.1-fast"}, "could not be prepared"),
-        ({**GOOD, "image": "https://example.com/a.png"}, "not a file of this server"),
-        ({**GOOD, "resolution": "4k"}, "could not be prepared"),
+        ({**SPEC, "image": "https://example.com/a.png"}, "not a file of this server"),
+        ({**SPEC, "resolution": "4k"}, "could not be prepared"),
     ],
     ids=["unreadable spec", "remote image", "unplannable"],
 )
@@ -158,8 +134,8 @@ def test_a_job_that_cannot_be_prepared_fails_at_once_with_a_refund(
 ) -> None:
     """It never waits for its lease to run out (nor reaches the network), and the next job goes on."""
     loop, fake, db = dispatcher
-    bad, account = queue(db, spec)
-    good, _ = queue(db, GOOD)
+    bad, account = queued(db, spec)
+    good, _ = queued(db, SPEC)
     dispatch(loop)
     with db.session() as session:
         failed = session.get(Job, bad)
@@ -193,7 +169,7 @@ def test_samples_that_fail_are_refunded_when_the_job_completes(
     dispatcher: tuple[Dispatcher, FakeExecutor, Database],
 ) -> None:
     loop, fake, db = dispatcher
-    job_id, account = queue(db, {**GOOD, "sample_count": 3, "seed": 2**32 - 1}, cost=9)
+    job_id, account = queued(db, {**SPEC, "sample_count": 3, "seed": 2**32 - 1}, cost=9)
     dispatch(loop)
     [task] = fake.submitted
     assert [plan.seed for plan in task.plans] == [2**32 - 1, 0, 1] and len(set(task.output_paths)) == 3
@@ -215,7 +191,7 @@ def test_a_fast_renders_progress_is_written_at_most_twice_a_second_newest_first(
     """Each write is a transaction: a render reporting every percent writes its first report at once,
     then its newest at most every ``PROGRESS_WRITE_S``, and nothing it reported is left unwritten."""
     loop, fake, db = dispatcher
-    job_id, account = queue(db, GOOD)
+    job_id, account = queued(db, SPEC)
     dispatch(loop)
     [task] = fake.submitted
     now = [time.monotonic()]
@@ -257,7 +233,7 @@ def test_a_commit_that_fails_leaves_no_stored_sample(
 ) -> None:
     """The job is left to its lease (and retried): no stored file may outlive that unnamed."""
     loop, fake, db = dispatcher
-    job_id, _ = queue(db, {**GOOD, "sample_count": 2}, cost=6)
+    job_id, _ = queued(db, {**SPEC, "sample_count": 2}, cost=6)
     dispatch(loop)
     [task] = fake.submitted
     commit = loop.storage.commit
@@ -286,7 +262,7 @@ def test_leases_hold_while_the_dispatcher_is_busy_and_lapse_when_the_worker_stop
     """A job's lease is renewed on a thread of its own: while the dispatcher reads its images for longer
     than a lease lasts (a slow S3), and while its worker answers; not once the worker has gone silent."""
     loop, fake, db = dispatcher
-    job_id, _ = queue(db, GOOD)
+    job_id, _ = queued(db, SPEC)
     read = blocked_preparer(loop, monkeypatch)
     loop.start()
     try:
@@ -312,7 +288,7 @@ def test_a_job_another_server_took_is_abandoned_here(
     dispatcher: tuple[Dispatcher, FakeExecutor, Database],
 ) -> None:
     loop, fake, db = dispatcher
-    job_id, _ = queue(db, GOOD)
+    job_id, _ = queued(db, SPEC)
     loop.start()
     try:
         handed_over(fake, 1, "the job handed over")
@@ -329,8 +305,8 @@ def test_a_job_another_server_took_is_abandoned_here(
 
 def test_a_job_whose_images_are_slow_to_read_holds_up_no_other_slot(tmp_path: Path) -> None:
     with dispatching(tmp_path, slots=2) as (loop, fake, db):
-        slow, _ = queue(db, {**GOOD, "prompt": "slow"})
-        quick, _ = queue(db, GOOD)
+        slow, _ = queued(db, {**SPEC, "prompt": "slow"})
+        quick, _ = queued(db, SPEC)
         read = threading.Event()
         prepare = loop.preparer.prepare
 
@@ -375,7 +351,7 @@ def test_a_job_another_server_took_while_it_was_prepared_is_not_started(
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop, fake, db = dispatcher
-    job_id, _ = queue(db, GOOD)
+    job_id, _ = queued(db, SPEC)
     read = blocked_preparer(loop, monkeypatch)
     loop.start()
     try:
@@ -395,7 +371,7 @@ def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop, fake, db = dispatcher
-    job_id, account = queue(db, GOOD)
+    job_id, account = queued(db, SPEC)
     monkeypatch.setattr(dispatcher_module, "PREPARE_LIMIT_S", 0.2)
     read = blocked_preparer(loop, monkeypatch)
     loop.start()
@@ -417,7 +393,7 @@ def test_a_job_whose_slot_went_away_while_it_was_prepared_takes_another_or_fails
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch, engine_fails: bool
 ) -> None:
     loop, fake, db = dispatcher
-    job_id, account = queue(db, GOOD)
+    job_id, account = queued(db, SPEC)
     read = blocked_preparer(loop, monkeypatch)
     assert loop._dispatch_next()
     if engine_fails:
@@ -442,7 +418,7 @@ def test_a_stuck_dispatchers_jobs_are_let_go(
 ) -> None:
     """The lease keeper renews what the dispatcher last said to hold, but not forever."""
     loop, _fake, db = dispatcher
-    job_id, _ = queue(db, GOOD)
+    job_id, _ = queued(db, SPEC)
     with db.session() as session:
         claimed = jobs.claim_next(session, loop.owner, LEASE_S)
         assert claimed is not None and claimed.id == job_id
@@ -494,7 +470,7 @@ def test_a_slow_upload_holds_up_no_other_job_until_more_wait_than_there_are_slot
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop, fake, db = dispatcher
-    made = [queue(db, {**GOOD, "prompt": str(i)})[0] for i in range(3)]
+    made = [queued(db, {**SPEC, "prompt": str(i)})[0] for i in range(3)]
     uploading, uploaded = hung_upload(loop, monkeypatch)
     loop.start()
     try:
@@ -520,7 +496,7 @@ def test_a_render_whose_upload_hangs_is_let_go_and_tried_again(
 ) -> None:
     """Its lease lapses and the job runs again; the late upload of the first attempt names nothing."""
     loop, fake, db = dispatcher
-    job_id, _ = queue(db, GOOD)
+    job_id, _ = queued(db, SPEC)
     monkeypatch.setattr(dispatcher_module, "FINISH_LIMIT_S", 0.2)
     uploading, uploaded = hung_upload(loop, monkeypatch)
     loop.start()

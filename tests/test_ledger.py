@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,19 +20,10 @@ from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
 from openreel.storage.local import LocalStorage
 
-from databases import DIALECTS, end_connections, throwaway_database
+from databases import end_connections, throwaway_database
 from support import stored_upload
 
 LEASE = 30.0
-
-
-@pytest.fixture(params=DIALECTS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with throwaway_database(request.param, tmp_path) as url:
-        migrate(url)
-        database = Database(url)
-        yield database
-        database.dispose()
 
 
 def new_key(db: Database, credit: int) -> ApiKey:

@@ -3,56 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from openreel.ledger import accounts, jobs
-from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import ApiKey, Job, new_id
+from openreel.ledger import jobs
+from openreel.ledger.db import Database
+from openreel.ledger.tables import Job, new_id
 from openreel.scheduler.eta import RenderTimes
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.service.polls import Poll, Polled, polls
 from openreel.service.queue_order import QueueOrder
 
-from databases import DIALECTS, throwaway_database
-
-SPEC = {
-    "model": "veo-3.1-fast",
-    "prompt": "p",
-    "duration": 4,
-    "aspect_ratio": "16:9",
-    "resolution": "720p",
-    "generate_audio": False,
-    "seed": 1,
-    "negative_prompt": None,
-    "image": None,
-    "last_frame": None,
-    "reference_images": [],
-}
-
-
-@pytest.fixture(params=DIALECTS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with throwaway_database(request.param, tmp_path) as url:
-        migrate(url)
-        database = Database(url)
-        yield database
-        database.dispose()
+from support import SPEC, queued
 
 
 def submitted(db: Database) -> tuple[str, str]:
     """A new account's queued job: (account id, job id)."""
-    with db.session() as session:
-        made = accounts.create_key(session, name="t", initial_credits=10)
-        key = session.get(ApiKey, made.key_id)
-        assert key is not None
-        new = jobs.NewJob("veo-3.1-fast", {"prompt": "p"}, SPEC, 5, None, None, None, None)
-        return key.account_id, jobs.submit(session, key, new)[0].id
+    job_id, account_id = queued(db, SPEC)
+    return account_id, job_id
 
 
 def polled_together(db: Database, asked: list[Poll]) -> list[Polled | None]:
