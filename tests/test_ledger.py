@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, func, select, text, update
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger import db as db_module
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import ApiKey, Base, CreditEntry, Job, JobRecord, new_id, utcnow
+from openreel.ledger.tables import Account, ApiKey, Base, CreditEntry, Job, JobRecord, new_id, utcnow
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
@@ -48,9 +48,15 @@ def job(cost: int = 5, idem: str | None = None, prompt: str = "p") -> jobs.NewJo
 
 
 def balance(db: Database, account_id: str) -> int:
+    """The account's balance, its totals checked against the rows they count: its credit entries and
+    its active jobs."""
     with db.session() as session:
         total = credits.balance(session, account_id)
         assert total == sum(e.amount for e in credits.entries(session, account_id))
+        account = session.get(Account, account_id)
+        assert account is not None
+        active = select(func.count()).where(Job.account_id == account_id, Job.status.in_(jobs.ACTIVE))
+        assert account.active_jobs == session.scalar(active)
         return total
 
 
@@ -147,6 +153,65 @@ def test_the_balance_migration_sums_the_existing_ledger(tmp_path: Path) -> None:
             assert balance(database, "b") == 0
         finally:
             database.dispose()
+
+
+def test_the_active_jobs_migration_counts_the_queued_and_running_jobs(tmp_path: Path) -> None:
+    with throwaway_database("sqlite", tmp_path) as url:
+        migrate(url, "0007")
+        database = Database(url)
+        try:
+            with database.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "INSERT INTO accounts (id, name, email, plan, created_at, balance) VALUES "
+                    "('a', 'a', '', 'p', '2026-01-01', 0), ('b', 'b', '', 'p', '2026-01-01', 0)"
+                )
+                connection.exec_driver_sql(
+                    "INSERT INTO api_keys (id, account_id, name, key_hash, prefix, active, created_at) "
+                    "VALUES ('k', 'a', 'k', 'h', 'p', 1, '2026-01-01')"
+                )
+                for n, status in enumerate(["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]):
+                    connection.exec_driver_sql(
+                        "INSERT INTO jobs (id, account_id, api_key_id, model, status, progress, input, "
+                        "spec, credit_cost, attempts, created_at) VALUES "
+                        f"('{n}', 'a', 'k', 'm', '{status}', 0, '{{}}', '{{}}', 5, 0, '2026-01-01')"
+                    )
+            migrate(url)
+            with database.read() as session:
+                counted = {a.id: a.active_jobs for a in session.scalars(select(Account))}
+            assert counted == {"a": 2, "b": 0}
+        finally:
+            database.dispose()
+
+
+def test_an_account_counts_its_active_jobs_until_each_ends_whichever_way(db: Database) -> None:
+    """Completed, completed with failed samples, failed, cancelled, failed by the reaper; a re-queued
+    job stays active. ``balance`` checks the count against the jobs at each step."""
+    key = new_key(db, 100)
+    with db.session() as session:
+        ids = [jobs.submit(session, key, job(prompt=str(n)))[0].id for n in range(6)]
+    assert balance(db, key.account_id) == 70
+    with db.session() as session:
+        claimed = [jobs.claim_next(session, "me", LEASE) for _ in range(4)]
+        assert all(claimed)
+        assert jobs.complete(session, ids[0], 1, {"key": "a"})
+        session.get(Job, ids[1]).spec = {"sample_count": 5}  # type: ignore[union-attr]
+        session.flush()
+        assert jobs.complete(session, ids[1], 1, {"key": "b"}, failed_samples=1)
+        assert jobs.end_with_refund(session, ids[2], jobs.FAILED, "boom", attempt=1)
+        assert jobs.end_with_refund(session, ids[4], jobs.CANCELLED, None)
+    assert balance(db, key.account_id) == 81
+    expire_leases(db)
+    with db.session() as session:
+        session.get(Job, ids[3]).attempts = 2  # type: ignore[union-attr]
+        assert jobs.reap_expired(session, max_attempts=2) == ([], [ids[3]])
+    with db.session() as session:
+        assert jobs.claim_next(session, "me", LEASE) is not None
+    expire_leases(db)
+    with db.session() as session:
+        assert jobs.reap_expired(session, max_attempts=2) == ([ids[5]], [])
+    assert balance(db, key.account_id) == 86
+    with db.read() as session:
+        assert session.get(Account, key.account_id).active_jobs == 1  # type: ignore[union-attr]
 
 
 def test_charge_then_refund_exactly_once(db: Database) -> None:

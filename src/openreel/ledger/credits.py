@@ -1,10 +1,14 @@
 """The append-only credit ledger. Each entry moves the account's balance in the same transaction, so
-the balance is always the sum of the entries and reading it costs one row, however long the ledger."""
+the balance is always the sum of the entries and reading it costs one row, however long the ledger.
+
+The account row counts its active (queued and running) jobs the same way: a job's charge adds it, its
+settlement (when it ends, refunded or not) takes it away, in the statement that moves the balance."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -20,12 +24,19 @@ class InsufficientCredits(Exception):
         self.available = available
 
 
-def lock_balances(session: Session, account_ids: Iterable[str]) -> dict[str, int]:
-    """The accounts' balances, locked until the transaction ends (FOR UPDATE on PostgreSQL, taken in one
-    order so that two transactions locking the same accounts cannot deadlock; SQLite is already serial)."""
-    query = select(Account.id, Account.balance).where(Account.id.in_(sorted(set(account_ids))))
-    rows = session.execute(query.order_by(Account.id).with_for_update()).tuples()
-    return {account_id: balance for account_id, balance in rows}
+@dataclass
+class Totals:
+    balance: int
+    active_jobs: int
+
+
+def lock_totals(session: Session, account_ids: Iterable[str]) -> dict[str, Totals]:
+    """The accounts' totals, locked until the transaction ends (FOR UPDATE on PostgreSQL, taken in one
+    order so that two transactions locking the same accounts cannot deadlock; SQLite is already serial).
+    On PostgreSQL a lock that waited reads the row its holder committed."""
+    query = select(Account.id, Account.balance, Account.active_jobs)
+    query = query.where(Account.id.in_(sorted(set(account_ids)))).order_by(Account.id).with_for_update()
+    return {account_id: Totals(balance, active) for account_id, balance, active in session.execute(query)}
 
 
 def balance(session: Session, account_id: str) -> int:
@@ -38,44 +49,53 @@ def _entry(
     return {"account_id": account_id, "amount": amount, "kind": kind, "job_id": job_id, "note": note}
 
 
-def _post(session: Session, *entries: dict[str, Any]) -> None:
-    """Insert the entries (CreditEntry's columns) and move each account's balance by their sum, in SQL,
-    so concurrent posts all count; an account already loaded in the session reads its balance again at
-    its next use. Bulk inserts: a charge is part of every submission."""
-    if not entries:
-        return
-    session.execute(insert(CreditEntry), list(entries))
-    moves: dict[str, int] = defaultdict(int)
+def _post(session: Session, entries: list[dict[str, Any]], jobs: Mapping[str, int] | None = None) -> None:
+    """Insert the entries (CreditEntry's columns) and move each account's balance by their sum and its
+    active jobs by ``jobs``, in SQL (one statement an account), so concurrent posts all count; an account
+    already loaded in the session reads them again at its next use. Bulk inserts: a charge is part of
+    every submission."""
+    if entries:
+        session.execute(insert(CreditEntry), entries)
+    moves: dict[str, dict[str, Any]] = defaultdict(dict)
+    amounts: Counter[str] = Counter()
     for entry in entries:
-        moves[entry["account_id"]] += entry["amount"]
-    for account_id, amount in moves.items():
+        amounts[entry["account_id"]] += entry["amount"]
+    for account_id, amount in amounts.items():
+        if amount:
+            moves[account_id]["balance"] = Account.balance + amount
+    for account_id, count in (jobs or {}).items():
+        if count:
+            moves[account_id]["active_jobs"] = Account.active_jobs + count
+    for account_id, values in moves.items():
         session.execute(
             update(Account)
             .where(Account.id == account_id)
-            .values(balance=Account.balance + amount)
+            .values(values)
             .execution_options(synchronize_session=False)
         )
         loaded = session.identity_map.get(session.identity_key(Account, account_id))
         if loaded is not None:
-            session.expire(loaded, ["balance"])
+            session.expire(loaded, ["balance", "active_jobs"])
 
 
 def grant(session: Session, account_id: str, amount: int, note: str | None = None) -> None:
     if amount <= 0:
         raise ValueError("a grant must be a positive number of credits")
-    _post(session, _entry(account_id, amount, "grant", note=note))
+    _post(session, [_entry(account_id, amount, "grant", note=note)])
 
 
 def charge(session: Session, charges: Iterable[tuple[str, str, int]]) -> None:
-    """Post (account id, job id, amount) charges whose balances the caller checked under
-    ``lock_balances`` in this transaction."""
-    _post(session, *(_entry(account_id, -amount, "charge", job_id) for account_id, job_id, amount in charges))
+    """Post the (account id, job id, amount) charges of new jobs, whose totals the caller checked under
+    ``lock_totals`` in this transaction; each job counts as active until it is settled."""
+    entries = [_entry(account_id, -amount, "charge", job_id) for account_id, job_id, amount in charges]
+    _post(session, entries, Counter(entry["account_id"] for entry in entries))
 
 
-def refund(session: Session, account_id: str, job_id: str, amount: int, note: str) -> None:
-    """Called only by the terminal compare-and-set winner; the unique (job, kind) key backs that up."""
-    if amount:
-        _post(session, _entry(account_id, amount, "refund", job_id, note))
+def settle(session: Session, account_id: str, job_id: str, refund: int = 0, note: str | None = None) -> None:
+    """A job ended: it no longer counts as active, and ``refund`` credits go back. Called only by the
+    terminal compare-and-set winner; the unique (job, kind) key backs that up for the refund."""
+    entries = [_entry(account_id, refund, "refund", job_id, note)] if refund else []
+    _post(session, entries, {account_id: -1})
 
 
 def entries(session: Session, account_id: str) -> list[CreditEntry]:

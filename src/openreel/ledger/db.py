@@ -3,7 +3,7 @@
 SQLite write transactions start with ``BEGIN IMMEDIATE`` so that the read-check-write of a credit
 charge or a status compare-and-set can never interleave with another writer (pysqlite's deferred
 BEGIN would let two transactions read the same balance). PostgreSQL gets the same guarantee from
-the ``SELECT ... FOR UPDATE`` on the account row in ``credits.lock_balances``.
+the ``SELECT ... FOR UPDATE`` on the account row in ``credits.lock_totals``.
 
 A process's SQLite writers also queue on a lock before their BEGIN: SQLite lets one write at a time
 anyway, and a writer that finds the database locked sleeps in its busy handler for up to 100 ms a

@@ -8,7 +8,7 @@ failed samples' share for COMPLETED): at most once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,8 +71,7 @@ def submit_many(
     that the key is free for a new job. The balance and the cap on active jobs are checked under the
     accounts' locks, so concurrent submissions cannot pass them.
     """
-    balances = credits.lock_balances(session, (key.account_id for key, _ in requests))
-    active = _active_counts(session, balances) if max_active is not None else {}
+    totals = credits.lock_totals(session, (key.account_id for key, _ in requests))
     made: dict[tuple[str, str], Job] = {}
     outcomes: list[Admitted] = []
     for key, new in requests:
@@ -86,10 +85,11 @@ def submit_many(
                         raise IdempotencyConflict(CONFLICT)
                     outcomes.append((existing, False))
                     continue
-            if max_active is not None and active.get(account_id, 0) >= max_active:
-                raise TooManyActiveJobs(active.get(account_id, 0), max_active)
-            if balances[account_id] < new.cost:
-                raise credits.InsufficientCredits(new.cost, balances[account_id])
+            held = totals[account_id]
+            if max_active is not None and held.active_jobs >= max_active:
+                raise TooManyActiveJobs(held.active_jobs, max_active)
+            if held.balance < new.cost:
+                raise credits.InsufficientCredits(new.cost, held.balance)
         except (IdempotencyConflict, TooManyActiveJobs, credits.InsufficientCredits) as refusal:
             outcomes.append(refusal)
             continue
@@ -98,8 +98,8 @@ def submit_many(
             if stale is not None:
                 stale.idempotency_key = None
                 session.flush()
-        balances[account_id] -= new.cost
-        active[account_id] = active.get(account_id, 0) + 1
+        held.balance -= new.cost
+        held.active_jobs += 1
         job = _new_job(key, new)
         if new.idempotency_key is not None:
             made[(account_id, new.idempotency_key)] = job
@@ -129,15 +129,6 @@ def _new_job(key: ApiKey, new: NewJob) -> Job:
         base_url=new.base_url,
         webhook_status="pending" if new.webhook_url else None,
     )
-
-
-def _active_counts(session: Session, account_ids: Iterable[str]) -> dict[str, int]:
-    query = (
-        select(Job.account_id, func.count())
-        .where(Job.account_id.in_(list(account_ids)), Job.status.in_(ACTIVE))
-        .group_by(Job.account_id)
-    )
-    return {account_id: int(count) for account_id, count in session.execute(query).tuples()}
 
 
 def _holder(session: Session, account_id: str, idempotency_key: str) -> Job | None:
@@ -364,7 +355,7 @@ def complete(
     the charge, in the same transaction, and the result says how much (``creditsRefunded``)."""
     job = session.get(Job, job_id) if failed_samples else None
     refund = job.credit_cost // int(job.spec.get("sample_count", 1)) * failed_samples if job else 0
-    outcome = session.execute(
+    account_id = session.scalar(
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)))
         .values(
@@ -374,12 +365,13 @@ def complete(
             error=None,
             completed_at=utcnow(),
         )
+        .returning(Job.account_id)
         .execution_options(synchronize_session=False)
     )
-    won = bool(outcome.rowcount)  # type: ignore[attr-defined]
-    if won and job is not None and refund:
-        credits.refund(session, job.account_id, job_id, refund, note=f"{failed_samples} sample(s) failed")
-    return won
+    if account_id is None:
+        return False
+    credits.settle(session, account_id, job_id, refund, note=f"{failed_samples} sample(s) failed")
+    return True
 
 
 def end_with_refund(
@@ -399,7 +391,7 @@ def end_with_refund(
     job = session.get(Job, job_id)
     assert job is not None
     session.refresh(job)
-    credits.refund(session, job.account_id, job.id, job.credit_cost, note=f"job {status.lower()}")
+    credits.settle(session, job.account_id, job.id, job.credit_cost, note=f"job {status.lower()}")
     return True
 
 

@@ -69,6 +69,9 @@ class Account(Base):
     plan: Mapped[str] = mapped_column(String(50), default="self-hosted")
     # The sum of the account's credit entries, written with each of them (ledger/credits.py).
     balance: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Its queued and running jobs, counted with the same statements: a charge admits a job, its
+    # settlement ends it (ledger/credits.py). The cap on them then costs a submission no count.
+    active_jobs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
