@@ -37,12 +37,21 @@ SOCKET_CHECKED_DRIVERS = ("psycopg", "psycopg2")
 # Below the idle timeouts of NAT gateways and load balancers (minutes).
 PING_AFTER_IDLE_S = 30.0
 CHECKED_IN = "openreel_checked_in"
+# Each pool keeps this many connections open, and opens no more: SQLAlchemy's default (5, and 10 more
+# opened and closed again for each use while the 5 are busy) made every list request under load pay a
+# new connection (PostgreSQL: a backend process started; bench/api_load.py's job list, py-spy).
+POOL_SIZE = 15
 
 
 def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     """SQLite's engine ignores ``autocommit``: its reads are told apart by ``READ_ONLY``."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},
+            pool_size=POOL_SIZE,
+            max_overflow=0,
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -66,7 +75,7 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
         return engine
     # Autocommit for a pool that only reads: set once per connection, where switching a connection in and
     # out of it at every checkout cost a PostgreSQL read a fifth of its client CPU (bench/api_load.py).
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"pool_size": POOL_SIZE, "max_overflow": 0}
     if autocommit:
         options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
     driver = make_url(url).get_dialect().driver

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -22,7 +21,9 @@ if TYPE_CHECKING:  # the services hold the polls (polls.py), which work out stan
 
 
 class Standings:
-    """For the jobs one reply shows: their queue places and the running jobs are each read once."""
+    """For the jobs one reply shows: their queue places and the running jobs are each read once, when
+    first needed. Not with ``functools.cached_property``: Python 3.11 computes those under one lock for
+    all instances, and the job list's threads queued there, each behind another's query."""
 
     def __init__(
         self, session: Session, queue: QueueOrder, times: RenderTimes, slots: int, shown: Sequence[JobRecord]
@@ -33,6 +34,8 @@ class Standings:
         self.slots = slots
         self.shown = shown
         self.now = utcnow()
+        self._places: dict[str, int] | None = None
+        self._running: list[float | None] | None = None
 
     @classmethod
     def of_server(cls, svc: Services, session: Session, shown: Sequence[JobRecord]) -> Standings:
@@ -44,27 +47,29 @@ class Standings:
     ) -> Standings:
         return cls(session, queue, dispatcher.render_times, dispatcher.engine.slots, shown)
 
-    @cached_property
     def _positions(self) -> dict[str, int]:
-        return self.queue.places(self.session, self.shown)
+        if self._places is None:
+            self._places = self.queue.places(self.session, self.shown)
+        return self._places
 
     def _left(self, spec: dict[str, object], started: datetime | None, progress: int) -> float | None:
         estimate = self.times.estimate(Shape.of(VideoSpec.from_json(spec)))
         elapsed = (self.now - started).total_seconds() if started else 0.0
         return time_left(estimate, max(elapsed, 0.0), progress)
 
-    @cached_property
     def _running_left(self) -> list[float | None]:
-        return [self._left(*row) for row in jobs.running(self.session)]
+        if self._running is None:
+            self._running = [self._left(*row) for row in jobs.running(self.session)]
+        return self._running
 
     def of(self, job: JobRecord) -> Standing:
         if job.status == jobs.PROCESSING:
             return Standing(eta_s=_rounded(self._left(job.spec, job.started_at, job.progress)))
-        position = self._positions.get(job.id)
+        position = self._positions().get(job.id)
         if position is None:  # ended, or claimed since it was read
             return Standing()
         own = self.times.estimate(Shape.of(VideoSpec.from_json(job.spec)))
-        eta = queued_eta(own, position - 1, self.times.typical(), self._running_left, self.slots)
+        eta = queued_eta(own, position - 1, self.times.typical(), self._running_left(), self.slots)
         return Standing(position, _rounded(eta))
 
 
