@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from openreel.ledger import jobs
+from openreel.app import create_app
+from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job, new_id
 from openreel.scheduler.eta import RenderTimes
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.service.polls import Poll, Polled, polls
 from openreel.service.queue_order import QueueOrder
+from openreel.settings import Settings
 
+from quick import QuickExecutor
 from support import SPEC, queued
+
+SUBMIT = {"prompt": "a cat", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
 
 
 def submitted(db: Database) -> tuple[str, str]:
@@ -85,3 +93,41 @@ def test_a_job_whose_standing_cannot_be_worked_out_fails_no_other_poll(
         (first, None),
         (second, 2),
     ]
+
+
+def test_every_protocols_job_poll_is_read_through_the_polls(tmp_path: Path) -> None:
+    """Apiframe's job, Google's operation (Gemini, both names, and Vertex) and OpenAI's video: each poll
+    is one request to ``svc.polls``, and another account's poll finds nothing there."""
+    settings = Settings(data_dir=tmp_path, rate_limit_per_minute=0, x264_preset="ultrafast")
+    with TestClient(create_app(settings, QuickExecutor(settings))) as client:
+        svc = client.app.state.services  # type: ignore[attr-defined]
+        with svc.db.session() as session:
+            key, other = (accounts.create_key(session, name=n, initial_credits=100).raw for n in "ab")
+        job_id = client.post("/v2/videos/generate", json=SUBMIT, headers={"X-API-Key": key}).json()["jobId"]
+        asked: list[Poll] = []
+        read = svc.polls
+
+        async def counted(poll: Poll) -> Polled | None:
+            asked.append(poll)
+            return await read(poll)
+
+        svc.polls = counted
+        op = f"models/veo-3.1-fast-generate-preview/operations/{uuid.UUID(job_id).hex}"
+        polls_by_route = [
+            ("GET", f"/v2/jobs/{job_id}", None, "X-API-Key"),
+            ("GET", f"/v1beta/{op}", None, "x-goog-api-key"),
+            ("GET", f"/v1beta/operations/{uuid.UUID(job_id).hex}", None, "x-goog-api-key"),
+            (
+                "POST",
+                "/v1/publishers/google/models/veo-3.1-fast-generate-preview:fetchPredictOperation",
+                {"operationName": op},
+                "x-goog-api-key",
+            ),
+            ("GET", f"/v1/videos/video_{uuid.UUID(job_id).hex}", None, "Authorization"),
+        ]
+        for method, path, body, header in polls_by_route:
+            for raw, status in ((key, 200), (other, 404)):
+                value = f"Bearer {raw}" if header == "Authorization" else raw
+                reply = client.request(method, path, json=body, headers={header: value})
+                assert reply.status_code == status, (path, reply.text)
+                assert asked.pop().job_id == job_id and not asked, path
