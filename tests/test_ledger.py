@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -435,6 +437,47 @@ def test_idempotency_key_is_free_again_after_24_hours(db: Database) -> None:
     with db.session() as session:
         second, created = jobs.submit(session, key, job(idem="daily", prompt="changed"))
     assert created and second.id != first.id
+    assert balance(db, key.account_id) == 10
+
+
+def test_a_key_let_go_at_submission_while_its_old_job_completes_deadlocks_neither(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job still running past its key's 24 hours completes (its row, then its account's) while a new
+    request of that key lets it go: both take the job's row first, so on PostgreSQL neither waits on
+    the other in a cycle (the other way round, one of them failed with a deadlock)."""
+    key = new_key(db, 20)
+    with db.session() as session:
+        old, _ = jobs.submit(session, key, job(idem="daily"))
+        claimed = jobs.claim_next(session, "me", LEASE)
+        assert claimed is not None and claimed.id == old.id
+        claimed.created_at = claimed.created_at - jobs.IDEMPOTENCY_WINDOW - timedelta(seconds=1)
+    job_locked = threading.Event()
+    settle = credits.settle
+
+    def settle_late(*args: Any, **kwargs: Any) -> None:
+        job_locked.set()
+        time.sleep(0.5)  # the submission reaches the job's row meanwhile
+        settle(*args, **kwargs)
+
+    monkeypatch.setattr(credits, "settle", settle_late)
+    outcomes: dict[str, object] = {}
+
+    def complete() -> None:
+        with db.session() as session:
+            outcomes["complete"] = jobs.complete(session, old.id, 1, {"key": "x"})
+
+    def submit() -> None:
+        assert job_locked.wait(10)
+        with db.session() as session:
+            outcomes["submit"] = jobs.submit(session, key, job(idem="daily", prompt="again"))[1]
+
+    threads = [threading.Thread(target=complete), threading.Thread(target=submit)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == {"complete": True, "submit": True}
     assert balance(db, key.account_id) == 10
 
 

@@ -25,18 +25,19 @@ class InsufficientCredits(Exception):
 
 
 @dataclass
-class Totals:
+class AccountTotals:
     balance: int
     active_jobs: int
 
 
-def lock_totals(session: Session, account_ids: Iterable[str]) -> dict[str, Totals]:
+def lock_totals(session: Session, account_ids: Iterable[str]) -> dict[str, AccountTotals]:
     """The accounts' totals, locked until the transaction ends (FOR UPDATE on PostgreSQL, taken in one
     order so that two transactions locking the same accounts cannot deadlock; SQLite is already serial).
     On PostgreSQL a lock that waited reads the row its holder committed."""
     query = select(Account.id, Account.balance, Account.active_jobs)
     query = query.where(Account.id.in_(sorted(set(account_ids)))).order_by(Account.id).with_for_update()
-    return {account_id: Totals(balance, active) for account_id, balance, active in session.execute(query)}
+    rows = session.execute(query)
+    return {account_id: AccountTotals(balance, active) for account_id, balance, active in rows}
 
 
 def balance(session: Session, account_id: str) -> int:
@@ -57,16 +58,15 @@ def _post(session: Session, entries: list[dict[str, Any]], jobs: Mapping[str, in
     if entries:
         session.execute(insert(CreditEntry), entries)
     moves: dict[str, dict[str, Any]] = defaultdict(dict)
-    amounts: Counter[str] = Counter()
     for entry in entries:
-        amounts[entry["account_id"]] += entry["amount"]
-    for account_id, amount in amounts.items():
-        if amount:
-            moves[account_id]["balance"] = Account.balance + amount
+        move = moves[entry["account_id"]]
+        move["balance"] = move.get("balance", 0) + entry["amount"]
     for account_id, count in (jobs or {}).items():
-        if count:
-            moves[account_id]["active_jobs"] = Account.active_jobs + count
-    for account_id, values in moves.items():
+        moves[account_id]["active_jobs"] = count
+    for account_id, move in moves.items():
+        values = {column: getattr(Account, column) + amount for column, amount in move.items() if amount}
+        if not values:
+            continue
         session.execute(
             update(Account)
             .where(Account.id == account_id)
@@ -93,7 +93,8 @@ def charge(session: Session, charges: Iterable[tuple[str, str, int]]) -> None:
 
 def settle(session: Session, account_id: str, job_id: str, refund: int = 0, note: str | None = None) -> None:
     """A job ended: it no longer counts as active, and ``refund`` credits go back. Called only by the
-    terminal compare-and-set winner; the unique (job, kind) key backs that up for the refund."""
+    terminal compare-and-set winner, which alone keeps the count right; a refund's unique (job, kind)
+    key backs it up for the credits."""
     entries = [_entry(account_id, refund, "refund", job_id, note)] if refund else []
     _post(session, entries, {account_id: -1})
 

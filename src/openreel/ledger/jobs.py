@@ -2,8 +2,13 @@
 
 Every transition is a compare-and-set on (status, attempt), so a late message from a worker that
 was cancelled, timed out or replaced can never overwrite a newer state, and only the transaction
-that moves a job out of its active states writes its refund (all of it for FAILED or CANCELLED, the
-failed samples' share for COMPLETED): at most once.
+that moves a job out of its active states settles it with its account (``credits.settle``: the refund,
+all of it for FAILED or CANCELLED, the failed samples' share for COMPLETED, and one active job fewer):
+at most once.
+
+A transaction that locks a job's row and its account's takes the job's first, whichever it is (ending
+a job, reaping leases, letting an old Idempotency-Key go at submission): taken the other way round by
+one of them, two could deadlock on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ def submit_many(
     that the key is free for a new job. The balance and the cap on active jobs are checked under the
     accounts' locks, so concurrent submissions cannot pass them.
     """
+    _release_old_keys(session, requests)
     totals = credits.lock_totals(session, (key.account_id for key, _ in requests))
     made: dict[tuple[str, str], Job] = {}
     outcomes: list[Admitted] = []
@@ -93,11 +99,6 @@ def submit_many(
         except (IdempotencyConflict, TooManyActiveJobs, credits.InsufficientCredits) as refusal:
             outcomes.append(refusal)
             continue
-        if new.idempotency_key is not None:  # a job of the key older than its window lets it go
-            stale = _holder(session, account_id, new.idempotency_key)
-            if stale is not None:
-                stale.idempotency_key = None
-                session.flush()
         held.balance -= new.cost
         held.active_jobs += 1
         job = _new_job(key, new)
@@ -109,6 +110,23 @@ def submit_many(
     session.flush()  # the jobs before their charges, which refer to them
     credits.charge(session, ((job.account_id, job.id, job.credit_cost) for job in created))
     return outcomes
+
+
+def _release_old_keys(session: Session, requests: Sequence[tuple[ApiKey, NewJob]]) -> None:
+    """The requests' Idempotency-Keys held by jobs older than their window are let go, before the
+    accounts are locked (the module's lock order), in one order. A key whose job passes its window
+    after this breaks the unique key at the insert: that request is retried alone, and this lets it go."""
+    keyed = {
+        (key.account_id, new.idempotency_key) for key, new in requests if new.idempotency_key is not None
+    }
+    released = False
+    for account_id, idempotency_key in sorted(keyed):
+        holder = _holder(session, account_id, idempotency_key)
+        if holder is not None and utcnow() - holder.created_at > IDEMPOTENCY_WINDOW:
+            holder.idempotency_key = None
+            released = True
+    if released:
+        session.flush()
 
 
 def _new_job(key: ApiKey, new: NewJob) -> Job:
@@ -353,9 +371,11 @@ def complete(
 ) -> bool:
     """COMPLETED with ``result``; the samples that failed (some rendered) are refunded, their share of
     the charge, in the same transaction, and the result says how much (``creditsRefunded``)."""
-    job = session.get(Job, job_id) if failed_samples else None
-    refund = job.credit_cost // int(job.spec.get("sample_count", 1)) * failed_samples if job else 0
-    account_id = session.scalar(
+    job = session.get(Job, job_id)
+    if job is None:
+        return False
+    refund = job.credit_cost // int(job.spec.get("sample_count", 1)) * failed_samples
+    outcome = session.execute(
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)))
         .values(
@@ -365,12 +385,11 @@ def complete(
             error=None,
             completed_at=utcnow(),
         )
-        .returning(Job.account_id)
         .execution_options(synchronize_session=False)
     )
-    if account_id is None:
+    if not outcome.rowcount:  # type: ignore[attr-defined]
         return False
-    credits.settle(session, account_id, job_id, refund, note=f"{failed_samples} sample(s) failed")
+    credits.settle(session, job.account_id, job_id, refund, note=f"{failed_samples} sample(s) failed")
     return True
 
 
@@ -414,7 +433,7 @@ def reap_expired(session: Session, max_attempts: int) -> tuple[list[str], list[s
             Job.status == PROCESSING,
             or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()),
         )
-        # Refunds lock their accounts' rows: in one order, so two reapers cannot deadlock.
+        # Failures lock their accounts' rows too: in one order, so two reapers cannot deadlock.
         .order_by(Job.account_id, Job.id)
         .with_for_update(skip_locked=True)
     ).all()
