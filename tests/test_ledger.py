@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -136,53 +138,54 @@ def test_postgresql_reads_run_in_autocommit_and_describe_their_columns_plainly(t
             database.dispose()
 
 
-def test_the_balance_migration_sums_the_existing_ledger(tmp_path: Path) -> None:
+@contextmanager
+def upgraded_from(tmp_path: Path, revision: str, *inserts: str) -> Iterator[Database]:
+    """A SQLite database at ``revision`` holding the rows of ``inserts``, then migrated to the newest."""
     with throwaway_database("sqlite", tmp_path) as url:
-        migrate(url, "0005")
+        migrate(url, revision)
         database = Database(url)
         try:
             with database.engine.begin() as connection:
-                connection.exec_driver_sql(
-                    "INSERT INTO accounts (id, name, email, plan, created_at) VALUES "
-                    "('a', 'a', '', 'p', '2026-01-01'), ('b', 'b', '', 'p', '2026-01-01')"
-                )
-                connection.exec_driver_sql(
-                    "INSERT INTO credit_entries (account_id, amount, kind, created_at) VALUES "
-                    "('a', 100, 'grant', '2026-01-01'), ('a', -30, 'charge', '2026-01-01')"
-                )
+                for insert in inserts:
+                    connection.exec_driver_sql(insert)
             migrate(url)
-            assert balance(database, "a") == 70
-            assert balance(database, "b") == 0
+            yield database
         finally:
             database.dispose()
+
+
+def test_the_balance_migration_sums_the_existing_ledger(tmp_path: Path) -> None:
+    with upgraded_from(
+        tmp_path,
+        "0005",
+        "INSERT INTO accounts (id, name, email, plan, created_at) VALUES "
+        "('a', 'a', '', 'p', '2026-01-01'), ('b', 'b', '', 'p', '2026-01-01')",
+        "INSERT INTO credit_entries (account_id, amount, kind, created_at) VALUES "
+        "('a', 100, 'grant', '2026-01-01'), ('a', -30, 'charge', '2026-01-01')",
+    ) as database:
+        assert balance(database, "a") == 70
+        assert balance(database, "b") == 0
 
 
 def test_the_active_jobs_migration_counts_the_queued_and_running_jobs(tmp_path: Path) -> None:
-    with throwaway_database("sqlite", tmp_path) as url:
-        migrate(url, "0007")
-        database = Database(url)
-        try:
-            with database.engine.begin() as connection:
-                connection.exec_driver_sql(
-                    "INSERT INTO accounts (id, name, email, plan, created_at, balance) VALUES "
-                    "('a', 'a', '', 'p', '2026-01-01', 0), ('b', 'b', '', 'p', '2026-01-01', 0)"
-                )
-                connection.exec_driver_sql(
-                    "INSERT INTO api_keys (id, account_id, name, key_hash, prefix, active, created_at) "
-                    "VALUES ('k', 'a', 'k', 'h', 'p', 1, '2026-01-01')"
-                )
-                for n, status in enumerate(["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]):
-                    connection.exec_driver_sql(
-                        "INSERT INTO jobs (id, account_id, api_key_id, model, status, progress, input, "
-                        "spec, credit_cost, attempts, created_at) VALUES "
-                        f"('{n}', 'a', 'k', 'm', '{status}', 0, '{{}}', '{{}}', 5, 0, '2026-01-01')"
-                    )
-            migrate(url)
-            with database.read() as session:
-                counted = {a.id: a.active_jobs for a in session.scalars(select(Account))}
-            assert counted == {"a": 2, "b": 0}
-        finally:
-            database.dispose()
+    jobs_of_a = [
+        "INSERT INTO jobs (id, account_id, api_key_id, model, status, progress, input, spec, credit_cost, "
+        f"attempts, created_at) VALUES ('{n}', 'a', 'k', 'm', '{status}', 0, '{{}}', '{{}}', 5, 0, "
+        "'2026-01-01')"
+        for n, status in enumerate(["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"])
+    ]
+    with upgraded_from(
+        tmp_path,
+        "0007",
+        "INSERT INTO accounts (id, name, email, plan, created_at, balance) VALUES "
+        "('a', 'a', '', 'p', '2026-01-01', 0), ('b', 'b', '', 'p', '2026-01-01', 0)",
+        "INSERT INTO api_keys (id, account_id, name, key_hash, prefix, active, created_at) "
+        "VALUES ('k', 'a', 'k', 'h', 'p', 1, '2026-01-01')",
+        *jobs_of_a,
+    ) as database:
+        with database.read() as session:
+            counted = {a.id: a.active_jobs for a in session.scalars(select(Account))}
+        assert counted == {"a": 2, "b": 0}
 
 
 def test_an_account_counts_its_active_jobs_until_each_ends_whichever_way(db: Database) -> None:

@@ -6,7 +6,7 @@ settlement (when it ends, refunded or not) takes it away, in the statement that 
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,14 +57,16 @@ def _post(session: Session, entries: list[dict[str, Any]], jobs: Mapping[str, in
     every submission."""
     if entries:
         session.execute(insert(CreditEntry), entries)
-    moves: dict[str, dict[str, Any]] = defaultdict(dict)
+    amounts: Counter[str] = Counter()
     for entry in entries:
-        move = moves[entry["account_id"]]
-        move["balance"] = move.get("balance", 0) + entry["amount"]
-    for account_id, count in (jobs or {}).items():
-        moves[account_id]["active_jobs"] = count
-    for account_id, move in moves.items():
-        values = {column: getattr(Account, column) + amount for column, amount in move.items() if amount}
+        amounts[entry["account_id"]] += entry["amount"]
+    jobs = jobs or {}
+    for account_id in sorted(amounts.keys() | jobs.keys()):
+        values: dict[str, Any] = {}
+        if amounts[account_id]:
+            values["balance"] = Account.balance + amounts[account_id]
+        if jobs.get(account_id):
+            values["active_jobs"] = Account.active_jobs + jobs[account_id]
         if not values:
             continue
         session.execute(

@@ -76,7 +76,7 @@ def submit_many(
     that the key is free for a new job. The balance and the cap on active jobs are checked under the
     accounts' locks, so concurrent submissions cannot pass them.
     """
-    _release_old_keys(session, requests)
+    holders = _key_holders(session, requests)
     totals = credits.lock_totals(session, (key.account_id for key, _ in requests))
     made: dict[tuple[str, str], Job] = {}
     outcomes: list[Admitted] = []
@@ -84,8 +84,8 @@ def submit_many(
         account_id = key.account_id
         try:
             if new.idempotency_key is not None:
-                earlier = made.get((account_id, new.idempotency_key))
-                existing = earlier or replayed(session, account_id, new.idempotency_key, new.request_hash)
+                keyed = (account_id, new.idempotency_key)
+                existing = made.get(keyed) or _replay(holders.get(keyed), new.request_hash)
                 if existing is not None:
                     if existing.request_hash != new.request_hash:
                         raise IdempotencyConflict(CONFLICT)
@@ -112,21 +112,26 @@ def submit_many(
     return outcomes
 
 
-def _release_old_keys(session: Session, requests: Sequence[tuple[ApiKey, NewJob]]) -> None:
-    """The requests' Idempotency-Keys held by jobs older than their window are let go, before the
-    accounts are locked (the module's lock order), in one order. A key whose job passes its window
-    after this breaks the unique key at the insert: that request is retried alone, and this lets it go."""
+def _key_holders(session: Session, requests: Sequence[tuple[ApiKey, NewJob]]) -> dict[tuple[str, str], Job]:
+    """The jobs holding the requests' Idempotency-Keys, by (account id, key), read before the accounts are
+    locked (the module's lock order), in one order; a key held past its window is let go here instead.
+    A key first used, or passing its window, meanwhile breaks the unique key at the insert: that request
+    is retried alone, and reads the key's holder again."""
     keyed = {
         (key.account_id, new.idempotency_key) for key, new in requests if new.idempotency_key is not None
     }
+    holders: dict[tuple[str, str], Job] = {}
     released = False
     for account_id, idempotency_key in sorted(keyed):
         holder = _holder(session, account_id, idempotency_key)
         if holder is not None and utcnow() - holder.created_at > IDEMPOTENCY_WINDOW:
             holder.idempotency_key = None
             released = True
+        elif holder is not None:
+            holders[(account_id, idempotency_key)] = holder
     if released:
         session.flush()
+    return holders
 
 
 def _new_job(key: ApiKey, new: NewJob) -> Job:
@@ -158,7 +163,10 @@ def _holder(session: Session, account_id: str, idempotency_key: str) -> Job | No
 def replayed(session: Session, account_id: str, idempotency_key: str, request_hash: str | None) -> Job | None:
     """The job this key made in the last 24 hours for the same body; raises IdempotencyConflict for
     another body or a job since deleted."""
-    existing = _holder(session, account_id, idempotency_key)
+    return _replay(_holder(session, account_id, idempotency_key), request_hash)
+
+
+def _replay(existing: Job | None, request_hash: str | None) -> Job | None:
     if existing is None or utcnow() - existing.created_at > IDEMPOTENCY_WINDOW:
         return None
     if existing.request_hash != request_hash:
