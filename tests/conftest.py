@@ -15,11 +15,10 @@ from support import SERVER_ENV, LiveServer, quick_server, running_server
 # intra-op threads then fight each other, and the tiny engine's small ops gain nothing from them. One thread
 # per process, set before anything imports torch here or in a child process.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# The renders allocate and free frame-sized buffers (hundreds of MB) many times over: glibc maps each above
-# its mmap threshold and unmaps it when freed, and the page faults of mapping them again cost the engine's
-# tests a quarter of their CPU time, in the kernel (10 of 40 CPU-s for test_engine_combinations and
-# test_engine_render; 3 with these). Freed memory stays in the heap instead. Read by glibc when a process
-# starts: the test processes pytest-xdist starts after this, and every server and worker they start.
+# The renders allocate and free frame-sized buffers many times over: glibc maps each above its mmap
+# threshold and unmaps it when freed, and the page faults cost the renders a quarter of their CPU time
+# (BENCHMARKS.md). Freed memory stays in the heap instead. Read by glibc when a process starts: the test
+# processes pytest-xdist starts after this, and every server and worker they start.
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(4 << 30))
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(4 << 30))
 # Ray clusters started by the tests (and the servers they start) listen on loopback only, without
