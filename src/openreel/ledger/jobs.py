@@ -18,7 +18,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Update,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from openreel.ledger import credits
@@ -345,18 +357,24 @@ def renew_leases(
     until = utcnow() + timedelta(seconds=lease_s)
     lost = set()
     for job_id, attempt in held:
-        outcome = session.execute(
+        if _changed(
+            session,
             update(Job)
             .where(_active(job_id, attempt, (PROCESSING,)), Job.lease_owner == owner)
-            .values(lease_expires_at=until)
-            .execution_options(synchronize_session=False)
-        )
-        if outcome.rowcount:  # type: ignore[attr-defined]
+            .values(lease_expires_at=until),
+        ):
             continue
         job = session.get(Job, job_id)
         if job is not None and job.status in ACTIVE:
             lost.add((job_id, attempt))
     return lost
+
+
+def _changed(session: Session, statement: Update) -> bool:
+    """Whether a compare-and-set UPDATE changed its row: False when another writer got there first."""
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    assert isinstance(result, CursorResult)
+    return bool(result.rowcount)
 
 
 def _active(job_id: str, attempt: int | None, statuses: tuple[str, ...]) -> Any:
@@ -365,13 +383,12 @@ def _active(job_id: str, attempt: int | None, statuses: tuple[str, ...]) -> Any:
 
 
 def set_progress(session: Session, job_id: str, attempt: int, progress: int) -> bool:
-    result = session.execute(
+    return _changed(
+        session,
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)), Job.progress < progress)
-        .values(progress=min(progress, 99))
-        .execution_options(synchronize_session=False)
+        .values(progress=min(progress, 99)),
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def complete(
@@ -383,7 +400,8 @@ def complete(
     if job is None:
         return False
     refund = job.credit_cost // int(job.spec.get("sample_count", 1)) * failed_samples
-    outcome = session.execute(
+    if not _changed(
+        session,
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)))
         .values(
@@ -392,10 +410,8 @@ def complete(
             result={**result, "creditsRefunded": refund} if refund else result,
             error=None,
             completed_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if not outcome.rowcount:  # type: ignore[attr-defined]
+        ),
+    ):
         return False
     credits.settle(session, job.account_id, job_id, refund, note=f"{failed_samples} sample(s) failed")
     return True
@@ -407,13 +423,12 @@ def end_with_refund(
     """FAILED or CANCELLED with the refund in the same transaction: from any active state, or, given
     the attempt that failed, only while that attempt is still running (not once it was re-queued)."""
     assert status in (FAILED, CANCELLED)
-    outcome = session.execute(
+    if not _changed(
+        session,
         update(Job)
         .where(_active(job_id, attempt, ACTIVE if attempt is None else (PROCESSING,)))
-        .values(status=status, error=error, completed_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if not outcome.rowcount:  # type: ignore[attr-defined]
+        .values(status=status, error=error, completed_at=utcnow()),
+    ):
         return False
     job = session.get(Job, job_id)
     assert job is not None
@@ -423,13 +438,12 @@ def end_with_refund(
 
 
 def requeue(session: Session, job_id: str, attempt: int) -> bool:
-    outcome = session.execute(
+    return _changed(
+        session,
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)))
-        .values(status=QUEUED, progress=0, started_at=None, lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
+        .values(status=QUEUED, progress=0, started_at=None, lease_owner=None, lease_expires_at=None),
     )
-    return bool(outcome.rowcount)  # type: ignore[attr-defined]
 
 
 def reap_expired(session: Session, max_attempts: int) -> tuple[list[str], list[str]]:
