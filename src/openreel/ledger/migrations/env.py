@@ -16,11 +16,18 @@ if connectable is None:
     connectable = create_engine(url, poolclass=pool.NullPool)
 
 with connectable.connect() as connection:
-    context.configure(
-        connection=connection,
-        target_metadata=Base.metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode rebuilds a table (copy, drop, rename): dropping one that other rows refer to fails
+        # while foreign keys are enforced. Set outside the transaction, where SQLite honours it.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA foreign_keys=OFF")
+    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite)
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration left rows whose references are gone: {broken[:5]}")
 connectable.dispose()
