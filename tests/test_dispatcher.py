@@ -46,6 +46,7 @@ class FakeExecutor:
         self.slots: dict[str, m.RenderTask | None] = {f"fake-{i}": None for i in range(slots)}
         self.submitted: list[m.RenderTask] = []
         self.aborted: list[int] = []
+        self.cancelled: list[int] = []
         self.answering = True
         self.events: queues.SimpleQueue[m.TaskEvent] = queues.SimpleQueue()
 
@@ -83,7 +84,7 @@ class FakeExecutor:
         return {task.seq for task in self.submitted if self.answering}
 
     def cancel(self, seq: int) -> None:
-        pass
+        self.cancelled.append(seq)
 
     def abort(self, seq: int) -> None:
         self.aborted.append(seq)
@@ -301,6 +302,27 @@ def test_a_job_another_server_took_is_abandoned_here(
     assert fake.aborted == [fake.submitted[0].seq]
     with db.read() as session:
         assert session.get_one(Job, job_id).lease_owner == "another-server"
+
+
+def test_a_job_cancelled_through_another_server_stops_rendering_here(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+) -> None:
+    """That server's API ends the job in the ledger, where this one's lease keeper finds it: the render
+    stops at its next step, and the worker is kept."""
+    loop, fake, db = dispatcher
+    job_id, _ = queued(db, SPEC)
+    loop.start()
+    try:
+        handed_over(fake, 1, "the job handed over")
+        with db.session() as session:
+            assert jobs.end_with_refund(session, job_id, jobs.CANCELLED, "Cancelled by the user")
+        soon(lambda: fake.cancelled, "the render stopped here", 10 * LEASE_S)
+        seq = fake.submitted[0].seq
+        fake.report(m.Cancelled(seq))
+        soon(lambda: not loop._running, "the slot given back", 10 * LEASE_S)
+    finally:
+        loop.stop()
+    assert fake.cancelled[0] == seq and not fake.aborted
 
 
 def test_a_job_whose_images_are_slow_to_read_holds_up_no_other_slot(tmp_path: Path) -> None:

@@ -414,8 +414,8 @@ def test_only_the_lease_holder_renews_and_a_reaped_job_is_lost_to_it(db: Databas
         assert claimed is not None
     expire_leases(db)
     with db.session() as session:
-        assert jobs.renew_leases(session, "b", [(job_id, 1)], LEASE) == {(job_id, 1)}
-        assert jobs.renew_leases(session, "a", [(job_id, 1)], LEASE) == set()
+        assert jobs.renew_leases(session, "b", [(job_id, 1)], LEASE).lost == {(job_id, 1)}
+        assert jobs.renew_leases(session, "a", [(job_id, 1)], LEASE) == jobs.Renewal()
         assert jobs.reap_expired(session, max_attempts=2) == ([], [])
     expire_leases(db)
     with db.session() as session:
@@ -423,15 +423,17 @@ def test_only_the_lease_holder_renews_and_a_reaped_job_is_lost_to_it(db: Databas
         again = jobs.claim_next(session, "b", LEASE)
         assert again is not None and again.attempts == 2
     with db.session() as session:
-        assert jobs.renew_leases(session, "a", [(job_id, 1)], LEASE) == {(job_id, 1)}
+        assert jobs.renew_leases(session, "a", [(job_id, 1)], LEASE).lost == {(job_id, 1)}
         # A server holding both attempts loses the old one only.
-        assert jobs.renew_leases(session, "b", [(job_id, 1), (job_id, 2)], LEASE) == {(job_id, 1)}
+        assert jobs.renew_leases(session, "b", [(job_id, 1), (job_id, 2)], LEASE) == jobs.Renewal(
+            lost=frozenset({(job_id, 1)})
+        )
         assert not jobs.complete(session, job_id, 1, {"key": "late"})
         assert jobs.complete(session, job_id, 2, {"key": "b"})
     assert balance(db, key.account_id) == 15
 
 
-def test_a_cancelled_job_is_not_lost_and_a_requeued_one_cannot_be_failed_by_its_old_attempt(
+def test_a_cancelled_job_has_ended_not_been_lost_and_a_requeued_one_cannot_be_failed_by_its_old_attempt(
     db: Database,
 ) -> None:
     key = new_key(db, 20)
@@ -444,7 +446,9 @@ def test_a_cancelled_job_is_not_lost_and_a_requeued_one_cannot_be_failed_by_its_
         assert jobs.end_with_refund(session, cancelled, jobs.CANCELLED, "by the user")
         assert jobs.requeue(session, requeued, 1)
     with db.session() as session:
-        assert jobs.renew_leases(session, "a", [(cancelled, 1), (requeued, 1)], LEASE) == {(requeued, 1)}
+        assert jobs.renew_leases(session, "a", [(cancelled, 1), (requeued, 1)], LEASE) == jobs.Renewal(
+            lost=frozenset({(requeued, 1)}), ended=frozenset({(cancelled, 1)})
+        )
         assert not jobs.end_with_refund(session, requeued, jobs.FAILED, "stale worker", attempt=1)
         assert jobs.status_of(session, requeued) == "QUEUED"
     assert balance(db, key.account_id) == 15

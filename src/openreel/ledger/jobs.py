@@ -348,14 +348,24 @@ def claim_next(session: Session, owner: str, lease_s: float, worker: str | None 
     return job
 
 
-def renew_leases(
-    session: Session, owner: str, held: list[tuple[str, int]], lease_s: float
-) -> set[tuple[str, int]]:
-    """Extend the leases ``owner`` holds on (job id, attempt); returns those of them taken from it
-    (re-queued by a reaper, or running as a newer attempt or for another owner). A job that merely
-    ended (cancelled, say) is not among them: its worker is told in other ways."""
+@dataclass(frozen=True)
+class Renewal:
+    """What became of the leases a server could not renew: ``lost``, taken from it (re-queued by a
+    reaper, or running as a newer attempt or for another owner); ``ended``, their job ended meanwhile
+    (cancelled through another server, say), so their renders should stop."""
+
+    lost: frozenset[tuple[str, int]] = frozenset()
+    ended: frozenset[tuple[str, int]] = frozenset()
+
+    def __or__(self, other: Renewal) -> Renewal:
+        return Renewal(self.lost | other.lost, self.ended | other.ended)
+
+
+def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], lease_s: float) -> Renewal:
+    """Extend the leases ``owner`` holds on (job id, attempt), and say what became of those it could not."""
     until = utcnow() + timedelta(seconds=lease_s)
-    lost = set()
+    lost: set[tuple[str, int]] = set()
+    ended: set[tuple[str, int]] = set()
     for job_id, attempt in held:
         if _changed(
             session,
@@ -365,9 +375,8 @@ def renew_leases(
         ):
             continue
         job = session.get(Job, job_id)
-        if job is not None and job.status in ACTIVE:
-            lost.add((job_id, attempt))
-    return lost
+        (lost if job is not None and job.status in ACTIVE else ended).add((job_id, attempt))
+    return Renewal(frozenset(lost), frozenset(ended))
 
 
 def _changed(session: Session, statement: Update) -> bool:

@@ -238,18 +238,23 @@ class Dispatcher:
         self.leases.hold(held)
 
     def _abandon_lost(self) -> None:
-        lost = set(self.leases.take_lost())
+        """Abandon the jobs another dispatcher took; stop the renders of those that ended elsewhere (a
+        cancel sent to another server, which cannot reach this one's workers) at their next step."""
+        gone = self.leases.take_gone()
         for preparing in list(self._preparing.values()):
-            if (preparing.job_id, preparing.attempt) in lost:
+            if (preparing.job_id, preparing.attempt) in gone.lost:
                 log.warning(
                     "job %s: lease lost to another dispatcher while it was prepared", preparing.job_id
                 )
                 del self._preparing[preparing.seq]
         for running in list(self._running.values()):
-            if (running.job_id, running.attempt) in lost:
+            if (running.job_id, running.attempt) in gone.lost:
                 log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
                 self._executor.abort(running.seq)
                 self._clear(running)
+            elif (running.job_id, running.attempt) in gone.ended:
+                log.info("job %s ended through another server; stopping its render", running.job_id)
+                self._executor.cancel(running.seq)
 
     def _handle(self, event: m.TaskEvent) -> None:
         running = self._running.get(event.seq)

@@ -5,7 +5,8 @@ expired one wait to be reaped.
 The dispatcher says which of its jobs to hold (those whose workers answer, those being prepared, those
 whose files are being committed); this thread renews their leases every third of ``lease_ttl_s``, reaps
 the expired leases of any server (re-queued, or failed with a refund after the last attempt), and hands
-back the jobs another server took, for the dispatcher to abandon on its own thread. A dispatcher that
+back the jobs another server took or ended (a cancel sent to another server), for the dispatcher to
+abandon or stop on its own thread. A dispatcher that
 has not said what to hold for ``STALE_AFTER_S`` is stuck: its jobs are let go, for a server that works
 to take.
 """
@@ -43,7 +44,7 @@ class LeaseKeeper:
         on_change: Callable[[], None],
     ) -> None:
         """``on_job_event`` runs inside the transaction that failed a reaped job; ``on_change`` after a
-        round that re-queued, failed or lost jobs."""
+        round that re-queued, failed, lost or found ended jobs."""
         self.db = db
         self.owner = owner
         self.lease_ttl_s = lease_ttl_s
@@ -54,7 +55,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._held: list[Held] = []
         self._held_at = time.monotonic()
-        self._lost: list[Held] = []
+        self._gone = jobs.Renewal()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openreel-leases", daemon=True)
 
@@ -71,11 +72,11 @@ class LeaseKeeper:
         with self._lock:
             self._held, self._held_at = held, time.monotonic()
 
-    def take_lost(self) -> list[Held]:
-        """The held jobs another server has taken since the last call."""
+    def take_gone(self) -> jobs.Renewal:
+        """The held jobs taken by another server, or ended, since the last call."""
         with self._lock:
-            lost, self._lost = self._lost, []
-        return lost
+            gone, self._gone = self._gone, jobs.Renewal()
+        return gone
 
     def keep(self) -> None:
         """One round: renew, reap, and note what was lost."""
@@ -87,16 +88,16 @@ class LeaseKeeper:
                 "the dispatcher has said nothing for %.0f s: its jobs' leases are let go", STALE_AFTER_S
             )
         with self._queue.moving(), self.db.session() as session:
-            lost = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else set()
+            gone = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else jobs.Renewal()
             requeued, failed = jobs.reap_expired(session, self.max_attempts)
             for job_id in failed:
                 self._on_job_event(session, job_id, "failed")
-        if lost:
+        if gone.lost or gone.ended:
             with self._lock:
-                self._lost += lost
+                self._gone |= gone
         if requeued or failed:
             log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
-        if lost or requeued or failed:
+        if gone.lost or gone.ended or requeued or failed:
             self._on_change()
 
     def _loop(self) -> None:
