@@ -525,3 +525,29 @@ def test_payload_links_never_use_the_bind_address(
         box.db.dispose()
     assert json.loads(body)["result"]["videoUrl"].startswith(expected)
     assert "0.0.0.0" not in body
+
+
+def test_a_completed_event_is_written_without_a_look_at_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It is written inside the transaction that completes the job: an object store that cannot be
+    reached then must not undo the completion (and the render with it)."""
+    box = Outbox(tmp_path)
+
+    def unreachable(key: str) -> bool:
+        raise ConnectionError("the object store cannot be reached")
+
+    monkeypatch.setattr(box.presenter.storage, "exists", unreachable)
+    try:
+        job_id = box.job(
+            box.account(),
+            "http://127.0.0.1:9/hook",
+            "completed",
+            status=jobs.COMPLETED,
+            error=None,
+            result=RESULT,
+        )
+        body = json.loads(box.rows()[job_id].body)
+    finally:
+        box.db.dispose()
+    assert body["event"] == "completed" and body["result"]["videoUrl"] and body["creditCost"] == 5

@@ -49,7 +49,7 @@ from openreel.ledger import jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job, WebhookDelivery, utcnow
 from openreel.netguard import BlockedURL, Unresolved, guarded_stream
-from openreel.service.views import Presenter
+from openreel.service.views import Presenter, iso
 from openreel.settings import Settings
 
 log = logging.getLogger("openreel.webhooks")
@@ -81,12 +81,13 @@ def payload(event: str, job: Job, presenter: Presenter, base_url: str) -> dict[s
     if event == "progress":
         out["progress"] = job.progress
     elif event == "completed":
-        wire = presenter.job(job, base_url)
+        # Not the whole job view: built inside the transaction that completes the job, where a look at
+        # storage (whether the files expired) would put the network under the commit.
         out.update(
             progress=100,
-            result=wire["result"],
-            creditCost=wire["creditCost"],
-            completedAt=wire["completedAt"],
+            result=presenter.result(job, base_url),
+            creditCost=presenter.charged(job),
+            completedAt=iso(job.completed_at),
         )
     else:
         out["error"] = job.error or job.status.lower()
