@@ -35,7 +35,7 @@ from openreel.settings import Settings
 from openreel.storage.s3 import S3Storage
 from openreel.storage.signing import Signer
 
-from support import SERVER_ENV, LiveServer, free_port, png
+from support import SERVER_ENV, LiveServer, free_port, png, until
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("body_limits")]
@@ -218,8 +218,13 @@ def test_bad_and_inactive_keys_keep_each_protocols_answer(guarded: Guarded) -> N
         assert wrong.json()["error"] != missing["error"], name
         off = guarded.post(path, b'{"prompt": "x"}', {**JSON, **auth(inactive)})
         assert off.status_code == 403 and "inactive" in str(off.json()["error"]), (name, off.text)
-    query_key = guarded.post(f"{GOOGLE_PREDICT}?key=afk_not-a-real-key", b"{}", JSON).json()
+    query_key = guarded.post(f"{GOOGLE_PREDICT}?alt=json&key=afk_query-key", b"{}", JSON).json()
     assert query_key["error"]["message"].startswith("API key not valid")
+    # The access log names that request, not the key in its query.
+    log = guarded.live.log_path
+    assert log is not None
+    until(lambda: "predictLongRunning?alt=json&key=REDACTED" in log.read_text(), 10, "the request logged")
+    assert "afk_query-key" not in log.read_text()
 
 
 def test_with_a_key_a_body_over_the_cap_is_a_413_in_each_protocols_shape(guarded: Guarded) -> None:

@@ -53,6 +53,7 @@ def serve(
 
     from openreel.app import create_app
     from openreel.ledger.db import migrate
+    from openreel.protocols.access_log import redact_access_log
 
     settings = settings_of(
         data_dir,
@@ -67,6 +68,7 @@ def serve(
     with opening_database(settings) as url:
         migrate(url)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_access_log()
     app = create_app(settings)
     # What the imports built (130,000 objects) lives as long as the server: out of the collector's sight,
     # a full collection no longer walks it, which took 55 ms a time on a 2-core machine with every
