@@ -9,10 +9,12 @@ from itertools import islice
 from pathlib import Path
 
 import av
+import httpx
 import pytest
 from PIL import Image
 
 import openreel
+from openreel.protocols.apiframe.schemas import JobOut
 from openreel.sdk import (
     AuthenticationError,
     Backoff,
@@ -133,3 +135,37 @@ def test_key_and_base_url_from_the_environment(server: LiveServer, monkeypatch: 
     monkeypatch.setenv("OPENREEL_BASE_URL", server.url)
     with openreel.Client() as client:
         assert client.me().team.credits == 1
+
+
+def test_a_video_link_on_another_host_is_fetched_without_the_key(tmp_path: Path) -> None:
+    """An object store's presigned URL: the link is its own credential, and the API key stays home."""
+    seen: list[tuple[str, str | None]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers.get("X-API-Key")))
+        return httpx.Response(200, content=b"mp4 bytes")
+
+    video = {"width": 1280, "height": 720, "durationSeconds": 4.0, "fps": 24, "hasAudio": False, "seed": 1}
+    job = JobOut.model_validate(
+        {
+            **dict.fromkeys(("progress", "error", "creditCost", "webhookStatus", "completedAt", "input")),
+            "id": "j",
+            "status": "COMPLETED",
+            "model": "veo-3.1-fast",
+            "createdAt": "2026-11-28T00:00:00Z",
+            "expired": False,
+            "result": {**video, "videoUrl": "https://bucket.s3.example.com/results/j.mp4?X-Amz-Signature=s"},
+        }
+    )
+    transport = httpx.MockTransport(answer)
+    with openreel.Client(api_key="afk_secret", base_url="http://api.example", transport=transport) as client:
+        assert client.download(job, tmp_path / "sync.mp4").read_bytes() == b"mp4 bytes"
+
+    async def download_async() -> Path:
+        async with openreel.AsyncClient(
+            api_key="afk_secret", base_url="http://api.example", transport=transport
+        ) as client:
+            return await client.download(job, tmp_path / "async.mp4")
+
+    assert asyncio.run(download_async()).read_bytes() == b"mp4 bytes"
+    assert seen == [("bucket.s3.example.com", None)] * 2

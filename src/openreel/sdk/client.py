@@ -10,6 +10,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -21,6 +22,7 @@ from openreel.protocols.apiframe.schemas import JobAccepted, JobList, JobOut, Me
 from openreel.sdk.errors import JobCancelled, JobFailed, WaitTimeout, error_for, network_errors
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+KEY_HEADER = "X-API-Key"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 T = TypeVar("T")
@@ -169,6 +171,14 @@ def _download_paths(job: JobOut, destination: str | Path, sample: int) -> tuple[
     return url, target, target.with_name(f".{target.name}.part")
 
 
+def _link_request(http: httpx.Client | httpx.AsyncClient, url: str) -> httpx.Request:
+    """A result's link carries its own signature: it goes without the API key, which an object store's
+    presigned URL would otherwise receive."""
+    request = http.build_request("GET", url)
+    del request.headers[KEY_HEADER]
+    return request
+
+
 def _download_error(response: httpx.Response) -> Exception:
     """From the read body of a refused download: an expired or altered link says which, and what to do."""
     body = _error_body(response)
@@ -199,7 +209,7 @@ def _options(api_key: str | None, base_url: str | None) -> tuple[str, dict[str, 
         httpx.URL(base)
     except httpx.InvalidURL as exc:
         raise ValueError(f"the base URL {base!r} is not a URL: {exc}") from None
-    return base, {"X-API-Key": key, "User-Agent": "openreel-python"}
+    return base, {KEY_HEADER: key, "User-Agent": "openreel-python"}
 
 
 class Client:
@@ -330,7 +340,8 @@ class Client:
         job = self.get_job(job) if isinstance(job, str) else job
         url, target, partial = _download_paths(job, destination, sample)
         try:
-            with network_errors(url), self._http.stream("GET", url) as response:
+            request = _link_request(self._http, url)
+            with network_errors(url), closing(self._http.send(request, stream=True)) as response:
                 if response.is_error:
                     response.read()
                     raise _download_error(response)
@@ -447,8 +458,9 @@ class AsyncClient:
         job = await self.get_job(job) if isinstance(job, str) else job
         url, target, partial = _download_paths(job, destination, sample)
         try:
+            request = _link_request(self._http, url)
             with network_errors(url):
-                async with self._http.stream("GET", url) as response:
+                async with aclosing(await self._http.send(request, stream=True)) as response:
                     if response.is_error:
                         await response.aread()
                         raise _download_error(response)
