@@ -18,6 +18,7 @@ from openreel.app import create_app
 from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts
 from openreel.ledger.db import Database
+from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
 from openreel.settings import Settings
 
 from databases import DIALECTS, throwaway_database
@@ -276,21 +277,30 @@ def test_replaying_the_key_of_a_deleted_job_says_so(app: TestClient, tmp_path: P
     assert credits(app, key) == CREDITS
 
 
-def test_image_fetches_at_submit_are_bounded(app: TestClient) -> None:
-    """Slow image hosts cannot take every request thread: past the bound a submit is refused at once."""
+def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account(app: TestClient) -> None:
+    """Slow image hosts cannot take every request thread, nor one account the others' share of them:
+    past either bound a submit is refused at once."""
     key = new_key(app)
-    fetches = app.app.state.services.fetches  # type: ignore[attr-defined]
-    taken = 0
-    while fetches.acquire(blocking=False):
-        taken += 1
-    try:
-        response = apiframe(app, key, {**BASE, "veoParams": {"image": "https://example.com/a.png"}})
-    finally:
-        for _ in range(taken):
-            fetches.release()
-    assert taken == 8
-    assert response.status_code == 400
-    assert "too many images" in response.json()["details"]["veoParams.image"][0]
+    services = app.app.state.services  # type: ignore[attr-defined]
+    with services.db.read() as session:
+        found = accounts.find_key(session, key)
+        assert found is not None
+    body = {**BASE, "veoParams": {"image": "https://example.com/a.png"}}
+    holders = [found.account_id] * PER_ACCOUNT, [f"other-{n}" for n in range(TOTAL)]
+    refusals = []
+    for held in holders:
+        assert all(services.fetches.take(account) is None for account in held)
+        try:
+            response = apiframe(app, key, body)
+        finally:
+            for account in held:
+                services.fetches.give_back(account)
+        assert response.status_code == 400
+        refusals.append(response.json()["details"]["veoParams.image"][0])
+    assert refusals[0].startswith(f"this account is already fetching images for {PER_ACCOUNT} requests")
+    assert refusals[1].startswith("the server is fetching too many images just now")
+    assert services.fetches.take(found.account_id) is None  # every slot given back
+    services.fetches.give_back(found.account_id)
     assert credits(app, key) == CREDITS
 
 

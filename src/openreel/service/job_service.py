@@ -85,9 +85,9 @@ def take_images(
             details.add(path, problem)
     if not remote or details:
         return spec
-    if not svc.fetches.acquire(blocking=False):
-        busy = "the server is fetching too many images just now; retry soon, or send it with POST /v2/uploads"
-        details.add(remote[0][0], busy)
+    busy = svc.fetches.take(account_id)
+    if busy:
+        details.add(remote[0][0], f"{busy}; retry soon, or send it with POST /v2/uploads")
         return spec
     taken: dict[str, str] = {}
     try:
@@ -99,7 +99,7 @@ def take_images(
             except (InputError, UploadRejected) as exc:
                 details.add(path, f"{exc}; a file can also be sent with POST /v2/uploads")
     finally:
-        svc.fetches.release()
+        svc.fetches.give_back(account_id)
     if details:
         return spec
     return replace(

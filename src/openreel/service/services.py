@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -16,6 +15,7 @@ from openreel.ledger.tables import ApiKey
 from openreel.scheduler.dispatcher import Dispatcher
 from openreel.scheduler.housekeeping import Housekeeper
 from openreel.service.batching import Batcher
+from openreel.service.fetch_slots import FetchSlots
 from openreel.service.key_cache import KeyCache
 from openreel.service.metrics import Metrics
 from openreel.service.polls import Polls
@@ -48,9 +48,7 @@ class Services:
     polls: Polls
     queue: QueueOrder
     housekeeper: Housekeeper
-    # Requests fetching image URLs at submit at once: each holds a request thread while it waits on
-    # someone else's server, so slow hosts must not take all of them.
-    fetches: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(8))
+    fetches: FetchSlots = field(default_factory=FetchSlots)
 
     @property
     def local_reads(self) -> bool:
