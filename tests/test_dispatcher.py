@@ -10,17 +10,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import load_catalog
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState
-from openreel.ledger import credits, jobs
+from openreel.ledger import credits, jobs, servers
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import Job
+from openreel.ledger.tables import Job, Server, utcnow
 from openreel.scheduler import dispatcher as dispatcher_module
 from openreel.scheduler import leases
 from openreel.scheduler.dispatcher import Dispatcher
@@ -410,9 +412,16 @@ def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_
         assert credits.balance(session, account) == 10
 
 
-@pytest.mark.parametrize("engine_fails", [False, True], ids=["worker replaced", "engine failed"])
-def test_a_job_whose_slot_went_away_while_it_was_prepared_takes_another_or_fails_with_a_refund(
-    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch, engine_fails: bool
+@pytest.mark.parametrize(
+    ("engine_fails", "others_render"),
+    [(False, False), (True, False), (True, True)],
+    ids=["worker replaced", "engine failed", "engine failed beside a working server"],
+)
+def test_a_job_whose_slot_went_away_while_it_was_prepared_takes_another_fails_or_goes_back(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+    monkeypatch: pytest.MonkeyPatch,
+    engine_fails: bool,
+    others_render: bool,
 ) -> None:
     loop, fake, db = dispatcher
     job_id, account = queued(db, SPEC)
@@ -423,16 +432,50 @@ def test_a_job_whose_slot_went_away_while_it_was_prepared_takes_another_or_fails
         fake.engine = replace(fake.engine, error="out of memory")
     else:  # its worker died and was replaced: the slot has a new name
         fake.slots = {"fake-0-again": None}
+    if others_render:
+        with db.session() as session:
+            servers.report(session, "another-server", engine_failed=False)
     read.set()
     dispatch(loop)
     with db.read() as session:
         job = session.get_one(Job, job_id)
         balance = credits.balance(session, account)
-    if engine_fails:
+    if others_render:  # back in the queue, for the other server
+        assert job.status == jobs.QUEUED and balance == 10 - 5 and fake.submitted == []
+    elif engine_fails:
         assert job.status == jobs.FAILED and job.error is not None and "out of memory" in job.error
         assert balance == 10 and fake.submitted == []
     else:
         assert job.status == jobs.PROCESSING and fake.slots["fake-0-again"] is fake.submitted[0]
+
+
+def test_a_server_whose_engine_failed_leaves_the_queue_to_one_whose_engine_works(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+) -> None:
+    """Servers sharing a database report themselves every lease round: the queue waits for one whose
+    engine works, and is failed (refunded) only when none has reported for a lease's time."""
+    loop, fake, db = dispatcher
+    job_id, account = queued(db, SPEC)
+    fake.slots, fake.engine = {}, replace(fake.engine, error="out of memory")
+    loop.leases.keep()
+    with db.session() as session:
+        servers.report(session, "another-server", engine_failed=False)
+    with db.read() as session:
+        reported = {s.owner: s.engine_failed for s in session.scalars(select(Server))}
+    assert reported == {loop.owner: True, "another-server": False}
+    assert not loop._dispatch_next()
+    with db.read() as session:
+        assert session.get_one(Job, job_id).status == jobs.QUEUED
+    with db.session() as session:  # its report is now older than a lease
+        session.get_one(Server, "another-server").seen_at = utcnow() - timedelta(seconds=2 * LEASE_S)
+    assert loop._dispatch_next()
+    with db.read() as session:
+        job = session.get_one(Job, job_id)
+        assert job.status == jobs.FAILED and job.error is not None and "out of memory" in job.error
+        assert credits.balance(session, account) == 10
+    loop.leases.stop()
+    with db.read() as session:
+        assert [s.owner for s in session.scalars(select(Server))] == ["another-server"]
 
 
 def test_a_stuck_dispatchers_jobs_are_let_go(

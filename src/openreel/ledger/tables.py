@@ -211,3 +211,14 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Server(Base):
+    """Each API server on this database, as its lease keeper last reported it: a server whose engine
+    failed leaves the queue to those whose engines render, rather than failing their jobs."""
+
+    __tablename__ = "servers"
+
+    owner: Mapped[str] = mapped_column(String(160), primary_key=True)
+    engine_failed: Mapped[bool] = mapped_column(Boolean)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from openreel.domain.rules import VideoSpec
 from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor
-from openreel.ledger import jobs
+from openreel.ledger import jobs, servers
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.scheduler.eta import RenderTimes, Shape
@@ -153,6 +154,7 @@ class Dispatcher:
             self.queue,
             on_job_event=self._on_job_event,
             on_change=self._wake.set,
+            engine_failed=lambda: self._executor.engine.error is not None,
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openreel-dispatcher", daemon=True)
@@ -305,12 +307,15 @@ class Dispatcher:
 
     def _dispatch_next(self) -> bool:
         """Claim the oldest queued job for an idle slot and start preparing it; with a failed engine, fail
-        it with a refund."""
+        it with a refund, unless another server whose engine works shares the database: the queue is
+        left to it."""
         engine = self._executor.engine
         idle = self._idle_slots()
         if not idle and engine.error is None:
             return False
         slot = idle[0] if idle else None
+        if slot is None and self._others_render():
+            return False
         with self.queue.moving(), self.db.session() as session:
             job = jobs.claim_next(session, self.owner, self.settings.lease_ttl_s, worker=slot)
             if job is None:
@@ -331,6 +336,11 @@ class Dispatcher:
             target=self._prepare, args=(preparing, engine.grid_scale), name="openreel-prepare", daemon=True
         ).start()
         return True
+
+    def _others_render(self) -> bool:
+        since = utcnow() - timedelta(seconds=self.settings.lease_ttl_s)
+        with self.db.read() as session:
+            return servers.others_render(session, self.owner, since)
 
     def _prepare(self, preparing: Preparing, grid_scale: float) -> None:
         """On the preparing thread."""
@@ -373,7 +383,10 @@ class Dispatcher:
                     continue
                 if not idle:
                     del self._preparing[preparing.seq]
-                    self._fail(job_id, attempt, unavailable(engine))
+                    if self._others_render():
+                        self._retry_or_fail(job_id, attempt, unavailable(engine))
+                    else:
+                        self._fail(job_id, attempt, unavailable(engine))
                     continue
                 preparing.slot = idle[0]
             del self._preparing[preparing.seq]

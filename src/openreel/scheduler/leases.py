@@ -8,7 +8,7 @@ the expired leases of any server (re-queued, or failed with a refund after the l
 back the jobs another server took or ended (a cancel sent to another server), for the dispatcher to
 abandon or stop on its own thread. A dispatcher that
 has not said what to hold for ``STALE_AFTER_S`` is stuck: its jobs are let go, for a server that works
-to take.
+to take. Each round also reports this server (``ledger.servers``): whether its engine failed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from openreel.ledger import jobs
+from openreel.ledger import jobs, servers
 from openreel.ledger.db import Database
 from openreel.scheduler.queue_moves import QueueMoves
 
@@ -42,6 +42,7 @@ class LeaseKeeper:
         queue: QueueMoves,
         on_job_event: Callable[[Session, str, str], None],
         on_change: Callable[[], None],
+        engine_failed: Callable[[], bool],
     ) -> None:
         """``on_job_event`` runs inside the transaction that failed a reaped job; ``on_change`` after a
         round that re-queued, failed, lost or found ended jobs."""
@@ -52,6 +53,7 @@ class LeaseKeeper:
         self._queue = queue
         self._on_job_event = on_job_event
         self._on_change = on_change
+        self._engine_failed = engine_failed
         self._lock = threading.Lock()
         self._held: list[Held] = []
         self._held_at = time.monotonic()
@@ -66,6 +68,11 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
+        try:
+            with self.db.session() as session:
+                servers.forget(session, self.owner)
+        except Exception:  # its report is forgotten a day later anyway
+            log.exception("removing this server's report failed")
 
     def hold(self, held: list[Held]) -> None:
         """The jobs whose leases to renew from now on."""
@@ -90,6 +97,7 @@ class LeaseKeeper:
         with self._queue.moving(), self.db.session() as session:
             gone = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else jobs.Renewal()
             requeued, failed = jobs.reap_expired(session, self.max_attempts)
+            servers.report(session, self.owner, self._engine_failed())
             for job_id in failed:
                 self._on_job_event(session, job_id, "failed")
         if gone.lost or gone.ended:

@@ -1,0 +1,37 @@
+"""The servers sharing this database, as each reports itself every lease round."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from openreel.ledger.tables import Server, utcnow
+
+# Reports older than this are forgotten (a server that stopped without saying so).
+FORGOTTEN_AFTER = timedelta(days=1)
+
+
+def report(session: Session, owner: str, engine_failed: bool) -> None:
+    server = session.get(Server, owner)
+    if server is None:
+        session.add(Server(owner=owner, engine_failed=engine_failed))
+    else:
+        server.engine_failed, server.seen_at = engine_failed, utcnow()
+    session.execute(delete(Server).where(Server.seen_at < utcnow() - FORGOTTEN_AFTER))
+
+
+def others_render(session: Session, owner: str, since: datetime) -> bool:
+    """Whether another server whose engine has not failed (it renders, or is loading) has reported
+    since ``since``."""
+    found = session.scalar(
+        select(Server.owner)
+        .where(Server.owner != owner, Server.engine_failed.is_(False), Server.seen_at >= since)
+        .limit(1)
+    )
+    return found is not None
+
+
+def forget(session: Session, owner: str) -> None:
+    session.execute(delete(Server).where(Server.owner == owner))
