@@ -410,6 +410,8 @@ def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_
     assert job.error is not None and "was not started within 0 s; no attempts left" in job.error
     with db.read() as session:
         assert credits.balance(session, account) == 10
+    # What each late preparation staged for a render that never started.
+    soon(lambda: not list(loop.settings.data_dir.rglob("*.part")), "the staged files removed")
 
 
 @pytest.mark.parametrize(
@@ -440,6 +442,8 @@ def test_a_job_whose_slot_went_away_while_it_was_prepared_takes_another_fails_or
     with db.read() as session:
         job = session.get_one(Job, job_id)
         balance = credits.balance(session, account)
+    staged = list(loop.settings.data_dir.rglob("*.part"))
+    assert len(staged) == (0 if engine_fails else 1)  # the render's own, until it ends
     if others_render:  # back in the queue, for the other server
         assert job.status == jobs.QUEUED and balance == 10 - 5 and fake.submitted == []
     elif engine_fails:

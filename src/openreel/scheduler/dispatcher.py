@@ -73,6 +73,12 @@ def unavailable(engine: EngineState) -> str:
     return f"the {engine.name} engine is unavailable: {engine.error}"
 
 
+def _unstage(prepared: Future[tuple[m.RenderTask, tuple[str, ...], VideoSpec]]) -> None:
+    if prepared.exception() is None:
+        for staged in prepared.result()[0].output_paths:
+            Path(staged).unlink(missing_ok=True)
+
+
 @dataclass
 class Preparing:
     """A claimed job whose task is being prepared, or waits, prepared, for a slot."""
@@ -248,7 +254,7 @@ class Dispatcher:
                 log.warning(
                     "job %s: lease lost to another dispatcher while it was prepared", preparing.job_id
                 )
-                del self._preparing[preparing.seq]
+                self._drop(preparing)
         for running in list(self._running.values()):
             if (running.job_id, running.attempt) in gone.lost:
                 log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
@@ -361,7 +367,7 @@ class Dispatcher:
             job_id, attempt = preparing.job_id, preparing.attempt
             if time.monotonic() - preparing.claimed > PREPARE_LIMIT_S:
                 # Its read hangs, or no slot has come free for it: another server may have one.
-                del self._preparing[preparing.seq]  # its thread's outcome, if any, is dropped
+                self._drop(preparing)
                 self._retry_or_fail(job_id, attempt, f"it was not started within {PREPARE_LIMIT_S:.0f} s")
                 continue
             if not preparing.prepared.done():
@@ -382,7 +388,7 @@ class Dispatcher:
                 if not idle and engine.error is None:
                     continue
                 if not idle:
-                    del self._preparing[preparing.seq]
+                    self._drop(preparing)
                     if self._others_render():
                         self._retry_or_fail(job_id, attempt, unavailable(engine))
                     else:
@@ -391,6 +397,12 @@ class Dispatcher:
                 preparing.slot = idle[0]
             del self._preparing[preparing.seq]
             self._start(preparing)
+
+    def _drop(self, preparing: Preparing) -> None:
+        """Forget a claimed job whose render will not start here, and the files its preparation staged
+        for the render: now, or once a preparation still under way ends."""
+        del self._preparing[preparing.seq]
+        preparing.prepared.add_done_callback(_unstage)
 
     def _start(self, preparing: Preparing) -> None:
         task, keys, spec = preparing.prepared.result()
