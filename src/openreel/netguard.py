@@ -59,8 +59,10 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     if not allow_private:
         for address in addresses:
             if not public(address):
+                # Without the address: a caller must not learn what this server's DNS says of names
+                # it cannot otherwise see (an intranet's, a cluster's).
                 raise BlockedURL(
-                    f"host {host!r} resolves to a non-public address ({address}); refused "
+                    f"host {host!r} resolves to a non-public address; refused "
                     "(a server for development may allow it with OPENREEL_ALLOW_PRIVATE_URLS=1)"
                 )
     return str(addresses[0])
