@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -61,3 +64,15 @@ def test_the_cli_says_which_setting_is_wrong_in_one_line(tmp_path) -> None:  # t
     s3 = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path)], env={"OPENREEL_STORAGE": "s3"})
     assert s3.exit_code == 2
     assert "Invalid value: storage s3 needs a bucket: set OPENREEL_S3_BUCKET" in s3.output
+
+
+def test_the_data_dir_and_its_secrets_are_this_users_alone(tmp_path: Path) -> None:
+    """The ledger's key hashes sign webhooks, the secret signs links, the videos are the accounts':
+    another user of the machine reads none of them. The secret is never readable by others, not even
+    for a moment (written under its final mode)."""
+    settings = Settings(data_dir=tmp_path / "new" / "data")
+    secret = settings.resolved_secret()
+    assert len(secret) == 64 and settings.resolved_secret() == secret
+    assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((settings.data_dir / "secret.key").stat().st_mode) == 0o600
+    assert [p.name for p in settings.data_dir.iterdir()] == ["secret.key"]

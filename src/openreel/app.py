@@ -40,7 +40,7 @@ log = logging.getLogger("openreel")
 
 
 def build_services(settings: Settings, executor: Executor | None = None) -> Services:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.made_data_dir()
     url = settings.resolved_database_url()
     migrate(url)
     db = Database(url)

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import uvicorn
@@ -20,7 +19,7 @@ from openreel.app import create_app
 from openreel.executors.base import Executor
 from openreel.ledger import accounts, credits
 from openreel.ledger.db import Database, migrate
-from openreel.settings import Settings
+from openreel.settings import Settings, write_private
 
 KEY_FILE = "cli.key"
 
@@ -74,7 +73,7 @@ def _until_ready(client: httpx.Client, url: str, deadline: float, thread: thread
 
 def local_key(settings: Settings, needed_credits: int) -> str:
     """The data directory's own CLI key, topped up so the local run can pay for itself."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.made_data_dir()
     url = settings.resolved_database_url()
     migrate(url)
     db = Database(url)
@@ -84,10 +83,7 @@ def local_key(settings: Settings, needed_credits: int) -> str:
             key = accounts.find_key(session, path.read_text().strip()) if path.exists() else None
             if key is None:
                 made = accounts.create_key(session, name="openreel generate")
-                tmp = Path(str(path) + ".tmp")
-                tmp.write_text(made.raw)
-                tmp.chmod(0o600)
-                tmp.replace(path)
+                write_private(path, made.raw)
                 account_id = made.account_id
             else:
                 account_id = key.account_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -28,7 +29,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         default=Path("openreel-data"),
-        description="database, uploads, results, signing secret, tiny weights",
+        description="database, uploads, results, signing secret, tiny weights; created readable by its"
+        " user alone",
     )
     engine: EngineName = Field(
         default="tiny", description="`tiny` (CPU, random weights) or `ltx2` (a real checkpoint)"
@@ -258,18 +260,29 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'openreel.db').resolve()}"
 
+    def made_data_dir(self) -> Path:
+        """The data directory, created readable by this user alone: it holds the ledger (whose key
+        hashes also sign webhooks), the signing secret and every account's videos."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.data_dir
+
     def resolved_secret(self) -> bytes:
         """The signing secret; generated once and kept beside the data so links survive restarts."""
         if self.secret_key:
             return self.secret_key.encode()
-        path = self.data_dir / "secret.key"
+        path = self.made_data_dir() / "secret.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(secrets.token_hex(32))
-            tmp.chmod(0o600)
-            tmp.replace(path)
+            write_private(path, secrets.token_hex(32))
         return path.read_text().strip().encode()
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` into ``path`` at once (through a temporary file), readable by this user alone from the
+    moment the file exists."""
+    tmp = path.with_name(path.name + ".tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
+    tmp.replace(path)
 
 
 def _shown(name: str, value: object) -> str:

@@ -57,7 +57,7 @@ def opening_database(settings: Settings) -> Iterator[str]:
 
     url = settings.resolved_database_url()
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.made_data_dir()
         yield url
     except DBAPIError as exc:
         # The driver's own words; psycopg adds a hint on a second line.
