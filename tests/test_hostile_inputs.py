@@ -184,9 +184,11 @@ def test_private_targets_are_refused_at_submit(app: TestClient, url: str) -> Non
 def test_the_address_classification_refuses_embedded_private_ranges() -> None:
     import ipaddress
 
-    for address in ("::127.0.0.1", "::8.8.8.8", "64:ff9b:1::808:808", "64:ff9b::a00:1", "::ffff:10.0.0.1"):
+    refused = ("::127.0.0.1", "::8.8.8.8", "64:ff9b:1::808:808", "64:ff9b::a00:1", "::ffff:10.0.0.1")
+    refused += ("fec0::1", "::ffff:0:a00:1", "::ffff:0:7f00:1")  # site-local; SIIT's 10.0.0.1, 127.0.0.1
+    for address in refused:
         assert not netguard.public(ipaddress.ip_address(address)), address
-    for address in ("8.8.8.8", "64:ff9b::808:808", "2606:4700::1111"):
+    for address in ("8.8.8.8", "64:ff9b::808:808", "::ffff:0:808:808", "2606:4700::1111"):
         assert netguard.public(ipaddress.ip_address(address)), address
 
 

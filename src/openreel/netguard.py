@@ -29,12 +29,18 @@ class Unresolved(BlockedURL):
 
 
 # Python's own classification (``is_global``) is the base; these are the IPv6 ranges it lets through
-# on the Python versions we support although they can reach IPv4 hosts behind them: the deprecated
-# IPv4-compatible form ``::a.b.c.d`` (RFC 4291 2.5.5.1) and the local-use NAT64 prefix (RFC 8215, in
-# Python's list only from 3.12.4). The well-known NAT64 prefix, 6to4 and IPv4-mapped addresses are
-# judged by the IPv4 address they carry.
-_REFUSED_V6 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# on the Python versions we support although they can reach IPv4 hosts behind them, or private
+# networks: the deprecated IPv4-compatible form ``::a.b.c.d`` (RFC 4291 2.5.5.1), the local-use NAT64
+# prefix (RFC 8215, in Python's list only from 3.12.4) and the deprecated site-local prefix (RFC 3879,
+# still routed inside some networks). The well-known NAT64 prefix, SIIT's IPv4-translated form
+# (``::ffff:0:a.b.c.d``, RFC 2765), 6to4 and IPv4-mapped addresses are judged by the IPv4 address they
+# carry.
+_REFUSED_V6 = (
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("fec0::/10"),
+)
+_CARRY_V4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
 
 
 def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -42,7 +48,7 @@ def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is not None:
             return public(embedded)
-        if address in _NAT64:
+        if any(address in network for network in _CARRY_V4):
             return public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         if any(address in network for network in _REFUSED_V6):
             return False
