@@ -71,6 +71,10 @@ def test_the_data_dir_and_its_secrets_are_this_users_alone(tmp_path: Path) -> No
     another user of the machine reads none of them. The secret is never readable by others, not even
     for a moment (written under its final mode)."""
     settings = Settings(data_dir=tmp_path / "new" / "data")
+    settings.made_data_dir()
+    leftover = settings.data_dir / "secret.key.tmp"  # from a try that died, readable by all
+    leftover.write_text("x")
+    leftover.chmod(0o644)
     secret = settings.resolved_secret()
     assert len(secret) == 64 and settings.resolved_secret() == secret
     assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700

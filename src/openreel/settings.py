@@ -278,9 +278,10 @@ class Settings(BaseSettings):
 
 def write_private(path: Path, text: str) -> None:
     """``text`` into ``path`` at once (through a temporary file), readable by this user alone from the
-    moment the file exists."""
+    moment the file exists (a temporary file left by an earlier try, whatever its mode, is replaced)."""
     tmp = path.with_name(path.name + ".tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
         out.write(text)
     tmp.replace(path)
 

@@ -380,7 +380,8 @@ def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], leas
 
 
 def _changed(session: Session, statement: Update) -> bool:
-    """Whether a compare-and-set UPDATE changed its row: False when another writer got there first."""
+    """Whether a compare-and-set UPDATE changed its row: False when its conditions no longer hold
+    (another writer got there first; for progress, nothing newer)."""
     result = session.execute(statement.execution_options(synchronize_session=False))
     assert isinstance(result, CursorResult)
     return bool(result.rowcount)

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from openreel.ledger.tables import Server, utcnow
 
-# Reports older than this are forgotten (a server that stopped without saying so).
+# Reports older than this are deleted: a server that stopped says nothing (its report counts for a
+# lease's time only).
 FORGOTTEN_AFTER = timedelta(days=1)
 
 
@@ -31,7 +32,3 @@ def others_render(session: Session, owner: str, since: datetime) -> bool:
         .limit(1)
     )
     return found is not None
-
-
-def forget(session: Session, owner: str) -> None:
-    session.execute(delete(Server).where(Server.owner == owner))

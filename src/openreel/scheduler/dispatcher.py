@@ -109,6 +109,7 @@ class Running:
     reported: int = 0  # the newest percent its worker reported
     written: int = 0  # the percent last written to the ledger
     written_at: float = float("-inf")
+    cancelled: bool = False  # its worker was told to stop
 
 
 @dataclass
@@ -190,9 +191,10 @@ class Dispatcher:
     def cancel(self, job_id: str) -> None:
         """Called after the ledger marked the job CANCELLED: stop the render at its next step."""
         with self._lock:
-            seqs = [r.seq for r in self._running.values() if r.job_id == job_id]
-        for seq in seqs:
-            self._executor.cancel(seq)
+            stopping = [r for r in self._running.values() if r.job_id == job_id]
+        for running in stopping:
+            running.cancelled = True
+            self._executor.cancel(running.seq)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -214,7 +216,7 @@ class Dispatcher:
                     self._clear(running)
         self._write_progress()
         self._collect_finished()
-        self._abandon_lost()
+        self._let_go()
         self._hold()
         for running in list(self._running.values()):
             if time.monotonic() > running.deadline:
@@ -245,7 +247,7 @@ class Dispatcher:
         held += [(f.running.job_id, f.running.attempt) for f in self._finishing.values()]
         self.leases.hold(held)
 
-    def _abandon_lost(self) -> None:
+    def _let_go(self) -> None:
         """Abandon the jobs another dispatcher took; stop the renders of those that ended elsewhere (a
         cancel sent to another server, which cannot reach this one's workers) at their next step."""
         gone = self.leases.take_gone()
@@ -260,8 +262,9 @@ class Dispatcher:
                 log.warning("job %s: lease lost to another dispatcher; abandoning it here", running.job_id)
                 self._executor.abort(running.seq)
                 self._clear(running)
-            elif (running.job_id, running.attempt) in gone.ended:
+            elif (running.job_id, running.attempt) in gone.ended and not running.cancelled:
                 log.info("job %s ended through another server; stopping its render", running.job_id)
+                running.cancelled = True
                 self._executor.cancel(running.seq)
 
     def _handle(self, event: m.TaskEvent) -> None:

@@ -68,11 +68,6 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
-        try:
-            with self.db.session() as session:
-                servers.forget(session, self.owner)
-        except Exception:  # its report is forgotten a day later anyway
-            log.exception("removing this server's report failed")
 
     def hold(self, held: list[Held]) -> None:
         """The jobs whose leases to renew from now on."""
@@ -86,7 +81,7 @@ class LeaseKeeper:
         return gone
 
     def keep(self) -> None:
-        """One round: renew, reap, and note what was lost."""
+        """One round: renew, reap, report this server, and note the held jobs lost or ended."""
         with self._lock:
             stale = time.monotonic() - self._held_at > STALE_AFTER_S
             held = [] if stale else list(self._held)
@@ -97,7 +92,8 @@ class LeaseKeeper:
         with self._queue.moving(), self.db.session() as session:
             gone = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else jobs.Renewal()
             requeued, failed = jobs.reap_expired(session, self.max_attempts)
-            servers.report(session, self.owner, self._engine_failed())
+            # A stuck dispatcher renders nothing either: its server is no reason to leave the queue.
+            servers.report(session, self.owner, engine_failed=stale or self._engine_failed())
             for job_id in failed:
                 self._on_job_event(session, job_id, "failed")
         if gone.lost or gone.ended:
