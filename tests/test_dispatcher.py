@@ -445,8 +445,8 @@ def test_a_job_whose_slot_went_away_while_it_was_prepared_takes_another_fails_or
         balance = credits.balance(session, account)
     staged = list(loop.settings.data_dir.rglob("*.part"))
     assert len(staged) == (0 if engine_fails else 1)  # the render's own, until it ends
-    if others_render:  # back in the queue, for the other server
-        assert job.status == jobs.QUEUED and balance == 10 - 5 and fake.submitted == []
+    if others_render:  # back in the queue for the other server, its attempt not spent
+        assert job.status == jobs.QUEUED and job.attempts == 0 and balance == 10 - 5 and fake.submitted == []
     elif engine_fails:
         assert job.status == jobs.FAILED and job.error is not None and "out of memory" in job.error
         assert balance == 10 and fake.submitted == []

@@ -447,12 +447,21 @@ def end_with_refund(
     return True
 
 
-def requeue(session: Session, job_id: str, attempt: int) -> bool:
+def requeue(session: Session, job_id: str, attempt: int, *, spent: bool = True) -> bool:
+    """Back to the queue; ``spent=False``: the attempt given back too, for a job whose render never
+    started (its server cannot render, and another can)."""
     return _changed(
         session,
         update(Job)
         .where(_active(job_id, attempt, (PROCESSING,)))
-        .values(status=QUEUED, progress=0, started_at=None, lease_owner=None, lease_expires_at=None),
+        .values(
+            status=QUEUED,
+            progress=0,
+            started_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=attempt if spent else attempt - 1,
+        ),
     )
 
 

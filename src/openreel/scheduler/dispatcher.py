@@ -392,8 +392,9 @@ class Dispatcher:
                     continue
                 if not idle:
                     self._drop(preparing)
-                    if self._others_render():
-                        self._retry_or_fail(job_id, attempt, unavailable(engine))
+                    if self._others_render():  # theirs, as if never claimed here
+                        with self.queue.moving(), self.db.session() as session:
+                            jobs.requeue(session, job_id, attempt, spent=False)
                     else:
                         self._fail(job_id, attempt, unavailable(engine))
                     continue
