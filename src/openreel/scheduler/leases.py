@@ -6,9 +6,9 @@ The dispatcher says which of its jobs to hold (those whose workers answer, those
 whose files are being committed); this thread renews their leases every third of ``lease_ttl_s``, reaps
 the expired leases of any server (re-queued, or failed with a refund after the last attempt), and hands
 back the jobs another server took or ended (a cancel sent to another server), for the dispatcher to
-abandon or stop on its own thread. A dispatcher that
-has not said what to hold for ``STALE_AFTER_S`` is stuck: its jobs are let go, for a server that works
-to take. Each round also reports this server (``ledger.servers``): whether its engine failed.
+abandon or stop on its own thread. A dispatcher that has not said what to hold for ``STALE_AFTER_S`` is
+stuck: its jobs are let go, for a server that works to take. Each round also reports this server
+(``ledger.servers``): whether its engine failed.
 """
 
 from __future__ import annotations
