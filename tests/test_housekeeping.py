@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from openreel.app import create_app
 from openreel.executors.base import EngineState
-from openreel.ledger import accounts
+from openreel.ledger import accounts, servers
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import Upload, utcnow
+from openreel.ledger.tables import Server, Upload, utcnow
 from openreel.scheduler.housekeeping import Housekeeper
 from openreel.settings import Settings
 from openreel.storage.local import LocalStorage
@@ -50,6 +51,10 @@ def test_partials_go_at_start_and_expired_uploads_on_the_thread(tmp_path: Path) 
     half = storage.staging_path("results/j/1.mp4")
     half.write_bytes(b"half a video")
     first = expired_upload(db, storage, "first")
+    with db.session() as session:  # a server that stopped long ago, and one reporting now
+        servers.report(session, "gone", engine_failed=False)
+        servers.report(session, "here", engine_failed=False)
+        session.get_one(Server, "gone").seen_at = utcnow() - servers.FORGOTTEN_AFTER - timedelta(seconds=1)
     keeper = Housekeeper(db, storage, interval_s=0.05)
     try:
         keeper.start()
@@ -57,6 +62,8 @@ def test_partials_go_at_start_and_expired_uploads_on_the_thread(tmp_path: Path) 
         swept(db, storage, first)
         later = expired_upload(db, storage, "later")  # a later round sweeps it too
         swept(db, storage, later)
+        with db.read() as session:
+            assert [server.owner for server in session.scalars(select(Server))] == ["here"]
     finally:
         keeper.stop()
         db.dispose()

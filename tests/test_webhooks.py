@@ -495,6 +495,23 @@ RESULT = {
 }
 
 
+def completed_payload(box: Outbox, base_url: str | None = None) -> str:
+    """The body of a new account's completed job's event in ``box``'s outbox, which is then closed."""
+    try:
+        job_id = box.job(
+            box.account(),
+            "http://127.0.0.1:9/hook",
+            "completed",
+            status=jobs.COMPLETED,
+            error=None,
+            result=RESULT,
+            base_url=base_url,
+        )
+        return box.rows()[job_id].body
+    finally:
+        box.db.dispose()
+
+
 @pytest.mark.parametrize(
     ("public_url", "job_base_url", "expected"),
     [
@@ -509,20 +526,7 @@ RESULT = {
 def test_payload_links_never_use_the_bind_address(
     tmp_path: Path, public_url: str | None, job_base_url: str, expected: str
 ) -> None:
-    box = Outbox(tmp_path, host="0.0.0.0", port=8000, public_url=public_url)
-    try:
-        job_id = box.job(
-            box.account(),
-            "http://127.0.0.1:9/hook",
-            "completed",
-            status=jobs.COMPLETED,
-            error=None,
-            result=RESULT,
-            base_url=job_base_url,
-        )
-        body = box.rows()[job_id].body
-    finally:
-        box.db.dispose()
+    body = completed_payload(Outbox(tmp_path, host="0.0.0.0", port=8000, public_url=public_url), job_base_url)
     assert json.loads(body)["result"]["videoUrl"].startswith(expected)
     assert "0.0.0.0" not in body
 
@@ -538,16 +542,5 @@ def test_a_completed_event_is_written_without_a_look_at_storage(
         raise ConnectionError("the object store cannot be reached")
 
     monkeypatch.setattr(box.presenter.storage, "exists", unreachable)
-    try:
-        job_id = box.job(
-            box.account(),
-            "http://127.0.0.1:9/hook",
-            "completed",
-            status=jobs.COMPLETED,
-            error=None,
-            result=RESULT,
-        )
-        body = json.loads(box.rows()[job_id].body)
-    finally:
-        box.db.dispose()
+    body = json.loads(completed_payload(box))
     assert body["event"] == "completed" and body["result"]["videoUrl"] and body["creditCost"] == 5

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from openreel.ledger.tables import Server, utcnow
 
-# Reports older than this are deleted: a server that stopped says nothing (its report counts for a
-# lease's time only).
+# Reports older than this are deleted by the housekeeping: a server that stopped says nothing (its
+# report counts for a lease's time only).
 FORGOTTEN_AFTER = timedelta(days=1)
 
 
@@ -20,7 +20,10 @@ def report(session: Session, owner: str, engine_failed: bool) -> None:
         session.add(Server(owner=owner, engine_failed=engine_failed))
     else:
         server.engine_failed, server.seen_at = engine_failed, utcnow()
-    session.execute(delete(Server).where(Server.seen_at < utcnow() - FORGOTTEN_AFTER))
+
+
+def forget_stopped(session: Session, now: datetime) -> None:
+    session.execute(delete(Server).where(Server.seen_at < now - FORGOTTEN_AFTER))
 
 
 def others_render(session: Session, owner: str, since: datetime) -> bool:

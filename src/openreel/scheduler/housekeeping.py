@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from openreel.ledger import uploads
+from openreel.ledger import servers, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.storage.base import Storage
@@ -37,9 +37,11 @@ class Housekeeper:
             self._thread.join(10)
 
     def sweep(self) -> int:
-        """Expired uploads, their rows and their files."""
+        """Expired uploads, their rows and their files (how many); the reports of servers long gone."""
+        now = utcnow()
         with self.db.session() as session:
-            return uploads.sweep_expired(session, self.storage, utcnow())
+            servers.forget_stopped(session, now)
+            return uploads.sweep_expired(session, self.storage, now)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
