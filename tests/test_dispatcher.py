@@ -26,6 +26,7 @@ from openreel.ledger.tables import Job, Server, utcnow
 from openreel.scheduler import dispatcher as dispatcher_module
 from openreel.scheduler import leases
 from openreel.scheduler.dispatcher import Dispatcher
+from openreel.scheduler.preparation import attempt_keys
 from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.storage.signing import Signer
@@ -353,9 +354,10 @@ def test_a_job_whose_images_are_slow_to_read_holds_up_no_other_slot(tmp_path: Pa
 
 
 def reaped(db: Database) -> tuple[list[str], list[str]]:
-    """What another server's reaper takes now."""
+    """What another server's reaper takes now: (re-queued, failed)."""
     with db.session() as session:
-        return jobs.reap_expired(session, max_attempts=3)
+        taken = jobs.reap_expired(session, max_attempts=3)
+    return taken.requeued, taken.failed
 
 
 def blocked_preparer(loop: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
@@ -482,6 +484,31 @@ def test_a_server_whose_engine_failed_leaves_the_queue_to_one_whose_engine_works
         job = session.get_one(Job, job_id)
         assert job.status == jobs.FAILED and job.error is not None and "out of memory" in job.error
         assert credits.balance(session, account) == 10
+
+
+def test_the_videos_a_killed_server_stored_before_completing_its_job_go_when_the_job_is_reaped(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+) -> None:
+    """Killed between storing a job's videos and completing it: the reaper that takes the job back
+    removes them (the attempt that takes over stores its own), and only them."""
+    loop, _fake, db = dispatcher
+    job_id, _ = queued(db, {**SPEC, "sample_count": 2})
+    other_id, _ = queued(db, {**SPEC, "prompt": "another"})
+    with db.session() as session:
+        assert jobs.claim_next(session, "killed", LEASE_S) is not None
+        assert jobs.claim_next(session, "alive", 60) is not None
+    stored = attempt_keys(job_id, 1, 2)
+    kept = (*attempt_keys(job_id, 2, 1), *attempt_keys(other_id, 1, 1))
+    for key in (*stored, *kept):
+        staged = loop.storage.staging_path(key)
+        staged.write_bytes(b"an mp4")
+        loop.storage.commit(staged, key)
+    with db.session() as session:
+        session.get_one(Job, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
+    loop.leases.keep()
+    assert status(db, job_id) == jobs.QUEUED
+    soon(lambda: not any(map(loop.storage.exists, stored)), "the killed attempt's videos removed")
+    assert all(map(loop.storage.exists, kept))
 
 
 def test_a_stuck_dispatchers_jobs_are_let_go(

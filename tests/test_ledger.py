@@ -16,6 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import event, func, select, text, update
+from sqlalchemy.orm import Session
 
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger import db as db_module
@@ -241,12 +242,12 @@ def test_an_account_counts_its_active_jobs_until_each_ends_whichever_way(db: Dat
     expire_leases(db)
     with db.session() as session:
         session.get(Job, ids[3]).attempts = 2  # type: ignore[union-attr]
-        assert jobs.reap_expired(session, max_attempts=2) == ([], [ids[3]])
+        assert reap(session) == ([], [ids[3]])
     with db.session() as session:
         assert jobs.claim_next(session, "me", LEASE) is not None
     expire_leases(db)
     with db.session() as session:
-        assert jobs.reap_expired(session, max_attempts=2) == ([ids[5]], [])
+        assert reap(session) == ([ids[5]], [])
     assert balance(db, key.account_id) == 86
     with db.read() as session:
         assert session.get(Account, key.account_id).active_jobs == 1  # type: ignore[union-attr]
@@ -374,6 +375,13 @@ def test_stale_attempts_cannot_write(db: Database) -> None:
     assert balance(db, key.account_id) == 15
 
 
+def reap(session: Session) -> tuple[list[str], list[str]]:
+    """(re-queued, failed) by a reaper allowing two attempts; each one's attempt named as lapsed."""
+    taken = jobs.reap_expired(session, max_attempts=2)
+    assert sorted(lapsed.job_id for lapsed in taken.lapsed) == sorted(taken.requeued + taken.failed)
+    return taken.requeued, taken.failed
+
+
 def expire_leases(db: Database) -> None:
     with db.session() as session:
         session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
@@ -392,12 +400,14 @@ def test_expired_leases_are_requeued_then_failed_with_refund(db: Database) -> No
         second.attempts = 2
         ids = first.id, second.id
     with db.session() as session:
-        assert jobs.reap_expired(session, max_attempts=2) == ([], [])
+        assert reap(session) == ([], [])
     expire_leases(db)
     with db.session() as session:
-        assert jobs.reap_expired(session, max_attempts=2) == ([ids[0]], [ids[1]])
+        reaped = jobs.reap_expired(session, max_attempts=2)
+    assert (reaped.requeued, reaped.failed) == ([ids[0]], [ids[1]])
+    assert set(reaped.lapsed) == {jobs.Lapsed(ids[0], 1, 1), jobs.Lapsed(ids[1], 2, 1)}
     with db.session() as session:
-        assert jobs.reap_expired(session, max_attempts=2) == ([], [])
+        assert reap(session) == ([], [])
         rows = [session.get(Job, i) for i in ids]
         refunds = session.scalars(select(CreditEntry).where(CreditEntry.kind == "refund")).all()
     assert [(r.status, r.lease_owner) for r in rows if r] == [("QUEUED", None), ("FAILED", "gone")]
@@ -416,10 +426,10 @@ def test_only_the_lease_holder_renews_and_a_reaped_job_is_lost_to_it(db: Databas
     with db.session() as session:
         assert jobs.renew_leases(session, "b", [(job_id, 1)], LEASE).lost == {(job_id, 1)}
         assert jobs.renew_leases(session, "a", [(job_id, 1)], LEASE) == jobs.Renewal()
-        assert jobs.reap_expired(session, max_attempts=2) == ([], [])
+        assert reap(session) == ([], [])
     expire_leases(db)
     with db.session() as session:
-        assert jobs.reap_expired(session, max_attempts=2) == ([job_id], [])
+        assert reap(session) == ([job_id], [])
         again = jobs.claim_next(session, "b", LEASE)
         assert again is not None and again.attempts == 2
     with db.session() as session:

@@ -401,6 +401,11 @@ def set_progress(session: Session, job_id: str, attempt: int, progress: int) -> 
     )
 
 
+def samples_of(job: Job) -> int:
+    """How many videos the job asked for (jobs from before several samples were possible: one)."""
+    return int(job.spec.get("sample_count", 1))
+
+
 def complete(
     session: Session, job_id: str, attempt: int, result: dict[str, Any], failed_samples: int = 0
 ) -> bool:
@@ -409,7 +414,7 @@ def complete(
     job = session.get(Job, job_id)
     if job is None:
         return False
-    refund = job.credit_cost // int(job.spec.get("sample_count", 1)) * failed_samples
+    refund = job.credit_cost // samples_of(job) * failed_samples
     if not _changed(
         session,
         update(Job)
@@ -465,9 +470,26 @@ def requeue(session: Session, job_id: str, attempt: int, *, spent: bool = True) 
     )
 
 
-def reap_expired(session: Session, max_attempts: int) -> tuple[list[str], list[str]]:
+@dataclass(frozen=True)
+class Lapsed:
+    """An attempt whose lease ran out. The videos it may have stored before its server went (killed
+    between storing them and completing the job) belong to no job: whoever reaps it removes them."""
+
+    job_id: str
+    attempt: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class Reaped:
+    requeued: list[str]
+    failed: list[str]
+    lapsed: list[Lapsed]
+
+
+def reap_expired(session: Session, max_attempts: int) -> Reaped:
     """Take back PROCESSING jobs whose lease ran out (their dispatcher or worker is gone): re-queue
-    them, or fail them with a refund after the last attempt. Returns (re-queued ids, failed ids)."""
+    them, or fail them with a refund after the last attempt."""
     expired = session.scalars(
         select(Job)
         .where(
@@ -478,12 +500,17 @@ def reap_expired(session: Session, max_attempts: int) -> tuple[list[str], list[s
         .order_by(Job.account_id, Job.id)
         .with_for_update(skip_locked=True)
     ).all()
-    requeued, failed = [], []
+    reaped = Reaped([], [], [])
     for job in expired:
-        if job.attempts >= max_attempts:
+        attempt = job.attempts
+        if attempt >= max_attempts:
             error = "The worker running this job stopped answering; no attempts left."
-            if end_with_refund(session, job.id, FAILED, error, attempt=job.attempts):
-                failed.append(job.id)
-        elif requeue(session, job.id, job.attempts):
-            requeued.append(job.id)
-    return requeued, failed
+            taken = (
+                reaped.failed if end_with_refund(session, job.id, FAILED, error, attempt=attempt) else None
+            )
+        else:
+            taken = reaped.requeued if requeue(session, job.id, attempt) else None
+        if taken is not None:
+            taken.append(job.id)
+            reaped.lapsed.append(Lapsed(job.id, attempt, samples_of(job)))
+    return reaped

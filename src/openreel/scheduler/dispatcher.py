@@ -155,6 +155,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self.leases = LeaseKeeper(
             db,
+            storage,
             self.owner,
             settings.lease_ttl_s,
             settings.max_attempts,

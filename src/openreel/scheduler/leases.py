@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from openreel.ledger import jobs, servers
 from openreel.ledger.db import Database
+from openreel.scheduler.preparation import attempt_keys
 from openreel.scheduler.queue_moves import QueueMoves
+from openreel.storage.base import Storage
 
 log = logging.getLogger("openreel.leases")
 
@@ -36,6 +38,7 @@ class LeaseKeeper:
     def __init__(
         self,
         db: Database,
+        storage: Storage,
         owner: str,
         lease_ttl_s: float,
         max_attempts: int,
@@ -47,6 +50,7 @@ class LeaseKeeper:
         """``on_job_event`` runs inside the transaction that failed a reaped job; ``on_change`` after a
         round that re-queued, failed, lost or found ended jobs."""
         self.db = db
+        self.storage = storage
         self.owner = owner
         self.lease_ttl_s = lease_ttl_s
         self.max_attempts = max_attempts
@@ -91,18 +95,34 @@ class LeaseKeeper:
             )
         with self._queue.moving(), self.db.session() as session:
             gone = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else jobs.Renewal()
-            requeued, failed = jobs.reap_expired(session, self.max_attempts)
+            reaped = jobs.reap_expired(session, self.max_attempts)
             # A stuck dispatcher renders nothing either: its server is no reason to leave the queue.
             servers.report(session, self.owner, engine_failed=stale or self._engine_failed())
-            for job_id in failed:
+            for job_id in reaped.failed:
                 self._on_job_event(session, job_id, "failed")
         if gone.lost or gone.ended:
             with self._lock:
                 self._gone |= gone
-        if requeued or failed:
-            log.warning("reaped expired leases: %d re-queued, %d failed", len(requeued), len(failed))
-        if gone.lost or gone.ended or requeued or failed:
+        if reaped.lapsed:
+            log.warning(
+                "reaped expired leases: %d re-queued, %d failed", len(reaped.requeued), len(reaped.failed)
+            )
+            # Not on this thread: a slow store (S3 retrying) must not keep leases from being renewed.
+            threading.Thread(
+                target=self._remove_videos, args=(reaped.lapsed,), name="openreel-reaped", daemon=True
+            ).start()
+        if gone.lost or gone.ended or reaped.lapsed:
             self._on_change()
+
+    def _remove_videos(self, lapsed: list[jobs.Lapsed]) -> None:
+        """What the reaped attempts stored, if anything (the one that takes over stores under its own
+        names; should a lapsed one still be running somewhere, it loses its race and removes its own)."""
+        for attempt in lapsed:
+            for key in attempt_keys(attempt.job_id, attempt.attempt, attempt.samples):
+                try:
+                    self.storage.delete(key)
+                except Exception:
+                    log.exception("removing %s of a reaped attempt failed; the file stays", key)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -18,6 +18,15 @@ from openreel.storage.images import InputError, load_image
 from openreel.storage.signing import Signer
 
 
+def attempt_keys(job_id: str, attempt: int, samples: int) -> tuple[str, ...]:
+    """Where an attempt stores its videos: each attempt its own names, so a late write of an attempt
+    that lost its lease cannot replace the videos of the one that took over."""
+    return tuple(
+        f"results/{job_id}/{attempt}.mp4" if i == 0 else f"results/{job_id}/{attempt}.{i}.mp4"
+        for i in range(samples)
+    )
+
+
 class Preparer:
     def __init__(self, settings: Settings, storage: Storage, signer: Signer, catalog: Catalog) -> None:
         self.settings = settings
@@ -53,10 +62,7 @@ class Preparer:
             lead_frames=LEAD_FRAMES if extends else 0,
             grid_scale=grid_scale,
         )
-        keys = tuple(
-            f"results/{job_id}/{attempt}.mp4" if i == 0 else f"results/{job_id}/{attempt}.{i}.mp4"
-            for i in range(spec.sample_count)
-        )
+        keys = attempt_keys(job_id, attempt, spec.sample_count)
         staged = tuple(str(self.storage.staging_path(key)) for key in keys)
         plans = tuple(replace(plan, seed=seed) for seed in spec.seeds)
         return m.RenderTask(seq, job_id, plans, staged, first, last, references, extends), keys
