@@ -22,7 +22,16 @@ def test_signed_links_verify_and_expire() -> None:
     assert Signer(b"other").own_key(fresh) is None
     assert signer.own_key(url, check_expiry=False) == "results/a b/1.mp4"
     assert signer.own_key("https://example.com/v2/jobs/1") is None
+    assert signer.own_key("http://[abc/v2/files/results/x.mp4") is None  # not a URL at all
     assert not signer.verify("k", "soon", "sig")
+
+
+def test_links_made_for_a_public_url_with_a_path_are_known_as_this_servers() -> None:
+    """Behind a proxy at https://example.com/openreel, an upload's link given back as an image."""
+    signer = Signer(b"secret")
+    url = signer.url("https://example.com/openreel/", "uploads/a.png", ttl_s=60)
+    assert url.startswith("https://example.com/openreel/v2/files/uploads/a.png?")
+    assert signer.own_key(url) == "uploads/a.png"
 
 
 def test_a_link_is_forged_before_it_is_expired() -> None:

@@ -62,11 +62,16 @@ class Signer:
         return verdict == "valid" or (verdict == "expired" and not check_expiry)
 
     def own_key(self, url: str, *, check_expiry: bool = True) -> str | None:
-        """The storage key if ``url`` is a valid (and, by default, unexpired) link made by this server."""
-        parts = urlsplit(url)
-        if not parts.path.startswith(FILES_PREFIX):
+        """The storage key if ``url`` is a valid (and, by default, unexpired) link made by this server,
+        whatever path the public URL it was made for puts before ``FILES_PREFIX``."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
             return None
-        key = unquote(parts.path[len(FILES_PREFIX) :])
+        _, found, quoted_key = parts.path.partition(FILES_PREFIX)
+        if not found:
+            return None
+        key = unquote(quoted_key)
         query = parse_qs(parts.query)
         exp = query.get("exp", [None])[0]
         sig = query.get("sig", [None])[0]
