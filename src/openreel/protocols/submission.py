@@ -1,4 +1,5 @@
-"""Submitting a parsed request for the Google and OpenAI surfaces, its refusals in the surface's shape."""
+"""Submitting a parsed request for the Google and OpenAI surfaces, its refusals in the surface's shape,
+and what every surface says to a request refused for now (a 429 the same request may pass soon)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,27 @@ from openreel.ledger import jobs
 from openreel.ledger.credits import InsufficientCredits
 from openreel.ledger.tables import ApiKey
 from openreel.protocols.shaped_routes import WireError
+from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable, Submitted, submit_job
 from openreel.service.services import Services
 
 # What ``submit_job`` refuses a request with; each surface shapes them with its own ``refusal``.
-REFUSALS = (EngineUnavailable, InsufficientCredits, jobs.IdempotencyConflict, jobs.TooManyActiveJobs)
+REFUSALS = (
+    EngineUnavailable,
+    InsufficientCredits,
+    jobs.IdempotencyConflict,
+    jobs.TooManyActiveJobs,
+    FetchesBusy,
+)
+# For a refusal that holds only for now: a job of the account's ends, an image fetch slot frees up.
+RETRY_SOON = {"Retry-After": "5"}
+
+
+def try_again_soon(exc: jobs.TooManyActiveJobs | FetchesBusy) -> str:
+    """The message of a 429 sent with ``RETRY_SOON``."""
+    if isinstance(exc, FetchesBusy):
+        return f"{exc}; retry in a few seconds"
+    return f"Too many concurrent jobs: {exc}; wait for one to finish"
 
 
 async def submit(

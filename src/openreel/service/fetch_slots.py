@@ -8,6 +8,12 @@ from collections import Counter
 
 TOTAL = 8
 PER_ACCOUNT = 2
+RETRY_AFTER_S = 5  # a fetch takes at most the fetch timeout; most take far less
+
+
+class FetchesBusy(Exception):
+    """No slot to fetch a request's images now: a 429 with ``Retry-After`` (the same request may pass
+    in a moment), in the shape of the request's protocol."""
 
 
 class FetchSlots:
@@ -17,15 +23,14 @@ class FetchSlots:
         self._lock = threading.Lock()
         self._held: Counter[str] = Counter()
 
-    def take(self, account_id: str) -> str | None:
-        """A slot for the account, or why there is none (the request is refused, not kept waiting)."""
+    def take(self, account_id: str) -> None:
+        """A slot for the account, else ``FetchesBusy`` (the request is refused, not kept waiting)."""
         with self._lock:
             if self._held[account_id] >= self._per_account:
-                return f"this account is already fetching images for {self._per_account} requests"
+                raise FetchesBusy(f"this account is already fetching images for {self._per_account} requests")
             if self._held.total() >= self._total:
-                return "the server is fetching too many images just now"
+                raise FetchesBusy("the server is fetching too many images just now")
             self._held[account_id] += 1
-            return None
 
     def give_back(self, account_id: str) -> None:
         with self._lock:

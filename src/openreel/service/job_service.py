@@ -85,10 +85,7 @@ def take_images(
             details.add(path, problem)
     if not remote or details:
         return spec
-    busy = svc.fetches.take(account_id)
-    if busy:
-        details.add(remote[0][0], f"{busy}; retry soon, or send it with POST /v2/uploads")
-        return spec
+    svc.fetches.take(account_id)
     taken: dict[str, str] = {}
     try:
         for path, url in remote:

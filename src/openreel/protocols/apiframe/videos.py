@@ -21,7 +21,9 @@ from openreel.protocols.apiframe.schemas import (
     JobAccepted,
 )
 from openreel.protocols.deps import ServicesDep
+from openreel.protocols.submission import RETRY_SOON, try_again_soon
 from openreel.service.extension import SourceRejected
+from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import (
     EngineUnavailable,
     check_idempotency_key,
@@ -31,7 +33,6 @@ from openreel.service.job_service import (
 )
 
 router = APIRouter(tags=["Videos"])
-ACTIVE_JOBS_RETRY_AFTER_S = 5
 # What an image field that is not a web URL is told: this API takes a URL only, and where a request has
 # a local file, the way in is an upload.
 LOCAL_FILE_HINT = (
@@ -115,9 +116,8 @@ async def generate_video(
         ) from exc
     except jobs.IdempotencyConflict as exc:
         raise ApiError(409, str(exc)) from exc
-    except jobs.TooManyActiveJobs as exc:
-        message = f"Too many concurrent jobs: {exc}; wait for one to finish"
-        raise ApiError(429, message, headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_S)}) from exc
+    except (jobs.TooManyActiveJobs, FetchesBusy) as exc:
+        raise ApiError(429, try_again_soon(exc), headers=RETRY_SOON) from exc
     headers = {} if submitted.created else {"Idempotent-Replayed": "true"}
     return JSONResponse(
         {"jobId": submitted.job.id, "status": submitted.job.status}, status_code=202, headers=headers

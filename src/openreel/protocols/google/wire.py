@@ -23,6 +23,8 @@ from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, che
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import GOOGLE_MODEL_EXAMPLES, catalog_model_id
 from openreel.protocols.shaped_routes import SEND_JSON, WireError, unread_body
+from openreel.protocols.submission import RETRY_SOON, try_again_soon
+from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable
 from openreel.service.services import Services
 from openreel.service.uploads import UploadRejected
@@ -559,10 +561,8 @@ def refusal(exc: Exception) -> GoogleError:
         )
     if isinstance(exc, jobs.IdempotencyConflict):
         return GoogleError(409, str(exc))
-    assert isinstance(exc, jobs.TooManyActiveJobs), exc
-    return GoogleError(
-        429, f"Too many concurrent jobs: {exc}; wait for one to finish", headers={"Retry-After": "5"}
-    )
+    assert isinstance(exc, jobs.TooManyActiveJobs | FetchesBusy), exc
+    return GoogleError(429, try_again_soon(exc), headers=RETRY_SOON)
 
 
 _OPERATION_NAME = re.compile(

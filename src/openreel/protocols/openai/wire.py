@@ -20,6 +20,8 @@ from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, che
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import catalog_model_id
 from openreel.protocols.shaped_routes import WireError
+from openreel.protocols.submission import RETRY_SOON, try_again_soon
+from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable, take_images
 from openreel.service.services import Services
 from openreel.service.uploads import UploadRejected
@@ -439,14 +441,9 @@ def refusal(exc: Exception) -> OpenAIError:
             param="Idempotency-Key",
             code="idempotency_conflict",
         )
-    assert isinstance(exc, jobs.TooManyActiveJobs), exc
+    assert isinstance(exc, jobs.TooManyActiveJobs | FetchesBusy), exc
     return OpenAIError(
-        429,
-        f"Too many concurrent jobs: {exc}; wait for one to finish",
-        type="requests",
-        code="rate_limit_exceeded",
-        headers={"Retry-After": "5"},
-        retry=True,
+        429, try_again_soon(exc), type="requests", code="rate_limit_exceeded", headers=RETRY_SOON, retry=True
     )
 
 
