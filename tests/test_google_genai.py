@@ -188,6 +188,7 @@ def test_google_rules_are_client_errors_and_cost_nothing(server: LiveServer) -> 
             "is a file of an unrecognised type, not an image (accepted: PNG",
         ),
         ({"video": {"uri": "gs://x.mp4"}}, {}, "instances[0].video"),
+        ({"video": {"gcsUri": "https://[x/v.mp4"}}, {}, "is not a video of this server"),
         (
             {"referenceImages": [{"image": {"bytesBase64Encoded": b64}, "referenceType": "asset"}]},
             {"durationSeconds": 8},

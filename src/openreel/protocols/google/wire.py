@@ -269,7 +269,10 @@ def _continued(details: Details, video: GoogleVideo) -> tuple[str, int] | None:
             "(its uri or gcsUri)" + ("; inline video bytes are not taken" if inline else ""),
         )
         return None
-    match = _OWN_VIDEO.search(urlsplit(link).path)
+    try:
+        match = _OWN_VIDEO.search(urlsplit(link).path)
+    except ValueError:  # not a URL (an unclosed IPv6 bracket, say)
+        match = None
     if match is None:
         details.add(
             "instances[0].video",
