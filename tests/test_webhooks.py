@@ -50,6 +50,8 @@ def test_signature_is_hmac_of_the_body_keyed_with_the_key_digest() -> None:
     assert not verify_webhook(body + b" ", header, "afk_secret")
     assert not verify_webhook(body, header, "afk_other")
     assert not verify_webhook(body, None, "afk_secret")
+    assert not verify_webhook(body, "sha256=é", "afk_secret")  # forged, and not ASCII: False, no error
+    assert not verify_webhook(body, "sha256=\ud800", "afk_secret")
 
 
 def wait_status(server: LiveServer, key: str, job_id: str, status: str) -> dict[str, object]:

@@ -20,4 +20,5 @@ def verify_webhook(body: bytes, signature: str | None, api_key: str) -> bool:
         return False
     expected = sign(body, hashlib.sha256(api_key.encode()).digest())
     given = signature if signature.startswith("sha256=") else "sha256=" + signature
-    return hmac.compare_digest(expected, given.lower())
+    # As bytes: compare_digest refuses str with non-ASCII characters, which a forged header may carry.
+    return hmac.compare_digest(expected.encode(), given.lower().encode(errors="replace"))
