@@ -12,17 +12,20 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from openreel import netguard
 from openreel.app import create_app
 from openreel.domain.rules import MAX_URL_LENGTH
-from openreel.ledger import accounts
+from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
+from openreel.ledger.tables import Job
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
 from openreel.settings import Settings
 
 from databases import DIALECTS, throwaway_database
 from quick import QuickExecutor
+from support import assert_contract
 
 # One worker runs the module, so each dialect's app starts once.
 pytestmark = pytest.mark.xdist_group("hostile_inputs")
@@ -279,6 +282,23 @@ def test_replaying_the_key_of_a_deleted_job_says_so(app: TestClient, tmp_path: P
     assert replay.status_code == 409, replay.text
     assert "deleted" in replay.json()["error"]
     assert credits(app, key) == CREDITS
+
+
+def test_a_replay_of_a_cancelled_jobs_request_reads_failed_as_the_contract_has_it(app: TestClient) -> None:
+    """The contract's JobAccepted knows no CANCELLED (its webhook event is "failed" too)."""
+    key = new_key(app)
+    body = {**BASE, "veoParams": {"duration": 4, "generate_audio": False}}
+    job_id = apiframe(app, key, body, **{"Idempotency-Key": "c1"}).json()["jobId"]
+    database = Database(app.app.state.test_db_url)  # type: ignore[attr-defined]
+    try:
+        with database.session() as session:  # cancelled, whether or not it has rendered meanwhile
+            session.execute(update(Job).where(Job.id == job_id).values(status=jobs.CANCELLED))
+    finally:
+        database.dispose()
+    replay = apiframe(app, key, body, **{"Idempotency-Key": "c1"})
+    assert replay.status_code == 202 and replay.json() == {"jobId": job_id, "status": "FAILED"}
+    assert_contract(replay.json(), "JobAccepted")
+    assert app.get(f"/v2/jobs/{job_id}", headers={"X-API-Key": key}).json()["status"] == "CANCELLED"
 
 
 def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account(app: TestClient) -> None:

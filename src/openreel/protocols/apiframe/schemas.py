@@ -17,6 +17,9 @@ from openreel.domain.limits import (
 
 WebhookEvent = Literal["progress", "completed", "failed"]
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+# The contract's JobAccepted has no CANCELLED: a replay of a cancelled job's request reads FAILED there,
+# as its webhook event does (the job itself says CANCELLED).
+AcceptedStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
 
 
 class Strict(BaseModel):
@@ -65,7 +68,7 @@ class GenerateVideoRequest(Strict):
 
 class JobAccepted(BaseModel):
     jobId: str
-    status: JobStatus
+    status: AcceptedStatus
 
 
 class StageTrace(BaseModel):

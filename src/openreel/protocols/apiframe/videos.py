@@ -119,6 +119,5 @@ async def generate_video(
     except (jobs.TooManyActiveJobs, FetchesBusy) as exc:
         raise ApiError(429, try_again_soon(exc), headers=RETRY_SOON) from exc
     headers = {} if submitted.created else {"Idempotent-Replayed": "true"}
-    return JSONResponse(
-        {"jobId": submitted.job.id, "status": submitted.job.status}, status_code=202, headers=headers
-    )
+    status = jobs.FAILED if submitted.job.status == jobs.CANCELLED else submitted.job.status
+    return JSONResponse({"jobId": submitted.job.id, "status": status}, status_code=202, headers=headers)
