@@ -167,6 +167,8 @@ def test_workers_that_cannot_enhance_refuse_it_and_google_defaults_it_off(
         ({**FAST_4S, "colour": "red"}, "colour", "Unrecognized key"),
         ({**FAST_4S, "veoParams": {"duration": 5}}, "veoParams.duration", "4, 6, 8"),
         ({**FAST_4S, "veoParams": {"duration": "4"}}, "veoParams.duration", "integer"),
+        ({**FAST_4S, "veoParams": {"duration": 4.5}}, "veoParams.duration", "integer"),
+        ({**FAST_4S, "veoParams": {"seed": True}}, "veoParams.seed", "integer"),
         ({**FAST_4S, "veoParams": {"fps": 30}}, "veoParams.fps", "Unrecognized key"),
         (
             {**FAST_4S, "veoParams": {"aspectRatio": "9:16"}},

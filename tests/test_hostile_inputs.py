@@ -284,6 +284,17 @@ def test_replaying_the_key_of_a_deleted_job_says_so(app: TestClient, tmp_path: P
     assert credits(app, key) == CREDITS
 
 
+def test_whole_numbers_written_with_a_fraction_are_the_integers_they_are(app: TestClient) -> None:
+    """4.0 is 4 to JSON Schema (the contract's) and to JavaScript, whose clients send it so."""
+    key = new_key(app)
+    params = {"duration": 4.0, "seed": 7.0, "sample_count": 1.0, "generate_audio": False}
+    accepted = apiframe(app, key, {**BASE, "veoParams": params})
+    assert accepted.status_code == 202, accepted.text
+    job = app.get(f"/v2/jobs/{accepted.json()['jobId']}", headers={"X-API-Key": key}).json()
+    echoed = job["input"]["veoParams"]
+    assert (echoed["duration"], echoed["seed"]) == (4, 7) and isinstance(echoed["duration"], int)
+
+
 def test_a_replay_of_a_cancelled_jobs_request_reads_failed_as_the_contract_has_it(app: TestClient) -> None:
     """The contract's JobAccepted knows no CANCELLED (its webhook event is "failed" too)."""
     key = new_key(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from openreel.domain.limits import (
     EXTEND_SECONDS,
@@ -26,10 +26,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _whole(value: object) -> object:
+    """JSON has numbers, not integers: 4.0 is 4, to JSON Schema (the contract's) as to JavaScript."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer field, strict but for a whole number written with a fraction (no strings, booleans or 4.5).
+Whole = Annotated[int, BeforeValidator(_whole)]
+
+
 class VeoParams(Strict):
-    duration: int | None = None
+    duration: Whole | None = None
     aspect_ratio: Annotated[str, Field(pattern=r"^\d+:\d+$")] | None = None
-    seed: int | None = None
+    seed: Whole | None = None
     image: str | None = None
     resolution: Literal["720p", "1080p"] | None = None
     generate_audio: bool | None = None
@@ -41,7 +50,7 @@ class VeoParams(Strict):
         description="openreel: rewrite the prompt with the model's own Gemma before rendering (default "
         "false); the result's enhancedPrompt is what was rendered.",
     )
-    sample_count: int | None = Field(
+    sample_count: Whole | None = Field(
         default=None,
         description=f"openreel: how many videos to render, 1 to {MAX_SAMPLES} (default 1), seeded seed, "
         "seed + 1, ...; each is charged, and each that fails is refunded. The result's videos lists them.",
@@ -53,7 +62,7 @@ class VeoParams(Strict):
         "whole clip, joined. Priced per second added (the model's extend-1s prices). Not with duration, "
         "image, last_frame or reference_images.",
     )
-    extend_video: int | None = Field(
+    extend_video: Whole | None = Field(
         default=None, description="openreel: which of that job's result.videos to continue (default 0)."
     )
 
