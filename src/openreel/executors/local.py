@@ -1,4 +1,8 @@
-"""The default executor: worker processes on this machine, one per GPU (``OPENREEL_WORKERS``)."""
+"""The default executor: worker processes on this machine, one per GPU (``OPENREEL_WORKERS``).
+
+A worker whose engine fails to load (its GPU out of memory, say), or that keeps dying while it loads, takes
+its slot out of service until the server restarts; the others go on rendering. The engine is failed (jobs
+refused, and refunded if queued) only once every slot is out."""
 
 from __future__ import annotations
 
@@ -100,6 +104,7 @@ class _Slot:
     ready: bool = False
     seq: int | None = None
     failed_starts: int = 0
+    error: str | None = None  # why this slot is out of service
 
     @property
     def name(self) -> str:
@@ -126,7 +131,7 @@ class LocalExecutor:
         return replace(
             self._state,
             ready=self._state.error is None and any(s.ready for s in self._slots),
-            slots=len(self._slots),
+            slots=sum(s.error is None for s in self._slots),
             busy=sum(s.seq is not None for s in self._slots),
         )
 
@@ -140,8 +145,6 @@ class LocalExecutor:
             slot.worker.stop()
 
     def free_slots(self) -> list[str]:
-        if self._state.error is not None:
-            return []
         return [s.name for s in self._slots if s.ready and s.seq is None]
 
     def submit(self, slot: str, task: m.RenderTask) -> None:
@@ -175,20 +178,19 @@ class LocalExecutor:
                 if isinstance(event, m.EngineReady):
                     self._loaded(slot, event)
                 elif isinstance(event, m.EngineFailed):
-                    self._state = replace(self._state, error=event.error)
-                    log.error("engine %s failed to load: %s", self._state.name, event.error)
+                    self._out_of_service(slot, event.error)
                 elif event.seq == slot.seq:
                     if not isinstance(event, m.Progress):
                         slot.seq = None
                     events.append(event)
-            if slot.worker.alive or slot.worker.connection is None:
-                continue
-            if self._stopping or self._state.error is not None:
-                slot.worker.kill()  # closes its pipe, so poll stops waking up for it
+            if slot.worker.alive:
                 continue
             if slot.seq is not None:
                 events.append(m.Lost(slot.seq, "the worker process exited unexpectedly"))
                 slot.seq = None
+            if self._stopping or slot.error is not None:
+                slot.worker.kill()  # closes its pipe, so poll stops waking up for it
+                continue
             self._restart(slot)
         return events
 
@@ -202,13 +204,27 @@ class LocalExecutor:
             " (random weights: output is noise)" if event.random_weights else "",
         )
 
+    def _out_of_service(self, slot: _Slot, error: str) -> None:
+        slot.ready, slot.error = False, error
+        slot.worker.kill()
+        log.error(
+            "%s: engine %s failed to load, the slot is out of service: %s", slot.name, self._state.name, error
+        )
+        if all(s.error is not None for s in self._slots):
+            self._state = replace(self._state, error=error)
+
     def _restart(self, slot: _Slot) -> None:
+        """A new worker in the slot; one that cannot even be spawned (no processes or file descriptors
+        left) counts as a failed start, tried again at the next poll."""
         if not slot.ready:
             slot.failed_starts += 1
         if slot.failed_starts >= MAX_FAILED_STARTS:
-            self._state = replace(self._state, error="the worker keeps dying while loading")
+            self._out_of_service(slot, "the worker keeps dying while loading")
             return
         slot.ready = False
         slot.worker.kill()
         slot.worker = LocalWorker(self._settings, slot.device)
-        slot.worker.start()
+        try:
+            slot.worker.start()
+        except OSError:
+            log.exception("%s: starting a worker failed", slot.name)

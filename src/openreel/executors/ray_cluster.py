@@ -249,9 +249,9 @@ class RayExecutor:
         return events
 
     def _scale(self) -> None:
-        """One actor per slot the cluster offers; new nodes get actors, dead ones have lost theirs."""
-        if self._state.error is not None:
-            return
+        """One actor per slot the cluster offers; new nodes get actors, dead ones have lost theirs. With
+        the engine failed everywhere too (``FAILURE_BACKOFF_S`` apart): a node that joins, or weights
+        pulled meanwhile, bring the cluster back."""
         resources = ray.cluster_resources()
         wanted = int(resources.get(SLOT_RESOURCE, 0))
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
@@ -277,13 +277,19 @@ class RayExecutor:
             self._drop(actor)
             return
         actor.ready, self._failed_starts = True, 0
-        self._state = self._state.loaded(loaded)
+        self._state = replace(self._state.loaded(loaded), error=None)
         log.info("%s: engine %s ready", actor.name, loaded.name)
 
     def _delivered(self, actor: _Actor, outcome: m.Outcome) -> m.TaskEvent:
+        """The outcome, its videos written where the dispatcher expects them; a write that fails (the
+        disk full) loses the render, which is tried again, and none of the other events polled with it."""
         if isinstance(outcome, m.Done) and outcome.videos is not None:
-            for index, video in outcome.videos.items():
-                Path(actor.outputs[index]).write_bytes(video)
+            try:
+                for index, video in outcome.videos.items():
+                    Path(actor.outputs[index]).write_bytes(video)
+            except OSError as exc:
+                log.exception("writing the videos of task %d failed", outcome.seq)
+                return m.Lost(outcome.seq, f"its videos could not be written on the server: {exc}")
             return dataclasses.replace(outcome, videos=None)
         return outcome
 

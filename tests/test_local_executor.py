@@ -1,0 +1,133 @@
+"""The local executor's slots, in-process: each worker process stands in as a scripted one, so what a slot
+does when its worker fails to load, dies, or cannot even be spawned is seen without loading an engine."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+
+import pytest
+
+from openreel.executors import local
+from openreel.executors import messages as m
+from openreel.executors.base import MAX_FAILED_STARTS
+from openreel.executors.local import LocalExecutor
+from openreel.settings import Settings
+
+READY = m.EngineReady("tiny", 0.25, True)
+
+
+class ScriptedWorker:
+    """Alive from ``start`` until the test kills it; sends what the test puts in ``outbox``. The next
+    ``spawn_failures`` starts (of any worker) fail as a spawn with no file descriptors left does."""
+
+    made: list[ScriptedWorker] = []
+    spawn_failures = 0
+
+    def __init__(self, settings: Settings, device: str | None) -> None:
+        self.device = device
+        self.alive = False
+        self.connection: Connection | None = None
+        self.outbox: list[m.Event] = []
+        self.sent: list[m.RenderTask] = []
+        self.pid = len(ScriptedWorker.made)
+        ScriptedWorker.made.append(self)
+
+    def start(self) -> None:
+        if ScriptedWorker.spawn_failures:
+            ScriptedWorker.spawn_failures -= 1
+            raise OSError(24, "Too many open files")
+        self.connection, self._other_end = multiprocessing.Pipe()
+        self.alive = True
+
+    def events(self) -> list[m.Event]:
+        sent, self.outbox = self.outbox, []
+        return sent
+
+    def send(self, task: m.RenderTask) -> None:
+        self.sent.append(task)
+
+    def cancel(self, seq: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        self.alive = False
+        if self.connection is not None:
+            self.connection.close()
+            self._other_end.close()
+            self.connection = None
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ScriptedWorker]]:
+    made: list[ScriptedWorker] = []
+    monkeypatch.setattr(ScriptedWorker, "made", made)
+    monkeypatch.setattr(ScriptedWorker, "spawn_failures", 0)
+    monkeypatch.setattr(local, "LocalWorker", ScriptedWorker)
+    yield made
+    for worker in made:
+        worker.kill()
+
+
+def task(seq: int) -> m.RenderTask:
+    return m.RenderTask(seq, f"job-{seq}", (), ())
+
+
+def test_a_slot_whose_engine_fails_to_load_is_out_and_the_others_render(
+    workers: list[ScriptedWorker],
+) -> None:
+    """One GPU out of memory takes its slot out, not the server; the last slot out fails the engine."""
+    executor = LocalExecutor(Settings(workers=2))
+    executor.start()
+    workers[0].outbox.append(READY)
+    workers[1].outbox.append(m.EngineFailed("OutOfMemoryError: CUDA out of memory (GPU 1)"))
+    workers[1].alive = False  # a worker whose engine failed exits
+    assert executor.poll(0) == []
+    engine = executor.engine
+    assert (engine.ready, engine.error, engine.slots) == (True, None, 1)
+    [slot] = executor.free_slots()
+    assert slot.endswith(":local-0:0") and len(workers) == 2  # the failed one is not restarted
+    executor.submit(slot, task(7))
+    assert workers[0].sent == [task(7)] and executor.free_slots() == []
+    workers[0].alive = False  # killed mid-render
+    assert executor.poll(0) == [m.Lost(7, "the worker process exited unexpectedly")]
+    workers[2].outbox.append(m.EngineFailed("OutOfMemoryError: CUDA out of memory (GPU 0)"))
+    assert executor.poll(0) == []
+    engine = executor.engine
+    assert (engine.ready, engine.error, engine.slots) == (
+        False,
+        "OutOfMemoryError: CUDA out of memory (GPU 0)",
+        0,
+    )
+    assert len(workers) == 3 and not any(worker.alive for worker in workers)
+
+
+def test_a_worker_that_cannot_be_spawned_is_tried_again_and_its_job_reported_lost(
+    workers: list[ScriptedWorker],
+) -> None:
+    executor = LocalExecutor(Settings(workers=1))
+    executor.start()
+    workers[0].outbox.append(READY)
+    executor.poll(0)
+    executor.submit(executor.free_slots()[0], task(3))
+    ScriptedWorker.spawn_failures = 1
+    workers[0].alive = False
+    assert executor.poll(0) == [m.Lost(3, "the worker process exited unexpectedly")]
+    assert not workers[1].alive  # its spawn failed: the next poll tries again
+    executor.poll(0)
+    assert workers[2].alive
+    workers[2].outbox.append(READY)
+    executor.poll(0)
+    assert executor.engine.ready and executor.free_slots()
+    ScriptedWorker.spawn_failures = MAX_FAILED_STARTS
+    workers[2].alive = False
+    for _ in range(MAX_FAILED_STARTS + 1):  # a restart, then a failed start counted at each poll
+        executor.poll(0)
+    assert executor.engine.error == "the worker keeps dying while loading"
+    assert len(workers) == 3 + MAX_FAILED_STARTS  # no more tries once the slot is out
+    executor.poll(0)
+    assert len(workers) == 3 + MAX_FAILED_STARTS
