@@ -7,25 +7,26 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from openreel import netguard
 from openreel.app import create_app
 from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
-from openreel.ledger.tables import Job
+from openreel.ledger.tables import Job, Upload
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
 from openreel.settings import Settings
 
 from databases import DIALECTS, throwaway_database
 from quick import QuickExecutor
-from support import assert_contract
+from support import assert_contract, png
 
 # One worker runs the module, so each dialect's app starts once.
 pytestmark = pytest.mark.xdist_group("hostile_inputs")
@@ -293,6 +294,38 @@ def test_whole_numbers_written_with_a_fraction_are_the_integers_they_are(app: Te
     job = app.get(f"/v2/jobs/{accepted.json()['jobId']}", headers={"X-API-Key": key}).json()
     echoed = job["input"]["veoParams"]
     assert (echoed["duration"], echoed["seed"]) == (4, 7) and isinstance(echoed["duration"], int)
+
+
+def test_a_replay_answers_whatever_became_of_the_engine_and_the_upload_since(app: TestClient) -> None:
+    """An Idempotency-Key's replay is the first answer for as long as the key lasts (24 h): not refused
+    because the engine has failed since, nor because the upload the request named has expired and gone
+    (uploads last 2 h)."""
+    key = new_key(app)
+    services = app.app.state.services  # type: ignore[attr-defined]
+    file_id = app.post(
+        "/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(64, 64), "image/png")}
+    ).json()["id"]
+    body = {"prompt": "p", "input_reference": {"file_id": file_id}}
+    first = openai(app, key, body, **{"Idempotency-Key": "i1"})
+    apiframed = apiframe(app, key, {**BASE, "veoParams": {"duration": 4}}, **{"Idempotency-Key": "a1"})
+    assert first.status_code == 200 and apiframed.status_code == 202, (first.text, apiframed.text)
+    with services.db.session() as session:
+        session.execute(delete(Upload).where(Upload.id == file_id))  # expired and swept
+    again = openai(app, key, body, **{"Idempotency-Key": "i1"})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    anew = openai(app, key, body, **{"Idempotency-Key": "i2"})
+    assert anew.status_code == 400 and f"no upload {file_id!r}" in anew.json()["error"]["message"]
+    executor = services.dispatcher._executor
+    working = executor._state
+    executor._state = replace(working, error="CUDA out of memory")
+    try:
+        replayed = apiframe(app, key, {**BASE, "veoParams": {"duration": 4}}, **{"Idempotency-Key": "a1"})
+        refused = apiframe(app, key, {**BASE, "veoParams": {"duration": 4}}, **{"Idempotency-Key": "a2"})
+    finally:
+        executor._state = working
+    assert replayed.status_code == 202 and replayed.json()["jobId"] == apiframed.json()["jobId"]
+    assert refused.status_code == 503 and "CUDA out of memory" in refused.json()["error"]
 
 
 def test_a_replay_of_a_cancelled_jobs_request_reads_failed_as_the_contract_has_it(app: TestClient) -> None:

@@ -189,7 +189,13 @@ def _admission(
     idempotency_key: str | None,
     webhook: tuple[str | None, list[str] | None],
 ) -> Submitted | jobs.NewJob:
-    """The job to charge and queue, or the replay of an Idempotency-Key."""
+    """The job to charge and queue, or the replay of an Idempotency-Key: looked up first, a replay
+    answers as the first request did whatever the engine's state now."""
+    if idempotency_key is not None:
+        with svc.db.read() as session:
+            job = jobs.replayed(session, key.account_id, idempotency_key, request_hash(echo))
+            if job is not None:
+                return Submitted(job, created=False)
     engine = svc.dispatcher.engine
     if engine.error:
         raise EngineUnavailable(f"The {engine.name} engine is unavailable: {engine.error}")
@@ -204,11 +210,6 @@ def _admission(
         raise EngineUnavailable(f"reference_images cannot be served: {engine.reference_error}")
     if spec.enhance_prompt and engine.enhance_error:
         raise EngineUnavailable(f"prompt enhancement cannot be served: {engine.enhance_error}")
-    if idempotency_key is not None:
-        with svc.db.read() as session:
-            job = jobs.replayed(session, key.account_id, idempotency_key, request_hash(echo))
-            if job is not None:
-                return Submitted(job, created=False)
     if spec.extend is not None:
         spec = take_source(svc, key.account_id, spec)
     if prepare is not None:

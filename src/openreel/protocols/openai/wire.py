@@ -194,11 +194,14 @@ class FilePart:
 
 @dataclass
 class Create:
-    """A valid create request; an inline first frame is stored only once the request is valid."""
+    """A valid create request; an inline first frame is stored only once the request is valid.
+    ``unusable``: why its upload (``file_id``) cannot be used now, said to a new job only: a replay of
+    its Idempotency-Key answers for as long as the key does, whatever became of the upload since."""
 
     spec: VideoSpec
     echo: dict[str, Any]
     image: InlineImage | None
+    unusable: str | None = None
 
 
 def _int(value: Any) -> int | None:
@@ -239,9 +242,10 @@ def _upload_url(svc: Services, account_id: str, file_id: str, base_url: str, det
 
 
 def _reference(
-    svc: Services, account_id: str, value: Any, base_url: str, details: Details
+    svc: Services, account_id: str, value: Any, base_url: str, details: Details, unusable: Details
 ) -> tuple[InlineImage | None, str | None, dict[str, Any] | None]:
-    """(inline image, URL, its echo) for input_reference; problems go to ``details``."""
+    """(inline image, URL, its echo) for input_reference; problems go to ``details``, those of an upload
+    named by its file_id to ``unusable``."""
     limit = svc.settings.max_upload_image_bytes
     if isinstance(value, FilePart):
         image, why = check_image(value.data, limit)
@@ -258,7 +262,7 @@ def _reference(
         if not isinstance(file_id, str):
             details.add("input_reference", "file_id must be a string")
             return None, None, None
-        return None, _upload_url(svc, account_id, file_id, base_url, details), {"file_id": file_id}
+        return None, _upload_url(svc, account_id, file_id, base_url, unusable), {"file_id": file_id}
     url = value["image_url"]
     if not isinstance(url, str):
         details.add("input_reference", "image_url must be a string")
@@ -362,9 +366,10 @@ def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_ur
     image: InlineImage | None = None
     image_url: str | None = None
     reference_echo = None
+    unusable = Details()
     if fields.get("input_reference") is not None:
         image, image_url, reference_echo = _reference(
-            svc, account_id, fields["input_reference"], base_url, details
+            svc, account_id, fields["input_reference"], base_url, details, unusable
         )
 
     params = {k: v for k, v in given.items() if k != "size"}
@@ -402,11 +407,13 @@ def parse_create(svc: Services, account_id: str, fields: dict[str, Any], base_ur
         echo["size"] = given["size"]
     if reference_echo:
         echo["inputReference"] = reference_echo
-    return Create(spec, echo, image)
+    return Create(spec, echo, image, next((m[0] for m in unusable.values()), None))
 
 
 def materialize(svc: Services, account_id: str, base_url: str, create: Create) -> VideoSpec:
     """The spec with its image stored as an upload of the account: sent inline, or fetched now."""
+    if create.unusable is not None:
+        raise OpenAIError(400, create.unusable, param="input_reference", code="invalid_value")
     if create.image is None:
         if create.spec.image is None:
             return create.spec
