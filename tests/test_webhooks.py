@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from openreel.domain.signatures import sign, verify_webhook
 from openreel.ledger import accounts, jobs
@@ -531,6 +531,41 @@ def test_payload_links_never_use_the_bind_address(
     body = completed_payload(Outbox(tmp_path, host="0.0.0.0", port=8000, public_url=public_url), job_base_url)
     assert json.loads(body)["result"]["videoUrl"].startswith(expected)
     assert "0.0.0.0" not in body
+
+
+def test_progress_events_go_out_every_ten_points_of_each_attempt(tmp_path: Path) -> None:
+    """A retried job's progress starts again at 0, and is told again; a job that ended is forgotten."""
+    box = Outbox(tmp_path)
+    try:
+        hook = "http://127.0.0.1:9/hook"
+        events = ["progress", "completed", "failed"]
+        job_id = box.job(
+            box.account(),
+            hook,
+            "progress",
+            status=jobs.PROCESSING,
+            error=None,
+            attempts=1,
+            webhook_events=events,
+        )
+        told = []
+        for attempt, progress in [(1, 5), (1, 10), (1, 15), (1, 60), (1, 95), (2, 5), (2, 10), (2, 20)]:
+            with box.db.session() as session:
+                job = session.get_one(Job, job_id)
+                job.attempts, job.progress = attempt, progress
+                session.flush()
+                before = session.scalar(select(func.count()).select_from(WebhookDelivery))
+                box.sender.enqueue(session, job_id, "progress")
+                session.flush()
+                if session.scalar(select(func.count()).select_from(WebhookDelivery)) > before:
+                    told.append((attempt, progress))
+        assert told == [(1, 10), (1, 60), (1, 95), (2, 5), (2, 20)]
+        with box.db.session() as session:
+            session.get_one(Job, job_id).status = jobs.COMPLETED
+            box.sender.enqueue(session, job_id, "completed")
+        assert box.sender._last_progress == {}
+    finally:
+        box.db.dispose()
 
 
 def test_a_completed_event_is_written_without_a_look_at_storage(

@@ -134,7 +134,8 @@ class WebhookSender:
         self.db = db
         self.presenter = presenter
         self.base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
-        self._last_progress: dict[str, int] = {}
+        # Per job: the attempt and progress of the last progress event queued, until the job ends.
+        self._last_progress: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._in_flight: set[int] = set()  # the ids of the rows being tried here
         self._per_account: Counter[str] = Counter()
@@ -177,11 +178,14 @@ class WebhookSender:
             return
         session.refresh(job)
         event = "failed" if job.status == jobs.CANCELLED else event
+        if event != "progress":
+            with self._lock:  # the job has ended: no progress follows
+                self._last_progress.pop(job_id, None)
         if event not in (job.webhook_events or DEFAULT_EVENTS):
             if event != "progress":
                 job.webhook_status = "delivered"
             return
-        if event == "progress" and not self._progress_due(job_id, job.progress):
+        if event == "progress" and not self._progress_due(job_id, job.attempts, job.progress):
             return
         base_url = (self.settings.public_url or job.base_url or self.base_url).rstrip("/")
         body = json.dumps(payload(event, job, self.presenter, base_url))
@@ -193,12 +197,13 @@ class WebhookSender:
     def _woken(self, _session: Session) -> None:
         self._wake.set()
 
-    def _progress_due(self, job_id: str, progress: int) -> bool:
+    def _progress_due(self, job_id: str, attempt: int, progress: int) -> bool:
+        """Every ``PROGRESS_STEP`` points of an attempt's progress (a retried job's starts again at 0)."""
         with self._lock:
-            last = self._last_progress.get(job_id, -PROGRESS_STEP)
-            if progress < 100 and progress - last < PROGRESS_STEP:
+            last_attempt, last = self._last_progress.get(job_id, (attempt, -PROGRESS_STEP))
+            if last_attempt == attempt and progress < 100 and progress - last < PROGRESS_STEP:
                 return False
-            self._last_progress[job_id] = progress
+            self._last_progress[job_id] = (attempt, progress)
             return True
 
     def _loop(self) -> None:
@@ -458,9 +463,6 @@ class WebhookSender:
                     job.webhook_error = error
                     if row.status in ("delivered", "failed"):
                         job.webhook_status = row.status
-                if row.status in ("delivered", "failed"):
-                    with self._lock:
-                        self._last_progress.pop(job_id, None)
         return retry_s
 
     @staticmethod
