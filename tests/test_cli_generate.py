@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
+
+from openreel.ledger.db import Database
+from openreel.ledger.tables import Job
 
 from support import LiveServer, mp4_summary
 
@@ -120,6 +124,27 @@ def test_without_a_server_on_embedded_defaults(tmp_path: Path) -> None:
     assert "random weights" in run.stdout
     assert mp4_summary(out.read_bytes()) == {"size": (1280, 720), "frames": 96, "fps": 24.0, "audio": True}
     assert (tmp_path / "data" / "cli.key").read_text().startswith("afk_")
+
+
+def test_without_a_server_named_the_job_goes_to_the_one_running_on_the_data_directory(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """Not a second service on the same queue and files: the job is sent to the server that owns them."""
+    out = tmp_path / "sent.mp4"
+    run = generate(
+        "a lighthouse at dusk", "--duration", "4", "--out", str(out), "--data-dir", str(server.data_dir)
+    )
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert f"sending the job to the openreel server running on {server.data_dir} ({server.url})" in run.stdout
+    assert "starting openreel in this process" not in run.stdout
+    assert mp4_summary(out.read_bytes())["frames"] == 96
+    db = Database(f"sqlite:///{server.data_dir / 'openreel.db'}")
+    try:
+        with db.read() as session:
+            rendered = session.scalars(select(Job).where(Job.status == "COMPLETED")).all()
+    finally:
+        db.dispose()
+    assert any(job.input["prompt"] == "a lighthouse at dusk" for job in rendered)
 
 
 def jobs(*args: str, key: str, server: LiveServer) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,9 @@ fails part-way leaves none of its threads behind."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -21,7 +24,9 @@ from openreel.ledger.tables import Server, Upload, utcnow
 from openreel.scheduler.housekeeping import Housekeeper
 from openreel.settings import Settings
 from openreel.storage.local import LocalStorage
+from openreel.storage.owner import owner_url
 
+from quick import QuickExecutor
 from support import stored_upload
 
 
@@ -102,3 +107,43 @@ def test_a_server_cleans_up_at_start_and_stops_what_started_when_its_start_fails
     finally:
         db.dispose()
     assert server_threads() == before
+
+
+def test_a_second_server_on_a_data_directory_leaves_the_owners_half_written_files(tmp_path: Path) -> None:
+    """The first server to start owns the directory (its URL in the lock file) until it stops; a second
+    one sharing it removes none of the files the owner's workers are writing."""
+    settings = Settings(data_dir=tmp_path / "data", port=8123)
+    with TestClient(create_app(settings, QuickExecutor(settings))) as owner:
+        storage = owner.app.state.services.storage  # type: ignore[attr-defined]
+        writing = storage.staging_path("results/j/1.mp4")
+        writing.write_bytes(b"half a video, still being written")
+        assert owner_url(settings.data_dir) == "http://127.0.0.1:8123"
+        with TestClient(create_app(settings, QuickExecutor(settings))):
+            assert writing.exists()
+    assert owner_url(settings.data_dir) is None
+    with TestClient(create_app(settings, QuickExecutor(settings))):
+        assert not writing.exists()  # left by a server that stopped
+
+
+def test_a_killed_owner_owns_nothing(tmp_path: Path) -> None:
+    """The kernel lets go of a dead process's lock, SIGKILL included: the next server removes its files."""
+    data = tmp_path
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from openreel.storage.owner import Ownership; "
+            "Ownership(Path(sys.argv[1])).take('http://127.0.0.1:9'); print('taken', flush=True); "
+            "time.sleep(60)",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "taken\n"
+        assert owner_url(data) == "http://127.0.0.1:9"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+    assert owner_url(data) is None

@@ -33,6 +33,7 @@ from openreel.service.views import RANDOM_WEIGHTS_NOTICE, Presenter
 from openreel.service.webhooks import WebhookSender
 from openreel.settings import Settings
 from openreel.storage import make_storage
+from openreel.storage.owner import Ownership, owner_url
 from openreel.storage.signing import Signer
 from openreel.studio import routes as studio
 
@@ -93,7 +94,16 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         # Whatever started is stopped, also when a later part fails to start; in reverse order.
         with ExitStack() as running:
             running.callback(svc.db.dispose)
-            svc.housekeeper.start()
+            ownership = Ownership(settings.data_dir)
+            owner = ownership.take(settings.local_url)
+            running.callback(ownership.release)
+            if not owner:
+                log.warning(
+                    "another server owns %s (%s): its half-written files are left to it",
+                    settings.data_dir,
+                    owner_url(settings.data_dir),
+                )
+            svc.housekeeper.start(owner)
             running.callback(svc.housekeeper.stop)
             svc.webhooks.start()
             running.callback(svc.webhooks.close)

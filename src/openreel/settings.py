@@ -260,6 +260,12 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'openreel.db').resolve()}"
 
+    @property
+    def local_url(self) -> str:
+        """Where this server answers from its own machine (a wildcard address is the loopback one)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
     def made_data_dir(self) -> Path:
         """The data directory, created readable by this user alone: it holds the ledger (whose key
         hashes also sign webhooks), the signing secret and every account's videos."""

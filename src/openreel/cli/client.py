@@ -199,8 +199,8 @@ def generate(
     """Generate a video (or several: --samples) and write it to a file.
 
     It shows the queue position and progress while it waits. With --server it uses that server;
-    without, it runs the service in this process on the local data directory and its engine (a local
-    run pays itself the job's credits).
+    without, the server running on the local data directory, else the service run in this process on
+    that directory and its engine (a local run pays itself the job's credits).
     """
     if extend_video and not extend:
         fail(
@@ -227,6 +227,7 @@ def generate(
 
     from openreel.domain.catalog import load_catalog
     from openreel.embedded import embedded_server, local_key
+    from openreel.storage.owner import owner_url
 
     settings = settings_of(data_dir)
     spec = load_catalog(settings.prices_file).get(model)
@@ -239,6 +240,11 @@ def generate(
             price = max(spec.prices.values()) * samples
     with opening_database(settings):
         key = local_key(settings, price)
+    owner = owner_url(settings.data_dir)
+    if owner is not None:  # not a second service on its queue and files
+        say(f"sending the job to the openreel server running on {settings.data_dir} ({owner})")
+        _generate_with(owner, key, request, files, out)
+        return
     logging.basicConfig(level=logging.WARNING)
     say(f"starting openreel in this process (engine {settings.engine}, data in {settings.data_dir})")
     with embedded_server(settings) as url:

@@ -24,11 +24,13 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openreel-housekeeping", daemon=True)
 
-    def start(self) -> None:
-        """Half-written results of the last shutdown go first, before any worker writes new ones."""
-        removed = self.storage.remove_partials()
-        if removed:
-            log.warning("removed %d half-written file(s) left by the last shutdown", removed)
+    def start(self, owner: bool = True) -> None:
+        """The owner of the data directory (``storage.owner``) removes the half-written results of the
+        last shutdown first, before any worker writes new ones; another server's may be under way."""
+        if owner:
+            removed = self.storage.remove_partials()
+            if removed:
+                log.warning("removed %d half-written file(s) left by the last shutdown", removed)
         self._thread.start()
 
     def stop(self) -> None:

@@ -133,7 +133,7 @@ class WebhookSender:
         self.settings = settings
         self.db = db
         self.presenter = presenter
-        self.base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+        self.base_url = settings.public_url or settings.local_url
         # Per job: the attempt and progress of the last progress event queued, until the job ends.
         self._last_progress: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
