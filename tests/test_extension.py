@@ -63,6 +63,11 @@ def test_an_extension_is_the_clip_and_seven_seconds_more_joined_and_priced_per_s
     assert (result["width"], result["height"], result["fps"]) == (1280, 720, 24)
     assert result["durationSeconds"] == 11 and result["hasAudio"]
     assert job["input"]["veoParams"] == {"extend_job_id": source["id"], "seed": 9}
+    with server.client(key) as client:  # OpenAI's view of it: the whole clip's length
+        sora = client.get(
+            f"/v1/videos/video_{job['id'].replace('-', '')}", headers={"Authorization": f"Bearer {key}"}
+        )
+    assert sora.json()["seconds"] == "11"
 
     old = httpx.get(source["result"]["videoUrl"], timeout=30).content
     new = httpx.get(result["videoUrl"], timeout=30).content

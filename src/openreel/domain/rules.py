@@ -33,13 +33,15 @@ EXTEND_RESOLUTION = "720p"  # Google's rule: extension is 720p only
 @dataclass(frozen=True)
 class Extension:
     """The clip a request continues: one video (``video``, an index into ``result.videos``) of a finished
-    job of the same account. The service fills in ``key``, where that video is stored."""
+    job of the same account. The service fills in ``key``, where that video is stored, and ``seconds``,
+    how long it is (the result is that and the seconds added)."""
 
     job_id: str
     video: int = 0
     # The aspect ratio the request named, if any: it must be the clip's own.
     asked_aspect_ratio: str | None = None
     key: str | None = None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

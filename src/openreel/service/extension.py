@@ -63,4 +63,4 @@ def take_source(svc: Services, account_id: str, spec: VideoSpec) -> VideoSpec:
             f"the video is {ratio} and an extension keeps its aspect ratio; leave aspect_ratio out or "
             f"ask {ratio}"
         )
-    return replace(spec, aspect_ratio=ratio, extend=replace(ext, key=video["key"]))
+    return replace(spec, aspect_ratio=ratio, extend=replace(ext, key=video["key"], seconds=frames / FPS))

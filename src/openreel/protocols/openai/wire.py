@@ -163,6 +163,8 @@ def size_of(spec: dict[str, Any]) -> str:
 
 def video_object(job: JobRecord) -> dict[str, Any]:
     spec = job.spec or {}
+    # An extension's video is the clip it continues and the seconds it adds.
+    seconds = spec.get("duration", 0) + ((spec.get("extend") or {}).get("seconds") or 0)
     error = None
     if job.status == jobs.FAILED:
         error = {"code": "generation_failed", "message": job.error or "The video generation failed."}
@@ -177,7 +179,7 @@ def video_object(job: JobRecord) -> dict[str, Any]:
         "created_at": _unix(job.created_at),
         "completed_at": _unix(job.completed_at),
         "expires_at": None,
-        "seconds": str(spec.get("duration", "")),
+        "seconds": f"{seconds:g}" if "duration" in spec else "",
         "size": size_of(spec),
         "prompt": spec.get("prompt"),
         "remixed_from_video_id": None,
