@@ -23,6 +23,7 @@ from support import (
     cli,
     mid_render,
     mp4_summary,
+    png,
     price,
     quick_server,
     running_server,
@@ -391,6 +392,13 @@ def test_uploads_sniff_type_and_enforce_limits(server: LiveServer) -> None:
         big = b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024)
         assert client.post("/v2/uploads", files={"file": ("big.png", big, "image/png")}).status_code == 400
         assert client.post("/v2/uploads", data={"nothing": "here"}).status_code == 400
+        png_bytes = png(8, 8)
+        two = client.post(
+            "/v2/uploads", files=[("file", ("a.png", png_bytes)), ("file", ("b.png", png_bytes))]
+        )
+        assert two.status_code == 400 and "one file per upload" in two.json()["details"]["file"][0]
+        extra = client.post("/v2/uploads", files={"file": ("a.png", png_bytes)}, data={"purpose": "vision"})
+        assert extra.status_code == 400 and "Unrecognized field" in extra.json()["details"]["purpose"][0]
         wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(64)
         audio = client.post("/v2/uploads", files={"file": ("a.wav", wav, "audio/wav")})
         assert audio.json()["kind"] == "audio"
