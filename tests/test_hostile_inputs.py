@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, update
+from sqlalchemy.orm import Session
 
 from openreel import netguard
 from openreel.app import create_app
@@ -343,6 +344,23 @@ def test_a_replay_of_a_cancelled_jobs_request_reads_failed_as_the_contract_has_i
     assert replay.status_code == 202 and replay.json() == {"jobId": job_id, "status": "FAILED"}
     assert_contract(replay.json(), "JobAccepted")
     assert app.get(f"/v2/jobs/{job_id}", headers={"X-API-Key": key}).json()["status"] == "CANCELLED"
+
+
+def test_a_cancel_that_loses_to_the_jobs_end_says_how_it_ended(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job ends between the cancel's read and its update (PostgreSQL reads without the write lock)."""
+    key = new_key(app)
+    job_id = apiframe(app, key, {**BASE, "veoParams": {"duration": 4}}).json()["jobId"]
+
+    def ended_meanwhile(session: Session, job_id: str, *args: object, **kwargs: object) -> bool:
+        ended = update(Job).where(Job.id == job_id).values(status=jobs.FAILED, error="another server's doing")
+        session.execute(ended.execution_options(synchronize_session=False))
+        return False
+
+    monkeypatch.setattr(jobs, "end_with_refund", ended_meanwhile)
+    refused = app.post(f"/v2/jobs/{job_id}/cancel", headers={"X-API-Key": key})
+    assert refused.status_code == 409 and "already FAILED" in refused.json()["error"], refused.text
 
 
 def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account(app: TestClient) -> None:

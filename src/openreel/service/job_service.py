@@ -258,6 +258,8 @@ def cancel(svc: Services, account_id: str, job_id: str, reason: str) -> Ended | 
         cancelled = jobs.end_with_refund(session, job_id, jobs.CANCELLED, reason)
         if cancelled:
             svc.webhooks.enqueue(session, job_id, "failed")
+        else:  # it ended meanwhile (on PostgreSQL, between the read above and the update): as it ended
+            session.refresh(job)
     if cancelled:
         svc.dispatcher.cancel(job_id)
     return Ended(job, cancelled)
