@@ -532,17 +532,26 @@ def test_a_key_let_go_at_submission_while_its_old_job_completes_deadlocks_neithe
 
 
 def test_expired_uploads_are_swept_with_their_files(db: Database, tmp_path: Path) -> None:
-    """An expired upload that a queued job still names stays until that job has ended."""
+    """An expired upload that a queued job still names stays until that job has ended, however the link
+    that names it was written (this server knows its own links percent-encoded too)."""
     storage = LocalStorage(tmp_path / "files")
     key = new_key(db, 10)
     now = utcnow()
-    names = (("old", now - timedelta(seconds=1)), ("new", now + timedelta(hours=1)), ("queued", now))
+    names = (
+        ("old", now - timedelta(seconds=1)),
+        ("new", now + timedelta(hours=1)),
+        ("queued", now),
+        ("q2", now),
+    )
     for name, expires in names:
         stored_upload(db, storage, key.account_id, name, expires)
     waiting = jobs.NewJob(
         "veo-3.1-fast",
         {},
-        {"image": "http://h/v2/files/uploads/queued.png?exp=1&sig=s"},
+        {
+            "image": "http://h/v2/files/uploads/queued.png?exp=1&sig=s",
+            "last_frame": "http://h/v2/files/%75ploads/q%32.png?exp=1&sig=s",
+        },
         5,
         None,
         None,
@@ -558,12 +567,13 @@ def test_expired_uploads_are_swept_with_their_files(db: Database, tmp_path: Path
         assert uploads.by_storage_key(session, "uploads/old.png") is None
         assert uploads.by_storage_key(session, "uploads/new.png") is not None
         assert uploads.by_storage_key(session, "uploads/queued.png") is not None
+        assert uploads.by_storage_key(session, "uploads/q2.png") is not None
     assert not storage.exists("uploads/old.png") and storage.exists("uploads/new.png")
     with db.session() as session:
         jobs.end_with_refund(session, queued.id, jobs.CANCELLED, None)
     with db.session() as session:
-        assert uploads.sweep_expired(session, storage, later) == 1
-    assert not storage.exists("uploads/queued.png")
+        assert uploads.sweep_expired(session, storage, later) == 2
+    assert not storage.exists("uploads/queued.png") and not storage.exists("uploads/q2.png")
 
 
 def test_active_job_cap_is_per_account_and_frees_up(db: Database) -> None:

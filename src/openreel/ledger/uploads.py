@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from urllib.parse import unquote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,8 +24,9 @@ def sweep_expired(session: Session, storage: Storage, now: datetime) -> int:
     expired = session.scalars(select(Upload).where(Upload.expires_at < now)).all()
     if not expired:
         return 0
-    named = " ".join(
-        json.dumps(spec) for spec in session.scalars(select(Job.spec).where(Job.status.in_(ACTIVE)))
+    # Unquoted: a link names its key percent-encoded or not (``Signer.own_key`` unquotes it).
+    named = unquote(
+        " ".join(json.dumps(spec) for spec in session.scalars(select(Job.spec).where(Job.status.in_(ACTIVE))))
     )
     gone = [upload for upload in expired if upload.storage_key not in named]
     for upload in gone:
