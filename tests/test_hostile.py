@@ -16,7 +16,7 @@ from openreel import netguard
 from openreel.settings import Settings
 from openreel.storage.images import InputError, fetch
 
-from support import LiveServer, png, quick_server, wait_for
+from support import LiveServer, png, quick_server
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = pytest.mark.xdist_group("hostile")
@@ -179,19 +179,25 @@ def test_private_webhook_targets_are_refused_at_submit_and_never_called(
     assert hits == []
 
 
-def test_decompression_bombs_fail_the_job_with_a_refund(strict: LiveServer) -> None:
+def test_decompression_bombs_are_refused_as_they_are_uploaded(strict: LiveServer) -> None:
+    """Its header read at once: a 400 then, not a job charged that fails when its image is decoded (which
+    still checks it, for files stored before: tests/test_inputs.py)."""
     bomb = png(12_000, 12_000)
     assert len(bomb) < 2 * 1024 * 1024
     key = strict.new_key(credits=10)
     with strict.client(key) as client:
         upload = client.post("/v2/uploads", files={"file": ("bomb.png", bomb, "image/png")})
-        assert upload.status_code == 201
-        job_id = client.post(
-            "/v2/videos/generate", json={**BASE, "veoParams": {"duration": 4, "image": upload.json()["url"]}}
-        ).json()["jobId"]
-        job = wait_for(client, job_id)
-        assert job["status"] == "FAILED" and "pixel limit" in job["error"]
+        assert upload.status_code == 400
+        assert upload.json()["details"]["file"] == ["the image is 12000x12000, over the 40000000-pixel limit"]
+        inline = client.post(
+            "/v1/videos",
+            headers={"Authorization": f"Bearer {key}"},
+            files={"input_reference": ("bomb.png", bomb, "image/png")},
+            data={"prompt": "p", "seconds": "4"},
+        )
+        assert inline.status_code == 400 and "pixel limit" in inline.json()["error"]["message"], inline.text
         assert client.get("/v2/me").json()["team"]["credits"] == 10
+        assert client.get("/v2/jobs").json()["jobs"] == []
 
 
 def test_oversized_uploads_and_headers(strict: LiveServer, tmp_path: Path) -> None:

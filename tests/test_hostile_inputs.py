@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from openreel import netguard
@@ -361,6 +362,22 @@ def test_a_cancel_that_loses_to_the_jobs_end_says_how_it_ended(
     monkeypatch.setattr(jobs, "end_with_refund", ended_meanwhile)
     refused = app.post(f"/v2/jobs/{job_id}/cancel", headers={"X-API-Key": key})
     assert refused.status_code == 409 and "already FAILED" in refused.json()["error"], refused.text
+
+
+def test_an_upload_whose_row_cannot_be_written_leaves_no_file(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key(app)
+    services = app.app.state.services  # type: ignore[attr-defined]
+    stored = {path for path in services.storage.root.rglob("*") if path.is_file()}
+
+    def locked() -> None:
+        raise OperationalError("INSERT INTO uploads", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(services.db, "session", locked)
+    with pytest.raises(OperationalError):
+        app.post("/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(8, 8), "image/png")})
+    assert {path for path in services.storage.root.rglob("*") if path.is_file()} == stored
 
 
 def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account(app: TestClient) -> None:

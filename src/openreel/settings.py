@@ -117,8 +117,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=40_000_000,
         gt=0,
-        description="the most pixels an image may decode to, checked when its job starts (a larger one "
-        "fails the job, refunded)",
+        description="the most pixels an image may decode to, checked as it is uploaded or fetched (a larger "
+        "one is a 400)",
     )
     webhook_attempts: int = Field(default=5, ge=1, description="webhook delivery tries (exponential backoff)")
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="seconds a webhook try may take")

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 from openreel.ledger.tables import Upload, new_id, utcnow
 from openreel.service.services import Services
 from openreel.service.views import iso
+from openreel.storage.images import InputError, opened_image
 from openreel.storage.sniff import SNIFF_BYTES, SUPPORTED, sniff
 
 CHUNK = 1024 * 1024
@@ -43,25 +44,34 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
                 if size > limit:
                     raise UploadRejected(f"{kind.kind} files are limited to {limit} bytes")
                 out.write(chunk)
+        if kind.kind == "image":  # its size read now: a job would fail on it, after charging
+            try:
+                opened_image(staged, source="the image", max_pixels=svc.settings.max_image_pixels).close()
+            except InputError as exc:
+                raise UploadRejected(str(exc)) from exc
         svc.storage.commit(staged, storage_key)
     finally:
         if staged.exists():
             os.unlink(staged)
     now = utcnow()
     expires = now + timedelta(seconds=svc.settings.upload_ttl_s)
-    with svc.db.session() as session:
-        session.add(
-            Upload(
-                id=upload_id,
-                account_id=account_id,
-                kind=kind.kind,
-                content_type=kind.content_type,
-                byte_size=size,
-                storage_key=storage_key,
-                created_at=now,
-                expires_at=expires,
+    try:
+        with svc.db.session() as session:
+            session.add(
+                Upload(
+                    id=upload_id,
+                    account_id=account_id,
+                    kind=kind.kind,
+                    content_type=kind.content_type,
+                    byte_size=size,
+                    storage_key=storage_key,
+                    created_at=now,
+                    expires_at=expires,
+                )
             )
-        )
+    except Exception:
+        svc.storage.delete(storage_key)  # no row would ever name it, nor the sweep remove it
+        raise
     return {
         "id": upload_id,
         "url": base_url + svc.signer.path(storage_key, int(expires.timestamp())),

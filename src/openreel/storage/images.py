@@ -9,6 +9,8 @@ decompression bombs).
 from __future__ import annotations
 
 import io
+import os
+from typing import BinaryIO
 
 import httpx
 from PIL import Image
@@ -63,15 +65,24 @@ def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
         raise InputError(f"could not fetch {url}: {exc.__class__.__name__}") from exc
 
 
+def opened_image(file: str | os.PathLike[str] | BinaryIO, *, source: str, max_pixels: int) -> Image.Image:
+    """The image with its header read, not yet its pixels: ``InputError`` if there is no header to read
+    or it promises more than ``max_pixels`` (a decompression bomb, say)."""
+    try:
+        image = Image.open(file)
+    except Exception as exc:
+        raise InputError(f"{source} could not be decoded as an image: {exc}") from exc
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise InputError(f"{source} is {image.width}x{image.height}, over the {max_pixels}-pixel limit")
+    return image
+
+
 def decode_image(data: bytes, *, source: str, max_pixels: int) -> Image.Image:
     require_image(source, data[:SNIFF_BYTES])
+    image = opened_image(io.BytesIO(data), source=source, max_pixels=max_pixels)
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > max_pixels:
-            raise InputError(f"{source} is {image.width}x{image.height}, over the {max_pixels}-pixel limit")
         image.load()
-    except InputError:
-        raise
     except Exception as exc:
         raise InputError(f"{source} could not be decoded as an image: {exc}") from exc
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
