@@ -511,6 +511,25 @@ def test_the_videos_a_killed_server_stored_before_completing_its_job_go_when_the
     assert all(map(loop.storage.exists, kept))
 
 
+def test_a_render_whose_worker_died_mid_encode_leaves_no_file(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+) -> None:
+    """The worker was writing the MP4 into a hidden sibling of the staged file when it was killed."""
+    loop, fake, db = dispatcher
+    queued(db, SPEC)
+    loop.start()
+    try:
+        handed_over(fake, 1, "the job handed over")
+        [staged] = map(Path, fake.submitted[0].output_paths)
+        encoding = staged.with_name(f".{staged.name}.k2j4.part")
+        encoding.write_bytes(b"half an mp4")
+        fake.report(m.Lost(fake.submitted[0].seq, "the worker process exited unexpectedly"))
+        handed_over(fake, 2, "the job tried again")
+    finally:
+        loop.stop()
+    assert not staged.exists() and not encoding.exists()
+
+
 def test_a_stuck_dispatchers_jobs_are_let_go(
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:

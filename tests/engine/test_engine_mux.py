@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from openreel.engine.base import Clip
-from openreel.engine.mux import probe_mp4, write_mp4
+from openreel.engine.mux import encodes_under_way, probe_mp4, write_mp4
 
 
 def _frames(num: int = 96, width: int = 1280, height: int = 720) -> np.ndarray:
@@ -103,9 +103,12 @@ def test_failure_mid_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
     real = av.VideoFrame.from_ndarray
     calls = {"n": 0}
 
+    under_way: list[list[Path]] = []
+
     def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 5:
+            under_way.append(encodes_under_way(out))  # what a worker killed now would leave
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
@@ -113,7 +116,8 @@ def test_failure_mid_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
     out = tmp_path / "broken.mp4"
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_mp4(Clip(_frames(24, 320, 192), None, 16000), 24, out, preset="ultrafast")
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and encodes_under_way(out) == []
+    assert len(under_way[0]) == 1 and under_way[0][0].parent == tmp_path  # found while it was written
 
     # An existing file at the target survives a failed overwrite untouched.
     out.write_bytes(b"previous")

@@ -144,6 +144,11 @@ def write_mp4(
         raise
 
 
+def encodes_under_way(path: Path) -> list[Path]:
+    """The hidden siblings ``write_mp4`` encodes ``path`` into: what a worker killed mid-encode leaves."""
+    return list(path.parent.glob(f".{path.name}.*.part"))
+
+
 def probe_mp4(path: Path) -> MediaInfo:
     """Counts measured from the file, not taken from its headers: the video's frames as the packets
     the container holds (one per frame in MP4; decoding them all would cost more than the encode of a

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import Catalog
 from openreel.domain.rules import VideoSpec
+from openreel.engine.mux import encodes_under_way
 from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor
@@ -511,8 +512,9 @@ class Dispatcher:
         self._clear(running)
 
     def _clear(self, running: Running) -> None:
-        for staged in running.staged:
-            Path(staged).unlink(missing_ok=True)
+        for staged in map(Path, running.staged):
+            for path in (staged, *encodes_under_way(staged)):
+                path.unlink(missing_ok=True)
         with self._lock:
             self._running.pop(running.seq, None)
 
