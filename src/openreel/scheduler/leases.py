@@ -24,7 +24,7 @@ from openreel.ledger import jobs, servers
 from openreel.ledger.db import Database
 from openreel.scheduler.preparation import attempt_keys
 from openreel.scheduler.queue_moves import QueueMoves
-from openreel.storage.base import Storage
+from openreel.storage.base import Storage, delete_each
 
 log = logging.getLogger("openreel.leases")
 
@@ -118,11 +118,7 @@ class LeaseKeeper:
         """What the reaped attempts stored, if anything (the one that takes over stores under its own
         names; should a lapsed one still be running somewhere, it loses its race and removes its own)."""
         for attempt in lapsed:
-            for key in attempt_keys(attempt.job_id, attempt.attempt, attempt.samples):
-                try:
-                    self.storage.delete(key)
-                except Exception:
-                    log.exception("removing %s of a reaped attempt failed; the file stays", key)
+            delete_each(self.storage, attempt_keys(attempt.job_id, attempt.attempt, attempt.samples))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -27,6 +27,7 @@ from openreel.service.extension import take_source
 from openreel.service.services import Admissions, Services, on_loop_if_local
 from openreel.service.uploads import UploadRejected, store_upload
 from openreel.service.views import result_keys
+from openreel.storage.base import delete_each
 from openreel.storage.images import InputError, fetch
 
 
@@ -284,6 +285,5 @@ def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | Non
         keys = result_keys(job.result)
     if cancelled:
         svc.dispatcher.cancel(job_id)
-    for key in keys:
-        svc.storage.delete(key)
+    delete_each(svc.storage, keys)  # the job is gone now: a store out of reach must not say otherwise
     return Ended(job, cancelled)

@@ -8,7 +8,8 @@ or, where the backend can sign its own links (S3), a URL to hand out directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +38,7 @@ class Stream:
 
 
 Served = LocalFile | Redirect | Stream
+log = logging.getLogger("openreel.storage")
 
 
 class Storage(Protocol):
@@ -70,3 +72,12 @@ class Storage(Protocol):
     def remove_partials(self) -> int:
         """Delete files left half-written by a process that died mid-write (run at start-up)."""
         ...
+
+
+def delete_each(storage: Storage, keys: Iterable[str]) -> None:
+    """Delete every key it can: one that fails (the store out of reach) is logged and left, not the rest."""
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception:
+            log.exception("deleting %s failed; the file stays", key)
