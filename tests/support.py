@@ -309,6 +309,13 @@ def png(width: int, height: int, colour: tuple[int, int, int] = (0, 0, 0)) -> by
     return out.getvalue()
 
 
+def undecodable_png() -> bytes:
+    """A PNG whose header reads (64x64, so it is taken as an upload) but whose pixels end at once: a
+    job with it fails when its image is decoded."""
+    whole = png(64, 64)
+    return whole[: whole.index(b"IDAT") + 6]
+
+
 def mp4_summary(data: bytes) -> dict[str, Any]:
     """What a client checks of a downloaded clip, decoded with PyAV."""
     with av.open(io.BytesIO(data)) as container:

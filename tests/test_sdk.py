@@ -27,7 +27,7 @@ from openreel.sdk import (
     WaitTimeout,
 )
 
-from support import LiveServer
+from support import LiveServer, undecodable_png
 
 QUICK = {"model": "veo-3.1-fast", "duration": 4, "generate_audio": False}
 
@@ -99,7 +99,7 @@ def test_typed_errors(server: LiveServer) -> None:
 
 def test_wait_for_raises_for_failed_cancelled_and_slow_jobs(server: LiveServer) -> None:
     with openreel.Client(api_key=server.new_key(credits=100), base_url=server.url) as client:
-        broken = client.upload(b"\x89PNG\r\n\x1a\n" + bytes(64), filename="b.png")  # sniffed, undecodable
+        broken = client.upload(undecodable_png(), filename="b.png")
         bad = client.generate("x", image=broken.url, **QUICK)
         with pytest.raises(JobFailed) as failed:
             client.wait_for(bad.jobId, backoff=Backoff(0.1))

@@ -30,7 +30,7 @@ from openreel.storage.local import LocalStorage
 from openreel.storage.signing import Signer
 
 from databases import DIALECTS, throwaway_database
-from support import LiveServer, Receiver, running_server, serving, until, wait_for
+from support import LiveServer, Receiver, running_server, serving, undecodable_png, until, wait_for
 
 
 @pytest.fixture
@@ -106,8 +106,7 @@ def test_failed_event_is_retried_until_delivered(server: LiveServer, receiver: t
     state.failures = 1
     key = server.new_key()
     with server.client(key) as client:
-        # A PNG by its signature only: accepted as an upload, it fails the job when it is decoded.
-        broken = b"\x89PNG\r\n\x1a\n" + bytes(64)
+        broken = undecodable_png()
         image = client.post("/v2/uploads", files={"file": ("nothing.png", broken, "image/png")}).json()["url"]
         job_id = client.post(
             "/v2/videos/generate",
