@@ -4,6 +4,7 @@ does when its worker fails to load, dies, or cannot even be spawned is seen with
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
@@ -20,12 +21,16 @@ READY = m.EngineReady("tiny", 0.25, True)
 
 class ScriptedWorker:
     """Alive from ``start`` until the test kills it; sends what the test puts in ``outbox``. The next
-    ``spawn_failures`` starts (of any worker) fail as a spawn with no file descriptors left does."""
+    ``spawn_failures`` workers cannot be made, as none can with no file descriptors left (a real one's
+    shared cancel flag needs one)."""
 
     made: list[ScriptedWorker] = []
     spawn_failures = 0
 
     def __init__(self, settings: Settings, device: str | None) -> None:
+        if ScriptedWorker.spawn_failures:
+            ScriptedWorker.spawn_failures -= 1
+            raise OSError(24, "Too many open files")
         self.device = device
         self.alive = False
         self.connection: Connection | None = None
@@ -35,9 +40,6 @@ class ScriptedWorker:
         ScriptedWorker.made.append(self)
 
     def start(self) -> None:
-        if ScriptedWorker.spawn_failures:
-            ScriptedWorker.spawn_failures -= 1
-            raise OSError(24, "Too many open files")
         self.connection, self._other_end = multiprocessing.Pipe()
         self.alive = True
 
@@ -106,9 +108,10 @@ def test_a_slot_whose_engine_fails_to_load_is_out_and_the_others_render(
     assert len(workers) == 3 and not any(worker.alive for worker in workers)
 
 
-def test_a_worker_that_cannot_be_spawned_is_tried_again_and_its_job_reported_lost(
-    workers: list[ScriptedWorker],
+def test_a_worker_that_cannot_be_spawned_is_tried_again_later_and_its_job_reported_lost(
+    workers: list[ScriptedWorker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(local, "SPAWN_RETRY_S", 0.2)
     executor = LocalExecutor(Settings(workers=1))
     executor.start()
     workers[0].outbox.append(READY)
@@ -117,17 +120,21 @@ def test_a_worker_that_cannot_be_spawned_is_tried_again_and_its_job_reported_los
     ScriptedWorker.spawn_failures = 1
     workers[0].alive = False
     assert executor.poll(0) == [m.Lost(3, "the worker process exited unexpectedly")]
-    assert not workers[1].alive  # its spawn failed: the next poll tries again
     executor.poll(0)
-    assert workers[2].alive
-    workers[2].outbox.append(READY)
+    assert len(workers) == 1  # its replacement could not be made, nor is it tried again at once
+    time.sleep(0.2)
+    executor.poll(0)
+    assert workers[1].alive
+    workers[1].outbox.append(READY)
     executor.poll(0)
     assert executor.engine.ready and executor.free_slots()
+    monkeypatch.setattr(local, "SPAWN_RETRY_S", 0.0)
     ScriptedWorker.spawn_failures = MAX_FAILED_STARTS
-    workers[2].alive = False
+    workers[1].alive = False
     for _ in range(MAX_FAILED_STARTS + 1):  # a restart, then a failed start counted at each poll
         executor.poll(0)
-    assert executor.engine.error == "the worker keeps dying while loading"
-    assert len(workers) == 3 + MAX_FAILED_STARTS  # no more tries once the slot is out
+    error = executor.engine.error
+    assert error == "its worker process cannot be started: [Errno 24] Too many open files"
+    assert len(workers) == 2
     executor.poll(0)
-    assert len(workers) == 3 + MAX_FAILED_STARTS
+    assert len(workers) == 2  # no more tries once the slot is out

@@ -23,6 +23,9 @@ from openreel.settings import Settings
 
 log = logging.getLogger("openreel.executor")
 
+DYING = "the worker keeps dying while loading"
+SPAWN_RETRY_S = 5.0  # a worker process that could not be started at all is tried again this much later
+
 
 class LocalWorker:
     """A handle on one spawned worker process."""
@@ -105,6 +108,8 @@ class _Slot:
     seq: int | None = None
     failed_starts: int = 0
     error: str | None = None  # why this slot is out of service
+    failure: str = DYING  # what its failed starts were, should they take it out
+    spawn_at: float = 0.0  # no worker is started in it before then (monotonic), after one could not be
 
     @property
     def name(self) -> str:
@@ -207,24 +212,28 @@ class LocalExecutor:
     def _out_of_service(self, slot: _Slot, error: str) -> None:
         slot.ready, slot.error = False, error
         slot.worker.kill()
-        log.error(
-            "%s: engine %s failed to load, the slot is out of service: %s", slot.name, self._state.name, error
-        )
+        log.error("%s: out of service (engine %s): %s", slot.name, self._state.name, error)
         if all(s.error is not None for s in self._slots):
             self._state = replace(self._state, error=error)
 
     def _restart(self, slot: _Slot) -> None:
-        """A new worker in the slot; one that cannot even be spawned (no processes or file descriptors
-        left) counts as a failed start, tried again at the next poll."""
+        """A new worker in the slot. One that cannot even be spawned (no processes or file descriptors
+        left) counts as a failed start, and is tried again ``SPAWN_RETRY_S`` later."""
+        if time.monotonic() < slot.spawn_at:
+            return
         if not slot.ready:
             slot.failed_starts += 1
         if slot.failed_starts >= MAX_FAILED_STARTS:
-            self._out_of_service(slot, "the worker keeps dying while loading")
+            self._out_of_service(slot, slot.failure)
             return
         slot.ready = False
         slot.worker.kill()
-        slot.worker = LocalWorker(self._settings, slot.device)
         try:
+            slot.worker = LocalWorker(self._settings, slot.device)
             slot.worker.start()
-        except OSError:
+        except OSError as exc:
             log.exception("%s: starting a worker failed", slot.name)
+            slot.failure = f"its worker process cannot be started: {exc}"
+            slot.spawn_at = time.monotonic() + SPAWN_RETRY_S
+        else:
+            slot.failure = DYING
