@@ -249,7 +249,7 @@ def quick_server(root: Path, env: dict[str, str], step_s: float = 0.05) -> Itera
     settings = Settings(
         data_dir=root / "data", **{k.removeprefix("OPENREEL_").lower(): v for k, v in env.items()}
     )
-    with embedded_server(settings, executor=QuickExecutor(settings, step_s)) as url:
+    with embedded_server(settings, executor=QuickExecutor(settings, step_s), shared=True) as url:
         yield LiveServer(data_dir=settings.data_dir, port=int(url.rsplit(":", 1)[1]), env=env)
 
 

@@ -121,8 +121,12 @@ def test_a_second_server_on_a_data_directory_leaves_the_owners_half_written_file
         with TestClient(create_app(settings, QuickExecutor(settings))):
             assert writing.exists()
     assert owner_url(settings.data_dir) is None
-    with TestClient(create_app(settings, QuickExecutor(settings))):
+    with TestClient(create_app(settings, QuickExecutor(settings), shared=False)):  # openreel generate's
         assert not writing.exists()  # left by a server that stopped
+        assert owner_url(settings.data_dir) is None  # owned, but not a server for others' jobs
+        writing.write_bytes(b"half a video, still being written")
+        with TestClient(create_app(settings, QuickExecutor(settings))):
+            assert writing.exists()
 
 
 def test_a_killed_owner_owns_nothing(tmp_path: Path) -> None:

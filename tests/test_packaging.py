@@ -46,6 +46,20 @@ def test_the_sdk_and_the_cli_import_without_the_extras() -> None:
     assert out.stdout.strip().splitlines()[-1] == "loaded:", out.stdout
 
 
+def test_the_server_imports_nothing_only_the_engine_extra_brings() -> None:
+    """The API process stays light (its start, its memory): torch, the model libraries and PyAV load in
+    the workers, which render."""
+    engine_only = ("torch", "diffusers", "transformers", "accelerate", "peft", "av")
+    probe = (
+        "import sys, openreel.app;"
+        f"print('loaded:' + ','.join(m for m in {engine_only!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "loaded:", out.stdout
+
+
 def test_a_command_missing_its_extra_says_what_to_install_in_one_line(tmp_path: Path) -> None:
     probe = (
         "import sys; sys.modules['uvicorn'] = None;"  # as on a base install: `import uvicorn` fails

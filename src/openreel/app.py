@@ -33,7 +33,7 @@ from openreel.service.views import RANDOM_WEIGHTS_NOTICE, Presenter
 from openreel.service.webhooks import WebhookSender
 from openreel.settings import Settings
 from openreel.storage import make_storage
-from openreel.storage.owner import Ownership, owner_url
+from openreel.storage.owner import Ownership
 from openreel.storage.signing import Signer
 from openreel.studio import routes as studio
 
@@ -84,8 +84,12 @@ def build_services(settings: Settings, executor: Executor | None = None) -> Serv
     )
 
 
-def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
-    """``executor``: what renders the jobs, when not the one the settings name (tests bring their own)."""
+def create_app(
+    settings: Settings | None = None, executor: Executor | None = None, *, shared: bool = True
+) -> FastAPI:
+    """``executor``: what renders the jobs, when not the one the settings name (tests bring their own).
+    ``shared`` False: a server for one process's own jobs (``embedded``), which owns its data directory
+    as any server does but is not named to others as one to send their jobs to."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -95,13 +99,11 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         with ExitStack() as running:
             running.callback(svc.db.dispose)
             ownership = Ownership(settings.data_dir)
-            owner = ownership.take(settings.local_url)
+            owner = ownership.take(settings.local_url if shared else None)
             running.callback(ownership.release)
             if not owner:
                 log.warning(
-                    "another server owns %s (%s): its half-written files are left to it",
-                    settings.data_dir,
-                    owner_url(settings.data_dir),
+                    "another server owns %s: its half-written files are left to it", settings.data_dir
                 )
             svc.housekeeper.start(owner)
             running.callback(svc.housekeeper.stop)

@@ -32,13 +32,17 @@ def _free_port() -> int:
 
 @contextmanager
 def embedded_server(
-    settings: Settings, timeout: float = 300.0, executor: Executor | None = None
+    settings: Settings, timeout: float = 300.0, executor: Executor | None = None, *, shared: bool = False
 ) -> Iterator[str]:
-    """Yield the base URL of an in-process server whose engine has loaded."""
+    """Yield the base URL of an in-process server whose engine has loaded; ``shared``: see ``create_app``
+    (what ``openreel serve`` is, where a test stands one in for it)."""
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": _free_port()})
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, executor), host=settings.host, port=settings.port, log_level="warning"
+            create_app(settings, executor, shared=shared),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
         )
     )
     thread = threading.Thread(target=server.run, name="openreel-embedded", daemon=True)

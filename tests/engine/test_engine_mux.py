@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from openreel.engine.base import Clip
-from openreel.engine.mux import encodes_under_way, probe_mp4, write_mp4
+from openreel.engine.mux import probe_mp4, write_mp4
+from openreel.engine.part_files import encodes_under_way
 
 
 def _frames(num: int = 96, width: int = 1280, height: int = 720) -> np.ndarray:

@@ -9,7 +9,6 @@ and a file appears at its final path only when it is complete.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +19,7 @@ import av
 import numpy as np
 
 from openreel.engine.base import Clip
+from openreel.engine.part_files import encoding_file
 
 # H.264 encoders: FFmpeg's x264 (CPU) and NVIDIA's NVENC (the GPU's video engine; presets p1 fastest to p7).
 ENCODERS = ("libx264", "h264_nvenc")
@@ -131,9 +131,7 @@ def write_mp4(
     """
     _check(clip)
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = encoding_file(path)
     size = (clip.frames.shape[2], clip.frames.shape[1])
     sound = clip.audio if audio is None else audio
     try:
@@ -142,11 +140,6 @@ def write_mp4(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def encodes_under_way(path: Path) -> list[Path]:
-    """The hidden siblings ``write_mp4`` encodes ``path`` into: what a worker killed mid-encode leaves."""
-    return list(path.parent.glob(f".{path.name}.*.part"))
 
 
 def probe_mp4(path: Path) -> MediaInfo:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import Catalog
 from openreel.domain.rules import VideoSpec
-from openreel.engine.mux import encodes_under_way
+from openreel.engine.part_files import encodes_under_way
 from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor

@@ -8,7 +8,6 @@ from collections import Counter
 
 TOTAL = 8
 PER_ACCOUNT = 2
-RETRY_AFTER_S = 5  # a fetch takes at most the fetch timeout; most take far less
 
 
 class FetchesBusy(Exception):

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 from openreel.ledger.tables import Upload, new_id, utcnow
 from openreel.service.services import Services
 from openreel.service.views import iso
+from openreel.storage.base import delete_each
 from openreel.storage.images import InputError, opened_image
 from openreel.storage.sniff import SNIFF_BYTES, SUPPORTED, sniff
 
@@ -70,7 +71,7 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
                 )
             )
     except Exception:
-        svc.storage.delete(storage_key)  # no row would ever name it, nor the sweep remove it
+        delete_each(svc.storage, [storage_key])  # no row would ever name it, nor the sweep remove it
         raise
     return {
         "id": upload_id,

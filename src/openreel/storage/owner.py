@@ -8,9 +8,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 LOCK_FILE = "server.lock"
+# ``owner_url`` holds the lock for a moment to test it: a server starting then tries a few times.
+TRIES, TRY_EVERY_S = 5, 0.02
 
 
 class Ownership:
@@ -18,14 +21,19 @@ class Ownership:
         self._path = data_dir / LOCK_FILE
         self._fd: int | None = None
 
-    def take(self, url: str) -> bool:
-        """True: this process owns the directory now, until ``release``; False: another server does."""
+    def take(self, url: str | None) -> bool:
+        """True: this process owns the directory now, until ``release``; False: another server does.
+        ``url`` None: an owner that takes no jobs from others (``openreel generate``'s own server)."""
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        for attempt in range(TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == TRIES - 1:
+                    os.close(fd)
+                    return False
+                time.sleep(TRY_EVERY_S)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "url": url}).encode())
         self._fd = fd
@@ -39,7 +47,7 @@ class Ownership:
 
 
 def owner_url(data_dir: Path) -> str | None:
-    """The URL of the server that owns ``data_dir`` now, if one does."""
+    """The URL of the server that owns ``data_dir`` now, if one does and takes others' jobs."""
     try:
         fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
     except FileNotFoundError:
@@ -48,9 +56,10 @@ def owner_url(data_dir: Path) -> str | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         try:
-            return str(json.loads(os.read(fd, 4096))["url"])
+            url = json.loads(os.read(fd, 4096))["url"]
         except (ValueError, KeyError, TypeError):  # being written: as good as no owner yet
             return None
+        return url if isinstance(url, str) else None
     else:
         return None
     finally:
