@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import socket
 import time
+from ctypes import c_longlong
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -34,7 +35,9 @@ class LocalWorker:
         self._settings = settings
         self._device = device
         self._ctx = mp.get_context("spawn")
-        self._cancel = self._ctx.Value("q", -1)
+        # No lock: one writer (this process), one reader; a lock's semaphore outlived every worker and
+        # made multiprocessing warn of a leak at each shutdown.
+        self._cancel: c_longlong = self._ctx.Value("q", -1, lock=False)
         self.connection: Connection | None = None
         self._process: BaseProcess | None = None
 

@@ -12,7 +12,6 @@ import signal
 import sys
 from functools import partial
 from multiprocessing.connection import Connection
-from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 from openreel.engine import EngineOptions, load_engine
@@ -34,7 +33,7 @@ def _report(conn: Connection, seq: int, percent: int) -> None:
     conn.send(m.Progress(seq, percent))
 
 
-def _is_cancelled(cancel_seq: Synchronized, seq: int) -> bool:
+def _is_cancelled(cancel_seq: ctypes.c_longlong, seq: int) -> bool:
     return bool(cancel_seq.value == seq)
 
 
@@ -44,7 +43,7 @@ def run_worker(
     x264_preset: str,
     device: str | None,
     conn: Connection,
-    cancel_seq: Synchronized,
+    cancel_seq: ctypes.c_longlong,
 ) -> None:
     _die_with_parent()
     if device is not None:
