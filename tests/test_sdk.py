@@ -138,11 +138,16 @@ def test_key_and_base_url_from_the_environment(server: LiveServer, monkeypatch: 
 
 
 def test_a_video_link_on_another_host_is_fetched_without_the_key(tmp_path: Path) -> None:
-    """An object store's presigned URL: the link is its own credential, and the API key stays home."""
+    """An object store's presigned URL: the link is its own credential, and the API key stays home; a
+    redirect it answers with (to https, to a CDN) is followed, not saved as the video."""
     seen: list[tuple[str, str | None]] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
         seen.append((request.url.host, request.headers.get("X-API-Key")))
+        if request.url.host == "bucket.s3.example.com":
+            return httpx.Response(
+                301, headers={"Location": "https://cdn.example.com/j.mp4"}, content=b"<html>301 Moved</html>"
+            )
         return httpx.Response(200, content=b"mp4 bytes")
 
     video = {"width": 1280, "height": 720, "durationSeconds": 4.0, "fps": 24, "hasAudio": False, "seed": 1}
@@ -168,4 +173,4 @@ def test_a_video_link_on_another_host_is_fetched_without_the_key(tmp_path: Path)
             return await client.download(job, tmp_path / "async.mp4")
 
     assert asyncio.run(download_async()).read_bytes() == b"mp4 bytes"
-    assert seen == [("bucket.s3.example.com", None)] * 2
+    assert seen == [("bucket.s3.example.com", None), ("cdn.example.com", None)] * 2

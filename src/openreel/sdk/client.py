@@ -173,7 +173,7 @@ def _download_paths(job: JobOut, destination: str | Path, sample: int) -> tuple[
 
 def _link_request(http: httpx.Client | httpx.AsyncClient, url: str) -> httpx.Request:
     """A result's link carries its own signature: it goes without the API key, which an object store's
-    presigned URL would otherwise receive."""
+    presigned URL (or wherever a redirect leads, followed) would otherwise receive."""
     request = http.build_request("GET", url)
     del request.headers[KEY_HEADER]
     return request
@@ -341,8 +341,11 @@ class Client:
         url, target, partial = _download_paths(job, destination, sample)
         try:
             request = _link_request(self._http, url)
-            with network_errors(url), closing(self._http.send(request, stream=True)) as response:
-                if response.is_error:
+            with (
+                network_errors(url),
+                closing(self._http.send(request, stream=True, follow_redirects=True)) as response,
+            ):
+                if not response.is_success:
                     response.read()
                     raise _download_error(response)
                 with partial.open("wb") as out:
@@ -460,8 +463,9 @@ class AsyncClient:
         try:
             request = _link_request(self._http, url)
             with network_errors(url):
-                async with aclosing(await self._http.send(request, stream=True)) as response:
-                    if response.is_error:
+                sent = await self._http.send(request, stream=True, follow_redirects=True)
+                async with aclosing(sent) as response:
+                    if not response.is_success:
                         await response.aread()
                         raise _download_error(response)
                     with partial.open("wb") as out:
