@@ -14,9 +14,11 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from openreel.cli import app
+from openreel.engine import TINY_CHECKPOINT_DIR
+from openreel.ledger.db import Database, migrate
 from openreel.settings import Settings
 
-from support import cli
+from support import SPEC, cli, queued
 
 
 @pytest.mark.live
@@ -59,6 +61,35 @@ def test_an_operator_manages_keys_and_credits_by_account_id(tmp_path: Path) -> N
     missing = run("credits", "grant", "no-such-account", "1", code=1)
     assert missing.strip() == "No account or key with id no-such-account."
     assert run("keys", "revoke", "nope", code=1).strip() == "No key with id nope."
+
+
+@pytest.mark.live
+def test_ids_are_whole_on_one_line_on_a_narrow_terminal(tmp_path: Path) -> None:
+    data, narrow = tmp_path / "data", {"COLUMNS": "40"}
+    url = f"sqlite:///{data / 'openreel.db'}"
+    data.mkdir()
+    migrate(url)
+    database = Database(url)
+    try:
+        job_id, account_id = queued(database, SPEC)
+    finally:
+        database.dispose()
+    ledger = cli(data, "credits", "show", account_id, env=narrow).splitlines()
+    assert ledger[0] == f"account {account_id}" and ledger[-1] == "balance: 5", ledger
+    assert any(job_id in line.split() for line in ledger), ledger
+    weights = cli(data, "models", "list", env=narrow).splitlines()
+    checkpoint = str((data / "models" / TINY_CHECKPOINT_DIR).resolve())
+    assert weights[1].split() == [checkpoint, "tiny", "every", "model", "id", "no", "-"], weights
+
+
+def test_a_missing_checkpoint_names_an_option_only_where_the_command_has_it(tmp_path: Path) -> None:
+    env = {"OPENREEL_ENGINE": "ltx2", "OPENREEL_CHECKPOINT": None}
+    for command, option in (("list", ""), ("pull", ", or pass --checkpoint")):
+        out = CliRunner().invoke(app, ["models", command, "--data-dir", str(tmp_path)], env=env)
+        assert out.exit_code == 1 and out.output == (
+            "No checkpoint configured: set OPENREEL_CHECKPOINT (a hub repo id[@revision] or a local "
+            f"directory){option}.\n"
+        ), out.output
 
 
 @pytest.mark.live

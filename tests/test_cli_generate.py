@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -11,22 +12,34 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from openreel.cli import app
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job
 
-from support import LiveServer, mp4_summary
+from support import LiveServer, balance, mp4_summary
 
 pytestmark = pytest.mark.live
 
 
-def generate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def generate(
+    *args: str, env: dict[str, str] | None = None, disk_bytes: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``openreel generate``; ``disk_bytes``: a disk that is full past that many bytes in a file (a
+    write beyond RLIMIT_FSIZE fails with EFBIG, Python ignoring the SIGXFSZ that comes with it)."""
+
+    def limit() -> None:
+        if disk_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (disk_bytes, disk_bytes))
+
     return subprocess.run(
         [sys.executable, "-m", "openreel", "generate", *args],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
+        preexec_fn=limit,
     )
 
 
@@ -91,7 +104,8 @@ def test_errors_are_shown_and_nothing_is_written(server: LiveServer, tmp_path: P
         str(out),
         env={"OPENREEL_API_KEY": server.new_key(credits=1)},
     )
-    assert poor.returncode == 1 and "Insufficient credits" in poor.stdout
+    assert poor.returncode == 1, poor.stderr
+    assert poor.stdout.strip() == "Insufficient credits: this job costs 5 credits, the account has 1"
     invalid = generate(
         "x",
         "--server",
@@ -106,6 +120,53 @@ def test_errors_are_shown_and_nothing_is_written(server: LiveServer, tmp_path: P
     no_key = generate("x", "--server", server.url, "--out", str(out), env={"OPENREEL_API_KEY": ""})
     assert no_key.returncode == 1 and no_key.stdout.startswith("Set OPENREEL_API_KEY") and not no_key.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "out",
+    [Path("."), Path("no-such-directory/clip.mp4"), Path("/sys/clip.mp4")],
+    ids=["a directory", "in a missing directory", "where no one may write"],  # sysfs: not even root
+)
+def test_an_out_that_cannot_be_written_is_refused_before_the_job_is_paid_for(
+    server: LiveServer, tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = server.new_key(credits=10)
+    env = {"OPENREEL_API_KEY": key, "OPENREEL_BASE_URL": server.url}
+    for command in (["generate", "x", "--duration", "4"], ["jobs", "wait", "j"], ["jobs", "download", "j"]):
+        run = CliRunner().invoke(app, [*command, "-o", str(out)], env=env)
+        assert run.exit_code == 1 and run.output.startswith(f"--out {out}"), run.output
+        assert run.output.count("\n") == 1, run.output
+    assert balance(server, key) == 10
+    with server.client(key) as client:
+        assert client.get("/v2/jobs").json()["jobs"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_that_cannot_be_saved_names_its_paid_job(server: LiveServer, tmp_path: Path) -> None:
+    """The disk fills while the video downloads: the line says which job to download again."""
+    key = server.new_key(credits=10)
+    out = tmp_path / "clip.mp4"
+    full = generate(
+        "x",
+        "--duration",
+        "4",
+        "-o",
+        str(out),
+        env={"OPENREEL_API_KEY": key, "OPENREEL_BASE_URL": server.url},
+        disk_bytes=4096,
+    )
+    with server.client(key) as client:
+        [job] = client.get("/v2/jobs").json()["jobs"]
+    assert full.returncode == 1 and not full.stderr, full.stderr
+    assert full.stdout.splitlines()[-1] == (
+        f"job {job['id']} completed, but its video could not be saved to {out}: File too large; "
+        f"get it later with: openreel jobs download {job['id']} -o FILE"
+    )
+    assert list(tmp_path.iterdir()) == []
+    again = jobs("download", job["id"], "-o", str(out), key=key, server=server)
+    assert again.returncode == 0, again.stdout
+    assert mp4_summary(out.read_bytes())["frames"] == 96
 
 
 def test_without_a_server_on_embedded_defaults(tmp_path: Path) -> None:

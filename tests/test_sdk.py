@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -30,6 +31,22 @@ from openreel.sdk import (
 from support import LiveServer, undecodable_png
 
 QUICK = {"model": "veo-3.1-fast", "duration": 4, "generate_audio": False}
+VIDEO = {"width": 1280, "height": 720, "durationSeconds": 4.0, "fps": 24, "hasAudio": False, "seed": 1}
+
+
+def job_out(status: str, video_url: str | None = None) -> JobOut:
+    """A job ``j`` as a server answers it, with a result where a video URL is given."""
+    return JobOut.model_validate(
+        {
+            **dict.fromkeys(("progress", "error", "creditCost", "webhookStatus", "completedAt", "input")),
+            "id": "j",
+            "status": status,
+            "model": "veo-3.1-fast",
+            "createdAt": "2026-11-28T00:00:00Z",
+            "expired": False,
+            "result": {**VIDEO, "videoUrl": video_url} if video_url else None,
+        }
+    )
 
 
 def test_backoff_grows_to_its_cap() -> None:
@@ -113,6 +130,40 @@ def test_wait_for_raises_for_failed_cancelled_and_slow_jobs(server: LiveServer) 
         assert client.me().team.credits == 100
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("done", [True, False], ids=["done at the deadline", "never done"])
+def test_wait_for_polls_once_more_at_the_deadline(asynchronous: bool, done: bool) -> None:
+    """Polls at 0 and 0.1 s, then a 30 s pause that would cross the 1 s deadline: cut to end there, where
+    the job done since is seen done rather than timed out; one never done times out at the deadline."""
+    started = time.monotonic()
+    polls: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        polls.append(time.monotonic() - started)
+        job = job_out("COMPLETED", "https://x/j.mp4") if done and len(polls) == 3 else job_out("PROCESSING")
+        return httpx.Response(200, json=job.model_dump(mode="json"))
+
+    transport, backoff = httpx.MockTransport(answer), Backoff(0.1, 300, 30)
+
+    async def wait_async() -> JobOut:
+        async with openreel.AsyncClient(api_key="k", base_url="http://api", transport=transport) as client:
+            return await client.wait_for("j", timeout=1.0, backoff=backoff)
+
+    def wait() -> JobOut:
+        if asynchronous:
+            return asyncio.run(wait_async())
+        with openreel.Client(api_key="k", base_url="http://api", transport=transport) as client:
+            return client.wait_for("j", timeout=1.0, backoff=backoff)
+
+    if done:
+        assert wait().status == "COMPLETED"
+    else:
+        with pytest.raises(WaitTimeout):
+            wait()
+    assert len(polls) == 3 and polls[-1] >= 1.0 > polls[-2], polls
+    assert time.monotonic() - started < 15  # not the whole 30 s pause
+
+
 def test_async_client(server: LiveServer, tmp_path: Path) -> None:
     async def scenario() -> tuple[str, int, list[str]]:
         async with openreel.AsyncClient(api_key=server.new_key(credits=10), base_url=server.url) as client:
@@ -150,18 +201,7 @@ def test_a_video_link_on_another_host_is_fetched_without_the_key(tmp_path: Path)
             )
         return httpx.Response(200, content=b"mp4 bytes")
 
-    video = {"width": 1280, "height": 720, "durationSeconds": 4.0, "fps": 24, "hasAudio": False, "seed": 1}
-    job = JobOut.model_validate(
-        {
-            **dict.fromkeys(("progress", "error", "creditCost", "webhookStatus", "completedAt", "input")),
-            "id": "j",
-            "status": "COMPLETED",
-            "model": "veo-3.1-fast",
-            "createdAt": "2026-11-28T00:00:00Z",
-            "expired": False,
-            "result": {**video, "videoUrl": "https://bucket.s3.example.com/results/j.mp4?X-Amz-Signature=s"},
-        }
-    )
+    job = job_out("COMPLETED", "https://bucket.s3.example.com/results/j.mp4?X-Amz-Signature=s")
     transport = httpx.MockTransport(answer)
     with openreel.Client(api_key="afk_secret", base_url="http://api.example", transport=transport) as client:
         assert client.download(job, tmp_path / "sync.mp4").read_bytes() == b"mp4 bytes"

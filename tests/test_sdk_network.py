@@ -1,10 +1,15 @@
-"""What the SDK and the CLI say when no answer comes: their own errors and one line, never httpx's."""
+"""What the SDK and the CLI say when no answer comes, or an odd one: their own errors and one line,
+never httpx's, json's or pydantic's."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -12,9 +17,19 @@ from typer.testing import CliRunner
 
 import openreel
 from openreel.cli import app
-from openreel.sdk import NetworkError, RequestTimedOut, ServerUnreachable
+from openreel.sdk import (
+    NetworkError,
+    OpenreelError,
+    RateLimitError,
+    RequestTimedOut,
+    ServerError,
+    ServerUnreachable,
+    UnexpectedResponseError,
+)
 
 from support import free_port
+
+Answer = tuple[int, dict[str, str], bytes]
 
 
 @pytest.fixture
@@ -24,6 +39,94 @@ def silent_port() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def odd_server() -> Iterator[tuple[str, list[Answer]]]:
+    """A server that gives every request the last answer put in its list (a proxy, a load balancer)."""
+    answers: list[Answer] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, headers, body = answers[-1]
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if status != 204:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", answers
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _refusals(url: str) -> list[OpenreelError]:
+    """What ``me()`` raises through each client, the same error from both."""
+    with openreel.Client(api_key="afk_x", base_url=url) as client, pytest.raises(OpenreelError) as sync:
+        client.me()
+
+    async def call() -> None:
+        async with openreel.AsyncClient(api_key="afk_x", base_url=url) as client:
+            await client.me()
+
+    with pytest.raises(OpenreelError) as asynchronous:
+        asyncio.run(call())
+    return [sync.value, asynchronous.value]
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (
+            (200, {"Content-Type": "text/html"}, b"<html><body>Welcome to the proxy</body></html>"),
+            "200: not an answer of the API (text/html): b'<html><body>Welcome to the proxy",
+        ),
+        ((204, {}, b""), "204: not an answer of the API (no content type): an empty body"),
+        ((200, {"Content-Type": "application/json"}, b'{"id": 1}'), "200: not an answer of the API"),
+    ],
+    ids=["html", "empty", "other json"],
+)
+def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
+    odd_server: tuple[str, list[Answer]], answer: Answer, says: str
+) -> None:
+    url, answers = odd_server
+    answers.append(answer)
+    for unexpected in _refusals(url):
+        assert isinstance(unexpected, UnexpectedResponseError) and unexpected.status == answer[0]
+        assert str(unexpected).startswith(says), unexpected
+    out = CliRunner().invoke(app, ["jobs", "show", "j", "--server", url], env={"OPENREEL_API_KEY": "afk_x"})
+    assert out.exit_code == 1 and out.output.strip().count("\n") == 0, out.output
+    assert out.output.startswith("not an answer of the API"), out.output
+
+
+@pytest.mark.parametrize(("status", "error"), [(429, RateLimitError), (503, ServerError)])
+def test_retry_after_as_an_http_date_or_nonsense(
+    odd_server: tuple[str, list[Answer]], status: int, error: type[OpenreelError]
+) -> None:
+    """RFC 9110 allows an HTTP-date: seconds from now; what no one can read is None, not a ValueError."""
+    url, answers = odd_server
+    for retry_after, seconds in [
+        (formatdate(time.time() + 30, usegmt=True), (28, 30)),
+        ("7", (7, 7)),
+        ("after lunch", None),
+    ]:
+        answers.append((status, {"Retry-After": retry_after, "Content-Type": "text/plain"}, b"busy"))
+        for refused in _refusals(url):
+            assert isinstance(refused, error), refused
+            waited = refused.retry_after
+            if seconds is None:
+                assert waited is None, retry_after
+            else:
+                assert waited is not None and seconds[0] <= waited <= seconds[1], (retry_after, waited)
 
 
 def test_a_stopped_server_is_server_unreachable_sync_and_async() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,11 +47,20 @@ def _key() -> str:
 @contextmanager
 def _client(server: str, key: str | None = None) -> Iterator[Client]:
     """An SDK client whose every failure, from the server or the network, ends the command in one line."""
-    from openreel.sdk import Client, JobError, NetworkError, OpenreelError, WaitTimeout
+    from openreel.sdk import (
+        Client,
+        InsufficientCreditsError,
+        JobError,
+        NetworkError,
+        OpenreelError,
+        WaitTimeout,
+    )
 
     try:
         with Client(api_key=key or _key(), base_url=server) as client:
             yield client
+    except InsufficientCreditsError as exc:
+        fail(f"{exc.message}: this job costs {exc.required} credits, the account has {exc.available}")
     except OpenreelError as exc:
         details = exc.body.get("details") or {}
         fail("; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())]))
@@ -88,13 +98,29 @@ def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
         return client.wait_for(job_id, timeout=timeout, on_progress=show, backoff=Backoff(0.25, 1.5, 1.0))
 
 
+def _writable(out: Path) -> Path:
+    """``out``, once a file can be written there: checked before a job is paid for and rendered, so a
+    mistyped --out never leaves a charged video with nowhere to go."""
+    if out.is_dir():
+        fail(f"--out {out} is a directory: name the file, e.g. --out {out / 'video.mp4'}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}."):
+            pass
+    except OSError as exc:
+        fail(f"--out {out}: cannot write in {out.parent}: {exc.strerror or exc}")
+    return out
+
+
 def sample_path(out: Path, index: int) -> Path:
     """Where the video of sample ``index`` goes: ``out`` for the first, ``out``-2, -3, ... beside it."""
     return out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
 
 
 def _downloaded(client: Client, job: JobOut, out: Path) -> None:
+    """Write the job's videos; a failure now (a full disk, a dropped connection) names the job, which
+    is paid for and can be downloaded again."""
     from openreel.protocols.apiframe.schemas import SampleVideo
+    from openreel.sdk import NetworkError, OpenreelError
 
     result = job.result
     assert result is not None
@@ -102,7 +128,15 @@ def _downloaded(client: Client, job: JobOut, out: Path) -> None:
         if video.videoUrl is None:
             say(f"video {index + 1} (seed {video.seed}) failed, refunded: {video.error}", style="yellow")
             continue
-        path = client.download(job, sample_path(out, index), sample=index)
+        target = sample_path(out, index)
+        try:
+            path = client.download(job, target, sample=index)
+        except (OSError, NetworkError, OpenreelError) as exc:
+            why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            fail(
+                f"job {job.id} completed, but its video could not be saved to {target}: {why}; "
+                f"get it later with: openreel jobs download {job.id} -o FILE"
+            )
         say(
             f"wrote {path} ({path.stat().st_size} bytes): {video.width}x{video.height}, "
             f"{video.durationSeconds} s, {'with' if video.hasAudio else 'no'} audio, seed {video.seed}"
@@ -206,6 +240,7 @@ def generate(
         fail(
             "--extend-video picks one of the videos of the job given with --extend; give --extend JOB_ID too"
         )
+    _writable(out)
     request: dict[str, Any] = {
         "prompt": prompt,
         "model": model,
@@ -295,6 +330,8 @@ def jobs_wait(
     """Follow a job with a progress bar until it ends.
 
     The exit status is 1 unless it completed."""
+    if out is not None:
+        _writable(out)
     with _client(server) as client:
         job = _follow(client, job_id, timeout)
         if out is not None:
@@ -313,11 +350,12 @@ def jobs_download(
     """Write a completed job's MP4 to a file.
 
     The file is JOB_ID.mp4 unless --out says where."""
+    out = _writable(out or Path(f"{job_id}.mp4"))
     with _client(server) as client:
         job = client.get_job(job_id)
         if job.result is None:
             fail(f"job {job.id} has no video yet: it is {job.status}")
-        _downloaded(client, job, out or Path(f"{job.id}.mp4"))
+        _downloaded(client, job, out)
 
 
 @jobs_app.command("cancel")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from openreel.cli.local import DataDir, account_of, database, settings_of
-from openreel.cli.terminal import Typer, columns, console, fail, say, sentence, when
+from openreel.cli.terminal import Typer, columns, fail, say, sentence, when
 
 keys_app = Typer(help="API keys.")
 accounts_app = Typer(help="Accounts: balances, keys and jobs.")
@@ -144,12 +143,18 @@ def credits_show(account: Account, data_dir: DataDir = None) -> None:
     with db.session() as session:
         rows = credits.entries(session, account_id)
         total = credits.balance(session, account_id)
-    table = Table(title=f"account {account_id}")
-    for column in ("when", "kind", "amount", "job", "note"):
-        table.add_column(column)
-    for e in rows:
-        table.add_row(
-            e.created_at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, f"{e.amount:+d}", e.job_id or "", e.note or ""
-        )
-    console.print(table)
+    say(f"account {account_id}")
+    columns(
+        ("when", "kind", "amount", "job", "note"),
+        [
+            (
+                e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.kind,
+                f"{e.amount:+d}",
+                e.job_id or "",
+                e.note or "",
+            )
+            for e in rows
+        ],
+    )
     say(f"balance: {total}")

@@ -7,22 +7,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from openreel.cli.local import DataDir, settings_of
-from openreel.cli.terminal import Typer, console, fail
+from openreel.cli.terminal import Typer, columns, fail, say
 from openreel.settings import Settings
 
 app = Typer(help="Model weights: the checkpoint behind the catalog, here or not.")
 
 
-def _checkpoint(settings: Settings) -> str:
-    """The configured checkpoint, which serves every model id."""
+def _checkpoint(settings: Settings, option: str | None = None) -> str:
+    """The configured checkpoint, which serves every model id; ``option``: the command's own option that
+    names one instead, if it has one."""
     found = settings.configured_checkpoint()
     if found is None:
         fail(
             "No checkpoint configured: set OPENREEL_CHECKPOINT (a hub repo id[@revision] or a local "
-            "directory), or pass --checkpoint."
+            f"directory){f', or pass {option}' if option else ''}."
         )
     return str(found)
 
@@ -61,20 +61,21 @@ def models_list(data_dir: DataDir = None) -> None:
     from openreel.engine.weights import Checkpoint, locate, size_on_disk
 
     settings = settings_of(data_dir)
-    table = Table("weights", "kind", "serves", "present", "size")
     checkpoint = _checkpoint(settings)
     directory = locate(Checkpoint.parse(checkpoint))
     missing = directory is None
     size = _size(size_on_disk(directory)) if directory else "-"
-    table.add_row(checkpoint, settings.engine, "every model id", "yes" if directory else "no", size)
+    rows: list[tuple[str, ...]] = [
+        (checkpoint, settings.engine, "every model id", "yes" if directory else "no", size)
+    ]
     for value, kind, serves in _pieces(settings):
         path = _locate_piece(kind, value)
         missing = missing or path is None
         size = "-" if path is None else _size(size_on_disk(path) if path.is_dir() else path.stat().st_size)
-        table.add_row(value, kind, serves, "yes" if path else "no", size)
-    console.print(table)
+        rows.append((value, kind, serves, "yes" if path else "no", size))
+    columns(("weights", "kind", "serves", "present", "size"), rows)
     if missing:
-        console.print("Weights missing: run `openreel models pull`.")
+        say("Weights missing: run `openreel models pull`.")
 
 
 def _size(count: int) -> str:
@@ -111,11 +112,11 @@ def models_pull(
         from openreel.engine.tiny import save_tiny_checkpoint
 
         directory = save_tiny_checkpoint(settings.data_dir / "models" / TINY_CHECKPOINT_DIR)
-        console.print(f"ready: {directory} ({_size(size_on_disk(directory))})")
+        say(f"ready: {directory} ({_size(size_on_disk(directory))})")
     else:
-        target = checkpoint or _checkpoint(settings)
+        target = checkpoint or _checkpoint(settings, "--checkpoint")
         directory = _pulling(target, lambda t: pull(Checkpoint.parse(t)))
-        console.print(f"ready: {target} in {directory} ({_size(size_on_disk(directory))})")
+        say(f"ready: {target} in {directory} ({_size(size_on_disk(directory))})")
         if checkpoint is not None:
             return
     for value, kind, _ in _pieces(settings):
@@ -124,7 +125,7 @@ def models_pull(
         else:
             path = _pulling(value, lambda v: pull_adapter(Adapter.parse(v)))
         size = size_on_disk(path) if path.is_dir() else path.stat().st_size
-        console.print(f"ready: {value} in {path} ({_size(size)})")
+        say(f"ready: {value} in {path} ({_size(size)})")
 
 
 def _pulling(target: str, fetch: Callable[[str], Path]) -> Path:

@@ -16,6 +16,7 @@ from openreel.sdk.errors import (
     RequestTimedOut,
     ServerError,
     ServerUnreachable,
+    UnexpectedResponseError,
     ValidationError,
     WaitTimeout,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "RequestTimedOut",
     "ServerError",
     "ServerUnreachable",
+    "UnexpectedResponseError",
     "ValidationError",
     "WaitTimeout",
     "verify_webhook",

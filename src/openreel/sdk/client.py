@@ -19,7 +19,14 @@ import httpx
 from pydantic import BaseModel
 
 from openreel.protocols.apiframe.schemas import JobAccepted, JobList, JobOut, Me, ModelCatalog, UploadOut
-from openreel.sdk.errors import JobCancelled, JobFailed, WaitTimeout, error_for, network_errors
+from openreel.sdk.errors import (
+    JobCancelled,
+    JobFailed,
+    UnexpectedResponseError,
+    WaitTimeout,
+    error_for,
+    network_errors,
+)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 KEY_HEADER = "X-API-Key"
@@ -145,7 +152,14 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
 def _answer(call: Call[T], response: httpx.Response) -> T:
     if response.is_error:
         raise error_for(response.status_code, _error_body(response), response.headers.get("retry-after"))
-    return call.parse(response.json() if response.content else None)
+    try:
+        return call.parse(response.json() if response.content else None)
+    except ValueError as exc:  # not JSON, or not the JSON of this call's answer
+        kind = response.headers.get("content-type") or "no content type"
+        got = repr(response.content[:200]) if response.content else "an empty body"
+        raise UnexpectedResponseError(
+            response.status_code, f"not an answer of the API ({kind}): {got}", {"error": str(exc)}
+        ) from exc
 
 
 def _settle(job: JobOut) -> JobOut:
@@ -198,6 +212,28 @@ class Backoff:
         while True:
             yield delay
             delay = min(delay * self.factor, self.cap)
+
+
+class _Waiting:
+    """What ``wait_for`` decides after each poll, the same for both clients: the last pause is cut to
+    end at the deadline, where one more poll is made before giving up (a job done just before it counts)."""
+
+    def __init__(self, timeout: float, on_progress: ProgressCallback | None, backoff: Backoff | None) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.on_progress = on_progress
+        self.delays = iter(backoff or Backoff())
+
+    def pause_after(self, job: JobOut) -> float | None:
+        """Seconds to wait before the next poll; None once the job has ended."""
+        if self.on_progress is not None:
+            self.on_progress(job)
+        if job.status in TERMINAL:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise WaitTimeout(job, self.timeout)
+        return min(next(self.delays), left)
 
 
 def _options(api_key: str | None, base_url: str | None) -> tuple[str, dict[str, str]]:
@@ -321,18 +357,12 @@ class Client:
         backoff: Backoff | None = None,
     ) -> JobOut:
         """Poll until the job ends; returns it COMPLETED or raises JobFailed, JobCancelled, WaitTimeout."""
-        deadline = time.monotonic() + timeout
-        delays = iter(backoff or Backoff())
-        while True:
+        waiting = _Waiting(timeout, on_progress, backoff)
+        job = self.get_job(job_id)
+        while (pause := waiting.pause_after(job)) is not None:
+            time.sleep(pause)
             job = self.get_job(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.status in TERMINAL:
-                return _settle(job)
-            delay = next(delays)
-            if time.monotonic() + delay > deadline:
-                raise WaitTimeout(job, timeout)
-            time.sleep(delay)
+        return _settle(job)
 
     def download(self, job: JobOut | str, destination: str | Path, sample: int = 0) -> Path:
         """Stream a COMPLETED job's MP4 to ``destination`` (written under a temporary name first);
@@ -484,15 +514,9 @@ class AsyncClient:
         on_progress: ProgressCallback | None = None,
         backoff: Backoff | None = None,
     ) -> JobOut:
-        deadline = time.monotonic() + timeout
-        delays = iter(backoff or Backoff())
-        while True:
+        waiting = _Waiting(timeout, on_progress, backoff)
+        job = await self.get_job(job_id)
+        while (pause := waiting.pause_after(job)) is not None:
+            await asyncio.sleep(pause)
             job = await self.get_job(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.status in TERMINAL:
-                return _settle(job)
-            delay = next(delays)
-            if time.monotonic() + delay > deadline:
-                raise WaitTimeout(job, timeout)
-            await asyncio.sleep(delay)
+        return _settle(job)

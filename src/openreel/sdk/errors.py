@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -17,6 +20,15 @@ class OpenreelError(Exception):
         self.status = status
         self.message = message
         self.body = body or {}
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the server asked to wait before trying again (a 429's or a 503's Retry-After)."""
+        return _retry_seconds(self.body.get("retryAfter"))
+
+
+class UnexpectedResponseError(OpenreelError):
+    """A success status with a body that is not the API's answer: a proxy's HTML page, an empty body."""
 
 
 class AuthenticationError(OpenreelError):
@@ -50,10 +62,7 @@ class ConflictError(OpenreelError):
 
 
 class RateLimitError(OpenreelError):
-    @property
-    def retry_after(self) -> float | None:
-        value = self.body.get("retryAfter")
-        return float(value) if value is not None else None
+    """429: too many requests or jobs at once; ``retry_after`` says when to try again."""
 
 
 class ServerError(OpenreelError):
@@ -129,8 +138,29 @@ _BY_STATUS: dict[int, type[OpenreelError]] = {
 }
 
 
+def _retry_seconds(value: object) -> float | None:
+    """Retry-After as seconds from now: RFC 9110 allows a number of seconds or an HTTP-date; anything
+    else a server or proxy sends is None rather than an exception in the caller's error handling."""
+    if isinstance(value, str):
+        try:
+            return _retry_seconds(float(value))
+        except ValueError:
+            pass
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:  # "-0000": UTC, said without a zone
+            moment = moment.replace(tzinfo=UTC)
+        return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return max(float(value), 0.0)
+
+
 def error_for(status: int, body: dict[str, Any], retry_after: str | None = None) -> OpenreelError:
-    if retry_after is not None:
-        body = {**body, "retryAfter": retry_after}
+    seconds = _retry_seconds(retry_after)
+    if seconds is not None:  # counted from now, when the answer came, not when the property is read
+        body = {**body, "retryAfter": seconds}
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else OpenreelError)
     return cls(status, str(body.get("error") or f"HTTP {status}"), body)
