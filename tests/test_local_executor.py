@@ -12,7 +12,7 @@ import pytest
 
 from openreel.executors import local
 from openreel.executors import messages as m
-from openreel.executors.base import MAX_FAILED_STARTS
+from openreel.executors.base import MAX_FAILED_STARTS, failure_backoff
 from openreel.executors.local import LocalExecutor
 from openreel.settings import Settings
 
@@ -138,3 +138,46 @@ def test_a_worker_that_cannot_be_spawned_is_tried_again_later_and_its_job_report
     assert len(workers) == 2
     executor.poll(0)
     assert len(workers) == 2  # no more tries once the slot is out
+
+
+def test_a_slot_out_of_service_loads_again_later_and_brings_the_engine_back(
+    workers: list[ScriptedWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights pulled, or a GPU freed, after the engine failed: the slot tries again after a while, with
+    a fresh count of failed starts, and the engine is ready once it loads, without a restart."""
+    outages: list[int] = []
+    monkeypatch.setattr(local, "failure_backoff", lambda failures: outages.append(failures) or 0.2)
+    executor = LocalExecutor(Settings(workers=1))
+    executor.start()
+    missing = "WeightsMissing: run openreel models pull"
+    workers[0].outbox.append(m.EngineFailed(missing))
+    workers[0].alive = False
+    executor.poll(0)
+    assert (executor.engine.ready, executor.engine.error, executor.engine.slots) == (False, missing, 0)
+    executor.poll(0)
+    assert len(workers) == 1  # not at once
+    time.sleep(0.2)
+    executor.poll(0)
+    assert len(workers) == 2 and workers[1].alive and executor.engine.slots == 1
+    assert executor.engine.error == missing and not executor.free_slots()  # loading, not loaded
+    for _ in range(MAX_FAILED_STARTS):  # it now dies while loading, each time
+        workers[-1].alive = False
+        executor.poll(0)
+    assert executor.engine.error == local.DYING and len(workers) == 1 + MAX_FAILED_STARTS
+    time.sleep(0.2)
+    executor.poll(0)
+    assert len(workers) == 2 + MAX_FAILED_STARTS
+    workers[-1].outbox.append(READY)
+    executor.poll(0)
+    engine = executor.engine
+    assert (engine.ready, engine.error, engine.slots) == (True, None, 1) and executor.free_slots()
+    assert outages == [1, 2]  # the wait grows while the slot keeps failing
+    workers[-1].alive = False
+    executor.poll(0)
+    workers[-1].outbox.append(m.EngineFailed(missing))
+    executor.poll(0)
+    assert outages == [1, 2, 1]  # and starts again once it has loaded
+
+
+def test_failed_engines_wait_longer_each_time_up_to_a_cap() -> None:
+    assert [failure_backoff(n) for n in (1, 2, 3, 5, 6, 40)] == [30, 60, 120, 480, 900, 900]

@@ -16,6 +16,16 @@ if TYPE_CHECKING:
 
 # A worker that dies this many times in a row before its engine is loaded marks the engine failed.
 MAX_FAILED_STARTS = 3
+# A slot (or a cluster) whose engine failed is tried again 30 s later, then twice as long after each
+# failure in a row, up to 15 minutes: weights pulled meanwhile, or a GPU freed, bring it back without a
+# restart, and a configuration that cannot load costs a worker's start now and then, not a core.
+FAILURE_BACKOFF_S = 30.0
+MAX_FAILURE_BACKOFF_S = 15 * 60.0
+
+
+def failure_backoff(failures: int) -> float:
+    """Seconds to wait before loading again after ``failures`` failures in a row (1 or more)."""
+    return min(FAILURE_BACKOFF_S * 2 ** (failures - 1), MAX_FAILURE_BACKOFF_S)
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,11 @@ class EngineState:
         )
 
     def loaded(self, ready: m.EngineReady) -> EngineState:
-        """What a worker that has loaded its engine says about it (the last one to load speaks)."""
+        """What a worker that has loaded its engine says about it (the last one to load speaks): an
+        engine that loads somewhere has not failed."""
         return replace(
             self,
+            error=None,
             random_weights=ready.random_weights,
             grid_scale=ready.grid_scale,
             reference_error=ready.reference_error if self.reference_images else None,

@@ -1,8 +1,8 @@
 """The default executor: worker processes on this machine, one per GPU (``OPENREEL_WORKERS``).
 
 A worker whose engine fails to load (its GPU out of memory, say), or that keeps dying while it loads, takes
-its slot out of service until the server restarts; the others go on rendering. The engine is failed (jobs
-refused, and refunded if queued) only once every slot is out."""
+its slot out of service, to be tried again later (``failure_backoff``); the others go on rendering. The
+engine is failed (jobs refused, and refunded if queued) only while every slot is out."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from openreel.executors import messages as m
-from openreel.executors.base import MAX_FAILED_STARTS, EngineState
+from openreel.executors.base import MAX_FAILED_STARTS, EngineState, failure_backoff
 from openreel.executors.worker import run_worker
 from openreel.settings import Settings
 
@@ -111,6 +111,8 @@ class _Slot:
     seq: int | None = None
     failed_starts: int = 0
     error: str | None = None  # why this slot is out of service
+    retry_at: float = 0.0  # when a slot out of service starts a worker again (monotonic)
+    outages: int = 0  # times in a row it was taken out of service
     failure: str = DYING  # what its failed starts were, should they take it out
     spawn_at: float = 0.0  # no worker is started in it before then (monotonic), after one could not be
 
@@ -198,12 +200,14 @@ class LocalExecutor:
                 slot.seq = None
             if self._stopping or slot.error is not None:
                 slot.worker.kill()  # closes its pipe, so poll stops waking up for it
+                if not self._stopping and time.monotonic() >= slot.retry_at:
+                    self._back_in_service(slot)
                 continue
             self._restart(slot)
         return events
 
     def _loaded(self, slot: _Slot, event: m.EngineReady) -> None:
-        slot.ready, slot.failed_starts = True, 0
+        slot.ready, slot.failed_starts, slot.outages = True, 0, 0
         self._state = self._state.loaded(event)
         log.info(
             "%s: engine %s ready%s",
@@ -213,15 +217,23 @@ class LocalExecutor:
         )
 
     def _out_of_service(self, slot: _Slot, error: str) -> None:
-        slot.ready, slot.error = False, error
+        slot.ready, slot.error, slot.outages = False, error, slot.outages + 1
+        wait = failure_backoff(slot.outages)
+        slot.retry_at = time.monotonic() + wait
         slot.worker.kill()
-        log.error("%s: out of service (engine %s): %s", slot.name, self._state.name, error)
+        name = self._state.name
+        log.error("%s: out of service (engine %s), tried again in %.0f s: %s", slot.name, name, wait, error)
         if all(s.error is not None for s in self._slots):
             self._state = replace(self._state, error=error)
 
+    def _back_in_service(self, slot: _Slot) -> None:
+        """A slot out of service loads its engine again, with its own count of failed starts."""
+        log.info("%s: starting a worker again after: %s", slot.name, slot.error)
+        slot.error, slot.failed_starts = None, 0
+        self._spawn(slot)
+
     def _restart(self, slot: _Slot) -> None:
-        """A new worker in the slot. One that cannot even be spawned (no processes or file descriptors
-        left) counts as a failed start, and is tried again ``SPAWN_RETRY_S`` later."""
+        """A new worker in the slot, unless its workers keep failing to start."""
         if time.monotonic() < slot.spawn_at:
             return
         if not slot.ready:
@@ -229,6 +241,11 @@ class LocalExecutor:
         if slot.failed_starts >= MAX_FAILED_STARTS:
             self._out_of_service(slot, slot.failure)
             return
+        self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        """A new worker in the slot; one that cannot even be spawned (no processes or file descriptors
+        left) counts as a failed start, and is tried again ``SPAWN_RETRY_S`` later."""
         slot.ready = False
         slot.worker.kill()
         try:

@@ -25,7 +25,7 @@ from ray.exceptions import RayError
 
 from openreel.engine import EngineOptions, load_engine
 from openreel.executors import messages as m
-from openreel.executors.base import MAX_FAILED_STARTS, EngineState
+from openreel.executors.base import MAX_FAILED_STARTS, EngineState, failure_backoff
 from openreel.executors.render import render_task
 from openreel.settings import Settings
 
@@ -36,7 +36,6 @@ log = logging.getLogger("openreel.executor")
 
 SLOT_RESOURCE = "openreel_slot"
 SCALE_INTERVAL_S = 2.0
-FAILURE_BACKOFF_S = 30.0
 PROGRESS_INTERVAL_S = 1.0
 # Enough threads for a render plus the progress and cancel calls that arrive while it runs.
 ACTOR_THREADS = 4
@@ -250,7 +249,7 @@ class RayExecutor:
 
     def _scale(self) -> None:
         """One actor per slot the cluster offers; new nodes get actors, dead ones have lost theirs. With
-        the engine failed everywhere too (``FAILURE_BACKOFF_S`` apart): a node that joins, or weights
+        the engine failed everywhere too (``failure_backoff`` apart): a node that joins, or weights
         pulled meanwhile, bring the cluster back."""
         resources = ray.cluster_resources()
         wanted = int(resources.get(SLOT_RESOURCE, 0))
@@ -277,7 +276,7 @@ class RayExecutor:
             self._drop(actor)
             return
         actor.ready, self._failed_starts = True, 0
-        self._state = replace(self._state.loaded(loaded), error=None)
+        self._state = self._state.loaded(loaded)
         log.info("%s: engine %s ready", actor.name, loaded.name)
 
     def _delivered(self, actor: _Actor, outcome: m.Outcome) -> m.TaskEvent:
@@ -297,7 +296,7 @@ class RayExecutor:
         """A load failed: count it, and wait before placing actors again (a bad node would spin)."""
         self._failed_starts += 1
         self._last_failure = error
-        self._next_scale = time.monotonic() + FAILURE_BACKOFF_S
+        self._next_scale = time.monotonic() + failure_backoff(self._failed_starts)
 
     def _drop(self, actor: _Actor) -> None:
         self._actors = {n: a for n, a in self._actors.items() if n != actor.number}
