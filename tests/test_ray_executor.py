@@ -89,7 +89,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRay:
     """Ray as the executor sees it, placing an actor at every poll that finds a slot without one."""
     made = FakeRay(slots=1)
     monkeypatch.setattr(ray_cluster, "ray", made)
-    monkeypatch.setattr(ray_cluster, "failure_backoff", lambda failures: 0.0)
+    monkeypatch.setattr(ray_cluster, "FAILURE_BACKOFF_S", 0.0)
     monkeypatch.setattr(ray_cluster, "SCALE_INTERVAL_S", 0.0)
     return made
 

@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 
 # A worker that dies this many times in a row before its engine is loaded marks the engine failed.
 MAX_FAILED_STARTS = 3
-# A slot (or a cluster) whose engine failed is tried again 30 s later, then twice as long after each
-# failure in a row, up to 15 minutes: weights pulled meanwhile, or a GPU freed, bring it back without a
-# restart, and a configuration that cannot load costs a worker's start now and then, not a core.
+# A local slot whose engine failed is tried again 30 s later, then twice as long after each failure in
+# a row, up to 15 minutes (a Ray cluster every 30 s): weights pulled meanwhile, or a GPU freed, bring it
+# back without a restart, and a configuration that cannot load costs a worker's start now and then, not
+# a core.
 FAILURE_BACKOFF_S = 30.0
 MAX_FAILURE_BACKOFF_S = 15 * 60.0
 

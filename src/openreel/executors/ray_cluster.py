@@ -25,7 +25,7 @@ from ray.exceptions import RayError
 
 from openreel.engine import EngineOptions, load_engine
 from openreel.executors import messages as m
-from openreel.executors.base import MAX_FAILED_STARTS, EngineState, failure_backoff
+from openreel.executors.base import FAILURE_BACKOFF_S, MAX_FAILED_STARTS, EngineState
 from openreel.executors.render import render_task
 from openreel.settings import Settings
 
@@ -249,7 +249,7 @@ class RayExecutor:
 
     def _scale(self) -> None:
         """One actor per slot the cluster offers; new nodes get actors, dead ones have lost theirs. With
-        the engine failed everywhere too (``failure_backoff`` apart): a node that joins, or weights
+        the engine failed everywhere too (``FAILURE_BACKOFF_S`` apart): a node that joins, or weights
         pulled meanwhile, bring the cluster back."""
         resources = ray.cluster_resources()
         wanted = int(resources.get(SLOT_RESOURCE, 0))
@@ -293,10 +293,11 @@ class RayExecutor:
         return outcome
 
     def _failed(self, error: str) -> None:
-        """A load failed: count it, and wait before placing actors again (a bad node would spin)."""
+        """A load failed: count it, and wait before placing actors again (a bad node would spin). The
+        wait does not grow: failures come one per actor, many at once on a large cluster."""
         self._failed_starts += 1
         self._last_failure = error
-        self._next_scale = time.monotonic() + failure_backoff(self._failed_starts)
+        self._next_scale = time.monotonic() + FAILURE_BACKOFF_S
 
     def _drop(self, actor: _Actor) -> None:
         self._actors = {n: a for n, a in self._actors.items() if n != actor.number}
