@@ -181,3 +181,4 @@ def test_a_slot_out_of_service_loads_again_later_and_brings_the_engine_back(
 
 def test_failed_engines_wait_longer_each_time_up_to_a_cap() -> None:
     assert [failure_backoff(n) for n in (1, 2, 3, 5, 6, 40)] == [30, 60, 120, 480, 900, 900]
+    assert failure_backoff(2000) == 900  # a slot broken for weeks

@@ -118,6 +118,7 @@ def test_retry_after_as_an_http_date_or_nonsense(
         (formatdate(time.time() + 30, usegmt=True), (28, 30)),
         ("7", (7, 7)),
         ("after lunch", None),
+        ("Sat, 28 Nov 99999999999 00:00:00 GMT", None),  # a year past datetime's: OverflowError
     ]:
         answers.append((status, {"Retry-After": retry_after, "Content-Type": "text/plain"}, b"busy"))
         for refused in _refusals(url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -60,7 +61,11 @@ def _client(server: str, key: str | None = None) -> Iterator[Client]:
         with Client(api_key=key or _key(), base_url=server) as client:
             yield client
     except InsufficientCreditsError as exc:
-        fail(f"{exc.message}: this job costs {exc.required} credits, the account has {exc.available}")
+        counts = ""
+        if {"creditsRequired", "creditsAvailable"} <= exc.body.keys():  # a proxy's 402 says neither
+            with contextlib.suppress(TypeError, ValueError):
+                counts = f": this job costs {exc.required} credits, the account has {exc.available}"
+        fail(exc.message + counts)
     except OpenreelError as exc:
         details = exc.body.get("details") or {}
         fail("; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())]))
@@ -101,7 +106,7 @@ def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
 def _writable(out: Path) -> Path:
     """``out``, once a file can be written there: checked before a job is paid for and rendered, so a
     mistyped --out never leaves a charged video with nowhere to go."""
-    if out.is_dir():
+    if os.path.isdir(out):  # False, not an exception, for a name too long or a folder out of reach
         fail(f"--out {out} is a directory: name the file, e.g. --out {out / 'video.mp4'}")
     try:
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}."):

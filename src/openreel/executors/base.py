@@ -26,7 +26,7 @@ MAX_FAILURE_BACKOFF_S = 15 * 60.0
 
 def failure_backoff(failures: int) -> float:
     """Seconds to wait before loading again after ``failures`` failures in a row (1 or more)."""
-    return min(FAILURE_BACKOFF_S * 2 ** (failures - 1), MAX_FAILURE_BACKOFF_S)
+    return min(FAILURE_BACKOFF_S * 2 ** min(failures - 1, 16), MAX_FAILURE_BACKOFF_S)  # no overflow, ever
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def _retry_seconds(value: object) -> float | None:
             pass
         try:
             moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         if moment.tzinfo is None:  # "-0000": UTC, said without a zone
             moment = moment.replace(tzinfo=UTC)
