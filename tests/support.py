@@ -352,11 +352,30 @@ class Receiver:
         self.released = threading.Event()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output free of access logs."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serves ``handler`` on a free loopback port from a thread; yields the base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @contextmanager
 def serving(state: Receiver) -> Iterator[str]:
     """A loopback HTTP receiver acting out ``state``; yields its URL."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.arrivals.append((time.monotonic(), json.loads(body)["jobId"]))
@@ -371,16 +390,10 @@ def serving(state: Receiver) -> Iterator[str]:
             self.send_response(state.failure_status if failing else 204)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-    finally:
-        state.released.set()
-        if state.gate is not None:
-            state.gate.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with loopback(Handler) as url:
+        try:
+            yield url + "/hook"
+        finally:
+            state.released.set()
+            if state.gate is not None:
+                state.gate.set()

@@ -7,9 +7,7 @@ import io
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -19,7 +17,7 @@ import pytest
 from PIL import Image
 
 from databases import DIALECTS
-from support import LiveServer, assert_contract, wait_for
+from support import LiveServer, QuietHandler, assert_contract, loopback, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("live")]
 
@@ -152,7 +150,7 @@ def image_host() -> Iterator[str]:
     Image.new("RGB", (640, 480), (200, 30, 30)).save(png, format="PNG")
     files = {"/red.png": (png.getvalue(), "image/png"), "/note.txt": (b"hello, not an image", "image/png")}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             if self.path not in files:
                 self.send_error(404)
@@ -164,14 +162,8 @@ def image_host() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with loopback(Handler) as url:
+        yield url
 
 
 def test_image_to_video_from_upload_and_from_url(server: LiveServer, image_host: str) -> None:

@@ -4,9 +4,7 @@ clear 4xx, or a job that fails with a clear error and a full refund. Never a 5xx
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -16,7 +14,7 @@ from openreel import netguard
 from openreel.settings import Settings
 from openreel.storage.images import InputError, fetch
 
-from support import LiveServer, png, quick_server
+from support import LiveServer, QuietHandler, loopback, png, quick_server
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = pytest.mark.xdist_group("hostile")
@@ -30,7 +28,7 @@ def local_host() -> Iterator[tuple[str, list[str]]]:
     hits: list[str] = []
     picture = png(64, 64)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             hits.append(self.path)
             if self.path.startswith("/redirect"):
@@ -48,13 +46,8 @@ def local_host() -> Iterator[tuple[str, list[str]]]:
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield str(httpd.server_address[1]), hits
-    httpd.shutdown()
+    with loopback(Handler) as url:
+        yield url.rsplit(":", 1)[1], hits
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -15,7 +13,7 @@ from openreel.netguard import BlockedURL, pin_url
 from openreel.settings import Settings
 from openreel.storage.images import InputError, decode_image, fetch
 
-from support import png
+from support import QuietHandler, loopback, png
 
 HOSTS: list[str] = []
 
@@ -29,7 +27,7 @@ def host() -> Iterator[str]:
         "/page.html": b"<!doctype html><title>a page around an image</title>",
     }
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             HOSTS.append(self.headers["Host"])
             if self.path.startswith("/loop"):
@@ -51,13 +49,8 @@ def host() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with loopback(Handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from openreel.sdk import (
     UnexpectedResponseError,
 )
 
-from support import free_port
+from support import QuietHandler, free_port, loopback
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -46,7 +44,7 @@ def odd_server() -> Iterator[tuple[str, list[Answer]]]:
     """A server that gives every request the last answer put in its list (a proxy, a load balancer)."""
     answers: list[Answer] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             status, headers, body = answers[-1]
             self.send_response(status)
@@ -57,16 +55,8 @@ def odd_server() -> Iterator[tuple[str, list[Answer]]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", answers
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with loopback(Handler) as url:
+        yield url, answers
 
 
 def _refusals(url: str) -> list[OpenreelError]:
