@@ -15,8 +15,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from openreel.cli import app
+from openreel.cli.client import Origin
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job
+from openreel.sdk.client import DEFAULT_BASE_URL
 
 from support import LiveServer, balance, mp4_summary
 
@@ -159,14 +161,38 @@ def test_a_video_that_cannot_be_saved_names_its_paid_job(server: LiveServer, tmp
     with server.client(key) as client:
         [job] = client.get("/v2/jobs").json()["jobs"]
     assert full.returncode == 1 and not full.stderr, full.stderr
-    assert full.stdout.splitlines()[-1] == (
+    line = full.stdout.splitlines()[-1]
+    command = f"openreel jobs download {job['id']} -o FILE --server {server.url}"
+    assert line == (
         f"job {job['id']} completed, but its video could not be saved to {out}: File too large; "
-        f"get it later with: openreel jobs download {job['id']} -o FILE"
+        f"get it later with: {command}"
     )
     assert list(tmp_path.iterdir()) == []
-    again = jobs("download", job["id"], "-o", str(out), key=key, server=server)
-    assert again.returncode == 0, again.stdout
+    # The command as pasted, in a shell that has the key but not the server.
+    env = {k: v for k, v in os.environ.items() if k != "OPENREEL_BASE_URL"}
+    pasted = line.split("get it later with: ")[1].replace("openreel", f"{sys.executable} -m openreel", 1)
+    again = subprocess.run(
+        pasted.replace("FILE", str(out)),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "OPENREEL_API_KEY": key},
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
     assert mp4_summary(out.read_bytes())["frames"] == 96
+
+
+def test_the_command_to_download_again_names_what_differs_from_the_defaults(tmp_path: Path) -> None:
+    """The default server goes unsaid; a local run's key is read from its file; an in-process run's
+    server must be started first."""
+    assert Origin(DEFAULT_BASE_URL).download_command("j1") == "openreel jobs download j1 -o FILE"
+    key_file = tmp_path / "cli.key"
+    start = f"start the server with: openreel serve --data-dir {tmp_path}"
+    assert Origin("http://127.0.0.1:9000", key_file, start).download_command("j1") == (
+        f"{start}, then: OPENREEL_API_KEY=$(cat {key_file}) "
+        "openreel jobs download j1 -o FILE --server http://127.0.0.1:9000"
+    )
 
 
 def test_without_a_server_on_embedded_defaults(tmp_path: Path) -> None:

@@ -182,3 +182,15 @@ def test_a_slot_out_of_service_loads_again_later_and_brings_the_engine_back(
 def test_failed_engines_wait_longer_each_time_up_to_a_cap() -> None:
     assert [failure_backoff(n) for n in (1, 2, 3, 5, 6, 40)] == [30, 60, 120, 480, 900, 900]
     assert failure_backoff(2000) == 900  # a slot broken for weeks
+
+
+def test_an_abort_after_stop_starts_no_worker(workers: list[ScriptedWorker]) -> None:
+    """A job aborted while the server shuts down leaves its slot empty, not a fresh worker loading."""
+    executor = LocalExecutor(Settings(workers=1))
+    executor.start()
+    workers[0].outbox.append(READY)
+    executor.poll(0)
+    executor.submit(executor.free_slots()[0], task(5))
+    executor.stop()
+    executor.abort(5)
+    assert len(workers) == 1 and not workers[0].alive

@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -121,9 +122,27 @@ def sample_path(out: Path, index: int) -> Path:
     return out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
 
 
-def _downloaded(client: Client, job: JobOut, out: Path) -> None:
+@dataclass(frozen=True)
+class Origin:
+    """The server a command used, as a later command reaches it again: a key file where the key was the
+    data directory's own, and the server to start first where it ran in the command's own process."""
+
+    server: str
+    key_file: Path | None = None
+    start: str | None = None
+
+    def download_command(self, job_id: str) -> str:
+        command = f"openreel jobs download {job_id} -o FILE"
+        if self.server != DEFAULT_BASE_URL:
+            command += f" --server {self.server}"
+        if self.key_file is not None:
+            command = f"OPENREEL_API_KEY=$(cat {self.key_file}) {command}"
+        return f"{self.start}, then: {command}" if self.start else command
+
+
+def _downloaded(client: Client, job: JobOut, out: Path, origin: Origin) -> None:
     """Write the job's videos; a failure now (a full disk, a dropped connection) names the job, which
-    is paid for and can be downloaded again."""
+    is paid for, and the command that downloads it again."""
     from openreel.protocols.apiframe.schemas import SampleVideo
     from openreel.sdk import NetworkError, OpenreelError
 
@@ -140,7 +159,7 @@ def _downloaded(client: Client, job: JobOut, out: Path) -> None:
             why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             fail(
                 f"job {job.id} completed, but its video could not be saved to {target}: {why}; "
-                f"get it later with: openreel jobs download {job.id} -o FILE"
+                f"get it later with: {origin.download_command(job.id)}"
             )
         say(
             f"wrote {path} ({path.stat().st_size} bytes): {video.width}x{video.height}, "
@@ -164,7 +183,7 @@ def _as_url(client: Client, value: str | None) -> str | None:
 
 
 def _generate_with(
-    server: str, key: str | None, request: dict[str, Any], files: dict[str, Any], out: Path
+    server: str, key: str | None, request: dict[str, Any], files: dict[str, Any], out: Path, origin: Origin
 ) -> None:
     with _client(server, key) as client:
         request["image"] = _as_url(client, files["image"])
@@ -172,7 +191,7 @@ def _generate_with(
         refs = [_as_url(client, r) for r in files["reference_images"]]
         request["reference_images"] = [r for r in refs if r] or None
         accepted = client.generate(request.pop("prompt"), **request)
-        _downloaded(client, _follow(client, accepted.jobId, timeout=24 * 3600), out)
+        _downloaded(client, _follow(client, accepted.jobId, timeout=24 * 3600), out, origin)
 
 
 def generate(
@@ -262,11 +281,11 @@ def generate(
     }
     files = {"image": image, "last_frame": last_frame, "reference_images": reference or []}
     if server is not None:
-        _generate_with(server, None, request, files, out)
+        _generate_with(server, None, request, files, out, Origin(server))
         return
 
     from openreel.domain.catalog import load_catalog
-    from openreel.embedded import embedded_server, local_key
+    from openreel.embedded import KEY_FILE, embedded_server, local_key
     from openreel.storage.owner import owner_url
 
     settings = settings_of(data_dir)
@@ -280,15 +299,17 @@ def generate(
             price = max(spec.prices.values()) * samples
     with opening_database(settings):
         key = local_key(settings, price)
+    key_file = settings.data_dir / KEY_FILE
     owner = owner_url(settings.data_dir)
     if owner is not None:  # not a second service on its queue and files
         say(f"sending the job to the openreel server running on {settings.data_dir} ({owner})")
-        _generate_with(owner, key, request, files, out)
+        _generate_with(owner, key, request, files, out, Origin(owner, key_file))
         return
     logging.basicConfig(level=logging.WARNING)
     say(f"starting openreel in this process (engine {settings.engine}, data in {settings.data_dir})")
+    serve = f"start the server with: openreel serve --data-dir {settings.data_dir}"
     with embedded_server(settings) as url:
-        _generate_with(url, key, request, files, out)
+        _generate_with(url, key, request, files, out, Origin(settings.local_url, key_file, serve))
 
 
 @jobs_app.command("list")
@@ -340,7 +361,7 @@ def jobs_wait(
     with _client(server) as client:
         job = _follow(client, job_id, timeout)
         if out is not None:
-            _downloaded(client, job, out)
+            _downloaded(client, job, out, Origin(server))
         else:
             assert job.result is not None
             say(f"job {job.id} completed: {job.result.videoUrl}")
@@ -360,7 +381,7 @@ def jobs_download(
         job = client.get_job(job_id)
         if job.result is None:
             fail(f"job {job.id} has no video yet: it is {job.status}")
-        _downloaded(client, job, out)
+        _downloaded(client, job, out, Origin(server))
 
 
 @jobs_app.command("cancel")

@@ -218,11 +218,11 @@ class LocalExecutor:
 
     def _out_of_service(self, slot: _Slot, error: str) -> None:
         slot.ready, slot.error, slot.outages = False, error, slot.outages + 1
-        wait = failure_backoff(slot.outages)
-        slot.retry_at = time.monotonic() + wait
+        delay = failure_backoff(slot.outages)
+        slot.retry_at = time.monotonic() + delay
         slot.worker.kill()
         name = self._state.name
-        log.error("%s: out of service (engine %s), tried again in %.0f s: %s", slot.name, name, wait, error)
+        log.error("%s: out of service (engine %s), tried again in %.0f s: %s", slot.name, name, delay, error)
         if all(s.error is not None for s in self._slots):
             self._state = replace(self._state, error=error)
 
@@ -245,9 +245,12 @@ class LocalExecutor:
 
     def _spawn(self, slot: _Slot) -> None:
         """A new worker in the slot; one that cannot even be spawned (no processes or file descriptors
-        left) counts as a failed start, and is tried again ``SPAWN_RETRY_S`` later."""
+        left) counts as a failed start, and is tried again ``SPAWN_RETRY_S`` later. A stopping executor
+        starts none: an abort can arrive after ``stop``."""
         slot.ready = False
         slot.worker.kill()
+        if self._stopping:
+            return
         try:
             slot.worker = LocalWorker(self._settings, slot.device)
             slot.worker.start()
