@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import re
 import time
 from itertools import islice
@@ -162,6 +163,23 @@ def test_wait_for_polls_once_more_at_the_deadline(asynchronous: bool, done: bool
             wait()
     assert len(polls) == 3 and polls[-1] >= 1.0 > polls[-2], polls
     assert time.monotonic() - started < 15  # not the whole 30 s pause
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -1.0])
+def test_wait_for_refuses_a_timeout_that_never_or_already_passed(timeout: float) -> None:
+    polls: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: polls.append(request) or httpx.Response(500))
+    refusal = pytest.raises(ValueError, match="timeout must be a number of seconds, 0 or more")
+    with openreel.Client(api_key="k", base_url="http://api", transport=transport) as client, refusal:
+        client.wait_for("j", timeout=timeout)
+
+    async def wait_async() -> None:
+        async with openreel.AsyncClient(api_key="k", base_url="http://api", transport=transport) as client:
+            await client.wait_for("j", timeout=timeout)
+
+    with pytest.raises(ValueError, match="timeout must be a number of seconds, 0 or more"):
+        asyncio.run(wait_async())
+    assert polls == []
 
 
 def test_async_client(server: LiveServer, tmp_path: Path) -> None:

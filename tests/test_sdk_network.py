@@ -82,8 +82,12 @@ def _refusals(url: str) -> list[OpenreelError]:
         ),
         ((204, {}, b""), "204: not an answer of the API (no content type): an empty body"),
         ((200, {"Content-Type": "application/json"}, b'{"id": 1}'), "200: not an answer of the API"),
+        (
+            (308, {"Location": "https://videos.example/v2/me"}, b""),
+            "308: the server redirects to https://videos.example/v2/me: use its address as the base URL",
+        ),
     ],
-    ids=["html", "empty", "other json"],
+    ids=["html", "empty", "other json", "redirect"],
 )
 def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
     odd_server: tuple[str, list[Answer]], answer: Answer, says: str
@@ -95,7 +99,7 @@ def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
         assert str(unexpected).startswith(says), unexpected
     out = CliRunner().invoke(app, ["jobs", "show", "j", "--server", url], env={"OPENREEL_API_KEY": "afk_x"})
     assert out.exit_code == 1 and out.output.strip().count("\n") == 0, out.output
-    assert out.output.startswith("not an answer of the API"), out.output
+    assert out.output.startswith(says.split(": ", 1)[1][:24]), out.output
 
 
 @pytest.mark.parametrize(("status", "error"), [(429, RateLimitError), (503, ServerError)])

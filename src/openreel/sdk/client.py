@@ -152,6 +152,11 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
 def _answer(call: Call[T], response: httpx.Response) -> T:
     if response.is_error:
         raise error_for(response.status_code, _error_body(response), response.headers.get("retry-after"))
+    if response.is_redirect:  # not followed: a POST would arrive as a GET, or the key go to another host
+        where = response.headers["location"]
+        raise UnexpectedResponseError(
+            response.status_code, f"the server redirects to {where}: use its address as the base URL"
+        )
     try:
         return call.parse(response.json() if response.content else None)
     except ValueError as exc:  # not JSON, or not the JSON of this call's answer
@@ -219,6 +224,10 @@ class _Waiting:
     end at the deadline, where one more poll is made before giving up (a job done just before it counts)."""
 
     def __init__(self, timeout: float, on_progress: ProgressCallback | None, backoff: Backoff | None) -> None:
+        if not timeout >= 0:  # NaN too: no deadline would ever pass
+            raise ValueError(
+                f"timeout must be a number of seconds, 0 or more (math.inf: no limit), not {timeout}"
+            )
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.on_progress = on_progress

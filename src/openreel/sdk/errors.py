@@ -28,7 +28,8 @@ class OpenreelError(Exception):
 
 
 class UnexpectedResponseError(OpenreelError):
-    """A success status with a body that is not the API's answer: a proxy's HTML page, an empty body."""
+    """A success status with a body that is not the API's answer (a proxy's HTML page, an empty body), or
+    a redirect, which the client does not follow."""
 
 
 class AuthenticationError(OpenreelError):
