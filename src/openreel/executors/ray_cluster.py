@@ -27,6 +27,7 @@ from openreel.engine import EngineOptions, load_engine
 from openreel.executors import messages as m
 from openreel.executors.base import FAILURE_BACKOFF_S, MAX_FAILED_STARTS, EngineState
 from openreel.executors.render import render_task
+from openreel.executors.scratch import Scratch
 from openreel.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class RenderActor:
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
         self._node = ray.get_runtime_context().get_node_id()
+        self._scratch = Scratch()
         self._engine: VideoEngine | None = None
         try:
             # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there; settings
@@ -83,7 +85,7 @@ class RenderActor:
     def render(self, task: m.RenderTask) -> m.Outcome:
         engine = self._engine
         assert engine is not None, "the server only sends tasks to actors that loaded"
-        with tempfile.TemporaryDirectory(prefix="openreel-") as tmp:
+        with tempfile.TemporaryDirectory(dir=self._scratch.path) as tmp:
             outputs = [Path(tmp) / f"clip-{i}.mp4" for i in range(len(task.plans))]
             outcome = render_task(
                 engine,
