@@ -27,6 +27,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable: the rest keep their order), the groups of them before the single ones:
+    pytest-xdist hands out tests in this order, and a long one handed out last ends the run alone."""
+    items.sort(
+        key=lambda item: (item.get_closest_marker("slow") is None, not item.get_closest_marker("xdist_group"))
+    )
+
+
 @pytest.fixture(scope="session")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One real server (SQLite) on a loopback port for the session, rendering with the quick engine;

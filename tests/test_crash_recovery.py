@@ -18,6 +18,7 @@ pytestmark = pytest.mark.live
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 
 
+@pytest.mark.slow
 def test_server_killed_mid_job_loses_nothing_and_charges_exactly(tmp_path: Path) -> None:
     with running_server(
         tmp_path, {"OPENREEL_X264_PRESET": "ultrafast", "OPENREEL_LEASE_TTL_S": "3"}

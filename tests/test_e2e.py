@@ -19,7 +19,7 @@ from PIL import Image
 from databases import DIALECTS
 from support import LiveServer, QuietHandler, assert_contract, loopback, wait_for
 
-pytestmark = [pytest.mark.live, pytest.mark.xdist_group("live")]
+pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.xdist_group("live")]
 
 
 @pytest.fixture(params=DIALECTS)

@@ -32,7 +32,7 @@ from support import cli, mp4_summary, png, running_server, wait_for
 from support import tiny_checkpoint as built_tiny_checkpoint
 
 # One worker runs this module, so its module-scoped fixtures start once.
-pytestmark = pytest.mark.xdist_group("models")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("models")]
 
 FAST = {"prompt": "a boat", "model": "veo-3.1-fast", "veoParams": {"duration": 4}}
 

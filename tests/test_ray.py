@@ -25,7 +25,7 @@ from openreel.ledger.tables import CreditEntry, Job
 from support import LONG, LiveServer, free_port, running_server, until, wait_for
 
 # One worker runs this module: a Ray cluster competes for this machine's few CPUs.
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 FAST = {"prompt": "fast", "model": "veo-3.1-fast", "veoParams": {"duration": 4, "generate_audio": False}}
 SLOW = {"prompt": "slow", "model": "veo-3.1", "veoParams": {"duration": 8}}

@@ -55,6 +55,7 @@ def server_errors(fuzzed_server: LiveServer) -> Iterator[list[logging.LogRecord]
             logger.removeHandler(failures)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # the fuzzing run's own limit is 600 s, and the server's start counts here too
 def test_no_server_errors_and_responses_match_the_schema(
     fuzzed_server: LiveServer,

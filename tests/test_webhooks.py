@@ -130,6 +130,7 @@ def test_failed_event_is_retried_until_delivered(server: LiveServer, receiver: t
 
 
 @pytest.mark.live
+@pytest.mark.slow
 def test_pending_deliveries_survive_a_server_kill(receiver: tuple[Receiver, str], tmp_path: Path) -> None:
     state, url = receiver
     state.failures = 10**6

@@ -46,6 +46,7 @@ def kill_mid_render(server: LiveServer, client: httpx.Client, job_id: str, attem
     return pid
 
 
+@pytest.mark.slow
 def test_a_killed_worker_costs_an_attempt_not_the_job(tmp_path: Path) -> None:
     env = {"OPENREEL_WORKERS": "2", "OPENREEL_X264_PRESET": "ultrafast", "OPENREEL_MAX_ATTEMPTS": "2"}
     with running_server(tmp_path, env) as server:

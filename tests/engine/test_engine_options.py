@@ -144,6 +144,7 @@ def test_offload_needs_a_gpu_and_bad_modes_are_refused(tiny_engine_cache: Path) 
         Settings(offload="disk")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_compiled_blocks_are_warmed_at_load_and_render_the_eager_clip_at_any_shape(
     tiny_engine, tiny_engine_cache: Path, tiny_plan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
