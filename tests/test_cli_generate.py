@@ -183,15 +183,18 @@ def test_a_video_that_cannot_be_saved_names_its_paid_job(server: LiveServer, tmp
     assert mp4_summary(out.read_bytes())["frames"] == 96
 
 
-def test_the_command_to_download_again_names_what_differs_from_the_defaults(tmp_path: Path) -> None:
-    """The default server goes unsaid; a local run's key is read from its file; an in-process run's
-    server must be started first."""
-    assert Origin(DEFAULT_BASE_URL).download_command("j1") == "openreel jobs download j1 -o FILE"
-    key_file = tmp_path / "cli.key"
-    start = f"start the server with: openreel serve --data-dir {tmp_path}"
-    assert Origin("http://127.0.0.1:9000", key_file, start).download_command("j1") == (
-        f"{start}, then: OPENREEL_API_KEY=$(cat {key_file}) "
-        "openreel jobs download j1 -o FILE --server http://127.0.0.1:9000"
+def test_the_command_to_follow_a_job_later_names_what_differs_from_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default server goes unsaid; a local run's key is read from its file, by a path that works
+    from any folder and survives the shell; an in-process run's server must be started first."""
+    assert Origin(DEFAULT_BASE_URL).command("download", "j1") == "openreel jobs download j1 -o FILE"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my data").mkdir()
+    start = "start the server with: openreel serve --data-dir DIR"
+    assert Origin("http://127.0.0.1:9000", Path("my data/cli.key"), start).command("wait", "j1") == (
+        f"{start}, then: OPENREEL_API_KEY=$(cat '{tmp_path}/my data/cli.key') "
+        "openreel jobs wait j1 -o FILE --server http://127.0.0.1:9000"
     )
 
 

@@ -25,6 +25,7 @@ from openreel.sdk import (
     JobCancelled,
     JobFailed,
     NotFoundError,
+    OpenreelError,
     ValidationError,
     WaitTimeout,
 )
@@ -182,6 +183,16 @@ def test_wait_for_refuses_a_timeout_that_never_or_already_passed(timeout: float)
     assert polls == []
 
 
+@pytest.mark.parametrize(
+    "pauses", [(0, 1.5, 5), (-1, 1.5, 5), (1, 0.5, 5), (1, 1.5, 0.5), (math.nan, 1.5, 5), (1, 1.5, math.inf)]
+)
+def test_a_backoff_that_would_not_pause_or_never_stop_growing_is_refused(
+    pauses: tuple[float, float, float],
+) -> None:
+    with pytest.raises(ValueError, match="a backoff starts above 0 s"):
+        Backoff(*pauses)
+
+
 def test_async_client(server: LiveServer, tmp_path: Path) -> None:
     async def scenario() -> tuple[str, int, list[str]]:
         async with openreel.AsyncClient(api_key=server.new_key(credits=10), base_url=server.url) as client:
@@ -204,6 +215,19 @@ def test_key_and_base_url_from_the_environment(server: LiveServer, monkeypatch: 
     monkeypatch.setenv("OPENREEL_BASE_URL", server.url)
     with openreel.Client() as client:
         assert client.me().team.credits == 1
+
+
+def test_a_refused_download_says_why_in_whatever_field_the_store_used(tmp_path: Path) -> None:
+    answers = iter(
+        [httpx.Response(403, json={"message": "Request has expired"}), httpx.Response(404, json={})]
+    )
+    transport = httpx.MockTransport(lambda request: next(answers))
+    job = job_out("COMPLETED", "https://bucket.s3.example.com/results/j.mp4")
+    with openreel.Client(api_key="k", base_url="http://api", transport=transport) as client:
+        for says in ("download failed: Request has expired", "download failed: Not Found"):
+            with pytest.raises(OpenreelError, match=says):
+                client.download(job, tmp_path / "j.mp4")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_video_link_on_another_host_is_fetched_without_the_key(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ never httpx's, json's or pydantic's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 import openreel
 from openreel.cli import app
 from openreel.sdk import (
+    InsufficientCreditsError,
     NetworkError,
     OpenreelError,
     RateLimitError,
@@ -86,8 +88,9 @@ def _refusals(url: str) -> list[OpenreelError]:
             (308, {"Location": "https://videos.example/v2/me"}, b""),
             "308: the server redirects to https://videos.example/v2/me: use its address as the base URL",
         ),
+        ((302, {}, b""), "302: the server redirects (no Location)"),
     ],
-    ids=["html", "empty", "other json", "redirect"],
+    ids=["html", "empty", "other json", "redirect", "redirect nowhere"],
 )
 def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
     odd_server: tuple[str, list[Answer]], answer: Answer, says: str
@@ -100,6 +103,32 @@ def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
     out = CliRunner().invoke(app, ["jobs", "show", "j", "--server", url], env={"OPENREEL_API_KEY": "afk_x"})
     assert out.exit_code == 1 and out.output.strip().count("\n") == 0, out.output
     assert out.output.startswith(says.split(": ", 1)[1][:24]), out.output
+
+
+@pytest.mark.parametrize(
+    ("body", "counts"),
+    [
+        (b'{"error": "Insufficient credits", "creditsRequired": 5, "creditsAvailable": 2}', (5, 2)),
+        (b'{"error": "Insufficient credits", "creditsRequired": "5", "creditsAvailable": "2"}', (5, 2)),
+        (b'{"error": "Payment Required"}', (None, None)),
+        (b'{"error": "Payment Required", "creditsRequired": 1e999, "creditsAvailable": 2}', (None, 2)),
+        (b'{"error": "Payment Required", "creditsRequired": [5], "creditsAvailable": 2.5}', (None, None)),
+    ],
+    ids=["openreel", "as strings", "a proxy", "overflowing", "not counts"],
+)
+def test_a_402_names_the_counts_it_has(
+    odd_server: tuple[str, list[Answer]], body: bytes, counts: tuple[int | None, int | None]
+) -> None:
+    url, answers = odd_server
+    answers.append((402, {"Content-Type": "application/json"}, body))
+    for refused in _refusals(url):
+        assert isinstance(refused, InsufficientCreditsError)
+        assert (refused.required, refused.available) == counts
+    out = CliRunner().invoke(app, ["jobs", "show", "j", "--server", url], env={"OPENREEL_API_KEY": "afk_x"})
+    message = json.loads(body)["error"]
+    if None not in counts:
+        message += f": this job costs {counts[0]} credits, the account has {counts[1]}"
+    assert (out.exit_code, out.output) == (1, message + "\n")
 
 
 @pytest.mark.parametrize(("status", "error"), [(429, RateLimitError), (503, ServerError)])
@@ -156,6 +185,39 @@ def test_the_cli_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert out.exit_code == 1
     assert out.output.strip().count("\n") == 0 and "server unreachable" in out.output, out.output
     assert not (tmp_path / "a.mp4").exists()
+
+
+def test_a_paid_job_the_cli_cannot_follow_is_named_with_the_command_to_follow_it(tmp_path: Path) -> None:
+    """The server goes away after accepting the job: the line says which job, and how to take it up."""
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            self._json(201, {"jobId": "j9", "status": "QUEUED"})
+
+        def do_GET(self) -> None:
+            self._json(503, {"error": "the server is shutting down"})
+
+        def _json(self, status: int, body: dict[str, str]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    with loopback(Handler) as url:
+        out = CliRunner().invoke(
+            app,
+            ["generate", "a fox", "--server", url, "--duration", "4", "-o", str(tmp_path / "a.mp4")],
+            env={"OPENREEL_API_KEY": "afk_x", "COLUMNS": "400"},
+        )
+    assert out.exit_code == 1
+    lines = out.output.splitlines()
+    assert [lines[0], lines[-1]] == [
+        "job j9 accepted",
+        "503: the server is shutting down; job j9 is paid for and kept: follow it with: "
+        f"openreel jobs wait j9 -o FILE --server {url}",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import shlex
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,11 +62,10 @@ def _client(server: str, key: str | None = None) -> Iterator[Client]:
         with Client(api_key=key or _key(), base_url=server) as client:
             yield client
     except InsufficientCreditsError as exc:
-        counts = ""
-        if {"creditsRequired", "creditsAvailable"} <= exc.body.keys():  # a proxy's 402 says neither
-            with contextlib.suppress(TypeError, ValueError):
-                counts = f": this job costs {exc.required} credits, the account has {exc.available}"
-        fail(exc.message + counts)
+        required, available = exc.required, exc.available
+        known = required is not None and available is not None  # a proxy's 402 says neither
+        counts = f": this job costs {required} credits, the account has {available}"
+        fail(exc.message + (counts if known else ""))
     except OpenreelError as exc:
         details = exc.body.get("details") or {}
         fail("; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())]))
@@ -131,12 +130,13 @@ class Origin:
     key_file: Path | None = None
     start: str | None = None
 
-    def download_command(self, job_id: str) -> str:
-        command = f"openreel jobs download {job_id} -o FILE"
+    def command(self, verb: str, job_id: str) -> str:
+        """``openreel jobs VERB`` for the job, as pasted into a shell: ``wait`` or ``download``."""
+        command = f"openreel jobs {verb} {job_id} -o FILE"
         if self.server != DEFAULT_BASE_URL:
-            command += f" --server {self.server}"
+            command += f" --server {shlex.quote(self.server)}"
         if self.key_file is not None:
-            command = f"OPENREEL_API_KEY=$(cat {self.key_file}) {command}"
+            command = f"OPENREEL_API_KEY=$(cat {shlex.quote(str(self.key_file.resolve()))}) {command}"
         return f"{self.start}, then: {command}" if self.start else command
 
 
@@ -159,7 +159,7 @@ def _downloaded(client: Client, job: JobOut, out: Path, origin: Origin) -> None:
             why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             fail(
                 f"job {job.id} completed, but its video could not be saved to {target}: {why}; "
-                f"get it later with: {origin.download_command(job.id)}"
+                f"get it later with: {origin.command('download', job.id)}"
             )
         say(
             f"wrote {path} ({path.stat().st_size} bytes): {video.width}x{video.height}, "
@@ -185,13 +185,23 @@ def _as_url(client: Client, value: str | None) -> str | None:
 def _generate_with(
     server: str, key: str | None, request: dict[str, Any], files: dict[str, Any], out: Path, origin: Origin
 ) -> None:
+    from openreel.sdk import NetworkError, OpenreelError, WaitTimeout
+
     with _client(server, key) as client:
         request["image"] = _as_url(client, files["image"])
         request["last_frame"] = _as_url(client, files["last_frame"])
         refs = [_as_url(client, r) for r in files["reference_images"]]
         request["reference_images"] = [r for r in refs if r] or None
-        accepted = client.generate(request.pop("prompt"), **request)
-        _downloaded(client, _follow(client, accepted.jobId, timeout=24 * 3600), out, origin)
+        job_id = client.generate(request.pop("prompt"), **request).jobId
+        say(f"job {job_id} accepted")
+        try:
+            job = _follow(client, job_id, timeout=24 * 3600)
+        except (OpenreelError, NetworkError, WaitTimeout, KeyboardInterrupt) as exc:
+            why = str(exc) or "interrupted"
+            fail(
+                f"{why}; job {job_id} is paid for and kept: follow it with: {origin.command('wait', job_id)}"
+            )
+        _downloaded(client, job, out, origin)
 
 
 def generate(
@@ -307,7 +317,9 @@ def generate(
         return
     logging.basicConfig(level=logging.WARNING)
     say(f"starting openreel in this process (engine {settings.engine}, data in {settings.data_dir})")
-    serve = f"start the server with: openreel serve --data-dir {settings.data_dir}"
+    serve = (
+        f"start the server with: openreel serve --data-dir {shlex.quote(str(settings.data_dir.resolve()))}"
+    )
     with embedded_server(settings) as url:
         _generate_with(url, key, request, files, out, Origin(settings.local_url, key_file, serve))
 

@@ -95,7 +95,8 @@ def models_pull(
     and distilled LoRA, and the pieces configured apart from it (OPENREEL_DISTILLED_LORA,
     OPENREEL_UPSAMPLER, OPENREEL_REFERENCE_ADAPTER) unless --checkpoint is given.
 
-    An interrupted pull resumes; a server started before the pull needs a restart to load the weights."""
+    An interrupted pull resumes. A server started before the pull loads the weights at its next try
+    (30 s after the failure, the wait doubling up to 15 minutes) or at once when restarted."""
     from openreel.engine.weights import (
         Adapter,
         Checkpoint,

@@ -171,7 +171,10 @@ class LocalExecutor:
         for slot in self._slots:
             if slot.seq == seq:
                 slot.seq = None
-                self._restart(slot)
+                if self._stopping:  # its worker is being stopped already, and none takes its place
+                    slot.worker.kill()
+                else:
+                    self._restart(slot)
 
     def responsive(self) -> set[int]:
         return {s.seq for s in self._slots if s.seq is not None and s.worker.alive}
@@ -245,12 +248,9 @@ class LocalExecutor:
 
     def _spawn(self, slot: _Slot) -> None:
         """A new worker in the slot; one that cannot even be spawned (no processes or file descriptors
-        left) counts as a failed start, and is tried again ``SPAWN_RETRY_S`` later. A stopping executor
-        starts none: an abort can arrive after ``stop``."""
+        left) counts as a failed start, and is tried again ``SPAWN_RETRY_S`` later."""
         slot.ready = False
         slot.worker.kill()
-        if self._stopping:
-            return
         try:
             slot.worker = LocalWorker(self._settings, slot.device)
             slot.worker.start()

@@ -68,9 +68,9 @@ class RenderActor:
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
         self._node = ray.get_runtime_context().get_node_id()
-        self._scratch = Scratch()
         self._engine: VideoEngine | None = None
         try:
+            self._scratch = Scratch()
             # The node's own settings (its OPENREEL_DATA_DIR) say where weights are cached there; settings
             # this node cannot build fail the engine's load, reported to the server, like any other.
             cache_dir = Settings().data_dir.resolve() / "models"

@@ -23,9 +23,11 @@ LOCK = ".lock"
 
 
 class Scratch:
+    """This actor's folder in ``base`` (the system's temporary folder), made once the dead actors' are
+    swept, and locked before it takes the name a sweep looks for. Never removed by its actor, which Ray
+    ends by killing it: the next actor on the node sweeps it."""
+
     def __init__(self, base: Path | None = None) -> None:
-        """Sweeps the dead actors' folders in ``base`` (the system's temporary folder) and makes this
-        one's, locked before it takes the name a sweep looks for."""
         base = Path(base or tempfile.gettempdir())
         _sweep(base)
         making = Path(tempfile.mkdtemp(prefix=f".{PREFIX}", dir=base))
@@ -33,10 +35,6 @@ class Scratch:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self.path = base / making.name.removeprefix(".")
         making.rename(self.path)
-
-    def close(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        os.close(self._fd)
 
 
 def _sweep(base: Path) -> None:

@@ -7,6 +7,7 @@ the two clients differ only in how they send it, so they cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -153,10 +154,11 @@ def _answer(call: Call[T], response: httpx.Response) -> T:
     if response.is_error:
         raise error_for(response.status_code, _error_body(response), response.headers.get("retry-after"))
     if response.is_redirect:  # not followed: a POST would arrive as a GET, or the key go to another host
-        where = response.headers["location"]
-        raise UnexpectedResponseError(
-            response.status_code, f"the server redirects to {where}: use its address as the base URL"
+        where = response.headers.get("location")
+        says = (
+            f"redirects to {where}: use its address as the base URL" if where else "redirects (no Location)"
         )
+        raise UnexpectedResponseError(response.status_code, f"the server {says}")
     try:
         return call.parse(response.json() if response.content else None)
     except ValueError as exc:  # not JSON, or not the JSON of this call's answer
@@ -201,7 +203,8 @@ def _link_request(http: httpx.Client | httpx.AsyncClient, url: str) -> httpx.Req
 def _download_error(response: httpx.Response) -> Exception:
     """From the read body of a refused download: an expired or altered link says which, and what to do."""
     body = _error_body(response)
-    return error_for(response.status_code, {**body, "error": f"download failed: {body['error']}"})
+    why = body.get("error") or body.get("message") or response.reason_phrase
+    return error_for(response.status_code, {**body, "error": f"download failed: {why}"})
 
 
 @dataclass
@@ -211,6 +214,10 @@ class Backoff:
     start: float = 1.0
     factor: float = 1.5
     cap: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (self.start > 0 and self.factor >= 1 and self.cap >= self.start and math.isfinite(self.cap)):
+            raise ValueError(f"a backoff starts above 0 s and grows (factor >= 1) to a finite cap: {self}")
 
     def __iter__(self) -> Iterator[float]:
         delay = self.start

@@ -45,13 +45,26 @@ class ValidationError(OpenreelError):
 
 
 class InsufficientCreditsError(OpenreelError):
-    @property
-    def required(self) -> int:
-        return int(self.body.get("creditsRequired", 0))
+    """402: ``required`` and ``available`` are openreel's counts; None from a proxy, which says neither."""
 
     @property
-    def available(self) -> int:
-        return int(self.body.get("creditsAvailable", 0))
+    def required(self) -> int | None:
+        return _count(self.body.get("creditsRequired"))
+
+    @property
+    def available(self) -> int | None:
+        return _count(self.body.get("creditsAvailable"))
+
+
+def _count(value: object) -> int | None:
+    """A whole number of credits, sent as a number or a string (Google's form); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() else None
 
 
 class NotFoundError(OpenreelError):
