@@ -113,8 +113,12 @@ def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
         (b'{"error": "Payment Required"}', (None, None)),
         (b'{"error": "Payment Required", "creditsRequired": 1e999, "creditsAvailable": 2}', (None, 2)),
         (b'{"error": "Payment Required", "creditsRequired": [5], "creditsAvailable": 2.5}', (None, None)),
+        (
+            b'{"error": "Payment Required", "creditsRequired": %d, "creditsAvailable": true}' % 10**400,
+            (10**400, None),
+        ),
     ],
-    ids=["openreel", "as strings", "a proxy", "overflowing", "not counts"],
+    ids=["openreel", "as strings", "a proxy", "overflowing", "not counts", "huge"],
 )
 def test_a_402_names_the_counts_it_has(
     odd_server: tuple[str, list[Answer]], body: bytes, counts: tuple[int | None, int | None]

@@ -58,7 +58,9 @@ class InsufficientCreditsError(OpenreelError):
 
 def _count(value: object) -> int | None:
     """A whole number of credits, sent as a number or a string (Google's form); None for anything else."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # however large: float() would overflow
+    if not isinstance(value, (float, str)):
         return None
     try:
         number = float(value)
