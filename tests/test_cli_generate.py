@@ -193,7 +193,7 @@ def test_the_command_to_follow_a_job_later_names_what_differs_from_the_defaults(
     (tmp_path / "my data").mkdir()
     start = "start the server with: openreel serve --data-dir DIR"
     assert Origin("http://127.0.0.1:9000", Path("my data/cli.key"), start).command("wait", "j1") == (
-        f"{start}, then: OPENREEL_API_KEY=$(cat '{tmp_path}/my data/cli.key') "
+        f"{start}, then: OPENREEL_API_KEY=$(cat '{tmp_path.resolve()}/my data/cli.key') "
         "openreel jobs wait j1 -o FILE --server http://127.0.0.1:9000"
     )
 

@@ -132,7 +132,7 @@ class Origin:
 
     def command(self, verb: str, job_id: str) -> str:
         """``openreel jobs VERB`` for the job, as pasted into a shell: ``wait`` or ``download``."""
-        command = f"openreel jobs {verb} {job_id} -o FILE"
+        command = f"openreel jobs {verb} {shlex.quote(job_id)} -o FILE"
         if self.server != DEFAULT_BASE_URL:
             command += f" --server {shlex.quote(self.server)}"
         if self.key_file is not None:
