@@ -28,8 +28,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (stable: the rest keep their order), the groups of them before the single ones:
-    pytest-xdist hands out tests in this order, and a long one handed out last ends the run alone."""
+    """Slow tests first, then the others; in each, the xdist groups (run one after another on one worker)
+    before single tests, otherwise in collection order: pytest-xdist hands out tests in this order, and
+    a long one handed out last ends the run alone."""
     items.sort(
         key=lambda item: (item.get_closest_marker("slow") is None, not item.get_closest_marker("xdist_group"))
     )

@@ -15,9 +15,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from openreel.cli import app
-from openreel.cli.client import Origin
+from openreel.cli.client import Origin, _reason
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job
+from openreel.sdk import ValidationError
 from openreel.sdk.client import DEFAULT_BASE_URL
 
 from support import LiveServer, balance, mp4_summary
@@ -189,6 +190,7 @@ def test_the_command_to_follow_a_job_later_names_what_differs_from_the_defaults(
     """The default server goes unsaid; a local run's key is read from its file, by a path that works
     from any folder and survives the shell; an in-process run's server must be started first."""
     assert Origin(DEFAULT_BASE_URL).command("download", "j1") == "openreel jobs download j1 -o FILE"
+    assert Origin("http://h:1").command("list") == "openreel jobs list --server http://h:1"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my data").mkdir()
     start = "start the server with: openreel serve --data-dir DIR"
@@ -196,6 +198,17 @@ def test_the_command_to_follow_a_job_later_names_what_differs_from_the_defaults(
         f"{start}, then: OPENREEL_API_KEY=$(cat '{tmp_path.resolve()}/my data/cli.key') "
         "openreel jobs wait j1 -o FILE --server http://127.0.0.1:9000"
     )
+
+
+def test_a_failure_line_keeps_all_the_server_said() -> None:
+    """The same words whichever step failed: a refusal's field errors, an interrupt, the disk's error."""
+    details = {"veoParams.durationSeconds": ["must be 4, 6 or 8"], "prompt": ["required", "too short"]}
+    refused = ValidationError(400, "Invalid request", {"error": "Invalid request", "details": details})
+    assert _reason(refused) == (
+        "Invalid request; veoParams.durationSeconds: must be 4, 6 or 8; prompt: required; too short"
+    )
+    assert _reason(KeyboardInterrupt()) == "interrupted"
+    assert _reason(OSError(28, "No space left on device", "/v.mp4")) == "No space left on device: /v.mp4"
 
 
 def test_without_a_server_on_embedded_defaults(tmp_path: Path) -> None:

@@ -219,12 +219,20 @@ def test_key_and_base_url_from_the_environment(server: LiveServer, monkeypatch: 
 
 def test_a_refused_download_says_why_in_whatever_field_the_store_used(tmp_path: Path) -> None:
     answers = iter(
-        [httpx.Response(403, json={"message": "Request has expired"}), httpx.Response(404, json={})]
+        [
+            httpx.Response(403, json={"message": "Request has expired"}),
+            httpx.Response(403, json={"error": {"code": 403, "message": "Access denied"}}),
+            httpx.Response(404, json={}),
+        ]
     )
     transport = httpx.MockTransport(lambda request: next(answers))
     job = job_out("COMPLETED", "https://bucket.s3.example.com/results/j.mp4")
     with openreel.Client(api_key="k", base_url="http://api", transport=transport) as client:
-        for says in ("download failed: Request has expired", "download failed: Not Found"):
+        for says in (
+            "download failed: Request has expired",
+            "download failed: Access denied$",
+            "download failed: Not Found",
+        ):
             with pytest.raises(OpenreelError, match=says):
                 client.download(job, tmp_path / "j.mp4")
     assert list(tmp_path.iterdir()) == []

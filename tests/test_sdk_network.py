@@ -117,8 +117,12 @@ def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
             b'{"error": "Payment Required", "creditsRequired": %d, "creditsAvailable": true}' % 10**400,
             (10**400, None),
         ),
+        (
+            b'{"error": "Payment Required", "creditsRequired": "%d", "creditsAvailable": "1e2"}' % (9**18),
+            (9**18, 100),
+        ),
     ],
-    ids=["openreel", "as strings", "a proxy", "overflowing", "not counts", "huge"],
+    ids=["openreel", "as strings", "a proxy", "overflowing", "not counts", "huge", "a long string"],
 )
 def test_a_402_names_the_counts_it_has(
     odd_server: tuple[str, list[Answer]], body: bytes, counts: tuple[int | None, int | None]
@@ -219,7 +223,7 @@ def test_a_paid_job_the_cli_cannot_follow_is_named_with_the_command_to_follow_it
     lines = out.output.splitlines()
     assert [lines[0], lines[-1]] == [
         "job j9 accepted",
-        "503: the server is shutting down; job j9 is paid for and kept: follow it with: "
+        "the server is shutting down; job j9 is paid for and kept: follow it with: "
         f"openreel jobs wait j9 -o FILE --server {url}",
     ]
 

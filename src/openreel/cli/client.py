@@ -46,35 +46,38 @@ def _key() -> str:
     return key
 
 
+def _reason(exc: BaseException) -> str:
+    """One line for a failure from the server, the network or the disk, with all the server said."""
+    from openreel.sdk import InsufficientCreditsError, JobError, OpenreelError
+
+    if isinstance(exc, InsufficientCreditsError):
+        required, available = exc.required, exc.available
+        known = required is not None and available is not None  # a proxy's 402 says neither
+        counts = f": this job costs {required} credits, the account has {available}"
+        return exc.message + (counts if known else "")
+    if isinstance(exc, OpenreelError):
+        details = exc.body.get("details") or {}
+        return "; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())])
+    if isinstance(exc, JobError):
+        return f"job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, OSError):  # the file to upload or to write
+        why = exc.strerror or str(exc)
+        return f"{why}: {exc.filename}" if exc.filename else why
+    return str(exc)
+
+
 @contextmanager
 def _client(server: str, key: str | None = None) -> Iterator[Client]:
     """An SDK client whose every failure, from the server or the network, ends the command in one line."""
-    from openreel.sdk import (
-        Client,
-        InsufficientCreditsError,
-        JobError,
-        NetworkError,
-        OpenreelError,
-        WaitTimeout,
-    )
+    from openreel.sdk import Client, JobError, NetworkError, OpenreelError, WaitTimeout
 
     try:
         with Client(api_key=key or _key(), base_url=server) as client:
             yield client
-    except InsufficientCreditsError as exc:
-        required, available = exc.required, exc.available
-        known = required is not None and available is not None  # a proxy's 402 says neither
-        counts = f": this job costs {required} credits, the account has {available}"
-        fail(exc.message + (counts if known else ""))
-    except OpenreelError as exc:
-        details = exc.body.get("details") or {}
-        fail("; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())]))
-    except JobError as exc:
-        fail(f"job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}")
-    except (NetworkError, WaitTimeout, ValueError) as exc:  # ValueError: a --server that is not a URL
-        fail(str(exc))
-    except OSError as exc:  # the file to upload or to write
-        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except (OpenreelError, JobError, NetworkError, WaitTimeout, OSError, ValueError) as exc:
+        fail(_reason(exc))  # ValueError: a --server that is not a URL
 
 
 def _follow(client: Client, job_id: str, timeout: float) -> JobOut:
@@ -130,9 +133,9 @@ class Origin:
     key_file: Path | None = None
     start: str | None = None
 
-    def command(self, verb: str, job_id: str) -> str:
-        """``openreel jobs VERB`` for the job, as pasted into a shell: ``wait`` or ``download``."""
-        command = f"openreel jobs {verb} {shlex.quote(job_id)} -o FILE"
+    def command(self, verb: str, job_id: str | None = None) -> str:
+        """``openreel jobs VERB`` as pasted into a shell: ``wait`` or ``download`` for a job, or ``list``."""
+        command = f"openreel jobs {verb}" + (f" {shlex.quote(job_id)} -o FILE" if job_id else "")
         if self.server != DEFAULT_BASE_URL:
             command += f" --server {shlex.quote(self.server)}"
         if self.key_file is not None:
@@ -155,10 +158,9 @@ def _downloaded(client: Client, job: JobOut, out: Path, origin: Origin) -> None:
         target = sample_path(out, index)
         try:
             path = client.download(job, target, sample=index)
-        except (OSError, NetworkError, OpenreelError) as exc:
-            why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        except (OSError, NetworkError, OpenreelError, KeyboardInterrupt) as exc:
             fail(
-                f"job {job.id} completed, but its video could not be saved to {target}: {why}; "
+                f"job {job.id} completed, but its video could not be saved to {target}: {_reason(exc)}; "
                 f"get it later with: {origin.command('download', job.id)}"
             )
         say(
@@ -192,14 +194,17 @@ def _generate_with(
         request["last_frame"] = _as_url(client, files["last_frame"])
         refs = [_as_url(client, r) for r in files["reference_images"]]
         request["reference_images"] = [r for r in refs if r] or None
-        job_id = client.generate(request.pop("prompt"), **request).jobId
+        try:
+            job_id = client.generate(request.pop("prompt"), **request).jobId
+        except KeyboardInterrupt:
+            fail(f"interrupted before the server answered; did it take the job? {origin.command('list')}")
         say(f"job {job_id} accepted")
         try:
             job = _follow(client, job_id, timeout=24 * 3600)
         except (OpenreelError, NetworkError, WaitTimeout, KeyboardInterrupt) as exc:
-            why = str(exc) or "interrupted"
             fail(
-                f"{why}; job {job_id} is paid for and kept: follow it with: {origin.command('wait', job_id)}"
+                f"{_reason(exc)}; job {job_id} is paid for and kept: follow it with: "
+                f"{origin.command('wait', job_id)}"
             )
         _downloaded(client, job, out, origin)
 

@@ -26,6 +26,7 @@ from openreel.sdk.errors import (
     UnexpectedResponseError,
     WaitTimeout,
     error_for,
+    message_of,
     network_errors,
 )
 
@@ -203,11 +204,11 @@ def _link_request(http: httpx.Client | httpx.AsyncClient, url: str) -> httpx.Req
 def _download_error(response: httpx.Response) -> Exception:
     """From the read body of a refused download: an expired or altered link says which, and what to do."""
     body = _error_body(response)
-    why = body.get("error") or body.get("message") or response.reason_phrase
+    why = message_of(body) or response.reason_phrase
     return error_for(response.status_code, {**body, "error": f"download failed: {why}"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Backoff:
     """Poll intervals: ``start``, growing by ``factor`` up to ``cap`` (as Apiframe's SDK does)."""
 

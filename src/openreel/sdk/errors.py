@@ -62,6 +62,8 @@ def _count(value: object) -> int | None:
         return value  # however large: float() would overflow
     if not isinstance(value, (float, str)):
         return None
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value)  # however long: exact where float() would round
     try:
         number = float(value)
     except ValueError:
@@ -179,4 +181,12 @@ def error_for(status: int, body: dict[str, Any], retry_after: str | None = None)
     if seconds is not None:  # counted from now, when the answer came, not when the property is read
         body = {**body, "retryAfter": seconds}
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else OpenreelError)
-    return cls(status, str(body.get("error") or f"HTTP {status}"), body)
+    return cls(status, message_of(body) or f"HTTP {status}", body)
+
+
+def message_of(body: dict[str, Any]) -> str | None:
+    """The words of an error body: openreel's ``error``, Google's ``error.message`` or a bare ``message``."""
+    error = body.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    return str(error or body.get("message") or "") or None
