@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -30,6 +31,9 @@ def host() -> Iterator[str]:
     class Handler(QuietHandler):
         def do_GET(self) -> None:
             HOSTS.append(self.headers["Host"])
+            if self.path.startswith("/drip-"):
+                self.drip()
+                return
             if self.path.startswith("/loop"):
                 self.send_response(302)
                 self.send_header("Location", "/loop")
@@ -48,6 +52,24 @@ def host() -> Iterator[str]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def drip(self) -> None:
+            """An image answered a few bytes at a time, each well within a read timeout: the headers
+            (/drip-head) or the body (/drip-body), over about 4 s in all."""
+            body = png(8, 8)
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            slow = head if self.path == "/drip-head" else body
+            pause = 4 / len(slow)
+            try:
+                if slow is body:
+                    self.wfile.write(head)
+                for i in range(0, len(slow), 1):
+                    self.wfile.write(slow[i : i + 1])
+                    time.sleep(pause)
+                if slow is head:
+                    self.wfile.write(body)
+            except OSError:  # the client hung up, as it should
+                pass
 
     with loopback(Handler) as url:
         yield url
@@ -117,6 +139,15 @@ def test_schemes_redirects_and_size_limits(host: str) -> None:
         fetch(host + "/none", dev, max_bytes=1000)
     with pytest.raises(InputError, match="only http"):
         fetch("file:///etc/passwd", dev, max_bytes=1000)
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+def test_a_host_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline(host: str, part: str) -> None:
+    """The fetch's time bounds the whole exchange, not each read: a trickle cannot hold a fetch slot."""
+    quick = Settings(allow_private_urls=True, fetch_timeout_s=1.0)
+    with pytest.raises(InputError, match=r"/drip-\w+ took longer than 1 s"):
+        fetch(f"{host}/drip-{part}", quick, max_bytes=10_000)
+    assert fetch(f"{host}/drip-{part}", Settings(allow_private_urls=True), max_bytes=10_000) == png(8, 8)
 
 
 def test_a_url_that_is_not_an_image_says_what_it_is_and_which_types_are_taken(host: str) -> None:

@@ -12,9 +12,11 @@ import functools
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -99,6 +101,47 @@ def _verifying() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+class _Deadline:
+    """Ends an exchange when its time is up by shutting its sockets down: httpx's timeout bounds each
+    read, so a peer sending its headers or body a byte at a time could otherwise hold the thread (a
+    webhook sender's, an image fetch slot) for as long as it liked."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.passed = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._end)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's ``trace`` hook: each connection's socket, and the TLS socket that replaces it."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            sock = info["return_value"].get_extra_info("socket")
+            with self._lock:
+                self._sockets.append(sock)
+                if self.passed:
+                    _shut(sock)
+
+    def _end(self) -> None:
+        with self._lock:
+            self.passed = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 @contextmanager
 def guarded_stream(
     method: str,
@@ -112,35 +155,41 @@ def guarded_stream(
 ) -> Iterator[httpx.Response]:
     """Send a request (following redirects for GET only) with every hop checked and pinned.
 
-    ``timeout_s`` bounds the whole exchange, redirects included; reading the body must be done
-    before it runs out (see ``read_limited``).
+    ``timeout_s`` bounds the whole exchange, redirects and the caller's reading of the body included:
+    past it, ``BlockedURL``.
     """
-    deadline = time.monotonic() + timeout_s
-    current = url
-    with httpx.Client(follow_redirects=False, verify=_verifying()) as client:
-        for _ in range(max_redirects + 1):
-            pinned, host, extensions = pin_url(current, allow_private)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BlockedURL(f"{url} took longer than {timeout_s:.0f} s")
-            request = client.build_request(
-                method,
-                pinned,
-                content=content,
-                headers={**(headers or {}), **host},
-                timeout=remaining,
-                extensions=extensions,
-            )
-            response = client.send(request, stream=True)
-            try:
-                if method == "GET" and response.is_redirect:
-                    current = urljoin(current, response.headers.get("location", ""))
-                    continue
-                response.extensions["openreel_deadline"] = deadline
-                yield response
-                return
-            finally:
-                response.close()
+    with (
+        _Deadline(timeout_s) as deadline,
+        httpx.Client(follow_redirects=False, verify=_verifying()) as client,
+    ):
+        current = url
+        try:
+            for _ in range(max_redirects + 1):
+                pinned, host, extensions = pin_url(current, allow_private)
+                remaining = deadline.at - time.monotonic()
+                if remaining <= 0:
+                    raise BlockedURL(f"{url} took longer than {timeout_s:g} s")
+                request = client.build_request(
+                    method,
+                    pinned,
+                    content=content,
+                    headers={**(headers or {}), **host},
+                    timeout=remaining,
+                    extensions={**extensions, "trace": deadline.trace},
+                )
+                response = client.send(request, stream=True)
+                try:
+                    if method == "GET" and response.is_redirect:
+                        current = urljoin(current, response.headers.get("location", ""))
+                        continue
+                    yield response
+                    return
+                finally:
+                    response.close()
+        except httpx.TransportError as exc:
+            if deadline.passed:
+                raise BlockedURL(f"{url} took longer than {timeout_s:g} s") from exc
+            raise
     raise BlockedURL(f"{url} redirected more than {max_redirects} times")
 
 
@@ -151,11 +200,10 @@ def read_limited(
     *,
     head: tuple[int, Callable[[bytes], None]] | None = None,
 ) -> bytes:
-    """The body, refused once it passes ``max_bytes`` or the exchange's deadline. ``head``, if given, is
-    ``(n, check)``: ``check`` sees the first ``n`` bytes (or all of a shorter body) before any size is
-    refused, so that a body of the wrong type is refused as such, after one chunk, whatever its size."""
+    """The body, refused once it passes ``max_bytes``. ``head``, if given, is ``(n, check)``: ``check``
+    sees the first ``n`` bytes (or all of a shorter body) before any size is refused, so that a body of
+    the wrong type is refused as such, after one chunk, whatever its size."""
     head_bytes, check = head if head is not None else (0, None)
-    deadline = response.extensions.get("openreel_deadline", float("inf"))
     declared = response.headers.get("content-length")
     too_large = declared is not None and declared.isdigit() and int(declared) > max_bytes
     if too_large and check is None:
@@ -168,8 +216,6 @@ def read_limited(
             check = None
         if check is None and (too_large or len(body) > max_bytes):
             raise BlockedURL(f"{source} is larger than {max_bytes} bytes")
-        if time.monotonic() > deadline:
-            raise BlockedURL(f"{source} took too long to download")
     if check is not None:
         check(bytes(body))
     return bytes(body)
