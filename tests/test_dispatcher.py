@@ -260,6 +260,37 @@ def test_a_commit_that_fails_leaves_no_stored_sample(
         assert job is not None and job.status == jobs.PROCESSING
 
 
+def test_a_finish_that_lost_to_a_cancel_deletes_every_sample_it_can(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No job names the stored samples of a lost race: one that cannot be deleted (the store out of
+    reach) is logged, and the others are deleted all the same."""
+    loop, fake, db = dispatcher
+    job_id, _ = queued(db, {**SPEC, "sample_count": 2}, cost=6)
+    dispatch(loop)
+    [task] = fake.submitted
+    with db.session() as session:
+        assert jobs.end_with_refund(session, job_id, jobs.CANCELLED, "Cancelled by the user")
+    delete = loop.storage.delete
+
+    def first_fails(key: str) -> None:
+        if key.endswith(f"{job_id}/1.mp4"):
+            raise OSError("store out of reach")
+        delete(key)
+
+    monkeypatch.setattr(loop.storage, "delete", first_fails)
+    with caplog.at_level(logging.ERROR):
+        finish(loop, _rendered(task, failed=set()))
+    assert "store out of reach" in caplog.text
+    assert loop.storage.exists(f"results/{job_id}/1.mp4")
+    assert not loop.storage.exists(f"results/{job_id}/1.1.mp4")
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == jobs.CANCELLED
+
+
 def test_leases_hold_while_the_dispatcher_is_busy_and_lapse_when_the_worker_stops_answering(
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:

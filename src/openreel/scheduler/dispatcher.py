@@ -41,7 +41,7 @@ from openreel.scheduler.leases import LeaseKeeper
 from openreel.scheduler.preparation import Preparer
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.settings import Settings
-from openreel.storage.base import Storage
+from openreel.storage.base import Storage, delete_each
 from openreel.storage.images import InputError
 from openreel.storage.signing import Signer
 
@@ -498,8 +498,7 @@ class Dispatcher:
         finally:
             # A lost race, or a commit or write that failed (the job is then retried): no job names them.
             if not won:
-                for sample in made:
-                    self.storage.delete(sample["key"])
+                delete_each(self.storage, [sample["key"] for sample in made])
         self._clear(running)
 
     def _fail(self, job_id: str, attempt: int, error: str) -> None:
