@@ -62,8 +62,9 @@ def test_partials_go_at_start_and_expired_uploads_on_the_thread(tmp_path: Path) 
         session.get_one(Server, "gone").seen_at = utcnow() - servers.FORGOTTEN_AFTER - timedelta(seconds=1)
     keeper = Housekeeper(db, storage, interval_s=0.05)
     try:
-        keeper.start()
+        keeper.remove_partials()
         assert not half.exists()
+        keeper.start()
         swept(db, storage, first)
         later = expired_upload(db, storage, "later")  # a later round sweeps it too
         swept(db, storage, later)
@@ -127,6 +128,27 @@ def test_a_second_server_on_a_data_directory_leaves_the_owners_half_written_file
         writing.write_bytes(b"half a video, still being written")
         with TestClient(create_app(settings, QuickExecutor(settings))):
             assert writing.exists()
+
+
+def test_an_owner_restarted_beside_a_second_server_leaves_its_files_be(tmp_path: Path) -> None:
+    """Owning the directory again says nothing of who else runs there: the second server's files stay
+    until a server starts with no other running."""
+    settings = Settings(data_dir=tmp_path / "data", port=8123)
+
+    def server() -> TestClient:
+        return TestClient(create_app(settings, QuickExecutor(settings)))
+
+    first = server().__enter__()
+    with server() as second:
+        writing = second.app.state.services.storage.staging_path("results/j/1.mp4")  # type: ignore[attr-defined]
+        writing.write_bytes(b"half a video, still being written")
+        first.__exit__(None, None, None)
+        assert owner_url(settings.data_dir) is None
+        with server():
+            assert owner_url(settings.data_dir) == "http://127.0.0.1:8123"  # the owner again
+            assert writing.exists()
+    with server():
+        assert not writing.exists()
 
 
 def test_a_killed_owner_owns_nothing(tmp_path: Path) -> None:

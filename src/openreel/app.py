@@ -99,13 +99,13 @@ def create_app(
         with ExitStack() as running:
             running.callback(svc.db.dispose)
             ownership = Ownership(settings.data_dir)
-            owner = ownership.take(settings.local_url if shared else None)
+            ownership.take(settings.local_url if shared else None)
             running.callback(ownership.release)
-            if not owner:
+            if not ownership.arrive(svc.housekeeper.remove_partials):
                 log.warning(
-                    "another server owns %s: its half-written files are left to it", settings.data_dir
+                    "other servers run on %s: its half-written files are left to them", settings.data_dir
                 )
-            svc.housekeeper.start(owner)
+            svc.housekeeper.start()
             running.callback(svc.housekeeper.stop)
             svc.webhooks.start()
             running.callback(svc.webhooks.close)

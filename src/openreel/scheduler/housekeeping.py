@@ -24,13 +24,14 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openreel-housekeeping", daemon=True)
 
-    def start(self, owner: bool = True) -> None:
-        """The owner of the data directory (``storage.owner``) removes the half-written results of the
-        last shutdown first, before any worker writes new ones; another server's may be under way."""
-        if owner:
-            removed = self.storage.remove_partials()
-            if removed:
-                log.warning("removed %d half-written file(s) left by the last shutdown", removed)
+    def remove_partials(self) -> None:
+        """The half-written files of the last shutdown: run before any worker writes new ones, by a
+        server that starts while no other runs on its data directory (``storage.owner``)."""
+        removed = self.storage.remove_partials()
+        if removed:
+            log.warning("removed %d half-written file(s) left by the last shutdown", removed)
+
+    def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
