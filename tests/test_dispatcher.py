@@ -29,6 +29,7 @@ from openreel.scheduler.dispatcher import Dispatcher
 from openreel.scheduler.preparation import attempt_keys
 from openreel.settings import Settings
 from openreel.storage import make_storage
+from openreel.storage.base import StorageUnavailable
 from openreel.storage.signing import Signer
 
 from support import SPEC, queued, until
@@ -147,6 +148,31 @@ def test_a_job_that_cannot_be_prepared_fails_at_once_with_a_refund(
         assert failed.error is not None and reason in failed.error, failed.error
         assert credits.balance(session, account) == 10
     assert [task.job_id for task in fake.submitted] == [good]
+
+
+def test_a_store_out_of_reach_while_a_job_is_prepared_is_tried_again_then_failed_with_a_refund(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the job's fault, unlike a file that is gone: the image may well be there on the next try."""
+    loop, fake, db = dispatcher
+    image = Signer(b"s").url("http://127.0.0.1:8000", "uploads/a.png", 3600)
+    job_id, account = queued(db, {**SPEC, "image": image})
+    reads: list[str] = []
+
+    def unreachable(key: str) -> bytes:
+        reads.append(key)
+        raise StorageUnavailable(f"reading {key} from S3: SlowDown")
+
+    monkeypatch.setattr(loop.storage, "read_bytes", unreachable)
+    dispatch(loop)
+    assert reads == ["uploads/a.png"] * loop.settings.max_attempts
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == jobs.FAILED and job.attempts == loop.settings.max_attempts
+        why = "its files could not be read: reading uploads/a.png from S3: SlowDown; no attempts left"
+        assert job.error == why
+        assert credits.balance(session, account) == 10
+    assert fake.submitted == []
 
 
 def finish(loop: Dispatcher, done: m.Done) -> None:

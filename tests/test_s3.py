@@ -10,7 +10,10 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from support import LiveServer, mp4_summary, png, quick_server, wait_for
+from openreel.storage.base import StorageUnavailable
+from openreel.storage.s3 import S3Storage
+
+from support import LiveServer, free_port, mp4_summary, png, quick_server, wait_for
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = pytest.mark.xdist_group("s3")
@@ -93,3 +96,17 @@ def test_uploads_and_results_live_in_the_bucket(s3_server: LiveServer, s3_endpoi
         assert client.delete(f"/v2/jobs/{job_id}").status_code == 200
     assert f"prod/results/{job_id}/1.mp4" not in objects(s3_endpoint)
     assert not list(Path(s3_server.data_dir / "spool").glob("*"))
+
+
+def test_a_missing_object_is_gone_and_a_store_out_of_reach_is_not(s3_endpoint: str, tmp_path: Path) -> None:
+    """What a job's preparation tells apart: a file that is not there fails the job, an outage does not."""
+    options = {"spool_dir": tmp_path, "region": "us-east-1", "access_key_id": "t", "secret_access_key": "t"}
+    storage = S3Storage(bucket=BUCKET, endpoint_url=s3_endpoint, **options)
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes("uploads/never.png")
+    denied = S3Storage(bucket="no-such-bucket", endpoint_url=s3_endpoint, **options)
+    with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
+        denied.read_bytes("uploads/never.png")
+    unreachable = S3Storage(bucket=BUCKET, endpoint_url=f"http://127.0.0.1:{free_port()}", **options)
+    with pytest.raises(StorageUnavailable, match="Could not connect"):
+        unreachable.read_bytes("uploads/never.png")

@@ -41,7 +41,7 @@ from openreel.scheduler.leases import LeaseKeeper
 from openreel.scheduler.preparation import Preparer
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.settings import Settings
-from openreel.storage.base import Storage, delete_each
+from openreel.storage.base import Storage, StorageUnavailable, delete_each
 from openreel.storage.images import InputError
 from openreel.storage.signing import Signer
 
@@ -382,6 +382,8 @@ class Dispatcher:
                 del self._preparing[preparing.seq]
                 if isinstance(error, InputError):
                     self._fail(job_id, attempt, str(error))
+                elif isinstance(error, StorageUnavailable):  # the store's outage, not the job's data
+                    self._retry_or_fail(job_id, attempt, f"its files could not be read: {error}")
                 else:
                     # One job's bad data must not wait for its lease: it fails now, refunded.
                     log.error("preparing job %s failed", job_id, exc_info=error)

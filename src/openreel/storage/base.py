@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Protocol
 
 
+class StorageUnavailable(OSError):
+    """The store could not be read for a reason of its own (out of reach, S3's 503 SlowDown, expired
+    credentials): the object may well be there, and a later try may read it."""
+
+
 @dataclass(frozen=True)
 class LocalFile:
     """On this machine's disk: sent from there (HTTP Range included)."""

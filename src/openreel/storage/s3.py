@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from openreel.storage.base import Redirect, Stream
+from openreel.storage.base import Redirect, StorageUnavailable, Stream
 
 CHUNK = 1024 * 1024
+MISSING = ("404", "NoSuchKey", "NotFound")  # S3's error codes for an object that is not there
 
 
 class S3Storage:
@@ -68,7 +69,7 @@ class S3Storage:
         try:
             return self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if exc.response.get("Error", {}).get("Code") in MISSING:
                 return None
             raise
         except ValueError:
@@ -81,12 +82,17 @@ class S3Storage:
         self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def read_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except ClientError as exc:
-            raise FileNotFoundError(key) from exc
+            code = exc.response.get("Error", {}).get("Code")
+            if code in MISSING:
+                raise FileNotFoundError(key) from exc
+            raise StorageUnavailable(f"reading {key} from S3: {code}") from exc
+        except BotoCoreError as exc:  # no connection, a read cut short
+            raise StorageUnavailable(f"reading {key} from S3: {exc}") from exc
 
     def signed_url(self, key: str, ttl_s: int) -> str | None:
         return self._s3.generate_presigned_url(
