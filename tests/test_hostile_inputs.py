@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -383,6 +383,27 @@ def test_an_upload_whose_row_cannot_be_written_leaves_no_file(
     with pytest.raises(OperationalError):
         app.post("/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(8, 8), "image/png")})
     assert files() == stored
+
+
+def test_an_upload_whose_file_cannot_be_stored_leaves_no_row(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row is written first (a crash after it leaves a row the sweep removes at expiry), and taken
+    back when the file does not make it into storage."""
+    key = new_key(app)
+    services = app.app.state.services  # type: ignore[attr-defined]
+
+    def full(staged: Path, storage_key: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(services.storage, "commit", full)
+    with pytest.raises(OSError, match="No space left"):
+        app.post("/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(8, 8), "image/png")})
+    with services.db.read() as session:
+        found = accounts.find_key(session, key)
+        assert found is not None
+        assert session.scalars(select(Upload).where(Upload.account_id == found.account_id)).all() == []
+    assert not list(services.storage.root.rglob(".*.part"))
 
 
 def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account(app: TestClient) -> None:

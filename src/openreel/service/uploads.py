@@ -10,10 +10,11 @@ import os
 from datetime import timedelta
 from typing import Any, BinaryIO
 
+from sqlalchemy import delete
+
 from openreel.ledger.tables import Upload, new_id, utcnow
 from openreel.service.services import Services
 from openreel.service.views import iso
-from openreel.storage.base import delete_each
 from openreel.storage.images import InputError, opened_image
 from openreel.storage.sniff import SNIFF_BYTES, SUPPORTED, sniff
 
@@ -37,6 +38,8 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
     storage_key = f"uploads/{upload_id}.{kind.extension}"
     staged = svc.storage.staging_path(storage_key)
     size = len(head)
+    now = utcnow()
+    expires = now + timedelta(seconds=svc.settings.upload_ttl_s)
     try:
         with staged.open("wb") as out:
             out.write(head)
@@ -50,13 +53,8 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
                 opened_image(staged, source="the image", max_pixels=svc.settings.max_image_pixels).close()
             except InputError as exc:
                 raise UploadRejected(str(exc)) from exc
-        svc.storage.commit(staged, storage_key)
-    finally:
-        if staged.exists():
-            os.unlink(staged)
-    now = utcnow()
-    expires = now + timedelta(seconds=svc.settings.upload_ttl_s)
-    try:
+        # The row before the file: a crash between the two leaves a row naming no file, which the sweep
+        # removes when it expires; a file stored first would be named by nothing, for good.
         with svc.db.session() as session:
             session.add(
                 Upload(
@@ -70,9 +68,15 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
                     expires_at=expires,
                 )
             )
-    except Exception:
-        delete_each(svc.storage, [storage_key])  # no row would ever name it, nor the sweep remove it
-        raise
+        try:
+            svc.storage.commit(staged, storage_key)
+        except Exception:
+            with svc.db.session() as session:
+                session.execute(delete(Upload).where(Upload.id == upload_id))
+            raise
+    finally:
+        if staged.exists():
+            os.unlink(staged)
     return {
         "id": upload_id,
         "url": base_url + svc.signer.path(storage_key, int(expires.timestamp())),
