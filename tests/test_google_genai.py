@@ -135,17 +135,19 @@ def test_sample_count_gives_that_many_videos_each_seeded_and_charged(server: Liv
     op_id = gemini["name"].rsplit("/", 1)[1]
     assert [uri.split("/files/")[1] for uri in files] == [
         f"{op_id}:download?alt=media",
-        f"{op_id}-1:download?alt=media",
+        f"{op_id}s1:download?alt=media",
     ]
-    second = httpx.get(f"{server.url}/v1beta/files/{op_id}-1:download?alt=media", headers=headers)
-    assert (
-        second.status_code == 200
-        and second.content == httpx.get(gemini["metadata"]["samples"][1]["videoUrl"]).content
-    )
-    missing = httpx.get(f"{server.url}/v1beta/files/{op_id}-2:download?alt=media", headers=headers)
+    # Through the client, which keeps only the leading letters and digits of a file id.
+    gemini_client = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=server.url))
+    videos = [gemini_client.files.download(file=types.Video(uri=uri)) for uri in files]
+    assert videos == [httpx.get(s["videoUrl"]).content for s in gemini["metadata"]["samples"]]
+    assert videos[0] != videos[1]
+    earlier = httpx.get(f"{server.url}/v1beta/files/{op_id}-1:download?alt=media", headers=headers)
+    assert earlier.status_code == 200 and earlier.content == videos[1]  # as links once read
+    missing = httpx.get(f"{server.url}/v1beta/files/{op_id}s2:download?alt=media", headers=headers)
     assert missing.status_code == 404 and "no such sample" in missing.json()["error"]["message"]
     stranger = {"x-goog-api-key": server.new_key(credits=1)}
-    theirs = httpx.get(f"{server.url}/v1beta/files/{op_id}-1:download?alt=media", headers=stranger)
+    theirs = httpx.get(f"{server.url}/v1beta/files/{op_id}s1:download?alt=media", headers=stranger)
     assert theirs.status_code == 404 and "not found" in theirs.json()["error"]["message"].lower()
 
 

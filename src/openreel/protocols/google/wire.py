@@ -251,10 +251,11 @@ _APIFRAME_PATHS = {
     "veoParams.extend_job_id": "instances[0].video",
     "veoParams.extend_video": "instances[0].video",
 }
-# Where this server's links to a job's video name it: a Gemini file (``files/<op>[-<n>]``) or a stored
-# result (``results/<job>/<attempt>[.<n>].mp4``, in a signed link of this server or of S3).
+# Where this server's links to a job's video name it: a Gemini file (``files/<op>[s<n>]``, or
+# ``[-<n>]`` as earlier versions wrote it) or a stored result (``results/<job>/<attempt>[.<n>].mp4``, in
+# a signed link of this server or of S3).
 _OWN_VIDEO = re.compile(
-    r"/files/(?P<file>[0-9a-f]{32}(?:-\d+)?)(?::download)?$|/results/(?P<job>[0-9a-f-]{36})/\d+(?:\.(?P<n>\d+))?\.mp4$"
+    r"/files/(?P<file>[0-9a-f]{32}(?:[s-]\d+)?)(?::download)?$|/results/(?P<job>[0-9a-f-]{36})/\d+(?:\.(?P<n>\d+))?\.mp4$"
 )
 
 
@@ -587,16 +588,19 @@ def operation_id(name: str) -> str | None:
 
 def file_uri(base_url: str, version: str, job_id: str, sample: int = 0) -> str:
     """Google's download uri of a job's video (``sample``: which of the request's samples); always https,
-    because the SDK reads the file id only from https uris."""
+    because the SDK reads the file id only from https uris, and letters and digits alone, because it
+    keeps only the id's leading run of them (``<op>-1`` would download ``<op>``)."""
     parts = urlsplit(base_url)
-    file_id = hex_id(job_id) + (f"-{sample}" if sample else "")
+    file_id = hex_id(job_id) + (f"s{sample}" if sample else "")
     return f"https://{parts.netloc}{parts.path.rstrip('/')}/{version}/files/{file_id}:download?alt=media"
 
 
 def file_sample(file_id: str) -> tuple[str, int]:
-    """(operation id, sample index) of a file id as ``file_uri`` writes it."""
-    operation, _, sample = file_id.partition("-")
-    return (operation, int(sample)) if sample.isdecimal() and len(operation) == 32 else (file_id, 0)
+    """(operation id, sample index) of a file id as ``file_uri`` writes it (or wrote it: ``<op>-<n>``)."""
+    operation, sample = file_id[:32], file_id[32:]
+    if len(operation) == 32 and sample[:1] in ("s", "-") and sample[1:].isdecimal():
+        return operation, int(sample[1:])
+    return file_id, 0
 
 
 def operation(
