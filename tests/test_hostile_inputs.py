@@ -23,6 +23,7 @@ from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job, Upload
+from openreel.protocols.shaped_routes import DATABASE_DOWN
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
 from openreel.settings import Settings
 
@@ -380,9 +381,35 @@ def test_an_upload_whose_row_cannot_be_written_leaves_no_file(
         raise OperationalError("INSERT INTO uploads", {}, Exception("database is locked"))
 
     monkeypatch.setattr(app.app.state.services.db, "session", locked)  # type: ignore[attr-defined]
-    with pytest.raises(OperationalError):
-        app.post("/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(8, 8), "image/png")})
+    refused = app.post(
+        "/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(8, 8), "image/png")}
+    )
+    assert refused.status_code == 503 and "database is unavailable" in refused.json()["error"]
     assert files() == stored
+
+
+def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the request's fault, nor a crash: clients retry after Retry-After, the log says what it met."""
+    key = new_key(app)
+    services = app.app.state.services  # type: ignore[attr-defined]
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(services.db, "session", down)
+    monkeypatch.setattr(services.db, "read", down)
+    apiframe_list = app.get("/v2/jobs", headers={"X-API-Key": key})
+    google = app.get(f"/v1beta/operations/{'0' * 32}", headers={"x-goog-api-key": key})
+    openai = app.get("/v1/videos", headers={"Authorization": f"Bearer {key}"})
+    submitted = apiframe(app, key, {**BASE, "veoParams": {"duration": 4}})
+    for answer in (apiframe_list, google, openai, submitted):
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
+    assert apiframe_list.json() == submitted.json() == {"error": DATABASE_DOWN}
+    assert google.json()["error"] == {"code": 503, "message": DATABASE_DOWN, "status": "UNAVAILABLE"}
+    assert openai.json()["error"]["code"] == "database_unavailable"
+    assert openai.headers.get("x-should-retry") != "false"
 
 
 def test_an_upload_whose_file_cannot_be_stored_leaves_no_row(
@@ -403,7 +430,7 @@ def test_an_upload_whose_file_cannot_be_stored_leaves_no_row(
         found = accounts.find_key(session, key)
         assert found is not None
         assert session.scalars(select(Upload).where(Upload.account_id == found.account_id)).all() == []
-    assert not list(services.storage.root.rglob(".*.part"))
+    assert not list((services.storage.root / "uploads").glob(".*.part"))  # results/: other tests' renders
 
 
 def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account(app: TestClient) -> None:

@@ -31,6 +31,20 @@ from sqlalchemy.pool import ConnectionPoolEntry
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "openreel_read_only"
 BUSY_TIMEOUT_S = 30
+
+
+class WriteTurnTimeout(TimeoutError):
+    """Another write of this process held SQLite's one write turn for longer than its busy timeout."""
+
+
+# What a request meets while the database is down, locked past its timeout or out of connections: not
+# the request's fault, and gone once the database is back (the protocols answer 503).
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    WriteTurnTimeout,
+)
 # PostgreSQL drivers whose connections show their socket (``fileno()``): their pooled connections are
 # checked on it, others by ``pool_pre_ping``.
 SOCKET_CHECKED_DRIVERS = ("psycopg", "psycopg2")
@@ -181,7 +195,7 @@ class _Writer:
 
     def __enter__(self) -> None:
         if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
-            raise TimeoutError("database is locked: another write has held it for too long")
+            raise WriteTurnTimeout("database is locked: another write has held it for too long")
 
     def __exit__(self, *_: object) -> None:
         self._lock.release()

@@ -21,8 +21,11 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openreel.protocols.google.wire import GoogleError
-from openreel.protocols.openai.wire import OpenAIError
+from openreel.ledger.db import UNAVAILABLE
+from openreel.protocols.apiframe import errors as apiframe
+from openreel.protocols.google import wire as google
+from openreel.protocols.openai import wire as openai
+from openreel.protocols.shaped_routes import log_database_down
 from openreel.service.services import Services
 from openreel.settings import Settings
 
@@ -65,10 +68,12 @@ def _bearer(conn: HTTPConnection) -> str | None:
 
 @dataclass(frozen=True)
 class Wire:
-    """Where a wire protocol carries its API key, and its 413 for a body over ``limit`` bytes."""
+    """Where a wire protocol carries its API key, its 413 for a body over ``limit`` bytes, and its 503
+    for a request that met the database down."""
 
     key: Callable[[HTTPConnection], str | None]
     too_large: Callable[[int], Response]
+    database_down: Callable[[], Response]
 
 
 APIFRAME = Wire(
@@ -76,18 +81,21 @@ APIFRAME = Wire(
     too_large=lambda limit: JSONResponse(
         {"error": f"Request body too large: the limit is {limit} bytes"}, status_code=413
     ),
+    database_down=apiframe.database_down,
 )
 GOOGLE = Wire(
     key=lambda conn: conn.headers.get("x-goog-api-key") or conn.query_params.get("key"),
-    too_large=lambda limit: GoogleError(
+    too_large=lambda limit: google.GoogleError(
         413, f"Request payload size exceeds the limit: {limit} bytes.", status="INVALID_ARGUMENT"
     ).response(),
+    database_down=google.database_down,
 )
 OPENAI = Wire(
     key=_bearer,
-    too_large=lambda limit: OpenAIError(
+    too_large=lambda limit: openai.OpenAIError(
         413, f"The request body is too large: the limit is {limit} bytes.", code="request_too_large"
     ).response(),
+    database_down=openai.database_down,
 )
 
 
@@ -186,7 +194,12 @@ class BodyGuard:
         svc: Services = conn.app.state.services
         wire = wire_of(scope["path"])
         raw_key = wire.key(conn)
-        key = await svc.keys.find(raw_key) if raw_key else None
+        try:
+            key = await svc.keys.find(raw_key) if raw_key else None
+        except UNAVAILABLE as exc:
+            log_database_down(exc)
+            await wire.database_down()(scope, receive, send)
+            return
         if key is None or not key.active:
             await self.app(_without_body(scope), _empty_body(receive), send)
             return

@@ -1,8 +1,10 @@
 """Routes that answer in their surface's own error shape (Google's and OpenAI's), and what a JSON route
-says of a body sent without its JSON Content-Type (every surface, Apiframe's included)."""
+says of a body sent without its JSON Content-Type or with the database down (every surface, Apiframe's
+included)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -11,10 +13,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+from openreel.ledger.db import UNAVAILABLE
+
+log = logging.getLogger("openreel.api")
+
 # What a JSON route says of a body it could not read as JSON for want of the header (curl's -d, for
 # one, sends application/x-www-form-urlencoded unless told otherwise).
 AS_JSON = "as JSON with the header Content-Type: application/json"
 SEND_JSON = f"Send the body {AS_JSON}"
+# A request that met the database down (``ledger.db.UNAVAILABLE``): a 503 in each surface's shape.
+DATABASE_DOWN = "The database is unavailable for now: try again in a few seconds."
+DATABASE_RETRY = {"Retry-After": "5"}
+
+
+def log_database_down(exc: Exception) -> None:
+    log.error("a request met the database unavailable: %s", exc)
 
 
 def unread_body(err: dict[str, Any]) -> bool:
@@ -30,9 +43,11 @@ class WireError(Exception):
         raise NotImplementedError
 
 
-def shaped_route(on_validation: Callable[[RequestValidationError], Response]) -> type[APIRoute]:
-    """A route class whose handlers answer ``WireError`` and request validation errors in the
-    surface's own shape, instead of the app-wide Apiframe envelope."""
+def shaped_route(
+    on_validation: Callable[[RequestValidationError], Response], on_database_down: Callable[[], Response]
+) -> type[APIRoute]:
+    """A route class whose handlers answer ``WireError``, request validation errors and the database
+    down in the surface's own shape, instead of the app-wide Apiframe envelope."""
 
     class ShapedRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -43,6 +58,9 @@ def shaped_route(on_validation: Callable[[RequestValidationError], Response]) ->
                     return await handler(request)
                 except WireError as exc:
                     return exc.response()
+                except UNAVAILABLE as exc:
+                    log_database_down(exc)
+                    return on_database_down()
                 except RequestValidationError as exc:
                     return on_validation(exc)
                 except HTTPException as exc:

@@ -8,12 +8,19 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from openreel.ledger.db import UNAVAILABLE
 from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
-from openreel.protocols.shaped_routes import SEND_JSON, unread_body
+from openreel.protocols.shaped_routes import (
+    DATABASE_DOWN,
+    DATABASE_RETRY,
+    SEND_JSON,
+    log_database_down,
+    unread_body,
+)
 
 
 class ApiError(Exception):
@@ -65,6 +72,10 @@ def _message(err: dict[str, Any]) -> str:
     return str(err["msg"])
 
 
+def database_down() -> Response:
+    return JSONResponse({"error": DATABASE_DOWN}, status_code=503, headers=DATABASE_RETRY)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -80,3 +91,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    async def _database_down(_: Request, exc: Exception) -> Response:
+        log_database_down(exc)
+        return database_down()
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_down)

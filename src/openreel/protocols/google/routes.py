@@ -46,6 +46,7 @@ from openreel.protocols.google.wire import (
     GoogleError,
     Operation,
     PredictRequest,
+    database_down,
     file_sample,
     invalid,
     materialize,
@@ -63,7 +64,7 @@ from openreel.service.services import AuthError, Services, authenticate, on_loop
 from openreel.service.standing import Standings
 from openreel.service.views import Standing, stored_samples
 
-router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation))
+router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation, database_down))
 
 _header_key = APIKeyHeader(name="x-goog-api-key", auto_error=False, scheme_name="GoogleApiKey")
 _query_key = APIKeyQuery(name="key", auto_error=False, scheme_name="GoogleApiKeyQuery")

@@ -19,7 +19,7 @@ from openreel.ledger.tables import JobRecord, Upload, utcnow
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import catalog_model_id
-from openreel.protocols.shaped_routes import WireError
+from openreel.protocols.shaped_routes import DATABASE_DOWN, DATABASE_RETRY, WireError
 from openreel.protocols.submission import RETRY_SOON, try_again_soon
 from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable, take_images
@@ -429,6 +429,17 @@ def materialize(svc: Services, account_id: str, base_url: str, create: Create) -
     except UploadRejected as exc:
         raise OpenAIError(400, str(exc), param="input_reference", code="invalid_value") from exc
     return VideoSpec.from_json({**create.spec.to_json(), "image": url})
+
+
+def database_down() -> JSONResponse:
+    return OpenAIError(
+        503,
+        DATABASE_DOWN,
+        type="server_error",
+        code="database_unavailable",
+        retry=True,
+        headers=DATABASE_RETRY,
+    ).response()
 
 
 def refusal(exc: Exception) -> OpenAIError:
