@@ -181,6 +181,7 @@ def test_google_rules_are_client_errors_and_cost_nothing(server: LiveServer) -> 
         ({}, {"resolution": "4k", "durationSeconds": 8}, "4k is not available"),
         ({}, {"durationSeconds": 5}, "parameters.durationSeconds: must be one of 4, 6, 8"),
         ({}, {"aspectRatio": "1:1"}, "parameters.aspectRatio"),
+        ({}, {"aspectRatio": ""}, "parameters.aspectRatio"),
         ({}, {"fooBar": 1}, 'Unknown name "fooBar"'),
         ({"image": {"gcsUri": "gs://bucket/a.png"}}, {}, "instances[0].image.gcsUri"),
         ({"image": {"bytesBase64Encoded": "not base64!"}}, {}, "is not valid base64"),

@@ -175,6 +175,8 @@ REFS = ["https://a/b.png"] * 4
         ("veo-3.1-fast", "p", {"extend_job_id": "../jobs"}, "veoParams.extend_job_id", "must be a job id"),
         ("veo-3.1-lite", "p", {"extend_job_id": JOB}, "veoParams.extend_job_id", "does not extend clips"),
         ("veo-2", "p", {"extend_job_id": JOB}, "veoParams.extend_job_id", "does not extend clips"),
+        ("veo-3.1-fast", "p", {"aspect_ratio": ""}, "veoParams.aspect_ratio", "'' is not supported"),
+        ("veo-3.1-fast", "p", {"resolution": ""}, "veoParams.resolution", "must be one of"),
     ],
 )
 def test_every_protocol_s_shared_rules_are_the_domain_s(

@@ -216,7 +216,9 @@ def _resolve_params(
     elif duration not in model.durations:
         details.add(p + "duration", f"must be one of {', '.join(map(str, model.durations))} for {model.id}")
 
-    aspect_ratio = params.get("aspect_ratio") or "16:9"
+    aspect_ratio = params.get("aspect_ratio")
+    if aspect_ratio is None:  # given but empty is refused as any other value would be
+        aspect_ratio = "16:9"
     if aspect_ratio not in model.aspect_ratios:
         details.add(
             p + "aspect_ratio",
@@ -224,7 +226,9 @@ def _resolve_params(
             "(the engine generates only these natively and does not letterbox)",
         )
 
-    resolution = params.get("resolution") or "720p"
+    resolution = params.get("resolution")
+    if resolution is None:
+        resolution = "720p"
     if resolution not in model.resolutions:
         details.add(p + "resolution", f"must be one of {', '.join(model.resolutions)}")
 
