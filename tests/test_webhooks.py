@@ -101,6 +101,27 @@ def test_progress_and_completed_events_are_signed_and_delivered(
     assert httpx.get(final["result"]["videoUrl"], timeout=30).headers["content-type"] == "video/mp4"
 
 
+def test_an_end_the_job_did_not_ask_to_hear_of_sends_nothing_and_says_so(
+    server: LiveServer, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    key = server.new_key()
+    with server.client(key) as client:
+        body = {
+            "prompt": "p",
+            "model": "veo-3.1-fast",
+            "veoParams": {"duration": 4},
+            "webhookUrl": url,
+            "webhookEvents": ["completed"],
+        }
+        job_id = client.post("/v2/videos/generate", json=body).json()["jobId"]
+        assert client.get(f"/v2/jobs/{job_id}").json()["webhookStatus"] == "pending"
+        assert client.post(f"/v2/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
+        job = client.get(f"/v2/jobs/{job_id}").json()
+    assert (job["webhookStatus"], job["webhookError"]) == (None, None)
+    assert [body for _, body in state.calls if json.loads(body)["jobId"] == job_id] == []
+
+
 def test_failed_event_is_retried_until_delivered(server: LiveServer, receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
     state.failures = 1

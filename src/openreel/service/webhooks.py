@@ -183,7 +183,7 @@ class WebhookSender:
                 self._last_progress.pop(job_id, None)
         if event not in (job.webhook_events or DEFAULT_EVENTS):
             if event != "progress":
-                job.webhook_status = "delivered"
+                job.webhook_status = None  # the job's end is not an event it asked for: none was sent
             return
         if event == "progress" and not self._progress_due(job_id, job.attempts, job.progress):
             return
