@@ -329,6 +329,25 @@ def test_a_receiver_that_never_answers_delays_no_other_account(outbox: Outbox) -
     assert most_at_once([t for t, _ in arrivals]) <= webhooks.PER_TARGET
 
 
+def test_a_try_that_outlasts_its_time_is_retried(tmp_path: Path) -> None:
+    """A receiver that holds the request past the try's time in all: a timeout, tried again later."""
+    hanging = Receiver()
+    hanging.hang = True
+    box = Outbox(tmp_path, webhook_timeout_s=0.5)
+    try:
+        with serving(hanging) as url:
+            job_id = box.job(box.account(), url)
+            box.sender.start()
+            until(lambda: box.rows()[job_id].last_error, 10, "the first try to end")
+            row = box.rows()[job_id]
+            assert (row.status, row.attempts) == ("pending", 1), (row.status, row.last_error)
+            assert row.last_error == f"DeadlinePassed: {url} took longer than 0.5 s"
+            hanging.released.set()
+    finally:
+        box.sender.close()
+        box.db.dispose()
+
+
 def test_rows_for_a_full_target_do_not_hide_the_rows_behind_them(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

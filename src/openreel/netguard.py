@@ -30,6 +30,10 @@ class Unresolved(BlockedURL):
     """The host does not resolve (now): unlike a refused address, this may change."""
 
 
+class DeadlinePassed(httpx.TimeoutException):
+    """The exchange took longer than its time in all: a timeout like httpx's own, worth another try."""
+
+
 # Python's own classification (``is_global``) is the base; these are the IPv6 ranges it lets through
 # on the Python versions we support although they can reach IPv4 hosts behind them, or private
 # networks: the deprecated IPv4-compatible form ``::a.b.c.d`` (RFC 4291 2.5.5.1), the local-use NAT64
@@ -109,6 +113,7 @@ class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
         self.passed = False
+        self._done = False  # the exchange is over: its sockets may be closed, their numbers reused
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._end)
@@ -120,6 +125,8 @@ class _Deadline:
 
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
+        with self._lock:
+            self._done = True
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
         """httpcore's ``trace`` hook: each connection's socket, and the TLS socket that replaces it."""
@@ -132,14 +139,18 @@ class _Deadline:
 
     def _end(self) -> None:
         with self._lock:
+            if self._done:
+                return
             self.passed = True
             for sock in self._sockets:
                 _shut(sock)
 
 
 def _shut(sock: socket.socket) -> None:
+    """The plain socket's shutdown, also for a TLS one: ``SSLSocket.shutdown`` first drops its TLS state,
+    and a send under way on the request's thread would then go out unencrypted."""
     with suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 @contextmanager
@@ -156,11 +167,12 @@ def guarded_stream(
     """Send a request (following redirects for GET only) with every hop checked and pinned.
 
     ``timeout_s`` bounds the whole exchange, redirects and the caller's reading of the body included:
-    past it, ``BlockedURL``.
+    past it, ``DeadlinePassed``.
     """
+    late = f"{url} took longer than {timeout_s:g} s"
     with (
-        _Deadline(timeout_s) as deadline,
         httpx.Client(follow_redirects=False, verify=_verifying()) as client,
+        _Deadline(timeout_s) as deadline,
     ):
         current = url
         try:
@@ -168,7 +180,7 @@ def guarded_stream(
                 pinned, host, extensions = pin_url(current, allow_private)
                 remaining = deadline.at - time.monotonic()
                 if remaining <= 0:
-                    raise BlockedURL(f"{url} took longer than {timeout_s:g} s")
+                    raise DeadlinePassed(late)
                 request = client.build_request(
                     method,
                     pinned,
@@ -187,8 +199,8 @@ def guarded_stream(
                 finally:
                     response.close()
         except httpx.TransportError as exc:
-            if deadline.passed:
-                raise BlockedURL(f"{url} took longer than {timeout_s:g} s") from exc
+            if deadline.passed or time.monotonic() >= deadline.at:
+                raise DeadlinePassed(late) from exc
             raise
     raise BlockedURL(f"{url} redirected more than {max_redirects} times")
 

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import httpx
 from PIL import Image
 
-from openreel.netguard import BlockedURL, guarded_stream, read_limited
+from openreel.netguard import BlockedURL, DeadlinePassed, guarded_stream, read_limited
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
@@ -59,7 +59,7 @@ def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
             return read_limited(
                 response, max_bytes, url, head=(SNIFF_BYTES, lambda head: require_image(url, head))
             )
-    except BlockedURL as exc:
+    except (BlockedURL, DeadlinePassed) as exc:
         raise InputError(str(exc)) from exc
     except httpx.HTTPError as exc:
         raise InputError(f"could not fetch {url}: {exc.__class__.__name__}") from exc
