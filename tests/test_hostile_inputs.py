@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select, update
+from sqlalchemy import create_engine, delete, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -410,6 +410,17 @@ def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
     assert google.json()["error"] == {"code": 503, "message": DATABASE_DOWN, "status": "UNAVAILABLE"}
     assert openai.json()["error"]["code"] == "database_unavailable"
     assert openai.headers.get("x-should-retry") != "false"
+
+    # A fault of the query or the schema, which SQLite reports as an OperationalError too: a 500.
+    with create_engine("sqlite://").connect() as connection, pytest.raises(OperationalError) as fault:
+        connection.execute(text("SELECT * FROM no_such_table"))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise fault.value
+
+    monkeypatch.setattr(services.db, "read", broken)
+    with pytest.raises(OperationalError, match="no such table"):
+        app.get("/v2/jobs", headers={"X-API-Key": key})
 
 
 def test_an_upload_whose_file_cannot_be_stored_leaves_no_row(

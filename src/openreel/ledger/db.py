@@ -37,14 +37,28 @@ class WriteTurnTimeout(TimeoutError):
     """Another write of this process held SQLite's one write turn for longer than its busy timeout."""
 
 
-# What a request meets while the database is down, locked past its timeout or out of connections: not
-# the request's fault, and gone once the database is back (the protocols answer 503).
+# The errors a request may meet while the database is down, locked past its timeout or out of
+# connections (``unavailable`` tells those apart from a query's or a schema's fault).
 UNAVAILABLE: tuple[type[Exception], ...] = (
     exc.OperationalError,
     exc.InterfaceError,
     exc.TimeoutError,
     WriteTurnTimeout,
 )
+# SQLite's primary result codes of a database that is busy, locked or out of reach (of its disk): the
+# rest of its OperationalErrors (no such table, a syntax error) are faults that a retry would not mend.
+_SQLITE_TRANSIENT = frozenset({5, 6, 10, 13, 14})  # BUSY, LOCKED, IOERR, FULL, CANTOPEN
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` is the database's state rather than the request's or the code's fault: not the
+    client's to mend, and gone once the database is back (the protocols answer 503)."""
+    if not isinstance(error, UNAVAILABLE):
+        return False
+    code = getattr(getattr(error, "orig", None), "sqlite_errorcode", None)
+    return code is None or code & 0xFF in _SQLITE_TRANSIENT
+
+
 # PostgreSQL drivers whose connections show their socket (``fileno()``): their pooled connections are
 # checked on it, others by ``pool_pre_ping``.
 SOCKET_CHECKED_DRIVERS = ("psycopg", "psycopg2")

@@ -25,7 +25,7 @@ from openreel.ledger.db import UNAVAILABLE
 from openreel.protocols.apiframe import errors as apiframe
 from openreel.protocols.google import wire as google
 from openreel.protocols.openai import wire as openai
-from openreel.protocols.shaped_routes import log_database_down
+from openreel.protocols.shaped_routes import check_database_down
 from openreel.service.services import Services
 from openreel.settings import Settings
 
@@ -197,7 +197,7 @@ class BodyGuard:
         try:
             key = await svc.keys.find(raw_key) if raw_key else None
         except UNAVAILABLE as exc:
-            log_database_down(exc)
+            check_database_down(exc)
             await wire.database_down()(scope, receive, send)
             return
         if key is None or not key.active:

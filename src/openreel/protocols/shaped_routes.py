@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from openreel.ledger.db import UNAVAILABLE
+from openreel.ledger.db import UNAVAILABLE, unavailable
 
 log = logging.getLogger("openreel.api")
 
@@ -26,8 +26,12 @@ DATABASE_DOWN = "The database is unavailable for now: try again in a few seconds
 DATABASE_RETRY = {"Retry-After": "5"}
 
 
-def log_database_down(exc: Exception) -> None:
-    log.error("a request met the database unavailable: %s", exc)
+def check_database_down(exc: Exception) -> None:
+    """Log a request's meeting with the database down; raise a database error that is a fault instead
+    (SQLite's no such table, say), to be answered as the 500 it is."""
+    if not unavailable(exc):
+        raise exc
+    log.error("a request met the database unavailable", exc_info=exc)
 
 
 def unread_body(err: dict[str, Any]) -> bool:
@@ -59,7 +63,7 @@ def shaped_route(
                 except WireError as exc:
                     return exc.response()
                 except UNAVAILABLE as exc:
-                    log_database_down(exc)
+                    check_database_down(exc)
                     return on_database_down()
                 except RequestValidationError as exc:
                     return on_validation(exc)

@@ -18,7 +18,7 @@ from openreel.protocols.shaped_routes import (
     DATABASE_DOWN,
     DATABASE_RETRY,
     SEND_JSON,
-    log_database_down,
+    check_database_down,
     unread_body,
 )
 
@@ -93,7 +93,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     async def _database_down(_: Request, exc: Exception) -> Response:
-        log_database_down(exc)
+        check_database_down(exc)
         return database_down()
 
     for unavailable in UNAVAILABLE:
