@@ -99,9 +99,9 @@ def create_app(
         with ExitStack() as running:
             running.callback(svc.db.dispose)
             ownership = Ownership(settings.data_dir)
-            ownership.take(settings.local_url if shared else None)
+            owner = ownership.take(settings.local_url if shared else None)
             running.callback(ownership.release)
-            if not ownership.arrive(svc.housekeeper.remove_partials):
+            if not ownership.arrive(svc.housekeeper.remove_partials if owner else None):
                 log.warning(
                     "other servers run on %s: its half-written files are left to them", settings.data_dir
                 )

@@ -25,8 +25,8 @@ class Housekeeper:
         self._thread = threading.Thread(target=self._loop, name="openreel-housekeeping", daemon=True)
 
     def remove_partials(self) -> None:
-        """The half-written files of the last shutdown: run before any worker writes new ones, by a
-        server that starts while no other runs on its data directory (``storage.owner``)."""
+        """The half-written files of the last shutdown: run before any worker writes new ones, by the
+        owner of the data directory while no other server runs there (``storage.owner``)."""
         removed = self.storage.remove_partials()
         if removed:
             log.warning("removed %d half-written file(s) left by the last shutdown", removed)

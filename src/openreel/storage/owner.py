@@ -1,9 +1,9 @@
 """Which servers run on a data directory. The owner holds the lock on its ``server.lock``, which names the
 URL it answers on: ``openreel generate`` without a server sends its job there rather than start a second
-service on the same queue. Every server holds a shared lock on ``servers.lock`` while it runs: one that
-starts while no other runs removes the half-written files a crash left (another server's may be under
-way, even the owner's, restarted beside a second server). The kernel releases the locks of a process
-that died, even by SIGKILL."""
+service on the same queue. Every server holds a shared lock on ``servers.lock`` while it runs: the owner,
+starting while no other runs, removes the half-written files a crash left (another server's may be
+under way, even where the owner restarted beside a second server; one of a release before this lock
+holds only ``server.lock``). The kernel releases the locks of a process that died, even by SIGKILL."""
 
 from __future__ import annotations
 
@@ -45,13 +45,16 @@ class Ownership:
         self._fd = fd
         return True
 
-    def arrive(self, sweep: Callable[[], object]) -> bool:
+    def arrive(self, sweep: Callable[[], object] | None) -> bool:
         """Count this server among those running on the directory, until ``release``. Where none runs,
         ``sweep`` first, the lock held exclusively: every half-written file is then one a dead process
-        left, and no server starting meanwhile writes a new one before it is done. False: others run,
-        and their files are left be."""
+        left, and no server starting meanwhile writes a new one before it is done. False: others run
+        (or ``sweep`` is None), and their files are left be."""
         fd = os.open(self._presence_path, os.O_RDWR | os.O_CREAT, 0o600)
         self._presence = fd
+        if sweep is None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
