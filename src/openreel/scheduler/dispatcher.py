@@ -382,8 +382,10 @@ class Dispatcher:
                 del self._preparing[preparing.seq]
                 if isinstance(error, InputError):
                     self._fail(job_id, attempt, str(error))
-                elif isinstance(error, StorageUnavailable):  # the store's outage, not the job's data
-                    self._retry_or_fail(job_id, attempt, f"its files could not be read: {error}")
+                elif isinstance(error, StorageUnavailable):
+                    # The store's outage, not the job's data: left to its lease, whose lapse brings it
+                    # back a lease later (failed, refunded, after its last attempt), not into the outage.
+                    log.warning("job %s: its files could not be read (%s); left to its lease", job_id, error)
                 else:
                     # One job's bad data must not wait for its lease: it fails now, refunded.
                     log.error("preparing job %s failed", job_id, exc_info=error)
