@@ -15,6 +15,7 @@ from sqlalchemy import delete
 from openreel.ledger.tables import Upload, new_id, utcnow
 from openreel.service.services import Services
 from openreel.service.views import iso
+from openreel.storage.base import delete_each
 from openreel.storage.images import InputError, opened_image
 from openreel.storage.sniff import SNIFF_BYTES, SUPPORTED, sniff
 
@@ -71,6 +72,7 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
         try:
             svc.storage.commit(staged, storage_key)
         except Exception:
+            delete_each(svc.storage, [storage_key])  # it may have arrived all the same (an answer lost)
             with svc.db.session() as session:
                 session.execute(delete(Upload).where(Upload.id == upload_id))
             raise
