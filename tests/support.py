@@ -214,7 +214,11 @@ class LiveServer:
         raise TimeoutError(f"server not ready:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
+        """The log's tail, without the access lines of the readiness polls that would fill it."""
+        if self.log_path is None:
+            return ""
+        lines = self.log_path.read_text(errors="replace").splitlines(keepends=True)
+        return "".join(line for line in lines if '"GET /healthz ' not in line)[-5000:]
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
