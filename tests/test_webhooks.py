@@ -54,6 +54,17 @@ def test_signature_is_hmac_of_the_body_keyed_with_the_key_digest() -> None:
     assert not verify_webhook(body, "sha256=\ud800", "afk_secret")
 
 
+def hooked(url: str, *events: str, **veo_params: str) -> dict[str, Any]:
+    """A 4 s fast job telling ``url`` of its end (of ``events`` alone where named)."""
+    body: dict[str, Any] = {
+        "prompt": "p",
+        "model": "veo-3.1-fast",
+        "veoParams": {"duration": 4, **veo_params},
+        "webhookUrl": url,
+    }
+    return {**body, "webhookEvents": list(events)} if events else body
+
+
 def wait_status(server: LiveServer, key: str, job_id: str, status: str) -> dict[str, object]:
     deadline = time.monotonic() + 30
     with server.client(key) as client:
@@ -71,16 +82,7 @@ def test_progress_and_completed_events_are_signed_and_delivered(
     state, url = receiver
     key = server.new_key()
     with server.client(key) as client:
-        job_id = client.post(
-            "/v2/videos/generate",
-            json={
-                "prompt": "p",
-                "model": "veo-3.1-fast",
-                "veoParams": {"duration": 4},
-                "webhookUrl": url,
-                "webhookEvents": ["progress", "completed"],
-            },
-        ).json()["jobId"]
+        job_id = client.post("/v2/videos/generate", json=hooked(url, "progress", "completed")).json()["jobId"]
         assert client.get(f"/v2/jobs/{job_id}").json()["webhookStatus"] == "pending"
         wait_for(client, job_id)
     wait_status(server, key, job_id, "delivered")
@@ -107,14 +109,7 @@ def test_an_end_the_job_did_not_ask_to_hear_of_sends_nothing_and_says_so(
     state, url = receiver
     key = server.new_key()
     with server.client(key) as client:
-        body = {
-            "prompt": "p",
-            "model": "veo-3.1-fast",
-            "veoParams": {"duration": 4},
-            "webhookUrl": url,
-            "webhookEvents": ["completed"],
-        }
-        job_id = client.post("/v2/videos/generate", json=body).json()["jobId"]
+        job_id = client.post("/v2/videos/generate", json=hooked(url, "completed")).json()["jobId"]
         assert client.get(f"/v2/jobs/{job_id}").json()["webhookStatus"] == "pending"
         assert client.post(f"/v2/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
         job = client.get(f"/v2/jobs/{job_id}").json()
@@ -129,15 +124,7 @@ def test_failed_event_is_retried_until_delivered(server: LiveServer, receiver: t
     with server.client(key) as client:
         broken = undecodable_png()
         image = client.post("/v2/uploads", files={"file": ("nothing.png", broken, "image/png")}).json()["url"]
-        job_id = client.post(
-            "/v2/videos/generate",
-            json={
-                "prompt": "p",
-                "model": "veo-3.1-fast",
-                "veoParams": {"duration": 4, "image": image},
-                "webhookUrl": url,
-            },
-        ).json()["jobId"]
+        job_id = client.post("/v2/videos/generate", json=hooked(url, image=image)).json()["jobId"]
         assert wait_for(client, job_id)["status"] == "FAILED"
     job = wait_status(server, key, job_id, "delivered")
     assert job["creditCost"] == 0
@@ -159,15 +146,7 @@ def test_pending_deliveries_survive_a_server_kill(receiver: tuple[Receiver, str]
     with running_server(tmp_path, env) as server:
         key = server.new_key()
         with server.client(key) as client:
-            job_id = client.post(
-                "/v2/videos/generate",
-                json={
-                    "prompt": "p",
-                    "model": "veo-3.1-fast",
-                    "veoParams": {"duration": 4},
-                    "webhookUrl": url,
-                },
-            ).json()["jobId"]
+            job_id = client.post("/v2/videos/generate", json=hooked(url)).json()["jobId"]
             assert wait_for(client, job_id)["status"] == "COMPLETED"
         deadline = time.monotonic() + 30
         while not state.calls and time.monotonic() < deadline:
