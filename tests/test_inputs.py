@@ -55,9 +55,11 @@ def host() -> Iterator[str]:
 
         def drip(self) -> None:
             """An image answered a few bytes at a time, each well within a read timeout: the headers
-            (/drip-head) or the body (/drip-body), over about 4 s in all."""
+            (/drip-head) or the body (/drip-body; /drip-unsized: without a length, ending where the
+            connection does), over about 4 s in all."""
             body = png(8, 8)
-            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            length = "" if self.path == "/drip-unsized" else f"Content-Length: {len(body)}\r\n"
+            head = f"HTTP/1.1 200 OK\r\n{length}Connection: close\r\n\r\n".encode()
             slow = head if self.path == "/drip-head" else body
             pause = 4 / len(slow)
             try:
@@ -141,7 +143,7 @@ def test_schemes_redirects_and_size_limits(host: str) -> None:
         fetch("file:///etc/passwd", dev, max_bytes=1000)
 
 
-@pytest.mark.parametrize("part", ["head", "body"])
+@pytest.mark.parametrize("part", ["head", "body", "unsized"])
 def test_a_host_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline(host: str, part: str) -> None:
     """The fetch's time bounds the whole exchange, not each read: a trickle cannot hold a fetch slot."""
     quick = Settings(allow_private_urls=True, fetch_timeout_s=1.0)

@@ -129,7 +129,11 @@ class _Deadline:
             self._done = True
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's ``trace`` hook: each connection's socket, and the TLS socket that replaces it."""
+        """httpcore's ``trace`` hook: each connection's socket, and the TLS socket that replaces it. The
+        handshake runs on a socket not yet known here, so its own timeout is cut to what is left (httpcore
+        passes ``info`` on to ``start_tls`` as its arguments)."""
+        if event == "connection.start_tls.started":
+            info["timeout"] = max(self.at - time.monotonic(), 0.001)
         if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
             sock = info["return_value"].get_extra_info("socket")
             with self._lock:
@@ -195,6 +199,10 @@ def guarded_stream(
                         current = urljoin(current, response.headers.get("location", ""))
                         continue
                     yield response
+                    # A body without a length ends where the connection does: one cut by the deadline
+                    # reads as whole.
+                    if deadline.passed:
+                        raise DeadlinePassed(late)
                     return
                 finally:
                     response.close()
