@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, delete, select, text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from openreel import netguard
@@ -25,6 +25,7 @@ from openreel.ledger.db import Database
 from openreel.ledger.tables import Job, Upload
 from openreel.protocols.shaped_routes import DATABASE_DOWN
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
+from openreel.service.standing import Standings
 from openreel.settings import Settings
 
 from databases import DIALECTS, throwaway_database
@@ -388,6 +389,23 @@ def test_an_upload_whose_row_cannot_be_written_leaves_no_file(
     assert files() == stored
 
 
+def raise_(error: Exception) -> None:
+    raise error
+
+
+def test_a_google_job_submitted_as_the_database_goes_down_is_answered_not_refused(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Charged by the time its queue place is read: a 503 then would have its client submit it again."""
+    key = new_key(app)
+    down = OperationalError("SELECT", {}, Exception("connection refused"))
+    monkeypatch.setattr(Standings, "of_server", lambda *args: raise_(down))
+    answer = google(app, key, {"instances": [{"prompt": "p"}], "parameters": {"durationSeconds": 4}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["name"].startswith("models/veo-3.1-fast-generate-preview/operations/")
+    assert credits(app, key) == CREDITS - 5
+
+
 def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
     app: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -410,6 +428,12 @@ def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
     assert google.json()["error"] == {"code": 503, "message": DATABASE_DOWN, "status": "UNAVAILABLE"}
     assert openai.json()["error"]["code"] == "database_unavailable"
     assert openai.headers.get("x-should-retry") != "false"
+
+    # A connection the server dropped, which psycopg2 may report as a plain DatabaseError: an outage.
+    dropped = DatabaseError("SELECT", {}, Exception("SSL SYSCALL error: EOF detected"))
+    dropped.connection_invalidated = True
+    monkeypatch.setattr(services.db, "read", lambda *args, **kwargs: raise_(dropped))
+    assert app.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 503
 
     # A fault of the query or the schema, which SQLite reports as an OperationalError too: a 500.
     with create_engine("sqlite://").connect() as connection, pytest.raises(OperationalError) as fault:

@@ -37,14 +37,10 @@ class WriteTurnTimeout(TimeoutError):
     """Another write of this process held SQLite's one write turn for longer than its busy timeout."""
 
 
-# The errors a request may meet while the database is down, locked past its timeout or out of
-# connections (``unavailable`` tells those apart from a query's or a schema's fault).
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    exc.OperationalError,
-    exc.InterfaceError,
-    exc.TimeoutError,
-    WriteTurnTimeout,
-)
+# The errors a request may meet from the database: ``unavailable`` tells an outage among them (down,
+# locked past its timeout, out of connections) from a query's or a schema's fault.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (exc.DBAPIError, exc.TimeoutError, WriteTurnTimeout)
+_OUTAGES = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, WriteTurnTimeout)
 # SQLite's primary result codes of a database that is busy, locked or out of reach (of its disk): the
 # rest of its OperationalErrors (no such table, a syntax error) are faults that a retry would not mend.
 _SQLITE_TRANSIENT = frozenset({5, 6, 10, 13, 14})  # BUSY, LOCKED, IOERR, FULL, CANTOPEN
@@ -53,7 +49,9 @@ _SQLITE_TRANSIENT = frozenset({5, 6, 10, 13, 14})  # BUSY, LOCKED, IOERR, FULL, 
 def unavailable(error: BaseException) -> bool:
     """Whether ``error`` is the database's state rather than the request's or the code's fault: not the
     client's to mend, and gone once the database is back (the protocols answer 503)."""
-    if not isinstance(error, UNAVAILABLE):
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True  # a dropped connection the driver names vaguely (psycopg2: "SSL SYSCALL error: EOF")
+    if not isinstance(error, _OUTAGES):
         return False
     code = getattr(getattr(error, "orig", None), "sqlite_errorcode", None)
     return code is None or code & 0xFF in _SQLITE_TRANSIENT

@@ -21,7 +21,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openreel.ledger.db import UNAVAILABLE
+from openreel.ledger.db import DATABASE_ERRORS
 from openreel.protocols.apiframe import errors as apiframe
 from openreel.protocols.google import wire as google
 from openreel.protocols.openai import wire as openai
@@ -196,7 +196,7 @@ class BodyGuard:
         raw_key = wire.key(conn)
         try:
             key = await svc.keys.find(raw_key) if raw_key else None
-        except UNAVAILABLE as exc:
+        except DATABASE_ERRORS as exc:
             check_database_down(exc)
             await wire.database_down()(scope, receive, send)
             return

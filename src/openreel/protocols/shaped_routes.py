@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from openreel.ledger.db import UNAVAILABLE, unavailable
+from openreel.ledger.db import DATABASE_ERRORS, unavailable
 
 log = logging.getLogger("openreel.api")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("openreel.api")
 # one, sends application/x-www-form-urlencoded unless told otherwise).
 AS_JSON = "as JSON with the header Content-Type: application/json"
 SEND_JSON = f"Send the body {AS_JSON}"
-# A request that met the database down (``ledger.db.UNAVAILABLE``): a 503 in each surface's shape.
+# A request that met the database down (``ledger.db.unavailable``): a 503 in each surface's shape.
 DATABASE_DOWN = "The database is unavailable for now: try again in a few seconds."
 DATABASE_RETRY = {"Retry-After": "5"}
 
@@ -62,7 +62,7 @@ def shaped_route(
                     return await handler(request)
                 except WireError as exc:
                     return exc.response()
-                except UNAVAILABLE as exc:
+                except DATABASE_ERRORS as exc:
                     check_database_down(exc)
                     return on_database_down()
                 except RequestValidationError as exc:

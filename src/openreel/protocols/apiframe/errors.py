@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openreel.ledger.db import UNAVAILABLE
+from openreel.ledger.db import DATABASE_ERRORS
 from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
 from openreel.protocols.shaped_routes import (
     DATABASE_DOWN,
@@ -96,5 +96,5 @@ def install(app: FastAPI) -> None:
         check_database_down(exc)
         return database_down()
 
-    for unavailable in UNAVAILABLE:
-        app.add_exception_handler(unavailable, _database_down)
+    for error_class in DATABASE_ERRORS:
+        app.add_exception_handler(error_class, _database_down)

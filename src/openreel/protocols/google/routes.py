@@ -23,6 +23,7 @@ a submission replayable exactly as on the Apiframe API. Request mapping, refusal
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Annotated, Any
 
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Session
 from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 from openreel.domain.rules import Details, VideoSpec, check_text
 from openreel.ledger import jobs
+from openreel.ledger.db import DATABASE_ERRORS, unavailable
 from openreel.ledger.tables import ApiKey, Job, JobRecord
 from openreel.protocols import job_ids, shaped_routes, submission
 from openreel.protocols.deps import ServicesDep, services_of
@@ -64,6 +66,7 @@ from openreel.service.services import AuthError, Services, authenticate, on_loop
 from openreel.service.standing import Standings
 from openreel.service.views import Standing, stored_samples
 
+log = logging.getLogger("openreel.google")
 router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation, database_down))
 
 _header_key = APIKeyHeader(name="x-goog-api-key", auto_error=False, scheme_name="GoogleApiKey")
@@ -136,8 +139,16 @@ def _operation_reply(
 def _submitted_operation(
     svc: Services, request: Request, job: Job, name: str, form: Form, headers: dict[str, str] | None
 ) -> JSONResponse:
-    with svc.db.read() as session:
-        standing = Standings.of_server(svc, session, [job]).of(job)
+    """The job is committed and charged by now: a database out of reach here costs the reply its queue
+    place, never a 503 that a client without an idempotency key would answer with a second job."""
+    try:
+        with svc.db.read() as session:
+            standing = Standings.of_server(svc, session, [job]).of(job)
+    except DATABASE_ERRORS as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("job %s submitted; its queue place could not be read: %s", job.id, exc)
+        standing = Standing()
     return _operation_reply(svc, request, job, standing, name, form, headers)
 
 
