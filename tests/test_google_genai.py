@@ -146,6 +146,8 @@ def test_sample_count_gives_that_many_videos_each_seeded_and_charged(server: Liv
     assert earlier.status_code == 200 and earlier.content == videos[1]  # as links once read
     missing = httpx.get(f"{server.url}/v1beta/files/{op_id}s2:download?alt=media", headers=headers)
     assert missing.status_code == 404 and "no such sample" in missing.json()["error"]["message"]
+    absurd = httpx.get(f"{server.url}/v1beta/files/{op_id}s{'9' * 5000}:download?alt=media", headers=headers)
+    assert absurd.status_code == 404, absurd.text  # no int() past Python's digit limit: a 500
     stranger = {"x-goog-api-key": server.new_key(credits=1)}
     theirs = httpx.get(f"{server.url}/v1beta/files/{op_id}s1:download?alt=media", headers=stranger)
     assert theirs.status_code == 404 and "not found" in theirs.json()["error"]["message"].lower()

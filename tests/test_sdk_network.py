@@ -121,8 +121,12 @@ def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
             b'{"error": "Payment Required", "creditsRequired": "%d", "creditsAvailable": "1e2"}' % (9**18),
             (9**18, 100),
         ),
+        (
+            b'{"error": "Payment Required", "creditsRequired": "%s", "creditsAvailable": 3}' % (b"9" * 5000),
+            (None, 3),
+        ),
     ],
-    ids=["openreel", "as strings", "a proxy", "overflowing", "not counts", "huge", "a long string"],
+    ids=["openreel", "as strings", "a proxy", "overflowing", "not counts", "huge", "a long string", "absurd"],
 )
 def test_a_402_names_the_counts_it_has(
     odd_server: tuple[str, list[Answer]], body: bytes, counts: tuple[int | None, int | None]

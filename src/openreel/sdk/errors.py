@@ -63,7 +63,10 @@ def _count(value: object) -> int | None:
     if not isinstance(value, (float, str)):
         return None
     if isinstance(value, str) and value.strip().isdecimal():
-        return int(value)  # however long: exact where float() would round
+        try:
+            return int(value)  # exact where float() would round
+        except ValueError:  # past Python's 4,300 digits: no count anyone means
+            return None
     try:
         number = float(value)
     except ValueError:

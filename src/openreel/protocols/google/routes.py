@@ -283,8 +283,8 @@ def gemini_cancel(model: str, op_id: str, svc: ServicesDep, key: GoogleKey) -> d
 def gemini_download(
     file_id: str, svc: ServicesDep, key: GoogleKey, alt: Annotated[str | None, Query()] = None
 ) -> Response:
-    """The file id is the operation id, with ``-<n>`` for a request's further samples; HTTP Range is
-    supported."""
+    """The file id is the operation id, with ``s<n>`` for a request's further samples (``-<n>`` in
+    earlier links); HTTP Range is supported."""
     if alt not in (None, "media"):
         raise GoogleError(400, f"alt={alt!r} is not supported here; use alt=media")
     op_id, sample = file_sample(file_id)

@@ -600,9 +600,10 @@ def file_uri(base_url: str, version: str, job_id: str, sample: int = 0) -> str:
 
 
 def file_sample(file_id: str) -> tuple[str, int]:
-    """(operation id, sample index) of a file id as ``file_uri`` writes it (or wrote it: ``<op>-<n>``)."""
+    """(operation id, sample index) of a file id as ``file_uri`` writes it (or wrote it: ``<op>-<n>``);
+    a request has at most four samples, so a longer number names none."""
     operation, sample = file_id[:32], file_id[32:]
-    if len(operation) == 32 and sample[:1] in ("s", "-") and sample[1:].isdecimal():
+    if len(operation) == 32 and sample[:1] in ("s", "-") and sample[1:].isdecimal() and len(sample) <= 3:
         return operation, int(sample[1:])
     return file_id, 0
 
