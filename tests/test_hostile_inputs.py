@@ -447,25 +447,41 @@ def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
         app.get("/v2/jobs", headers={"X-API-Key": key})
 
 
-def test_an_upload_whose_file_cannot_be_stored_leaves_no_row(
+def test_an_upload_whose_file_cannot_be_stored_leaves_no_row_or_one_naming_what_may_be_left(
     app: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The row is written first (a crash after it leaves a row the sweep removes at expiry), and taken
-    back when the file does not make it into storage."""
+    back when the file does not make it into storage; kept when the file, which may have arrived all the
+    same, cannot be deleted either: the sweep deletes both when the row expires."""
     key = new_key(app)
     services = app.app.state.services  # type: ignore[attr-defined]
 
     def full(staged: Path, storage_key: str) -> None:
         raise OSError(28, "No space left on device")
 
+    def rows() -> list[Upload]:
+        with services.db.read() as session:
+            found = accounts.find_key(session, key)
+            assert found is not None
+            return list(session.scalars(select(Upload).where(Upload.account_id == found.account_id)))
+
+    def upload() -> None:
+        with pytest.raises(OSError, match="No space left"):
+            app.post(
+                "/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(8, 8), "image/png")}
+            )
+
     monkeypatch.setattr(services.storage, "commit", full)
-    with pytest.raises(OSError, match="No space left"):
-        app.post("/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(8, 8), "image/png")})
-    with services.db.read() as session:
-        found = accounts.find_key(session, key)
-        assert found is not None
-        assert session.scalars(select(Upload).where(Upload.account_id == found.account_id)).all() == []
+    upload()
+    assert rows() == []
     assert not list((services.storage.root / "uploads").glob(".*.part"))  # results/: other tests' renders
+
+    def unreachable(storage_key: str) -> None:
+        raise OSError(113, "No route to host")
+
+    monkeypatch.setattr(services.storage, "delete", unreachable)
+    upload()  # the store's error, not the deletion's
+    assert len(rows()) == 1
 
 
 def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account(app: TestClient) -> None:

@@ -6,6 +6,7 @@ expiry and the signed URL that the engine later resolves are the same everywhere
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from typing import Any, BinaryIO
@@ -15,9 +16,10 @@ from sqlalchemy import delete
 from openreel.ledger.tables import Upload, new_id, utcnow
 from openreel.service.services import Services
 from openreel.service.views import iso
-from openreel.storage.base import delete_each
 from openreel.storage.images import InputError, opened_image
 from openreel.storage.sniff import SNIFF_BYTES, SUPPORTED, sniff
+
+log = logging.getLogger("openreel.uploads")
 
 CHUNK = 1024 * 1024
 
@@ -72,9 +74,7 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
         try:
             svc.storage.commit(staged, storage_key)
         except Exception:
-            delete_each(svc.storage, [storage_key])  # it may have arrived all the same (an answer lost)
-            with svc.db.session() as session:
-                session.execute(delete(Upload).where(Upload.id == upload_id))
+            _take_back(svc, upload_id, storage_key)
             raise
     finally:
         if staged.exists():
@@ -87,3 +87,14 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
         "byteSize": size,
         "expiresAt": iso(expires),
     }
+
+
+def _take_back(svc: Services, upload_id: str, storage_key: str) -> None:
+    """An upload the store failed: its object deleted (it may have arrived all the same, an answer lost),
+    then its row. Whatever fails to go stays named by the row, and goes with it when it expires."""
+    try:
+        svc.storage.delete(storage_key)
+        with svc.db.session() as session:
+            session.execute(delete(Upload).where(Upload.id == upload_id))
+    except Exception:
+        log.exception("upload %s could not be taken back; it goes when it expires", upload_id)
