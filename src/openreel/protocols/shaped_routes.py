@@ -23,7 +23,9 @@ AS_JSON = "as JSON with the header Content-Type: application/json"
 SEND_JSON = f"Send the body {AS_JSON}"
 # A request that met the database down (``ledger.db.unavailable``): a 503 in each surface's shape.
 DATABASE_DOWN = "The database is unavailable for now: try again in a few seconds."
-DATABASE_RETRY = {"Retry-After": "5"}
+# For a refusal that holds only for now (the database down, a job of the account's to end, an image
+# fetch slot to free up): when the same request may pass.
+RETRY_SOON = {"Retry-After": "5"}
 
 
 def check_database_down(exc: Exception) -> None:

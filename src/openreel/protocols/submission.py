@@ -23,8 +23,6 @@ REFUSALS = (
     jobs.TooManyActiveJobs,
     FetchesBusy,
 )
-# For a refusal that holds only for now: a job of the account's ends, an image fetch slot frees up.
-RETRY_SOON = {"Retry-After": "5"}
 
 
 def try_again_soon(exc: jobs.TooManyActiveJobs | FetchesBusy) -> str:

@@ -16,7 +16,7 @@ from openreel.ledger.db import DATABASE_ERRORS
 from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
 from openreel.protocols.shaped_routes import (
     DATABASE_DOWN,
-    DATABASE_RETRY,
+    RETRY_SOON,
     SEND_JSON,
     check_database_down,
     unread_body,
@@ -73,7 +73,7 @@ def _message(err: dict[str, Any]) -> str:
 
 
 def database_down() -> Response:
-    return JSONResponse({"error": DATABASE_DOWN}, status_code=503, headers=DATABASE_RETRY)
+    return JSONResponse({"error": DATABASE_DOWN}, status_code=503, headers=RETRY_SOON)
 
 
 def install(app: FastAPI) -> None:

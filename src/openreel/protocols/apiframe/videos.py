@@ -21,7 +21,8 @@ from openreel.protocols.apiframe.schemas import (
     JobAccepted,
 )
 from openreel.protocols.deps import ServicesDep
-from openreel.protocols.submission import RETRY_SOON, try_again_soon
+from openreel.protocols.shaped_routes import RETRY_SOON
+from openreel.protocols.submission import try_again_soon
 from openreel.service.extension import SourceRejected
 from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import (

@@ -22,8 +22,8 @@ from openreel.ledger.tables import JobRecord
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import GOOGLE_MODEL_EXAMPLES, catalog_model_id
-from openreel.protocols.shaped_routes import DATABASE_DOWN, DATABASE_RETRY, SEND_JSON, WireError, unread_body
-from openreel.protocols.submission import RETRY_SOON, try_again_soon
+from openreel.protocols.shaped_routes import DATABASE_DOWN, RETRY_SOON, SEND_JSON, WireError, unread_body
+from openreel.protocols.submission import try_again_soon
 from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable
 from openreel.service.services import Services
@@ -543,7 +543,7 @@ def materialize(
 
 
 def database_down() -> JSONResponse:
-    return GoogleError(503, DATABASE_DOWN, headers=DATABASE_RETRY).response()
+    return GoogleError(503, DATABASE_DOWN, headers=RETRY_SOON).response()
 
 
 def refusal(exc: Exception) -> GoogleError:

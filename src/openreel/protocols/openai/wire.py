@@ -19,8 +19,8 @@ from openreel.ledger.tables import JobRecord, Upload, utcnow
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import catalog_model_id
-from openreel.protocols.shaped_routes import DATABASE_DOWN, DATABASE_RETRY, WireError
-from openreel.protocols.submission import RETRY_SOON, try_again_soon
+from openreel.protocols.shaped_routes import DATABASE_DOWN, RETRY_SOON, WireError
+from openreel.protocols.submission import try_again_soon
 from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable, take_images
 from openreel.service.services import Services
@@ -438,7 +438,7 @@ def database_down() -> JSONResponse:
         type="server_error",
         code="database_unavailable",
         retry=True,
-        headers=DATABASE_RETRY,
+        headers=RETRY_SOON,
     ).response()
 
 
