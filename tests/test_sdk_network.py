@@ -25,6 +25,7 @@ from openreel.sdk import (
     ServerError,
     ServerUnreachable,
     UnexpectedResponseError,
+    ValidationError,
 )
 
 from support import QuietHandler, free_port, loopback
@@ -103,6 +104,33 @@ def test_a_success_that_is_not_the_apis_answer_is_an_unexpected_response(
     out = CliRunner().invoke(app, ["jobs", "show", "j", "--server", url], env={"OPENREEL_API_KEY": "afk_x"})
     assert out.exit_code == 1 and out.output.strip().count("\n") == 0, out.output
     assert out.output.startswith(says.split(": ", 1)[1][:24]), out.output
+
+
+@pytest.mark.parametrize(
+    ("details", "read", "says"),
+    [
+        ({"veoParams.duration": ["must be 4, 6 or 8"]}, None, "; veoParams.duration: must be 4, 6 or 8"),
+        (
+            {"prompt": "required", "n": [1, 2]},
+            {"prompt": ["required"], "n": ["1", "2"]},
+            "; prompt: required; n: 1; 2",
+        ),
+        (["a list, from another server"], {}, ""),
+        ("a sentence", {}, ""),
+    ],
+    ids=["openreel", "odd values", "a list", "a string"],
+)
+def test_a_400_lists_the_details_it_can_read_and_no_others(
+    odd_server: tuple[str, list[Answer]], details: object, read: dict[str, list[str]] | None, says: str
+) -> None:
+    url, answers = odd_server
+    body = json.dumps({"error": "Invalid request", "details": details}).encode()
+    answers.append((400, {"Content-Type": "application/json"}, body))
+    for refused in _refusals(url):
+        assert isinstance(refused, ValidationError)
+        assert refused.details == (details if read is None else read)
+    out = CliRunner().invoke(app, ["jobs", "show", "j", "--server", url], env={"OPENREEL_API_KEY": "afk_x"})
+    assert (out.exit_code, out.output) == (1, f"Invalid request{says}\n")
 
 
 @pytest.mark.parametrize(

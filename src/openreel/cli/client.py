@@ -49,6 +49,7 @@ def _key() -> str:
 def _reason(exc: BaseException) -> str:
     """One line for a failure from the server, the network or the disk, with all the server said."""
     from openreel.sdk import InsufficientCreditsError, JobError, OpenreelError
+    from openreel.sdk.errors import details_of
 
     if isinstance(exc, InsufficientCreditsError):
         required, available = exc.required, exc.available
@@ -56,8 +57,8 @@ def _reason(exc: BaseException) -> str:
         counts = f": this job costs {required} credits, the account has {available}"
         return exc.message + (counts if known else "")
     if isinstance(exc, OpenreelError):
-        details = exc.body.get("details") or {}
-        return "; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details.items())])
+        details = details_of(exc.body).items()
+        return "; ".join([exc.message, *(f"{path}: {'; '.join(m)}" for path, m in details)])
     if isinstance(exc, JobError):
         return f"job {exc.job.id} {exc.job.status.lower()}: {exc.job.error}"
     if isinstance(exc, KeyboardInterrupt):

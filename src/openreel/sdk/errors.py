@@ -41,7 +41,7 @@ class ValidationError(OpenreelError):
 
     @property
     def details(self) -> dict[str, list[str]]:
-        return dict(self.body.get("details") or {})
+        return details_of(self.body)
 
 
 class InsufficientCreditsError(OpenreelError):
@@ -185,6 +185,14 @@ def error_for(status: int, body: dict[str, Any], retry_after: str | None = None)
         body = {**body, "retryAfter": seconds}
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else OpenreelError)
     return cls(status, message_of(body) or f"HTTP {status}", body)
+
+
+def details_of(body: dict[str, Any]) -> dict[str, list[str]]:
+    """openreel's ``details`` (JSON path to messages); empty for what another server calls that."""
+    details = body.get("details")
+    if not isinstance(details, dict):
+        return {}
+    return {str(path): [str(m) for m in (v if isinstance(v, list) else [v])] for path, v in details.items()}
 
 
 def message_of(body: dict[str, Any]) -> str | None:
