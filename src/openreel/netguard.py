@@ -141,6 +141,13 @@ class _Deadline:
                 if self.passed:
                     _shut(sock)
 
+    def close(self, response: httpx.Response) -> None:
+        """``response.close()`` under the lock: a socket it closes could otherwise have its number taken
+        by another thread's new connection before the timer shuts it down (httpcore's close of a socket
+        does no I/O, so the timer never waits long)."""
+        with self._lock:
+            response.close()
+
     def _end(self) -> None:
         with self._lock:
             if self._done:
@@ -205,7 +212,7 @@ def guarded_stream(
                         raise DeadlinePassed(late)
                     return
                 finally:
-                    response.close()
+                    deadline.close(response)
         except httpx.TransportError as exc:
             if deadline.passed or time.monotonic() >= deadline.at:
                 raise DeadlinePassed(late) from exc
