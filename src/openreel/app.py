@@ -14,11 +14,11 @@ from fastapi_offline import FastAPIOffline
 from openreel import __version__
 from openreel.domain.catalog import load_catalog
 from openreel.executors.base import Executor
-from openreel.ledger.db import Database, migrate
+from openreel.ledger.db import DATABASE_ERRORS, Database, migrate
 from openreel.protocols import metrics_route
 from openreel.protocols.apiframe import account, errors, files, jobs, models, uploads, videos
 from openreel.protocols.google import routes as google
-from openreel.protocols.guards import BodyGuard, NoSniff
+from openreel.protocols.guards import BodyGuard, NoSniff, database_down
 from openreel.protocols.openai import routes as openai_videos
 from openreel.scheduler.dispatcher import Dispatcher
 from openreel.scheduler.housekeeping import Housekeeper
@@ -125,6 +125,8 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    for error_class in DATABASE_ERRORS:
+        app.add_exception_handler(error_class, database_down)
     # The last added runs first: nosniff also reaches the guard's own 413s.
     app.add_middleware(BodyGuard)
     app.add_middleware(NoSniff)

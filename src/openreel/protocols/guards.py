@@ -8,26 +8,31 @@ wire protocol. Without an active key the app is handed an empty body: the route 
 401/403, and the server drops the bytes as they arrive. With one, the body is capped: a declared
 Content-Length over the cap is a 413 before anything is read, a chunked body a 413 as soon as its
 count passes the cap (the guard itself holds no bytes), both in the protocol's own error shape.
+
+A request that meets the database down, here or in a route, is a 503 in its protocol's shape too
+(``database_down``, the app's handler of ``DATABASE_ERRORS``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import MutableHeaders
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openreel.ledger.db import DATABASE_ERRORS
+from openreel.ledger.db import DATABASE_ERRORS, unavailable
 from openreel.protocols.apiframe import errors as apiframe
 from openreel.protocols.google import wire as google
 from openreel.protocols.openai import wire as openai
-from openreel.protocols.shaped_routes import check_database_down
 from openreel.service.services import Services
 from openreel.settings import Settings
+
+log = logging.getLogger("openreel.api")
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Google's inline images are each up to max_upload_image_bytes, base64-encoded (4/3, plus the 64
@@ -97,6 +102,21 @@ OPENAI = Wire(
     ).response(),
     database_down=openai.database_down,
 )
+
+
+def check_database_down(exc: Exception) -> None:
+    """Log a request's meeting with the database down; raise a database error that is a fault instead
+    (SQLite's no such table, say), to be answered as the 500 it is."""
+    if not unavailable(exc):
+        raise exc
+    log.error("a request met the database unavailable", exc_info=exc)
+
+
+async def database_down(request: Request, exc: Exception) -> Response:
+    """The app's handler of ``DATABASE_ERRORS``: a request that met the database down is a 503 in its
+    protocol's shape; a fault of the query or the schema is raised on, to be the 500 it is."""
+    check_database_down(exc)
+    return wire_of(request.scope["path"]).database_down()
 
 
 def wire_of(path: str) -> Wire:

@@ -1,10 +1,9 @@
-"""Routes that answer in their surface's own error shape (Google's and OpenAI's), and what a JSON route
-says of a body sent without its JSON Content-Type or with the database down (every surface, Apiframe's
-included)."""
+"""Routes that answer in their surface's own error shape (Google's and OpenAI's), and the words every
+surface, Apiframe's included, has for a body sent without its JSON Content-Type and for the database
+down."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -12,10 +11,6 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-
-from openreel.ledger.db import DATABASE_ERRORS, unavailable
-
-log = logging.getLogger("openreel.api")
 
 # What a JSON route says of a body it could not read as JSON for want of the header (curl's -d, for
 # one, sends application/x-www-form-urlencoded unless told otherwise).
@@ -26,14 +21,6 @@ DATABASE_DOWN = "The database is unavailable for now: try again in a few seconds
 # For a refusal that holds only for now (the database down, a job of the account's to end, an image
 # fetch slot to free up): when the same request may pass.
 RETRY_SOON = {"Retry-After": "5"}
-
-
-def check_database_down(exc: Exception) -> None:
-    """Log a request's meeting with the database down; raise a database error that is a fault instead
-    (SQLite's no such table, say), to be answered as the 500 it is."""
-    if not unavailable(exc):
-        raise exc
-    log.error("a request met the database unavailable", exc_info=exc)
 
 
 def unread_body(err: dict[str, Any]) -> bool:
@@ -49,11 +36,9 @@ class WireError(Exception):
         raise NotImplementedError
 
 
-def shaped_route(
-    on_validation: Callable[[RequestValidationError], Response], on_database_down: Callable[[], Response]
-) -> type[APIRoute]:
-    """A route class whose handlers answer ``WireError``, request validation errors and the database
-    down in the surface's own shape, instead of the app-wide Apiframe envelope."""
+def shaped_route(on_validation: Callable[[RequestValidationError], Response]) -> type[APIRoute]:
+    """A route class whose handlers answer ``WireError`` and request validation errors in the surface's
+    own shape, instead of the app-wide Apiframe envelope."""
 
     class ShapedRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -64,9 +49,6 @@ def shaped_route(
                     return await handler(request)
                 except WireError as exc:
                     return exc.response()
-                except DATABASE_ERRORS as exc:
-                    check_database_down(exc)
-                    return on_database_down()
                 except RequestValidationError as exc:
                     return on_validation(exc)
                 except HTTPException as exc:

@@ -12,13 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openreel.ledger.db import DATABASE_ERRORS
 from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
 from openreel.protocols.shaped_routes import (
     DATABASE_DOWN,
     RETRY_SOON,
     SEND_JSON,
-    check_database_down,
     unread_body,
 )
 
@@ -91,10 +89,3 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    async def _database_down(_: Request, exc: Exception) -> Response:
-        check_database_down(exc)
-        return database_down()
-
-    for error_class in DATABASE_ERRORS:
-        app.add_exception_handler(error_class, _database_down)

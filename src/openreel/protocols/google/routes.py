@@ -48,7 +48,6 @@ from openreel.protocols.google.wire import (
     GoogleError,
     Operation,
     PredictRequest,
-    database_down,
     file_sample,
     invalid,
     materialize,
@@ -67,7 +66,7 @@ from openreel.service.standing import Standings
 from openreel.service.views import Standing, stored_samples
 
 log = logging.getLogger("openreel.google")
-router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation, database_down))
+router = APIRouter(tags=["Google Veo"], route_class=shaped_routes.shaped_route(on_validation))
 
 _header_key = APIKeyHeader(name="x-goog-api-key", auto_error=False, scheme_name="GoogleApiKey")
 _query_key = APIKeyQuery(name="key", auto_error=False, scheme_name="GoogleApiKeyQuery")

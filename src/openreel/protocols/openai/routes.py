@@ -42,7 +42,6 @@ from openreel.protocols.openai.wire import (
     VideoDeleted,
     VideoList,
     VideoObject,
-    database_down,
     list_page,
     materialize,
     on_validation,
@@ -56,9 +55,7 @@ from openreel.service import job_service
 from openreel.service.polls import Poll
 from openreel.service.services import AuthError, Services, authenticate
 
-router = APIRouter(
-    tags=["OpenAI videos"], route_class=shaped_routes.shaped_route(on_validation, database_down)
-)
+router = APIRouter(tags=["OpenAI videos"], route_class=shaped_routes.shaped_route(on_validation))
 
 _bearer = HTTPBearer(
     auto_error=False, scheme_name="OpenAIBearer", description="Authorization: Bearer afk_..."
