@@ -229,6 +229,24 @@ def test_without_a_server_on_embedded_defaults(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "cli.key").read_text().startswith("afk_")
 
 
+def test_without_a_server_a_start_that_cannot_succeed_ends_in_one_line(tmp_path: Path) -> None:
+    """A prices file the server cannot use, an engine that cannot load: what to mend, not a traceback."""
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"veo-3.1-fast": {"5s": 1}}))
+    where = ("--out", str(tmp_path / "a.mp4"), "--data-dir", str(tmp_path / "data"))
+    run = generate("a lake", *where, env={"OPENREEL_PRICES_FILE": str(prices)})
+    assert run.returncode == 1 and run.stderr == "", run.stderr
+    assert run.stdout.startswith(f"Cannot use the prices file {prices}: veo-3.1-fast has no variant '5s'")
+    assert run.stdout.count("\n") == 1
+    nowhere = tmp_path / "nowhere"
+    run = generate("a lake", *where, env={"OPENREEL_ENGINE": "ltx2", "OPENREEL_CHECKPOINT": str(nowhere)})
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    last = run.stdout.splitlines()[-1]
+    missing = f"WeightsMissing: {nowhere} is not a complete diffusers checkpoint directory"
+    assert last == f"The ltx2 engine could not load: {missing}."
+    assert not (tmp_path / "a.mp4").exists()
+
+
 def test_without_a_server_named_the_job_goes_to_the_one_running_on_the_data_directory(
     server: LiveServer, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from itertools import product
 from pathlib import Path
@@ -93,9 +94,26 @@ def test_prices_can_be_overridden_from_a_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"veo-3.1-fast": {"4s-audio": 50}}))
     fast = load_catalog(path).get("veo-3.1-fast")
     assert fast and fast.price(4, True) == 50 and fast.price(4, False) == 3
-    path.write_text(json.dumps({"sora-2": {"4s": 1}}))
-    with pytest.raises(ValueError, match="sora-2"):
-        load_catalog(path)
+    path.write_text(json.dumps({"veo-3.1-lite": {"extend-1s": 1, "extend-1s-audio": 2}}))
+    assert "veo-3.1-lite" in load_catalog(path).extending and "veo-3.1-lite" not in load_catalog().extending
+    for refused, says in [
+        ({"sora-2": {"4s": 1}}, "unknown model 'sora-2'"),
+        (["veo-3.1-fast"], "must map model ids to prices"),
+        ({"veo-3.1-fast": 5}, "veo-3.1-fast must map variants to credits"),
+        ({"veo-3.1-fast": {"5s": 5}}, "veo-3.1-fast has no variant '5s'; it has 4s, 4s-audio, 6s"),
+        ({"veo-2": {"8s-audio": 5}}, "veo-2 has no variant '8s-audio'"),
+        ({"veo-3.1-fast": {"4s": "5"}}, "veo-3.1-fast 4s: '5' is not a whole number of credits"),
+        ({"veo-3.1-fast": {"4s": 2.5}}, "2.5 is not a whole number"),
+        ({"veo-3.1-fast": {"4s": -1}}, "-1 is not a whole number"),
+        ({"veo-3.1-fast": {"4s": True}}, "True is not a whole number"),
+        (
+            {"veo-3.1-lite": {"extend-1s": 1}},
+            "veo-3.1-lite: extend-1s and extend-1s-audio are priced together",
+        ),
+    ]:
+        path.write_text(json.dumps(refused))
+        with pytest.raises(ValueError, match=re.escape(says)):
+            load_catalog(path)
 
 
 def resolve(model: str = "veo-3.1-fast", **params: object):  # type: ignore[no-untyped-def]

@@ -59,20 +59,24 @@ def embedded_server(
         thread.join(30)
 
 
+class StartFailed(RuntimeError):
+    """The embedded server did not come up; the message says why."""
+
+
 def _until_ready(client: httpx.Client, url: str, deadline: float, thread: threading.Thread) -> None:
     while time.monotonic() < deadline:
         if not thread.is_alive():
-            raise RuntimeError("the embedded server stopped during start-up")
+            raise StartFailed("the embedded server stopped during start-up")
         try:
             health = client.get(url + "/healthz").json()
             if health["engineError"]:
-                raise RuntimeError(f"the {health['engine']} engine could not load: {health['engineError']}")
+                raise StartFailed(f"the {health['engine']} engine could not load: {health['engineError']}")
             if health["engineReady"]:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise TimeoutError("the embedded server did not become ready")
+    raise StartFailed("the embedded server did not become ready")
 
 
 def local_key(settings: Settings, needed_credits: int) -> str:

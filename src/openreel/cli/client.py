@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from openreel.cli.local import DataDir, opening_database, settings_of
-from openreel.cli.terminal import Typer, columns, fail, say
+from openreel.cli.local import DataDir, catalog_of, opening_database, settings_of
+from openreel.cli.terminal import Typer, columns, fail, say, sentence
 from openreel.domain.limits import EXTEND_SECONDS, MAX_SAMPLES
 from openreel.sdk.client import DEFAULT_BASE_URL
 
@@ -300,12 +300,11 @@ def generate(
         _generate_with(server, None, request, files, out, Origin(server))
         return
 
-    from openreel.domain.catalog import load_catalog
-    from openreel.embedded import KEY_FILE, embedded_server, local_key
+    from openreel.embedded import KEY_FILE, StartFailed, embedded_server, local_key
     from openreel.storage.owner import owner_url
 
     settings = settings_of(data_dir)
-    spec = load_catalog(settings.prices_file).get(model)
+    spec = catalog_of(settings).get(model)
     price = 0
     if spec is not None:
         seconds = EXTEND_SECONDS if extend else duration or spec.default_duration
@@ -326,8 +325,11 @@ def generate(
     serve = (
         f"start the server with: openreel serve --data-dir {shlex.quote(str(settings.data_dir.resolve()))}"
     )
-    with embedded_server(settings) as url:
-        _generate_with(url, key, request, files, out, Origin(settings.local_url, key_file, serve))
+    try:
+        with embedded_server(settings) as url:
+            _generate_with(url, key, request, files, out, Origin(settings.local_url, key_file, serve))
+    except StartFailed as exc:
+        fail(sentence(exc))
 
 
 @jobs_app.command("list")

@@ -14,6 +14,7 @@ from openreel.cli.terminal import fail, sentence
 from openreel.settings import Settings
 
 if TYPE_CHECKING:
+    from openreel.domain.catalog import Catalog
     from openreel.ledger.db import Database
 
 
@@ -66,6 +67,17 @@ def opening_database(settings: Settings) -> Iterator[str]:
         fail(f"Cannot open the database {_shown(url)}: {exc}.")
     except OSError as exc:
         fail(f"Cannot use the data directory {settings.data_dir}: {exc.strerror or exc}.")
+
+
+def catalog_of(settings: Settings) -> Catalog:
+    """The price table, with ``prices_file`` applied; a file that cannot be read or is not a table of
+    prices ends the command in one line."""
+    from openreel.domain.catalog import load_catalog
+
+    try:
+        return load_catalog(settings.prices_file)
+    except (OSError, ValueError) as exc:  # unreadable, not JSON, not a table of prices
+        fail(f"Cannot use the prices file {settings.prices_file}: {exc}.")
 
 
 def _shown(url: str) -> str:

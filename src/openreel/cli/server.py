@@ -8,7 +8,7 @@ from typing import Annotated, get_args
 
 import typer
 
-from openreel.cli.local import DataDir, default, opening_database, settings_of
+from openreel.cli.local import DataDir, catalog_of, default, opening_database, settings_of
 from openreel.cli.terminal import say
 from openreel.engine import ENGINES
 from openreel.settings import ExecutorName
@@ -67,6 +67,7 @@ def serve(
     # Here rather than only at the app's start-up, where a database out of reach is a page of log.
     with opening_database(settings) as url:
         migrate(url)
+    catalog_of(settings)  # a prices file it cannot use: one line here, not a page at start-up
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_access_log()
     app = create_app(settings)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from openreel.engine.recipes import RecipeKind
 
+# The prices of a second added by an extension, silent and with audio: a model extends with both.
+EXTEND_VARIANTS = frozenset({"extend-1s", "extend-1s-audio"})
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -50,7 +53,7 @@ class ModelSpec:
     @property
     def extends(self) -> bool:
         """Whether the table prices a second added, with sound and without (a prices file may add both)."""
-        return {"extend-1s", "extend-1s-audio"} <= self.prices.keys()
+        return self.prices.keys() >= EXTEND_VARIANTS
 
     @property
     def clip_prices(self) -> dict[str, int]:
@@ -128,13 +131,30 @@ class Catalog:
 
 
 def load_catalog(prices_file: Path | None = None) -> Catalog:
-    """The default table, with prices replaced from a JSON file ``{"model-id": {"4s": 3, ...}}``."""
+    """The default table, with prices replaced from a JSON file ``{"model-id": {"4s": 3, ...}}``: a
+    model's own variants, and the two of an extension; a file that says anything else is refused."""
     models = {m.id: m for m in DEFAULT_MODELS}
-    if prices_file is not None:
-        overrides: dict[str, dict[str, int]] = json.loads(prices_file.read_text())
-        for model_id, prices in overrides.items():
-            if model_id not in models:
-                raise ValueError(f"prices file names unknown model {model_id!r}")
-            merged = {**models[model_id].prices, **{k: int(v) for k, v in prices.items()}}
-            models[model_id] = replace(models[model_id], prices=merged)
+    if prices_file is None:
+        return Catalog(models=models)
+    overrides = json.loads(prices_file.read_text())
+    if not isinstance(overrides, dict):
+        raise ValueError('it must map model ids to prices, such as {"veo-3.1-fast": {"8s-audio": 10}}')
+    for model_id, prices in overrides.items():
+        model = models.get(model_id)
+        if model is None:
+            raise ValueError(f"prices file names unknown model {model_id!r}")
+        if not isinstance(prices, dict):
+            raise ValueError(f'{model_id} must map variants to credits, such as {{"8s-audio": 10}}')
+        variants = model.prices.keys() | EXTEND_VARIANTS
+        for variant, credits in prices.items():
+            if variant not in variants:
+                raise ValueError(
+                    f"{model_id} has no variant {variant!r}; it has {', '.join(sorted(variants))}"
+                )
+            if type(credits) is not int or credits < 0:
+                raise ValueError(f"{model_id} {variant}: {credits!r} is not a whole number of credits")
+        merged = {**model.prices, **prices}
+        if len(merged.keys() & EXTEND_VARIANTS) == 1:
+            raise ValueError(f"{model_id}: extend-1s and extend-1s-audio are priced together or not at all")
+        models[model_id] = replace(model, prices=merged)
     return Catalog(models=models)
