@@ -450,6 +450,47 @@ def test_a_job_another_server_took_while_it_was_prepared_is_not_started(
     assert fake.submitted == [] and fake.free_slots() == ["fake-0"]
 
 
+def test_a_job_cancelled_through_another_server_while_it_was_prepared_gives_its_slot_back(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, fake, db = dispatcher
+    job_id, _ = queued(db, SPEC)
+    read = blocked_preparer(loop, monkeypatch)
+    loop.start()
+    try:
+        soon(lambda: loop._preparing, "the job being prepared")
+        with db.session() as session:
+            assert jobs.end_with_refund(session, job_id, jobs.CANCELLED, "Cancelled by the user")
+        soon(lambda: not loop._preparing, "the job let go here", 10 * LEASE_S)
+        read.set()
+        soon(lambda: not list(loop.settings.data_dir.rglob("*.part")), "what it staged removed")
+    finally:
+        loop.stop()
+    assert fake.submitted == [] and fake.free_slots() == ["fake-0"]
+
+
+def test_a_server_stopped_mid_job_leaves_nothing_it_staged(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server renders the job once its lease lapses; files staged here would be nothing's."""
+    loop, fake, db = dispatcher
+    queued(db, SPEC)
+    queued(db, SPEC)
+    loop.start()
+    try:
+        handed_over(fake, 1, "the first job handed over")
+        read = blocked_preparer(loop, monkeypatch)
+        fake.slots["fake-1"] = None  # a second slot, for a job whose preparation stays under way
+        loop.wake()
+        soon(lambda: loop._preparing, "the second job being prepared")
+        staged = list(loop.settings.data_dir.rglob("*.part"))
+        assert staged, "the first job's outputs staged"
+    finally:
+        loop.stop()
+    read.set()
+    soon(lambda: not list(loop.settings.data_dir.rglob("*.part")), "what was staged removed")
+
+
 def test_a_job_that_takes_too_long_to_prepare_is_tried_again_then_failed_with_a_refund(
     dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -186,6 +186,12 @@ class Dispatcher:
             finishing.thread.join(max(0.0, deadline - time.monotonic()))
         self.leases.stop()
         self._executor.stop()
+        # Their leases lapse and another server renders them from the start: what they staged here is
+        # nothing's, and no later start of this data dir need find it (other servers may run on it).
+        for running in list(self._running.values()):
+            self._clear(running)
+        for preparing in list(self._preparing.values()):
+            self._drop(preparing)
 
     def wake(self) -> None:
         self._wake.set()
@@ -258,6 +264,9 @@ class Dispatcher:
                 log.warning(
                     "job %s: lease lost to another dispatcher while it was prepared", preparing.job_id
                 )
+                self._drop(preparing)
+            elif (preparing.job_id, preparing.attempt) in gone.ended:
+                log.info("job %s ended through another server while it was prepared", preparing.job_id)
                 self._drop(preparing)
         for running in list(self._running.values()):
             if (running.job_id, running.attempt) in gone.lost:
