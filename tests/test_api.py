@@ -84,6 +84,11 @@ def test_me_and_models(server: LiveServer) -> None:
     assert httpx.get(server.url + "/v2/models?modality=sound").status_code == 400
     front = httpx.get(server.url + "/")  # a browser opening the server lands on the Studio
     assert (front.status_code, front.headers["location"]) == (307, "/studio")
+    page = httpx.get(server.url + "/studio").headers  # it holds a key: its own scripts only, never framed
+    assert "script-src" not in page["content-security-policy"]  # default-src 'self' covers scripts
+    assert "default-src 'self'" in page["content-security-policy"]
+    assert "frame-ancestors 'none'" in page["content-security-policy"]
+    assert (page["referrer-policy"], page["x-frame-options"]) == ("no-referrer", "DENY")
 
 
 def test_an_enhanced_prompt_is_rendered_and_shown(server: LiveServer) -> None:

@@ -115,11 +115,11 @@ async function enter(me) {
   setBalance(me.team.credits);
   form.reset();
   try {
-    await modelsLoaded;
+    await modelsLoaded.catch(loadModels); // failed at page load (a restart, a blip): once more now
+    form.refresh();
   } catch {
-    return;
+    // loadModels said why where Generate is; the history loads all the same
   }
-  form.refresh();
   await history.reload();
   // Pick up a job that is still running (for instance after a reload of the page).
   const running = history.sorted().find((job) => ACTIVE.has(job.status));

@@ -15,6 +15,8 @@ export class History {
     this.nodes = new Map(); // id -> {sig, node}
     this.cursor = null;
     this.hasMore = false;
+    this.paged = false; // "Load more" has run: the cursor is past the first page's
+    this.generation = 0; // bumps on reset: a reply to an earlier list (another key's) is dropped
     this.timer = null;
     $("load-more").addEventListener("click", () => this.loadMore());
     $("history-refresh").addEventListener("click", () => {
@@ -24,6 +26,7 @@ export class History {
   }
 
   reset() {
+    this.generation++;
     clearTimeout(this.timer);
     this.timer = null;
     this.jobs.clear();
@@ -31,15 +34,17 @@ export class History {
     this.list.replaceChildren();
     this.cursor = null;
     this.hasMore = false;
+    this.paged = false;
     this.render();
   }
 
   /** Fetch the first page and merge it in (pages already loaded with "Load more" stay). */
   async reload() {
+    const generation = this.generation;
     try {
       const page = await this.api.jobs({ limit: PAGE });
+      if (generation !== this.generation) return;
       setText($("history-error"), "");
-      const firstLoad = this.jobs.size === 0;
       let settled = false;
       for (const job of page.jobs) {
         const old = this.jobs.get(job.id);
@@ -47,12 +52,13 @@ export class History {
         this.jobs.set(job.id, job);
       }
       if (settled) this.hooks.onSettled();
-      if (firstLoad || !this.cursor) {
+      if (!this.paged) {
         this.cursor = page.nextCursor;
         this.hasMore = page.hasMore;
       }
       this.render();
     } catch (err) {
+      if (generation !== this.generation) return;
       if (err.status !== 401 && err.status !== 403) setText($("history-error"), `Could not load your jobs: ${describeError(err)}`);
     }
     this.schedule();
@@ -62,17 +68,21 @@ export class History {
     const button = $("load-more");
     button.disabled = true;
     button.textContent = "Loading…";
+    const generation = this.generation;
     try {
       const page = await this.api.jobs({ limit: PAGE, cursor: this.cursor });
+      if (generation !== this.generation) return;
       for (const job of page.jobs) this.jobs.set(job.id, job);
       this.cursor = page.nextCursor;
       this.hasMore = page.hasMore;
+      this.paged = true;
       setText($("history-error"), "");
     } catch (err) {
-      setText($("history-error"), `Could not load more jobs: ${describeError(err)}`);
+      if (generation === this.generation) setText($("history-error"), `Could not load more jobs: ${describeError(err)}`);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Load more";
     }
-    button.disabled = false;
-    button.textContent = "Load more";
     this.render();
   }
 
@@ -186,7 +196,7 @@ export class History {
         "div",
         { class: "job-card-actions" },
         el("button", { type: "button", class: "btn btn-secondary btn-small", onclick: () => this.hooks.onOpen(job) },
-          job.status === "COMPLETED" ? "Play" : "Open"),
+          job.status === "COMPLETED" && !job.expired ? "Play" : "Open"),
         el("button", { type: "button", class: "btn btn-secondary btn-small", disabled: !job.input, onclick: () => this.hooks.onRerun(job) }, "Re-run"),
         del,
       ),

@@ -80,6 +80,8 @@ export class JobPanel {
   }
 
   update(job) {
+    const warning = $("job-warning");
+    if (warning) warning.remove(); // the server answers again
     this.job = job;
     this.render();
     this.hooks.onUpdate(job);
@@ -194,9 +196,9 @@ export class JobPanel {
 
   renderResult(job, params) {
     const result = job.result;
-    if (!result) {
+    if (!result || job.expired) {
       const why = job.expired ? "The video has expired and was removed from the server." : "No video.";
-      return [el("div", { class: "alert alert-info" }, why)];
+      return [el("div", { class: "alert alert-info", id: "job-expired" }, why)];
     }
     const video = el("video", {
       id: "job-video",
