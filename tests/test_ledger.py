@@ -415,6 +415,36 @@ def test_expired_leases_are_requeued_then_failed_with_refund(db: Database) -> No
     assert balance(db, key.account_id) == 15
 
 
+def test_servers_whose_clocks_disagree_judge_leases_on_the_databases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, shared by servers: one whose clock runs an hour ahead reaps no healthy render, and
+    one an hour behind renews its leases into the future, not into the past."""
+    with throwaway_database("postgresql", tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        try:
+            key = new_key(db, 20)
+            with db.session() as session:
+                jobs.submit(session, key, job())
+                claimed = jobs.claim_next(session, "here", LEASE)
+                assert claimed is not None
+                job_id = claimed.id
+            real = utcnow
+            monkeypatch.setattr(jobs, "utcnow", lambda: real() + timedelta(hours=1))
+            with db.session() as session:
+                assert reap(session) == ([], [])
+            monkeypatch.setattr(jobs, "utcnow", lambda: real() - timedelta(hours=1))
+            with db.session() as session:
+                assert jobs.renew_leases(session, "here", [(job_id, 1)], LEASE) == jobs.Renewal()
+            monkeypatch.setattr(jobs, "utcnow", real)
+            with db.session() as session:
+                assert reap(session) == ([], [])
+                assert session.get_one(Job, job_id).status == "PROCESSING"
+        finally:
+            db.dispose()
+
+
 def test_only_the_lease_holder_renews_and_a_reaped_job_is_lost_to_it(db: Database) -> None:
     key = new_key(db, 20)
     with db.session() as session:

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from openreel.ledger import credits
-from openreel.ledger.tables import ApiKey, Job, JobRecord, new_id, utcnow
+from openreel.ledger.tables import ApiKey, Job, JobRecord, database_now, new_id, utcnow
 
 QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED = "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"
 ACTIVE = (QUEUED, PROCESSING)
@@ -342,7 +342,7 @@ def claim_next(session: Session, owner: str, lease_s: float, worker: str | None 
     job.progress = 0
     job.started_at = utcnow()
     job.lease_owner = owner
-    job.lease_expires_at = utcnow() + timedelta(seconds=lease_s)
+    job.lease_expires_at = database_now(session) + timedelta(seconds=lease_s)
     job.worker = worker
     session.flush()
     return job
@@ -363,7 +363,7 @@ class Renewal:
 
 def renew_leases(session: Session, owner: str, held: list[tuple[str, int]], lease_s: float) -> Renewal:
     """Extend the leases ``owner`` holds on (job id, attempt), and say what became of those it could not."""
-    until = utcnow() + timedelta(seconds=lease_s)
+    until = database_now(session) + timedelta(seconds=lease_s)
     lost: set[tuple[str, int]] = set()
     ended: set[tuple[str, int]] = set()
     for job_id, attempt in held:
@@ -494,7 +494,7 @@ def reap_expired(session: Session, max_attempts: int) -> Reaped:
         select(Job)
         .where(
             Job.status == PROCESSING,
-            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()),
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < database_now(session)),
         )
         # Failures lock their accounts' rows too: in one order, so two reapers cannot deadlock.
         .order_by(Job.account_id, Job.id)

@@ -18,8 +18,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
@@ -27,6 +29,16 @@ from openreel.domain.limits import MAX_IDEMPOTENCY_KEY
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def database_now(session: Session) -> datetime:
+    """Now by the database's clock where servers share it (PostgreSQL): a lease one server sets and
+    another judges is read on one clock, whatever theirs say. SQLite has one server: its clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        now = session.scalar(select(func.now()))
+        assert now is not None
+        return now
+    return utcnow()
 
 
 def new_id() -> str:

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -358,9 +357,8 @@ class Dispatcher:
         return True
 
     def _others_render(self) -> bool:
-        since = utcnow() - timedelta(seconds=self.settings.lease_ttl_s)
         with self.db.read() as session:
-            return servers.others_render(session, self.owner, since)
+            return servers.others_render(session, self.owner, self.settings.lease_ttl_s)
 
     def _prepare(self, preparing: Preparing, grid_scale: float) -> None:
         """On the preparing thread."""
