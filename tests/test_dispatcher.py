@@ -429,29 +429,21 @@ def blocked_preparer(loop: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> threa
     return read
 
 
-def test_a_job_another_server_took_while_it_was_prepared_is_not_started(
-    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    loop, fake, db = dispatcher
-    job_id, _ = queued(db, SPEC)
-    read = blocked_preparer(loop, monkeypatch)
-    loop.start()
-    try:
-        soon(lambda: loop._preparing, "the job being prepared")
-        with db.session() as session:  # its lease ran out and another server claimed the job again
-            job = session.get_one(Job, job_id)
-            job.lease_owner, job.attempts = "another-server", job.attempts + 1
-        soon(lambda: not loop._preparing, "the job let go here")
-        read.set()
-        soon(lambda: not list(loop.settings.data_dir.rglob("*.part")), "what it staged removed")
-        time.sleep(0.5)
-    finally:
-        loop.stop()
-    assert fake.submitted == [] and fake.free_slots() == ["fake-0"]
+def taken_by_another_server(session: Session, job_id: str) -> None:
+    """Its lease ran out and another server claimed the job again."""
+    job = session.get_one(Job, job_id)
+    job.lease_owner, job.attempts = "another-server", job.attempts + 1
 
 
-def test_a_job_cancelled_through_another_server_while_it_was_prepared_gives_its_slot_back(
-    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+def cancelled_through_another_server(session: Session, job_id: str) -> None:
+    assert jobs.end_with_refund(session, job_id, jobs.CANCELLED, "Cancelled by the user")
+
+
+@pytest.mark.parametrize("elsewhere", [taken_by_another_server, cancelled_through_another_server])
+def test_a_job_taken_or_ended_elsewhere_while_it_was_prepared_is_not_started_and_gives_its_slot_back(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+    monkeypatch: pytest.MonkeyPatch,
+    elsewhere: Callable[[Session, str], None],
 ) -> None:
     loop, fake, db = dispatcher
     job_id, _ = queued(db, SPEC)
@@ -460,10 +452,11 @@ def test_a_job_cancelled_through_another_server_while_it_was_prepared_gives_its_
     try:
         soon(lambda: loop._preparing, "the job being prepared")
         with db.session() as session:
-            assert jobs.end_with_refund(session, job_id, jobs.CANCELLED, "Cancelled by the user")
+            elsewhere(session, job_id)
         soon(lambda: not loop._preparing, "the job let go here", 10 * LEASE_S)
         read.set()
         soon(lambda: not list(loop.settings.data_dir.rglob("*.part")), "what it staged removed")
+        time.sleep(0.5)
     finally:
         loop.stop()
     assert fake.submitted == [] and fake.free_slots() == ["fake-0"]
