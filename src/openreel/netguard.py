@@ -206,9 +206,8 @@ def guarded_stream(
                         current = urljoin(current, response.headers.get("location", ""))
                         continue
                     yield response
-                    # A body without a length ends where the connection does: one cut by the deadline
-                    # reads as whole.
-                    if deadline.passed:
+                    # A body read to where the connection ended reads as whole when the deadline cut it.
+                    if deadline.passed and response.is_stream_consumed and _ends_with_connection(response):
                         raise DeadlinePassed(late)
                     return
                 finally:
@@ -218,6 +217,13 @@ def guarded_stream(
                 raise DeadlinePassed(late) from exc
             raise
     raise BlockedURL(f"{url} redirected more than {max_redirects} times")
+
+
+def _ends_with_connection(response: httpx.Response) -> bool:
+    """A body neither sized nor chunked: a cut one ends the same way (a sized or chunked body cut short
+    is an error of httpx's)."""
+    chunked = "chunked" in response.headers.get("transfer-encoding", "").lower()
+    return "content-length" not in response.headers and not chunked
 
 
 def read_limited(

@@ -185,6 +185,9 @@ class Dispatcher:
             finishing.thread.join(max(0.0, deadline - time.monotonic()))
         self.leases.stop()
         self._executor.stop()
+        if self._thread.is_alive():  # stuck (a database call in an outage): its jobs are its own still
+            log.warning("the dispatcher did not stop within 10 s; what its jobs staged stays")
+            return
         # Their leases lapse and another server renders them from the start: what they staged here is
         # nothing's, and no later start of this data dir need find it (other servers may run on it).
         for running in list(self._running.values()):

@@ -18,13 +18,13 @@ from openreel.protocols.apiframe.errors import ApiError
 STATIC = (Path(__file__).parent / "static").resolve()
 # The page and its modules change with the server; always revalidate (cheap: ETag/Last-Modified). The
 # page holds an API key: it runs only its own scripts and styles, talks only to this server, and is
-# never framed. Videos may come from an object store's presigned URLs (any origin); previews of images
-# to upload are blob: URLs.
+# never framed. Videos may come from an object store's presigned URLs (any origin); images shown are
+# blob: URLs of files to upload, or the URLs a job was given (any origin).
 _HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' https: "
-    "http:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data: https: http:; media-src "
+    "'self' https: http:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
