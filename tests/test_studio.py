@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from playwright import sync_api
 
-from support import SERVER_ENV, LiveServer, quick_server, wait_for
+from support import SERVER_ENV, LiveServer, quick_server, until, wait_for
 
 # One worker runs this module, so its module-scoped fixtures start once.
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("studio")]
@@ -115,6 +115,12 @@ def studio(browser: Any, server: LiveServer) -> Iterator[Studio]:
     assert [e for e in studio.errors if "Content Security Policy" in e] == []
 
 
+def ready_state(page: Any) -> int:
+    """The player's readyState, read over the DevTools protocol: ``wait_for_function`` polls with an
+    eval, which the Studio's Content-Security-Policy refuses."""
+    return int(page.evaluate("document.getElementById('job-video').readyState"))
+
+
 def me(server: LiveServer, key: str) -> dict[str, Any]:
     with server.client(key) as client:
         return client.get("/v2/me").json()  # type: ignore[no-any-return]
@@ -192,7 +198,7 @@ def test_generate_with_first_frame_plays_the_video(
     expect(video).to_be_visible()
     src = video.get_attribute("src")
     assert src and "/v2/files/results/" in src
-    page.wait_for_function("document.getElementById('job-video').readyState >= 1", timeout=20_000)
+    until(lambda: ready_state(page) >= 1, 20, "the video's metadata")
     assert page.evaluate("document.getElementById('job-video').duration") == pytest.approx(4.0, abs=0.2)
     expect(page.locator("#job-download")).to_have_attribute("href", src)
     expect(page.locator("#job-notice")).to_contain_text("random weights")
@@ -216,8 +222,8 @@ def test_generate_with_first_frame_plays_the_video(
     assert params["duration"] == 4 and params["aspect_ratio"] == "16:9" and params["resolution"] == "720p"
     assert params["generate_audio"] is True and "/v2/files/uploads/" in params["image"]
 
-    with contextlib.suppress(sync_api.TimeoutError):  # for the screenshot only: let the first frame paint
-        page.wait_for_function("document.getElementById('job-video').readyState >= 4", timeout=5_000)
+    with contextlib.suppress(AssertionError):  # for the screenshot only: let the first frame paint
+        until(lambda: ready_state(page) >= 4, 5, "the video's first frame")
         page.wait_for_timeout(800)  # the player's loading spinner fades out
     studio.screenshot(tmp_path, "studio-happy.png")
     assert studio.errors == []
