@@ -65,6 +65,13 @@ def hooked(url: str, *events: str, **veo_params: str) -> dict[str, Any]:
     return {**body, "webhookEvents": list(events)} if events else body
 
 
+def submit_hooked(client: httpx.Client, url: str, *events: str) -> str:
+    """A hooked job's id, its webhook pending from the moment it is accepted."""
+    job_id: str = client.post("/v2/videos/generate", json=hooked(url, *events)).json()["jobId"]
+    assert client.get(f"/v2/jobs/{job_id}").json()["webhookStatus"] == "pending"
+    return job_id
+
+
 def wait_status(server: LiveServer, key: str, job_id: str, status: str) -> dict[str, object]:
     deadline = time.monotonic() + 30
     with server.client(key) as client:
@@ -82,8 +89,7 @@ def test_progress_and_completed_events_are_signed_and_delivered(
     state, url = receiver
     key = server.new_key()
     with server.client(key) as client:
-        job_id = client.post("/v2/videos/generate", json=hooked(url, "progress", "completed")).json()["jobId"]
-        assert client.get(f"/v2/jobs/{job_id}").json()["webhookStatus"] == "pending"
+        job_id = submit_hooked(client, url, "progress", "completed")
         wait_for(client, job_id)
     wait_status(server, key, job_id, "delivered")
     digest = hashlib.sha256(key.encode()).digest()
@@ -109,8 +115,7 @@ def test_an_end_the_job_did_not_ask_to_hear_of_sends_nothing_and_says_so(
     state, url = receiver
     key = server.new_key()
     with server.client(key) as client:
-        job_id = client.post("/v2/videos/generate", json=hooked(url, "completed")).json()["jobId"]
-        assert client.get(f"/v2/jobs/{job_id}").json()["webhookStatus"] == "pending"
+        job_id = submit_hooked(client, url, "completed")
         assert client.post(f"/v2/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
         job = client.get(f"/v2/jobs/{job_id}").json()
     assert (job["webhookStatus"], job["webhookError"]) == (None, None)

@@ -216,9 +216,8 @@ def _resolve_params(
     elif duration not in model.durations:
         details.add(p + "duration", f"must be one of {', '.join(map(str, model.durations))} for {model.id}")
 
-    aspect_ratio = params.get("aspect_ratio")
-    if aspect_ratio is None:  # given but empty is refused as any other value would be
-        aspect_ratio = "16:9"
+    # Absent or null: the default; given but empty is refused as any other value would be.
+    aspect_ratio = "16:9" if params.get("aspect_ratio") is None else params["aspect_ratio"]
     if aspect_ratio not in model.aspect_ratios:
         details.add(
             p + "aspect_ratio",
@@ -226,9 +225,7 @@ def _resolve_params(
             "(the engine generates only these natively and does not letterbox)",
         )
 
-    resolution = params.get("resolution")
-    if resolution is None:
-        resolution = "720p"
+    resolution = "720p" if params.get("resolution") is None else params["resolution"]
     if resolution not in model.resolutions:
         details.add(p + "resolution", f"must be one of {', '.join(model.resolutions)}")
 
