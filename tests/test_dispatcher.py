@@ -12,9 +12,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import load_catalog
@@ -314,6 +316,42 @@ def test_a_finish_that_lost_to_a_cancel_deletes_every_sample_it_can(
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == jobs.CANCELLED
+
+
+@pytest.mark.parametrize("database_back", [True, False], ids=["read back", "still out of reach"])
+def test_a_completion_whose_commit_raised_after_it_was_applied_keeps_its_videos(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    database_back: bool,
+) -> None:
+    """The connection lost once the database had committed: the job is COMPLETED, and the videos its
+    result names stay, also when whether it names them cannot be read."""
+    loop, fake, db = dispatcher
+    job_id, _ = queued(db, {**SPEC, "sample_count": 2}, cost=6)
+    dispatch(loop)
+    [task] = fake.submitted
+    lost = OperationalError("COMMIT", None, Exception("server closed the connection unexpectedly"))
+
+    def connection_lost(session: Session) -> None:
+        with db.read_engine.connect() as connection:
+            if connection.scalar(select(Job.status).where(Job.id == job_id)) == jobs.COMPLETED:
+                raise lost
+
+    def out_of_reach() -> NoReturn:
+        raise lost
+
+    event.listen(db._sessions, "after_commit", connection_lost)
+    if not database_back:
+        monkeypatch.setattr(db, "read", out_of_reach)
+    with caplog.at_level(logging.ERROR, "openreel.dispatcher"):
+        finish(loop, _rendered(task, failed=set()))
+    event.remove(db._sessions, "after_commit", connection_lost)
+    monkeypatch.undo()
+    assert "server closed the connection unexpectedly" in caplog.text
+    assert status(db, job_id) == jobs.COMPLETED
+    for key in attempt_keys(job_id, 1, 2):
+        assert loop.storage.exists(key)
 
 
 def test_leases_hold_while_the_dispatcher_is_busy_and_lapse_when_the_worker_stops_answering(

@@ -33,7 +33,7 @@ from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor
 from openreel.ledger import jobs, servers
-from openreel.ledger.db import Database
+from openreel.ledger.db import DATABASE_ERRORS, Database
 from openreel.ledger.tables import utcnow
 from openreel.scheduler.eta import RenderTimes, Shape
 from openreel.scheduler.leases import LeaseKeeper
@@ -511,9 +511,22 @@ class Dispatcher:
             self._on_phase("status", time.monotonic() - committed)
         finally:
             # A lost race, or a commit or write that failed (the job is then retried): no job names them.
-            if not won:
+            if not won and not self._named(running.job_id, made):
                 delete_each(self.storage, [sample["key"] for sample in made])
         self._clear(running)
+
+    def _named(self, job_id: str, made: list[dict[str, Any]]) -> bool:
+        """Whether the job's result names the stored samples after all: a commit that raised may have been
+        applied (the connection lost after the database committed). Unknown counts as named: an object
+        nothing names costs disk, a COMPLETED job whose video is gone costs its client the clip."""
+        if not made:
+            return False
+        try:
+            with self.db.read() as session:
+                return jobs.completed_with(session, job_id, made[0]["key"])
+        except DATABASE_ERRORS:
+            log.exception("job %s: whether its result names its videos is unknown; they are kept", job_id)
+            return True
 
     def _fail(self, job_id: str, attempt: int, error: str) -> None:
         with self.db.session() as session:
