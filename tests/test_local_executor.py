@@ -179,6 +179,35 @@ def test_a_slot_out_of_service_loads_again_later_and_brings_the_engine_back(
     assert outages == [1, 2, 1]  # and starts again once it has loaded
 
 
+def test_a_worker_whose_load_hangs_is_stopped_at_the_limit_and_its_slot_taken_out(
+    workers: list[ScriptedWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that never ends (a stalled network mount) would leave the charged jobs queued for ever:
+    past the limit the worker is stopped and its slot is out, and with none left the engine says why, so
+    that they fail with a refund."""
+    monkeypatch.setattr(local, "failure_backoff", lambda failures: 0.5)
+    pair = LocalExecutor(Settings(workers=2, engine_load_timeout_s=1))
+    alone = LocalExecutor(Settings(workers=1, engine_load_timeout_s=1))
+    pair.start()
+    alone.start()
+    workers[0].outbox.append(READY)
+    pair.poll(0)
+    time.sleep(1.1)
+    pair.poll(0)
+    alone.poll(0)
+    assert workers[0].alive and not workers[1].alive and not workers[2].alive  # a loaded one has no limit
+    assert (pair.engine.ready, pair.engine.error, pair.engine.slots) == (True, None, 1)
+    hung = "its worker did not load the engine within 1 s"
+    assert (alone.engine.ready, alone.engine.error, alone.engine.slots) == (False, hung, 0)
+    time.sleep(0.5)
+    pair.poll(0)
+    pair.poll(0)
+    assert len(workers) == 4 and workers[3].alive  # tried again later, with a time of its own to load
+    workers[3].outbox.append(READY)
+    pair.poll(0)
+    assert (pair.engine.ready, pair.engine.slots) == (True, 2)
+
+
 def test_failed_engines_wait_longer_each_time_up_to_a_cap() -> None:
     assert [failure_backoff(n) for n in (1, 2, 3, 5, 6, 40)] == [30, 60, 120, 480, 900, 900]
     assert failure_backoff(2000) == 900  # a slot broken for weeks

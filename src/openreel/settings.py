@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         gt=0,
         description="per video of the job: a render running longer is killed and its job failed and refunded",
     )
+    engine_load_timeout_s: int = Field(
+        default=1800,
+        gt=0,
+        description="a local worker that has not loaded its engine by then is stopped and its slot taken out "
+        "of service (tried again later, as after a failed load); with every slot out, queued jobs fail and "
+        "are refunded",
+    )
     max_attempts: int = Field(
         default=2, ge=1, description="tries of a job whose worker died or whose server stopped mid-render"
     )

@@ -115,6 +115,7 @@ class _Slot:
     outages: int = 0  # times in a row it was taken out of service
     failure: str = DYING  # what its failed starts were, should they take it out
     spawn_at: float = 0.0  # no worker is started in it before then (monotonic), after one could not be
+    loading_since: float = 0.0  # when its worker was started (monotonic): it has until the load limit
 
     @property
     def name(self) -> str:
@@ -148,6 +149,7 @@ class LocalExecutor:
     def start(self) -> None:
         for slot in self._slots:
             slot.worker.start()
+            slot.loading_since = time.monotonic()
 
     def stop(self) -> None:
         self._stopping = True
@@ -197,6 +199,7 @@ class LocalExecutor:
                         slot.seq = None
                     events.append(event)
             if slot.worker.alive:
+                self._check_load_time(slot)
                 continue
             if slot.seq is not None:
                 events.append(m.Lost(slot.seq, "the worker process exited unexpectedly"))
@@ -218,6 +221,14 @@ class LocalExecutor:
             event.name,
             " (random weights: output is noise)" if event.random_weights else "",
         )
+
+    def _check_load_time(self, slot: _Slot) -> None:
+        """A worker whose load hangs (a stalled network file system, a driver that never answers) would
+        keep its slot, and the jobs charged meanwhile, waiting for ever: past the limit it is stopped,
+        and its slot is out of service as after a failed load."""
+        limit = self._settings.engine_load_timeout_s
+        if not slot.ready and slot.error is None and time.monotonic() - slot.loading_since > limit:
+            self._out_of_service(slot, f"its worker did not load the engine within {limit} s")
 
     def _out_of_service(self, slot: _Slot, error: str) -> None:
         slot.ready, slot.error, slot.outages = False, error, slot.outages + 1
@@ -254,6 +265,7 @@ class LocalExecutor:
         try:
             slot.worker = LocalWorker(self._settings, slot.device)
             slot.worker.start()
+            slot.loading_since = time.monotonic()
         except OSError as exc:
             log.exception("%s: starting a worker failed", slot.name)
             slot.failure = f"its worker process cannot be started: {exc}"
