@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event, func, select, update
 
 from openreel.domain.signatures import sign, verify_webhook
-from openreel.ledger import accounts, jobs
+from openreel.ledger import accounts, jobs, tables
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import Job, WebhookDelivery, utcnow
 from openreel.service import webhooks
@@ -442,6 +442,35 @@ def test_a_row_another_server_is_sending_waits_for_its_claim_to_lapse(tmp_path: 
         box.sender.close()
         box.db.dispose()
     assert (row.status, row.attempts, len(state.calls)) == ("delivered", 2, 1)
+
+
+def test_servers_whose_clocks_disagree_judge_claims_on_the_databases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, shared by servers: a server whose clock runs an hour behind takes a due row at once,
+    not an hour later, and the row it claimed is not sent again by one on time while the claim holds,
+    nor by one an hour ahead. (The senders' passes are run by hand: what they claim goes to their
+    queues, and nothing is sent.)"""
+    real = utcnow
+
+    def clock(hours: int) -> None:
+        for module in (tables, webhooks):
+            monkeypatch.setattr(module, "utcnow", lambda: real() + timedelta(hours=hours), raising=False)
+
+    with throwaway_database("postgresql", tmp_path) as url:
+        box = Outbox(tmp_path, url)
+        try:
+            job_id = box.job(box.account(), "http://127.0.0.1:9/hook")
+            clock(-1)
+            box.sender._dispatch()
+            assert (box.rows()[job_id].status, box.sender._work.qsize()) == ("sending", 1)
+            for hours in (0, 1):
+                clock(hours)
+                other = WebhookSender(box.settings, box.db, box.presenter)
+                other._dispatch()
+                assert (box.rows()[job_id].attempts, other._work.qsize()) == (1, 0), hours
+        finally:
+            box.db.dispose()
 
 
 def test_a_try_that_outlives_its_claim_leaves_the_row_to_its_new_claimant(tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ Deliveries run on a small thread pool, so one receiver that hangs costs only its
 ``PER_ACCOUNT`` deliveries of one account and ``PER_TARGET`` to one host:port are in flight at once,
 and a row is claimed (``sending``) only when a worker takes it. A claim is a lease: it lasts one try's
 timeout and a margin, so a row whose server stopped or died mid-try is taken again by any server once
-the claim has lapsed, while no other server sends a row under a live claim (servers' clocks agreeing
-within the margin; delivery is at least once: a try that outlives its claim, or that a stopped server
-cut short, is made again, its last included). A server never tries a row it is still trying. A job's
-events go out in order: a row waits while an earlier row of its job is unfinished. Every error of a
-try (building the request, resolving, connecting, the answer) counts against that delivery alone.
+the claim has lapsed, while no other server sends a row under a live claim (claims set and judged by
+the database's clock on PostgreSQL, whatever the servers' say; delivery is at least once: a try that
+outlives its claim, or that a stopped server cut short, is made again, its last included). A server
+never tries a row it is still trying. A job's events go out in order: a row waits while an earlier row
+of its job is unfinished. Every error of a try (building the request, resolving, connecting, the
+answer) counts against that delivery alone.
 Network errors, DNS failures and every status but 2xx and 410 are retried with exponential backoff;
 a URL that does not parse, a refused target (private address, wrong scheme) and ``410 Gone`` fail at
 once, as retrying cannot help. A progress event that fails once a later event of its job is queued
@@ -40,14 +41,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.event import listen
 from sqlalchemy.orm import Session, aliased
 
 from openreel.domain.signatures import sign
 from openreel.ledger import jobs
 from openreel.ledger.db import Database
-from openreel.ledger.tables import ApiKey, Job, WebhookDelivery, utcnow
+from openreel.ledger.tables import ApiKey, Job, WebhookDelivery, database_now
 from openreel.netguard import BlockedURL, Unresolved, guarded_stream
 from openreel.service.views import Presenter, iso
 from openreel.settings import Settings
@@ -189,7 +190,10 @@ class WebhookSender:
             return
         base_url = (self.settings.public_url or job.base_url or self.base_url).rstrip("/")
         body = json.dumps(payload(event, job, self.presenter, base_url))
-        session.add(WebhookDelivery(job_id=job_id, event=event, url=job.webhook_url, body=body))
+        due = database_now(session)
+        session.add(
+            WebhookDelivery(job_id=job_id, event=event, url=job.webhook_url, body=body, next_attempt_at=due)
+        )
         # Woken once the row is committed: a pass before that cannot see it, and the next is seconds away.
         # Registered once per session however many events it adds (SQLAlchemy keys it by the listener).
         listen(session, "after_commit", self._woken)
@@ -266,7 +270,7 @@ class WebhookSender:
             .where(
                 # A sending row whose claim lapsed is due again (its server stopped or died mid-try).
                 WebhookDelivery.status.in_(UNFINISHED),
-                WebhookDelivery.next_attempt_at <= utcnow(),
+                WebhookDelivery.next_attempt_at <= bindparam("now"),
                 ~unfinished_before,
                 Job.account_id.not_in(full_accounts),
             )
@@ -278,11 +282,12 @@ class WebhookSender:
         try:
             # Read without the write lock, so an idle pass never holds up a writer; the claim writes.
             with self.db.read() as session:
+                now = database_now(session)
                 after = 0
                 # Pages by id, so that rows for targets already at their bound (filtered here, not in
                 # SQL) cannot hide the rows behind them.
                 for page in range(PAGES):
-                    due = session.execute(due_rows.where(WebhookDelivery.id > after)).all()
+                    due = session.execute(due_rows.where(WebhookDelivery.id > after), {"now": now}).all()
                     for row_id, job_id, event, url, body, attempts, key_hash, account_id in due:
                         after = row_id
                         if len(reserved) == free:
@@ -318,9 +323,9 @@ class WebhookSender:
     def _claim(self, reserved: list[Delivery]) -> set[int]:
         """The ids of the rows claimed here: those no server has claimed since they were read (every
         claim counts a try begun, so ``attempts`` tells). The claim lasts until ``next_attempt_at``."""
-        now = utcnow()
-        until = now + timedelta(seconds=self.settings.webhook_timeout_s + CLAIM_MARGIN_S)
         with self.db.session() as session:
+            now = database_now(session)
+            until = now + timedelta(seconds=self.settings.webhook_timeout_s + CLAIM_MARGIN_S)
             connection = session.connection()
             return {
                 delivery.id
@@ -389,7 +394,8 @@ class WebhookSender:
                     update(WebhookDelivery)
                     .where(*self._still_ours(delivery))
                     .values(
-                        status="pending", next_attempt_at=utcnow() + timedelta(seconds=UNRECORDED_RETRY_S)
+                        status="pending",
+                        next_attempt_at=database_now(session) + timedelta(seconds=UNRECORDED_RETRY_S),
                     )
                 )
             self._retry_in(UNRECORDED_RETRY_S)
@@ -455,7 +461,7 @@ class WebhookSender:
             else:
                 row.status = "pending"
                 retry_s = min(FIRST_RETRY_S * 2 ** (row.attempts - 1), MAX_RETRY_S)
-                row.next_attempt_at = utcnow() + timedelta(seconds=retry_s)
+                row.next_attempt_at = database_now(session) + timedelta(seconds=retry_s)
                 log.warning("webhook %s for job %s: %s (try %d)", event, job_id, error, row.attempts)
             if event != "progress":
                 job = session.get(Job, job_id)
