@@ -141,8 +141,8 @@ def test_redirect_chains_are_checked_at_every_hop(
     port, hits = local_host
     real_resolve = netguard.resolve
 
-    def resolve(host: str, port_: int, allow_private: bool) -> str:
-        return "127.0.0.1" if host == "cdn.test" else real_resolve(host, port_, allow_private)
+    def resolve(host: str, port_: int, allow_private: bool, timeout_s: float) -> str:
+        return "127.0.0.1" if host == "cdn.test" else real_resolve(host, port_, allow_private, timeout_s)
 
     monkeypatch.setattr(netguard, "resolve", resolve)
     hits.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -115,12 +116,33 @@ def test_connections_go_to_the_checked_address(monkeypatch: pytest.MonkeyPatch) 
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
-    url, headers, extensions = pin_url("https://images.example.com/a.png?x=1", allow_private=False)
+    url, headers, extensions = pin_url("https://images.example.com/a.png?x=1", False, timeout_s=5)
     assert url == "https://93.184.216.34:443/a.png?x=1"
     assert headers == {"Host": "images.example.com"} and extensions == {"sni_hostname": "images.example.com"}
     assert calls == ["images.example.com"]
     with pytest.raises(BlockedURL, match="credentials"):
-        pin_url("http://user:pw@images.example.com/a.png", allow_private=False)
+        pin_url("http://user:pw@images.example.com/a.png", False, timeout_s=5)
+
+
+def test_a_resolver_that_does_not_answer_is_given_the_fetch_s_time_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getaddrinfo has no timeout: a name server that never answers must not hold a fetch (or a
+    submission, or a delivery) past its own time."""
+    released = threading.Event()
+
+    def silent(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        released.wait(30)
+        raise socket.gaierror("no answer")
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent)
+    started = time.monotonic()
+    try:
+        with pytest.raises(InputError, match=r"resolving host 'images\.example\.com' took longer than 1 s"):
+            fetch("https://images.example.com/a.png", Settings(fetch_timeout_s=1.0), max_bytes=1000)
+    finally:
+        released.set()
+    assert time.monotonic() - started < 5
 
 
 def test_the_host_header_survives_pinning(host: str) -> None:

@@ -15,6 +15,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -61,12 +63,30 @@ def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
-def resolve(host: str, port: int, allow_private: bool) -> str:
-    """One address of ``host`` to connect to, after checking all of them."""
+def _lookup(host: str, port: int, timeout_s: float) -> list[Any]:
+    """``getaddrinfo`` within ``timeout_s``: it has no timeout of its own, and a resolver that does not
+    answer would hold the request or delivery waiting on it for as long as the system's resolver tries
+    (minutes, with several name servers). The lookup runs on a thread of its own, left to end alone."""
+    answer: Future[list[Any]] = Future()
+
+    def look_up() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:
+            answer.set_exception(exc)
+
+    threading.Thread(target=look_up, name="openreel-resolve", daemon=True).start()
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return answer.result(max(timeout_s, 0.0))
+    except FutureTimeout as exc:
+        raise Unresolved(f"resolving host {host!r} took longer than {round(timeout_s, 1):g} s") from exc
     except socket.gaierror as exc:
         raise Unresolved(f"cannot resolve host {host!r}") from exc
+
+
+def resolve(host: str, port: int, allow_private: bool, timeout_s: float) -> str:
+    """One address of ``host`` to connect to, after checking all of them."""
+    infos = _lookup(host, port, timeout_s)
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not allow_private:
         for address in addresses:
@@ -80,7 +100,7 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     return str(addresses[0])
 
 
-def pin_url(url: str, allow_private: bool) -> tuple[str, dict[str, str], dict[str, str]]:
+def pin_url(url: str, allow_private: bool, timeout_s: float) -> tuple[str, dict[str, str], dict[str, str]]:
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -90,7 +110,7 @@ def pin_url(url: str, allow_private: bool) -> tuple[str, dict[str, str], dict[st
         raise BlockedURL(f"only http(s) URLs are accepted, got {url!r}")
     if parts.username or parts.password:
         raise BlockedURL("URLs with credentials are not accepted")
-    ip = resolve(parts.hostname, port, allow_private)
+    ip = resolve(parts.hostname, port, allow_private, timeout_s)
     literal = f"[{ip}]" if ":" in ip else ip
     pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
@@ -188,7 +208,7 @@ def guarded_stream(
         current = url
         try:
             for _ in range(max_redirects + 1):
-                pinned, host, extensions = pin_url(current, allow_private)
+                pinned, host, extensions = pin_url(current, allow_private, deadline.at - time.monotonic())
                 remaining = deadline.at - time.monotonic()
                 if remaining <= 0:
                     raise DeadlinePassed(late)

@@ -30,6 +30,9 @@ from openreel.service.views import result_keys
 from openreel.storage.base import delete_each
 from openreel.storage.images import InputError, fetch
 
+# A webhook host that has not resolved by then at submit is left to the deliveries, which try it again.
+SUBMIT_RESOLVE_S = 2.0
+
 
 class EngineUnavailable(Exception):
     """The configured engine failed to load; nothing is charged."""
@@ -118,7 +121,7 @@ def check_webhook_target(svc: Services, details: Details, path: str, url: str) -
     """A webhook that could never be delivered (a refused address) is refused at submit; a host that
     does not resolve yet may by the time the job ends, and its deliveries are retried."""
     try:
-        pin_url(url, svc.settings.allow_private_urls)
+        pin_url(url, svc.settings.allow_private_urls, SUBMIT_RESOLVE_S)
     except Unresolved:
         pass
     except BlockedURL as exc:
