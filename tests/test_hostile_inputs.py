@@ -23,10 +23,11 @@ from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Job, Upload
-from openreel.protocols.shaped_routes import DATABASE_DOWN
+from openreel.protocols.shaped_routes import DATABASE_DOWN, STORE_DOWN
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
 from openreel.service.standing import Standings
 from openreel.settings import Settings
+from openreel.storage.base import StorageUnavailable
 
 from databases import DIALECTS, throwaway_database
 from quick import QuickExecutor
@@ -424,8 +425,8 @@ def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
     submitted = apiframe(app, key, {**BASE, "veoParams": {"duration": 4}})
     for answer in (apiframe_list, google, openai, submitted):
         assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
-    assert apiframe_list.json() == submitted.json() == {"error": DATABASE_DOWN}
-    assert google.json()["error"] == {"code": 503, "message": DATABASE_DOWN, "status": "UNAVAILABLE"}
+    assert apiframe_list.json() == submitted.json() == {"error": DATABASE_DOWN.message}
+    assert google.json()["error"] == {"code": 503, "message": DATABASE_DOWN.message, "status": "UNAVAILABLE"}
     assert openai.json()["error"]["code"] == "database_unavailable"
     assert openai.headers.get("x-should-retry") != "false"
 
@@ -445,6 +446,40 @@ def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
     monkeypatch.setattr(services.db, "read", broken)
     with pytest.raises(OperationalError, match="no such table"):
         app.get("/v2/jobs", headers={"X-API-Key": key})
+
+
+def test_the_file_store_out_of_reach_is_a_503_to_retry_in_each_surfaces_shape(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 not answering, or refusing the credentials: neither the request's fault nor a crash, and
+    nothing is charged."""
+    key = new_key(app)
+    services = app.app.state.services  # type: ignore[attr-defined]
+    upload = app.post(
+        "/v2/uploads", headers={"X-API-Key": key}, files={"file": ("a.png", png(64, 64), "image/png")}
+    ).json()
+
+    def out_of_reach(*args: object, **kwargs: object) -> None:
+        raise StorageUnavailable("looking up uploads/x.png in S3: AccessDenied")
+
+    for method in ("exists", "serve", "commit"):
+        monkeypatch.setattr(services.storage, method, out_of_reach)
+    served = app.get(upload["url"])
+    submitted = apiframe(app, key, {**BASE, "veoParams": {"duration": 4, "image": upload["url"]}})
+    referenced = openai(app, key, {"prompt": "p", "input_reference": {"file_id": upload["id"]}})
+    inline = base64.b64encode(png(8, 8)).decode()
+    image = {"bytesBase64Encoded": inline, "mimeType": "image/png"}
+    google_submit = google(app, key, {"instances": [{"prompt": "p", "image": image}]})
+    for answer in (served, submitted, referenced, google_submit):
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
+    assert served.json() == submitted.json() == {"error": STORE_DOWN.message}
+    assert referenced.json()["error"]["code"] == "storage_unavailable"
+    assert google_submit.json()["error"] == {
+        "code": 503,
+        "message": STORE_DOWN.message,
+        "status": "UNAVAILABLE",
+    }
+    assert credits(app, key) == CREDITS
 
 
 def test_an_upload_whose_file_cannot_be_stored_leaves_no_row_or_one_naming_what_may_be_left(

@@ -99,7 +99,8 @@ def test_uploads_and_results_live_in_the_bucket(s3_server: LiveServer, s3_endpoi
 
 
 def test_a_missing_object_is_gone_and_a_store_out_of_reach_is_not(s3_endpoint: str, tmp_path: Path) -> None:
-    """What a job's preparation tells apart: a file that is not there fails the job, an outage does not."""
+    """What a job's preparation (and a request) tells apart: a file that is not there fails the job, an
+    outage does not (a request meeting it is a 503 to retry)."""
     options = {"spool_dir": tmp_path, "region": "us-east-1", "access_key_id": "t", "secret_access_key": "t"}
     storage = S3Storage(bucket=BUCKET, endpoint_url=s3_endpoint, **options)
     with pytest.raises(FileNotFoundError):
@@ -107,6 +108,9 @@ def test_a_missing_object_is_gone_and_a_store_out_of_reach_is_not(s3_endpoint: s
     denied = S3Storage(bucket="no-such-bucket", endpoint_url=s3_endpoint, **options)
     with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
         denied.read_bytes("uploads/never.png")
+    assert not storage.exists("uploads/never.png")
     unreachable = S3Storage(bucket=BUCKET, endpoint_url=f"http://127.0.0.1:{free_port()}", **options)
     with pytest.raises(StorageUnavailable, match="Could not connect"):
         unreachable.read_bytes("uploads/never.png")
+    with pytest.raises(StorageUnavailable, match=r"looking up uploads/never\.png in S3: Could not connect"):
+        unreachable.exists("uploads/never.png")

@@ -18,7 +18,7 @@ from openreel.ledger.db import DATABASE_ERRORS, Database, migrate
 from openreel.protocols import metrics_route
 from openreel.protocols.apiframe import account, errors, files, jobs, models, uploads, videos
 from openreel.protocols.google import routes as google
-from openreel.protocols.guards import BodyGuard, NoSniff, database_down
+from openreel.protocols.guards import BodyGuard, NoSniff, database_down, store_down
 from openreel.protocols.openai import routes as openai_videos
 from openreel.scheduler.dispatcher import Dispatcher
 from openreel.scheduler.housekeeping import Housekeeper
@@ -33,6 +33,7 @@ from openreel.service.views import RANDOM_WEIGHTS_NOTICE, Presenter
 from openreel.service.webhooks import WebhookSender
 from openreel.settings import Settings
 from openreel.storage import make_storage
+from openreel.storage.base import StorageUnavailable
 from openreel.storage.owner import Ownership
 from openreel.storage.signing import Signer
 from openreel.studio import routes as studio
@@ -127,6 +128,7 @@ def create_app(
     errors.install(app)
     for error_class in DATABASE_ERRORS:
         app.add_exception_handler(error_class, database_down)
+    app.add_exception_handler(StorageUnavailable, store_down)
     # The last added runs first: nosniff also reaches the guard's own 413s.
     app.add_middleware(BodyGuard)
     app.add_middleware(NoSniff)

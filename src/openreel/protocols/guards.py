@@ -10,7 +10,8 @@ Content-Length over the cap is a 413 before anything is read, a chunked body a 4
 count passes the cap (the guard itself holds no bytes), both in the protocol's own error shape.
 
 A request that meets the database down, here or in a route, is a 503 in its protocol's shape too
-(``database_down``, the app's handler of ``DATABASE_ERRORS``).
+(``database_down``, the app's handler of ``DATABASE_ERRORS``), as is one that meets the file store out
+of reach (``store_down``, of ``StorageUnavailable``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from openreel.ledger.db import DATABASE_ERRORS, unavailable
 from openreel.protocols.apiframe import errors as apiframe
 from openreel.protocols.google import wire as google
 from openreel.protocols.openai import wire as openai
+from openreel.protocols.shaped_routes import DATABASE_DOWN, STORE_DOWN, Outage
 from openreel.service.services import Services
 from openreel.settings import Settings
 
@@ -74,11 +76,11 @@ def _bearer(conn: HTTPConnection) -> str | None:
 @dataclass(frozen=True)
 class Wire:
     """Where a wire protocol carries its API key, its 413 for a body over ``limit`` bytes, and its 503
-    for a request that met the database down."""
+    for a request that met the database or the file store down."""
 
     key: Callable[[HTTPConnection], str | None]
     too_large: Callable[[int], Response]
-    database_down: Callable[[], Response]
+    unavailable: Callable[[Outage], Response]
 
 
 APIFRAME = Wire(
@@ -86,21 +88,21 @@ APIFRAME = Wire(
     too_large=lambda limit: JSONResponse(
         {"error": f"Request body too large: the limit is {limit} bytes"}, status_code=413
     ),
-    database_down=apiframe.database_down,
+    unavailable=apiframe.unavailable,
 )
 GOOGLE = Wire(
     key=lambda conn: conn.headers.get("x-goog-api-key") or conn.query_params.get("key"),
     too_large=lambda limit: google.GoogleError(
         413, f"Request payload size exceeds the limit: {limit} bytes.", status="INVALID_ARGUMENT"
     ).response(),
-    database_down=google.database_down,
+    unavailable=google.unavailable,
 )
 OPENAI = Wire(
     key=_bearer,
     too_large=lambda limit: openai.OpenAIError(
         413, f"The request body is too large: the limit is {limit} bytes.", code="request_too_large"
     ).response(),
-    database_down=openai.database_down,
+    unavailable=openai.unavailable,
 )
 
 
@@ -116,7 +118,14 @@ async def database_down(request: Request, exc: Exception) -> Response:
     """The app's handler of ``DATABASE_ERRORS``: a request that met the database down is a 503 in its
     protocol's shape; a fault of the query or the schema is raised on, to be the 500 it is."""
     check_database_down(exc)
-    return wire_of(request.scope["path"]).database_down()
+    return wire_of(request.scope["path"]).unavailable(DATABASE_DOWN)
+
+
+async def store_down(request: Request, exc: Exception) -> Response:
+    """The app's handler of ``StorageUnavailable``: the file store out of reach (S3 not answering, or
+    refusing the credentials) is a 503 in the protocol's shape, the request to be tried again."""
+    log.error("a request met the file store out of reach", exc_info=exc)
+    return wire_of(request.scope["path"]).unavailable(STORE_DOWN)
 
 
 def wire_of(path: str) -> Wire:
@@ -218,7 +227,7 @@ class BodyGuard:
             key = await svc.keys.find(raw_key) if raw_key else None
         except DATABASE_ERRORS as exc:
             check_database_down(exc)
-            await wire.database_down()(scope, receive, send)
+            await wire.unavailable(DATABASE_DOWN)(scope, receive, send)
             return
         if key is None or not key.active:
             await self.app(_without_body(scope), _empty_body(receive), send)

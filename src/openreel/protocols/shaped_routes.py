@@ -1,10 +1,11 @@
 """Routes that answer in their surface's own error shape (Google's and OpenAI's), and the words every
 surface, Apiframe's included, has for a body sent without its JSON Content-Type and for the database
-down."""
+or the file store down."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request, Response
@@ -16,8 +17,23 @@ from starlette.exceptions import HTTPException
 # one, sends application/x-www-form-urlencoded unless told otherwise).
 AS_JSON = "as JSON with the header Content-Type: application/json"
 SEND_JSON = f"Send the body {AS_JSON}"
-# A request that met the database down (``ledger.db.unavailable``): a 503 in each surface's shape.
-DATABASE_DOWN = "The database is unavailable for now: try again in a few seconds."
+
+
+@dataclass(frozen=True)
+class Outage:
+    """What a request met down, said as a 503 in each surface's shape (``code``: OpenAI's error code)."""
+
+    message: str
+    code: str
+
+
+# The database down (``ledger.db.unavailable``), or the file store out of reach (``StorageUnavailable``).
+DATABASE_DOWN = Outage(
+    "The database is unavailable for now: try again in a few seconds.", "database_unavailable"
+)
+STORE_DOWN = Outage(
+    "The file store is out of reach for now: try again in a few seconds.", "storage_unavailable"
+)
 # For a refusal that holds only for now (the database down, a job of the account's to end, an image
 # fetch slot to free up): when the same request may pass.
 RETRY_SOON = {"Retry-After": "5"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,30 @@ class S3Storage:
         finally:
             staged.unlink(missing_ok=True)
 
-    def _head(self, key: str) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
+    @staticmethod
+    @contextmanager
+    def _asking(doing: str, key: str) -> Iterator[None]:
+        """S3's failures in openreel's terms: an object that is not there is ``FileNotFoundError``, any
+        other (no connection, a read cut short, the bucket missing, the credentials refused)
+        ``StorageUnavailable``. Credentials without ``s3:ListBucket`` get a 403 for a missing object:
+        that reads as the store refusing."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
+            yield
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in MISSING:
-                return None
-            raise
-        except ValueError:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in MISSING:
+                raise FileNotFoundError(key) from exc
+            raise StorageUnavailable(f"{doing} {key} in S3: {code}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"{doing} {key} in S3: {exc}") from exc
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            with self._asking("looking up", key):
+                return self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (FileNotFoundError, ValueError):
             return None
 
     def exists(self, key: str) -> bool:
@@ -82,17 +97,8 @@ class S3Storage:
         self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def read_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        with self._asking("reading", key):
             return self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code in MISSING:
-                raise FileNotFoundError(key) from exc
-            raise StorageUnavailable(f"reading {key} from S3: {code}") from exc
-        except BotoCoreError as exc:  # no connection, a read cut short
-            raise StorageUnavailable(f"reading {key} from S3: {exc}") from exc
 
     def signed_url(self, key: str, ttl_s: int) -> str | None:
         return self._s3.generate_presigned_url(
@@ -111,7 +117,11 @@ class S3Storage:
             if disposition:
                 params["ResponseContentDisposition"] = disposition
             return Redirect(self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=300))
-        body = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        try:
+            with self._asking("reading", key):
+                body = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except FileNotFoundError:  # deleted since the look-up
+            return None
 
         def chunks() -> Iterator[bytes]:
             try:

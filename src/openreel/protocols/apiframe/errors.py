@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openreel.protocols.apiframe.schemas import GenerateVideoRequest, VeoParams
 from openreel.protocols.shaped_routes import (
-    DATABASE_DOWN,
     RETRY_SOON,
     SEND_JSON,
+    Outage,
     unread_body,
 )
 
@@ -70,8 +70,8 @@ def _message(err: dict[str, Any]) -> str:
     return str(err["msg"])
 
 
-def database_down() -> Response:
-    return JSONResponse({"error": DATABASE_DOWN}, status_code=503, headers=RETRY_SOON)
+def unavailable(outage: Outage) -> Response:
+    return JSONResponse({"error": outage.message}, status_code=503, headers=RETRY_SOON)
 
 
 def install(app: FastAPI) -> None:

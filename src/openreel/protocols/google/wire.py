@@ -22,7 +22,7 @@ from openreel.ledger.tables import JobRecord
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import GOOGLE_MODEL_EXAMPLES, catalog_model_id
-from openreel.protocols.shaped_routes import DATABASE_DOWN, RETRY_SOON, SEND_JSON, WireError, unread_body
+from openreel.protocols.shaped_routes import RETRY_SOON, SEND_JSON, Outage, WireError, unread_body
 from openreel.protocols.submission import try_again_soon
 from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable
@@ -542,8 +542,8 @@ def materialize(
     return replace(spec, image=image, last_frame=last, reference_images=refs)
 
 
-def database_down() -> JSONResponse:
-    return GoogleError(503, DATABASE_DOWN, headers=RETRY_SOON).response()
+def unavailable(outage: Outage) -> JSONResponse:
+    return GoogleError(503, outage.message, headers=RETRY_SOON).response()
 
 
 def refusal(exc: Exception) -> GoogleError:

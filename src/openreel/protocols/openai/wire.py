@@ -19,7 +19,7 @@ from openreel.ledger.tables import JobRecord, Upload, utcnow
 from openreel.protocols.inline_images import PENDING_IMAGE_URL, InlineImage, check_image, decode_base64
 from openreel.protocols.job_ids import hex_id, parse_job_id
 from openreel.protocols.model_ids import catalog_model_id
-from openreel.protocols.shaped_routes import DATABASE_DOWN, RETRY_SOON, WireError
+from openreel.protocols.shaped_routes import RETRY_SOON, Outage, WireError
 from openreel.protocols.submission import try_again_soon
 from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.job_service import EngineUnavailable, take_images
@@ -431,12 +431,12 @@ def materialize(svc: Services, account_id: str, base_url: str, create: Create) -
     return VideoSpec.from_json({**create.spec.to_json(), "image": url})
 
 
-def database_down() -> JSONResponse:
+def unavailable(outage: Outage) -> JSONResponse:
     return OpenAIError(
         503,
-        DATABASE_DOWN,
+        outage.message,
         type="server_error",
-        code="database_unavailable",
+        code=outage.code,
         retry=True,
         headers=RETRY_SOON,
     ).response()
