@@ -236,12 +236,6 @@ def status_of(session: Session, job_id: str) -> str | None:
     return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
-def completed_with(session: Session, job_id: str, key: str) -> bool:
-    """Whether the job is COMPLETED with ``key`` as its result's video."""
-    job = session.get(Job, job_id)
-    return job is not None and job.status == COMPLETED and (job.result or {}).get("key") == key
-
-
 def _before(created_at: datetime, job_id: str, *, later: bool = False) -> ColumnElement[bool]:
     """Jobs before (or ``later``: after) (created_at, id) in creation order (the queue's, and the pages'
     cursors), as a row-value comparison: SQLite counts 3,000 queued jobs with it in an eighth of the

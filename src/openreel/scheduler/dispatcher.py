@@ -33,7 +33,7 @@ from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor
 from openreel.ledger import jobs, servers
-from openreel.ledger.db import DATABASE_ERRORS, Database
+from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.scheduler.eta import RenderTimes, Shape
 from openreel.scheduler.leases import LeaseKeeper
@@ -485,7 +485,7 @@ class Dispatcher:
         started = time.monotonic()
         samples = [dict(sample) for sample in media["samples"]]
         made: list[dict[str, Any]] = []
-        won = False
+        won = committing = False
         try:
             for sample, staged, key in zip(samples, running.staged, running.keys, strict=True):
                 if "error" not in sample:
@@ -507,26 +507,22 @@ class Dispatcher:
                 )
                 if completed:
                     self._on_job_event(session, running.job_id, "completed")
+                committing = completed
             won = completed  # only once the transaction committed
             self._on_phase("status", time.monotonic() - committed)
         finally:
-            # A lost race, or a commit or write that failed (the job is then retried): no job names them.
-            if not won and not self._named(running.job_id, made):
+            # A lost race, or a write that failed (the job is then retried): no job names them. A commit
+            # that raised may have been applied all the same (the connection lost once the database had
+            # it, or is still applying it): its videos are kept, as an object nothing names costs disk
+            # and a COMPLETED job whose video is gone costs its client the clip.
+            if committing and not won:
+                log.error(
+                    "job %s: whether its completion was committed is unknown; its videos are kept",
+                    running.job_id,
+                )
+            elif not won:
                 delete_each(self.storage, [sample["key"] for sample in made])
         self._clear(running)
-
-    def _named(self, job_id: str, made: list[dict[str, Any]]) -> bool:
-        """Whether the job's result names the stored samples after all: a commit that raised may have been
-        applied (the connection lost after the database committed). Unknown counts as named: an object
-        nothing names costs disk, a COMPLETED job whose video is gone costs its client the clip."""
-        if not made:
-            return False
-        try:
-            with self.db.read() as session:
-                return jobs.completed_with(session, job_id, made[0]["key"])
-        except DATABASE_ERRORS:
-            log.exception("job %s: whether its result names its videos is unknown; they are kept", job_id)
-            return True
 
     def _fail(self, job_id: str, attempt: int, error: str) -> None:
         with self.db.session() as session:
