@@ -7,6 +7,7 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from types import SimpleNamespace
 
 import pytest
 
@@ -184,23 +185,29 @@ def test_a_worker_whose_load_hangs_is_stopped_at_the_limit_and_its_slot_taken_ou
 ) -> None:
     """A load that never ends (a stalled network mount) would leave the charged jobs queued for ever:
     past the limit the worker is stopped and its slot is out, and with none left the engine says why, so
-    that they fail with a refund."""
-    monkeypatch.setattr(local, "failure_backoff", lambda failures: 0.5)
-    pair = LocalExecutor(Settings(workers=2, engine_load_timeout_s=1))
-    alone = LocalExecutor(Settings(workers=1, engine_load_timeout_s=1))
+    that they fail with a refund. The executor's clock is the test's."""
+    now = [1000.0]
+    monkeypatch.setattr(local, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep))
+    monkeypatch.setattr(local, "failure_backoff", lambda failures: 30.0)
+    pair = LocalExecutor(Settings(workers=2, engine_load_timeout_s=60))
+    alone = LocalExecutor(Settings(workers=1, engine_load_timeout_s=60))
     pair.start()
     alone.start()
     workers[0].outbox.append(READY)
+    now[0] += 60
     pair.poll(0)
-    time.sleep(1.1)
+    alone.poll(0)
+    assert all(worker.alive for worker in workers)  # at the limit, not past it
+    now[0] += 1
     pair.poll(0)
     alone.poll(0)
     assert workers[0].alive and not workers[1].alive and not workers[2].alive  # a loaded one has no limit
     assert (pair.engine.ready, pair.engine.error, pair.engine.slots) == (True, None, 1)
-    hung = "its worker did not load the engine within 1 s"
+    hung = "its worker did not load the engine within 60 s"
     assert (alone.engine.ready, alone.engine.error, alone.engine.slots) == (False, hung, 0)
-    time.sleep(0.5)
+    now[0] += 30
     pair.poll(0)
+    now[0] += 59
     pair.poll(0)
     assert len(workers) == 4 and workers[3].alive  # tried again later, with a time of its own to load
     workers[3].outbox.append(READY)
