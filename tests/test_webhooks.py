@@ -449,8 +449,8 @@ def test_servers_whose_clocks_disagree_judge_claims_on_the_databases(
 ) -> None:
     """PostgreSQL, shared by servers: a server whose clock runs an hour behind takes a due row at once,
     not an hour later, and the row it claimed is not sent again by one on time while the claim holds,
-    nor by one an hour ahead. (The senders' passes are run by hand: what they claim goes to their
-    queues, and nothing is sent.)"""
+    nor by one an hour ahead; a row is queued due at the database's now. (The senders' passes are run
+    by hand: what they claim goes to their queues, and nothing is sent.)"""
     real = utcnow
 
     def clock(hours: int) -> None:
@@ -469,6 +469,12 @@ def test_servers_whose_clocks_disagree_judge_claims_on_the_databases(
                 other = WebhookSender(box.settings, box.db, box.presenter)
                 other._dispatch()
                 assert (box.rows()[job_id].attempts, other._work.qsize()) == (1, 0), hours
+            with box.db.session() as session:  # an event is due from the database's now(), the transaction's
+                began = session.scalar(select(func.now()))
+                box.sender.enqueue(session, job_id, "failed")
+            with box.db.read() as session:
+                newest = select(WebhookDelivery.next_attempt_at).order_by(WebhookDelivery.id.desc()).limit(1)
+                assert session.scalar(newest) == began
         finally:
             box.db.dispose()
 
