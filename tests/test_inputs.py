@@ -7,10 +7,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from openreel import netguard
 from openreel.netguard import BlockedURL, pin_url
 from openreel.settings import Settings
 from openreel.storage.images import InputError, decode_image, fetch
@@ -112,6 +114,8 @@ def test_connections_go_to_the_checked_address(monkeypatch: pytest.MonkeyPatch) 
     calls: list[str] = []
 
     def fake_getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if kwargs.get("flags") == socket.AI_NUMERICHOST:
+            raise socket.gaierror("not an address")
         calls.append(host)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
 
@@ -128,10 +132,15 @@ def test_a_resolver_that_does_not_answer_is_given_the_fetch_s_time_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """getaddrinfo has no timeout: a name server that never answers must not hold a fetch (or a
-    submission, or a delivery) past its own time."""
+    submission, or a delivery) past its own time, nor its lookups pile up threads."""
     released = threading.Event()
+    monkeypatch.setattr(netguard, "_LOOKUPS", threading.BoundedSemaphore(1))
 
-    def silent(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+    real = socket.getaddrinfo
+
+    def silent(host: str, *args: Any, **kwargs: Any) -> list[tuple[object, ...]]:
+        if kwargs.get("flags") == socket.AI_NUMERICHOST:
+            return real(host, *args, **kwargs)  # no name server asked
         released.wait(30)
         raise socket.gaierror("no answer")
 
@@ -140,6 +149,11 @@ def test_a_resolver_that_does_not_answer_is_given_the_fetch_s_time_alone(
     try:
         with pytest.raises(InputError, match=r"resolving host 'images\.example\.com' took longer than 1 s"):
             fetch("https://images.example.com/a.png", Settings(fetch_timeout_s=1.0), max_bytes=1000)
+        # The first lookup still waits on the name server, holding the one slot here.
+        with pytest.raises(InputError, match="too many name lookups are under way"):
+            fetch("https://images.example.com/b.png", Settings(fetch_timeout_s=0.5), max_bytes=1000)
+        with pytest.raises(InputError, match="non-public"):  # an address needs no lookup, nor a slot
+            fetch("https://10.1.2.3/a.png", Settings(fetch_timeout_s=0.5), max_bytes=1000)
     finally:
         released.set()
     assert time.monotonic() - started < 5

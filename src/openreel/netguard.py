@@ -63,10 +63,21 @@ def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
+# Name lookups under way at once in this process. One that outlives its caller's time runs on until the
+# system's resolver gives up (half a minute with glibc's defaults): a host whose name servers never answer
+# must not pile up threads, one per request naming it.
+_LOOKUPS = threading.BoundedSemaphore(32)
+
+
 def _lookup(host: str, port: int, timeout_s: float) -> list[Any]:
     """``getaddrinfo`` within ``timeout_s``: it has no timeout of its own, and a resolver that does not
-    answer would hold the request or delivery waiting on it for as long as the system's resolver tries
-    (minutes, with several name servers). The lookup runs on a thread of its own, left to end alone."""
+    answer would hold the request or delivery waiting on it for as long as the system's resolver tries.
+    A name is looked up on a thread of its own, left to end alone; an address needs no lookup."""
+    timeout_s = max(timeout_s, 0.0)
+    with suppress(socket.gaierror):
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    if not _LOOKUPS.acquire(timeout=timeout_s):
+        raise Unresolved(f"cannot resolve host {host!r} now: too many name lookups are under way")
     answer: Future[list[Any]] = Future()
 
     def look_up() -> None:
@@ -74,10 +85,12 @@ def _lookup(host: str, port: int, timeout_s: float) -> list[Any]:
             answer.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
         except BaseException as exc:
             answer.set_exception(exc)
+        finally:
+            _LOOKUPS.release()
 
     threading.Thread(target=look_up, name="openreel-resolve", daemon=True).start()
     try:
-        return answer.result(max(timeout_s, 0.0))
+        return answer.result(timeout_s)
     except FutureTimeout as exc:
         raise Unresolved(f"resolving host {host!r} took longer than {round(timeout_s, 1):g} s") from exc
     except socket.gaierror as exc:
@@ -208,6 +221,8 @@ def guarded_stream(
         current = url
         try:
             for _ in range(max_redirects + 1):
+                if time.monotonic() >= deadline.at:
+                    raise DeadlinePassed(late)
                 pinned, host, extensions = pin_url(current, allow_private, deadline.at - time.monotonic())
                 remaining = deadline.at - time.monotonic()
                 if remaining <= 0:
