@@ -76,7 +76,8 @@ def _lookup(host: str, port: int, timeout_s: float) -> list[Any]:
     timeout_s = max(timeout_s, 0.0)
     with suppress(socket.gaierror):
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    if not _LOOKUPS.acquire(timeout=timeout_s):
+    lookups = _LOOKUPS  # the one released, whatever the module holds by then
+    if not lookups.acquire(timeout=timeout_s):
         raise Unresolved(f"cannot resolve host {host!r} now: too many name lookups are under way")
     answer: Future[list[Any]] = Future()
 
@@ -86,7 +87,7 @@ def _lookup(host: str, port: int, timeout_s: float) -> list[Any]:
         except BaseException as exc:
             answer.set_exception(exc)
         finally:
-            _LOOKUPS.release()
+            lookups.release()
 
     threading.Thread(target=look_up, name="openreel-resolve", daemon=True).start()
     try:
