@@ -162,6 +162,13 @@ class _Deadline:
         with self._lock:
             self._done = True
 
+    def left(self, late: str) -> float:
+        """The seconds left, else ``DeadlinePassed(late)``."""
+        remaining = self.at - time.monotonic()
+        if remaining <= 0:
+            raise DeadlinePassed(late)
+        return remaining
+
     def trace(self, event: str, info: dict[str, Any]) -> None:
         """httpcore's ``trace`` hook: each connection's socket, and the TLS socket that replaces it. The
         handshake runs on a socket not yet known here, so its own timeout is cut to what is left (httpcore
@@ -222,18 +229,13 @@ def guarded_stream(
         current = url
         try:
             for _ in range(max_redirects + 1):
-                if time.monotonic() >= deadline.at:
-                    raise DeadlinePassed(late)
-                pinned, host, extensions = pin_url(current, allow_private, deadline.at - time.monotonic())
-                remaining = deadline.at - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlinePassed(late)
+                pinned, host, extensions = pin_url(current, allow_private, deadline.left(late))
                 request = client.build_request(
                     method,
                     pinned,
                     content=content,
                     headers={**(headers or {}), **host},
-                    timeout=remaining,
+                    timeout=deadline.left(late),
                     extensions={**extensions, "trace": deadline.trace},
                 )
                 response = client.send(request, stream=True)
