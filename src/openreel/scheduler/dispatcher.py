@@ -485,15 +485,15 @@ class Dispatcher:
         started = time.monotonic()
         samples = [dict(sample) for sample in media["samples"]]
         made: list[dict[str, Any]] = []
-        won = committing = False
+        completed = settled = False  # the job's row took the result; its transaction ended without raising
         try:
             for sample, staged, key in zip(samples, running.staged, running.keys, strict=True):
                 if "error" not in sample:
                     self.storage.commit(Path(staged), key)
                     sample["key"] = key
                     made.append(sample)
-            committed = time.monotonic()
-            self._on_phase("commit", committed - started)
+            stored = time.monotonic()
+            self._on_phase("commit", stored - started)
             result = {
                 **media,
                 "key": made[0]["key"],
@@ -507,20 +507,19 @@ class Dispatcher:
                 )
                 if completed:
                     self._on_job_event(session, running.job_id, "completed")
-                committing = completed
-            won = completed  # only once the transaction committed
-            self._on_phase("status", time.monotonic() - committed)
+            settled = True
+            self._on_phase("status", time.monotonic() - stored)
         finally:
             # A lost race, or a write that failed (the job is then retried): no job names them. A commit
             # that raised may have been applied all the same (the connection lost once the database had
             # it, or is still applying it): its videos are kept, as an object nothing names costs disk
             # and a COMPLETED job whose video is gone costs its client the clip.
-            if committing and not won:
+            if completed and not settled:
                 log.error(
                     "job %s: whether its completion was committed is unknown; its videos are kept",
                     running.job_id,
                 )
-            elif not won:
+            elif not (completed and settled):
                 delete_each(self.storage, [sample["key"] for sample in made])
         self._clear(running)
 
