@@ -108,20 +108,20 @@ class S3Storage:
     def serve(
         self, key: str, media_type: str, *, redirect: bool, disposition: str | None = None
     ) -> Redirect | Stream | None:
-        head = self._head(key)
-        if head is None:
-            return None
         if redirect:
+            if self._head(key) is None:
+                return None
             # The store sends the type and disposition this server would (objects are stored untyped).
             params = {"Bucket": self.bucket, "Key": self._key(key), "ResponseContentType": media_type}
             if disposition:
                 params["ResponseContentDisposition"] = disposition
             return Redirect(self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=300))
-        try:
+        try:  # one request: the object's answer has its length, and says when it is not there
             with self._asking("reading", key):
-                body = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        except FileNotFoundError:  # deleted since the look-up
+                stored = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))
+        except (FileNotFoundError, ValueError):
             return None
+        body = stored["Body"]
 
         def chunks() -> Iterator[bytes]:
             try:
@@ -129,7 +129,7 @@ class S3Storage:
             finally:
                 body.close()
 
-        return Stream(chunks(), int(head["ContentLength"]))
+        return Stream(chunks(), int(stored["ContentLength"]))
 
     def remove_partials(self) -> int:
         stale = list(self.spool.glob(".*.part"))
