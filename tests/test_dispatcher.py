@@ -329,9 +329,8 @@ def test_a_completion_whose_commit_raised_keeps_its_videos(
     lost = OperationalError("COMMIT", None, Exception("server closed the connection unexpectedly"))
 
     def connection_lost(session: Session) -> None:
-        with db.read_engine.connect() as connection:
-            if connection.scalar(select(Job.status).where(Job.id == job_id)) == jobs.COMPLETED:
-                raise lost
+        if status(db, job_id) == jobs.COMPLETED:
+            raise lost
 
     event.listen(db._sessions, "after_commit", connection_lost)
     try:

@@ -454,6 +454,8 @@ def test_servers_whose_clocks_disagree_judge_claims_on_the_databases(
     real = utcnow
 
     def clock(hours: int) -> None:
+        # Wherever the outbox could take the server's time from: a later ``utcnow`` import in
+        # webhooks.py would otherwise read the real clock here.
         for module in (tables, webhooks):
             monkeypatch.setattr(module, "utcnow", lambda: real() + timedelta(hours=hours), raising=False)
 
