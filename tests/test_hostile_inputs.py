@@ -8,6 +8,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from openreel.app import create_app
 from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
-from openreel.ledger.tables import Job, Upload
+from openreel.ledger.tables import Job, PendingDeletion, Upload
 from openreel.protocols.shaped_routes import DATABASE_DOWN, STORE_DOWN
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
 from openreel.service.standing import Standings
@@ -31,7 +32,7 @@ from openreel.storage.base import StorageUnavailable
 
 from databases import DIALECTS, throwaway_database
 from quick import QuickExecutor
-from support import assert_contract, png
+from support import assert_contract, png, until
 
 # One worker runs the module, so each dialect's app starts once.
 pytestmark = pytest.mark.xdist_group("hostile_inputs")
@@ -446,6 +447,40 @@ def test_the_database_down_is_a_503_to_retry_in_each_surfaces_shape(
     monkeypatch.setattr(services.db, "read", broken)
     with pytest.raises(OperationalError, match="no such table"):
         app.get("/v2/jobs", headers={"X-API-Key": key})
+
+
+def test_a_deleted_jobs_video_the_store_refused_goes_once_it_answers(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job is deleted whatever the store says; its video, kept in the outbox, is deleted by the
+    housekeeping's next round once the store answers again."""
+    key = new_key(app)
+    headers = {"X-API-Key": key}
+    services = app.app.state.services  # type: ignore[attr-defined]
+    job_id = apiframe(app, key, {**BASE, "veoParams": {"duration": 4}}).json()["jobId"]
+    until(
+        lambda: app.get(f"/v2/jobs/{job_id}", headers=headers).json()["status"] == "COMPLETED", 60, "the job"
+    )
+    [video] = [key for key in _stored(services.storage.root) if job_id in key]
+
+    def refuse(key: str) -> None:
+        raise StorageUnavailable(f"deleting {key} from S3: SlowDown")
+
+    monkeypatch.setattr(services.storage, "delete", refuse)
+    assert app.delete(f"/v2/jobs/{job_id}", headers=headers).status_code == 200
+    assert app.get(f"/v2/jobs/{job_id}", headers=headers).status_code == 404
+    assert services.storage.exists(video)
+    monkeypatch.undo()
+    with Session(create_engine(app.app.state.test_db_url)) as session, session.begin():  # type: ignore[attr-defined]
+        row = session.get(PendingDeletion, video)
+        assert row is not None and row.attempts == 1 and "SlowDown" in (row.last_error or "")
+        row.next_attempt_at = row.next_attempt_at - timedelta(hours=1)
+    services.housekeeper.sweep()
+    assert not services.storage.exists(video)
+
+
+def _stored(root: Path) -> list[str]:
+    return [path.relative_to(root).as_posix() for path in root.rglob("*.mp4")]
 
 
 def test_the_file_store_out_of_reach_is_a_503_to_retry_in_each_surfaces_shape(

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from openreel.storage import sniff
-from openreel.storage.base import delete_each
 from openreel.storage.local import LocalStorage
 from openreel.storage.signing import Signer
 
@@ -86,25 +85,3 @@ def test_storage_refuses_escaping_keys_and_commits_atomically(tmp_path: Path) ->
 )
 def test_sniffing_by_magic_bytes(head: bytes, expected: sniff.FileType | None) -> None:
     assert sniff.sniff(head) == expected
-
-
-def test_deleting_many_keys_goes_past_one_that_fails(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A store out of reach for one key (S3 timing out) leaves that file, logged, and deletes the rest."""
-    storage = LocalStorage(tmp_path)
-    for key in ("a.mp4", "b.mp4", "c.mp4"):
-        staged = storage.staging_path(key)
-        staged.write_bytes(b"x")
-        storage.commit(staged, key)
-    delete = storage.delete
-
-    def flaky(key: str) -> None:
-        if key == "b.mp4":
-            raise TimeoutError("the store did not answer")
-        delete(key)
-
-    storage.delete = flaky  # type: ignore[method-assign]
-    delete_each(storage, ["a.mp4", "b.mp4", "c.mp4"])
-    assert [storage.exists(key) for key in ("a.mp4", "b.mp4", "c.mp4")] == [False, True, False]
-    assert "deleting b.mp4 failed; the file stays" in caplog.text

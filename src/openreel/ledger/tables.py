@@ -235,3 +235,16 @@ class Server(Base):
     owner: Mapped[str] = mapped_column(String(160), primary_key=True)
     engine_failed: Mapped[bool] = mapped_column(Boolean)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PendingDeletion(Base):
+    """A stored object no job names any more that the store has not removed yet: written in the
+    transaction that stops naming it (or when the store refused), deleted once the store has removed it."""
+
+    __tablename__ = "pending_deletions"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Set by the database's clock where servers share it (``database_now``), as it is judged.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

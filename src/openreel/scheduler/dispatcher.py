@@ -32,7 +32,7 @@ from openreel.engine.part_files import encodes_under_way
 from openreel.executors import make_executor
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState, Executor
-from openreel.ledger import jobs, servers
+from openreel.ledger import deletions, jobs, servers
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.scheduler.eta import RenderTimes, Shape
@@ -40,7 +40,7 @@ from openreel.scheduler.leases import LeaseKeeper
 from openreel.scheduler.preparation import Preparer
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.settings import Settings
-from openreel.storage.base import Storage, StorageUnavailable, delete_each
+from openreel.storage.base import Storage, StorageUnavailable
 from openreel.storage.images import InputError
 from openreel.storage.signing import Signer
 
@@ -520,7 +520,7 @@ class Dispatcher:
                     running.job_id,
                 )
             elif not (completed and settled):
-                delete_each(self.storage, [sample["key"] for sample in made])
+                deletions.delete(self.db, self.storage, [sample["key"] for sample in made])
         self._clear(running)
 
     def _fail(self, job_id: str, attempt: int, error: str) -> None:

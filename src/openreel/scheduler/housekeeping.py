@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from openreel.ledger import servers, uploads
+from openreel.ledger import deletions, servers, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import utcnow
 from openreel.storage.base import Storage
@@ -40,16 +40,19 @@ class Housekeeper:
             self._thread.join(10)
 
     def sweep(self) -> int:
-        """Expired uploads, their rows and their files (how many); the reports of servers long gone."""
+        """Expired uploads, their rows and their files (how many); the reports of servers long gone;
+        the stored objects whose deletion the store refused before, asked again when due."""
         now = utcnow()
         with self.db.session() as session:
             servers.forget_stopped(session, now)
-            return uploads.sweep_expired(session, self.storage, now)
+            swept = uploads.sweep_expired(session, self.storage, now)
+        deletions.sweep(self.db, self.storage)
+        return swept
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.sweep()
             except Exception:
-                log.exception("sweeping expired uploads failed")
+                log.exception("housekeeping failed")
             self._stop.wait(self.interval_s)

@@ -20,11 +20,11 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from openreel.ledger import jobs, servers
+from openreel.ledger import deletions, jobs, servers
 from openreel.ledger.db import Database
 from openreel.scheduler.preparation import attempt_keys
 from openreel.scheduler.queue_moves import QueueMoves
-from openreel.storage.base import Storage, delete_each
+from openreel.storage.base import Storage
 
 log = logging.getLogger("openreel.leases")
 
@@ -118,7 +118,9 @@ class LeaseKeeper:
         """What the reaped attempts stored, if anything (the one that takes over stores under its own
         names; should a lapsed one still be running somewhere, it loses its race and removes its own)."""
         for attempt in lapsed:
-            delete_each(self.storage, attempt_keys(attempt.job_id, attempt.attempt, attempt.samples))
+            deletions.delete(
+                self.db, self.storage, attempt_keys(attempt.job_id, attempt.attempt, attempt.samples)
+            )
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from openreel.domain.rules import Details, VideoSpec
-from openreel.ledger import jobs, uploads
+from openreel.ledger import deletions, jobs, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job
 from openreel.netguard import BlockedURL, Unresolved, pin_url
@@ -27,7 +27,6 @@ from openreel.service.extension import take_source
 from openreel.service.services import Admissions, Services, on_loop_if_local
 from openreel.service.uploads import UploadRejected, store_upload
 from openreel.service.views import result_keys
-from openreel.storage.base import delete_each
 from openreel.storage.images import InputError, fetch
 
 # A webhook host that has not resolved by then at submit is left to the deliveries, which try it again.
@@ -284,9 +283,12 @@ def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | Non
             if cancelled:
                 svc.webhooks.enqueue(session, job_id, "failed")
             session.refresh(job)
-        jobs.delete(session, job)
         keys = result_keys(job.result)
+        deletions.doom(session, keys)
+        jobs.delete(session, job)
     if cancelled:
         svc.dispatcher.cancel(job_id)
-    delete_each(svc.storage, keys)  # the job is gone now: a store out of reach must not say otherwise
+    deletions.delete(
+        svc.db, svc.storage, keys
+    )  # the job is gone now: a store out of reach must not say otherwise
     return Ended(job, cancelled)

@@ -8,8 +8,7 @@ or, where the backend can sign its own links (S3), a URL to hand out directly.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -43,7 +42,6 @@ class Stream:
 
 
 Served = LocalFile | Redirect | Stream
-log = logging.getLogger("openreel.storage")
 
 
 class Storage(Protocol):
@@ -77,12 +75,3 @@ class Storage(Protocol):
     def remove_partials(self) -> int:
         """Delete files left half-written by a process that died mid-write (run at start-up)."""
         ...
-
-
-def delete_each(storage: Storage, keys: Iterable[str]) -> None:
-    """Delete every key it can: one that fails (the store out of reach) is logged and left, not the rest."""
-    for key in keys:
-        try:
-            storage.delete(key)
-        except Exception:
-            log.exception("deleting %s failed; the file stays", key)
