@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -583,6 +584,25 @@ def test_image_fetches_at_submit_are_bounded_for_the_server_and_for_each_account
     assert refusals[1].startswith("the server is fetching too many images just now")
     services.fetches.take(found.account_id)  # every slot given back
     services.fetches.give_back(found.account_id)
+    assert credits(app, key) == CREDITS
+
+
+def test_an_image_host_not_looked_up_for_want_of_a_lookup_slot_is_a_429(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every name lookup this process allows under way: the URL was never judged, and the same request
+    may pass in a moment."""
+    key = new_key(app)
+    lookups = threading.BoundedSemaphore(1)
+    lookups.acquire()
+    monkeypatch.setattr(netguard, "_LOOKUPS", lookups)
+    monkeypatch.setattr(app.app.state.services.settings, "fetch_timeout_s", 0.2)  # type: ignore[attr-defined]
+    response = apiframe(app, key, {**BASE, "veoParams": {"image": "https://images.example.com/a.png"}})
+    assert response.status_code == 429 and response.headers["retry-after"] == "5", response.text
+    assert (
+        response.json()["error"]
+        == "the server is looking up too many host names just now; retry in a few seconds"
+    )
     assert credits(app, key) == CREDITS
 
 

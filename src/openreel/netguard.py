@@ -32,6 +32,11 @@ class Unresolved(BlockedURL):
     """The host does not resolve (now): unlike a refused address, this may change."""
 
 
+class LookupsBusy(Unresolved):
+    """This process has as many name lookups under way as it allows: the host was not asked about, and
+    a moment later it may be."""
+
+
 class DeadlinePassed(httpx.TimeoutException):
     """The exchange took longer than its time in all: a timeout like httpx's own, worth another try."""
 
@@ -78,7 +83,7 @@ def _lookup(host: str, port: int, timeout_s: float) -> list[Any]:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
     lookups = _LOOKUPS  # the one released, whatever the module holds by then
     if not lookups.acquire(timeout=timeout_s):
-        raise Unresolved(f"cannot resolve host {host!r} now: too many name lookups are under way")
+        raise LookupsBusy(f"cannot resolve host {host!r} now: too many name lookups are under way")
     answer: Future[list[Any]] = Future()
 
     def look_up() -> None:

@@ -21,9 +21,10 @@ from openreel.domain.rules import Details, VideoSpec
 from openreel.ledger import deletions, jobs, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job
-from openreel.netguard import BlockedURL, Unresolved, pin_url
+from openreel.netguard import BlockedURL, LookupsBusy, Unresolved, pin_url
 from openreel.service.batching import Batcher
 from openreel.service.extension import take_source
+from openreel.service.fetch_slots import FetchesBusy
 from openreel.service.services import Admissions, Services, on_loop_if_local
 from openreel.service.uploads import UploadRejected, store_upload
 from openreel.service.views import result_keys
@@ -98,6 +99,8 @@ def take_images(
                 taken[url] = _fetched_upload(svc, account_id, url, base_url)
             except (InputError, UploadRejected) as exc:
                 details.add(path, f"{exc}; a file can also be sent with POST /v2/uploads")
+            except LookupsBusy as exc:
+                raise FetchesBusy("the server is looking up too many host names just now") from exc
     finally:
         svc.fetches.give_back(account_id)
     if details:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import httpx
 from PIL import Image
 
-from openreel.netguard import BlockedURL, DeadlinePassed, guarded_stream, read_limited
+from openreel.netguard import BlockedURL, DeadlinePassed, LookupsBusy, guarded_stream, read_limited
 from openreel.settings import Settings
 from openreel.storage.base import Storage
 from openreel.storage.signing import Signer
@@ -45,7 +45,8 @@ def require_image(source: str, head: bytes) -> None:
 
 def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
     """GET an image from a user-supplied URL through the SSRF guard, with size, time and redirect
-    limits; anything that is not an image is refused by its first bytes."""
+    limits; anything that is not an image is refused by its first bytes. ``LookupsBusy`` passes
+    through: the server's own load, not the URL's fault."""
     try:
         with guarded_stream(
             "GET",
@@ -59,6 +60,8 @@ def fetch(url: str, settings: Settings, *, max_bytes: int) -> bytes:
             return read_limited(
                 response, max_bytes, url, head=(SNIFF_BYTES, lambda head: require_image(url, head))
             )
+    except LookupsBusy:
+        raise
     except (BlockedURL, DeadlinePassed) as exc:
         raise InputError(str(exc)) from exc
     except httpx.HTTPError as exc:
