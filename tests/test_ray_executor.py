@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from openreel.executors.ray_cluster import SLOT_RESOURCE, RayExecutor
 from openreel.settings import Settings
 
 READY = m.EngineReady("tiny", 0.25, True)
+HANGS = object()  # a load that never answers
 
 
 class Ref:
@@ -38,7 +40,7 @@ class Handle:
 
     def __init__(self, fake: FakeRay) -> None:
         loaded = fake.loads
-        self.describe = Method(lambda: ("node-" + hex(id(self)), loaded))
+        self.describe = Method(lambda: HANGS if loaded is HANGS else ("node-" + hex(id(self)), loaded))
         self.render = Method(lambda task: fake.rendered(task))
         self.progress = Method(lambda seq: 0)
         self.cancel = Method(lambda seq: None)
@@ -46,11 +48,11 @@ class Handle:
 
 class FakeRay:
     """``slots`` slots; each actor placed loads as ``loads`` says at the time (the test changes it), and
-    every call has answered by the next ``wait``."""
+    every call but a hung load's has answered by the next ``wait``."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
-        self.loads: m.EngineReady | m.EngineFailed = READY
+        self.loads: m.EngineReady | m.EngineFailed | object = READY
         self.rendered: Callable[[m.RenderTask], m.Outcome] = lambda task: m.Done(task.seq)
         self.placed: list[Handle] = []
         self.killed: list[Handle] = []
@@ -65,7 +67,7 @@ class FakeRay:
         return ref.value
 
     def wait(self, refs: list[Ref], num_returns: int, timeout: float) -> tuple[list[Ref], list[Ref]]:
-        return refs, []
+        return [ref for ref in refs if ref.value is not HANGS], [ref for ref in refs if ref.value is HANGS]
 
     def kill(self, handle: Handle, no_restart: bool = True) -> None:
         self.killed.append(handle)
@@ -124,3 +126,29 @@ def test_videos_that_cannot_be_written_lose_their_render_and_nothing_else(
     assert m.Done(2) in events and (tmp_path / "b.mp4").read_bytes() == b"an mp4"
     [lost] = [event for event in events if isinstance(event, m.Lost)]
     assert lost.seq == 1 and "could not be written" in lost.reason
+
+
+def test_an_actor_whose_load_hangs_is_dropped_at_the_limit_and_placed_again(
+    fake: FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that never answers (a stalled network file system) must not hold its slot, and the
+    jobs charged meanwhile, for ever: past the limit it counts as a failed load."""
+    now = [1000.0]
+    monkeypatch.setattr(ray_cluster, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=lambda s: None))
+    executor = RayExecutor(Settings(executor="ray", engine_load_timeout_s=60))
+    fake.loads = HANGS
+    for _ in range(MAX_FAILED_STARTS):
+        executor.poll(0)  # an actor placed, its load under way
+        now[0] += 59
+        executor.poll(0)
+        assert executor.engine.error is None and len(fake.killed) < MAX_FAILED_STARTS
+        now[0] += 2
+        executor.poll(0)  # past the limit: dropped
+    assert executor.engine.error == "a ray worker did not load the engine within 60 s"
+    assert len(fake.killed) == MAX_FAILED_STARTS and not executor.engine.ready
+    fake.loads = READY  # the file system back: the actor placed after the last drop still hangs
+    now[0] += 61
+    executor.poll(0)
+    assert len(fake.killed) == MAX_FAILED_STARTS + 1
+    engine = executor.engine
+    assert (engine.ready, engine.error, engine.slots) == (True, None, 1)

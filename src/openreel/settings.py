@@ -151,9 +151,9 @@ class Settings(BaseSettings):
     engine_load_timeout_s: int = Field(
         default=1800,
         gt=0,
-        description="a local worker that has not loaded its engine by then is stopped and its slot taken out "
-        "of service (tried again later, as after a failed load); with every slot out, queued jobs fail and "
-        "are refunded",
+        description="a worker (or Ray actor) that has not loaded its engine by then is stopped and its slot "
+        "taken out of service (tried again later, as after a failed load); with every slot out, queued jobs "
+        "fail and are refunded",
     )
     max_attempts: int = Field(
         default=2, ge=1, description="tries of a job whose worker died or whose server stopped mid-render"

@@ -121,6 +121,7 @@ class _Actor:
     outputs: tuple[str, ...] = ()
     progress_pending: bool = False
     heard: float = 0.0
+    placed: float = 0.0
 
     @property
     def name(self) -> str:
@@ -198,6 +199,7 @@ class RayExecutor:
 
     def poll(self, timeout: float) -> list[m.TaskEvent]:
         now = time.monotonic()
+        self._check_load_times(now)
         if now >= self._next_scale:
             self._next_scale = now + SCALE_INTERVAL_S
             self._scale()
@@ -244,10 +246,27 @@ class RayExecutor:
             elif actor.seq == seq:
                 actor.seq = None
                 events.append(self._delivered(actor, value))
+        self._judge_failures()
+        return events
+
+    def _check_load_times(self, now: float) -> None:
+        """An actor whose load hangs (a stalled network file system, a driver that never answers) would
+        keep its slot, and the jobs charged meanwhile, waiting for ever: past the limit it is dropped as
+        a failed load, and another is placed after the usual wait."""
+        limit = self._settings.engine_load_timeout_s
+        for actor in list(self._actors.values()):
+            if not actor.ready and now - actor.placed > limit:
+                error = f"a ray worker did not load the engine within {limit} s"
+                log.error("%s: %s", actor.name, error)
+                self._failed(error)
+                self._drop(actor)
+        self._judge_failures()
+
+    def _judge_failures(self) -> None:
+        """The engine failed where loads keep failing and no actor is ready."""
         if self._failed_starts >= MAX_FAILED_STARTS and not any(a.ready for a in self._actors.values()):
             error = self._last_failure or "the ray workers keep dying while loading"
             self._state = replace(self._state, error=error)
-        return events
 
     def _scale(self) -> None:
         """One actor per slot the cluster offers; new nodes get actors, dead ones have lost theirs. With
@@ -266,7 +285,10 @@ class RayExecutor:
                 max_restarts=0,
                 max_concurrency=ACTOR_THREADS,
             ).remote(self._settings.engine_options(), self._settings.x264_preset)
-            self._actors = {**self._actors, self._numbers: _Actor(self._numbers, handle)}
+            self._actors = {
+                **self._actors,
+                self._numbers: _Actor(self._numbers, handle, placed=time.monotonic()),
+            }
             # Ray types an actor handle's methods as plain callables; .remote is added at run time.
             self._refs[handle.describe.remote()] = ("describe", self._numbers, None)  # type: ignore[attr-defined]
 
