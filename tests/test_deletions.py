@@ -4,6 +4,8 @@ waits while it refuses, until they are gone."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,12 +21,15 @@ KEYS = ["results/j/1.mp4", "results/j/1.1.mp4", "results/j/1.2.mp4"]
 
 
 class Refusing(LocalStorage):
-    """Local storage whose ``delete`` refuses the keys in ``refused``, as a store out of reach would."""
+    """Local storage whose ``delete`` refuses the keys in ``refused`` (all of them with ``"*"``), as a
+    store out of reach would, and counts what it was asked."""
 
     refused: set[str]
+    asked: list[str]
 
     def delete(self, key: str) -> None:
-        if key in self.refused:
+        self.asked.append(key)
+        if key in self.refused or "*" in self.refused:
             raise OSError(f"the store did not answer for {key}")
         super().delete(key)
 
@@ -32,7 +37,7 @@ class Refusing(LocalStorage):
 @pytest.fixture
 def storage(tmp_path: Path) -> Refusing:
     store = Refusing(tmp_path / "store")
-    store.refused = set()
+    store.refused, store.asked = set(), []
     for key in KEYS:
         staged = store.staging_path(key)
         staged.write_bytes(b"x")
@@ -77,23 +82,77 @@ def test_a_refused_deletion_is_asked_again_when_due_until_the_store_removes_it(
     assert not storage.exists(KEYS[1]) and pending(db) == {}
 
 
-def test_the_wait_between_tries_grows_to_an_hour(db: Database, storage: Refusing) -> None:
+def test_the_wait_between_tries_grows_to_an_hour_and_stays_there(db: Database, storage: Refusing) -> None:
     storage.refused = {KEYS[0]}
     for _ in range(8):
         deletions.delete(db, storage, KEYS[:1])
+    assert pending(db)[KEYS[0]].attempts == 8
+    with db.session() as session:  # refused for months: the wait must not overflow
+        session.execute(update(PendingDeletion).values(attempts=5000))
+    deletions.delete(db, storage, KEYS[:1])
     row = pending(db)[KEYS[0]]
-    assert row.attempts == 8
-    assert row.next_attempt_at - utcnow() <= timedelta(seconds=deletions.LONGEST_WAIT_S)
-    assert row.next_attempt_at - utcnow() > timedelta(seconds=deletions.LONGEST_WAIT_S - 5)
+    assert row.attempts == 5001
+    wait = row.next_attempt_at - utcnow()
+    assert (
+        timedelta(seconds=deletions.LONGEST_WAIT_S - 5) < wait <= timedelta(seconds=deletions.LONGEST_WAIT_S)
+    )
 
 
-def test_doomed_keys_are_written_in_the_callers_transaction_and_forgotten_once_deleted(
+def test_doomed_keys_outlive_a_server_that_died_before_asking_the_store(
     db: Database, storage: Refusing
 ) -> None:
-    """Written before the store is asked: a server that dies in between leaves them to the sweep."""
+    """Written in the caller's transaction, due after the first wait (the caller's own ask is the first
+    try): a server that dies between its commit and the store's answer leaves them to the sweep."""
     with db.session() as session:
         deletions.doom(session, KEYS[:2])
     assert set(pending(db)) == set(KEYS[:2])
-    assert deletions.sweep(db, storage) == 2  # due at once
+    assert deletions.sweep(db, storage) == 0 and storage.asked == []
+    due_now(db)
+    assert deletions.sweep(db, storage) == 2
     assert pending(db) == {} and not storage.exists(KEYS[0]) and not storage.exists(KEYS[1])
     assert storage.exists(KEYS[2])
+
+
+def test_a_sweep_stops_at_the_first_refusal_and_claims_its_rows(db: Database, storage: Refusing) -> None:
+    """A store out of reach would make each key wait out its own timeouts: one is asked, and the others
+    wait for the claim to lapse. Meanwhile no other server's sweep takes them."""
+    with db.session() as session:
+        deletions.doom(session, KEYS)
+    due_now(db)
+    others: list[int] = []
+
+    def refuse_while_another_sweeps(key: str) -> None:
+        others.append(deletions.sweep(db, storage))  # another server's round, while this one asks
+        raise OSError("the store did not answer")
+
+    storage.delete = refuse_while_another_sweeps  # type: ignore[method-assign]
+    assert deletions.sweep(db, storage) == 0
+    assert others == [0]
+    rows = pending(db)
+    assert sorted(row.attempts for row in rows.values()) == [0, 0, 1]
+    for row in rows.values():
+        if row.attempts == 0:
+            claim = row.next_attempt_at - utcnow()
+            assert timedelta(seconds=deletions.CLAIM_S - 10) < claim <= timedelta(seconds=deletions.CLAIM_S)
+
+
+def test_a_job_deleted_twice_at_once_writes_its_keys_down_once(db: Database) -> None:
+    """Neither transaction sees the other's row: the second leaves the key to the first, no conflict."""
+    second: list[BaseException | None] = []
+
+    def other_request() -> None:
+        try:
+            with db.session() as session:
+                deletions.doom(session, KEYS[:1])
+            second.append(None)
+        except BaseException as exc:
+            second.append(exc)
+
+    with db.session() as session:
+        deletions.doom(session, KEYS[:1])
+        thread = threading.Thread(target=other_request)
+        thread.start()
+        time.sleep(0.5)  # the other's insert waits on this transaction's row
+    thread.join(10)
+    assert second == [None]
+    assert list(pending(db)) == KEYS[:1]

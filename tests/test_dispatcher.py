@@ -14,14 +14,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from openreel.domain.catalog import load_catalog
 from openreel.executors import messages as m
 from openreel.executors.base import EngineState
-from openreel.ledger import credits, jobs, servers
+from openreel.ledger import credits, deletions, jobs, servers
 from openreel.ledger.db import Database, migrate
 from openreel.ledger.tables import Job, PendingDeletion, Server, utcnow
 from openreel.scheduler import dispatcher as dispatcher_module
@@ -630,6 +630,31 @@ def test_the_videos_a_killed_server_stored_before_completing_its_job_go_when_the
     assert status(db, job_id) == jobs.QUEUED
     soon(lambda: not any(map(loop.storage.exists, stored)), "the killed attempt's videos removed")
     assert all(map(loop.storage.exists, kept))
+
+
+def test_a_reaper_that_dies_before_the_store_answers_leaves_the_videos_to_the_sweep(
+    dispatcher: tuple[Dispatcher, FakeExecutor, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaped attempt's names are written down in the transaction that takes the job back."""
+    loop, _fake, db = dispatcher
+    job_id, _ = queued(db, {**SPEC, "sample_count": 2})
+    with db.session() as session:
+        assert jobs.claim_next(session, "killed", LEASE_S) is not None
+    stored = attempt_keys(job_id, 1, 2)
+    for key in stored:
+        staged = loop.storage.staging_path(key)
+        staged.write_bytes(b"an mp4")
+        loop.storage.commit(staged, key)
+    with db.session() as session:
+        session.get_one(Job, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
+    monkeypatch.setattr(deletions, "delete", lambda *args: None)  # the server gone before it asked
+    loop.leases.keep()
+    assert status(db, job_id) == jobs.QUEUED and all(map(loop.storage.exists, stored))
+    with db.session() as session:
+        assert sorted(session.scalars(select(PendingDeletion.key))) == sorted(stored)
+        session.execute(update(PendingDeletion).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    assert deletions.sweep(db, loop.storage) == 2
+    assert not any(map(loop.storage.exists, stored))
 
 
 def test_a_render_whose_worker_died_mid_encode_leaves_no_file(

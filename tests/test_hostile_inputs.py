@@ -476,7 +476,7 @@ def test_a_deleted_jobs_video_the_store_refused_goes_once_it_answers(
         row = session.get(PendingDeletion, video)
         assert row is not None and row.attempts == 1 and "SlowDown" in (row.last_error or "")
         row.next_attempt_at = row.next_attempt_at - timedelta(hours=1)
-    services.housekeeper.sweep()
+    assert services.housekeeper.retry_deletions() == 1
     assert not services.storage.exists(video)
 
 

@@ -40,19 +40,25 @@ class Housekeeper:
             self._thread.join(10)
 
     def sweep(self) -> int:
-        """Expired uploads, their rows and their files (how many); the reports of servers long gone;
-        the stored objects whose deletion the store refused before, asked again when due."""
+        """Expired uploads, their rows and their files (how many); the reports of servers long gone."""
         now = utcnow()
         with self.db.session() as session:
             servers.forget_stopped(session, now)
-            swept = uploads.sweep_expired(session, self.storage, now)
-        deletions.sweep(self.db, self.storage)
-        return swept
+            return uploads.sweep_expired(session, self.storage, now)
+
+    def retry_deletions(self) -> int:
+        """The stored objects whose deletion the store refused before, asked again when due."""
+        return deletions.sweep(self.db, self.storage)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("housekeeping failed")
+            # Each on its own: an upload the store keeps refusing must not hold the deletions back.
+            for task, doing in (
+                (self.sweep, "sweeping expired uploads"),
+                (self.retry_deletions, "retrying deletions"),
+            ):
+                try:
+                    task()
+                except Exception:
+                    log.exception("%s failed", doing)
             self._stop.wait(self.interval_s)

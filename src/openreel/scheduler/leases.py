@@ -96,6 +96,8 @@ class LeaseKeeper:
         with self._queue.moving(), self.db.session() as session:
             gone = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else jobs.Renewal()
             reaped = jobs.reap_expired(session, self.max_attempts)
+            lapsed_keys = [key for attempt in reaped.lapsed for key in _stored_by(attempt)]
+            deletions.doom(session, lapsed_keys)
             # A stuck dispatcher renders nothing either: its server is no reason to leave the queue.
             servers.report(session, self.owner, engine_failed=stale or self._engine_failed())
             for job_id in reaped.failed:
@@ -109,18 +111,13 @@ class LeaseKeeper:
             )
             # Not on this thread: a slow store (S3 retrying) must not keep leases from being renewed.
             threading.Thread(
-                target=self._remove_videos, args=(reaped.lapsed,), name="openreel-reaped", daemon=True
+                target=deletions.delete,
+                args=(self.db, self.storage, lapsed_keys),
+                name="openreel-reaped",
+                daemon=True,
             ).start()
         if gone.lost or gone.ended or reaped.lapsed:
             self._on_change()
-
-    def _remove_videos(self, lapsed: list[jobs.Lapsed]) -> None:
-        """What the reaped attempts stored, if anything (the one that takes over stores under its own
-        names; should a lapsed one still be running somewhere, it loses its race and removes its own)."""
-        for attempt in lapsed:
-            deletions.delete(
-                self.db, self.storage, attempt_keys(attempt.job_id, attempt.attempt, attempt.samples)
-            )
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -131,3 +128,10 @@ class LeaseKeeper:
                 log.exception("keeping leases failed")
                 wait = min(wait, RETRY_S)
             self._stop.wait(wait)
+
+
+def _stored_by(attempt: jobs.Lapsed) -> tuple[str, ...]:
+    """What a reaped attempt may have stored: removed, as no job will name it (the attempt that takes
+    over stores under its own names; should the lapsed one still be running somewhere, it loses its race
+    and removes its own)."""
+    return attempt_keys(attempt.job_id, attempt.attempt, attempt.samples)

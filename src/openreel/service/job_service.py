@@ -291,7 +291,6 @@ def delete(svc: Services, account_id: str, job_id: str, cancel_reason: str | Non
         jobs.delete(session, job)
     if cancelled:
         svc.dispatcher.cancel(job_id)
-    deletions.delete(
-        svc.db, svc.storage, keys
-    )  # the job is gone now: a store out of reach must not say otherwise
+    # The job is gone now: a store out of reach must not say otherwise.
+    deletions.delete(svc.db, svc.storage, keys)
     return Ended(job, cancelled)
