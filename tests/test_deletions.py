@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from openreel.executors.base import EngineState
 from openreel.ledger import deletions
 from openreel.ledger.db import Database
 from openreel.ledger.tables import PendingDeletion, utcnow
+from openreel.service.metrics import Metrics
+from openreel.settings import Settings
 from openreel.storage.local import LocalStorage
 
 KEYS = ["results/j/1.mp4", "results/j/1.1.mp4", "results/j/1.2.mp4"]
@@ -156,3 +159,13 @@ def test_a_job_deleted_twice_at_once_writes_its_keys_down_once(db: Database) -> 
     thread.join(10)
     assert second == [None]
     assert list(pending(db)) == KEYS[:1]
+
+
+def test_the_outbox_is_counted_for_the_operator(db: Database, storage: Refusing) -> None:
+    """A count that keeps growing says the store refuses deletions (its log says why)."""
+    exported = Metrics(db)
+    engine = EngineState.configured(Settings())
+    assert "openreel_pending_deletions 0.0" in exported.exposition(engine).decode()
+    storage.refused = {"*"}
+    deletions.delete(db, storage, KEYS[:2])
+    assert "openreel_pending_deletions 2.0" in Metrics(db).exposition(engine).decode()

@@ -1,8 +1,8 @@
 """What ``/metrics`` exports for Prometheus.
 
-Job, credit and webhook totals are read from the ledger at each scrape, so they survive restarts and are
-the same on every server that shares the database (aggregate them with ``max``, not ``sum``); render
-timings, GPU memory and worker slots are this server's own.
+Job, credit, webhook and pending-deletion totals are read from the ledger at each scrape, so they survive
+restarts and are the same on every server that shares the database (aggregate them with ``max``, not
+``sum``); render timings, GPU memory and worker slots are this server's own.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class _LedgerCollector(Collector):
         self._db = db
         self._lock = threading.Lock()
         self._read_at = -LEDGER_CACHE_S
-        self._totals = stats.Totals({}, {}, {})
+        self._totals = stats.Totals({}, {}, {}, 0)
 
     def _current(self) -> stats.Totals:
         with self._lock:
@@ -78,6 +78,11 @@ class _LedgerCollector(Collector):
         for state in ("pending", "sending", "delivered", "failed"):
             webhooks.add_metric([state], totals.webhooks.get(state, 0))
         yield webhooks
+        yield GaugeMetricFamily(
+            "openreel_pending_deletions",
+            "Stored objects no job names whose deletion the store refused, to be asked again.",
+            value=totals.pending_deletions,
+        )
 
 
 class Metrics:
