@@ -5,9 +5,10 @@ pixels: those are the engine tests' business (tests/engine) and the end-to-end t
 a live server). The quick engine paints each frame one grey level (the first and last frame are the
 keyframe images when given) with a quiet tone, reports every denoising step of the plan's recipe (one per
 ``step_s``), and so goes through the real render task, muxer and probe in about a second; a prompt that
-starts with ``FAIL`` fails it, one that holds ``fail_seed(n)`` fails the render of seed n. Its tone's
-pitch follows the seed, so samples of one request differ. The executor runs it on threads of the
-server's own process: no worker process, no torch.
+starts with ``FAIL`` fails it, one that holds ``fail_seed(n)`` fails the render of seed n, one that starts
+with ``HOLD`` waits at its first step until cancelled. Its tone's pitch follows the seed, so samples of
+one request differ. The executor runs it on threads of the server's own process: no worker process, no
+torch.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ SAMPLE_RATE = 16_000  # the tiny engine's vocoder rate
 # A prompt starting with this fails the render after its first step, as a model that runs out of memory
 # would: for the tests of what a failed render costs and shows.
 FAIL = "[quick engine: fail]"
+# A prompt starting with this holds its render at its first step until the job is cancelled (for two
+# minutes at most): for the tests that must find a job still running, however slow the machine.
+HOLD = "[quick engine: hold]"
+HOLD_S = 120.0
 
 
 def fail_seed(seed: int) -> str:
@@ -71,6 +76,10 @@ class QuickEngine:
         if references:
             raise RuntimeError(self.reference_error)
         total = sum(len(stage.sigmas) for stage in recipes.recipe(plan.recipe, self.version).stages)
+        held_until = time.monotonic() + (HOLD_S if plan.prompt.startswith(HOLD) else 0)
+        while time.monotonic() < held_until:
+            time.sleep(self.step_s)
+            on_step(0, total)  # raises once the job is cancelled
         for step in range(1, total + 1):
             time.sleep(self.step_s)
             on_step(step, total)

@@ -21,6 +21,7 @@ from openreel.ledger.tables import Job
 from openreel.sdk import ValidationError
 from openreel.sdk.client import DEFAULT_BASE_URL
 
+from quick import HOLD
 from support import LiveServer, balance, mp4_summary
 
 pytestmark = pytest.mark.live
@@ -289,9 +290,8 @@ def test_jobs_commands_list_show_wait_download_and_cancel(server: LiveServer, tm
         waited = jobs("wait", first, "--out", str(tmp_path / "one.mp4"), key=key, server=server)
         assert waited.returncode == 0, waited.stderr + waited.stdout
         assert mp4_summary((tmp_path / "one.mp4").read_bytes())["frames"] == 96
-        second = client.post("/v2/videos/generate", json={"prompt": "two", "model": "veo-3.1"}).json()[
-            "jobId"
-        ]
+        # Held until cancelled: the cancel below must find it running, however long the CLI takes to start.
+        second = client.post("/v2/videos/generate", json={"prompt": HOLD, "model": "veo-3.1"}).json()["jobId"]
     listed = jobs("list", key=key, server=server)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
