@@ -43,7 +43,7 @@ def delete(db: Database, storage: Storage, keys: Sequence[str]) -> None:
     refused). Never raises: whatever the store or the database says, the caller's job has moved on."""
     if not keys:
         return
-    refused = _ask(storage, keys, stop_at_refusal=False)
+    _, refused = _ask(storage, keys, stop_at_refusal=False)
     try:
         with db.session() as session:
             _settle(session, keys, refused)
@@ -73,25 +73,18 @@ def sweep(db: Database, storage: Storage, limit: int = SWEEP_BATCH) -> int:
             .where(PendingDeletion.key.in_(due))
             .values(next_attempt_at=now + timedelta(seconds=CLAIM_S))
         )
-    refused = _ask(storage, due, stop_at_refusal=True)
-    asked = _asked(due, refused)
+    asked, refused = _ask(storage, due, stop_at_refusal=True)
     with db.session() as session:
         _settle(session, asked, refused)
     return len(asked) - len(refused)
 
 
-def _asked(due: Sequence[str], refused: Mapping[str, str]) -> list[str]:
-    """The keys of a round the store was asked about: up to its first refusal."""
-    for index, key in enumerate(due):
-        if key in refused:
-            return list(due[: index + 1])
-    return list(due)
-
-
-def _ask(storage: Storage, keys: Sequence[str], *, stop_at_refusal: bool) -> dict[str, str]:
-    """Delete each key the store will; the refusals (key: why)."""
+def _ask(storage: Storage, keys: Sequence[str], *, stop_at_refusal: bool) -> tuple[list[str], dict[str, str]]:
+    """Delete each key the store will: the keys asked about, and the refusals among them (key: why)."""
+    asked: list[str] = []
     refused: dict[str, str] = {}
     for key in keys:
+        asked.append(key)
         try:
             storage.delete(key)
         except Exception as exc:
@@ -99,7 +92,7 @@ def _ask(storage: Storage, keys: Sequence[str], *, stop_at_refusal: bool) -> dic
             log.warning("deleting %s failed (%s); it is tried again later", key, refused[key])
             if stop_at_refusal:
                 break
-    return refused
+    return asked, refused
 
 
 def _settle(session: Session, keys: Sequence[str], refused: Mapping[str, str]) -> None:

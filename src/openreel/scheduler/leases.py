@@ -96,7 +96,9 @@ class LeaseKeeper:
         with self._queue.moving(), self.db.session() as session:
             gone = jobs.renew_leases(session, self.owner, held, self.lease_ttl_s) if held else jobs.Renewal()
             reaped = jobs.reap_expired(session, self.max_attempts)
-            lapsed_keys = [key for attempt in reaped.lapsed for key in _stored_by(attempt)]
+            # What the reaped attempts may have stored belongs to no job (the attempt that takes over stores
+            # under its own names; a lapsed one still running somewhere loses its race and removes its own).
+            lapsed_keys = [key for a in reaped.lapsed for key in attempt_keys(a.job_id, a.attempt, a.samples)]
             deletions.doom(session, lapsed_keys)
             # A stuck dispatcher renders nothing either: its server is no reason to leave the queue.
             servers.report(session, self.owner, engine_failed=stale or self._engine_failed())
@@ -128,10 +130,3 @@ class LeaseKeeper:
                 log.exception("keeping leases failed")
                 wait = min(wait, RETRY_S)
             self._stop.wait(wait)
-
-
-def _stored_by(attempt: jobs.Lapsed) -> tuple[str, ...]:
-    """What a reaped attempt may have stored: removed, as no job will name it (the attempt that takes
-    over stores under its own names; should the lapsed one still be running somewhere, it loses its race
-    and removes its own)."""
-    return attempt_keys(attempt.job_id, attempt.attempt, attempt.samples)
