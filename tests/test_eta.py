@@ -3,6 +3,9 @@ and the work queued ahead of a waiting one."""
 
 from __future__ import annotations
 
+import heapq
+import random
+
 import pytest
 
 from openreel.domain.rules import Extension, VideoSpec
@@ -63,3 +66,20 @@ def test_a_queued_job_waits_for_the_work_ahead_over_the_slots_then_renders() -> 
     assert queued_eta(12.0, 1, 10.0, [], 2) == 12.0  # an idle worker for each
     # More jobs running than this server has slots: other servers' workers share the queue.
     assert queued_eta(12.0, 0, 10.0, [6.0, 6.0], 1) == pytest.approx(6.0 + 12.0)
+
+
+def test_a_deep_queue_is_worked_out_as_the_jobs_ahead_handed_out_one_by_one() -> None:
+    # Workers free at 4 and 10 s take the jobs in turn: the 10,001st start is the first worker's 5,001st.
+    assert queued_eta(12.0, 10_000, 10.0, [4.0, None], 2) == pytest.approx(4.0 + 5_000 * 10.0 + 12.0)
+    # One worker busy for 100 s: the other takes the ten jobs before it frees, then they alternate.
+    assert queued_eta(12.0, 12, 10.0, [0.0, 100.0], 2) == pytest.approx(110.0 + 12.0)
+    assert queued_eta(12.0, 5, 0.0, [3.0, 1.0], 2) == pytest.approx(1.0 + 12.0)  # renders take no time
+    rng = random.Random(0)
+    for _ in range(2_000):
+        free = [float(rng.randint(0, 60)) for _ in range(rng.randint(1, 6))]
+        ahead, step = rng.randint(0, 200), rng.choice([0.5, 3.0, 10.0, 25.0])
+        handed_out = list(free)
+        heapq.heapify(handed_out)
+        for _ in range(ahead):
+            heapq.heappush(handed_out, heapq.heappop(handed_out) + step)
+        assert queued_eta(0.0, ahead, step, list(free), 1) == pytest.approx(handed_out[0])
