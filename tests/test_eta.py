@@ -74,10 +74,12 @@ def test_a_deep_queue_is_worked_out_as_the_jobs_ahead_handed_out_one_by_one() ->
     # One worker busy for 100 s: the other takes the ten jobs before it frees, then they alternate.
     assert queued_eta(12.0, 12, 10.0, [0.0, 100.0], 2) == pytest.approx(110.0 + 12.0)
     assert queued_eta(12.0, 5, 0.0, [3.0, 1.0], 2) == pytest.approx(1.0 + 12.0)  # renders take no time
+    # Three workers free at 6.3 s, the places 7 to 9: (6.3 - 2.1) / 0.7 is 5.999... in floating point.
+    assert queued_eta(0.0, 8, 0.7, [2.1, 6.3, 11.2, 6.3, 9.8], 1) == pytest.approx(6.3)
     rng = random.Random(0)
     for _ in range(2_000):
-        free = [float(rng.randint(0, 60)) for _ in range(rng.randint(1, 6))]
-        ahead, step = rng.randint(0, 200), rng.choice([0.5, 3.0, 10.0, 25.0])
+        free = [rng.choice([float(rng.randint(0, 60)), 6.3, 2.1]) for _ in range(rng.choice([1, 3, 6, 40]))]
+        ahead, step = rng.randint(0, 200), rng.choice([0.5, 0.7, 3.0, 10.0, 25.0])
         handed_out = list(free)
         heapq.heapify(handed_out)
         for _ in range(ahead):
