@@ -16,6 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import event, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from openreel.ledger import accounts, credits, jobs, uploads
@@ -504,6 +505,15 @@ def test_keys_are_stored_as_hashes(db: Database) -> None:
         assert accounts.find_key(session, made.raw + "x") is None
         with pytest.raises(LookupError):
             accounts.create_key(session, name="n", account_id="missing")
+
+
+def test_database_errors_leave_the_statements_parameters_out(db: Database) -> None:
+    """Such errors are logged (a request that met the database down): a key's hash signs its webhooks."""
+    secret = accounts.hash_key("afk_secret")
+    for transaction in (db.session, db.read):
+        with pytest.raises(DBAPIError) as raised, transaction() as session:
+            session.execute(select(ApiKey).where(ApiKey.key_hash == secret, text("no_such_column = 1")))
+        assert "no_such_column" in str(raised.value) and secret not in str(raised.value)
 
 
 def test_idempotency_key_is_free_again_after_24_hours(db: Database) -> None:

@@ -70,13 +70,16 @@ POOL_SIZE = 15
 
 
 def make_engine(url: str, *, autocommit: bool = False) -> Engine:
-    """SQLite's engine ignores ``autocommit``: its reads are told apart by ``READ_ONLY``."""
+    """SQLite's engine ignores ``autocommit``: its reads are told apart by ``READ_ONLY``. Statements'
+    parameters stay out of the errors, which are logged: an API key's hash (its webhooks' signing key),
+    prompts, webhook URLs."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},
             pool_size=POOL_SIZE,
             max_overflow=0,
+            hide_parameters=True,
         )
 
         @event.listens_for(engine, "connect")
@@ -101,7 +104,7 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
         return engine
     # Autocommit for a pool that only reads: set once per connection, where switching a connection in and
     # out of it at every checkout cost a PostgreSQL read a fifth of its client CPU (bench/api_load.py).
-    options: dict[str, Any] = {"pool_size": POOL_SIZE, "max_overflow": 0}
+    options: dict[str, Any] = {"pool_size": POOL_SIZE, "max_overflow": 0, "hide_parameters": True}
     if autocommit:
         options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
     driver = make_url(url).get_dialect().driver
