@@ -303,6 +303,24 @@ def test_whole_numbers_written_with_a_fraction_are_the_integers_they_are(app: Te
     assert (echoed["duration"], echoed["seed"]) == (4, 7) and isinstance(echoed["duration"], int)
 
 
+def test_another_accounts_upload_link_is_no_image_of_this_one(app: TestClient) -> None:
+    """A signed upload link works as a download pass for whoever reads it; a job takes only its own
+    account's uploads, in each protocol that takes a link, and a refusal costs nothing."""
+    owner, other = new_key(app), new_key(app)
+    link = app.post(
+        "/v2/uploads", headers={"X-API-Key": owner}, files={"file": ("a.png", png(64, 64), "image/png")}
+    ).json()["url"]
+    refused = apiframe(app, other, {**BASE, "veoParams": {"duration": 4, "image": link}})
+    assert refused.status_code == 400, refused.text
+    assert "no upload of this account" in refused.json()["details"]["veoParams.image"][0]
+    as_openai = openai(app, other, {"prompt": "p", "input_reference": {"image_url": link}})
+    assert as_openai.status_code == 400 and "no upload of this account" in as_openai.text, as_openai.text
+    assert app.get("/v2/me", headers={"X-API-Key": other}).json()["team"]["credits"] == CREDITS
+    assert app.get("/v2/jobs", headers={"X-API-Key": other}).json()["jobs"] == []
+    mine = apiframe(app, owner, {**BASE, "veoParams": {"duration": 4, "image": link}})
+    assert mine.status_code == 202, mine.text
+
+
 def test_a_replay_answers_whatever_became_of_the_engine_and_the_upload_since(app: TestClient) -> None:
     """An Idempotency-Key's replay is the first answer for as long as the key lasts (24 h): not refused
     because the engine has failed since, nor because the upload the request named has expired and gone

@@ -52,8 +52,9 @@ def _image_fields(spec: VideoSpec) -> list[tuple[str, str | None]]:
     return fields + [(f"veoParams.reference_images.{i}", u) for i, u in enumerate(spec.reference_images)]
 
 
-def _own_upload(svc: Services, url: str) -> str | None:
-    """Why a link to this server's uploads cannot be used, or None; not such a link: None too."""
+def _own_upload(svc: Services, account_id: str, url: str) -> str | None:
+    """Why a link to this server's uploads cannot be used, or None; not such a link: None too. Another
+    account's upload is not one: its link may be read where that account left it (a page, a log)."""
     key = svc.signer.own_key(url)
     if key is None:
         if svc.signer.own_key(url, check_expiry=False) is not None:
@@ -61,8 +62,8 @@ def _own_upload(svc: Services, url: str) -> str | None:
         return None
     with svc.db.read() as session:
         upload = uploads.by_storage_key(session, key)
-    if upload is None or not svc.storage.exists(key):
-        return "this upload no longer exists; upload the file again"
+    if upload is None or upload.account_id != account_id or not svc.storage.exists(key):
+        return "no upload of this account has this link (any more); upload the file again"
     if upload.kind != "image":
         return f"must be an image, but this upload is {upload.kind} ({upload.content_type})"
     return None
@@ -84,7 +85,7 @@ def take_images(
         if svc.signer.own_key(url, check_expiry=False) is None:
             remote.append((path, url))
             continue
-        problem = _own_upload(svc, url)
+        problem = _own_upload(svc, account_id, url)
         if problem:
             details.add(path, problem)
     if not remote or details:
