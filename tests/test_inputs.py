@@ -128,6 +128,29 @@ def test_connections_go_to_the_checked_address(monkeypatch: pytest.MonkeyPatch) 
         pin_url("http://user:pw@images.example.com/a.png", False, timeout_s=5)
 
 
+def test_a_name_that_does_not_resolve_reads_as_one_that_resolves_to_a_refused_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Else a caller could ask which names this server's DNS knows (an intranet's, a cluster's)."""
+    answers = {"wiki.corp.example": "10.0.0.5", "images.example.com": "93.184.216.34"}
+
+    def fake_getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if kwargs.get("flags") == socket.AI_NUMERICHOST or host not in answers:
+            raise socket.gaierror("no such name")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    said = []
+    for host in ("wiki.corp.example", "no.corp.example"):
+        with pytest.raises(InputError, match="non-public") as raised:
+            fetch(f"http://{host}/a.png", Settings(), max_bytes=1000)
+        said.append(str(raised.value).replace(host, "HOST"))
+    assert said[0] == said[1] and "10.0.0.5" not in said[0]
+    # Where private addresses are allowed (development), a name that does not resolve says so.
+    with pytest.raises(netguard.NoSuchHost, match=r"cannot resolve host 'no\.corp\.example'"):
+        pin_url("http://no.corp.example/a.png", True, timeout_s=5)
+
+
 def test_a_resolver_that_does_not_answer_is_given_the_fetch_s_time_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

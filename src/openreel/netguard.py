@@ -32,6 +32,10 @@ class Unresolved(BlockedURL):
     """The host does not resolve (now): unlike a refused address, this may change."""
 
 
+class NoSuchHost(Unresolved):
+    """The name servers know no such host."""
+
+
 class LookupsBusy(Unresolved):
     """This process has as many name lookups under way as it allows: the host was not asked about, and
     a moment later it may be."""
@@ -100,22 +104,27 @@ def _lookup(host: str, port: int, timeout_s: float) -> list[Any]:
     except FutureTimeout as exc:
         raise Unresolved(f"resolving host {host!r} took longer than {round(timeout_s, 1):g} s") from exc
     except socket.gaierror as exc:
-        raise Unresolved(f"cannot resolve host {host!r}") from exc
+        raise NoSuchHost(f"cannot resolve host {host!r}") from exc
 
 
 def resolve(host: str, port: int, allow_private: bool, timeout_s: float) -> str:
     """One address of ``host`` to connect to, after checking all of them."""
-    infos = _lookup(host, port, timeout_s)
+    # One answer, without the address, for a name that does not resolve and one that resolves to a
+    # refused address: a caller must not learn what this server's DNS says of names it cannot otherwise
+    # see (an intranet's, a cluster's), nor which of them exist.
+    refused = (
+        f"host {host!r} does not resolve, or only to non-public addresses; refused "
+        "(a server for development may allow those with OPENREEL_ALLOW_PRIVATE_URLS=1)"
+    )
+    try:
+        infos = _lookup(host, port, timeout_s)
+    except NoSuchHost as exc:
+        if allow_private:
+            raise
+        raise NoSuchHost(refused) from exc
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if not allow_private:
-        for address in addresses:
-            if not public(address):
-                # Without the address: a caller must not learn what this server's DNS says of names
-                # it cannot otherwise see (an intranet's, a cluster's).
-                raise BlockedURL(
-                    f"host {host!r} resolves to a non-public address; refused "
-                    "(a server for development may allow it with OPENREEL_ALLOW_PRIVATE_URLS=1)"
-                )
+    if not allow_private and not all(map(public, addresses)):
+        raise BlockedURL(refused)
     return str(addresses[0])
 
 
