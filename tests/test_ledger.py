@@ -530,6 +530,28 @@ def test_idempotency_key_is_free_again_after_24_hours(db: Database) -> None:
     assert balance(db, key.account_id) == 10
 
 
+def test_a_key_at_the_end_of_its_window_is_judged_by_one_reading_of_the_clock(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept as under 24 hours old, its job is replayed even if the clock passes 24 hours meanwhile (the
+    accounts' locks may be waited for): judged again, a new job took the key the old one still held,
+    and the unique key sent the whole batch round again one by one."""
+    key = new_key(db, 20)
+    with db.session() as session:
+        first, _ = jobs.submit(session, key, job(idem="edge"))
+    start = utcnow()
+    with db.session() as session:
+        stored = session.get(Job, first.id)
+        assert stored is not None
+        stored.created_at = start - jobs.IDEMPOTENCY_WINDOW + timedelta(seconds=1)
+    readings = (start + timedelta(seconds=2 * n) for n in range(100))
+    monkeypatch.setattr(jobs, "utcnow", lambda: next(readings))
+    with db.session() as session:
+        again, created = jobs.submit(session, key, job(idem="edge"))
+    assert not created and again.id == first.id
+    assert balance(db, key.account_id) == 15  # charged once
+
+
 def test_a_key_let_go_at_submission_while_its_old_job_completes_deadlocks_neither(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -88,7 +88,8 @@ def submit_many(
     that the key is free for a new job. The balance and the cap on active jobs are checked under the
     accounts' locks, so concurrent submissions cannot pass them.
     """
-    holders = _key_holders(session, requests)
+    now = utcnow()  # one reading for the whole window: a key kept below is replayed, not made anew
+    holders = _key_holders(session, requests, now)
     totals = credits.lock_totals(session, (key.account_id for key, _ in requests))
     made: dict[tuple[str, str], Job] = {}
     outcomes: list[Admitted] = []
@@ -97,7 +98,7 @@ def submit_many(
         try:
             if new.idempotency_key is not None:
                 keyed = (account_id, new.idempotency_key)
-                existing = made.get(keyed) or _replay(holders.get(keyed), new.request_hash)
+                existing = made.get(keyed) or _replay(holders.get(keyed), new.request_hash, now)
                 if existing is not None:
                     if existing.request_hash != new.request_hash:
                         raise IdempotencyConflict(CONFLICT)
@@ -124,7 +125,9 @@ def submit_many(
     return outcomes
 
 
-def _key_holders(session: Session, requests: Sequence[tuple[ApiKey, NewJob]]) -> dict[tuple[str, str], Job]:
+def _key_holders(
+    session: Session, requests: Sequence[tuple[ApiKey, NewJob]], now: datetime
+) -> dict[tuple[str, str], Job]:
     """The jobs holding the requests' Idempotency-Keys, by (account id, key), read before the accounts are
     locked (the module's lock order), in one order; a key held past its window is let go here instead.
     A key first used, or passing its window, meanwhile breaks the unique key at the insert: that request
@@ -136,7 +139,7 @@ def _key_holders(session: Session, requests: Sequence[tuple[ApiKey, NewJob]]) ->
     released = False
     for account_id, idempotency_key in sorted(keyed):
         holder = _holder(session, account_id, idempotency_key)
-        if holder is not None and utcnow() - holder.created_at > IDEMPOTENCY_WINDOW:
+        if holder is not None and now - holder.created_at > IDEMPOTENCY_WINDOW:
             holder.idempotency_key = None
             released = True
         elif holder is not None:
@@ -175,11 +178,11 @@ def _holder(session: Session, account_id: str, idempotency_key: str) -> Job | No
 def replayed(session: Session, account_id: str, idempotency_key: str, request_hash: str | None) -> Job | None:
     """The job this key made in the last 24 hours for the same body; raises IdempotencyConflict for
     another body or a job since deleted."""
-    return _replay(_holder(session, account_id, idempotency_key), request_hash)
+    return _replay(_holder(session, account_id, idempotency_key), request_hash, utcnow())
 
 
-def _replay(existing: Job | None, request_hash: str | None) -> Job | None:
-    if existing is None or utcnow() - existing.created_at > IDEMPOTENCY_WINDOW:
+def _replay(existing: Job | None, request_hash: str | None, now: datetime) -> Job | None:
+    if existing is None or now - existing.created_at > IDEMPOTENCY_WINDOW:
         return None
     if existing.request_hash != request_hash:
         raise IdempotencyConflict(CONFLICT)
