@@ -152,3 +152,34 @@ def test_an_actor_whose_load_hangs_is_dropped_at_the_limit_and_placed_again(
     assert len(fake.killed) == MAX_FAILED_STARTS + 1
     engine = executor.engine
     assert (engine.ready, engine.error, engine.slots) == (True, None, 1)
+
+
+def test_a_cluster_without_render_slots_fails_its_engine_past_the_load_limit_until_one_joins(
+    fake: FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No node offering slots (none joined yet, or every one gone) would hold the jobs charged meanwhile
+    for ever; a node that joins brings the cluster back."""
+    now = [1000.0]
+    monkeypatch.setattr(ray_cluster, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=lambda s: None))
+    executor = RayExecutor(Settings(executor="ray", engine_load_timeout_s=60))
+    fake.slots = 0
+    executor.poll(0)
+    now[0] += 60
+    executor.poll(0)
+    assert executor.engine.error is None
+    now[0] += 1
+    executor.poll(0)
+    assert executor.engine.error is not None
+    assert executor.engine.error.startswith(
+        "the ray cluster has offered no render slots (openreel_slot) for 60 s"
+    )
+    assert not executor.engine.ready and executor.free_slots() == []
+    fake.slots = 2  # a node joins
+    executor.poll(0)
+    engine = executor.engine
+    assert (engine.ready, engine.error, engine.slots) == (True, None, 2)
+    fake.slots = 0  # Ray counts its slots gone before its actors have died: they still render
+    executor.poll(0)
+    now[0] += 61
+    executor.poll(0)
+    assert (executor.engine.error, len(executor.free_slots())) == (None, 2)

@@ -153,7 +153,7 @@ class Settings(BaseSettings):
         gt=0,
         description="a worker (or Ray actor) that has not loaded its engine by then is stopped and its slot "
         "taken out of service (tried again later, as after a failed load); with every slot out, queued jobs "
-        "fail and are refunded",
+        "fail and are refunded, as they do when a Ray cluster has offered no render slot for as long",
     )
     max_attempts: int = Field(
         default=2, ge=1, description="tries of a job whose worker died or whose server stopped mid-render"

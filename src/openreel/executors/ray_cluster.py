@@ -142,6 +142,7 @@ class RayExecutor:
         self._last_failure: str | None = None
         self._next_scale = 0.0
         self._next_progress = 0.0
+        self._slotless_since: float | None = None
 
     @property
     def engine(self) -> EngineState:
@@ -274,6 +275,7 @@ class RayExecutor:
         pulled meanwhile, bring the cluster back."""
         resources = ray.cluster_resources()
         wanted = int(resources.get(SLOT_RESOURCE, 0))
+        self._judge_slots(wanted)
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         actor_class = ray.remote(RenderActor)
         for _ in range(wanted - len(self._actors)):
@@ -291,6 +293,25 @@ class RayExecutor:
             }
             # Ray types an actor handle's methods as plain callables; .remote is added at run time.
             self._refs[handle.describe.remote()] = ("describe", self._numbers, None)  # type: ignore[attr-defined]
+
+    def _judge_slots(self, offered: int) -> None:
+        """A cluster whose nodes offer no render slots (none joined, or all gone with their actors)
+        would hold the jobs charged meanwhile for ever: past the load limit the engine fails (queued
+        jobs are refunded, new ones refused) until a node with slots joins and an actor loads."""
+        now = time.monotonic()
+        if offered > 0 or any(actor.ready for actor in self._actors.values()):
+            self._slotless_since = None
+            return
+        if self._slotless_since is None:
+            self._slotless_since = now
+        limit = self._settings.engine_load_timeout_s
+        if now - self._slotless_since > limit and self._state.error is None:
+            error = (
+                f"the ray cluster has offered no render slots ({SLOT_RESOURCE}) for {limit} s: "
+                "start `openreel worker` on a GPU node"
+            )
+            log.error(error)
+            self._state = replace(self._state, error=error)
 
     def _loaded(self, actor: _Actor, node_id: str, loaded: m.EngineReady | m.EngineFailed) -> None:
         actor.node_id = node_id
