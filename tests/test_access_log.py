@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from openreel.protocols.access_log import RedactKeys
+from openreel.protocols.access_log import RedactSecrets
 
 
 @pytest.mark.parametrize(
@@ -25,5 +25,5 @@ def test_keys_and_signatures_in_the_query_are_redacted(path: str, logged: str) -
     # uvicorn's access record: client, method, path with its query, HTTP version, status.
     record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', None, None)
     record.args = ("127.0.0.1:5000", "GET", path, "1.1", 200)
-    assert RedactKeys().filter(record)
+    assert RedactSecrets().filter(record)
     assert record.getMessage() == f'127.0.0.1:5000 - "GET {logged} HTTP/1.1" 200'

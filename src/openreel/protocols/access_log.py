@@ -18,7 +18,7 @@ QUERY_SECRET = re.compile(rf"(?<=[?&])((?:{_name('key')}|{_name('sig')})=)[^&\s]
 ACCESS_LOGGER = "uvicorn.access"
 
 
-class RedactKeys(logging.Filter):
+class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
@@ -30,5 +30,5 @@ class RedactKeys(logging.Filter):
 def redact_access_log() -> None:
     """Once per process, however many servers it starts."""
     logger = logging.getLogger(ACCESS_LOGGER)
-    if not any(isinstance(existing, RedactKeys) for existing in logger.filters):
-        logger.addFilter(RedactKeys())
+    if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
+        logger.addFilter(RedactSecrets())
