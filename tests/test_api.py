@@ -216,6 +216,7 @@ def test_workers_that_cannot_enhance_refuse_it_and_google_defaults_it_off(
         ({"model": "veo-3.1-fast"}, "prompt", "Required"),
         ({**FAST_4S, "webhookUrl": "not-a-url"}, "webhookUrl", "http(s)"),
         ({**FAST_4S, "webhookEvents": []}, "webhookEvents", "at least 1"),
+        ({**FAST_4S, "webhookEvents": ["completed"] * 80_000}, "webhookEvents", "more than once"),
     ],
 )
 def test_validation_is_a_400_keyed_by_json_path_and_costs_nothing(

@@ -709,3 +709,21 @@ def test_expired_and_altered_file_links_are_told_apart(app: TestClient) -> None:
         response = app.get(altered)
         assert response.status_code == 403, (altered, response.text)
         assert "signature does not match" in response.json()["error"], response.text
+
+
+def test_long_lists_and_numbers_are_refused_before_their_items_are_read(app: TestClient) -> None:
+    """A body may be large (Google's inline images): a list of a million items is refused at its length,
+    a number of 5,000 digits is a 400 in its protocol's shape, and nothing is charged."""
+    key = new_key(app)
+    response = google(app, key, {"instances": [{}] * 1_000_000})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["status"] == "INVALID_ARGUMENT", response.text
+    assert "instances" in json.dumps(error["details"]), error
+    two = google(app, key, {"instances": [{"prompt": "a"}, {"prompt": "b"}]}).json()["error"]
+    assert "exactly one instance is supported; got 2" in json.dumps(two), two  # the rule's own words
+    labels = google(app, key, {"instances": [{"prompt": "p"}], "labels": {str(n): "x" for n in range(65)}})
+    assert labels.status_code == 400 and "labels" in labels.text, labels.text
+    for field in ("seconds", "seed"):
+        huge = openai(app, key, {"prompt": "p", field: "9" * 5000})
+        assert huge.status_code == 400 and huge.json()["error"]["param"] == field, huge.text
+    assert credits(app, key) == CREDITS

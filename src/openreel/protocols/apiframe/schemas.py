@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from openreel.domain.limits import (
     EXTEND_SECONDS,
@@ -16,6 +16,17 @@ from openreel.domain.limits import (
 )
 
 WebhookEvent = Literal["progress", "completed", "failed"]
+
+
+def _each_once(events: list[str]) -> list[str]:
+    """A list that repeats an event is refused: stored and shown with the job, a list of 80,000 of them
+    would cost every read of it."""
+    if len(set(events)) != len(events):
+        raise ValueError("names an event more than once")
+    return events
+
+
+WebhookEvents = Annotated[list[WebhookEvent], Field(min_length=1), AfterValidator(_each_once)]
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 # The contract's JobAccepted has no CANCELLED: a replay of a cancelled job's request reads FAILED there,
 # as its webhook event does (the job itself says CANCELLED).
@@ -72,7 +83,7 @@ class GenerateVideoRequest(Strict):
     model: str
     veoParams: VeoParams | None = None
     webhookUrl: str | None = None
-    webhookEvents: Annotated[list[WebhookEvent], Field(min_length=1)] | None = None
+    webhookEvents: WebhookEvents | None = None
 
 
 class JobAccepted(BaseModel):

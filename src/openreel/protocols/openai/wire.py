@@ -211,7 +211,8 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+    # Twenty digits are past every bound these numbers have: Python's int() refuses over 4,300.
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,20}\s*", value):
         return int(value)
     return None
 
