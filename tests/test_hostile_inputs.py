@@ -24,8 +24,9 @@ from openreel.app import create_app
 from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
-from openreel.ledger.tables import Job, PendingDeletion, Upload
+from openreel.ledger.tables import Account, Job, PendingDeletion, Upload
 from openreel.protocols.shaped_routes import DATABASE_DOWN, STORE_DOWN
+from openreel.service import job_service
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
 from openreel.service.standing import Standings
 from openreel.settings import Settings
@@ -727,3 +728,38 @@ def test_long_lists_and_numbers_are_refused_before_their_items_are_read(app: Tes
         huge = openai(app, key, {"prompt": "p", field: "9" * 5000})
         assert huge.status_code == 400 and huge.json()["error"]["param"] == field, huge.text
     assert credits(app, key) == CREDITS
+
+
+def test_a_request_refused_for_its_credits_or_active_jobs_fetches_and_stores_no_image(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else each refused request, tiny itself, would have the server download and keep its images."""
+    key = new_key(app)
+    services = app.app.state.services  # type: ignore[attr-defined]
+    with services.db.read() as session:
+        found = accounts.find_key(session, key)
+        assert found is not None
+    fetched: list[str] = []
+    monkeypatch.setattr(job_service, "fetch", lambda url, *args, **kwargs: fetched.append(url) or b"")
+    inline = {"bytesBase64Encoded": base64.b64encode(png(64, 64)).decode(), "mimeType": "image/png"}
+    # As each protocol answers an account out of credits (Google and OpenAI: 429), or at its active jobs.
+    refusals = (
+        ("balance", 0, [402, 429, 429]),
+        ("active_jobs", services.settings.max_concurrent_jobs, [429] * 3),
+    )
+    for column, value, statuses in refusals:
+        with services.db.session() as session:
+            session.execute(update(Account).where(Account.id == found.account_id).values({column: value}))
+        linked = apiframe(app, key, {**BASE, "veoParams": {"image": "https://example.com/a.png"}})
+        by_url = openai(
+            app, key, {"prompt": "p", "input_reference": {"image_url": "https://example.com/b.png"}}
+        )
+        sent = google(app, key, {"instances": [{"prompt": "p", "image": inline}]})
+        assert [r.status_code for r in (linked, by_url, sent)] == statuses, (linked.text, sent.text)
+        with services.db.session() as session:
+            session.execute(
+                update(Account).where(Account.id == found.account_id).values(balance=CREDITS, active_jobs=0)
+            )
+    assert fetched == []
+    with services.db.read() as session:
+        assert session.scalars(select(Upload).where(Upload.account_id == found.account_id)).all() == []

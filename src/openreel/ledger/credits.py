@@ -40,6 +40,14 @@ def lock_totals(session: Session, account_ids: Iterable[str]) -> dict[str, Accou
     return {account_id: AccountTotals(balance, active) for account_id, balance, active in rows}
 
 
+def totals(session: Session, account_id: str) -> AccountTotals:
+    """Unlocked: for a check ahead of costly work, made again under the lock when charging."""
+    balance, active = session.execute(
+        select(Account.balance, Account.active_jobs).where(Account.id == account_id)
+    ).one()
+    return AccountTotals(balance, active)
+
+
 def balance(session: Session, account_id: str) -> int:
     return int(session.scalar(select(Account.balance).where(Account.id == account_id)) or 0)
 

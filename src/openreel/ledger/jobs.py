@@ -105,10 +105,7 @@ def submit_many(
                     outcomes.append((existing, False))
                     continue
             held = totals[account_id]
-            if max_active is not None and held.active_jobs >= max_active:
-                raise TooManyActiveJobs(held.active_jobs, max_active)
-            if held.balance < new.cost:
-                raise credits.InsufficientCredits(new.cost, held.balance)
+            check_room(held, new.cost, max_active)
         except (IdempotencyConflict, TooManyActiveJobs, credits.InsufficientCredits) as refusal:
             outcomes.append(refusal)
             continue
@@ -123,6 +120,14 @@ def submit_many(
     session.flush()  # the jobs before their charges, which refer to them
     credits.charge(session, ((job.account_id, job.id, job.credit_cost) for job in created))
     return outcomes
+
+
+def check_room(held: credits.AccountTotals, cost: int, max_active: int | None) -> None:
+    """Raises TooManyActiveJobs or InsufficientCredits where an account cannot take a job now."""
+    if max_active is not None and held.active_jobs >= max_active:
+        raise TooManyActiveJobs(held.active_jobs, max_active)
+    if held.balance < cost:
+        raise credits.InsufficientCredits(cost, held.balance)
 
 
 def _key_holders(

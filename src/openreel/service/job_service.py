@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from openreel.domain.rules import Details, VideoSpec
-from openreel.ledger import deletions, jobs, uploads
+from openreel.ledger import credits, deletions, jobs, uploads
 from openreel.ledger.db import Database
 from openreel.ledger.tables import ApiKey, Job
 from openreel.netguard import BlockedURL, LookupsBusy, Unresolved, pin_url
@@ -219,14 +219,18 @@ def _admission(
         raise EngineUnavailable(f"prompt enhancement cannot be served: {engine.enhance_error}")
     if spec.extend is not None:
         spec = take_source(svc, key.account_id, spec)
+    cost = model.price(spec.duration, spec.generate_audio, extend=spec.extend is not None) * spec.sample_count
     if prepare is not None:
+        # Fetching and storing the images is work a request refused for its balance or its account's
+        # active jobs must not cost: checked first here, and again under the account's lock to charge.
+        with svc.db.read() as session:
+            jobs.check_room(credits.totals(session, key.account_id), cost, svc.settings.max_concurrent_jobs)
         spec = prepare(spec)
-    price = model.price(spec.duration, spec.generate_audio, extend=spec.extend is not None)
     return jobs.NewJob(
         model=spec.model,
         input=echo,
         spec=spec.to_json(),
-        cost=price * spec.sample_count,
+        cost=cost,
         idempotency_key=idempotency_key,
         request_hash=request_hash(echo),
         webhook_url=webhook[0],
