@@ -25,6 +25,7 @@ from openreel.domain.rules import MAX_URL_LENGTH
 from openreel.ledger import accounts, jobs
 from openreel.ledger.db import Database
 from openreel.ledger.tables import Account, Job, PendingDeletion, Upload
+from openreel.protocols.guards import MAX_JSON_VALUES
 from openreel.protocols.shaped_routes import DATABASE_DOWN, STORE_DOWN
 from openreel.service import job_service
 from openreel.service.fetch_slots import PER_ACCOUNT, TOTAL
@@ -713,10 +714,10 @@ def test_expired_and_altered_file_links_are_told_apart(app: TestClient) -> None:
 
 
 def test_long_lists_and_numbers_are_refused_before_their_items_are_read(app: TestClient) -> None:
-    """A body may be large (Google's inline images): a list of a million items is refused at its length,
+    """A body may be large (Google's inline images): a list of 20,000 items is refused at its length,
     a number of 5,000 digits is a 400 in its protocol's shape, and nothing is charged."""
     key = new_key(app)
-    response = google(app, key, {"instances": [{}] * 1_000_000})
+    response = google(app, key, {"instances": [{}] * 20_000})
     error = response.json()["error"]
     assert response.status_code == 400 and error["status"] == "INVALID_ARGUMENT", response.text
     assert "instances" in json.dumps(error["details"]), error
@@ -763,3 +764,24 @@ def test_a_request_refused_for_its_credits_or_active_jobs_fetches_and_stores_no_
     assert fetched == []
     with services.db.read() as session:
         assert session.scalars(select(Upload).where(Upload.account_id == found.account_id)).all() == []
+
+
+def test_a_json_body_of_more_values_than_a_request_has_is_refused_before_it_is_parsed(
+    app: TestClient,
+) -> None:
+    """Within the byte cap Google's inline images need, a body of small values would cost the server
+    gigabytes to parse; a prompt full of commas is still a request."""
+    key = new_key(app)
+    many = [{}] * (MAX_JSON_VALUES + 1)
+    answers = (
+        apiframe(app, key, {**BASE, "extra": many}),
+        google(app, key, {"instances": many}),
+        openai(app, key, {"prompt": "p", "extra": many}),
+    )
+    assert [a.status_code for a in answers] == [400] * 3, [a.text[:200] for a in answers]
+    assert answers[0].json()["details"] == {"body": [f"holds more than {MAX_JSON_VALUES} JSON values"]}
+    assert answers[1].json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert answers[2].json()["error"]["code"] == "invalid_json"
+    assert all("JSON values" in a.text for a in answers)
+    commas = apiframe(app, key, {**BASE, "prompt": "a, " * 1333, "veoParams": {"duration": 4}})
+    assert commas.status_code == 202, commas.text

@@ -7,7 +7,8 @@ hold or write whatever it sends. ``BodyGuard`` runs first and checks the credent
 wire protocol. Without an active key the app is handed an empty body: the route answers its own
 401/403, and the server drops the bytes as they arrive. With one, the body is capped: a declared
 Content-Length over the cap is a 413 before anything is read, a chunked body a 413 as soon as its
-count passes the cap (the guard itself holds no bytes), both in the protocol's own error shape.
+count passes the cap (the guard itself holds no bytes), both in the protocol's own error shape; a JSON
+body of more values than a request has (``MAX_JSON_VALUES``) is a 400 as soon as it has sent them.
 
 A request that meets the database down, here or in a route, is a 503 in its protocol's shape too
 (``database_down``, the app's handler of ``DATABASE_ERRORS``), as is one that meets the file store out
@@ -43,6 +44,11 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 INLINE_IMAGES = 3
 JSON_OVERHEAD = 1024 * 1024  # the prompt, labels and the rest of the JSON around the images
 MULTIPART_OVERHEAD = 1024 * 1024  # part headers and the form's text fields around the file
+# Objects, arrays and commas a JSON body may hold: a request's own come to a few thousand at most (the
+# commas of a 4,000-character prompt), inline images none. Parsed, each small value costs Python 50 to
+# 100 bytes: a 100 MB body of empty objects, within Google's cap for three inline images, took
+# gigabytes before any route could look at it.
+MAX_JSON_VALUES = 100_000
 _BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
 _GOOGLE_PATHS = ("/v1beta/", "/v1beta1/", "/v1/models/", "/v1/publishers/", "/v1/operations/", "/v1/files/")
 
@@ -75,11 +81,13 @@ def _bearer(conn: HTTPConnection) -> str | None:
 
 @dataclass(frozen=True)
 class Wire:
-    """Where a wire protocol carries its API key, its 413 for a body over ``limit`` bytes, and its 503
-    for a request that met the database or the file store down."""
+    """Where a wire protocol carries its API key, its 413 for a body over ``limit`` bytes, its 400 for
+    a JSON body of more than ``limit`` values, and its 503 for a request that met the database or the
+    file store down."""
 
     key: Callable[[HTTPConnection], str | None]
     too_large: Callable[[int], Response]
+    too_many_values: Callable[[int], Response]
     unavailable: Callable[[Outage], Response]
 
 
@@ -88,6 +96,10 @@ APIFRAME = Wire(
     too_large=lambda limit: JSONResponse(
         {"error": f"Request body too large: the limit is {limit} bytes"}, status_code=413
     ),
+    too_many_values=lambda limit: JSONResponse(
+        {"error": "Validation error", "details": {"body": [f"holds more than {limit} JSON values"]}},
+        status_code=400,
+    ),
     unavailable=apiframe.unavailable,
 )
 GOOGLE = Wire(
@@ -95,12 +107,18 @@ GOOGLE = Wire(
     too_large=lambda limit: google.GoogleError(
         413, f"Request payload size exceeds the limit: {limit} bytes.", status="INVALID_ARGUMENT"
     ).response(),
+    too_many_values=lambda limit: google.GoogleError(
+        400, f"Request payload holds more than {limit} JSON values.", status="INVALID_ARGUMENT"
+    ).response(),
     unavailable=google.unavailable,
 )
 OPENAI = Wire(
     key=_bearer,
     too_large=lambda limit: openai.OpenAIError(
         413, f"The request body is too large: the limit is {limit} bytes.", code="request_too_large"
+    ).response(),
+    too_many_values=lambda limit: openai.OpenAIError(
+        400, f"The request body holds more than {limit} JSON values.", code="invalid_json"
     ).response(),
     unavailable=openai.unavailable,
 )
@@ -167,15 +185,18 @@ def _empty_body(receive: Receive) -> Receive:
 
 
 class _Capped:
-    """One request whose body may not pass ``limit`` bytes. Past it, the 413 goes out at once (if the
-    app has not started its own answer), the app reads a disconnect, and what it sends later, or the
-    error it raises over the cut-off body, is dropped."""
+    """One request whose body may not pass ``limit`` bytes, nor (JSON) ``wire``'s JSON values. Past
+    either, the refusal goes out at once (if the app has not started its own answer), the app reads a
+    disconnect, and what it sends later, or the error it raises over the cut-off body, is dropped. The
+    values are counted by their openings and commas, strings' included: a bound, not a parse."""
 
-    def __init__(self, app: ASGIApp, limit: int, refusal: Callable[[], Response]) -> None:
+    def __init__(self, app: ASGIApp, limit: int, wire: Wire, json: bool) -> None:
         self.app = app
         self.limit = limit
-        self.refusal = refusal
+        self.wire = wire
+        self.json = json
         self.received = 0
+        self.values = 0
         self.cut = False
         self.started = False
         self.answered = False
@@ -186,12 +207,20 @@ class _Capped:
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
-                self.received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                self.received += len(body)
+                if self.json:
+                    self.values += body.count(b"{") + body.count(b"[") + body.count(b",")
+                refusal = None
                 if self.received > self.limit:
+                    refusal = self.wire.too_large(self.limit)
+                elif self.values > MAX_JSON_VALUES:
+                    refusal = self.wire.too_many_values(MAX_JSON_VALUES)
+                if refusal is not None:
                     self.cut = True
                     if not self.started:
                         self.answered = True
-                        await self.refusal()(scope, receive, send)
+                        await refusal(scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -232,12 +261,14 @@ class BodyGuard:
         if key is None or not key.active:
             await self.app(_without_body(scope), _empty_body(receive), send)
             return
-        limit = body_limit(svc.settings, scope["path"], conn.headers.get("content-type", ""))
+        content_type = conn.headers.get("content-type", "")
+        limit = body_limit(svc.settings, scope["path"], content_type)
         declared = _declared_length(conn)
         if declared is not None and declared > limit:
             await wire.too_large(limit)(scope, receive, send)
             return
-        await _Capped(self.app, limit, lambda: wire.too_large(limit))(scope, receive, send)
+        json = not content_type.lower().startswith("multipart/")
+        await _Capped(self.app, limit, wire, json)(scope, receive, send)
 
 
 class NoSniff:
