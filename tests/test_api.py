@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from databases import DIALECTS
+from databases import DIALECTS, throwaway_database
 from quick import FAIL, QuickEngine, fail_seed
 from support import (
     LONG,
@@ -420,6 +421,50 @@ def test_uploads_sniff_type_and_enforce_limits(server: LiveServer) -> None:
         )
         assert stale.status_code == 400  # not this server's link: fetched at submit, and refused
         assert "403" in stale.json()["details"]["veoParams.image"][0]
+
+
+def _wav(size: int) -> bytes:
+    """An audio upload of exactly ``size`` bytes (the type is sniffed from its first twelve)."""
+    return (b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(size))[:size]
+
+
+def test_an_accounts_uploads_stop_at_its_quota_until_the_first_expires(tmp_path: Path) -> None:
+    env = {**SERVER_ENV, "OPENREEL_MAX_ACCOUNT_UPLOAD_BYTES": "10000", "OPENREEL_UPLOAD_TTL_S": "3"}
+    with quick_server(tmp_path, env) as server:
+        key, other = server.new_key(), server.new_key()
+        with server.client(key) as client:
+            for _ in range(2):
+                assert client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code == 201
+            full = client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))})
+            assert full.status_code == 429, full.text
+            assert "hold 8000 of the 10000 bytes" in full.json()["error"], full.json()
+            wait = int(full.headers["retry-after"])
+            assert 1 <= wait <= 3
+            # A file that the whole quota could not hold is refused for good, not for a while.
+            too_big = client.post("/v2/uploads", files={"file": ("a.wav", _wav(10001))})
+            assert too_big.status_code == 400 and "10000 bytes in all" in too_big.json()["details"]["file"][0]
+            with server.client(other) as theirs:  # the quota is each account's own
+                assert theirs.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code == 201
+            time.sleep(wait)
+            assert client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code == 201
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_uploads_sent_at_once_cannot_pass_the_quota_together(dialect: str, tmp_path: Path) -> None:
+    env = {**SERVER_ENV, "OPENREEL_MAX_ACCOUNT_UPLOAD_BYTES": "10000"}
+    with (
+        throwaway_database(dialect, tmp_path) as url,
+        quick_server(tmp_path, {**env, "OPENREEL_DATABASE_URL": url}) as server,
+    ):
+        key = server.new_key()
+
+        def upload(_: int) -> int:
+            with server.client(key) as client:
+                return client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = sorted(pool.map(upload, range(8)))
+        assert codes == [201, 201] + [429] * 6
 
 
 @pytest.mark.live

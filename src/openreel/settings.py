@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     max_upload_video_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="the largest video uploaded"
     )
+    max_account_upload_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=0,
+        description="the most bytes of unexpired uploads an account may hold: more through `/v2/uploads` is "
+        "a 429 with `Retry-After` (the images a job stores count, but are not refused); 0 turns it off",
+    )
     max_json_body_bytes: int | None = Field(
         default=None,
         ge=0,

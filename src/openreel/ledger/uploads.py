@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from urllib.parse import unquote
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from openreel.ledger.jobs import ACTIVE
@@ -16,6 +16,16 @@ from openreel.storage.base import Storage
 
 def by_storage_key(session: Session, key: str) -> Upload | None:
     return session.scalars(select(Upload).where(Upload.storage_key == key)).first()
+
+
+def held(session: Session, account_id: str, now: datetime) -> tuple[int, datetime | None]:
+    """The bytes of the account's uploads that have not expired, and when the first of them expires."""
+    size, first = session.execute(
+        select(func.coalesce(func.sum(Upload.byte_size), 0), func.min(Upload.expires_at)).where(
+            Upload.account_id == account_id, Upload.expires_at > now
+        )
+    ).one()
+    return int(size), first
 
 
 def sweep_expired(session: Session, storage: Storage, now: datetime) -> int:

@@ -7,12 +7,15 @@ expiry and the signed URL that the engine later resolves are the same everywhere
 from __future__ import annotations
 
 import logging
+import math
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
+from openreel.ledger import credits, uploads
 from openreel.ledger.tables import Upload, new_id, utcnow
 from openreel.service.services import Services
 from openreel.service.views import iso
@@ -28,8 +31,22 @@ class UploadRejected(Exception):
     """The file's type is not accepted or it is too large; the message says which."""
 
 
-def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str) -> dict[str, Any]:
-    """Save ``stream`` as an upload of the account; returns the wire ``Upload`` object."""
+class UploadQuotaFull(Exception):
+    """The account's unexpired uploads leave no room for this one; some expire in ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def store_upload(
+    svc: Services, account_id: str, stream: BinaryIO, base_url: str, *, within_quota: bool = False
+) -> dict[str, Any]:
+    """Save ``stream`` as an upload of the account; returns the wire ``Upload`` object. ``within_quota``:
+    refused (``UploadQuotaFull``) where the account's unexpired uploads would pass
+    ``max_account_upload_bytes`` with it; checked before the bytes are read and again, under the
+    account's lock, as its row goes in, so that concurrent uploads cannot pass it together."""
+    quota = svc.settings.max_account_upload_bytes if within_quota else 0
     head = stream.read(SNIFF_BYTES)
     kind = sniff(head)
     if kind is None:
@@ -43,6 +60,9 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
     size = len(head)
     now = utcnow()
     expires = now + timedelta(seconds=svc.settings.upload_ttl_s)
+    if quota:
+        with svc.db.session() as session:
+            _check_room(session, account_id, len(head), quota, now)
     try:
         with staged.open("wb") as out:
             out.write(head)
@@ -59,6 +79,9 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
         # The row before the file: a crash between the two leaves a row naming no file, which the sweep
         # removes when it expires; a file stored first would be named by nothing, for good.
         with svc.db.session() as session:
+            if quota:
+                credits.lock_totals(session, [account_id])
+                _check_room(session, account_id, size, quota, utcnow())
             session.add(
                 Upload(
                     id=upload_id,
@@ -87,6 +110,19 @@ def store_upload(svc: Services, account_id: str, stream: BinaryIO, base_url: str
         "byteSize": size,
         "expiresAt": iso(expires),
     }
+
+
+def _check_room(session: Session, account_id: str, size: int, quota: int, now: datetime) -> None:
+    if size > quota:  # never, however long the client waits
+        raise UploadRejected(f"an account's uploads may hold {quota} bytes in all; this file is {size}")
+    held, first_expiry = uploads.held(session, account_id, now)
+    if held + size <= quota or first_expiry is None:
+        return
+    raise UploadQuotaFull(
+        f"this account's unexpired uploads hold {held} of the {quota} bytes it may keep, too many for "
+        f"this file of {size}; the first of them expires at {iso(first_expiry)}",
+        max(math.ceil((first_expiry - now).total_seconds()), 1),
+    )
 
 
 def _take_back(svc: Services, upload_id: str, storage_key: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
@@ -9,15 +10,20 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from openreel.protocols.apiframe.auth import KeyDep
-from openreel.protocols.apiframe.errors import validation_error
+from openreel.protocols.apiframe.errors import ApiError, validation_error
 from openreel.protocols.apiframe.schemas import ErrorBody, UploadOut
 from openreel.protocols.deps import ServicesDep
-from openreel.service.uploads import UploadRejected, store_upload
+from openreel.service.uploads import UploadQuotaFull, UploadRejected, store_upload
 
 router = APIRouter(tags=["Uploads"])
 
 
-@router.post("/v2/uploads", status_code=201, response_model=UploadOut, responses={400: {"model": ErrorBody}})
+@router.post(
+    "/v2/uploads",
+    status_code=201,
+    response_model=UploadOut,
+    responses={400: {"model": ErrorBody}, 429: {"model": ErrorBody}},
+)
 async def create_upload(
     request: Request, svc: ServicesDep, key: KeyDep, file: Annotated[UploadFile | None, File()] = None
 ) -> JSONResponse:
@@ -35,8 +41,11 @@ async def create_upload(
     if problems:
         raise validation_error(problems)
     base_url = svc.base_url(str(request.base_url))
+    store = partial(store_upload, svc, key.account_id, file.file, base_url, within_quota=True)
     try:
-        body = await anyio.to_thread.run_sync(store_upload, svc, key.account_id, file.file, base_url)
+        body = await anyio.to_thread.run_sync(store)
     except UploadRejected as exc:
         raise validation_error({"file": [str(exc)]}) from exc
+    except UploadQuotaFull as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
     return JSONResponse(body, status_code=201)
