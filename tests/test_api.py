@@ -428,21 +428,23 @@ def _wav(size: int) -> bytes:
     return (b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(size))[:size]
 
 
-def test_an_accounts_uploads_stop_at_its_quota_until_the_first_expires(tmp_path: Path) -> None:
-    env = {**SERVER_ENV, "OPENREEL_MAX_ACCOUNT_UPLOAD_BYTES": "10000", "OPENREEL_UPLOAD_TTL_S": "3"}
+def test_an_accounts_uploads_stop_at_its_quota_until_enough_expire(tmp_path: Path) -> None:
+    env = {**SERVER_ENV, "OPENREEL_MAX_ACCOUNT_UPLOAD_BYTES": "10000", "OPENREEL_UPLOAD_TTL_S": "5"}
     with quick_server(tmp_path, env) as server:
         key, other = server.new_key(), server.new_key()
         with server.client(key) as client:
-            for _ in range(2):
-                assert client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code == 201
+            for size in (4000, 6000):  # the quota exactly
+                assert client.post("/v2/uploads", files={"file": ("a.wav", _wav(size))}).status_code == 201
             full = client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))})
             assert full.status_code == 429, full.text
-            assert "hold 8000 of the 10000 bytes" in full.json()["error"], full.json()
+            error = full.json()["error"]
+            assert "hold 10000 of the 10000 bytes" in error and "this file of 4000" in error, error
             wait = int(full.headers["retry-after"])
-            assert 1 <= wait <= 3
+            assert 1 <= wait <= 5
             # A file that the whole quota could not hold is refused for good, not for a while.
             too_big = client.post("/v2/uploads", files={"file": ("a.wav", _wav(10001))})
             assert too_big.status_code == 400 and "10000 bytes in all" in too_big.json()["details"]["file"][0]
+            assert not list(server.data_dir.rglob("*.part")), "a refused upload left its staged file"
             with server.client(other) as theirs:  # the quota is each account's own
                 assert theirs.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code == 201
             time.sleep(wait)
@@ -458,13 +460,15 @@ def test_uploads_sent_at_once_cannot_pass_the_quota_together(dialect: str, tmp_p
     ):
         key = server.new_key()
 
-        def upload(_: int) -> int:
+        def upload(_: int) -> tuple[int, str]:
             with server.client(key) as client:
-                return client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code
+                answer = client.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))})
+                return answer.status_code, answer.json().get("error", "")
 
         with ThreadPoolExecutor(8) as pool:
-            codes = sorted(pool.map(upload, range(8)))
-        assert codes == [201, 201] + [429] * 6
+            answers = sorted(pool.map(upload, range(8)))
+        assert [code for code, _ in answers] == [201, 201] + [429] * 6
+        assert all("unexpired uploads hold" in error for _, error in answers[2:]), answers
 
 
 @pytest.mark.live

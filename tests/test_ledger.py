@@ -22,7 +22,17 @@ from sqlalchemy.orm import Session
 from openreel.ledger import accounts, credits, jobs, uploads
 from openreel.ledger import db as db_module
 from openreel.ledger.db import Database, migrate
-from openreel.ledger.tables import Account, ApiKey, Base, CreditEntry, Job, JobRecord, new_id, utcnow
+from openreel.ledger.tables import (
+    Account,
+    ApiKey,
+    Base,
+    CreditEntry,
+    Job,
+    JobRecord,
+    Upload,
+    new_id,
+    utcnow,
+)
 from openreel.scheduler.queue_moves import QueueMoves
 from openreel.service import queue_order
 from openreel.service.queue_order import QueueOrder
@@ -591,6 +601,34 @@ def test_a_key_let_go_at_submission_while_its_old_job_completes_deadlocks_neithe
         thread.join()
     assert outcomes == {"complete": True, "submit": True}
     assert balance(db, key.account_id) == 10
+
+
+def test_an_accounts_unexpired_uploads_and_when_they_free_room(db: Database) -> None:
+    mine, theirs = new_key(db, 10).account_id, new_key(db, 10).account_id
+    now = utcnow().replace(microsecond=0)
+    rows = [(mine, 300, 30), (mine, 100, 10), (mine, 500, 20), (mine, 1000, -1), (theirs, 700, 5)]
+    with db.session() as session:
+        for account_id, size, seconds in rows:
+            expires = now + timedelta(seconds=seconds)
+            session.add(
+                Upload(
+                    account_id=account_id,
+                    kind="image",
+                    content_type="image/png",
+                    byte_size=size,
+                    storage_key=f"uploads/{new_id()}.png",
+                    expires_at=expires,
+                )
+            )
+    with db.read() as session:
+        assert uploads.held(session, mine, now) == 900  # the expired one and the other account's aside
+        assert uploads.held(session, new_key(db, 1).account_id, now) == 0
+        # In the order they expire: 100 bytes at 10 s, 600 at 20 s, 900 at 30 s.
+        freed = {
+            size: uploads.freed_by(session, mine, now, size) for size in (1, 100, 101, 600, 601, 900, 901)
+        }
+    at = {seconds: now + timedelta(seconds=seconds) for seconds in (10, 20, 30)}
+    assert freed == {1: at[10], 100: at[10], 101: at[20], 600: at[20], 601: at[30], 900: at[30], 901: None}
 
 
 def test_expired_uploads_are_swept_with_their_files(db: Database, tmp_path: Path) -> None:

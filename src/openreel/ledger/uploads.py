@@ -18,14 +18,26 @@ def by_storage_key(session: Session, key: str) -> Upload | None:
     return session.scalars(select(Upload).where(Upload.storage_key == key)).first()
 
 
-def held(session: Session, account_id: str, now: datetime) -> tuple[int, datetime | None]:
-    """The bytes of the account's uploads that have not expired, and when the first of them expires."""
-    size, first = session.execute(
-        select(func.coalesce(func.sum(Upload.byte_size), 0), func.min(Upload.expires_at)).where(
-            Upload.account_id == account_id, Upload.expires_at > now
+def held(session: Session, account_id: str, now: datetime) -> int:
+    """The bytes of the account's uploads that have not expired."""
+    live = (Upload.account_id == account_id, Upload.expires_at > now)
+    return int(session.scalar(select(func.coalesce(func.sum(Upload.byte_size), 0)).where(*live)) or 0)
+
+
+def freed_by(session: Session, account_id: str, now: datetime, size: int) -> datetime | None:
+    """When the account's unexpired uploads, expiring in turn, will have freed ``size`` bytes (None:
+    never, they hold fewer)."""
+    freed = (
+        select(
+            Upload.expires_at,
+            func.sum(Upload.byte_size).over(order_by=(Upload.expires_at, Upload.id)).label("freed"),
         )
-    ).one()
-    return int(size), first
+        .where(Upload.account_id == account_id, Upload.expires_at > now)
+        .subquery()
+    )
+    return session.scalar(
+        select(freed.c.expires_at).where(freed.c.freed >= size).order_by(freed.c.freed).limit(1)
+    )
 
 
 def sweep_expired(session: Session, storage: Storage, now: datetime) -> int:

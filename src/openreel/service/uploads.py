@@ -44,7 +44,7 @@ def store_upload(
 ) -> dict[str, Any]:
     """Save ``stream`` as an upload of the account; returns the wire ``Upload`` object. ``within_quota``:
     refused (``UploadQuotaFull``) where the account's unexpired uploads would pass
-    ``max_account_upload_bytes`` with it; checked before the bytes are read and again, under the
+    ``max_account_upload_bytes`` with it; checked before the bytes are stored and again, under the
     account's lock, as its row goes in, so that concurrent uploads cannot pass it together."""
     quota = svc.settings.max_account_upload_bytes if within_quota else 0
     head = stream.read(SNIFF_BYTES)
@@ -54,15 +54,18 @@ def store_upload(
     limit = (
         svc.settings.max_upload_video_bytes if kind.kind == "video" else svc.settings.max_upload_image_bytes
     )
+    if quota and stream.seekable():  # a received body is spooled whole: its size is known already
+        here = stream.tell()
+        whole = len(head) + stream.seek(0, os.SEEK_END) - here
+        stream.seek(here)
+        with svc.db.read() as session:
+            _check_room(session, account_id, whole, quota, utcnow())
     upload_id = new_id()
     storage_key = f"uploads/{upload_id}.{kind.extension}"
     staged = svc.storage.staging_path(storage_key)
     size = len(head)
     now = utcnow()
     expires = now + timedelta(seconds=svc.settings.upload_ttl_s)
-    if quota:
-        with svc.db.session() as session:
-            _check_room(session, account_id, len(head), quota, now)
     try:
         with staged.open("wb") as out:
             out.write(head)
@@ -115,13 +118,15 @@ def store_upload(
 def _check_room(session: Session, account_id: str, size: int, quota: int, now: datetime) -> None:
     if size > quota:  # never, however long the client waits
         raise UploadRejected(f"an account's uploads may hold {quota} bytes in all; this file is {size}")
-    held, first_expiry = uploads.held(session, account_id, now)
-    if held + size <= quota or first_expiry is None:
+    held = uploads.held(session, account_id, now)
+    if held + size <= quota:
         return
+    room_at = uploads.freed_by(session, account_id, now, held + size - quota)
+    wait = math.ceil((room_at - now).total_seconds()) if room_at is not None else 0
     raise UploadQuotaFull(
         f"this account's unexpired uploads hold {held} of the {quota} bytes it may keep, too many for "
-        f"this file of {size}; the first of them expires at {iso(first_expiry)}",
-        max(math.ceil((first_expiry - now).total_seconds()), 1),
+        f"this file of {size}; enough of them expire by {iso(room_at)}",
+        max(wait, 1),
     )
 
 
