@@ -444,6 +444,8 @@ def test_an_accounts_uploads_stop_at_its_quota_until_enough_expire(tmp_path: Pat
             # A file that the whole quota could not hold is refused for good, not for a while.
             too_big = client.post("/v2/uploads", files={"file": ("a.wav", _wav(10001))})
             assert too_big.status_code == 400 and "10000 bytes in all" in too_big.json()["details"]["file"][0]
+            over_limit = client.post("/v2/uploads", files={"file": ("a.wav", _wav(2 * 1024 * 1024 + 1))})
+            assert over_limit.status_code == 400 and "limited to" in over_limit.json()["details"]["file"][0]
             assert not list(server.data_dir.rglob("*.part")), "a refused upload left its staged file"
             with server.client(other) as theirs:  # the quota is each account's own
                 assert theirs.post("/v2/uploads", files={"file": ("a.wav", _wav(4000))}).status_code == 201

@@ -54,10 +54,14 @@ def store_upload(
     limit = (
         svc.settings.max_upload_video_bytes if kind.kind == "video" else svc.settings.max_upload_image_bytes
     )
-    if quota and stream.seekable():  # a received body is spooled whole: its size is known already
-        here = stream.tell()
-        whole = len(head) + stream.seek(0, os.SEEK_END) - here
-        stream.seek(here)
+    # Every stream here is whole already (a received body spooled, bytes fetched or decoded): its size
+    # is known, and a file refused for it is refused before anything is staged.
+    here = stream.tell()
+    whole = len(head) + stream.seek(0, os.SEEK_END) - here
+    stream.seek(here)
+    if whole > limit:
+        raise UploadRejected(f"{kind.kind} files are limited to {limit} bytes")
+    if quota:
         with svc.db.read() as session:
             _check_room(session, account_id, whole, quota, utcnow())
     upload_id = new_id()
@@ -71,8 +75,6 @@ def store_upload(
             out.write(head)
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
-                if size > limit:
-                    raise UploadRejected(f"{kind.kind} files are limited to {limit} bytes")
                 out.write(chunk)
         if kind.kind == "image":  # its size read now: a job would fail on it, after charging
             try:
