@@ -471,6 +471,7 @@ def test_uploads_sent_at_once_cannot_pass_the_quota_together(dialect: str, tmp_p
             answers = sorted(pool.map(upload, range(8)))
         assert [code for code, _ in answers] == [201, 201] + [429] * 6
         assert all("unexpired uploads hold" in error for _, error in answers[2:]), answers
+        assert not list(server.data_dir.rglob("*.part")), "a refused upload left its staged file"
 
 
 @pytest.mark.live

@@ -123,12 +123,13 @@ def _check_room(session: Session, account_id: str, size: int, quota: int, now: d
     held = uploads.held(session, account_id, now)
     if held + size <= quota:
         return
+    full = f"this account's unexpired uploads hold {held} of the {quota} bytes it may keep, too many for "
     room_at = uploads.freed_by(session, account_id, now, held + size - quota)
-    wait = math.ceil((room_at - now).total_seconds()) if room_at is not None else 0
+    if room_at is None:  # some went between the two statements (each reads a snapshot of its own)
+        raise UploadQuotaFull(f"{full}this file of {size}; try again", 1)
     raise UploadQuotaFull(
-        f"this account's unexpired uploads hold {held} of the {quota} bytes it may keep, too many for "
-        f"this file of {size}; enough of them expire by {iso(room_at)}",
-        max(wait, 1),
+        f"{full}this file of {size}; enough of them expire by {iso(room_at)}",
+        max(math.ceil((room_at - now).total_seconds()), 1),
     )
 
 
