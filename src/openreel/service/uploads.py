@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -57,25 +58,22 @@ def store_upload(
     # Every stream here is whole already (a received body spooled, bytes fetched or decoded): its size
     # is known, and a file refused for it is refused before anything is staged.
     here = stream.tell()
-    whole = len(head) + stream.seek(0, os.SEEK_END) - here
+    size = len(head) + stream.seek(0, os.SEEK_END) - here
     stream.seek(here)
-    if whole > limit:
+    if size > limit:
         raise UploadRejected(f"{kind.kind} files are limited to {limit} bytes")
     if quota:
         with svc.db.read() as session:
-            _check_room(session, account_id, whole, quota, utcnow())
+            _check_room(session, account_id, size, quota, utcnow())
     upload_id = new_id()
     storage_key = f"uploads/{upload_id}.{kind.extension}"
     staged = svc.storage.staging_path(storage_key)
-    size = len(head)
     now = utcnow()
     expires = now + timedelta(seconds=svc.settings.upload_ttl_s)
     try:
         with staged.open("wb") as out:
             out.write(head)
-            while chunk := stream.read(CHUNK):
-                size += len(chunk)
-                out.write(chunk)
+            shutil.copyfileobj(stream, out, CHUNK)
         if kind.kind == "image":  # its size read now: a job would fail on it, after charging
             try:
                 opened_image(staged, source="the image", max_pixels=svc.settings.max_image_pixels).close()
@@ -123,14 +121,15 @@ def _check_room(session: Session, account_id: str, size: int, quota: int, now: d
     held = uploads.held(session, account_id, now)
     if held + size <= quota:
         return
-    full = f"this account's unexpired uploads hold {held} of the {quota} bytes it may keep, too many for "
+    full = (
+        f"this account's unexpired uploads hold {held} of the {quota} bytes it may keep, too many for "
+        f"this file of {size}"
+    )
     room_at = uploads.freed_by(session, account_id, now, held + size - quota)
     if room_at is None:  # some went between the two statements (each reads a snapshot of its own)
-        raise UploadQuotaFull(f"{full}this file of {size}; try again", 1)
-    raise UploadQuotaFull(
-        f"{full}this file of {size}; enough of them expire by {iso(room_at)}",
-        max(math.ceil((room_at - now).total_seconds()), 1),
-    )
+        raise UploadQuotaFull(f"{full}; try again", 1)
+    wait = max(math.ceil((room_at - now).total_seconds()), 1)
+    raise UploadQuotaFull(f"{full}; enough of them expire by {iso(room_at)}", wait)
 
 
 def _take_back(svc: Services, upload_id: str, storage_key: str) -> None:
